@@ -1,0 +1,35 @@
+"""Shared fixtures: every test gets its own workspace and W&B folders; nothing is written under $HOME."""
+import os, sys, subprocess
+from pathlib import Path
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def isolated_workspace(tmp_path, monkeypatch):
+    "Point FMOPS_HOME and every WANDB_*_DIR at the test's temp folder."
+    ws = tmp_path / ".fmops"
+    monkeypatch.setenv("FMOPS_HOME", str(ws))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_CONSOLE", "off")
+    for var, sub in [("WANDB_DIR", ""), ("WANDB_DATA_DIR", "data"), ("WANDB_CACHE_DIR", "cache"),
+                     ("WANDB_CONFIG_DIR", "config"), ("WANDB_ARTIFACT_DIR", "artifacts")]:
+        monkeypatch.setenv(var, str(tmp_path / "wandb-env" / sub))
+    monkeypatch.chdir(tmp_path)
+    return ws
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _teardown_wandb():
+    "wandb's helper process lives until teardown: end it once the session is done."
+    yield
+    if "wandb" in sys.modules:
+        sys.modules["wandb"].teardown()
+
+
+def run_py(code: str, env_extra: dict | None = None, cwd=None, timeout=300) -> subprocess.CompletedProcess:
+    "Run `code` in a fresh interpreter of this environment; return the completed process."
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout)

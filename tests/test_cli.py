@@ -1,0 +1,56 @@
+"""The `fmops` console command, run as a user runs it."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+FMOPS = [shutil.which("fmops") or "fmops"]  # the console script `pip install` puts on PATH
+
+
+def fmops(*args, cwd=None):
+    return subprocess.run([*FMOPS, *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def test_help_and_version():
+    r = fmops("--help")
+    assert r.returncode == 0 and "workspace" in r.stdout and "demo" in r.stdout
+    import fmops_nb
+    r = fmops("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"fmops_nb {fmops_nb.__version__}"
+
+
+def test_workspace_prints_where_everything_lives(tmp_path, isolated_workspace):
+    r = fmops("workspace", "--json", cwd=tmp_path)
+    d = json.loads(r.stdout)
+    assert d["workspace"] == str(isolated_workspace) and d["chosen_by"] == "FMOPS_HOME" and d["exists"] is False
+    r = fmops("-w", str(tmp_path / "explicit"), "workspace", "--init")
+    assert r.returncode == 0
+    assert f"database   {tmp_path / 'explicit' / 'fmops.db'}" in r.stdout
+    assert (tmp_path / "explicit" / "fmops.db").is_file()
+
+
+def test_user_error_is_one_line_and_exit_1(tmp_path):
+    ws = tmp_path / "ws"
+    assert fmops("-w", str(ws), "workspace", "--init").returncode == 0
+    (ws / "config.toml").write_text("[wandb]\nmdoe = 'online'\n")
+    r = fmops("-w", str(ws), "config")
+    assert r.returncode == 1
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("fmops: error: Unknown setting 'wandb.mdoe'")
+    r = fmops("nosuch")
+    assert r.returncode == 2 and "invalid choice: 'nosuch'" in r.stderr
+
+
+def test_demo_creates_workspace_data_and_a_wandb_run(tmp_path):
+    r = fmops("demo", "--dir", str(tmp_path / "demo"), "--json")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout.split("...\n", 1)[1])
+    assert Path(res["reference"]).is_file() and Path(res["production"]).is_file()
+    assert (tmp_path / "demo" / ".fmops" / "fmops.db").is_file()
+    from fmops_nb.tracking import read_run
+    rec = read_run(res["wandb_run"])
+    assert rec.status == "finished" and rec.job_type == "demo"
+    assert [a["name"] for a in rec.artifacts] == ["demo-data"]
+    channel = [row for row in rec.tables["columns"]["data"] if row[0] == "channel"][0]
+    assert channel[1] == "categorical"
