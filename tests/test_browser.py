@@ -43,12 +43,12 @@ def test_fmops_help_in_jupyterlab(lab, tmp_path):
     assert out[0].strip() == ""  # %load_ext prints nothing
     help_text = out[1]
     assert "fmops commands" in help_text
-    for cmd in ("%fmops config", "%fmops help", "%fmops workspace"):
+    for cmd in ("%fmops config", "%fmops drift", "%fmops help", "%fmops workspace"):
         assert cmd in help_text
     assert "Run %fmops help COMMAND for a command's arguments." in help_text
     err = out[2]
     assert "UsageError: Unknown %fmops command 'nosuch'" in err
-    assert "Available: config, help, workspace." in err
+    assert "Available: config, drift, help, workspace." in err
     assert "Traceback" not in err
     # the help table is a real table a person can read, not a text dump
     rows = page.eval_on_selector_all(".fmops-help table tr", "els => els.length")

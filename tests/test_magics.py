@@ -37,7 +37,7 @@ def test_unknown_command_is_a_usage_error_without_traceback(shell):
         shell.run_line_magic("fmops", "nosuch")
     msg = str(e.value)
     assert "Unknown %fmops command 'nosuch'" in msg
-    for name in ("config", "help", "workspace"):
+    for name in ("config", "drift", "help", "workspace"):
         assert name in msg
     assert "\n" not in msg  # one paragraph
     with capture_output() as cap:

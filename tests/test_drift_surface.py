@@ -1,0 +1,63 @@
+"""`%fmops drift` and `fmops drift` on real files and notebook variables."""
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+
+
+def windows(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 20_000
+    ref = {"latency_ms": rng.lognormal(5.0, 0.35, n), "tokens": rng.poisson(120, n).astype(float),
+           "channel": rng.choice(["web", "app", "email"], n, p=[0.5, 0.3, 0.2])}
+    cur = {"latency_ms": rng.lognormal(5.2, 0.35, n), "tokens": rng.poisson(120, n).astype(float),
+           "channel": rng.choice(["web", "app", "email"], n, p=[0.3, 0.5, 0.2])}
+    paths = []
+    for name, d in (("ref", ref), ("cur", cur)):
+        p = tmp_path / f"{name} window.parquet"
+        pq.write_table(pa.table(d), p)
+        paths.append(p)
+    return ref, cur, paths
+
+
+def test_cli_drift_json_and_html(tmp_path):
+    _, _, (refp, curp) = windows(tmp_path)
+    r = subprocess.run([shutil.which("fmops"), "drift", str(refp), str(curp), "--json", "--html", str(tmp_path / "r.html")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["schema"] == "fmops.drift/1" and d["dataset_drift"] is True
+    assert sorted(d["drifted_columns"]) == ["channel", "latency_ms"]
+    col = d["columns"]["tokens"]
+    assert {"kind", "method", "statistic", "threshold", "p_value", "drifted", "status", "n_reference", "n_current"} <= col.keys()
+    assert (col["status"], col["n_reference"], col["n_current"]) == ("ok", 20_000, 20_000)
+    page = (tmp_path / "r.html").read_text()
+    assert "<script" not in page and "latency_ms" in page and len(page) < 200_000
+    r = subprocess.run([shutil.which("fmops"), "drift", str(refp), str(tmp_path / "missing.parquet")], capture_output=True, text=True)
+    assert r.returncode == 1 and "missing.parquet does not exist" in r.stderr
+
+
+def test_magic_drift_on_variables_and_quoted_paths(tmp_path):
+    ref, cur, (refp, curp) = windows(tmp_path)
+    ip = InteractiveShell.instance()
+    try:
+        ip.run_line_magic("load_ext", "fmops_nb")
+        ip.user_ns.update(ref=ref, cur=cur)
+        rep = ip.run_line_magic("fmops", "drift ref cur --columns latency_ms,tokens")
+        assert list(rep.columns) == ["latency_ms", "tokens"] and rep.drifted == ["latency_ms"]
+        rep2 = ip.run_line_magic("fmops", f'drift "{refp}" "{curp}" --mode p_value --correction bonferroni')
+        assert sorted(rep2.drifted) == ["channel", "latency_ms"]
+        assert "Bonferroni" in rep2.rule
+        bundle, _ = ip.display_formatter.format(rep2)
+        assert "fmops-drift" in bundle["text/html"] and len(bundle["text/html"]) < 200_000
+        with pytest.raises(UsageError, match="Columns?.*'nope' not in"):
+            ip.run_line_magic("fmops", "drift ref cur --columns nope")
+    finally:
+        ip.run_line_magic("unload_ext", "fmops_nb")
+        InteractiveShell.clear_instance()
