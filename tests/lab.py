@@ -54,6 +54,10 @@ class JupyterLab:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 90):
+        # no "get notified about Jupyter news?" toast over the panels in screenshots
+        prefs = Path(self.env["JUPYTERLAB_SETTINGS_DIR"]) / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+        prefs.parent.mkdir(parents=True, exist_ok=True)
+        prefs.write_text(json.dumps({"fetchNews": "false"}))
         cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip", "127.0.0.1", "--port", str(self.port),
                "--ServerApp.port_retries=0", f"--IdentityProvider.token={self.token}", "--allow-root",
                f"--ServerApp.root_dir={self.root}", "--LabApp.expose_app_in_browser=True",

@@ -53,3 +53,56 @@ def test_fmops_help_in_jupyterlab(lab, tmp_path):
     # the help table is a real table a person can read, not a text dump
     rows = page.eval_on_selector_all(".fmops-help table tr", "els => els.length")
     assert rows >= 4
+
+
+DRIFT_DATA = """
+import numpy as np, pandas as pd
+g = np.random.default_rng(0)
+n = 6000
+ref = pd.DataFrame({'latency': g.lognormal(5, .3, n), 'tokens': g.poisson(120, n).astype(float),
+                    'plan': g.choice(['free', 'pro', 'team'], n)})
+cur = pd.DataFrame({'latency': np.r_[g.lognormal(5, .3, n // 2), g.lognormal(5.3, .3, n // 2)], 'tokens': g.poisson(120, n).astype(float),
+                    'plan': np.r_[g.choice(['free', 'pro', 'team'], n // 2), g.choice(['free', 'pro', 'team', 'trial'], n // 2, p=[.4, .3, .1, .2])],
+                    'ts': pd.Timestamp('2026-03-01') + pd.to_timedelta(np.arange(n) * 6 * 86400 / n, unit='s')})
+"""
+
+
+def test_drift_panel_in_jupyterlab(lab, tmp_path):
+    server, browser = lab
+    write_notebook(tmp_path / "drift.ipynb", ["%load_ext fmops_nb", DRIFT_DATA,
+                                              "report = %fmops drift ref cur --chunk-by ts", "print(sorted(report.drifted))"])
+    page = browser.open_notebook(server, "drift.ipynb")
+    browser.run_all()
+    page.wait_for_selector(".fmops-drift-panel .fmops-drift-head", timeout=120_000)
+    browser.wait_idle()
+    panel = page.locator(".fmops-drift-panel")
+    head = panel.locator(".fmops-drift-head").inner_text()
+    assert "Drift: 2 of 3 columns drifted (latency, plan)" in head and "Rule: drift when" in head
+    assert browser.outputs()[3].strip() == "['latency', 'plan']"
+    # the table: one row per column, drifted first
+    rows = panel.locator("table.fmops-columns tbody tr")
+    assert rows.count() == 3
+    assert rows.nth(0).locator("td").nth(2).inner_text() == "drift"
+    # sort by column name, descending: tokens, plan, latency
+    sort = panel.get_by_label("Sort by", exact=True)
+    sort.select_option(label="column")
+    panel.locator(".widget-toggle-button", has_text="descending").click()
+    page.wait_for_function("() => document.querySelector('.fmops-drift-panel table.fmops-columns tbody tr td').innerText === 'tokens'")
+    assert [rows.nth(i).locator("td").nth(0).inner_text() for i in range(3)] == ["tokens", "plan", "latency"]
+    # the distribution of the selected column follows the column picker
+    assert "latency: share per reference-quantile bin" in panel.locator(".fmops-detail").inner_text()
+    panel.get_by_label("Column", exact=True).select_option(label="plan")
+    page.wait_for_function("() => document.querySelector('.fmops-drift-panel .fmops-detail').innerText.includes('plan: share per category')")
+    assert panel.locator(".fmops-detail svg.fmops-bars rect").count() >= 8  # 4 categories x 2 sides
+    # the timeline: 6 days, the shift shows in the second half
+    cells = panel.locator("svg.fmops-timeline rect")
+    assert cells.count() == 6
+    fills = [cells.nth(i).get_attribute("fill") for i in range(6)]
+    assert fills[3:] == ["#c62828"] * 3 and "#c62828" not in fills[:3], fills
+    assert "unseen_categories" in panel.locator(".fmops-quality").inner_text()
+    shot = tmp_path / "drift-panel.png"
+    panel.screenshot(path=str(shot))
+    assert shot.stat().st_size > 10_000
+    if os.environ.get("FMOPS_SCREENSHOTS"):
+        import shutil
+        shutil.copy(shot, Path(os.environ["FMOPS_SCREENSHOTS"]) / shot.name)

