@@ -69,3 +69,28 @@ def test_magic_drift_on_variables_and_quoted_paths(tmp_path):
     finally:
         ip.run_line_magic("unload_ext", "fmops_nb")
         InteractiveShell.clear_instance()
+
+
+def test_cli_drift_timeline_from_parquet_row_groups_and_log(tmp_path, isolated_workspace):
+    import pandas as pd
+    from fmops_nb.tracking import read_run
+    g = np.random.default_rng(0)
+    n = 20_000
+    pd.DataFrame({"x": g.normal(size=n), "c": g.choice(list("abc"), n)}).to_parquet(tmp_path / "ref.parquet", row_group_size=5000)
+    ts = pd.Timestamp("2026-01-01") + pd.to_timedelta(np.arange(n) * 4 * 86400 / n, unit="s")
+    cur = pd.DataFrame({"x": np.r_[g.normal(size=n // 2), g.normal(0.5, 1, n // 2)], "c": g.choice(list("abc"), n), "ts": ts})
+    cur.to_parquet(tmp_path / "cur.parquet", row_group_size=3000)  # row groups that straddle the days
+    fmops = shutil.which("fmops")
+    r = subprocess.run([fmops, "drift", str(tmp_path / "ref.parquet"), str(tmp_path / "cur.parquet"), "--chunk-by", "ts", "--log", "--json"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert [(c["chunk"], c["n"], c["status"]) for c in d["chunks"]] == [
+        ("2026-01-01", 5000, "ok"), ("2026-01-02", 5000, "ok"), ("2026-01-03", 5000, "drift"), ("2026-01-04", 5000, "drift")]
+    assert d["drifted_columns"] == ["x"] and "ts" not in d["columns"]
+    run = read_run(d["wandb_run"])
+    assert run.exit_code == 0 and run.summary["dataset_drift"] is True
+    assert [row[2] for row in run.tables["timeline"]["data"]] == ["ok", "ok", "drift", "drift"]
+    assert str(isolated_workspace) in d["wandb_run"]
+    r = subprocess.run([fmops, "drift", str(tmp_path / "ref.parquet"), str(tmp_path / "cur.parquet"), "--chunk-by", "tss"], capture_output=True, text=True)
+    assert r.returncode == 1 and "chunk_by column 'tss' is not in" in r.stderr and "Available: x, c, ts" in r.stderr
