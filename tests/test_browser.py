@@ -43,12 +43,12 @@ def test_fmops_help_in_jupyterlab(lab, tmp_path):
     assert out[0].strip() == ""  # %load_ext prints nothing
     help_text = out[1]
     assert "fmops commands" in help_text
-    for cmd in ("%fmops config", "%fmops drift", "%fmops help", "%fmops workspace"):
+    for cmd in ("%fmops config", "%fmops diff", "%fmops drift", "%fmops help", "%fmops promote", "%fmops rollback", "%fmops versions", "%fmops workspace"):
         assert cmd in help_text
     assert "Run %fmops help COMMAND for a command's arguments." in help_text
     err = out[2]
     assert "UsageError: Unknown %fmops command 'nosuch'" in err
-    assert "Available: config, drift, help, workspace." in err
+    assert "Available: config, diff, drift, help, promote, rollback, versions, workspace." in err
     assert "Traceback" not in err
     # the help table is a real table a person can read, not a text dump
     rows = page.eval_on_selector_all(".fmops-help table tr", "els => els.length")
@@ -106,3 +106,53 @@ def test_drift_panel_in_jupyterlab(lab, tmp_path):
     if os.environ.get("FMOPS_SCREENSHOTS"):
         import shutil
         shutil.copy(shot, Path(os.environ["FMOPS_SCREENSHOTS"]) / shot.name)
+
+
+REGISTRY_SETUP = """
+import torch
+from fmops_nb.registry import Registry
+torch.manual_seed(0)
+net = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+reg = Registry(log=False)
+reg.register('clf', net, metrics={'accuracy': 0.71}, aliases=['production'], description='first cut')
+with torch.no_grad():
+    net[2].weight += 0.05
+    net[4].weight[:2] += 0.3
+reg.register('clf', net, parent='clf:v1', metrics={'accuracy': 0.76}, aliases=['candidate'])
+"""
+
+
+def test_registry_and_diff_panels_in_jupyterlab(lab, tmp_path):
+    server, browser = lab
+    write_notebook(tmp_path / "versions.ipynb", ["%load_ext fmops_nb", REGISTRY_SETUP, "%fmops versions clf",
+                                                 "d = %fmops diff clf:production clf:candidate", "print(len(d.changed_tensors))"])
+    page = browser.open_notebook(server, "versions.ipynb")
+    browser.run_all()
+    page.wait_for_selector(".fmops-diff-panel .fmops-diff-head", timeout=120_000)
+    browser.wait_idle()
+    assert browser.outputs()[4].strip() == "2"
+    reg_panel = page.locator(".fmops-registry-panel")
+    assert reg_panel.locator("table.fmops-versions tbody tr").count() == 2
+    assert "production" in reg_panel.locator("table.fmops-versions tbody tr").nth(0).inner_text()
+    assert "clf:v2 ← clf:v1" in reg_panel.locator(".fmops-lineage").inner_text()
+    reg_panel.get_by_label("Version", exact=True).select_option(label="clf:v1")
+    page.wait_for_function("() => document.querySelector('.fmops-registry-panel .fmops-lineage').innerText.includes('derived: clf:v2')")
+    diff_panel = page.locator(".fmops-diff-panel")
+    head = diff_panel.locator(".fmops-diff-head").inner_text()
+    assert head.startswith("clf:v1 → clf:v2: 2 of 6 tensors changed") and "accuracy 0.71 → 0.76 (better)" in head
+    bars = diff_panel.locator("svg.fmops-modules rect")
+    assert bars.count() == 2  # modules 2 and 4 changed
+    assert "better" in diff_panel.locator("table.fmops-metrics").inner_text()
+    modules = diff_panel.get_by_label("Module", exact=True)
+    modules.select_option(label="2")
+    page.wait_for_function("() => document.querySelector('.fmops-diff-panel table.fmops-tensors').innerText.includes('2.weight')")
+    rows = diff_panel.locator("table.fmops-tensors tbody tr")
+    got = {rows.nth(i).locator("td").nth(0).inner_text(): rows.nth(i).locator("td").nth(1).inner_text() for i in range(rows.count())}
+    assert got == {"2.weight": "changed", "2.bias": "same"}
+    for name, loc in (("registry-panel.png", reg_panel), ("diff-panel.png", diff_panel)):
+        shot = tmp_path / name
+        loc.screenshot(path=str(shot))
+        assert shot.stat().st_size > 5_000
+        if os.environ.get("FMOPS_SCREENSHOTS"):
+            import shutil
+            shutil.copy(shot, Path(os.environ["FMOPS_SCREENSHOTS"]) / name)
