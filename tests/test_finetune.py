@@ -225,3 +225,28 @@ def test_cli_runs_a_spec_file_and_lists_stops_resumes(minilm, tmp_path):
     (tmp_path / "bad.yaml").write_text(f"base: {minilm}\ntrain: docs.csv\nlearning_rate: -1\n")
     bad = subprocess.run([fmops, "finetune", "run", str(tmp_path / "bad.yaml")], capture_output=True, text=True)
     assert bad.returncode == 1 and "learning_rate must be a positive number" in bad.stderr
+
+
+def test_training_data_by_fingerprint_of_an_earlier_run(minilm):
+    first = launch(**small(minilm, recipe="head", max_steps=2))
+    assert first.wait(300) == "finished", first.tail(30)
+    fp = first.meta["fingerprints"]["train"]["fingerprint"]
+    again = launch(**small(minilm, recipe="head", max_steps=2, train=fp, eval=first.meta["fingerprints"]["eval"]["fingerprint"]))
+    assert again.wait(300) == "finished", again.tail(30)
+    assert again.meta["fingerprints"]["train"]["fingerprint"] == fp
+    with pytest.raises(NotFoundError, match="No stored dataset has the fingerprint sha256:0000"):
+        launch(**small(minilm, train="sha256:" + "0" * 64))
+
+
+def test_a_run_outlives_the_process_that_launched_it(minilm, tmp_path):
+    """The launching process (a notebook kernel, say) exits at once; the run goes on and finishes on its own."""
+    import subprocess, sys
+    DATA.to_parquet(tmp_path / "docs.parquet")
+    code = (f"from fmops_nb.finetune import launch\n"
+            f"r = launch(base={minilm!r}, train={str(tmp_path / 'docs.parquet')!r}, model='modclf', recipe='head', max_steps=3, batch_size=8, max_length=32)\n"
+            f"print(r.id)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    run = get_run(out.stdout.strip().splitlines()[-1])
+    assert run.wait(300) == "finished", run.tail(30)
+    assert run.version == "modclf:v1"
