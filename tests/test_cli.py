@@ -42,15 +42,19 @@ def test_user_error_is_one_line_and_exit_1(tmp_path):
     assert r.returncode == 2 and "invalid choice: 'nosuch'" in r.stderr
 
 
-def test_demo_creates_workspace_data_and_a_wandb_run(tmp_path):
-    r = fmops("demo", "--dir", str(tmp_path / "demo"), "--json")
+def test_demo_runs_the_maintenance_report_and_rolls_back_the_worse_release(tmp_path):
+    r = fmops("demo", "--dir", str(tmp_path / "demo"), "--rows", "2000")
     assert r.returncode == 0, r.stderr
-    res = json.loads(r.stdout.split("...\n", 1)[1])
-    assert Path(res["reference"]).is_file() and Path(res["production"]).is_file()
-    assert (tmp_path / "demo" / ".fmops" / "fmops.db").is_file()
+    assert "maintenance report  finished" in r.stdout and "tickets:production  is tickets:v1" in r.stdout
+    assert "policy fired        rollback-on-drop: rolled tickets:production back from tickets:v2 to tickets:v1" in r.stdout
+    again = fmops("demo", "--dir", str(tmp_path / "demo"))
+    assert again.returncode == 1 and "already holds an fmops demo" in again.stderr
+    res = json.loads((tmp_path / "demo" / "demo.json").read_text())
     from fmops_nb.tracking import read_run
     rec = read_run(res["wandb_run"])
-    assert rec.status == "finished" and rec.job_type == "demo"
-    assert [a["name"] for a in rec.artifacts] == ["demo-data"]
-    channel = [row for row in rec.tables["columns"]["data"] if row[0] == "channel"][0]
-    assert channel[1] == "categorical"
+    assert rec.status == "finished" and rec.job_type == "maintenance_report" and rec.summary["dataset_drift"] is True
+    assert [a["name"] for a in rec.artifacts if a["type"] == "report"] == ["report-maintenance_report"]
+    t = rec.tables["drift"]
+    channel = [dict(zip(t["columns"], row)) for row in t["data"] if row[t["columns"].index("column")] == "channel"][0]
+    assert channel["kind"] == "categorical" and channel["status"] == "drift"
+    assert Path(res["wandb_run"]).is_dir() and f"W&B run             {res['wandb_run']}" in r.stdout

@@ -15,3 +15,18 @@ def test_notebook(nb):
 def test_there_are_notebooks():
     names = {p.stem for p in NBS}
     assert {"00_errors", "01_core", "02_tracking", "90_magics", "95_cli", "index"} <= names
+
+
+TEMPLATES = sorted((Path(__file__).resolve().parents[1] / "templates").glob("*.ipynb"))
+
+
+def test_templates_are_clean_and_declare_typed_parameters():
+    "Templates ship without outputs and each declares its parameters (validated before papermill runs it)."
+    import nbformat
+    from fmops_nb.reports import schema
+    assert {p.stem for p in TEMPLATES} == {"maintenance_report", "drift_report", "version_diff", "finetune_report"}
+    for p in TEMPLATES:
+        nb = nbformat.read(str(p), as_version=4)
+        assert all(not c.get("outputs") and c.get("execution_count") is None for c in nb.cells if c.cell_type == "code"), p.name
+        assert nb.metadata["kernelspec"]["name"] == "python3"
+        assert schema(p), f"{p.name} declares no parameters"
