@@ -322,3 +322,16 @@ def test_drift_on_two_consecutive_reports_launches_the_finetune_spec(tmp_path):
     assert [(s["name"], s["cron"], s["params"]) for s in ls] == [("daily", "0 6 * * *", {"drifted": False})]
     assert fmops("schedule", "rm", "daily", cwd=tmp_path).returncode == 0
     assert json.loads(fmops("schedule", "ls", "--json", cwd=tmp_path).stdout) == []
+
+
+def test_report_magic_inside_a_running_kernel(tmp_path):
+    "`%fmops report run` from a notebook cell: a kernel (with its event loop running) starting and driving a second kernel."
+    inner = template(tmp_path / "inner.ipynb", "n: int = 1", "from fmops_nb.reports import record\nrecord('tripled', n * 3)")
+    outer = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("%load_ext fmops_nb"), nbformat.v4.new_code_cell(
+        f"r = %fmops report run {inner} -p n 14 --no-wandb\nprint(r.status, r.values)")])
+    outer.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(outer, str(tmp_path / "outer.ipynb"))
+    import papermill as pm
+    pm.execute_notebook(str(tmp_path / "outer.ipynb"), str(tmp_path / "outer-out.ipynb"), kernel_name="python3", progress_bar=False, cwd=str(tmp_path))
+    out = nbformat.read(str(tmp_path / "outer-out.ipynb"), as_version=4).cells[1].outputs
+    assert [o["text"] for o in out if o.get("name") == "stdout"] == ["finished {'tripled': 42}\n"]
