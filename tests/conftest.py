@@ -33,3 +33,20 @@ def run_py(code: str, env_extra: dict | None = None, cwd=None, timeout=300) -> s
     "Run `code` in a fresh interpreter of this environment; return the completed process."
     env = {**os.environ, **(env_extra or {})}
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout)
+
+
+HOSTILE_INPUTS = []  # (test id, what was tried): filled by `hostile()`, counted in the terminal summary
+
+
+@pytest.fixture
+def hostile(request):
+    "Call `hostile('what is tried')` once per hostile input a test feeds; the run's summary counts them."
+    def note(what: str):
+        HOSTILE_INPUTS.append((request.node.nodeid, what))
+    return note
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if HOSTILE_INPUTS:
+        tests = {t for t, _ in HOSTILE_INPUTS}
+        terminalreporter.write_sep("-", f"hostile inputs tried: {len(HOSTILE_INPUTS)} in {len(tests)} tests")
