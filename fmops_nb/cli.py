@@ -4,10 +4,10 @@
 
 # %% ../nbs/95_cli.ipynb #313c9498
 from __future__ import annotations
-import argparse, json, sys
+import argparse, json, os, sys, warnings
 import fmops_nb
 from .core import Workspace, resolve_home
-from .errors import FmopsError, NotFoundError, ValidationError, WorkspaceError
+from .errors import FmopsError, FmopsWarning, NotFoundError, ValidationError, WorkspaceError
 
 # %% auto #0
 __all__ = ['cmd_workspace', 'cmd_config', 'cmd_demo', 'drift_arguments', 'run_drift', 'cmd_drift', 'parse_metrics',
@@ -107,6 +107,10 @@ def resolve_alias(reg, alias:str) -> str:
     if not owners: raise NotFoundError(f"No model has an alias {alias!r}. `fmops registry ls` shows the aliases.")
     raise ValidationError(f"Several models have an alias {alias!r} ({', '.join(owners)}): name one, e.g. {owners[0]}:{alias}.")
 
+def _printable(text) -> str:
+    "`text` with control characters (terminal escapes) shown as escapes, for lines printed from stored data."
+    return ''.join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
 def cmd_registry(args):
     "The `fmops registry ...` commands."
     reg = _registry(args)
@@ -119,12 +123,12 @@ def cmd_registry(args):
         vs = reg.versions(args.model)
         if args.json: return _print_json([v.to_dict() for v in vs])
         if not vs: return print("No versions registered yet. Register one with: fmops registry register MODEL PATH")
-        for v in vs: print(repr(v))
+        for v in vs: print(_printable(repr(v)))
         return
     if a == 'show':
         v = reg.get(args.ref)
-        if args.card: return print(reg.card(v))
-        return _print_json(v.to_dict()) if args.json else print(repr(v))
+        if args.card: return print('\n'.join(_printable(line) for line in reg.card(v).splitlines()))
+        return _print_json(v.to_dict()) if args.json else print(_printable(repr(v)))
     if a == 'lineage':
         lin = reg.lineage(args.ref)
         if args.json: return _print_json(lin)
@@ -138,8 +142,11 @@ def cmd_registry(args):
         ref = resolve_alias(reg, args.alias)
         v = reg.rollback(ref, to=args.to, reason=args.reason or '')
         return print(f"{ref} -> {v.id}")
+    if a == 'log':
+        return print(f"Logged {reg.get(args.ref).id} to W&B: {reg.log_to_wandb(args.ref)}")
     if a == 'gc':
-        r = reg.gc(grace_s=args.grace, dry_run=args.dry_run)
+        wait = lambda: print("Waiting for the registrations in progress to finish ...", file=sys.stderr, flush=True)
+        r = reg.gc(grace_s=args.grace, dry_run=args.dry_run, on_wait=wait)
         return _print_json(r) if args.json else print(f"{'Would remove' if args.dry_run else 'Removed'} {r['blobs_removed']} unreferenced blobs "
                                                      f"({r['bytes_freed'] / 2**20:.1f} MiB) and {r['temporaries_removed']} temporaries.")
 
@@ -151,15 +158,23 @@ def cmd_diff(args):
     else: print(repr(d))
 
 def cmd_audit(args):
-    "Check the audit log's hash chain; exit 1 when a row was edited or deleted."
-    from fmops_nb.registry import verify_audit, audit_log
+    "Check the audit log (chain, key, anchor, tables replayed); exit 1 on any problem. Or show it, or re-anchor it."
+    from fmops_nb.registry import verify_audit, audit_log, reanchor_audit
+    ws = _ws(args)
     if args.action == 'verify':
-        c = verify_audit(_ws(args))
-        print(repr(c))
+        c = verify_audit(ws, wandb=args.wandb)
+        if args.json: _print_json(c.to_dict())
+        else: print('\n'.join(_printable(line) for line in repr(c).splitlines()))
         if not c.ok: raise WorkspaceError(f"The audit log has {len(c.problems)} problem(s); see above.")
         return
-    for r in audit_log(_ws(args), args.subject, args.limit)[::-1]:
-        print(f"{r['seq']:>5} {r['at'][:19]} {r['actor']:<10} {r['action']:<12} {r['subject']:<32} {r['before']} -> {r['after']}")
+    if args.action == 'reanchor':
+        head = reanchor_audit(ws, args.reason or '')
+        return print(f"Anchored the audit log at row {head['seq']} ({head['rows']} rows) in {ws.anchor_path}.")
+    rows = audit_log(ws, args.subject, args.limit)[::-1]
+    if args.json: return _print_json(rows)
+    for r in rows:
+        print(_printable(f"{r['seq']:>5} {r['at'][:19]} {r['actor']:<10} {r['action']:<12} {r['subject']:<32} "
+                         f"{r['before']} -> {r['after']}"))
 
 def cmd_finetune(args):
     "The `fmops finetune ...` commands."
@@ -220,7 +235,10 @@ def _registry_parser(sub):
     r.add_argument('--force', action='store_true', help='promote even when a promotion gate policy blocks it (audited)')
     r = rs.add_parser('rollback', help="move an alias back to its previous version"); r.add_argument('alias', help='MODEL:ALIAS, or ALIAS when one model has it')
     r.add_argument('--to', help='a version to move it to instead'); r.add_argument('--reason')
-    r = rs.add_parser('gc', help='remove blobs no version refers to'); r.add_argument('--dry-run', action='store_true')
+    r = rs.add_parser('log', help='log a version to W&B again (after a failed attempt)')
+    r.add_argument('ref', help='MODEL:vN or MODEL:ALIAS')
+    r = rs.add_parser('gc', help='remove blobs no version refers to (only when `fmops audit verify` passes)')
+    r.add_argument('--dry-run', action='store_true')
     r.add_argument('--grace', type=float, default=3600, help='keep unreferenced blobs younger than this many seconds (registrations in flight)')
     for r in rs.choices.values():
         r.add_argument('--json', action='store_true', help='print JSON'); r.add_argument('--no-wandb', action='store_true', help='do not log to W&B')
@@ -228,9 +246,13 @@ def _registry_parser(sub):
     s = sub.add_parser('diff', help='what changed between two versions: config, metrics, data, weights per module')
     s.add_argument('a'); s.add_argument('b'); s.add_argument('--json', action='store_true', help='print JSON')
     s.set_defaults(func=cmd_diff)
-    s = sub.add_parser('audit', help='the audit log: verify its hash chain, or show it')
-    s.add_argument('action', choices=['verify', 'show']); s.add_argument('--subject', help='a model or MODEL:ALIAS')
-    s.add_argument('--limit', type=int, default=50)
+    s = sub.add_parser('audit', help='the audit log: verify it (chain, key, anchor, tables), show it, or re-anchor it')
+    s.add_argument('action', choices=['verify', 'show', 'reanchor'])
+    s.add_argument('--subject', help='show: a model or MODEL:ALIAS')
+    s.add_argument('--limit', type=int, default=50, help='show: how many rows')
+    s.add_argument('--wandb', action='store_true', help="verify: also check the heads recorded in the local W&B runs")
+    s.add_argument('--reason', help="reanchor: why the log is accepted as it is now (it goes into the log)")
+    s.add_argument('--json', action='store_true', help='print JSON')
     s.set_defaults(func=cmd_audit)
 
 # %% ../nbs/95_cli.ipynb #fe3fe3a0
@@ -425,16 +447,42 @@ def parser() -> argparse.ArgumentParser:
     _report_parsers(sub)
     return p
 
+def _quiet_exit() -> int:
+    "Output went to a pipe whose reader left (`fmops registry ls | head -1`): stop quietly, as Unix tools do."
+    try: # Python's documented recipe: point stdout at devnull, so that the flush at exit cannot fail again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError): pass
+    return 1
+
 def main(argv:list[str]|None=None) -> int:
     "Entry point of the `fmops` command; returns the exit status."
     p = parser()
     args = p.parse_args(argv)
     if not getattr(args, 'func', None):
         p.print_help(); return 0
-    try: args.func(args)
-    except FmopsError as e:
-        print(f"fmops: error: {e}", file=sys.stderr)
-        return 1
+    import sqlite3
+    with warnings.catch_warnings():
+        shown = warnings.showwarning
+        def show(message, category, *a, **kw): # fmops' own warnings: one line on stderr (what was done, what is left)
+            if issubclass(category, FmopsWarning): print(f"fmops: warning: {message}", file=sys.stderr, flush=True)
+            else: shown(message, category, *a, **kw)
+        warnings.showwarning = show
+        warnings.simplefilter('always', FmopsWarning)
+        try:
+            args.func(args)
+            sys.stdout.flush()
+        except BrokenPipeError: return _quiet_exit()
+        except FmopsError as e:
+            print(f"fmops: error: {e}", file=sys.stderr)
+            return 1
+        except sqlite3.Error as e:
+            print(f"fmops: error: the workspace database failed ({e}); nothing more was done. Check it with "
+                  f"`fmops audit verify`, or restore fmops.db from a backup.", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("fmops: interrupted", file=sys.stderr)
+            return 130
     return 0
 
 if __name__ == '__main__' and 'IPython' not in sys.modules: sys.exit(main()) # `python -m fmops_nb.cli`, as cron lines use it

@@ -4,15 +4,16 @@
 
 # %% ../nbs/01_core.ipynb #f459763c
 from __future__ import annotations
-import os, re, json, sqlite3, tempfile, tomllib, contextlib, getpass, html
+import os, re, json, sqlite3, tempfile, tomllib, contextlib, getpass, html, hmac, hashlib, warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from importlib.metadata import entry_points
-from .errors import ConfigError, WorkspaceError, ValidationError, not_found, closest
+from .errors import ConfigError, WorkspaceError, ValidationError, AuditWarning, not_found, closest
 
 # %% auto #0
-__all__ = ['SETTINGS', 'CHOICES', 'find_pyproject', 'resolve_home', 'Config', 'config_template', 'atomic_write', 'check_name',
-           'Workspace', 'utcnow', 'file_sha256', 'pid_alive', 'current_user', 'PluginRegistry']
+__all__ = ['SETTINGS', 'CHOICES', 'GENESIS', 'find_pyproject', 'resolve_home', 'Config', 'config_template', 'current_umask',
+           'file_mode', 'fsync_dir', 'atomic_write', 'check_name', 'audit_mac', 'Workspace', 'utcnow', 'file_sha256',
+           'pid_alive', 'current_user', 'PluginRegistry']
 
 # %% ../nbs/01_core.ipynb #7140b18c
 def find_pyproject(start:Path|str|None=None) -> Path|None:
@@ -63,6 +64,10 @@ SETTINGS = {
     'monitor.sinks': (['notebook', 'log', 'wandb'], "Where alerts go by default: notebook, log, wandb, webhook (and registered sinks)."),
     'monitor.webhook_url': ('', "URL the webhook sink POSTs each alert to as JSON."),
     'monitor.webhook_timeout_s': (5.0, "Seconds the webhook sink waits for an answer; the alert is recorded either way."),
+    'audit.key_file': ('', "A file holding the audit log's HMAC key (16+ bytes), outside the workspace folder. "
+                           "FMOPS_AUDIT_KEY wins."),
+    'audit.anchor_file': ('', "Where the audit log's head is anchored (default: audit-head.json in the workspace); "
+                              "point it outside the workspace to keep it from whoever can write there."),
 }
 
 CHOICES = {'wandb.mode': ('offline', 'online', 'disabled')}  # settings that take one of a few values
@@ -87,6 +92,12 @@ def _check_setting(key:str, value, source:str):
                           f"(like {default!r}), got {value!r}. {SETTINGS[key][1]}")
     if key in CHOICES and value not in CHOICES[key]:
         raise ConfigError(f"Setting {key!r} in {source} must be one of {', '.join(CHOICES[key])}, got {value!r}.")
+    if key == 'monitor.webhook_url' and value: # alerts are posted only to http(s): never file://, ftp://, ...
+        from urllib.parse import urlsplit
+        u = urlsplit(value)
+        if u.scheme.lower() not in ('http', 'https') or not u.hostname:
+            raise ConfigError(f"Setting 'monitor.webhook_url' in {source} must be an http:// or https:// URL with a "
+                              f"host, got {value!r}.")
 
 # %% ../nbs/01_core.ipynb #01a60c84
 class Config:
@@ -143,24 +154,44 @@ def config_template() -> str:
     return '\n'.join(lines).strip('\n').replace('\n\n\n', '\n\n') + '\n'
 
 # %% ../nbs/01_core.ipynb #11d65728
+def current_umask() -> int:
+    "The process's umask, read from /proc (so no other thread ever sees it changed)."
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path('/proc/self/status').read_text().splitlines():
+            if line.startswith('Umask:'): return int(line.split()[1], 8)
+    old = os.umask(0o022); os.umask(old)
+    return old
+
+def file_mode(writable:bool=True, # False: without write bits (how blobs are stored)
+             ) -> int:
+    "The permission bits of a file fmops stores: what a plain `open()` gives (0o666 less the umask)."
+    mode = 0o666 & ~current_umask()
+    return mode if writable else mode & ~0o222
+
+def fsync_dir(path:str|Path):
+    "Flush a folder's entries (a rename or a new file in it) to disk."
+    fd = os.open(path, os.O_RDONLY)
+    try: os.fsync(fd)
+    finally: os.close(fd)
+
 def atomic_write(path:str|Path, # destination file
                  data:bytes|str, # content; str is written as UTF-8
+                 writable:bool=True, # False: store it without write bits
                 ) -> Path:
-    "Write `data` to `path` through a fsynced temporary file and a rename."
+    "Write `data` to `path` through a fsynced temporary file and a rename, with the permissions of `file_mode`."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(data, str): data = data.encode('utf-8')
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
     try:
+        os.fchmod(fd, file_mode(writable))
         with os.fdopen(fd, 'wb') as f:
             f.write(data); f.flush(); os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
         raise
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try: os.fsync(dfd)
-    finally: os.close(dfd)
+    fsync_dir(path.parent)
     return path
 
 # %% ../nbs/01_core.ipynb #8a8659dc
@@ -176,13 +207,45 @@ def check_name(name:str, # the name to check
     return name
 
 # %% ../nbs/01_core.ipynb #3b540c0c
+GENESIS = '0' * 64 # the `prev_hash` of the audit log's first row
+
+def audit_mac(key:bytes, text:str) -> str:
+    "HMAC-SHA256 of `text` under the audit key."
+    return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
+
+class _Connection(sqlite3.Connection):
+    "A connection that knows its workspace; a corrupted, read-only or locked database becomes a `WorkspaceError`."
+    ws, audit_appended = None, False
+    def execute(self, *args):
+        try: return super().execute(*args)
+        except sqlite3.DatabaseError as e:
+            if (err := _db_error(self.ws, e)) is e: raise
+            raise err from e
+    def executemany(self, *args):
+        try: return super().executemany(*args)
+        except sqlite3.DatabaseError as e:
+            if (err := _db_error(self.ws, e)) is e: raise
+            raise err from e
+
+def _db_error(ws, e:sqlite3.DatabaseError) -> Exception:
+    "The `WorkspaceError` for a corrupted, read-only or locked database; other sqlite errors (constraints) as they are."
+    msg, db = str(e), getattr(ws, 'db_path', 'the workspace database')
+    if type(e) is sqlite3.DatabaseError or any(w in msg for w in ('malformed', 'not a database', 'disk I/O error')):
+        return WorkspaceError(f"{db} is corrupted or unreadable ({msg}): fmops cannot read it, and changed nothing. "
+                              f"Restore fmops.db from a backup, then check it with `fmops audit verify`.")
+    if isinstance(e, sqlite3.OperationalError) and 'readonly' in msg and ws is not None: return ws._readonly_error(msg)
+    if isinstance(e, sqlite3.OperationalError) and 'locked' in msg:
+        return WorkspaceError(f"{db} stayed locked by another fmops process for 30 s ({msg}); nothing was changed. "
+                              f"Try again.")
+    return e
+
 class Workspace:
     "One fmops workspace folder: its layout, settings and SQLite database."
     def __init__(self, root:str|Path, # the workspace folder (usually `.fmops`)
                  chosen_by:str='argument', # what chose this folder, shown by `describe`
                 ):
         self.root, self.chosen_by = Path(root).resolve(), chosen_by
-        self._config = None
+        self._config, self._readonly = None, None
 
     @classmethod
     def open(cls, path:str|Path|None=None, # explicit folder; else FMOPS_HOME, pyproject.toml, ./.fmops
@@ -192,9 +255,11 @@ class Workspace:
         root, how = resolve_home(path)
         ws = cls(root, how)
         if create: ws.init()
-        elif not ws.exists:
-            raise WorkspaceError(f"No fmops workspace at {root} (chosen by {how}). Create it with `fmops workspace --init` "
-                                 f"or point FMOPS_HOME at an existing one.")
+        else:
+            ws._check_not_lost()
+            if not ws.exists:
+                raise WorkspaceError(f"No fmops workspace at {root} (chosen by {how}). Create it with "
+                                     f"`fmops workspace --init` or point FMOPS_HOME at an existing one.")
         return ws
 
     db_path = property(lambda self: self.root/'fmops.db')
@@ -206,17 +271,72 @@ class Workspace:
     exists = property(lambda self: self.db_path.is_file())
 
     def init(self) -> Workspace:
-        "Create the layout and the database if missing; an existing workspace is left as it is."
+        "Create the layout and the database if missing; an existing workspace is left as it is (and may be read-only)."
         if self.root.exists() and not self.root.is_dir():
             raise WorkspaceError(f"{self.root} exists and is not a folder. Choose another workspace path.")
+        self._check_not_lost()
+        if self.readonly: return self # nothing is created or upgraded in a workspace this user cannot write
         try:
-            for d in (self.blobs_dir, self.runs_dir, self.reports_dir, self.wandb_dir): d.mkdir(parents=True, exist_ok=True)
+            for d in (self.blobs_dir, self.runs_dir, self.reports_dir, self.wandb_dir):
+                if not d.is_dir(): d.mkdir(parents=True, exist_ok=True)
+            if not self.config_path.exists(): atomic_write(self.config_path, config_template())
+            if not self.db_path.exists():
+                with contextlib.suppress(FileExistsError): # created with fmops' file permissions, not SQLite's
+                    os.close(os.open(self.db_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, file_mode()))
         except OSError as e: raise WorkspaceError(f"Cannot create the workspace at {self.root}: {e}") from e
-        if not self.config_path.exists(): atomic_write(self.config_path, config_template())
-        with self.connect() as con:
-            con.execute("PRAGMA journal_mode=WAL")
-            con.execute("CREATE TABLE IF NOT EXISTS schema_versions (component TEXT PRIMARY KEY, version INTEGER NOT NULL, applied_at TEXT NOT NULL)")
+        with contextlib.closing(self.connect()) as con:
+            if con.execute("PRAGMA journal_mode").fetchone()[0] != 'wal': con.execute("PRAGMA journal_mode=WAL")
+            con.execute("CREATE TABLE IF NOT EXISTS schema_versions "
+                        "(component TEXT PRIMARY KEY, version INTEGER NOT NULL, applied_at TEXT NOT NULL)")
         return self
+
+    def _has_blobs(self) -> bool:
+        "Does the blob store hold any stored file?"
+        if not self.blobs_dir.is_dir(): return False
+        return any(s.is_dir() and len(s.name) == 2 and next(s.iterdir(), None) is not None
+                   for s in self.blobs_dir.iterdir())
+
+    def _check_not_lost(self):
+        "Refuse a missing, empty or emptied database when the blob store or the audit anchor show there was data."
+        db, what, rows = self.db_path, None, None
+        if db.exists() and not db.is_file():
+            raise WorkspaceError(f"{db} is not a file. Move it aside or restore fmops.db from a backup.")
+        if not db.exists(): what = 'is missing'
+        elif db.stat().st_size == 0: what = 'is empty (0 bytes)'
+        else:
+            with contextlib.closing(self.connect()) as con:
+                tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+                if 'schema_versions' not in tables: what = 'holds no fmops tables'
+                elif 'audit' not in tables: what, rows = 'has no audit log', 0
+                elif con.execute("SELECT 1 FROM audit LIMIT 1").fetchone() is None:
+                    what, rows = 'has an empty audit log', 0
+        if what is None or not self.root.is_dir(): return
+        evidence = [] # an empty log beside blobs may be a killed first registration: then only the anchor counts
+        if (rows is None or 'no audit' in what) and self._has_blobs():
+            evidence.append(f"the blob store {self.blobs_dir} holds files")
+        with contextlib.suppress(ConfigError):
+            anchor = self.read_anchor()
+            if anchor is not None and ('invalid' in anchor or anchor['rows'] > 0):
+                evidence.append(f"the audit anchor {self.anchor_path} records {anchor.get('rows', 'some')} audit rows")
+        if evidence:
+            raise WorkspaceError(f"{db} {what}, but this workspace held data ({'; '.join(evidence)}). fmops will not "
+                                 f"start over with an empty database: that would orphan every stored version, and "
+                                 f"`fmops registry gc` would then delete their files. Restore fmops.db from a backup, "
+                                 f"then run `fmops audit verify`. To start a new workspace instead, move {self.root} "
+                                 f"aside.")
+
+    @property
+    def readonly(self) -> bool:
+        "Can this process only read the workspace (files or folder not writable)? Its connections then open read-only."
+        if self._readonly is None:
+            if not self.db_path.exists(): return False
+            self._readonly = not (os.access(self.db_path, os.W_OK) and os.access(self.root, os.W_OK))
+        return self._readonly
+
+    def _readonly_error(self, why:str='') -> WorkspaceError:
+        return WorkspaceError(f"The workspace {self.root} is read-only for this user{f' ({why})' if why else ''}: "
+                              f"reading works (ls, show, diff, audit verify), but this command writes. Run it as a "
+                              f"user who can write there.")
 
     @property
     def config(self) -> Config:
@@ -226,17 +346,22 @@ class Workspace:
     def reload(self): self._config = None; return self
 
     def connect(self) -> sqlite3.Connection:
-        "A new connection to the workspace database (autocommit off; use `transaction()` for writes)."
+        "A new connection to the database (autocommit off; `transaction()` writes); read-only if the workspace is."
         try:
-            con = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
+            if self.readonly: # immutable, unless a WAL file may hold data not yet in the database file
+                wal = os.path.exists(f"{self.db_path}-wal")
+                uri = f"{self.db_path.as_uri()}?mode=ro{'' if wal else '&immutable=1'}"
+                con = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None, factory=_Connection)
+            else: con = sqlite3.connect(self.db_path, timeout=30, isolation_level=None, factory=_Connection)
         except sqlite3.Error as e: raise WorkspaceError(f"Cannot open {self.db_path}: {e}") from e
-        con.row_factory = sqlite3.Row
+        con.ws, con.row_factory = self, sqlite3.Row
         con.execute("PRAGMA busy_timeout=30000"); con.execute("PRAGMA foreign_keys=ON"); con.execute("PRAGMA synchronous=FULL")
         return con
 
     @contextlib.contextmanager
     def transaction(self):
-        "A connection inside `BEGIN IMMEDIATE`: committed on success, rolled back on any error."
+        "A connection inside `BEGIN IMMEDIATE`: committed on success, rolled back on any error; anchors new audit rows."
+        if self.readonly: raise self._readonly_error()
         con = self.connect()
         try:
             con.execute("BEGIN IMMEDIATE")
@@ -245,12 +370,32 @@ class Workspace:
         except BaseException:
             if con.in_transaction: con.execute("ROLLBACK")
             raise
+        else:
+            if con.audit_appended:
+                try: self.write_anchor(con)
+                except (OSError, WorkspaceError, ConfigError) as e:
+                    warnings.warn(f"The change was committed, but the audit anchor was not moved forward: {e}",
+                                  AuditWarning, stacklevel=3)
         finally: con.close()
+
+    def schema_version(self, component:str) -> int:
+        "The schema version of `component`'s tables (0: not created yet), read without taking a write lock."
+        with contextlib.closing(self.connect()) as con:
+            try: return con.execute("SELECT COALESCE(MAX(version), 0) FROM schema_versions WHERE component=?",
+                                    (component,)).fetchone()[0]
+            except sqlite3.OperationalError as e:
+                if 'no such table' not in str(e): raise
+                return 0
 
     def ensure_schema(self, component:str, # who owns the tables, e.g. "registry"
                       migrations:list[str], # SQL scripts; script i brings the schema to version i+1
                      ) -> int:
         "Apply the `migrations` of `component` not yet applied, in one transaction; return the schema version."
+        have = self.schema_version(component) # read first: an up-to-date schema needs no write access
+        if have == len(migrations): return have
+        if have < len(migrations) and self.readonly:
+            raise self._readonly_error(f"its {component} tables need an upgrade from version {have} to "
+                                       f"{len(migrations)}; open it once as a user who can write it")
         with self.transaction() as con:
             row = con.execute("SELECT version FROM schema_versions WHERE component=?", (component,)).fetchone()
             have = row['version'] if row else 0
@@ -263,6 +408,97 @@ class Workspace:
             if have < len(migrations):
                 con.execute("INSERT OR REPLACE INTO schema_versions VALUES (?,?,?)", (component, len(migrations), utcnow()))
         return len(migrations)
+
+    # ---- the audit log's key and anchor (the log itself lives in fmops_nb.registry)
+    def _setting_path(self, key:str) -> Path:
+        "A path setting, relative to the file that set it (the workspace folder for config.toml)."
+        src = self.config.sources.get(key, '')
+        base = Path(src).parent if src.endswith('.toml') else self.root
+        return (base/Path(self.config[key]).expanduser()).resolve()
+
+    def audit_key(self) -> tuple[bytes|None, str]:
+        "The audit log's HMAC key and its source: FMOPS_AUDIT_KEY, else `audit.key_file`; (None, '') if neither is set."
+        if env := os.environ.get('FMOPS_AUDIT_KEY'): key, src = env.encode(), 'FMOPS_AUDIT_KEY'
+        elif self.config['audit.key_file']:
+            p = self._setting_path('audit.key_file')
+            if p == self.root or self.root in p.parents:
+                raise ConfigError(f"audit.key_file {p} is inside the workspace folder {self.root}: whoever can rewrite "
+                                  f"the database could read the key there. Keep the key file outside the workspace.")
+            try: key = p.read_bytes().strip()
+            except OSError as e:
+                raise ConfigError(f"audit.key_file {p} cannot be read ({e.strerror}). Fix the path or the file's "
+                                  f"permissions.") from None
+            src = f"audit.key_file {p}"
+        else: return None, ''
+        if len(key) < 16:
+            raise ConfigError(f"The audit key from {src} is {len(key)} bytes long; use at least 16 random bytes, e.g. "
+                              f"the output of `python -c 'import secrets; print(secrets.token_hex(32))'`.")
+        return key, src
+
+    @property
+    def anchor_path(self) -> Path:
+        "The file that anchors the audit log's head outside the database."
+        if self.config['audit.anchor_file']: return self._setting_path('audit.anchor_file')
+        return self.root/'audit-head.json'
+
+    def audit_head(self, con=None) -> dict:
+        "The audit log's head: rows, last seq and hash, and (with a key) an HMAC over them. One indexed query."
+        own = con is None
+        con = con or self.connect()
+        try:
+            try: row = con.execute("SELECT seq, hash, (SELECT COUNT(*) FROM audit) AS n FROM audit "
+                                   "ORDER BY seq DESC LIMIT 1").fetchone()
+            except sqlite3.OperationalError as e:
+                if 'no such table' not in str(e): raise
+                row = None
+        finally:
+            if own: con.close()
+        head = ({'rows': row['n'], 'seq': row['seq'], 'hash': row['hash']} if row
+                else {'rows': 0, 'seq': 0, 'hash': GENESIS})
+        key, _ = self.audit_key()
+        if key: head['mac'] = audit_mac(key, f"head:{head['rows']}:{head['seq']}:{head['hash']}")
+        return head
+
+    def read_anchor(self) -> dict|None:
+        "The anchored head (rows, seq, hash, at, mac?); None without an anchor; {'invalid': why} if unreadable."
+        p = self.anchor_path
+        try: d = json.loads(p.read_text())
+        except FileNotFoundError: return None
+        except (OSError, ValueError) as e: return {'invalid': f"{p} cannot be read ({e})"}
+        ok = (isinstance(d, dict) and isinstance(d.get('hash'), str)
+              and all(type(d.get(k)) is int and d[k] >= 0 for k in ('rows', 'seq')))
+        return d if ok else {'invalid': f"{p} is not an fmops audit anchor"}
+
+    def write_anchor(self, con=None, # a connection to read the head with (default: a new one)
+                     force:bool=False, # anchor the current head even if it does not continue the anchored one
+                    ) -> dict|None:
+        "Anchor the audit log's current head, only ever forward and only if the log continues the anchored head."
+        import fcntl
+        p = self.anchor_path
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(p.with_name(f".{p.name}.lock"), os.O_RDWR | os.O_CREAT, file_mode())
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            own = con is None
+            con = con or self.connect()
+            try:
+                head, old = self.audit_head(con), self.read_anchor()
+                if not force and old is not None:
+                    if 'invalid' in old:
+                        raise WorkspaceError(f"{old['invalid']}: it was left as it is. See `fmops audit verify`.")
+                    row = (con.execute("SELECT hash FROM audit WHERE seq=?", (old['seq'],)).fetchone() if old['seq']
+                           else {'hash': GENESIS})
+                    if row is None or row['hash'] != old['hash'] or head['seq'] < old['seq']:
+                        raise WorkspaceError(f"the audit log no longer continues the head anchored in {p} (row "
+                                             f"{old['seq']}): the anchor was kept as evidence. "
+                                             f"See `fmops audit verify`.")
+                    if head['seq'] == old['seq']: return None
+                if head['seq'] == 0 and not force: return None
+                atomic_write(p, json.dumps(head | {'at': utcnow()}, indent=1) + '\n')
+                return head
+            finally:
+                if own: con.close()
+        finally: os.close(fd)
 
     def describe(self) -> dict:
         "Where everything lives, and what chose it."

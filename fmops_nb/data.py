@@ -23,6 +23,7 @@ class Column:
     kind: str
     values: np.ndarray # float64 (numeric, datetime); int32 codes, -1 missing (categorical, boolean); object str (text); float32 (n, d) (embedding)
     categories: np.ndarray|None = None # sorted category labels that the codes index (categorical, boolean)
+    source_type: str = '' # numeric columns: the type they were stored as ('integer', 'float', 'decimal', 'boolean')
 
     def __len__(self): return len(self.values)
     @property
@@ -46,18 +47,25 @@ class Dataset:
     "Named columns of equal length, each with its kind."
     columns: dict
     source: str = ''
+    skipped: dict = field(default_factory=dict) # columns left out as they cannot be compared: name -> why, and the fix
+    source_columns: tuple = () # every column the source has, read or not, in order (empty: those in `columns`)
 
     @property
     def n_rows(self) -> int: return len(next(iter(self.columns.values()))) if self.columns else 0
     @property
     def kinds(self) -> dict: return {k: c.kind for k,c in self.columns.items()}
+    @property
+    def available(self) -> tuple:
+        "Every column of the source, read or not."
+        return tuple(self.source_columns) or tuple(self.columns)
     def __getitem__(self, name) -> Column: return self.columns[name]
     def __contains__(self, name): return name in self.columns
     def __len__(self): return self.n_rows
 
     def take(self, idx) -> Dataset:
         "The rows `idx` (a slice, a boolean mask or an index array) as a new dataset."
-        return Dataset({k: Column(k, c.kind, c.values[idx], c.categories) for k,c in self.columns.items()}, self.source)
+        cols = {k: Column(k, c.kind, c.values[idx], c.categories, c.source_type) for k,c in self.columns.items()}
+        return Dataset(cols, self.source, self.skipped, self.source_columns)
 
     def fingerprint(self) -> str:
         "A content hash of names, kinds and values: equal data gives an equal fingerprint, any change a different one."
@@ -74,67 +82,119 @@ class Dataset:
         return [{'column': k, 'kind': c.kind, 'rows': len(c), 'missing': c.n_missing} for k,c in self.columns.items()]
     def __repr__(self):
         cols = ', '.join(f"{k}:{c.kind}" for k,c in self.columns.items())
-        return f"Dataset({self.n_rows} rows; {cols}{'; from ' + self.source if self.source else ''})"
+        skip = f"; skipped {', '.join(self.skipped)}" if self.skipped else ''
+        return f"Dataset({self.n_rows} rows; {cols}{skip}{'; from ' + self.source if self.source else ''})"
 
 # %% ../nbs/10_data.ipynb #1abfecbb
-def _read_path(p:Path):
+class _Uncomparable(ValidationError):
+    "A column whose type cannot be compared (struct, lists of strings, mixed types): skipped when it was not asked for."
+
+def _pick(names:list, columns, strict:bool, src:str) -> list:
+    "The columns to read of a source with `names`: all, or `columns` (those it lacks are an error when `strict`)."
+    from collections import Counter
+    if dup := sorted(k for k, n in Counter(names).items() if n > 1):
+        raise ValidationError(f"Column name(s) {', '.join(map(repr, dup))} appear more than once in {src}. "
+                              f"Give every column its own name.")
+    if columns is None: return list(names)
+    if strict and (missing := [c for c in columns if c not in names]):
+        raise ValidationError(f"Column(s) {', '.join(map(repr, missing))} not in {src}. Available: {', '.join(names)}.")
+    have = set(names)
+    return [c for c in dict.fromkeys(columns) if c in have]
+
+def _parquet_file(p:Path):
+    "An open `pyarrow.parquet.ParquetFile`, or a `ValidationError` naming the file (0 bytes, cut short, not parquet)."
+    import pyarrow as pa, pyarrow.parquet as pq
+    if not p.exists(): raise ValidationError(f"{p} does not exist. Pass a parquet, csv or jsonl file that exists.")
+    if p.is_dir(): raise ValidationError(f"{p} is a folder. Pass one parquet file (read a partitioned dataset first).")
+    try: return pq.ParquetFile(p)
+    except (pa.ArrowException, OSError) as e:
+        raise ValidationError(f"Cannot read {p} as parquet: {e}. Check that it is a complete parquet file "
+                              f"(a 0-byte or partly written file is not), or write it again.") from None
+
+def _read_path(p:Path, pick):
+    "The columns `pick(names)` of a parquet, csv or jsonl file as a Table, and the names of all its columns."
     import pyarrow as pa
     if not p.exists(): raise ValidationError(f"{p} does not exist. Pass a parquet, csv or jsonl file that exists.")
     suf = ''.join(p.suffixes[-2:]).lower() if p.suffix.lower() == '.gz' else p.suffix.lower()
+    if suf in ('.parquet', '.pq'):
+        pf = _parquet_file(p)
+        names = pf.schema_arrow.names
+        try: return pf.read(columns=pick(names)), names
+        except (pa.ArrowException, OSError) as e:
+            raise ValidationError(f"Cannot read {p}: {e}. Check that it is a valid parquet file.") from None
+    if p.is_dir(): raise ValidationError(f"{p} is a folder. Pass one parquet, csv or jsonl file.")
     try:
-        if suf in ('.parquet', '.pq'):
-            import pyarrow.parquet as pq
-            return pq.read_table(p)
         if suf in ('.csv', '.csv.gz'):
             import pyarrow.csv as pcsv
-            return pcsv.read_csv(p)
+            with pcsv.open_csv(p) as r: names = r.schema.names # the header: columns left out are never converted
+            return pcsv.read_csv(p, convert_options=pcsv.ConvertOptions(include_columns=pick(names))), names
         if suf in ('.jsonl', '.ndjson', '.json'):
             import pyarrow.json as pjson
-            return pjson.read_json(p)
+            tbl = pjson.read_json(p)
+            return tbl.select(pick(tbl.column_names)), tbl.column_names
     except (pa.ArrowInvalid, OSError) as e:
         raise ValidationError(f"Cannot read {p}: {e}. Check that it is a valid {suf[1:]} file.") from e
     raise ValidationError(f"{p}: unsupported file type {suf or '(none)'}. Use .parquet, .csv or .jsonl.")
 
-def _from_pandas(df) -> dict:
-    "The columns of `df`: numpy views for plain numeric, boolean and datetime columns (no copy), arrow arrays for the rest."
+def _missing(x) -> bool: return x is None or (isinstance(x, float) and np.isnan(x))
+
+def _from_pandas(df, names:list, kinds:dict) -> dict:
+    """The columns `names` of `df`: numpy views for plain numeric, boolean and datetime columns (no copy), arrow arrays
+    for the rest; a column that cannot be compared holds its `_Uncomparable` error instead."""
     import pyarrow as pa
+    by_name = {str(c): c for c in df.columns}
     out = {}
-    for c in df.columns:
-        s, name = df[c], str(c)
+    for name in names:
+        s = df[by_name[name]]
         if isinstance(s.dtype, np.dtype) and s.dtype.kind in 'fiubM': out[name] = s.to_numpy(); continue
         if s.dtype == object:
             types = {type(x).__name__ for x in s.dropna().iloc[:100000]}
             if types and types <= {'ndarray', 'list'}: out[name] = list(s); continue
             if len(types) > 1 and not types <= {'int', 'float'}:
-                raise ValidationError(f"Column {name!r} mixes types ({', '.join(sorted(types))}). Convert it to one type, "
-                                      f"e.g. df[{name!r}].astype(str) for a categorical column, or pass it as numbers.")
+                if kinds.get(name) in ('categorical', 'text'): # declared: compare the values as strings
+                    out[name] = np.array([None if _missing(x) else str(x) for x in s], dtype=object); continue
+                out[name] = _Uncomparable(
+                    f"Column {name!r} mixes types ({', '.join(sorted(types))}). Convert it to one type, e.g. "
+                    f"df[{name!r}].astype(str) or kinds={{{name!r}: 'categorical'}} for a categorical column, or pass "
+                    f"it as numbers; or leave it out with columns=[...].")
+                continue
         try: out[name] = pa.array(s, from_pandas=True)
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
-            raise ValidationError(f"Cannot read column {name!r} of the DataFrame: {e}. Make the column a single type.") from e
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as e:
+            out[name] = _Uncomparable(f"Cannot read column {name!r} of the DataFrame: {e}. Make the column a single "
+                                      f"type, or leave it out with columns=[...].")
     return out
 
-def _to_arrow(obj):
-    "A pyarrow Table, or a dict of numpy arrays (for inputs arrow cannot hold as one table)."
+def _to_arrow(obj, pick=lambda names: names, kinds:dict|None=None):
+    """The columns `pick(names)` of `obj` as a pyarrow Table or a dict of arrays (for inputs arrow cannot hold as one
+    table), and the names of all its columns. Only the picked columns are converted."""
     import pyarrow as pa
-    if isinstance(obj, (str, Path)): return _read_path(Path(obj).expanduser())
-    if isinstance(obj, pa.Table): return obj
-    if isinstance(obj, pa.RecordBatch): return pa.Table.from_batches([obj])
+    if isinstance(obj, (str, Path)): return _read_path(Path(obj).expanduser(), pick)
     mod = type(obj).__module__.split('.')[0]
-    if mod == 'polars': return obj.to_arrow()
-    if mod == 'pandas' and hasattr(obj, 'columns'): return _from_pandas(obj)
-    if mod == 'pandas': return {str(obj.name or 'value'): obj.to_numpy()}
-    if isinstance(obj, np.ndarray):
-        if obj.ndim == 1: return {'value': obj}
-        if obj.ndim == 2: return {'embedding': obj}
-        raise ValidationError(f"A {obj.ndim}-D array cannot be compared; pass a 1-D array of values or a 2-D array of embeddings.")
-    if isinstance(obj, (list, tuple)):
-        if not obj: return {'text': np.array([], dtype=object)}
-        if all(isinstance(x, str) for x in obj): return {'text': np.array(obj, dtype=object)}
-        if all(isinstance(x, (bytes, str)) for x in obj): return {'text': list(obj)}
-        return {'value': np.asarray(obj)}
-    if isinstance(obj, dict): return dict(obj)
-    raise ValidationError(f"Cannot use a {type(obj).__name__} as data. Pass a DataFrame (pandas or polars), a pyarrow "
-                          f"Table, a numpy array, a list of strings, a dict of columns, or a parquet/csv/jsonl path.")
+    if mod == 'polars' and hasattr(obj, 'to_arrow'): obj = obj.to_arrow()
+    if isinstance(obj, pa.RecordBatch): obj = pa.Table.from_batches([obj])
+    if isinstance(obj, pa.Table): return obj.select(pick(obj.column_names)), obj.column_names
+    if mod == 'pandas' and hasattr(obj, 'columns'):
+        names = [str(c) for c in obj.columns]
+        return _from_pandas(obj, pick(names), kinds or {}), names
+    if mod == 'pandas': d = {str(obj.name or 'value'): obj.to_numpy()}
+    elif isinstance(obj, np.ndarray):
+        if obj.ndim == 1: d = {'value': obj}
+        elif obj.ndim == 2: d = {'embedding': obj}
+        else: raise ValidationError(f"A {obj.ndim}-D array cannot be compared; pass a 1-D array of values or a 2-D "
+                                    f"array of embeddings.")
+    elif isinstance(obj, (list, tuple)):
+        if not obj: d = {'text': np.array([], dtype=object)}
+        elif all(isinstance(x, str) for x in obj): d = {'text': np.array(obj, dtype=object)}
+        elif all(isinstance(x, (bytes, str)) for x in obj): d = {'text': list(obj)}
+        else:
+            try: d = {'value': np.asarray(obj)}
+            except ValueError: d = {'value': np.asarray(obj, dtype=object)}
+    elif isinstance(obj, dict): d = {str(k): v for k, v in obj.items()}
+    else: raise ValidationError(f"Cannot use a {type(obj).__name__} as data. Pass a DataFrame (pandas or polars), a "
+                                f"pyarrow Table, a numpy array, a list of strings, a dict of columns, or a parquet/csv/"
+                                f"jsonl path.")
+    names = [str(k) for k in obj] if isinstance(obj, dict) else list(d) # repeated names (1 and '1'): an error in `pick`
+    return {k: d[k] for k in pick(names)}, names
 
 # %% ../nbs/10_data.ipynb #c747f123
 def _looks_like_text(vals) -> bool:
@@ -154,15 +214,32 @@ def _decode_texts(vals, name:str):
         out[i] = x
     return out
 
+def _lists(name:str, what:str) -> _Uncomparable:
+    return _Uncomparable(f"Column {name!r} holds {what}, which fmops cannot compare (lists of numbers are embeddings). "
+                         f"Convert it, e.g. join each list into one string for a categorical column, or leave it out "
+                         f"with columns=[...].")
+
+def _utf8(name:str, arr):
+    "A binary arrow column as strings, decoded strictly as UTF-8: the error names the first row that is not."
+    import pyarrow as pa, pyarrow.compute as pc
+    try: return pc.cast(arr, pa.large_string() if pa.types.is_large_binary(arr.type) else pa.string())
+    except pa.ArrowInvalid: _decode_texts(arr.to_pylist(), name) # raises, naming the row and the byte
+    raise ValidationError(f"Column {name!r} is not valid UTF-8. Decode your texts with the right encoding before the "
+                          f"check.")
+
 def _embedding(vals, name:str) -> np.ndarray:
     if isinstance(vals, np.ndarray) and vals.ndim == 2: return vals.astype(np.float32, copy=False)
+    vals = [v if hasattr(v, '__len__') else None for v in vals] # NaN or None: a missing row
+    first = next((v for v in vals if v is not None and len(v)), None)
+    if first is not None and np.asarray(first).dtype.kind not in 'iufb': raise _lists(name, 'lists of non-numbers')
     widths = {len(v) for v in vals if v is not None}
     if len(widths) > 1:
         raise ValidationError(f"Column {name!r} holds vectors of different widths ({', '.join(map(str, sorted(widths)[:5]))}). "
                               f"Embeddings must all have the same width: check that one model produced them all.")
     if not widths: return np.zeros((len(vals), 0), dtype=np.float32)
     d = widths.pop()
-    return np.array([v if v is not None else [np.nan] * d for v in vals], dtype=np.float32).reshape(len(vals), d)
+    try: return np.array([v if v is not None else [np.nan] * d for v in vals], dtype=np.float32).reshape(len(vals), d)
+    except (TypeError, ValueError): raise _lists(name, 'lists of non-numbers') from None
 
 def _arrow_kind(t, name:str) -> str|None:
     "The kind an arrow type implies; None for strings (decided from the values)."
@@ -170,18 +247,45 @@ def _arrow_kind(t, name:str) -> str|None:
     if pa.types.is_boolean(t): return 'boolean'
     if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t) or pa.types.is_null(t): return 'numeric'
     if pa.types.is_timestamp(t) or pa.types.is_date(t): return 'datetime'
-    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t): return 'embedding'
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        v = t.value_type
+        if any(f(v) for f in (pa.types.is_integer, pa.types.is_floating, pa.types.is_decimal, pa.types.is_null)):
+            return 'embedding'
+        raise _lists(name, f"lists of {v}")
     if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_dictionary(t): return None
     if pa.types.is_binary(t) or pa.types.is_large_binary(t): return 'text'
-    raise ValidationError(f"Column {name!r} has type {t}, which fmops cannot compare. Convert it, or leave it out with columns=[...].")
+    raise _Uncomparable(f"Column {name!r} has type {t}, which fmops cannot compare. Convert it, or leave it out with "
+                        f"columns=[...].")
+
+def _source_type(t) -> str:
+    "The storage type family of an arrow type or numpy dtype: 'integer', 'float', 'decimal', 'boolean' (else '')."
+    if isinstance(t, np.dtype): return {'i': 'integer', 'u': 'integer', 'f': 'float', 'b': 'boolean'}.get(t.kind, '')
+    import pyarrow as pa
+    if pa.types.is_integer(t): return 'integer'
+    if pa.types.is_floating(t): return 'float'
+    if pa.types.is_decimal(t): return 'decimal'
+    return 'boolean' if pa.types.is_boolean(t) else ''
+
+def _arrow_seconds(arr) -> np.ndarray:
+    "Timestamps (any unit, any time zone) and dates as float seconds since the epoch (whole µs), NaN for null."
+    import pyarrow as pa, pyarrow.compute as pc
+    t = arr.type
+    if pa.types.is_timestamp(t):
+        ticks = pc.cast(arr, pa.int64())
+        us = {'s': lambda x: pc.multiply(x, 10**6), 'ms': lambda x: pc.multiply(x, 1000), 'us': lambda x: x,
+              'ns': lambda x: pc.divide(x, 1000)}[t.unit](ticks) # by the type's own unit: ns never overflows a cast
+    elif pa.types.is_date32(t): us = pc.multiply(pc.cast(pc.cast(arr, pa.int32()), pa.int64()), 86_400 * 10**6)
+    else: us = pc.multiply(pc.cast(arr, pa.int64()), 1000) # date64: milliseconds
+    return us.to_numpy(zero_copy_only=False).astype(np.float64) / 1e6
 
 def _from_arrow(name:str, arr, kind:str|None):
     "Numpy values (or a list, for embeddings and strings) and the kind of an arrow column."
     import pyarrow as pa
     t = arr.type
     guess = _arrow_kind(t, name)
-    if guess == 'datetime' and kind in (None, 'numeric', 'datetime'):
-        return arr.cast(pa.timestamp('us')).cast(pa.int64()).to_numpy(zero_copy_only=False).astype(np.float64) / 1e6, 'datetime'
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t): # bytes are decoded strictly, whatever the kind
+        arr, guess, kind = _utf8(name, arr), None, kind or 'text'
+    if guess == 'datetime' and kind in (None, 'numeric', 'datetime'): return _arrow_seconds(arr), 'datetime'
     kind = kind or guess
     if guess == 'numeric' and kind == 'numeric': return arr.cast(pa.float64()).to_numpy(zero_copy_only=False), kind
     if guess is None and kind in (None, 'categorical'):
@@ -213,7 +317,8 @@ def _seconds(v:np.ndarray) -> np.ndarray:
 def _as_float(name:str, vals, kind:str) -> np.ndarray:
     v = np.asarray(vals) if not isinstance(vals, list) else np.asarray(vals, dtype=object)
     if v.dtype.kind == 'M': return _seconds(v)
-    if v.dtype != object: return v.astype(np.float64, copy=False)
+    if v.dtype.kind in 'fiub': return v.astype(np.float64, copy=False)
+    if v.dtype != object: v = v.astype(object)
     first = next((x for x in v if x is not None), None)
     if isinstance(first, (_dt.date, np.datetime64)):
         try: return _seconds(np.array([np.datetime64('NaT') if x is None else x for x in v], dtype='datetime64[us]'))
@@ -221,20 +326,25 @@ def _as_float(name:str, vals, kind:str) -> np.ndarray:
     try: return np.array([np.nan if x is None else x for x in v], dtype=np.float64)
     except (TypeError, ValueError):
         bad = next(x for x in v if x is not None and not isinstance(x, (int, float, np.number)))
-        raise ValidationError(f"Column {name!r} is {kind} but holds {bad!r}. Declare it categorical (kinds={{{name!r}: 'categorical'}}) "
-                              f"or clean the values.") from None
+        raise _Uncomparable(f"Column {name!r} is {kind} but holds {bad!r}. Declare it categorical "
+                            f"(kinds={{{name!r}: 'categorical'}}) or clean the values.") from None
 
 def _column(name:str, vals, kind:str|None) -> Column:
     "Normalize one column's values for its kind (inferred when `kind` is None)."
     import pyarrow as pa
     if kind is not None and kind not in KINDS:
         raise ValidationError(f"Kind {kind!r} for column {name!r} is not one of {', '.join(KINDS)}.")
-    if isinstance(vals, (pa.ChunkedArray, pa.Array)): vals, kind = _from_arrow(name, vals, kind)
+    st = ''
+    if isinstance(vals, (pa.ChunkedArray, pa.Array)):
+        st = _source_type(vals.type)
+        vals, kind = _from_arrow(name, vals, kind)
     if isinstance(vals, (pa.ChunkedArray, pa.Array)): return _encode(name, kind, vals)
     if type(vals).__module__.split('.')[0] in ('pandas', 'polars') and hasattr(vals, 'to_numpy'): vals = vals.to_numpy()
+    if isinstance(vals, np.ndarray) and not st: st = _source_type(vals.dtype)
     kind = kind or _infer(vals)
     if kind == 'embedding': return Column(name, kind, _embedding(vals, name))
-    if kind in ('numeric', 'datetime'): return Column(name, kind, _as_float(name, vals, kind))
+    if kind in ('numeric', 'datetime'):
+        return Column(name, kind, _as_float(name, vals, kind), source_type=st if kind == 'numeric' else '')
     v = np.asarray(vals, dtype=object) if not isinstance(vals, np.ndarray) or vals.dtype == object or vals.ndim != 1 else vals.astype(object)
     if kind == 'text': return Column(name, kind, _decode_texts(v, name))
     if kind == 'boolean': v = np.array([None if x is None else str(bool(x)) for x in v], dtype=object)
@@ -250,7 +360,11 @@ def _encode(name:str, kind:str, v) -> Column:
         cats = np.array(arr.dictionary.to_pylist(), dtype=object)
         if len(set(cats)) == len(cats): # already encoded (pandas Categorical, parquet dictionary): keep the codes
             return _sorted_codes(name, kind, arr.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int32), cats)
-    if not pa.types.is_string(arr.type) and not pa.types.is_large_string(arr.type): arr = pc.cast(arr, pa.string())
+    if not pa.types.is_string(arr.type) and not pa.types.is_large_string(arr.type):
+        try: arr = pc.cast(arr, pa.string())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+            raise _Uncomparable(f"Column {name!r} ({arr.type}) cannot be compared as {kind} values: {e}. Convert it, "
+                                f"or leave it out with columns=[...].") from None
     enc = pc.dictionary_encode(arr)
     return _sorted_codes(name, kind, enc.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int32), np.array(enc.dictionary.to_pylist(), dtype=object))
 
@@ -263,28 +377,40 @@ def _sorted_codes(name:str, kind:str, codes:np.ndarray, cats:np.ndarray) -> Colu
 # %% ../nbs/10_data.ipynb #32c829d5
 def load(data, # DataFrame (pandas/polars), pyarrow Table, numpy array, list of str, dict of columns, or a path
          kinds:dict|None=None, # override inferred kinds: {"col": "categorical", ...}
-         columns:list|None=None, # keep only these columns
+         columns:list|None=None, # keep only these columns (the others are not read or converted)
          source:str|None=None, # a description for reports (default: the path, or the type)
          strict_kinds:bool=True, # False: ignore `kinds` entries for columns the data does not have
+         strict_columns:bool=True, # False: ignore `columns` entries the data does not have
+         skip_bad:bool=False, # skip what cannot be compared (structs, lists of strings, mixed types): `Dataset.skipped`
+         explicit=None, # with `skip_bad`: columns that are an error, not skipped (default: in `columns` or `kinds`)
         ) -> Dataset:
     "Normalize `data` into a `Dataset` with one kind per column."
-    if isinstance(data, Dataset):
-        ds = data if columns is None else Dataset({c: data[c] for c in columns}, data.source)
-        return ds if not kinds else Dataset({k: (_column(k, c.labels(), kinds[k]) if k in kinds and kinds[k] != c.kind else c) for k,c in ds.columns.items()}, ds.source)
-    src = source or (str(data) if isinstance(data, (str, Path)) else type(data).__name__)
-    tbl = _to_arrow(data)
-    names = list(tbl.column_names) if hasattr(tbl, 'column_names') else list(tbl)
-    if columns is not None:
-        missing = [c for c in columns if c not in names]
-        if missing: raise ValidationError(f"Column(s) {', '.join(map(repr, missing))} not in {src}. Available: {', '.join(names)}.")
-        names = list(columns)
     kinds = dict(kinds or {})
+    if isinstance(data, Dataset):
+        ds = data
+        if columns is not None:
+            keep = _pick(list(data.columns), columns, strict_columns, data.source or 'the dataset')
+            ds = Dataset({c: data[c] for c in keep}, data.source, dict(data.skipped), data.available)
+        if not kinds: return ds
+        cols = {k: _column(k, c.labels(), kinds[k]) if k in kinds and kinds[k] != c.kind else c
+                for k,c in ds.columns.items()}
+        return Dataset(cols, ds.source, ds.skipped, ds.source_columns)
+    src = source or (str(data) if isinstance(data, (str, Path)) else type(data).__name__)
+    tbl, every = _to_arrow(data, lambda names: _pick(names, columns, strict_columns, src), kinds)
+    names = list(tbl.column_names) if hasattr(tbl, 'column_names') else list(tbl)
     if isinstance(data, (list, tuple)) and data and all(isinstance(x, (str, bytes)) for x in data): kinds.setdefault('text', 'text')
     if not strict_kinds: kinds = {k: v for k, v in kinds.items() if k in names}
     if bad := set(kinds) - set(names): raise ValidationError(f"kinds names column(s) not in {src}: {', '.join(sorted(bad))}. Available: {', '.join(names)}.")
-    cols, n = {}, None
+    explicit = set(columns or ()) | set(kinds) if explicit is None else set(explicit)
+    cols, skipped, n = {}, {}, None
     for name in names:
-        c = _column(name, tbl[name] if hasattr(tbl, 'column_names') else tbl[name], kinds.get(name))
+        try:
+            v = tbl[name]
+            if isinstance(v, _Uncomparable): raise v
+            c = _column(name, v, kinds.get(name))
+        except _Uncomparable as e:
+            if not skip_bad or name in explicit: raise ValidationError(str(e)) from None
+            skipped[name] = str(e); continue
         if n is not None and len(c) != n: raise ValidationError(f"Column {name!r} has {len(c)} rows, the others {n}. All columns must be the same length.")
         n, cols[name] = len(c), c
-    return Dataset(cols, src)
+    return Dataset(cols, src, skipped, tuple(every))

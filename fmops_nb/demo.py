@@ -100,6 +100,7 @@ policies:
     when: candidate.accuracy < current.accuracy
     action: block
   - name: rollback-on-drop
+    template: maintenance_report # the report that measures live accuracy
     when: live.production.accuracy < 0.95 * live.previous.accuracy
     action: rollback
     target: tickets:production

@@ -10,17 +10,19 @@ from dataclasses import dataclass, field, asdict
 import numpy as np
 import fmops_nb
 from .core import PluginRegistry
-from .data import Dataset, load
-from .errors import MissingDependencyError, ValidationError
+from .data import Dataset, load, _parquet_file, _pick
+from .errors import ExecutionError, MissingDependencyError, ValidationError
 
 # %% auto #0
-__all__ = ['N_BINS', 'QUANTILE_SAMPLE', 'METHODS', 'SCHEMA', 'sample_rows', 'NumericSummary', 'CategoricalSummary', 'NumericBins',
-           'psi', 'js_distance', 'ks_from_counts', 'numeric_stats', 'categorical_stats', 'Method', 'DecisionRule',
-           'adjust', 'ColumnDrift', 'DriftReport', 'batches', 'DriftDetector', 'score_chunks', 'drift', 'Calibration',
-           'calibrate']
+__all__ = ['N_BINS', 'EXACT_VALUES', 'ID_MIN_ROWS', 'QUANTILE_SAMPLE', 'METHODS', 'SCHEMA', 'sample_rows', 'NumericSummary',
+           'CategoricalSummary', 'NumericBins', 'psi', 'js_distance', 'ks_from_counts', 'numeric_stats',
+           'categorical_stats', 'Method', 'DecisionRule', 'adjust', 'ColumnDrift', 'DriftReport', 'batches',
+           'DriftDetector', 'score_chunks', 'drift', 'Calibration', 'calibrate']
 
 # %% ../nbs/11_drift.ipynb #22277ba1
 N_BINS = 512 # quantile bins kept per numeric column
+EXACT_VALUES = 128 # a reference column with at most this many distinct values gets one slot per value (exact binning)
+ID_MIN_ROWS = 1000 # a numeric column is taken for an identifier only from at least this many sampled reference values
 _GRID = 1 << 16 # cells of the uniform lookup grid
 _BLOCK = 1 << 16 # values binned per block
 QUANTILE_SAMPLE = 100_000 # reference rows the bin edges (and the reference spread) are computed from
@@ -44,11 +46,12 @@ class NumericSummary:
     n_inf: int = 0
     lo: float = math.inf # smallest value below the reference minimum (inf: none)
     hi: float = -math.inf # largest value above the reference maximum (-inf: none)
+    types: tuple = () # the storage types seen ('integer', 'float', ...): a change between the sides is a finding
     @property
     def n(self) -> int: return int(self.counts.sum())
     def __add__(self, o):
         return NumericSummary(self.counts + o.counts, self.n_missing + o.n_missing, self.n_inf + o.n_inf,
-                              min(self.lo, o.lo), max(self.hi, o.hi))
+                              min(self.lo, o.lo), max(self.hi, o.hi), tuple(sorted(set(self.types) | set(o.types))))
 
 @dataclass
 class CategoricalSummary:
@@ -63,13 +66,31 @@ class CategoricalSummary:
         return CategoricalSummary(c, self.n_missing + o.n_missing)
 
 class NumericBins:
-    "Quantile bins of a reference column, with a uniform-grid lookup for fast binning."
+    """Quantile bins of a reference column, with a uniform-grid lookup for fast binning; or, when the reference has
+    at most `exact_values` distinct values, exact slots: below the smallest, each value, each gap, above the largest."""
     def __init__(self, sample:np.ndarray, # finite reference values (all of them, or a sample)
                  lo:float, hi:float, # the reference's finite minimum and maximum
-                 n_bins:int=N_BINS):
+                 n_bins:int=N_BINS, exact_values:int=EXACT_VALUES):
         if len(sample) == 0: raise ValidationError("no finite reference values")
         self.sd = float(np.std(sample)) # the reference spread that normalizes the Wasserstein distance
         srt = np.sort(sample)
+        distinct = srt[np.r_[True, srt[1:] != srt[:-1]]]
+        self.n_sample, self.n_distinct = len(srt), len(distinct) # for the identifier check
+        self.integral = bool(np.all(np.floor(distinct) == distinct))
+        self.points, self.table, self._lookup = None, None, None
+        if len(distinct) <= exact_values and len(pts := np.unique(np.r_[lo, distinct, hi])) <= exact_values:
+            self.points = pts # exact: slot 2i+1 is the value pts[i], slot 2i+2 the gap after it; 0 below, 2k above
+            self.edges = np.repeat(pts, 2) # zero-width point slots, so the Wasserstein sum over slots is exact
+            # values on a grid (whole numbers, steps like 0.1): a table lookup of the nearest cell, checked for equality
+            self.lo, self.scale = float(pts[0]), 0.0
+            step = 1.0 if np.all(np.floor(pts) == pts) else (float(np.diff(pts).min()) if len(pts) > 1 else 1.0)
+            cell = (pts - pts[0]) / step
+            if np.abs(cell - np.rint(cell)).max() < 1e-6 and cell[-1] <= _GRID:
+                self.scale, cell = 1 / step, np.rint(cell).astype(np.intp)
+                cells = pts[0] + np.arange(cell[-1] + 1) * step; cells[cell] = pts # each cell's value; points exactly
+                self.table = self._exact(cells).astype(np.int32)
+                self._lookup, self._cells = np.r_[-1, self.table, -1].astype(np.intp), np.r_[np.nan, cells, np.nan]
+            return
         self.edges = np.unique(_quantiles(srt, np.linspace(0, 1, n_bins + 1)))
         self.edges[0], self.edges[-1] = lo, hi
         self.edges = np.unique(self.edges)
@@ -94,22 +115,29 @@ class NumericBins:
 
     def _exact(self, v):
         "Slot of each value: 0 below the minimum, 1.. the bins (right edge included in the last), n_slots-1 above the maximum."
+        if self.points is not None:
+            i = np.searchsorted(self.points, v, side='left')
+            return 2 * i + (self.points[np.minimum(i, len(self.points) - 1)] == v)
         s = np.searchsorted(self.edges, v, side='right')
         s = np.where(v == self.edges[-1], len(self.edges) - 1, s)
         return s
 
     def slots(self, v:np.ndarray) -> np.ndarray:
         "Slot of every finite value in `v`."
-        if self.table is None: return self._exact(v)
-        n, B = len(v), _BLOCK
+        if self._lookup is None: return self._exact(v)
+        n, B, top, exact = len(v), _BLOCK, len(self._lookup) - 1, self.points is not None
         out = np.empty(n, dtype=np.intp)
         g, gi = np.empty(min(n, B)), np.empty(min(n, B), dtype=np.intp)
         for s in range(0, n, B): # in blocks that stay in cache: a few passes over 64K values instead of over the column
             k = min(B, n - s); gb, ib = g[:k], gi[:k]
-            np.subtract(v[s:s + k], self.lo, out=gb); gb *= self.scale; gb += 1
-            np.maximum(gb, 0, out=gb); np.minimum(gb, _GRID + 1, out=gb)
+            np.subtract(v[s:s + k], self.lo, out=gb)
+            if self.scale != 1.0: gb *= self.scale
+            if exact: np.rint(gb, out=gb) # the nearest cell; its value is checked below
+            gb += 1
+            np.maximum(gb, 0, out=gb); np.minimum(gb, top, out=gb)
             ib[:] = gb # truncation: the grid cell, shifted by one
             np.take(self._lookup, ib, out=out[s:s + k])
+            if exact: out[s:s + k][self._cells[ib] != v[s:s + k]] = -1 # not a cell's value: the exact path
         todo = np.flatnonzero(out < 0)
         if len(todo): out[todo] = self._exact(v[todo])
         return out
@@ -126,12 +154,21 @@ class NumericBins:
 
 # %% ../nbs/11_drift.ipynb #fdb82815
 def _coarse(counts:np.ndarray, groups:int) -> np.ndarray:
-    "Merge the fine bins into `groups` groups of about equal reference mass (outer slots join the end groups)."
+    """Merge the fine bins into `groups` groups of about equal reference mass (outer slots join the end groups); with
+    fewer fine bins than groups, each bin is its own group."""
     inner = counts[1:-1]
-    cuts = np.linspace(0, len(inner), groups + 1).round().astype(int)
-    g = np.add.reduceat(inner, cuts[:-1]) if len(inner) else np.zeros(groups)
-    g = g.astype(np.float64); g[0] += counts[0]; g[-1] += counts[-1]
+    if 0 < len(inner) < groups: g = inner.astype(np.float64)
+    else:
+        cuts = np.linspace(0, len(inner), groups + 1).round().astype(int)
+        g = (np.add.reduceat(inner, cuts[:-1]) if len(inner) else np.zeros(groups)).astype(np.float64)
+    g[0] += counts[0]; g[-1] += counts[-1]
     return g
+
+def _by_mass(p:np.ndarray, q:np.ndarray, groups:int) -> tuple:
+    "Both count vectors in at most `groups` groups of about equal reference mass, never splitting a slot (exact bins)."
+    mid = np.cumsum(p) - p / 2 # reference mass before the middle of each slot
+    gid = np.minimum((mid * groups / p.sum()).astype(np.intp), groups - 1)
+    return np.bincount(gid, p, groups), np.bincount(gid, q, groups)
 
 def psi(p:np.ndarray, q:np.ndarray, eps:float=1e-4) -> float:
     "Population stability index between two count vectors."
@@ -154,7 +191,7 @@ def ks_from_counts(p:np.ndarray, q:np.ndarray) -> tuple[float, float]:
     return d, pv
 
 def numeric_stats(ref:NumericSummary, cur:NumericSummary, bins:NumericBins) -> dict:
-    "All numeric statistics of `cur` against `ref`."
+    "All numeric statistics of `cur` against `ref` (the Wasserstein distance is None when the reference has no spread)."
     p, q = ref.counts.astype(np.float64), cur.counts.astype(np.float64)
     d, pv = ks_from_counts(p, q)
     e = bins.edges
@@ -162,10 +199,15 @@ def numeric_stats(ref:NumericSummary, cur:NumericSummary, bins:NumericBins) -> d
     widths = np.r_[e[0] - lo, np.diff(e), hi - e[-1]]
     cdf_gap = np.abs(np.cumsum(p) / p.sum() - np.cumsum(q) / q.sum())
     # mass in the slot is spread evenly; the gap at a slot's right end approximates the gap over it
+    if bins.points is not None: # exact bins: a value's slot has no width; between two values the gap is flat (the mean
+        left = np.r_[0.0, cdf_gap[:-1]] # of both ends if a current value falls there); values below and above the
+        cdf_gap = np.r_[cdf_gap[0], (cdf_gap[1:-1] + left[1:-1]) / 2, left[-1]] # reference's sit at lo and hi
     w1 = float(np.sum(cdf_gap * widths))
-    sd = bins.sd
-    return {'ks': d, 'p_value': pv, 'wasserstein': w1 / sd if sd > 0 else (0.0 if w1 == 0 else math.inf),
-            'psi': psi(_coarse(p, 10), _coarse(q, 10)), 'jensenshannon': js_distance(_coarse(p, 20), _coarse(q, 20))}
+    w = w1 / bins.sd if bins.sd > 0 else None # a constant reference: a distance in reference sds is undefined
+    if bins.points is None: coarse = lambda g: (_coarse(p, g), _coarse(q, g))
+    else: coarse = lambda g: (p, q) if len(bins.points) <= g else _by_mass(p, q, g) # up to g values: a bin per value
+    return {'ks': d, 'p_value': pv, 'wasserstein': w if w is None or math.isfinite(w) else None,
+            'psi': psi(*coarse(10)), 'jensenshannon': js_distance(*coarse(20))}
 
 def categorical_stats(ref:CategoricalSummary, cur:CategoricalSummary) -> dict:
     "All categorical statistics of `cur` against `ref`."
@@ -245,6 +287,7 @@ class DecisionRule:
         if self.mode == 'effect': rule = f"drift when {eff}"
         elif self.mode == 'p_value': rule = f"drift when {pv}"
         else: rule = f"drift when {eff} if both sides have >= {self.large_sample} rows, else when {pv}"
+        if self.mode != 'p_value': rule += f"; below the threshold but with a corrected p-value < {self.alpha}: watch"
         emb = 'MMD permutation p-value < alpha' if self.mode == 'p_value' or self.embedding_method == 'mmd' else f"{self.embedding_method} >= its threshold"
         return f"{rule}; embeddings and texts: {emb}; fewer than {self.min_samples} rows: insufficient_data"
 
@@ -271,14 +314,27 @@ class ColumnDrift:
     threshold: float|None
     p_value: float|None
     drifted: bool
-    status: str # 'drift', 'ok', 'insufficient_data' or 'missing'
+    status: str # 'drift', 'watch' (significant but below the effect threshold), 'ok', 'insufficient_data' or 'missing'
     n_reference: int
     n_current: int
     stats: dict = field(default_factory=dict) # every statistic computed for the column
     note: str = ''
     profile: dict = field(default_factory=dict) # compact reference-vs-current distribution, for panels
 
-def _fmt(v, spec='.4g'): return '' if v is None else format(v, spec)
+def _fmt(v, spec='.4g'):
+    if v is None: return ''
+    try: return format(v, spec)
+    except (TypeError, ValueError): return str(v)
+
+def _finite(v):
+    "`v` with every NaN or ±inf as None and numpy values as Python ones, recursively: JSON with `allow_nan=False`."
+    if isinstance(v, dict): return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)): return [_finite(x) for x in v]
+    if isinstance(v, np.ndarray): return _finite(v.tolist())
+    if isinstance(v, np.generic): v = v.item()
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+_STYLE = {'drift': 'color:#b00020;font-weight:bold', 'watch': 'color:#ef6c00;font-weight:bold'}
 
 @dataclass
 class DriftReport:
@@ -295,15 +351,21 @@ class DriftReport:
     @property
     def drifted(self) -> list[str]: return [k for k,c in self.columns.items() if c.drifted]
     @property
+    def watch(self) -> list[str]:
+        "Columns whose shift is significant (corrected p-value) but below the effect threshold."
+        return [k for k,c in self.columns.items() if c.status == 'watch']
+    @property
     def dataset_drift(self) -> bool: return bool(self.drifted)
     @property
     def alerts(self) -> list[dict]: return [c for c in self.chunks if c['status'] == 'drift']
 
     def to_dict(self) -> dict:
-        return {'schema': SCHEMA, 'dataset_drift': self.dataset_drift, 'drifted_columns': self.drifted, 'rule': self.rule,
-                'n_reference': self.n_reference, 'n_current': self.n_current, 'seed': self.seed, 'fmops_nb_version': self.version,
-                'columns': {k: {f: v for f, v in asdict(c).items() if f != 'profile'} for k,c in self.columns.items()},
-                'quality': self.quality, 'chunking': self.chunking, 'chunks': self.chunks}
+        "The report as plain JSON values (no NaN or infinity: a statistic that is not finite is None)."
+        cols = {k: {f: v for f, v in asdict(c).items() if f != 'profile'} for k,c in self.columns.items()}
+        return _finite({'schema': SCHEMA, 'dataset_drift': self.dataset_drift, 'drifted_columns': self.drifted,
+                        'watch_columns': self.watch, 'rule': self.rule, 'n_reference': self.n_reference,
+                        'n_current': self.n_current, 'seed': self.seed, 'fmops_nb_version': self.version,
+                        'columns': cols, 'quality': self.quality, 'chunking': self.chunking, 'chunks': self.chunks})
 
     def to_frame(self):
         import pandas as pd
@@ -313,7 +375,9 @@ class DriftReport:
 
     def headline(self) -> str:
         if not self.columns: return "Drift: no column could be checked"
+        w = self.watch
         return (f"Drift: {len(self.drifted)} of {len(self.columns)} columns drifted" + (f" ({', '.join(self.drifted)})" if self.drifted else '')
+                + (f"; {len(w)} to watch ({', '.join(w)})" if w else '')
                 + f"; reference {self.n_reference:,} rows, current {self.n_current:,} rows"
                 + (f"; {len(self.alerts)} of {len(self.chunks)} chunks alert" if self.chunks else ''))
 
@@ -325,17 +389,23 @@ class DriftReport:
                           *([f'Timeline ({self.chunking}):'] + t if t else [])])
 
     def _repr_html_(self):
+        e = lambda x: html.escape(str(x)) # names, labels, methods and messages come from data or plug-ins: never markup
         rows = ''.join(
-            f"<tr style='{'color:#b00020;font-weight:bold' if c.drifted else ''}'><td style='text-align:left'>{html.escape(k)}</td><td>{c.kind}</td>"
-            f"<td>{c.status}</td><td>{c.method}</td><td>{_fmt(c.statistic)}</td><td>{_fmt(c.threshold, 'g')}</td><td>{_fmt(c.p_value, '.3g')}</td></tr>"
+            f"<tr class='fmops-{e(c.status)}' style='{_STYLE['drift'] if c.drifted else _STYLE.get(c.status, '')}'>"
+            f"<td style='text-align:left'>{e(k)}</td><td>{e(c.kind)}</td><td>{e(c.status)}</td><td>{e(c.method)}</td>"
+            f"<td>{e(_fmt(c.statistic))}</td><td>{e(_fmt(c.threshold, 'g'))}</td><td>{e(_fmt(c.p_value, '.3g'))}</td>"
+            "</tr>"
             for k,c in self.columns.items())
-        q = ''.join(f"<li><b>{html.escape(f['column'])}</b>: {html.escape(f['message'])}</li>" for f in self.quality)
-        t = ''.join(f"<tr style='{'color:#b00020' if c['status'] == 'drift' else ''}'><td style='text-align:left'>{html.escape(str(c['chunk']))}</td>"
-                    f"<td>{c['n']:,}</td><td>{c['status']}</td><td style='text-align:left'>{html.escape(', '.join(c['drifted']))}</td></tr>" for c in self.chunks)
-        return (f"<div class='fmops-drift'><b>{html.escape(self.headline())}</b><br><small>Rule: {html.escape(self.rule)}</small>"
+        q = ''.join(f"<li><b>{e(f['column'])}</b>: {e(f['message'])}</li>" for f in self.quality)
+        t = ''.join(f"<tr style='{_STYLE['drift'] if c['status'] == 'drift' else ''}'><td style='text-align:left'>"
+                    f"{e(c['chunk'])}</td><td>{e(_fmt(c['n'], ','))}</td><td>{e(c['status'])}</td>"
+                    f"<td style='text-align:left'>{e(', '.join(map(str, c['drifted'])))}</td></tr>"
+                    for c in self.chunks)
+        return (f"<div class='fmops-drift'><b>{e(self.headline())}</b><br><small>Rule: {e(self.rule)}</small>"
                 f"<table><tr><th>column</th><th>kind</th><th>status</th><th>method</th><th>statistic</th><th>threshold</th><th>p-value</th></tr>{rows}</table>"
                 + (f"<b>Data quality</b><ul>{q}</ul>" if q else '')
-                + (f"<b>Timeline</b> ({html.escape(self.chunking)})<table><tr><th>chunk</th><th>rows</th><th>status</th><th>drifted</th></tr>{t}</table>" if t else '')
+                + (f"<b>Timeline</b> ({e(self.chunking)})<table><tr><th>chunk</th><th>rows</th><th>status</th>"
+                   f"<th>drifted</th></tr>{t}</table>" if t else '')
                 + "</div>")
 
     def _ipython_display_(self):
@@ -344,10 +414,12 @@ class DriftReport:
         display_unless_shown(self)
 
     def save(self, path) -> str:
-        "Write the report as one self-contained HTML file (no scripts, works offline): the summary, the timeline, and the distributions of the drifted columns."
+        """Write the report as one self-contained HTML file (no scripts, works offline): the summary, the timeline, and
+        the distributions of the drifted columns and of those to watch."""
         from fmops_nb.core import atomic_write
         from fmops_nb.html import svg_timeline, column_detail
-        details = ''.join(f"<div style='margin-top:12px'>{column_detail(self, k)}</div>" for k in self.drifted)
+        details = ''.join(f"<div style='margin-top:12px'>{column_detail(self, k)}</div>"
+                          for k in self.drifted + self.watch)
         doc = (f"<!doctype html><html><head><meta charset='utf-8'><title>fmops drift report</title></head><body>{self._repr_html_()}"
                f"{svg_timeline(self.chunks)}{details}</body></html>")
         return str(atomic_write(path, doc))
@@ -361,7 +433,10 @@ class DriftReport:
                  config={'rule': self.rule, 'seed': self.seed, 'n_reference': self.n_reference, 'n_current': self.n_current,
                          'chunking': self.chunking, 'fmops_nb_version': self.version}) as r:
             r.summary(dataset_drift=self.dataset_drift, n_drifted=len(self.drifted), n_columns=len(self.columns),
-                      drifted_columns=', '.join(self.drifted), **{f"statistic/{k}": c.statistic for k,c in self.columns.items() if c.statistic is not None})
+                      drifted_columns=', '.join(self.drifted), n_watch=len(self.watch),
+                      watch_columns=', '.join(self.watch),
+                      **{f"statistic/{k}": c.statistic for k,c in self.columns.items()
+                         if isinstance(c.statistic, (int, float)) and math.isfinite(c.statistic)})
             r.table('columns', [[k, c.kind, c.status, c.method, c.statistic, c.threshold, c.p_value, c.drifted, c.n_reference, c.n_current]
                                 for k,c in self.columns.items()], cols)
             if self.chunks:
@@ -389,33 +464,73 @@ def _map(fn, items:list, n_rows:int) -> list:
 def _is_parquet(data) -> bool:
     return isinstance(data, (str, Path)) and Path(data).suffix.lower() in ('.parquet', '.pq') and Path(data).expanduser().exists()
 
-def batches(data, kinds:dict|None=None, columns:list|None=None):
+def batches(data, kinds:dict|None=None, columns:list|None=None,
+            **opts): # more `data.load` options: strict_columns, skip_bad, explicit
     "`data` as a sequence of `Dataset`s: a parquet file one row group at a time, anything else at once."
-    if isinstance(data, Dataset): yield data if columns is None else Dataset({c: data[c] for c in columns if c in data}, data.source); return
-    if not _is_parquet(data): yield load(data, kinds=kinds, columns=columns, strict_kinds=False); return
-    import pyarrow.parquet as pq
+    if isinstance(data, Dataset):
+        yield data if columns is None else load(data, columns=columns, strict_columns=False); return
+    if not _is_parquet(data): yield load(data, kinds=kinds, columns=columns, strict_kinds=False, **opts); return
+    import pyarrow as pa
     path = Path(data).expanduser()
-    pf = pq.ParquetFile(path)
+    pf = _parquet_file(path)
     names = pf.schema_arrow.names
-    if columns is not None and (missing := [c for c in columns if c not in names]):
-        raise ValidationError(f"Column(s) {', '.join(map(repr, missing))} not in {path}. Available: {', '.join(names)}.")
+    if columns is not None: columns = _pick(names, columns, opts.pop('strict_columns', True), str(path))
+    opts.pop('strict_columns', None)
+    if opts.get('skip_bad') and opts.get('explicit') is None: opts['explicit'] = set(columns or ()) | set(kinds or ())
     fixed = dict(kinds or {})
     for i in range(pf.num_row_groups):
-        ds = load(pf.read_row_group(i, columns=columns), kinds=fixed, source=str(path), strict_kinds=False)
+        try: tbl = pf.read_row_group(i, columns=columns)
+        except (pa.ArrowException, OSError) as e:
+            raise ValidationError(f"Cannot read row group {i} of {path}: {e}. Check that it is a complete parquet "
+                                  f"file, or write it again.") from None
+        ds = load(tbl, kinds=fixed, source=str(path), strict_kinds=False, **opts)
+        ds.source_columns = tuple(names)
         fixed = {k: ds.kinds.get(k, v) for k, v in (ds.kinds | fixed).items()} # the first row group decides the kinds
         yield ds
 
 def _n_rows(data) -> int|None:
-    if _is_parquet(data):
-        import pyarrow.parquet as pq
-        return pq.ParquetFile(Path(data).expanduser()).metadata.num_rows
-    return None
+    return _parquet_file(Path(data).expanduser()).metadata.num_rows if _is_parquet(data) else None
+
+class _Monotone:
+    "Whether a column's finite values only rise (or only fall) through the reference in row order, chunk after chunk."
+    def __init__(self): self.up, self.down, self.last = True, True, None
+    def update(self, fin:np.ndarray, sample:np.ndarray):
+        for x in (sample, fin): # the chunk's sampled rows (in row order) first: they rule most columns out cheaply
+            if not (self.up or self.down): return
+            if not len(x): continue
+            d = np.diff(x if self.last is None else np.r_[self.last, x])
+            self.up, self.down = self.up and bool((d >= 0).all()), self.down and bool((d <= 0).all())
+        if len(fin): self.last = fin[-1]
+
+def _identifier(name:str, kind:str, b:NumericBins, mono:_Monotone|None) -> str|None:
+    "Why a numeric or datetime reference column looks like an identifier or a timestamp, with the fixes (None: not)."
+    if mono is None or b.n_sample < ID_MIN_ROWS: return None
+    moving = f"{'rises' if mono.up else 'falls'} row by row through the whole reference" if mono.up or mono.down else ''
+    if kind == 'datetime':
+        if not moving or b.n_distinct < 2: return None
+        return (f"{moving}: a timestamp, not compared (every later window lies outside its range). Chunk by it for "
+                f"a timeline (chunk_by={name!r}), leave it out with columns=[...], or declare its kind to check it "
+                f"anyway (kinds={{{name!r}: 'datetime'}})")
+    if b.integral and b.n_distinct == b.n_sample:
+        why = f"its {b.n_sample:,} sampled reference values are all different whole numbers"
+    elif moving and b.n_distinct > EXACT_VALUES: why = moving
+    else: return None
+    return (f"{why}: likely an identifier (a row id, or a time in seconds), not compared (new ids look like drift "
+            f"in every window). Leave it out with columns=[...], declare its kind to check it anyway "
+            f"(kinds={{{name!r}: 'numeric'}}), or for a time in seconds declare it datetime and chunk by it "
+            f"(kinds={{{name!r}: 'datetime'}}, chunk_by={name!r})")
+
+def _label(v:float, kind:str) -> str:
+    "A bar label for the value `v` of an exactly binned column."
+    if kind == 'datetime':
+        return str(np.datetime64(int(round(v * 1e6)), 'us')).replace('T00:00:00.000000', '').replace('.000000', '')
+    return _fmt(float(v), '.6g')
 
 class DriftDetector:
     "Fits on a reference once; summarizes and scores current data against it."
     def __init__(self, rule:DecisionRule|None=None, # the decision rule (default: `DecisionRule()`)
-                 columns:list|None=None, # columns to check (default: every column of the reference)
-                 kinds:dict|None=None, # kind overrides, as in `data.load`
+                 columns:list|None=None, # columns to check (default: every column of the reference that can be)
+                 kinds:dict|None=None, # kind overrides, as in `data.load`; a declared column is checked even if an id
                  seed:int=0, # seed of all sampling and permutations, recorded in the report
                  embedder=None, # text embedder: a registered name or object (default: 'minilm', from the fm extra)
                  max_rows:int=5000, # embedding/text rows sampled per side for MMD and the classifier
@@ -426,34 +541,45 @@ class DriftDetector:
         self.rule, self.columns, self.kinds, self.seed = rule or DecisionRule(), columns, kinds, seed
         self.embedder, self.max_rows, self.n_permutations, self.max_categories, self.cache = embedder, max_rows, n_permutations, max_categories, cache
         self.ignore = set() # current columns that are not data (the chunking column)
+        self.declared = dict(kinds or {}) # kinds the user declared: such a column is checked whatever it looks like
+        self.explicit = set(columns or ()) | set(self.declared) # asked for: an error, not skipped, if not comparable
+
+    def _opts(self) -> dict: return {'skip_bad': True, 'explicit': self.explicit}
 
     def fit(self, reference) -> DriftDetector:
         "Learn bins, categories and the embedding state from the reference, and keep its summaries."
         self.ref_kinds, self.bins, self.skipped, self.vector, self.ref_summary = {}, {}, {}, {}, None
         if _is_parquet(reference):
-            n_total, parts = _n_rows(reference), (lambda: batches(reference, self.kinds, self.columns))
+            n_total, parts = _n_rows(reference), lambda: batches(reference, self.declared, self.columns, **self._opts())
         else:
-            ds = load(reference, kinds=self.kinds, columns=self.columns) if not isinstance(reference, Dataset) else next(batches(reference, None, self.columns))
+            ds = (next(batches(reference, None, self.columns)) if isinstance(reference, Dataset)
+                  else load(reference, kinds=self.declared, columns=self.columns, **self._opts()))
             n_total, parts, reference = ds.n_rows, (lambda: [ds]), ds
         if n_total == 0: raise ValidationError("The reference has no rows. Pass the data the model was validated on.")
-        kinds = dict(next(iter(parts())).kinds)
-        self.kinds = kinds | (self.kinds or {})
+        first = next(iter(parts()))
+        kinds = dict(first.kinds)
+        self.skipped.update(first.skipped)
+        self.kinds = kinds | self.declared
         numeric = [k for k, v in kinds.items() if v in _NUMERIC]
-        # pass 1: the bin-edge sample and the finite range of each numeric column
+        # pass 1: the bin-edge sample, the finite range and the row order of each numeric column
         idx = sample_rows(n_total, self.seed)
         picked, lo, hi, off = {k: [] for k in numeric}, {k: math.inf for k in numeric}, {k: -math.inf for k in numeric}, 0
+        mono = {k: _Monotone() for k in numeric if k not in self.declared}
         for ds in parts():
             sel = idx[(idx >= off) & (idx < off + ds.n_rows)] - off
             for k in numeric:
                 v = ds[k].values; fin = v[np.isfinite(v)]
                 if len(fin): lo[k], hi[k] = min(lo[k], float(fin.min())), max(hi[k], float(fin.max()))
-                s = v[sel]; picked[k].append(s[np.isfinite(s)])
+                s = v[sel]; s = s[np.isfinite(s)]; picked[k].append(s)
+                if k in mono: mono[k].update(fin, s)
             off += ds.n_rows
         binned = [k for k in numeric if np.isfinite(lo[k])]
         self.bins = dict(zip(binned, _map(lambda k: NumericBins(np.concatenate(picked[k]), lo[k], hi[k]), binned, n_total)))
         for name, kind in kinds.items():
             if kind in _NUMERIC and name not in self.bins:
                 self.skipped[name] = "the reference has no finite values in this column: fill it, or leave it out with columns=[...]"; continue
+            if kind in _NUMERIC and (why := _identifier(name, kind, self.bins[name], mono.get(name))):
+                self.skipped[name] = why; del self.bins[name]; continue
             self.ref_kinds[name] = kind
         # pass 2: the reference summaries
         self.ref_summary = self._summarize_all(reference)
@@ -486,17 +612,22 @@ class DriftDetector:
 
     def summarize(self, data) -> dict:
         "Mergeable summaries of one in-memory chunk of `data` on the fitted bins: add two of them with `merge`."
-        ds = data if isinstance(data, Dataset) else load(data, kinds=self.kinds, strict_kinds=False)
-        out = {'__rows__': ds.n_rows}
-        out['__columns__'] = tuple(ds.columns)
+        ds = data if isinstance(data, Dataset) else load(data, kinds=self.kinds, columns=list(self.ref_kinds),
+                                                         strict_kinds=False, strict_columns=False, **self._opts())
+        out = {'__rows__': ds.n_rows, '__columns__': ds.available}
         names = [n for n in self.ref_kinds if n in ds]
         out |= dict(zip(names, _map(lambda n: self._summarize_column(n, ds[n]), names, ds.n_rows)))
+        out |= {n: ('kind', 'a column that cannot be compared', why) for n, why in ds.skipped.items()
+                if n in self.ref_kinds}
         return out
 
     def _summarize_column(self, name:str, col):
         kind = self.ref_kinds[name]
         if kind in _NUMERIC:
-            return ('kind', col.kind) if col.kind not in _NUMERIC else self.bins[name].summarize(col.values)
+            if col.kind not in _NUMERIC: return ('kind', col.kind)
+            s = self.bins[name].summarize(col.values)
+            if col.source_type: s.types = (col.source_type,)
+            return s
         if kind in _VECTOR:
             from fmops_nb.embeddings import SampleSummary
             return ('kind', col.kind) if col.kind != kind else SampleSummary.of(col.values, self.max_rows, self.seed, kind)
@@ -508,18 +639,14 @@ class DriftDetector:
 
     def _summarize_all(self, data) -> dict:
         out = None
-        for ds in batches(data, self.kinds, self._wanted(data)):
+        for ds in batches(data, self.kinds, self._wanted(data), strict_columns=False, **self._opts()):
             s = self.summarize(ds)
             out = s if out is None else self.merge(out, s)
         return out
 
     def _wanted(self, data):
-        "The columns to read from a parquet file: those the detector checks (and the reference's, while fitting)."
-        if not _is_parquet(data): return None
-        import pyarrow.parquet as pq
-        names = pq.ParquetFile(Path(data).expanduser()).schema_arrow.names
-        want = list(self.ref_kinds) if getattr(self, 'ref_summary', None) is not None else (self.columns or names)
-        return [c for c in want if c in names]
+        "The columns to read: those the detector checks (decided before the reference's summaries are made)."
+        return list(self.ref_kinds)
 
     @staticmethod
     def merge(a:dict, b:dict) -> dict:
@@ -527,8 +654,22 @@ class DriftDetector:
         out = {}
         for k in a.keys() | b.keys():
             if k == '__columns__': out[k] = tuple(dict.fromkeys(a.get(k, ()) + b.get(k, ())))
-            elif k in a and k in b and not isinstance(a[k], tuple): out[k] = a[k] + b[k]
+            elif isinstance(a.get(k), tuple) or isinstance(b.get(k), tuple): # a kind change in either chunk stays one
+                out[k] = a[k] if isinstance(a.get(k), tuple) else b[k]
+            elif k in a and k in b: out[k] = a[k] + b[k]
             else: out[k] = a.get(k, b.get(k))
+        return out
+
+    def _plugin(self, m:Method, name:str, r, c) -> dict:
+        "The statistics a third-party method computes, or an error that names the method and the column."
+        try: out = m.compute(r, c, self.bins.get(name))
+        except Exception as e:
+            raise ExecutionError(f"Drift method {m.name!r} failed on column {name!r}: {type(e).__name__}: {e}. Fix the "
+                                 f"method, or decide with another one (method=...).", ename=type(e).__name__,
+                                 evalue=str(e)) from e
+        if not isinstance(out, dict):
+            raise ExecutionError(f"Drift method {m.name!r} returned a {type(out).__name__} for column {name!r}: its "
+                                 f"compute must return a dict of statistics.")
         return out
 
     def score(self, current) -> DriftReport:
@@ -547,7 +688,8 @@ class DriftDetector:
             c = cur[name]
             if isinstance(c, tuple):
                 cols[name] = ColumnDrift(kind, '-', None, None, None, False, 'missing', r.n, 0, note=f"current column is {c[1]}")
-                quality.append({'column': name, 'check': 'type_change', 'message': f"was {kind} in the reference, is {c[1]} now"}); continue
+                why = f"was {kind} in the reference, is {c[1]} now" + (f": {c[2]}" if len(c) > 2 else '')
+                quality.append({'column': name, 'check': 'type_change', 'message': why}); continue
             quality += self._quality(name, kind, r, c)
             m = self.rule.method_for(kind, r.n, c.n)
             if min(r.n, c.n) < self.rule.min_samples:
@@ -557,22 +699,50 @@ class DriftDetector:
             if kind in _NUMERIC: stats = numeric_stats(r, c, self.bins[name])
             elif kind in _CATEGORICAL: stats = categorical_stats(r, c)
             else: stats = self._vector_stats(name, c)
-            if m.compute is not None: stats |= m.compute(r, c, self.bins.get(name))
-            th = None if m.test == 'p_value' else (self.rule.threshold if self.rule.threshold is not None else m.threshold)
-            cols[name] = ColumnDrift(kind, m.name, stats[m.statistic], th, stats['p_value'], False, 'ok', r.n, c.n, stats,
-                                     profile=self._profile(name, kind, r, c))
+            if m.compute is not None: stats |= self._plugin(m, name, r, c)
+            stats = _finite(stats) # NaN and infinity never reach a decision or the report
+            d, th, note = self._decider(m, kind, name, stats)
+            if d is None:
+                cols[name] = ColumnDrift(kind, m.name, None, None, None, False, 'insufficient_data', r.n, c.n, stats,
+                                         note=note)
+                continue
+            m, value, pv = d, stats.get(d.statistic), stats.get('p_value')
+            cols[name] = ColumnDrift(kind, m.name, value if _number(value) else None, th, pv if _number(pv) else None,
+                                     False, 'ok', r.n, c.n, stats, note=note, profile=self._profile(name, kind, r, c))
             if m.test == 'p_value': pending.append(name)
-            else: cols[name].drifted = bool(stats[m.statistic] >= th)
+            else: cols[name].drifted = bool(value >= th)
         for name, p in zip(pending, adjust([cols[n].p_value for n in pending], self.rule.correction)):
             cols[name].stats['p_adjusted'] = p
             cols[name].drifted, cols[name].threshold = bool(p < self.rule.alpha), self.rule.alpha
+        # watch: decided by an effect size and below its threshold, but significant after correction across all tested
+        tested = [n for n, c in cols.items() if c.status == 'ok' and c.p_value is not None]
+        if any(n not in pending for n in tested):
+            for name, p in zip(tested, adjust([cols[n].p_value for n in tested], self.rule.correction)):
+                if name in pending: continue
+                cols[name].stats['p_adjusted'] = p
+                if not cols[name].drifted and p < self.rule.alpha: cols[name].status = 'watch'
         for c in cols.values():
             if c.status == 'ok' and c.drifted: c.status = 'drift'
         for name, why in self.skipped.items(): quality.append({'column': name, 'check': 'skipped', 'message': why})
         for name in cur.get('__columns__', ()):
-            if name not in self.kinds and name not in self.ignore and (self.columns is None or name in self.columns): # a column not asked for is not news
+            if (name not in self.kinds and name not in self.skipped and name not in self.ignore
+                    and (self.columns is None or name in self.columns)): # a column not asked for is not news
                 quality.append({'column': name, 'check': 'new_column', 'message': 'in the current data but not in the reference: not checked'})
         return DriftReport(cols, quality, self.rule.describe(), self.n_reference, n_cur, self.seed)
+
+    def _decider(self, m:Method, kind:str, name:str, stats:dict) -> tuple:
+        "The method that decides (`m`, or Jensen–Shannon where `m` gives no finite number; None: none), threshold, why."
+        pv = m.test == 'p_value'
+        th = None if pv else (self.rule.threshold if self.rule.threshold is not None else m.threshold)
+        if _number(stats.get('p_value' if pv else m.statistic)) and (pv or _number(th)): return m, th, ''
+        what = 'p-value' if pv else m.statistic
+        if kind not in _TABULAR or m.name == 'jensenshannon' or not _number(stats.get('jensenshannon')):
+            return None, None, f"{m.name} gave no usable {what}: not decided"
+        flat = m.statistic == 'wasserstein' and kind in _NUMERIC and self.bins[name].sd == 0
+        why = ("the reference holds one value, so a distance in its standard deviations is undefined" if flat
+               else f"{m.name} gave no usable {what}")
+        js = METHODS.get('jensenshannon')
+        return js, js.threshold, f"{why}: decided by jensenshannon instead"
 
     def _vector_stats(self, name:str, c) -> dict:
         y = self._vectors(name, c)
@@ -585,9 +755,19 @@ class DriftDetector:
         return st
 
     def _profile(self, name:str, kind:str, r, c) -> dict:
-        "A compact distribution of both sides for panels: 20 reference-quantile groups, or the top categories."
+        """A compact distribution of both sides for panels: one bar per value of an exactly binned column, 20
+        reference-quantile groups of another numeric one, or the top categories."""
         if kind in _NUMERIC:
-            e = self.bins[name].edges
+            b = self.bins[name]
+            if b.points is not None:
+                at = 2 * np.arange(len(b.points)) + 1
+                ref, cur = r.counts[at].tolist(), c.counts[at].tolist()
+                labels = [_label(v, kind) for v in b.points]
+                if (r.n - sum(ref)) or (c.n - sum(cur)): # values between or outside the reference's values
+                    labels, ref, cur = labels + ['other'], ref + [r.n - sum(ref)], cur + [c.n - sum(cur)]
+                return {'values': b.points.tolist(), 'labels': labels, 'reference': ref, 'current': cur,
+                        'reference_total': r.n, 'current_total': c.n}
+            e = b.edges
             cuts = np.linspace(0, len(e) - 1, 21).round().astype(int)
             return {'edges': e[cuts].tolist(), 'reference': _coarse(r.counts, 20).tolist(), 'current': _coarse(c.counts, 20).tolist()}
         if kind in _CATEGORICAL:
@@ -601,6 +781,10 @@ class DriftDetector:
         rm, cm = r.n_missing / max(r.n + r.n_missing, 1), c.n_missing / max(c.n + c.n_missing, 1)
         if abs(cm - rm) > 0.05: out.append({'column': name, 'check': 'missing_rate', 'message': f"missing values {rm:.1%} -> {cm:.1%}"})
         if kind in _NUMERIC:
+            if r.types and c.types and set(r.types) != set(c.types):
+                out.append({'column': name, 'check': 'type_change', 'message': f"stored as {' and '.join(r.types)} in "
+                            f"the reference, as {' and '.join(c.types)} in the current data: compared as numbers. "
+                            f"Check what changed upstream (a missing value turns a pandas integer column into floats)"})
             if c.n_inf: out.append({'column': name, 'check': 'non_finite', 'message': f"{c.n_inf} ±inf values in current, left out of the statistics: replace or clip them upstream"})
             outside = (c.counts[0] + c.counts[-1]) / c.n if c.n else 0
             if outside > 0.01: out.append({'column': name, 'check': 'out_of_range', 'message': f"{outside:.1%} of current values outside the reference range [{self.bins[name].edges[0]:.4g}, {self.bins[name].edges[-1]:.4g}]"})
@@ -613,6 +797,8 @@ class DriftDetector:
                 out.append({'column': name, 'check': 'unseen_categories', 'message': f"{len(unseen)} {'category' if len(unseen) == 1 else 'categories'} not in the reference ({', '.join(map(repr, unseen[:5]))}{', ...' if len(unseen) > 5 else ''}), {share:.1%} of current rows"})
         return out
 
+def _number(v) -> bool: return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
 # %% ../nbs/11_drift.ipynb #e8bf075c
 _NO_CHUNK = np.iinfo(np.int64).min
 
@@ -624,7 +810,8 @@ def _chunk_keys(ds:Dataset, chunk_by:str|None, chunk_size:int|None, period:str, 
         if chunk_size < 1: raise ValidationError(f"chunk_size must be a positive number of rows, got {chunk_size}.")
         return np.arange(offset, offset + ds.n_rows, dtype=np.int64) // chunk_size, int, []
     if chunk_by not in ds:
-        raise ValidationError(f"chunk_by column {chunk_by!r} is not in the current data. Available: {', '.join(ds.columns)}.")
+        raise ValidationError(f"chunk_by column {chunk_by!r} is not in the current data. "
+                              f"Available: {', '.join(ds.available)}.")
     col = ds[chunk_by]
     if col.kind == 'datetime':
         import pandas as pd
@@ -656,11 +843,11 @@ def score_chunks(det:DriftDetector, current, chunk_by:str|None=None, chunk_size:
     "Score `current` chunk by chunk against the fitted detector: a timeline of per-chunk results, and the merged report."
     per, total, offset, expected = {}, None, 0, []
     want = det._wanted(current)
-    if want is not None and chunk_by is not None:
-        import pyarrow.parquet as pq
-        names = pq.ParquetFile(Path(current).expanduser()).schema_arrow.names
+    if chunk_by is not None and _is_parquet(current):
+        names = _parquet_file(Path(current).expanduser()).schema_arrow.names
         if chunk_by not in names: raise ValidationError(f"chunk_by column {chunk_by!r} is not in {current}. Available: {', '.join(names)}.")
-    for ds in batches(current, det.kinds, None if want is None else [*want, *([chunk_by] if chunk_by and chunk_by not in want else [])]):
+    if chunk_by is not None and chunk_by not in want: want = [*want, chunk_by]
+    for ds in batches(current, det.kinds, want, strict_columns=False, **det._opts()):
         keys = _chunk_keys(ds, chunk_by, chunk_size, period, offset)
         offset += ds.n_rows
         s = det.summarize(ds)
@@ -709,7 +896,8 @@ def drift(reference, current, # data in any form `data.load` accepts; a parquet 
     if chunk_by is not None and chunk_size is not None: raise ValidationError("Use chunk_by or chunk_size, not both.")
     det = DriftDetector(rule, columns, kinds, seed, **detector).fit(reference)
     if chunk_by is not None: # the time (or batch) column itself is not a drift signal
-        det.ref_kinds.pop(chunk_by, None); det.ignore.add(chunk_by)
+        det.ref_kinds.pop(chunk_by, None); det.skipped.pop(chunk_by, None)
+        det.ignore.add(chunk_by); det.explicit.add(chunk_by)
     return score_chunks(det, current, chunk_by, chunk_size, period)
 
 # %% ../nbs/11_drift.ipynb #fa4fca63
@@ -736,13 +924,14 @@ def calibrate(reference, # the reference data (in memory)
               splits:int=10, # random half/half splits to score
               rule:DecisionRule|None=None, seed:int=0, columns:list|None=None, kinds:dict|None=None, **detector) -> Calibration:
     "Score random halves of the reference against each other and report how often the rule alarms."
-    ds = load(reference, kinds=kinds, columns=columns)
+    ds = load(reference, kinds=kinds, columns=columns, skip_bad=True) # what cannot be compared: skipped, as in drift
     if ds.n_rows < 4: raise ValidationError(f"The reference has {ds.n_rows} rows; calibration needs at least 4 to split.")
     rng = np.random.default_rng(seed)
     alarms, any_alarm, stats, meta, rule_text = {}, 0, {}, {}, ''
     for i in range(splits):
         perm = rng.permutation(ds.n_rows); h = ds.n_rows // 2
-        rep = DriftDetector(rule, None, None, seed + i, **detector).fit(ds.take(np.sort(perm[:h]))).score(ds.take(np.sort(perm[h:])))
+        det = DriftDetector(rule, None, kinds, seed + i, **detector) # declared kinds are checked even as ids
+        rep = det.fit(ds.take(np.sort(perm[:h]))).score(ds.take(np.sort(perm[h:])))
         rule_text = rep.rule
         any_alarm += rep.dataset_drift
         for k, c in rep.columns.items():

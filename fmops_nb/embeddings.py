@@ -54,7 +54,7 @@ class SampleSummary:
     def of(cls, values, k:int, seed:int, kind:str) -> SampleSummary:
         "The summary of one chunk of an embedding matrix or an array of texts."
         if kind == 'embedding':
-            ok = ~np.isnan(values).any(axis=1) if values.size else np.ones(len(values), bool)
+            ok = np.isfinite(values).all(axis=1) if values.size else np.ones(len(values), bool) # NaN or ±inf: missing
             x = values[ok]
             keys = vector_keys(x, seed) if len(x) else np.zeros(0, np.uint64)
             sel = np.argsort(keys, kind='stable')[:k]

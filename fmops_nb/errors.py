@@ -8,7 +8,8 @@ import difflib, importlib
 
 # %% auto #0
 __all__ = ['FmopsError', 'ConfigError', 'WorkspaceError', 'ValidationError', 'NotFoundError', 'MissingDependencyError',
-           'TrackingError', 'ExecutionError', 'closest', 'not_found', 'require']
+           'TrackingError', 'ExecutionError', 'FmopsWarning', 'TrackingWarning', 'AuditWarning', 'closest', 'not_found',
+           'require']
 
 # %% ../nbs/00_errors.ipynb #470679dd
 class FmopsError(Exception):
@@ -37,6 +38,15 @@ class ExecutionError(FmopsError):
     def __init__(self, msg:str, cell_index:int|None=None, ename:str|None=None, evalue:str|None=None):
         super().__init__(msg)
         self.cell_index,self.ename,self.evalue = cell_index,ename,evalue
+
+class FmopsWarning(UserWarning):
+    "Something went wrong after the work itself was done (and kept); the message says how to finish it."
+
+class TrackingWarning(FmopsWarning):
+    "The work was done and stored, but logging it to Weights & Biases failed; the message names the retry command."
+
+class AuditWarning(FmopsWarning):
+    "The audit log and its anchor disagree; `fmops audit verify` says how."
 
 # %% ../nbs/00_errors.ipynb #fc44987b
 def closest(name:str, choices, n:int=3) -> list[str]:

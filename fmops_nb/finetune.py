@@ -12,8 +12,9 @@ from .core import Workspace, PluginRegistry, atomic_write, utcnow, check_name
 from .errors import ValidationError, NotFoundError, ExecutionError, not_found, require
 
 # %% auto #0
-__all__ = ['RECIPES', 'FINAL', 'FinetuneSpec', 'Recipe', 'HFClassifier', 'ScriptRecipe', 'run_dir', 'report', 'save_checkpoint',
-           'latest_checkpoint', 'save_model', 'worker', 'launch', 'Run', 'runs', 'get_run', 'script_main']
+__all__ = ['EVAL_METRICS', 'RECIPES', 'FINAL', 'FinetuneSpec', 'Recipe', 'HFClassifier', 'ScriptRecipe', 'run_dir', 'report',
+           'save_checkpoint', 'latest_checkpoint', 'save_model', 'worker', 'launch', 'Run', 'runs', 'get_run',
+           'script_main']
 
 # %% ../nbs/30_finetune.ipynb #76be5b8e
 @dataclass
@@ -44,7 +45,7 @@ class FinetuneSpec:
     threads: int = 1 # torch threads per process
     checkpoint_every: int = 50 # steps between checkpoints
     eval_every: int = 0 # steps between evaluations during training (0: only at the end)
-    time_budget_s: float = 0 # stop (with a checkpoint) after this many seconds; 0: no budget
+    time_budget_s: float = 0 # stop (with a checkpoint) after this many seconds of training (from the first step); 0: none
     promote_if_better: str = '' # a metric (e.g. accuracy): promote the candidate to production when it beats it
     register: bool = True # register the result as a new version when the run finishes
     name: str = '' # a display name for the run
@@ -76,29 +77,63 @@ class FinetuneSpec:
         return cls.from_dict(d)
 
     def validate(self) -> FinetuneSpec:
-        "Check every setting; raise a ValidationError naming the first wrong one and what to do."
+        "Check every setting's type and range; raise a ValidationError naming the first wrong one and what to do."
         def need(ok, msg):
             if not ok: raise ValidationError(msg)
+        for k in ('base', 'script'): # a Path is as good as its string
+            if isinstance(getattr(self, k), Path): setattr(self, k, str(getattr(self, k)))
+        for k, want in _SPEC_TYPES.items():
+            v = getattr(self, k)
+            if not _is(v, want):
+                eg = f"`{k}: {_EXAMPLES[k]}`" if k in _EXAMPLES else f'`{k}: "{v}"` (quoted)' if want == 'str' else f"`{k}: 1`"
+                quoted = ' (is it quoted in the YAML?)' if isinstance(v, str) and want in ('int', 'num', 'bool') else ''
+                raise ValidationError(f"{k} must be {_TYPE_WORDS[want]}, got {v!r} ({type(v).__name__}){quoted}. Write e.g. {eg}.")
         if self.recipe not in RECIPES: raise not_found('recipe', self.recipe, RECIPES.names())
         for k in ('batch_size', 'max_length', 'nproc', 'threads', 'checkpoint_every'):
-            v = getattr(self, k)
-            need(isinstance(v, int) and not isinstance(v, bool) and v > 0, f"{k} must be a positive integer, got {v!r}.")
+            need(getattr(self, k) > 0, f"{k} must be a positive integer, got {getattr(self, k)!r}.")
         for k in ('max_steps', 'warmup_steps', 'eval_every', 'lora_r', 'lora_alpha'):
-            v = getattr(self, k)
-            need(isinstance(v, int) and not isinstance(v, bool) and v >= 0, f"{k} must be a non-negative integer, got {v!r}.")
-        need(isinstance(self.learning_rate, (int, float)) and self.learning_rate > 0 and math.isfinite(self.learning_rate),
-             f"learning_rate must be a positive number, got {self.learning_rate!r}.")
-        need(isinstance(self.epochs, (int, float)) and self.epochs > 0, f"epochs must be positive, got {self.epochs!r}.")
+            need(getattr(self, k) >= 0, f"{k} must be a non-negative integer, got {getattr(self, k)!r}.")
+        need(self.learning_rate > 0, f"learning_rate must be a positive number, got {self.learning_rate!r}.")
+        need(self.epochs > 0, f"epochs must be positive, got {self.epochs!r}.")
         need(0 < self.eval_fraction < 1, f"eval_fraction must be between 0 and 1, got {self.eval_fraction!r}.")
-        need(self.time_budget_s >= 0, f"time_budget_s must be >= 0, got {self.time_budget_s!r}.")
+        need(self.time_budget_s >= 0, f"time_budget_s must be >= 0 seconds (0: no budget), got {self.time_budget_s!r}.")
+        need(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay!r}.")
         need(0 <= self.lora_dropout < 1, f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}.")
+        need(all(isinstance(t, str) and t for t in self.target_modules),
+             f"target_modules must be a list of module names, got {self.target_modules!r}.")
         if self.recipe == 'script':
             need(bool(self.script), "Recipe 'script' needs `script`: the path of your training script.")
             need(Path(self.script).expanduser().is_file(), f"The script {self.script} does not exist.")
         elif self.train is None: raise ValidationError("`train` is missing: pass the training data (a DataFrame, a path, ...).")
+        elif not self.base: raise ValidationError("`base` is missing: a registry version or alias (model:production) or a model directory.")
         if self.model: check_name(self.model, 'model name')
-        if self.promote_if_better: check_name(self.promote_if_better, 'metric name')
+        if self.promote_if_better:
+            check_name(self.promote_if_better, 'metric name')
+            if self.recipe != 'script' and self.promote_if_better not in EVAL_METRICS:
+                raise ValidationError(f"promote_if_better: {self.promote_if_better!r} is not a metric this recipe evaluates; "
+                                      f"use one of {', '.join(EVAL_METRICS)}.")
         return self
+
+EVAL_METRICS = ('accuracy', 'eval_loss') # what the built-in recipes measure on the eval data ('eval_loss': lower is better)
+
+# the type each setting must have: 'int', 'num' (int or float, finite), 'str', 'bool', 'list'; train/eval take any data
+_SPEC_TYPES = {'base': 'str', 'model': 'str', 'recipe': 'str', 'script': 'str', 'text_column': 'str', 'label_column': 'str',
+               'eval_fraction': 'num', 'learning_rate': 'num', 'batch_size': 'int', 'max_length': 'int', 'max_steps': 'int',
+               'epochs': 'num', 'warmup_steps': 'int', 'weight_decay': 'num', 'lora_r': 'int', 'lora_alpha': 'int',
+               'lora_dropout': 'num', 'target_modules': 'list', 'seed': 'int', 'nproc': 'int', 'threads': 'int',
+               'checkpoint_every': 'int', 'eval_every': 'int', 'time_budget_s': 'num', 'promote_if_better': 'str',
+               'register': 'bool', 'name': 'str'}
+_TYPE_WORDS = {'int': 'a whole number', 'num': 'a finite number', 'str': 'a string', 'bool': 'true or false', 'list': 'a list'}
+_EXAMPLES = {'time_budget_s': '3600', 'learning_rate': '0.0005', 'batch_size': '16', 'max_steps': '300', 'epochs': '1',
+             'register': 'true', 'target_modules': '[query, value]', 'eval_fraction': '0.2', 'seed': '0', 'base': 'intent:production'}
+
+def _is(v, want:str) -> bool:
+    "Does `v` have the type `want` of `_SPEC_TYPES` (booleans are not numbers; numbers are finite)?"
+    if want == 'bool': return isinstance(v, bool)
+    if isinstance(v, bool): return False
+    if want == 'int': return isinstance(v, int)
+    if want == 'num': return isinstance(v, (int, float)) and math.isfinite(v)
+    return isinstance(v, {'str': str, 'list': list}[want])
 
 # %% ../nbs/30_finetune.ipynb #9c6a3ae7
 RECIPES = PluginRegistry('fine-tune recipe', group='fmops_nb.recipes')
@@ -193,11 +228,18 @@ def latest_checkpoint(folder:Path|None=None) -> Path|None:
     return done[-1] if done else None
 
 def save_model(model_or_folder, tokenizer=None):
-    "Save the run's result into `final/` (a transformers/peft model, a state dict, or a folder to copy) for registration."
+    """Save the run's result into `final/` (a transformers/peft model, a state dict, or a folder to copy) for registration;
+    a folder is copied without following links out of it (`registry.safe_files`)."""
     import shutil
     out = run_dir() / 'final'
+    if isinstance(model_or_folder, (str, Path)): # a link out of the folder is refused before anything is replaced
+        from fmops_nb.registry import safe_files
+        files = safe_files(model_or_folder)
     if out.exists(): shutil.rmtree(out)
-    if isinstance(model_or_folder, (str, Path)): shutil.copytree(model_or_folder, out)
+    if isinstance(model_or_folder, (str, Path)):
+        for rel, src in files.items():
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, out / rel)
     elif isinstance(model_or_folder, dict):
         out.mkdir()
         from safetensors.torch import save_file
@@ -257,7 +299,6 @@ def worker(folder, resume:bool=False):
     main = rank == 0
     stop = {'why': None}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(why='stopped by request'))
-    t0 = time.time()
     try:
         labels = meta['labels']; lid = {l: i for i, l in enumerate(labels)}
         tx, ty = _load_split(folder, 'train', spec); ex, ey = _load_split(folder, 'eval', spec)
@@ -283,7 +324,7 @@ def worker(folder, resume:bool=False):
             if main: _append(folder / 'events.jsonl', {'kind': 'resume', 'step': step, 'time': time.time()})
         if main: _set_status(folder, status='running', pid=os.getpid(), step=step, total_steps=total, reason='', started_at=utcnow())
         tracked = _wandb_start(folder, spec, meta) if main else None
-        last = time.time()
+        last = t0 = time.time() # the time budget counts training, from the first step on; loading the model is not in it
         while step < total:
             why = stop['why'] or ('time budget spent' if spec.time_budget_s and time.time() - t0 > spec.time_budget_s else None)
             if world > 1:
@@ -303,14 +344,13 @@ def worker(folder, resume:bool=False):
                       'examples_per_s': len(idx) * world / max(now - last, 1e-9)}
                 last = now
                 _append(folder / 'events.jsonl', ev)
-                if tracked: tracked.log(step=step, loss=ev['loss'], lr=ev['lr'], examples_per_s=ev['examples_per_s'])
+                tracked = _track(tracked, step=step, loss=ev['loss'], lr=ev['lr'], examples_per_s=ev['examples_per_s'])
                 if step % spec.checkpoint_every == 0 or step == total: _checkpoint(folder, model, recipe, opt, sched, step)
                 if spec.eval_every and step % spec.eval_every == 0:
                     m = _evaluate(model, tok, ex, ey, spec); _append(folder / 'events.jsonl', {'kind': 'eval', 'step': step, 'time': time.time(), **m})
-                    if tracked: tracked.log(step=step, **{f"eval/{k}": v for k, v in m.items()})
+                    tracked = _track(tracked, step=step, **{f"eval/{k}": v for k, v in m.items()})
             if world > 1: dist.barrier()
-        if main: _finish(folder, spec, meta, model, tok, recipe, ex, ey, tracked)
-        return 'finished'
+        return _finish(folder, spec, meta, model, tok, recipe, ex, ey, tracked) if main else 'finished'
     except BaseException as e:
         if main:
             import traceback
@@ -333,6 +373,14 @@ def _wandb_start(folder, spec, meta):
              config={k: v for k, v in asdict(spec).items() if k not in ('train', 'eval')} | {'run_id': folder.name, 'labels': meta['labels']})
     tr = cm.__enter__(); tr._cm = cm
     return tr
+
+def _track(tr, step:int, **scalars):
+    "Log one row to the run's W&B run; a W&B failure never stops training: it is noted in the log, and tracking ends."
+    if tr is None: return None
+    try: tr.log(step=step, **scalars); return tr
+    except Exception as e:
+        print(f"fmops: W&B logging failed at step {step} ({type(e).__name__}: {e}); training goes on without it.", flush=True)
+        return None
 
 def _wandb_end(tr):
     import sys as _s
@@ -375,24 +423,37 @@ def _finish(folder, spec, meta, model, tok, recipe, ex, ey, tracked):
     comparison = {'against': against, 'candidate': cand, 'reference': ref}
     if tracked: tracked.summary(**{f"candidate/{k}": v for k, v in cand.items()}, **{f"reference/{k}": v for k, v in ref.items()})
     if not spec.register:
-        _set_status(folder, status='finished', comparison=comparison); return
+        _set_status(folder, status='finished', comparison=comparison); return 'finished'
+    if bad := sorted(k for k, x in cand.items() if not math.isfinite(x)): # fail closed: never a candidate with NaN metrics
+        _set_status(folder, status='failed', comparison=comparison,
+                    reason=f"the candidate's {' and '.join(bad)} is not a finite number ({', '.join(f'{k}={cand[k]}' for k in bad)}): "
+                           f"training diverged. Nothing was registered; lower the learning rate and launch again.")
+        if tracked: tracked.failed = True
+        return 'failed'
     metrics = {'accuracy': cand['accuracy'], 'eval_loss': (cand['eval_loss'], 'lower')}
     data = {'train': meta['fingerprints']['train'], 'eval': meta['fingerprints']['eval']}
     cfg = {k: v for k, v in asdict(spec).items() if k not in ('train', 'eval')}
     common = dict(metrics=metrics, data=data, run_id=folder.name, config=cfg, aliases=['candidate'],
                   description=f"{spec.recipe} fine-tune of {meta['base_version']} (run {folder.name})")
     if kind == 'peft': v = reg.register(meta['model'], out, base=meta['base_version'], **common)
-    else: v = reg.register(meta['model'], out, parent=meta['base_version'] if reg.get(meta['base_version']).format != 'peft' else None, check_names=False, **common)
-    promoted = False
-    if spec.promote_if_better:
-        k = spec.promote_if_better
-        if k not in cand: raise ValidationError(f"promote_if_better: {k!r} is not an evaluation metric ({', '.join(cand)}).")
-        better = cand[k] < ref[k] if k.endswith('loss') else cand[k] > ref[k]
-        if better:
-            from fmops_nb.monitor import PromotionBlocked
-            try: reg.promote(v.id, to='production', reason=f"promote_if_better {k}: {cand[k]:.4g} vs {ref[k]:.4g} ({against})"); promoted = True
-            except PromotionBlocked as e: promoted = f"blocked: {e}"
+    else:
+        parent = meta['base_version'] if reg.get(meta['base_version']).format != 'peft' else None
+        v = reg.register(meta['model'], out, parent=parent, check_names=False, **common)
+    promoted = _promote_if_better(reg, v, spec.promote_if_better, cand, ref, against) if spec.promote_if_better else False
     _set_status(folder, status='finished', version=v.id, promoted=promoted, comparison=comparison)
+    return 'finished'
+
+def _promote_if_better(reg, v, k:str, cand:dict, ref:dict, against:str):
+    """Promote `v` to production when it beats `against` on metric `k`. Fails closed: a missing or non-finite value
+    promotes nothing. Returns True, False (not better), or a sentence saying why it was not promoted."""
+    a, b = cand.get(k), ref.get(k)
+    if a is None or b is None: return f"not promoted: {'the candidate' if a is None else against} has no {k!r} to compare"
+    if not (math.isfinite(a) and math.isfinite(b)):
+        return f"not promoted: {k} is {a} for the candidate and {b} for {against}, which cannot be compared"
+    if not (a < b if k.endswith('loss') else a > b): return False
+    from fmops_nb.monitor import PromotionBlocked
+    try: reg.promote(v.id, to='production', reason=f"promote_if_better {k}: {a:.4g} vs {b:.4g} ({against})"); return True
+    except PromotionBlocked as e: return f"blocked: {e}"
 
 # %% ../nbs/30_finetune.ipynb #74310408
 def _base_dir(reg, spec:FinetuneSpec, folder:Path) -> tuple[str, str]:
@@ -507,6 +568,11 @@ def _write_split(path:Path, texts, labels, spec):
 # %% ../nbs/30_finetune.ipynb #b7dc49f1
 FINAL = ('finished', 'failed', 'stopped', 'killed')
 
+def _detached_env() -> dict:
+    """This process's environment minus what ties a child to it: a run must outlive its launcher (a notebook kernel that
+    restarts), so it may not talk to the launcher's W&B service (`WANDB_SERVICE`, set by `wandb.init`)."""
+    return {k: v for k, v in os.environ.items() if k != 'WANDB_SERVICE'}
+
 class Run:
     "A fine-tune run: its folder, its process, its status and events."
     def __init__(self, folder):
@@ -554,8 +620,9 @@ class Run:
         elif spec['nproc'] > 1: cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', f"--nproc_per_node={spec['nproc']}", '-m', 'fmops_nb.finetune', 'worker', str(self.dir)]
         else: cmd = mod + ['worker', str(self.dir)]
         if resume: cmd.append('--resume')
-        env = {**os.environ, 'FMOPS_RUN_DIR': str(self.dir), 'FMOPS_HOME': str(self.dir.parent.parent), 'OMP_NUM_THREADS': str(spec['threads']),
-               'TOKENIZERS_PARALLELISM': 'false', 'HF_HUB_OFFLINE': '1', 'PYTHONUNBUFFERED': '1'}
+        env = {**_detached_env(), 'FMOPS_RUN_DIR': str(self.dir), 'FMOPS_HOME': str(self.dir.parent.parent),
+               'OMP_NUM_THREADS': str(spec['threads']), 'TOKENIZERS_PARALLELISM': 'false', 'HF_HUB_OFFLINE': '1',
+               'PYTHONUNBUFFERED': '1'}
         with open(self.dir / 'log.txt', 'ab') as log:
             self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.dir, start_new_session=True)
         _set_status(self.dir, status='created' if not resume else self.info['status'], launcher_pid=self._proc.pid, reason='')

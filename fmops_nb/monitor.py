@@ -4,7 +4,7 @@
 
 # %% ../nbs/50_monitor.ipynb #493f3e84
 from __future__ import annotations
-import ast, json, logging, os, time
+import ast, json, logging, math, os, time
 from dataclasses import dataclass, field, asdict, fields
 from pathlib import Path
 from .core import Workspace, PluginRegistry, check_name, utcnow
@@ -28,7 +28,21 @@ _NODES = (ast.Expression, ast.BoolOp, ast.And, ast.Or, ast.UnaryOp, ast.Not, ast
           ast.Is, ast.IsNot, ast.Name, ast.Load, ast.Constant, ast.Attribute, ast.Subscript, ast.Call, ast.List, ast.Tuple)
 
 class Missing(Exception):
-    "A name or key the values do not have."
+    "A value a policy needs that is missing or unusable (NaN, a string compared with a number): it cannot be evaluated."
+    def __init__(self, name:str, problem:str=''):
+        super().__init__(name, problem)
+        self.name, self.problem = name, problem
+    def __str__(self): return f"{self.name} {self.problem}" if self.problem else f"{self.name} is missing"
+
+def _usable(v, n):
+    "`v`, unless it is a number no comparison can use (NaN, ±inf)."
+    if isinstance(v, float) and not math.isfinite(v): raise Missing(ast.unparse(n), f"is {v}, not a usable number")
+    return v
+
+def _number(v, n):
+    if not isinstance(v, (int, float)):
+        raise Missing(ast.unparse(n), f"is {type(v).__name__} {repr(v)[:40]}: arithmetic takes numbers")
+    return v
 
 def parse_expr(expr:str, where:str='') -> ast.Expression:
     "Parse a policy expression, refusing anything but the small language above."
@@ -47,16 +61,16 @@ def evaluate(expr, names:dict):
         if isinstance(n, ast.Expression): return ev(n.body)
         if isinstance(n, ast.Constant): return n.value
         if isinstance(n, ast.Name):
-            if n.id in names: return names[n.id]
+            if n.id in names: return _usable(names[n.id], n)
             if n.id in ('true', 'false', 'null'): return {'true': True, 'false': False, 'null': None}[n.id]
             raise Missing(n.id)
         if isinstance(n, ast.Attribute):
             base = ev(n.value)
-            if isinstance(base, dict) and n.attr in base: return base[n.attr]
+            if isinstance(base, dict) and n.attr in base: return _usable(base[n.attr], n)
             raise Missing(ast.unparse(n))
         if isinstance(n, ast.Subscript):
             base, key = ev(n.value), ev(n.slice)
-            try: return base[key]
+            try: return _usable(base[key], n)
             except (KeyError, IndexError, TypeError): raise Missing(ast.unparse(n)) from None
         if isinstance(n, (ast.List, ast.Tuple)): return [ev(x) for x in n.elts]
         if isinstance(n, ast.BoolOp):
@@ -64,23 +78,39 @@ def evaluate(expr, names:dict):
             return all(vals) if isinstance(n.op, ast.And) else any(vals)
         if isinstance(n, ast.UnaryOp):
             v = ev(n.operand)
-            return (not v) if isinstance(n.op, ast.Not) else -v if isinstance(n.op, ast.USub) else +v
+            if isinstance(n.op, ast.Not): return not v
+            return -_number(v, n.operand) if isinstance(n.op, ast.USub) else +_number(v, n.operand)
         if isinstance(n, ast.BinOp):
             a, b = ev(n.left), ev(n.right)
             if a is None or b is None: raise Missing(ast.unparse(n))
-            return {ast.Add: lambda: a + b, ast.Sub: lambda: a - b, ast.Mult: lambda: a * b, ast.Div: lambda: a / b, ast.Mod: lambda: a % b}[type(n.op)]()
+            a, b = _number(a, n.left), _number(b, n.right)
+            if isinstance(n.op, (ast.Div, ast.Mod)) and b == 0: raise Missing(ast.unparse(n), "divides by zero")
+            return _usable({ast.Add: lambda: a + b, ast.Sub: lambda: a - b, ast.Mult: lambda: a * b,
+                            ast.Div: lambda: a / b, ast.Mod: lambda: a % b}[type(n.op)](), n)
         if isinstance(n, ast.Compare):
-            left = ev(n.left)
+            left, ln = ev(n.left), n.left
             for op, right in zip(n.ops, n.comparators):
                 r = ev(right)
                 if (left is None or r is None) and not isinstance(op, (ast.Eq, ast.NotEq, ast.Is, ast.IsNot)): raise Missing(ast.unparse(n))
-                ok = {ast.Eq: lambda: left == r, ast.NotEq: lambda: left != r, ast.Lt: lambda: left < r, ast.LtE: lambda: left <= r,
-                      ast.Gt: lambda: left > r, ast.GtE: lambda: left >= r, ast.In: lambda: left in r, ast.NotIn: lambda: left not in r,
-                      ast.Is: lambda: left is r, ast.IsNot: lambda: left is not r}[type(op)]()
+                try:
+                    ok = {ast.Eq: lambda: left == r, ast.NotEq: lambda: left != r, ast.Lt: lambda: left < r,
+                          ast.LtE: lambda: left <= r, ast.Gt: lambda: left > r, ast.GtE: lambda: left >= r,
+                          ast.In: lambda: left in r, ast.NotIn: lambda: left not in r, ast.Is: lambda: left is r,
+                          ast.IsNot: lambda: left is not r}[type(op)]()
+                except TypeError: # name the side that is not a number (a string where a metric should be)
+                    if isinstance(op, (ast.In, ast.NotIn)):
+                        raise Missing(ast.unparse(right), f"is {type(r).__name__} {repr(r)[:40]}, "
+                                                          "not a list, dict or text to look in") from None
+                    bad, other, node = (left, r, ln) if not isinstance(left, (int, float)) else (r, left, right)
+                    raise Missing(ast.unparse(node), f"is {type(bad).__name__} {repr(bad)[:40]}, not comparable with "
+                                                     f"{type(other).__name__} {repr(other)[:40]}") from None
                 if not ok: return False
-                left = r
+                left, ln = r, right
             return True
-        if isinstance(n, ast.Call): return _FUNCS[n.func.id](*[ev(a) for a in n.args])
+        if isinstance(n, ast.Call):
+            args = [ev(a) for a in n.args]
+            try: return _usable(_FUNCS[n.func.id](*args), n)
+            except (TypeError, ValueError) as e: raise Missing(ast.unparse(n), f"cannot be computed ({e})") from None
         raise PolicyError(f"Cannot evaluate {ast.unparse(n)}.")
     return ev(tree)
 
@@ -177,6 +207,8 @@ def _schema(ws:Workspace):
                              message TEXT NOT NULL, subject TEXT, action TEXT, outcome TEXT, deliveries TEXT, state TEXT NOT NULL DEFAULT 'open');
         CREATE TABLE policy_streaks (policy TEXT NOT NULL, scope TEXT NOT NULL, streak INTEGER NOT NULL, updated_at TEXT NOT NULL,
                                      PRIMARY KEY (policy, scope))
+    """, """
+        ALTER TABLE policy_streaks ADD COLUMN blind_since TEXT
     """])
 
 def _notebook_sink(alert:dict, ws) -> str:
@@ -210,12 +242,51 @@ def _wandb_sink(alert:dict, ws) -> str:
                 {'info': 'INFO', 'warning': 'WARN', 'critical': 'ERROR'}[alert['severity']])
     return str(r.path)
 
+def _post(url:str, body:bytes, deadline:float) -> str:
+    "POST `body` as JSON to an http(s) `url`, all of it (connect, send, the whole answer) within `deadline` seconds."
+    import http.client, socket, threading, urllib.parse, urllib.request
+    u = urllib.parse.urlsplit(url)
+    if u.scheme.lower() not in ('http', 'https') or not u.hostname:
+        raise ValidationError(f"monitor.webhook_url must be an http:// or https:// URL, got {url[:100]!r}: "
+                              "set it in the workspace's config.toml.")
+    https = u.scheme.lower() == 'https'
+    port = u.port or (443 if https else 80)
+    path = (u.path or '/') + (f"?{u.query}" if u.query else '')
+    proxy = None if urllib.request.proxy_bypass(u.hostname) else urllib.request.getproxies().get(u.scheme.lower())
+    conns, done, out = [], threading.Event(), {}
+    kind = http.client.HTTPSConnection if https else http.client.HTTPConnection
+    def go():
+        try:
+            if proxy: # as urllib would: CONNECT through the proxy for https, the full URL for http
+                pu = urllib.parse.urlsplit(proxy)
+                c = kind(pu.hostname, pu.port or 80, timeout=deadline)
+                if https: c.set_tunnel(u.hostname, port)
+                target = path if https else url
+            else:
+                c = kind(u.hostname, port, timeout=deadline)
+                target = path
+            conns.append(c)
+            c.request('POST', target, body=body, headers={'Content-Type': 'application/json', 'User-Agent': 'fmops_nb'})
+            r = c.getresponse(); r.read(65536)
+            out['status'] = r.status
+        except BaseException as e: out['error'] = e
+        finally: done.set()
+    threading.Thread(target=go, name='fmops-webhook', daemon=True).start()
+    late = TimeoutError(f"timed out: no complete answer from {u.hostname}:{port} within {deadline:g} s")
+    if not done.wait(deadline):
+        for c in conns: # unblock the helper: its socket is closed under it
+            try: c.sock and c.sock.shutdown(socket.SHUT_RDWR)
+            except OSError: pass
+            c.close()
+        raise late
+    if 'error' in out: raise late if isinstance(out['error'], TimeoutError) else out['error']
+    if out['status'] >= 400: raise FmopsError(f"the webhook answered HTTP {out['status']}: check monitor.webhook_url")
+    return f"HTTP {out['status']}"
+
 def _webhook_sink(alert:dict, ws) -> str:
-    import urllib.request
     url = alert.get('webhook') or ws.config['monitor.webhook_url']
     if not url: return 'skipped: no monitor.webhook_url'
-    req = urllib.request.Request(url, data=json.dumps(alert, default=str).encode(), headers={'Content-Type': 'application/json'}, method='POST')
-    with urllib.request.urlopen(req, timeout=ws.config['monitor.webhook_timeout_s']) as resp: return f"HTTP {resp.status}"
+    return _post(str(url), json.dumps(alert, default=str).encode(), float(ws.config['monitor.webhook_timeout_s']))
 
 for _n, _f in (('notebook', _notebook_sink), ('log', _log_sink), ('wandb', _wandb_sink), ('webhook', _webhook_sink)): SINKS.register(_n, _f, replace=True)
 
@@ -313,6 +384,16 @@ def _describe(p:Policy, names:dict) -> str:
         if isinstance(v, (int, float, str, bool)): shown.append(f"{ref} = {v:.4g}" if isinstance(v, float) else f"{ref} = {v}")
     return f"{p.when}" + (f" ({', '.join(shown)})" if shown else '')
 
+def _blind_alert(p:Policy, why_not:str, template:str) -> str:
+    "What an alert says when a policy that acts cannot be evaluated, and how to make it evaluable."
+    what = f"its {p.action}"
+    what += (f" of {p.target}" if p.action == 'rollback' else f" ({Path(p.spec).name})" if p.spec else '')
+    fix = ("pass model, task and label_column to maintenance_report so that it records it"
+           if template == 'maintenance_report' else f"make {template or 'the report'} record it")
+    return (f"Policy {p.name!r} cannot be evaluated ({why_not}): {what} is not guarding until it can. To fix: {fix}, "
+            + ("limit the policy to the templates that do (`template:`), " if not p.template else '')
+            + "or correct its `when`.")
+
 def check(values:dict|None=None, # recorded values (default: what this notebook recorded so far)
           template:str|None=None, # the template these values came from (default: the running report's)
           ws:Workspace|None=None,
@@ -333,16 +414,32 @@ def check(values:dict|None=None, # recorded values (default: what this notebook 
         if p.on != 'report' or (p.template and p.template != template): continue
         scope, why_not = template or '*', ''
         try: hit = bool(evaluate(p.when, values))
-        except Missing as m: hit, why_not = False, f"no recorded value {m.args[0]!r}"
+        except Missing as m: hit, why_not = False, f"no recorded value {m.name!r}" if not m.problem else str(m)
         except Exception as e: hit, why_not = False, f"{type(e).__name__}: {e}"
-        with ws.connect() as con:
-            row = con.execute("SELECT streak FROM policy_streaks WHERE policy=? AND scope=?", (p.name, scope)).fetchone()
-        streak = (row['streak'] + 1 if row else 1) if hit else 0 # a run where it is false, or cannot be told, ends a streak
-        if not dry_run:
-            with ws.transaction() as con:
-                con.execute("INSERT INTO policy_streaks VALUES (?,?,?,?) ON CONFLICT(policy, scope) DO UPDATE SET streak=excluded.streak, updated_at=excluded.updated_at",
-                            (p.name, scope, streak, utcnow()))
-        if why_not: out.append(Firing(p.name, 'not applicable', message=why_not, action=p.action)); continue
+        acts = p.action in ('rollback', 'finetune')
+        q = "SELECT streak, blind_since FROM policy_streaks WHERE policy=? AND scope=?"
+        if dry_run:
+            with ws.connect() as con: row = con.execute(q, (p.name, scope)).fetchone()
+        else:
+            with ws.transaction() as con: # read and write in one transaction: two reports at once count each run once
+                row = con.execute(q, (p.name, scope)).fetchone()
+                streak = (row['streak'] + 1 if row else 1) if hit else 0 # false, or cannot be told: the streak ends
+                blind = (row['blind_since'] if row and row['blind_since'] else utcnow()) if why_not and acts else None
+                con.execute("INSERT INTO policy_streaks (policy, scope, streak, updated_at, blind_since) "
+                            "VALUES (?,?,?,?,?) ON CONFLICT(policy, scope) DO UPDATE SET streak=excluded.streak, "
+                            "updated_at=excluded.updated_at, blind_since=excluded.blind_since",
+                            (p.name, scope, streak, utcnow(), blind))
+        streak = (row['streak'] + 1 if row else 1) if hit else 0
+        newly_blind = bool(why_not and acts and not (row and row['blind_since']))
+        if why_not:
+            f = Firing(p.name, 'not applicable', message=why_not, action=p.action)
+            if newly_blind and dry_run: f.outcome = 'would alert: it cannot be evaluated'
+            elif newly_blind: # once per stretch of runs where it cannot be evaluated
+                a = raise_alert(ws, p.name, _blind_alert(p, why_not, template),
+                                max(p.severity, 'warning', key=SEVERITIES.index),
+                                subject, 'alert', f"{p.action} not guarding", p.sinks)
+                f.outcome, f.alert_id = f"alerted: cannot be evaluated, the {p.action} is not guarding", a['id']
+            out.append(f); continue
         why = _describe(p, values)
         if not hit: out.append(Firing(p.name, 'quiet', 0, why, p.action)); continue
         if streak < p.for_runs: out.append(Firing(p.name, 'holding', streak, f"{why}; {streak} of {p.for_runs} runs", p.action)); continue
@@ -360,28 +457,63 @@ def check(values:dict|None=None, # recorded values (default: what this notebook 
         _d(res)
     return res
 
-def promotion_gate(reg, v, model:str, alias:str, path=None, enforce:bool=True) -> list[str]:
-    "Evaluate the `on: promote` policies for promoting `v` to `model:alias`: a `block` that fires raises `PromotionBlocked` (unless not `enforce`); returns the blocks overridden."
+def _names(ver) -> dict:
+    "A version's metric values by name (and its id as `version`), for gate expressions."
+    out = {k: m.get('value') if isinstance(m, dict) else m for k, m in (ver.metrics or {}).items()}
+    return out | {'version': ver.id}
+
+def _reads(expr:str, name:str) -> bool:
+    "Does the expression read the top-level name `name`?"
+    return any(isinstance(n, ast.Name) and n.id == name for n in ast.walk(parse_expr(expr)))
+
+def _unusable(m:Missing, v, cur, model:str, alias:str) -> str:
+    "Which value a gate could not use, and how to supply it."
+    side, _, key = m.name.partition('.')
+    who = {'candidate': f"the candidate {v.id}",
+           'current': f"the current {model}:{alias} ({cur.id if cur else 'none'})"}.get(side)
+    if who and key and '.' not in key and not m.problem:
+        return (f"{who} has no metric {key!r}. Register the version again with it "
+                f"(`fmops registry register ... --metric {key}=VALUE`, "
+                f"or metrics={{'{key}': VALUE}})")
+    if who and key and '.' not in key:
+        return (f"{who}'s metric {key!r} {m.problem}."
+                f" Register the version again with a usable value (`--metric {key}=VALUE`)")
+    return f"{m}. Supply the values it reads (candidate.METRIC, current.METRIC, alias), or fix the policy's `when`"
+
+def promotion_gate(reg, v, model:str, alias:str, path=None, enforce:bool=True,
+                   reason:str|None=None, # the reason given with a forced promotion; '': refuse to override a block
+                  ) -> list[str]:
+    "Evaluate the `on: promote` gates on `v` for `model:alias`: a `block` that fires or cannot be evaluated blocks it."
+    from fmops_nb.errors import NotFoundError
     ws = reg.ws
     ps = [p for p in policies(ws, path) if p.on == 'promote']
     if not ps: return []
     cur = None
     try: cur = reg.get(f"{model}:{alias}")
-    except FmopsError: pass
-    flat = lambda ver: {k: m['value'] for k, m in ver.metrics.items()} | {'version': ver.id}
-    names = {'candidate': flat(v), 'alias': alias, **({'current': flat(cur)} if cur is not None else {})}
+    except NotFoundError: pass # a first promotion: nothing to compare with
+    names = {'candidate': _names(v), 'alias': alias, **({'current': _names(cur)} if cur is not None else {})}
     overridden = []
     for p in ps:
         try:
             if not evaluate(p.when, names): continue
-        except Missing: continue
-        msg = _describe(p, names)
-        outcome = '' if p.action != 'block' else f"blocked promoting {v.id} to {model}:{alias}" if enforce else f"overridden: {v.id} promoted to {model}:{alias} with force"
-        raise_alert(ws, p.name, msg, p.severity, v.id, p.action, outcome, p.sinks)
+            msg, blind = _describe(p, names), False
+        except Missing as m:
+            if cur is None and _reads(p.when, 'current'): continue # it compares with a current version: none yet
+            msg, blind = f"it cannot be evaluated: {_unusable(m, v, cur, model, alias)}", True
+        if p.action == 'block' and not enforce and reason == '':
+            raise PromotionBlocked(f"Policy {p.name!r} blocks promoting {v.id} to {model}:{alias} ({msg}); forcing it "
+                                   f"needs a reason (`--force --reason '...'`), which the audit log keeps.")
+        outcome = ('' if p.action != 'block' else f"blocked promoting {v.id} to {model}:{alias}" if enforce
+                   else f"overridden: {v.id} promoted to {model}:{alias} with force")
+        text = msg if not blind else f"Policy {p.name!r} on promoting {v.id} to {model}:{alias}: {msg}."
+        raise_alert(ws, p.name, text, p.severity, v.id, p.action, outcome, p.sinks)
         if p.action == 'block' and not enforce: overridden.append(p.name)
         elif p.action == 'block':
             from fmops_nb.registry import append_audit
-            with ws.transaction() as con: append_audit(con, 'promote-blocked', f"{model}:{alias}", {'version': cur.id if cur else None}, {'version': v.id, 'policy': p.name})
-            raise PromotionBlocked(f"Policy {p.name!r} blocks promoting {v.id} to {model}:{alias}: {msg}. "
-                                   f"Fix the candidate, or promote with force=True (`--force`) to override; the override is audited.")
+            with ws.transaction() as con:
+                append_audit(con, 'promote-blocked', f"{model}:{alias}", {'version': cur.id if cur else None},
+                             {'version': v.id, 'policy': p.name, **({'why': msg} if blind else {})})
+            raise PromotionBlocked(f"Policy {p.name!r} blocks promoting {v.id} to {model}:{alias}: {msg}. " + (
+                "Or promote with force=True (`--force`) and a reason; the override is audited." if blind else
+                "Fix the candidate, or promote with force=True (`--force`) and a reason; the override is audited."))
     return overridden

@@ -4,17 +4,19 @@
 
 # %% ../nbs/20_registry.ipynb #87712f04
 from __future__ import annotations
-import hashlib, json, mmap, os, shutil, struct, tempfile
-from contextlib import contextmanager
+import hashlib, json, math, mmap, os, shutil, stat, struct, tempfile, warnings
+from contextlib import contextmanager, closing
 from dataclasses import dataclass, field, asdict
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 import numpy as np
-from .core import Workspace, utcnow, current_user, check_name, file_sha256
-from .errors import FmopsError, ValidationError, NotFoundError, WorkspaceError, not_found
+from .core import Workspace, utcnow, current_user, check_name, file_sha256, file_mode, fsync_dir, audit_mac, GENESIS
+from .errors import (FmopsError, ConfigError, ValidationError, NotFoundError, WorkspaceError, TrackingError,
+                     TrackingWarning, not_found)
 
 # %% auto #0
 __all__ = ['DTYPES', 'METRIC_DIRECTIONS', 'CorruptBlobError', 'BlobStore', 'TensorInfo', 'read_header', 'tensor_hashes',
-           'as_float', 'append_audit', 'AuditCheck', 'verify_audit', 'audit_log', 'Version', 'Registry']
+           'as_float', 'append_audit', 'AuditCheck', 'verify_audit', 'reanchor_audit', 'audit_log', 'Version',
+           'safe_files', 'Registry']
 
 # %% ../nbs/20_registry.ipynb #6739e1c4
 class CorruptBlobError(WorkspaceError):
@@ -24,10 +26,27 @@ _CHUNK = 1 << 22
 
 class BlobStore:
     "Content-addressed files of a workspace, written atomically and checked on read."
-    def __init__(self, ws:Workspace): self.root = ws.blobs_dir
+    def __init__(self, ws:Workspace): self.ws, self.root = ws, ws.blobs_dir
 
     def path(self, sha:str) -> Path: return self.root / sha[:2] / sha[2:]
     def __contains__(self, sha:str) -> bool: return self.path(sha).is_file()
+
+    @contextmanager
+    def lock(self, exclusive:bool=False, # exclusive for `gc`; shared for registrations, which may run side by side
+             on_wait=None, # called once if the lock is held by someone else and we have to wait
+            ):
+        "Hold the store's lock (an OS file lock: a killed holder releases it)."
+        import fcntl
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root.parent / '.lock', os.O_RDWR | os.O_CREAT, file_mode())
+        try:
+            op = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+            try: fcntl.flock(fd, op | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if on_wait: on_wait()
+                fcntl.flock(fd, op)
+            yield
+        finally: os.close(fd)
 
     def _put(self, chunks) -> tuple[str, int]:
         "Write `chunks` to a temporary file beside the blobs (hashing as it goes), fsync it and rename it into place."
@@ -35,31 +54,51 @@ class BlobStore:
         fd, tmp = tempfile.mkstemp(dir=self.root, prefix='.incoming-', suffix='.tmp')
         h, size = hashlib.sha256(), 0
         try:
+            os.fchmod(fd, file_mode(writable=False))
             with os.fdopen(fd, 'wb') as out:
                 for chunk in chunks: h.update(chunk); out.write(chunk); size += len(chunk)
                 out.flush(); os.fsync(out.fileno())
-            return self._settle(tmp, h.hexdigest()), size
+            return self._settle(tmp, h.hexdigest(), size), size
         except BaseException:
             Path(tmp).unlink(missing_ok=True); raise
 
     def put_file(self, src) -> tuple[str, int]:
-        "Store the file `src`; return its SHA-256 and size. Hashing and copying happen in one pass."
-        def chunks():
-            with open(src, 'rb') as f:
+        "Store the regular file `src` (never through a symbolic link); return its SHA-256 and size, hashed as copied."
+        try: fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError as e:
+            raise ValidationError(f"{src} cannot be read ({e.strerror}); fmops stores only regular files, never "
+                                  f"a link.") from None
+        f = os.fdopen(fd, 'rb')
+        with f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ValidationError(f"{src} is not a regular file; fmops stores only regular files.")
+            def chunks():
                 while chunk := f.read(_CHUNK): yield chunk
-        return self._put(chunks())
+            return self._put(chunks())
 
     def put_bytes(self, data:bytes) -> str:
         "Store `data`; return its SHA-256."
         sha = hashlib.sha256(data).hexdigest()
-        return sha if sha in self else self._put([data])[0]
+        return sha if self._reuse(sha, len(data)) else self._put([data])[0]
 
-    def _settle(self, tmp, sha:str) -> str:
+    def _reuse(self, sha:str, size:int) -> bool:
+        "Is blob `sha` stored whole (size, then hash)? Then refresh its time: `gc`'s grace period starts again."
+        p = self.path(sha)
+        try: st = os.lstat(p)
+        except FileNotFoundError: return False
+        if stat.S_ISDIR(st.st_mode): raise CorruptBlobError(f"{p} is a folder, not a blob. Move it out of the store.")
+        if not stat.S_ISREG(st.st_mode) or st.st_size != size or file_sha256(p, _CHUNK) != sha: return False
+        try: os.utime(p)
+        except OSError: pass # another user's blob: the store's lock still keeps `gc` away until we commit
+        return True
+
+    def _settle(self, tmp, sha:str, size:int) -> str:
+        "Move a written temporary into place, unless the blob is already there whole; a corrupted copy is replaced."
+        if self._reuse(sha, size): Path(tmp).unlink(); return sha
         dst = self.path(sha)
-        if dst.is_file(): Path(tmp).unlink(); return sha
         dst.parent.mkdir(parents=True, exist_ok=True)
-        os.chmod(tmp, 0o444)
         os.replace(tmp, dst)
+        fsync_dir(dst.parent)
         return sha
 
     def _missing(self, sha:str, what:str) -> CorruptBlobError:
@@ -92,6 +131,7 @@ class BlobStore:
 # %% ../nbs/20_registry.ipynb #e8eeaeb6
 DTYPES = {'F64': np.float64, 'F32': np.float32, 'F16': np.float16, 'I64': np.int64, 'I32': np.int32, 'I16': np.int16,
           'I8': np.int8, 'U8': np.uint8, 'BOOL': np.bool_, 'BF16': np.uint16} # BF16: raw bits, widened by `as_float`
+_MAX_HEADER = 100 << 20 # the safetensors format's own limit on the JSON header
 
 @dataclass
 class TensorInfo:
@@ -104,25 +144,70 @@ class TensorInfo:
     @property
     def nbytes(self) -> int: return self.end - self.begin
 
-def read_header(path) -> tuple[dict, dict]:
-    "The tensors ({name: TensorInfo}) and the `__metadata__` of a safetensors file."
-    path = Path(path)
-    with open(path, 'rb') as f:
-        raw = f.read(8)
-        if len(raw) < 8: raise ValidationError(f"{path} is not a safetensors file (too short).")
-        (n,) = struct.unpack('<Q', raw)
-        size = path.stat().st_size
-        if n > min(size - 8, 100 << 20): raise ValidationError(f"{path} is not a safetensors file (bad header length).")
-        try: header = json.loads(f.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e: raise ValidationError(f"{path} is not a safetensors file ({e}).") from None
-    meta = header.pop('__metadata__', {}) or {}
-    start = 8 + n
+def _is_int(x) -> bool: return isinstance(x, int) and not isinstance(x, bool)
+
+def _unique_keys(pairs):
     out = {}
+    for k, v in pairs:
+        if k in out: raise ValueError(f"it names {k!r} twice")
+        out[k] = v
+    return out
+
+def _no_constant(c): raise ValueError(f"it holds {c}, which is not JSON")
+
+def read_header(path) -> tuple[dict, dict]:
+    "The tensors ({name: TensorInfo}) and `__metadata__` of a safetensors file, its header checked against the file."
+    path = Path(path)
+    def bad(why): return ValidationError(f"{path} is not a valid safetensors file: {why}. Nothing was stored; save the "
+                                         f"weights again with safetensors (save_file or save_pretrained).")
+    try:
+        with open(path, 'rb') as f:
+            size = os.fstat(f.fileno()).st_size
+            raw = f.read(8)
+            if len(raw) < 8: raise bad(f"it is {len(raw)} bytes long, too short to hold the 8-byte header length")
+            (n,) = struct.unpack('<Q', raw)
+            if n > _MAX_HEADER: raise bad(f"its header length {n:,} is over the format's 100 MiB limit")
+            if n > size - 8: raise bad(f"its header length {n:,} runs past the end of the file ({size:,} bytes)")
+            text = f.read(n)
+    except OSError as e: raise ValidationError(f"{path} cannot be read ({e.strerror}).") from None
+    try: header = json.loads(text.decode('utf-8'), object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+    except UnicodeDecodeError as e: raise bad(f"its header is not UTF-8 ({e.reason})") from None
+    except ValueError as e: raise bad(f"its header is not valid JSON ({e})") from None
+    if not isinstance(header, dict):
+        raise bad(f"its header is a JSON {type(header).__name__}, not an object naming tensors")
+    meta = header.pop('__metadata__', None)
+    meta = {} if meta is None else meta
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise bad("its __metadata__ is not an object of strings")
+    start, out = 8 + n, {}
     for name, t in header.items():
-        b, e = t['data_offsets']
-        if t['dtype'] not in DTYPES: raise ValidationError(f"{path}: tensor {name!r} has dtype {t['dtype']}, which fmops cannot read.")
-        if start + e > size: raise ValidationError(f"{path} is truncated: tensor {name!r} ends past the end of the file.")
-        out[name] = TensorInfo(name, t['dtype'], tuple(t['shape']), start + b, start + e)
+        where = f"tensor {name!r}"
+        if not isinstance(t, dict): raise bad(f"{where} is described by a JSON {type(t).__name__}, not an object")
+        if missing := [k for k in ('dtype', 'shape', 'data_offsets') if k not in t]:
+            raise bad(f"{where} has no {' or '.join(missing)}")
+        dt, shape, offs = t['dtype'], t['shape'], t['data_offsets']
+        if not isinstance(dt, str) or dt not in DTYPES:
+            raise ValidationError(f"{path}: {where} has dtype {dt!r}, which fmops cannot read (it reads "
+                                  f"{', '.join(DTYPES)}).")
+        if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+            raise bad(f"{where} has shape {shape!r}: a shape is a list of non-negative integers")
+        if not (isinstance(offs, list) and len(offs) == 2 and all(map(_is_int, offs)) and 0 <= offs[0] <= offs[1]):
+            raise bad(f"{where} has data_offsets {offs!r}: they are two integers, 0 <= begin <= end")
+        need = math.prod(shape) * np.dtype(DTYPES[dt]).itemsize
+        if offs[1] - offs[0] != need:
+            raise bad(f"{where} ({dt}, shape {shape}) takes {need:,} bytes, but its data_offsets span "
+                      f"{offs[1] - offs[0]:,}")
+        if start + offs[1] > size:
+            raise bad(f"{where} ends at byte {start + offs[1]:,}, past the end of the file ({size:,} bytes): "
+                      f"it is truncated")
+        out[name] = TensorInfo(name, dt, tuple(shape), start + offs[0], start + offs[1])
+    pos, prev = start, None # the tensors must tile the data area exactly: no overlap, no hole, nothing after the last
+    for t in sorted(out.values(), key=lambda t: (t.begin, t.end)):
+        if t.begin < pos: raise bad(f"tensor {t.name!r} overlaps tensor {prev!r}")
+        if t.begin > pos: raise bad(f"{t.begin - pos:,} bytes before tensor {t.name!r} belong to no tensor (a hole)")
+        pos, prev = t.end, t.name
+    if pos != size:
+        raise bad(f"{size - pos:,} bytes after the last tensor{f' ({prev!r})' if prev else ''} belong to no tensor")
     return out, meta
 
 def tensor_hashes(path, infos:dict) -> dict:
@@ -146,66 +231,298 @@ def as_float(raw:np.ndarray, dtype:str) -> np.ndarray:
 _AUDIT = ["""
 CREATE TABLE audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
                     subject TEXT NOT NULL, before TEXT, after TEXT, prev_hash TEXT NOT NULL, hash TEXT NOT NULL)
-"""]
-_GENESIS = '0' * 64
+""", "ALTER TABLE audit ADD COLUMN mac TEXT"]
+_GENESIS = GENESIS
 
 def _row_hash(prev:str, seq:int, at:str, actor:str, action:str, subject:str, before, after) -> str:
     body = json.dumps([prev, seq, at, actor, action, subject, before, after], sort_keys=True, separators=(',', ':'))
     return hashlib.sha256(body.encode()).hexdigest()
 
+def _row_mac(key:bytes, h:str) -> str: return audit_mac(key, h)
+
+def _ensure_audit(ws:Workspace):
+    """The audit tables, migrated. A log written before anchors existed gets its first anchor at that migration (once,
+    trusting the log as it stands then); after that a missing anchor is a finding."""
+    before = ws.schema_version('audit')
+    ws.ensure_schema('audit', _AUDIT)
+    if 0 < before < len(_AUDIT) and ws.read_anchor() is None: ws.write_anchor()
+
+def _audit_tables(con):
+    "Bring the audit table up to date inside the caller's transaction (a caller outside the registry may write first)."
+    row = con.execute("SELECT version FROM schema_versions WHERE component='audit'").fetchone()
+    have = row['version'] if row else 0
+    if have >= len(_AUDIT): return
+    for script in _AUDIT[have:]: con.execute(script)
+    con.execute("INSERT OR REPLACE INTO schema_versions VALUES (?,?,?)", ('audit', len(_AUDIT), utcnow()))
+
+def _audit_key(con) -> tuple[bytes|None, str]:
+    ws = getattr(con, 'ws', None)
+    if ws is not None: return ws.audit_key()
+    env = os.environ.get('FMOPS_AUDIT_KEY')
+    return (env.encode(), 'FMOPS_AUDIT_KEY') if env else (None, '')
+
+def _writable_key(con):
+    "The key to append with, and the last row; refused when the log is keyed and the key is missing or not its key."
+    key, src = _audit_key(con)
+    last = con.execute("SELECT seq, hash, mac FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+    if last is not None and last['mac']:
+        if key is None:
+            raise ConfigError(f"The audit log is keyed (row {last['seq']} carries an HMAC) but no audit key is "
+                              f"configured here, so fmops will not add an unkeyed row. Set FMOPS_AUDIT_KEY, or "
+                              f"audit.key_file, and try again.")
+        if _row_mac(key, last['hash']) != last['mac']:
+            raise ConfigError(f"The audit key from {src} is not the key the audit log was written with (row "
+                              f"{last['seq']}'s HMAC does not match it), so nothing was written. Use the right key; "
+                              f"`fmops audit verify` says more.")
+    return key, last
+
 def append_audit(con, action:str, subject:str, before=None, after=None, actor:str|None=None) -> int:
-    "Append an audit row inside the caller's transaction; returns its sequence number."
-    last = con.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+    "Append an audit row in the caller's transaction (with an HMAC when a key is configured); returns its number."
+    _audit_tables(con)
+    key, last = _writable_key(con)
     prev = last['hash'] if last else _GENESIS
     at, actor = utcnow(), actor or current_user()
     b, a = (None if x is None else json.dumps(x, sort_keys=True, default=str) for x in (before, after))
-    seq = con.execute("INSERT INTO audit (at, actor, action, subject, before, after, prev_hash, hash) VALUES (?,?,?,?,?,?,?,'')",
-                      (at, actor, action, subject, b, a, prev)).lastrowid
-    con.execute("UPDATE audit SET hash=? WHERE seq=?", (_row_hash(prev, seq, at, actor, action, subject, b, a), seq))
+    seq = con.execute("INSERT INTO audit (at, actor, action, subject, before, after, prev_hash, hash) "
+                      "VALUES (?,?,?,?,?,?,?,'')", (at, actor, action, subject, b, a, prev)).lastrowid
+    h = _row_hash(prev, seq, at, actor, action, subject, b, a)
+    con.execute("UPDATE audit SET hash=?, mac=? WHERE seq=?", (h, _row_mac(key, h) if key else None, seq))
+    try: con.audit_appended = True # the workspace's transaction anchors the new head once it commits
+    except AttributeError: pass
     return seq
 
 @dataclass
 class AuditCheck:
-    "The result of checking the audit chain."
+    "The result of checking the audit log: its chain, its key, its anchor, and the tables replayed from it."
     rows: int
-    problems: list # one sentence per problem, naming the row
+    problems: list # one sentence per problem, naming the row, alias or version
+    mode: str = '' # what this check can and cannot detect, in plain words
+    anchor: str = '' # what the anchor comparison found
+    notes: list = field(default_factory=list) # things worth knowing that are not problems
     @property
     def ok(self) -> bool: return not self.problems
+    def to_dict(self) -> dict: return asdict(self) | {'ok': self.ok}
     def __repr__(self):
-        return f"Audit log: {self.rows} rows, " + ("chain intact." if self.ok else f"{len(self.problems)} problem(s):\n" + '\n'.join(f"  - {p}" for p in self.problems))
+        state = "chain intact." if self.ok else f"{len(self.problems)} problem(s):"
+        lines = [f"Audit log: {self.rows} rows, {state}"]
+        lines += [f"  - {p}" for p in self.problems]
+        lines += [f"{k}: {v}" for k, v in (('Mode', self.mode), ('Anchor', self.anchor)) if v]
+        return '\n'.join(lines + [f"Note: {n}" for n in self.notes])
 
-def verify_audit(ws:Workspace|None=None) -> AuditCheck:
-    "Walk the audit chain and name every edited, deleted or reordered row."
-    ws = ws or Workspace.open()
-    ws.ensure_schema('audit', _AUDIT)
-    con = ws.connect()
-    try:
-        rows = con.execute("SELECT * FROM audit ORDER BY seq").fetchall()
-        top = con.execute("SELECT seq FROM sqlite_sequence WHERE name='audit'").fetchone()
-    finally: con.close()
+def _ranges(seqs:list) -> str:
+    "[3, 4, 5, 9] -> '3..5, 9'"
+    out, run = [], []
+    for s in [*seqs, None]:
+        if run and s == run[-1] + 1: run.append(s); continue
+        if run: out.append(f"{run[0]}..{run[-1]}" if len(run) > 1 else str(run[0]))
+        run = [s]
+    return ', '.join(out)
+
+def _check_keys(rows, key, src) -> tuple[list, str]:
+    "Problems with the rows' HMACs, and the mode sentence."
+    keyed = [r['seq'] for r in rows if r['mac']]
+    first = keyed[0] if keyed else None
+    if key is None:
+        mode = ("unkeyed: no audit key is configured, so this check detects accidental damage and single edits, but "
+                "not a rewrite of the whole chain by someone who can write fmops.db. Configure FMOPS_AUDIT_KEY or "
+                "audit.key_file (a file outside the workspace) to detect that.")
+        return ([f"rows {_ranges(keyed)} carry HMACs, but no audit key is configured here, so they cannot be "
+                 f"checked: set FMOPS_AUDIT_KEY or audit.key_file"] if keyed else []), mode
+    mode = (f"keyed: rows carry an HMAC-SHA256 made with the key from {src}, so someone who can write fmops.db but "
+            f"has not got the key cannot rewrite the chain unnoticed.")
+    if first and first > 1:
+        mode += f" Rows 1..{first - 1} were written before the key was configured; row {first}'s HMAC covers them."
+    if not rows: return [], mode
+    if first is None:
+        return [f"none of the {len(rows)} rows carries an HMAC although a key is configured: either the key was "
+                f"configured after the last row (seal the log with `fmops audit reanchor --reason 'audit key "
+                f"configured'`), or the chain was rewritten without the key"], mode
+    problems = []
+    if unkeyed := [r['seq'] for r in rows if r['seq'] > first and not r['mac']]:
+        problems.append(f"rows {_ranges(unkeyed)} carry no HMAC although row {first} before them does: they were "
+                        f"written without the key, or rewritten")
+    if wrong := [r['seq'] for r in rows if r['mac'] and r['mac'] != _row_mac(key, r['hash'])]:
+        problems.append(f"the HMAC of rows {_ranges(wrong)} does not match the key from {src}: the key is wrong, or "
+                        f"those rows were rewritten by someone without the key")
+    return problems, mode
+
+def _check_anchor(ws:Workspace, rows, key) -> tuple[list, str, list]:
+    "Compare the log with its anchor: a cut tail, an emptied log or a rewrite shows here."
+    anchor, p = ws.read_anchor(), ws.anchor_path
+    by_seq = {r['seq']: r for r in rows}
+    if anchor is None:
+        if not rows: return [], f"none yet at {p} (the log is empty)", []
+        return [f"there is no anchor file at {p} although the log has {len(rows)} rows, so a cut tail or an emptied "
+                f"log cannot be ruled out; if this workspace predates anchors, write one with `fmops audit reanchor "
+                f"--reason 'first anchor'`"], f"missing at {p}", []
+    if 'invalid' in anchor: return [f"the audit anchor is unreadable: {anchor['invalid']}"], anchor['invalid'], []
+    seq, h, n = anchor['seq'], anchor['hash'], anchor['rows']
+    problems, notes, last = [], [], rows[-1]['seq'] if rows else 0
+    desc = f"{p} records {n} rows up to row {seq} (at {anchor.get('at', '?')})"
+    if seq and seq not in by_seq:
+        problems.append(f"the anchor records row {seq} with {n} rows, but the log ends at row {last} with "
+                        f"{len(rows)} rows: rows were cut from its end, or fmops.db was replaced by an older copy")
+    elif seq and by_seq[seq]['hash'] != h:
+        problems.append(f"row {seq} is not the row the anchor recorded (its hash differs): the log was rewritten")
+    elif len(rows) < n:
+        problems.append(f"the log has {len(rows)} rows, fewer than the {n} the anchor recorded: rows were deleted")
+    if key is not None:
+        if anchor.get('mac') and anchor['mac'] != audit_mac(key, f"head:{n}:{seq}:{h}"):
+            problems.append("the anchor's HMAC does not match the audit key: the key is wrong, or the anchor is forged")
+        elif not anchor.get('mac') and seq in by_seq and by_seq[seq]['mac']:
+            problems.append(f"the anchor carries no HMAC although row {seq} is keyed: it was written without the key")
+    elif anchor.get('mac'): notes.append("the anchor carries an HMAC that cannot be checked without the audit key")
+    if not problems and last > seq:
+        notes.append(f"{last - seq} row(s) were written after the anchor (it moves forward with each write)")
+    return problems, desc + ('' if problems else ': matches the log'), notes
+
+def _replayed(rows) -> tuple[dict, dict, dict]:
+    "From the log: {'model:alias': (version, row)}, {version: (manifest, row)} and {deleted version: row}."
+    aliases, versions, deleted = {}, {}, {}
+    for r in rows:
+        try: after = json.loads(r['after']) if r['after'] else {}
+        except ValueError: after = {} # an edited row: the chain check names it
+        after = after if isinstance(after, dict) else {}
+        if r['action'] in ('promote', 'rollback', 'rollback-to'):
+            aliases[r['subject']] = (after.get('version'), r['seq'])
+        elif r['action'] == 'register': versions[r['subject']] = (after.get('manifest'), r['seq'])
+        elif r['action'] == 'delete': deleted[r['subject']] = r['seq']
+    return aliases, versions, deleted
+
+def _replay(ws:Workspace, con, rows) -> list:
+    "Replay the log (registrations, deletions, alias moves) and name each way the registry's tables differ from it."
+    tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if not {'versions', 'aliases', 'files'} <= tables: return []
+    aliases, versions, deleted = _replayed(rows)
+    problems, back = [], "behind the registry's back"
+    have = {f"{r['model']}:{r['alias']}": r['version']
+            for r in con.execute("SELECT model, alias, version FROM aliases")}
+    for name in sorted(have.keys() | {k for k, (v, _) in aliases.items() if v}):
+        want, seq = aliases.get(name, (None, None))
+        if name not in have:
+            problems.append(f"alias {name} is missing, but the audit log (row {seq}) last pointed it at {want}: it "
+                            f"was removed {back}")
+        elif seq is None:
+            problems.append(f"alias {name} points at {have[name]}, but the audit log never set it: it was set {back}")
+        elif have[name] != want:
+            problems.append(f"alias {name} points at {have[name]}, but the audit log (row {seq}) last moved it to "
+                            f"{want}: it was moved {back}")
+    files, blobs = {}, BlobStore(ws)
+    for r in con.execute("SELECT version, path, sha256, size FROM files"):
+        files.setdefault(r['version'], {})[r['path']] = {'sha256': r['sha256'], 'size': r['size']}
+    table = {r['id']: r for r in con.execute("SELECT id, manifest, state FROM versions")}
+    for vid in sorted(table.keys() | versions.keys()):
+        if vid not in table:
+            problems.append(f"version {vid} was registered (row {versions[vid][1]}) but is missing from the database: "
+                            f"it was removed {back}"); continue
+        r = table[vid]
+        if vid not in versions:
+            problems.append(f"version {vid} is not in the audit log: it was inserted {back}"); continue
+        if r['manifest'] != versions[vid][0]:
+            problems.append(f"version {vid}'s manifest is not the one registered (row {versions[vid][1]}): it was "
+                            f"changed {back}")
+        if r['state'] == 'ready' and vid in deleted:
+            problems.append(f"version {vid} was deleted (row {deleted[vid]}) but is listed again: it was revived "
+                            f"{back}")
+        if r['state'] == 'deleted' and vid not in deleted:
+            problems.append(f"version {vid} is marked deleted, but the audit log has no deletion of it")
+        if r['state'] != 'ready': continue
+        try: man = json.loads(blobs.read(r['manifest'], f"manifest of {vid}"))
+        except CorruptBlobError as e: problems.append(str(e)); continue
+        if man.get('files') != files.get(vid, {}):
+            problems.append(f"the files of {vid} in the database are not those of its manifest: they were changed "
+                            f"{back}")
+    return problems
+
+def _check_wandb(ws:Workspace, rows) -> tuple[list, list]:
+    "Compare the audit heads recorded in the workspace's local W&B runs with the log."
+    from fmops_nb.tracking import find_runs, read_run
+    by_seq, problems, notes, checked = {r['seq']: r for r in rows}, [], [], 0
+    accepted = [] # (row, anchored seq it gave up, reason) of each deliberate re-anchor
+    for r in rows:
+        if r['action'] != 'reanchor': continue
+        try: b, a = json.loads(r['before'] or '{}'), json.loads(r['after'] or '{}')
+        except ValueError: continue
+        old = (b or {}).get('anchor') or {}
+        accepted.append((r['seq'], old.get('seq') if isinstance(old, dict) else None, (a or {}).get('reason')))
+    for path in find_runs(ws):
+        try: head = read_run(path).audit_head
+        except Exception: continue # an unreadable or unfinished run file says nothing either way
+        if not isinstance(head, dict) or not _is_int(head.get('seq')): continue
+        checked += 1
+        seq = head['seq']
+        if not seq or (seq in by_seq and by_seq[seq]['hash'] == head.get('hash')): continue
+        now = ("has no such row now: rows were cut" if seq not in by_seq
+               else "has another row there now: it was rewritten")
+        what = f"the W&B run {path.name} recorded the log's head at row {seq}, and the log {now}"
+        if ok := next((x for x in accepted if _is_int(x[1]) and x[1] >= seq), None):
+            notes.append(f"{what}, as accepted by the re-anchor at row {ok[0]} ({ok[2]})")
+        else: problems.append(what)
+    summary = f"{checked} local W&B run(s) carry an audit head" + ('' if problems else '; none contradicts the log')
+    return problems, [summary] + notes
+
+def _check_chain(rows, top) -> list:
+    "Name every edited, deleted or reordered row of the hash chain."
     problems, prev, expect = [], _GENESIS, 1
     for r in rows:
+        what = f"row {r['seq']} ({r['action']} {r['subject']})"
         if r['seq'] != expect:
-            problems.append(f"rows {expect}..{r['seq'] - 1} are missing (deleted)" if r['seq'] > expect + 1 else f"row {expect} is missing (deleted)")
-        if r['prev_hash'] != prev: problems.append(f"row {r['seq']} ({r['action']} {r['subject']}) does not follow the row before it: the chain was broken")
-        if _row_hash(r['prev_hash'], r['seq'], r['at'], r['actor'], r['action'], r['subject'], r['before'], r['after']) != r['hash']:
-            problems.append(f"row {r['seq']} ({r['action']} {r['subject']}) was edited: its content does not match its hash")
+            problems.append(f"rows {expect}..{r['seq'] - 1} are missing (deleted)" if r['seq'] > expect + 1
+                            else f"row {expect} is missing (deleted)")
+        if r['prev_hash'] != prev: problems.append(f"{what} does not follow the row before it: the chain was broken")
+        if _row_hash(*(r[k] for k in ('prev_hash', 'seq', 'at', 'actor', 'action', 'subject', 'before', 'after'))) \
+                != r['hash']:
+            problems.append(f"{what} was edited: its content does not match its hash")
         prev, expect = r['hash'], r['seq'] + 1
     if top is not None and top['seq'] >= expect:
-        problems.append(f"row {top['seq']} (the last one written) is missing (deleted)" if top['seq'] == expect else f"rows {expect}..{top['seq']} at the end are missing (deleted)")
-    return AuditCheck(len(rows), problems)
+        problems.append(f"row {top['seq']} (the last one written) is missing (deleted)" if top['seq'] == expect
+                        else f"rows {expect}..{top['seq']} at the end are missing (deleted)")
+    return problems
+
+def verify_audit(ws:Workspace|None=None,
+                 wandb:bool=False, # also check the heads recorded in the workspace's local W&B runs
+                ) -> AuditCheck:
+    "Check the audit log: its hash chain, its HMACs, its anchor, and the registry's tables replayed from it."
+    ws = ws or Workspace.open()
+    _ensure_audit(ws)
+    key, src = ws.audit_key()
+    with closing(ws.connect()) as con:
+        rows = con.execute("SELECT * FROM audit ORDER BY seq").fetchall()
+        problems = _check_chain(rows, con.execute("SELECT seq FROM sqlite_sequence WHERE name='audit'").fetchone())
+        more, mode = _check_keys(rows, key, src)
+        problems += more
+        more, anchor, notes = _check_anchor(ws, rows, key)
+        problems += more + _replay(ws, con, rows)
+    if wandb:
+        more, n = _check_wandb(ws, rows)
+        problems += more; notes += n
+    return AuditCheck(len(rows), problems, mode, anchor, notes)
+
+def reanchor_audit(ws:Workspace|None=None,
+                   reason:str='', # why, e.g. 'restored fmops.db from the 2026-11-30 backup'; it goes into the log
+                  ) -> dict:
+    "Accept the log as it is now (after restoring a backup, or to seal it once keyed): audit that, anchor the head."
+    ws = ws or Workspace.open()
+    if not isinstance(reason, str) or not reason.strip():
+        raise ValidationError("Say why the audit log is re-anchored (e.g. --reason 'restored fmops.db from last "
+                              "night's backup'): the reason goes into the log.")
+    _ensure_audit(ws)
+    old = ws.read_anchor()
+    with ws.transaction() as con:
+        append_audit(con, 'reanchor', 'audit', {'anchor': old}, {'reason': reason})
+        con.audit_appended = False # anchored below, even though the log no longer continues the old anchor
+    return ws.write_anchor(force=True)
 
 def audit_log(ws:Workspace|None=None, subject:str|None=None, limit:int=100) -> list[dict]:
     "The latest audit rows (newest first), optionally for one subject prefix (a model or version)."
     ws = ws or Workspace.open()
-    ws.ensure_schema('audit', _AUDIT)
-    con = ws.connect()
-    try:
-        q = "SELECT seq, at, actor, action, subject, before, after FROM audit" + (" WHERE subject = ? OR subject LIKE ?" if subject else '') + " ORDER BY seq DESC LIMIT ?"
+    _ensure_audit(ws)
+    with closing(ws.connect()) as con:
+        q = ("SELECT seq, at, actor, action, subject, before, after FROM audit"
+             + (" WHERE subject = ? OR subject LIKE ?" if subject else '') + " ORDER BY seq DESC LIMIT ?")
         args = ([subject, f"{subject}:%"] if subject else []) + [limit]
-        return [dict(r) | {'before': json.loads(r['before']) if r['before'] else None, 'after': json.loads(r['after']) if r['after'] else None}
-                for r in con.execute(q, args)]
-    finally: con.close()
+        return [dict(r) | {'before': json.loads(r['before']) if r['before'] else None,
+                           'after': json.loads(r['after']) if r['after'] else None} for r in con.execute(q, args)]
 
 # %% ../nbs/20_registry.ipynb #3f7d1eda
 _SCHEMA = ["""
@@ -299,6 +616,48 @@ def _save_state_dict(sd:dict, path:Path):
         if ptr is not None: seen.add(ptr)
     save_file(out, str(path), metadata={'format': 'pt'})
 
+def safe_files(folder, # a model, adapter or checkpoint folder
+               hidden:bool=False, # include names starting with '.' (skipped by default, like .git and caches)
+              ) -> dict:
+    "{relative path: real path} of the files in `folder`; a link out of it, a loop or a non-regular file is refused."
+    root = Path(folder).expanduser()
+    real = root.resolve()
+    if not real.is_dir(): raise ValidationError(f"{root} is not a folder.")
+    out = {}
+    def walk(d:Path, rel:PurePosixPath, chain:tuple):
+        for e in sorted(os.scandir(d), key=lambda e: e.name):
+            if e.name.startswith('.') and not hidden: continue
+            shown, r = root / rel / e.name, rel / e.name
+            target = Path(e.path)
+            if e.is_symlink():
+                target = target.resolve()
+                if target != real and real not in target.parents:
+                    raise ValidationError(f"{shown} is a symbolic link to {target}, outside {root}. fmops stores "
+                                          f"only what is inside the folder (a link could carry a secret such as "
+                                          f"~/.ssh/id_rsa into the store): copy the file into the folder, or save the "
+                                          f"model again with save_pretrained.")
+                if not target.exists():
+                    raise ValidationError(f"{shown} is a broken symbolic link (to {target}). Remove it or fix it.")
+            st = os.stat(target)
+            if stat.S_ISDIR(st.st_mode):
+                if target in chain:
+                    raise ValidationError(f"{shown} links back to {target}, a folder it is in: remove the loop.")
+                walk(target, r, chain + (target,))
+            elif stat.S_ISREG(st.st_mode): out[r.as_posix()] = target
+            else: raise ValidationError(f"{shown} is not a regular file (a device, pipe or socket). Remove it.")
+    try: walk(real, PurePosixPath(), (real,))
+    except OSError as e:
+        raise ValidationError(f"{e.filename} cannot be read ({e.strerror}); nothing was stored.") from None
+    return out
+
+def _read_json(path:Path, shown) -> dict:
+    try: d = json.loads(path.read_text(encoding='utf-8'))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ValidationError(f"{shown} is not valid JSON ({e}). Fix or regenerate it.") from None
+    if not isinstance(d, dict):
+        raise ValidationError(f"{shown} holds a JSON {type(d).__name__}, not an object. Fix or regenerate it.")
+    return d
+
 def _collect(source, tmp:Path) -> dict:
     "The files of a version to be, from a module, a state dict, a safetensors or torch file, or an HF/PEFT directory."
     if hasattr(source, 'state_dict') and callable(source.state_dict): source = source.state_dict()
@@ -312,45 +671,58 @@ def _collect(source, tmp:Path) -> dict:
     if p.is_file():
         if p.suffix == '.safetensors':
             read_header(p)
-            return {'format': 'safetensors', 'files': {'model.safetensors': p}, 'config': {}, 'adapter': None, 'skipped': []}
+            return {'format': 'safetensors', 'files': {'model.safetensors': p.resolve()}, 'config': {}, 'adapter': None,
+                    'skipped': []}
         if p.suffix in _PICKLES:
             _save_state_dict(_torch_load(p), tmp / 'model.safetensors')
             return {'format': 'safetensors', 'files': {'model.safetensors': tmp / 'model.safetensors'}, 'config': {}, 'adapter': None, 'skipped': []}
         raise ValidationError(f"{p}: unsupported file type {p.suffix or '(none)'}. Use .safetensors (or a torch .pt/.bin state dict).")
-    peft = (p / 'adapter_config.json').is_file()
-    if not peft and not (p / 'config.json').is_file():
+    listing = safe_files(p)
+    peft = 'adapter_config.json' in listing
+    if not peft and 'config.json' not in listing:
         raise ValidationError(f"{p} is neither a Hugging Face model directory (no config.json) nor a PEFT adapter directory "
                               f"(no adapter_config.json).")
-    has_st = any(f.suffix == '.safetensors' for f in p.rglob('*.safetensors'))
+    has_st = any(k.endswith('.safetensors') for k in listing)
     files, skipped = {}, []
-    for f in sorted(p.rglob('*')):
-        rel = f.relative_to(p)
-        if not f.is_file() or any(part.startswith('.') for part in rel.parts): continue
-        if f.suffix in _PICKLES:
-            if not has_st and f.stem.split('-')[0] in ('pytorch_model', 'adapter_model'):
-                out = tmp / rel.with_name(f.stem.replace('pytorch_model', 'model') + '.safetensors')
+    for rel, f in listing.items():
+        r = PurePosixPath(rel)
+        if r.suffix in _PICKLES:
+            if not has_st and r.stem.split('-')[0] in ('pytorch_model', 'adapter_model'):
+                out = tmp / r.with_name(r.stem.replace('pytorch_model', 'model') + '.safetensors')
                 out.parent.mkdir(parents=True, exist_ok=True)
                 _save_state_dict(_torch_load(f), out)
                 files[out.relative_to(tmp).as_posix()] = out
-            else: skipped.append(rel.as_posix()) # never unpickled
+            else: skipped.append(rel) # never unpickled
             continue
-        if f.name == 'pytorch_model.bin.index.json' and not has_st: skipped.append(rel.as_posix()); continue
-        files[rel.as_posix()] = f
+        if r.name == 'pytorch_model.bin.index.json' and not has_st: skipped.append(rel); continue
+        files[rel] = f
     if not any(k.endswith('.safetensors') for k in files):
         raise ValidationError(f"{p} holds no weights (*.safetensors, or pytorch_model.bin / adapter_model.bin to convert).")
-    cfg = json.loads((p / 'config.json').read_text()) if (p / 'config.json').is_file() else {}
-    adapter = json.loads((p / 'adapter_config.json').read_text()) if peft else None
+    cfg = _read_json(listing['config.json'], p / 'config.json') if 'config.json' in listing else {}
+    adapter = _read_json(listing['adapter_config.json'], p / 'adapter_config.json') if peft else None
     return {'format': 'peft' if peft else 'hf', 'files': files, 'config': cfg, 'adapter': adapter, 'skipped': skipped}
 
 def _metrics(metrics) -> dict:
     "{'accuracy': 0.91, 'loss': (0.3, 'lower')} -> {'accuracy': {'value': 0.91, 'direction': 'higher'}, ...}"
+    if metrics is not None and not isinstance(metrics, dict):
+        raise ValidationError(f"Metrics must be a dict of name: value, got {type(metrics).__name__}.")
     out = {}
     for k, v in (metrics or {}).items():
         check_name(k, 'metric name')
-        value, direction = (v['value'], v.get('direction', 'higher')) if isinstance(v, dict) else (v if isinstance(v, tuple) else (v, 'lower' if 'loss' in k or 'error' in k else 'higher'))
+        if isinstance(v, dict):
+            if 'value' not in v: raise ValidationError(f"Metric {k!r}: a dict needs a 'value' (maybe a 'direction').")
+            value, direction = v['value'], v.get('direction', 'higher')
+        elif isinstance(v, tuple):
+            if len(v) != 2: raise ValidationError(f"Metric {k!r}: write (value, 'higher' or 'lower'), got {v!r}.")
+            value, direction = v
+        else: value, direction = v, 'lower' if 'loss' in k or 'error' in k else 'higher'
         if direction not in METRIC_DIRECTIONS: raise ValidationError(f"Metric {k!r}: direction {direction!r} must be 'higher' or 'lower'.")
         try: value = float(value)
-        except (TypeError, ValueError): raise ValidationError(f"Metric {k!r}: value {value!r} is not a number.") from None
+        except (TypeError, ValueError, OverflowError):
+            raise ValidationError(f"Metric {k!r}: value {value!r} is not a number.") from None
+        if not math.isfinite(value):
+            raise ValidationError(f"Metric {k!r}: value {value} is not a finite number. Record a real measurement, or "
+                                  f"leave the metric out.")
         out[k] = {'value': value, 'direction': direction}
     return out
 
@@ -389,7 +761,7 @@ class Registry:
                  log:bool=True, # log registrations and alias moves to W&B (offline by default)
                 ):
         self.ws = ws or Workspace.open()
-        self.ws.ensure_schema('audit', _AUDIT); self.ws.ensure_schema('registry', _SCHEMA)
+        _ensure_audit(self.ws); self.ws.ensure_schema('registry', _SCHEMA)
         self.blobs, self.log = BlobStore(self.ws), log
 
     # ---- reading
@@ -498,44 +870,63 @@ class Registry:
         for a in aliases: self._check_alias(a)
         metrics, data = _metrics(metrics), _data_info(data)
         base_v, parent_v = (self.get(base) if base else None), (self.get(parent) if parent else None)
+        if self.ws.readonly: raise self.ws._readonly_error()
+        with closing(self.ws.connect()) as con: _writable_key(con) # a keyed log without its key: refused first
         (self.ws.root / 'tmp').mkdir(exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=self.ws.root / 'tmp', prefix='register-') as tmp:
+        # The store's shared lock is held from the first blob written to the commit: `gc` cannot delete a blob this
+        # registration reuses or writes before the version that refers to it is in the database.
+        with self.blobs.lock(), tempfile.TemporaryDirectory(dir=self.ws.root / 'tmp', prefix='register-') as tmp:
             got = _collect(source, Path(tmp))
             if got['format'] == 'peft' and base_v is None:
-                raise ValidationError("A PEFT adapter needs the version it adapts: pass base='MODEL:vN' (register the base model first).")
+                raise ValidationError("A PEFT adapter needs the version it adapts: pass base='MODEL:vN' (register the "
+                                      "base model first).")
+            # every header is checked before anything is stored
+            headers = {rel: read_header(f)[0] for rel, f in got['files'].items() if rel.endswith('.safetensors')}
+            if check_names:
+                self._check_names(got, {(rel, n): None for rel, h in headers.items() for n in h}, parent_v, base_v)
+            stored = {rel: self.blobs.put_file(f) for rel, f in got['files'].items()}
             tensors = {}
-            for rel, f in got['files'].items():
-                if not rel.endswith('.safetensors'): continue
-                infos, _ = read_header(f)
-                for name, sha in tensor_hashes(f, infos).items():
+            for rel, checked in headers.items(): # hashed from the stored blob: what is recorded is what was stored
+                blob = self.blobs.path(stored[rel][0])
+                infos, _ = read_header(blob)
+                if infos != checked:
+                    raise ValidationError(f"{got['files'][rel]} changed while it was being registered. Register it "
+                                          f"again once nothing writes to it.")
+                for name, sha in tensor_hashes(blob, infos).items():
                     t = infos[name]
                     tensors[(rel, name)] = {'dtype': t.dtype, 'shape': list(t.shape), 'sha256': sha, 'begin': t.begin, 'end': t.end}
-            if check_names: self._check_names(got, tensors, parent_v, base_v)
-            stored = {rel: self.blobs.put_file(f) for rel, f in got['files'].items()}
-        manifest = {'format': got['format'], 'files': {k: {'sha256': s, 'size': n} for k, (s, n) in stored.items()},
-                    'tensors': [{'file': f, 'name': n, **t} for (f, n), t in sorted(tensors.items())],
-                    'config': got['config'], 'adapter': got['adapter'], 'skipped': got['skipped']}
-        manifest_sha = self.blobs.put_bytes(json.dumps(manifest, sort_keys=True).encode())
-        meta = {'metrics': metrics, 'tags': list(tags or []), 'description': description, 'data': data, 'run_id': run_id,
-                'code_version': code_version, 'config': config or {}, 'intended_use': intended_use,
-                'n_tensors': len(tensors), 'n_parameters': int(sum(np.prod(t['shape']) for t in tensors.values())), 'skipped_files': got['skipped']}
-        with self.ws.transaction() as con:
-            if con.execute("SELECT 1 FROM models WHERE name=?", (model,)).fetchone() is None:
-                con.execute("INSERT INTO models VALUES (?,?,?)", (model, utcnow(), current_user()))
-            n = con.execute("SELECT COALESCE(MAX(number), 0) + 1 FROM versions WHERE model=?", (model,)).fetchone()[0]
-            vid, now, who = f"{model}:v{n}", utcnow(), current_user()
-            card_sha = self.blobs.put_bytes(_card(vid, got['format'], meta, manifest['files'], parent_v, base_v, now, who).encode())
-            con.execute("INSERT INTO versions (id, model, number, format, parent, base, manifest, card, meta, created_at, created_by) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                        (vid, model, n, got['format'], parent_v.id if parent_v else None, base_v.id if base_v else None,
-                         manifest_sha, card_sha, json.dumps(meta, sort_keys=True), now, who))
-            con.executemany("INSERT INTO files VALUES (?,?,?,?)", [(vid, k, s, sz) for k, (s, sz) in stored.items()])
-            con.executemany("INSERT INTO tensors VALUES (?,?,?,?,?,?,?,?)",
-                            [(vid, f, nm, t['dtype'], json.dumps(t['shape']), t['sha256'], t['begin'], t['end']) for (f, nm), t in tensors.items()])
-            append_audit(con, 'register', vid, None, {'format': got['format'], 'parent': parent, 'base': base, 'manifest': manifest_sha,
-                                                      'metrics': {k: m['value'] for k, m in metrics.items()}})
-            for a in aliases: self._move(con, model, a, vid, 'promote', f'set at registration of {vid}')
+            manifest = {'format': got['format'], 'files': {k: {'sha256': s, 'size': n} for k, (s, n) in stored.items()},
+                        'tensors': [{'file': f, 'name': n, **t} for (f, n), t in sorted(tensors.items())],
+                        'config': got['config'], 'adapter': got['adapter'], 'skipped': got['skipped']}
+            manifest_sha = self.blobs.put_bytes(json.dumps(manifest, sort_keys=True).encode())
+            meta = {'metrics': metrics, 'tags': list(tags or []), 'description': description, 'data': data,
+                    'run_id': run_id, 'code_version': code_version, 'config': config or {},
+                    'intended_use': intended_use, 'n_tensors': len(tensors),
+                    'n_parameters': int(sum(math.prod(t['shape']) for t in tensors.values())),
+                    'skipped_files': got['skipped']}
+            with self.ws.transaction() as con:
+                if con.execute("SELECT 1 FROM models WHERE name=?", (model,)).fetchone() is None:
+                    con.execute("INSERT INTO models VALUES (?,?,?)", (model, utcnow(), current_user()))
+                n = con.execute("SELECT COALESCE(MAX(number), 0) + 1 FROM versions WHERE model=?",
+                                (model,)).fetchone()[0]
+                vid, now, who = f"{model}:v{n}", utcnow(), current_user()
+                card = _card(vid, got['format'], meta, manifest['files'], parent_v, base_v, now, who)
+                con.execute("INSERT INTO versions (id, model, number, format, parent, base, manifest, card, meta, "
+                            "created_at, created_by) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                            (vid, model, n, got['format'], parent_v.id if parent_v else None,
+                             base_v.id if base_v else None, manifest_sha, self.blobs.put_bytes(card.encode()),
+                             json.dumps(meta, sort_keys=True), now, who))
+                con.executemany("INSERT INTO files VALUES (?,?,?,?)",
+                                [(vid, k, s, sz) for k, (s, sz) in stored.items()])
+                con.executemany("INSERT INTO tensors VALUES (?,?,?,?,?,?,?,?)",
+                                [(vid, f, nm, t['dtype'], json.dumps(t['shape']), t['sha256'], t['begin'], t['end'])
+                                 for (f, nm), t in tensors.items()])
+                append_audit(con, 'register', vid, None, {'format': got['format'], 'parent': parent, 'base': base,
+                                                          'manifest': manifest_sha,
+                                                          'metrics': {k: m['value'] for k, m in metrics.items()}})
+                for a in aliases: self._move(con, model, a, vid, 'promote', f'set at registration of {vid}')
         v = self.get(vid)
-        if self.log: self._log(v, 'register')
+        if self.log: self._log_safely(v, 'register', f"registered {vid}")
         return v
 
     def _check_alias(self, alias:str) -> str:
@@ -578,7 +969,7 @@ class Registry:
     def promote(self, ref:str, # the version (or alias) to promote
                 to:str='production', # the alias to point at it ('production', 'staging', 'candidate', ... or 'model:alias')
                 reason:str='',
-                force:bool=False, # promote even when a promotion gate (an `on: promote` policy in fmops_nb.monitor) blocks it; audited
+                force:bool=False, # promote even when a promotion gate blocks it: needs a `reason`; audited
                ) -> Version:
         "Point the alias `to` at version `ref`, audited; `on: promote` policies may block it."
         v = self.get(ref)
@@ -587,13 +978,13 @@ class Registry:
         self._check_alias(alias)
         if alias in v.aliases: return v
         from fmops_nb.monitor import promotion_gate
-        overridden = promotion_gate(self, v, model, alias, enforce=not force)
+        overridden = promotion_gate(self, v, model, alias, enforce=not force, reason=reason if force else None)
         with self.ws.transaction() as con:
             cur = con.execute("SELECT version FROM aliases WHERE model=? AND alias=?", (model, alias)).fetchone()
             if cur and cur['version'] == v.id: return self.get(v.id)
             self._move(con, model, alias, v.id, 'promote', reason + (f" (forced past {', '.join(overridden)})" if overridden else ''))
         out = self.get(v.id)
-        if self.log: self._log(out, 'promote')
+        if self.log: self._log_safely(out, 'promote', f"promoted {out.id} to {model}:{alias}")
         return out
 
     def _stack(self, con, model:str, alias:str) -> list:
@@ -630,7 +1021,7 @@ class Registry:
                 self._move(con, model, name, target.id, 'rollback-to', reason)
                 vid = target.id
         out = self.get(vid)
-        if self.log: self._log(out, 'rollback')
+        if self.log: self._log_safely(out, 'rollback', f"rolled {model}:{name} back to {vid}")
         return out
 
     def delete(self, ref:str, reason:str='') -> Version:
@@ -661,29 +1052,47 @@ class Registry:
         dst = Path(path).expanduser()
         if dst.exists() and any(dst.iterdir()): raise ValidationError(f"{dst} is not empty. Export into a new or empty folder.")
         for rel, src in self.files(ref).items():
+            if PurePosixPath(rel).is_absolute() or '..' in PurePosixPath(rel).parts:
+                raise WorkspaceError(f"The recorded file path {rel!r} would leave {dst}: the database was edited. "
+                                     f"Run `fmops audit verify`.")
             out = dst / rel
             out.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, out)
         return dst
 
-    def gc(self, grace_s:float=3600, dry_run:bool=False) -> dict:
-        "Remove blobs no version refers to (older than `grace_s`, so registrations in flight keep theirs) and stale temporaries."
+    def gc(self, grace_s:float=3600, # keep unreferenced blobs younger than this (a registration may be using them)
+           dry_run:bool=False, # report what would be removed; remove nothing
+           on_wait=None, # called once if registrations in progress make gc wait for the store's lock
+          ) -> dict:
+        "Remove blobs no version refers to, and stale temporaries; only when the audit log shows the database whole."
         import time
-        with self.ws.connect() as con:
+        if self.ws.readonly: raise self.ws._readonly_error()
+        check = verify_audit(self.ws)
+        if not check.ok:
+            raise WorkspaceError(f"gc deleted nothing: the audit log does not show the database whole, so it cannot "
+                                 f"prove which blobs are unreferenced. {len(check.problems)} problem(s); the first: "
+                                 f"{check.problems[0]}. See `fmops audit verify`; restore fmops.db from a backup "
+                                 f"(after a deliberate restore, accept it with `fmops audit reanchor --reason ...`).")
+        with self.blobs.lock(exclusive=True, on_wait=on_wait), closing(self.ws.connect()) as con:
             keep = {r[0] for r in con.execute("SELECT sha256 FROM files f JOIN versions v ON v.id = f.version WHERE v.state='ready'")}
-            keep |= {x for r in con.execute("SELECT manifest, card FROM versions WHERE state='ready'") for x in r}
-        old = time.time() - grace_s
-        gone = [sha for sha in self.blobs.all() if sha not in keep and self.blobs.path(sha).stat().st_mtime < old]
-        temps = [p for p in self.blobs.temporaries() if p.stat().st_mtime < old]
-        temps += [p for p in (self.ws.root / 'tmp').glob('register-*') if p.stat().st_mtime < old] if (self.ws.root / 'tmp').is_dir() else []
-        freed = sum(self.blobs.path(s).stat().st_size for s in gone)
-        if not dry_run:
-            for s in gone: self.blobs.path(s).unlink(missing_ok=True)
-            for p in temps: shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+            for manifest, card in con.execute("SELECT manifest, card FROM versions WHERE state='ready'").fetchall():
+                listed = json.loads(self.blobs.read(manifest, 'manifest'))['files'].values()
+                keep |= {manifest, card} | {f['sha256'] for f in listed}
+            old = time.time() - grace_s
+            gone = [sha for sha in self.blobs.all() if sha not in keep and self.blobs.path(sha).stat().st_mtime < old]
+            temps = [p for p in self.blobs.temporaries() if p.stat().st_mtime < old]
+            if (self.ws.root / 'tmp').is_dir():
+                temps += [p for p in (self.ws.root / 'tmp').glob('register-*') if p.stat().st_mtime < old]
+            anchor = self.ws.anchor_path # a writer killed while anchoring leaves its temporary file
+            temps += [p for p in anchor.parent.glob(f".{anchor.name}.*.tmp") if p.stat().st_mtime < old]
+            freed = sum(self.blobs.path(s).stat().st_size for s in gone)
+            if not dry_run:
+                for s in gone: self.blobs.path(s).unlink(missing_ok=True)
+                for p in temps: shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
         return {'blobs_removed': len(gone), 'bytes_freed': freed, 'temporaries_removed': len(temps), 'dry_run': dry_run}
 
-    def _log(self, v:Version, action:str):
-        "Log the version as a W&B model artifact (files by reference: no copy) with its aliases."
+    def _log(self, v:Version, action:str) -> str:
+        "Log the version as a W&B model artifact (files by reference) with its aliases; returns the run's folder."
         from fmops_nb.tracking import run
         with run('registry', name=f"{action} {v.id}", ws=self.ws, announce=False, tags=[action],
                  config={'version': v.id, 'action': action, 'parent': v.parent, 'base': v.base}) as r:
@@ -691,6 +1100,24 @@ class Registry:
                        aliases=[f"v{v.number}", *v.aliases], metadata={'version': v.id, 'metrics': v.metrics, 'parent': v.parent},
                        description=v.meta.get('description') or None, reference=True)
             r.summary(**{f"metric/{k}": m['value'] for k, m in v.metrics.items()})
+        return str(r.path)
+
+    def _log_safely(self, v:Version, action:str, done:str):
+        "Log to W&B after a committed change; a failure is a `TrackingWarning` naming the retry, never an error."
+        try: self._log(v, action)
+        except Exception as e:
+            why = ' '.join(str(e).split()).rstrip('.') # one line, however long the library's message
+            warnings.warn(f"{done}; logging it to W&B failed: {why}. Retry with `fmops registry log {v.id}`.",
+                          TrackingWarning, stacklevel=3)
+
+    def log_to_wandb(self, ref:str) -> str:
+        "Log version `ref` with its current aliases to W&B (again, after a failed attempt); returns the run folder."
+        v = self.get(ref)
+        try: return self._log(v, 'log')
+        except FmopsError: raise
+        except Exception as e:
+            raise TrackingError(f"Logging {v.id} to W&B failed: {e}. Check WANDB_MODE and the workspace's wandb "
+                                f"folder, then retry.") from e
 
 def _card(vid:str, fmt:str, meta:dict, files:dict, parent, base, at:str, by:str) -> str:
     "A model card in markdown: lineage, data, metrics, and the intended-use fields for the owner to fill."

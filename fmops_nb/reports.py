@@ -4,7 +4,7 @@
 
 # %% ../nbs/40_reports.ipynb #6971cfb2
 from __future__ import annotations
-import ast, datetime as _dt, json, math
+import ast, datetime as _dt, html, json, math, re, string
 from dataclasses import dataclass
 from pathlib import Path
 from .core import check_name, file_sha256
@@ -13,8 +13,9 @@ from .errors import FmopsError, ValidationError
 # %% auto #0
 __all__ = ['MIME', 'TYPES', 'INPUT_MIME', 'BUILTIN', 'IGNORED', 'record', 'recorded', 'in_kernel', 'read_values', 'state_names',
            'Param', 'schema', 'validate', 'typed', 'uses', 'read_inputs', 'report_html', 'template_dirs',
-           'find_template', 'ReportRun', 'run_report', 'report_runs', 'get_report', 'Rerun', 'rerun', 'show',
-           'html_table', 'bar_chart', 'line_chart', 'read_table', 'drift_rows', 'previous_version', 'live_metrics']
+           'find_template', 'ReportRun', 'run_report', 'report_runs', 'get_report', 'Rerun', 'rerun', 'Safe', 'fmt',
+           'show', 'html_table', 'bar_chart', 'line_chart', 'read_table', 'drift_rows', 'previous_version',
+           'live_metrics']
 
 # %% ../nbs/40_reports.ipynb #00060ed1
 MIME = 'application/x.fmops.record+json'
@@ -56,10 +57,22 @@ def in_kernel() -> bool:
         return getattr(get_ipython(), 'kernel', None) is not None
     except ImportError: return False
 
+def _read_nb(path, what:str='Notebook', check:bool=False):
+    "A notebook file, or a `ValidationError` saying it is not one (never the file's bytes); `check`: validate it too."
+    import nbformat
+    p = Path(str(path)).expanduser()
+    if not p.is_file(): raise ValidationError(f"{what} {p} does not exist (or is not a file).")
+    try:
+        nb = nbformat.read(str(p), as_version=4)
+        if not isinstance(nb.get('cells'), list): raise ValueError('no cells')
+        if check: nbformat.validate(nb)
+    except Exception as e:
+        raise ValidationError(f"{what} {p} is not a Jupyter notebook ({type(e).__name__}): pass a .ipynb file saved by "
+                              f"Jupyter (nbformat 4 JSON), or a template name from `fmops report templates`.") from None
+    return nb
+
 def _records(nb) -> list[dict]:
-    if not hasattr(nb, 'cells'):
-        import nbformat
-        nb = nbformat.read(str(nb), as_version=4)
+    if not hasattr(nb, 'cells'): nb = _read_nb(nb)
     return [o['data'][MIME] for cell in nb.cells if cell.cell_type == 'code' for o in cell.get('outputs', []) if MIME in o.get('data', {})]
 
 def read_values(nb) -> dict:
@@ -84,17 +97,19 @@ class Param:
 
 def _default(node, name:str):
     "The value of a default: a literal, or date(...) / datetime(...) of literals."
-    if isinstance(node, ast.Call) and isinstance(node.func, (ast.Name, ast.Attribute)):
-        fn = node.func.id if isinstance(node.func, ast.Name) else node.func.attr
-        if fn in ('date', 'datetime') and not node.keywords:
-            return getattr(_dt, fn)(*[ast.literal_eval(a) for a in node.args])
-    try: return ast.literal_eval(node)
-    except ValueError: raise ValidationError(f"Parameter {name!r}: its default must be a literal (or date(...)), got `{ast.unparse(node)}`.") from None
+    try:
+        if isinstance(node, ast.Call) and isinstance(node.func, (ast.Name, ast.Attribute)):
+            fn = node.func.id if isinstance(node.func, ast.Name) else node.func.attr
+            if fn in ('date', 'datetime') and not node.keywords:
+                return getattr(_dt, fn)(*[ast.literal_eval(a) for a in node.args])
+        return ast.literal_eval(node)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        raise ValidationError(f"Parameter {name!r}: its default must be a literal (or date(...)), "
+                              f"got `{ast.unparse(node)[:200]}`.") from None
 
 def schema(template) -> dict:
     "The declared parameters of a template notebook (its cell tagged `parameters`)."
-    import nbformat
-    nb = nbformat.read(str(template), as_version=4) if not hasattr(template, 'cells') else template
+    nb = _read_nb(template, 'Template', check=True) if not hasattr(template, 'cells') else template
     cells = [c for c in nb.cells if 'parameters' in c.get('metadata', {}).get('tags', [])]
     if not cells: raise ValidationError(f"{template} has no cell tagged `parameters`. Add one (it may be empty) declaring each parameter as "
                                         f"`name: type = default`, so that papermill knows where to inject the values.")
@@ -125,6 +140,25 @@ def _coerce(p:Param, v):
     if not isinstance(v, t): raise TypeError
     return v
 
+def _plain_param(name:str, v, where:str='', depth:int=0):
+    "Refuse what papermill cannot write as a literal: values inside lists and dicts JSON-plain, numbers finite."
+    if isinstance(v, float) and not math.isfinite(v):
+        raise ValidationError(f"Parameter {name!r}{where} is {v!r}: parameters must be finite numbers.")
+    if depth > 32: raise ValidationError(f"Parameter {name!r}{where} nests lists or dicts more than 32 levels deep.")
+    if isinstance(v, list):
+        for i, x in enumerate(v): _plain_param(name, x, f"{where} item [{i}]", depth + 1)
+    elif isinstance(v, dict):
+        for k, x in v.items():
+            if not isinstance(k, str):
+                raise ValidationError(f"Parameter {name!r}{where} has the key {k!r} ({type(k).__name__}): "
+                                      "dict keys must be strings (quote it).")
+            _plain_param(name, x, f"{where} key {k!r}", depth + 1)
+    elif depth and not (v is None or isinstance(v, (str, int, float, bool))):
+        raise ValidationError(f"Parameter {name!r}{where} is {repr(v)[:60]} ({type(v).__name__}): values inside list "
+                              f"and dict parameters must be strings, numbers, booleans, null, lists or dicts. "
+                              f"Write it as a string"
+                              + (f" ({v.isoformat()!r})" if isinstance(v, (_dt.date, _dt.datetime)) else '') + '.')
+
 def validate(spec:dict, params:dict|None) -> dict:
     "`params` checked against the schema and typed; unknown, missing and wrong-typed parameters are errors."
     from fmops_nb.errors import closest
@@ -141,7 +175,9 @@ def validate(spec:dict, params:dict|None) -> dict:
             continue
         try: out[name] = _coerce(p, params[name])
         except (TypeError, ValueError):
-            raise ValidationError(f"Parameter {name!r} must be {'an' if p.type[0] in 'aeiou' else 'a'} {p.type}, got {params[name]!r} ({type(params[name]).__name__}).") from None
+            raise ValidationError(f"Parameter {name!r} must be {'an' if p.type[0] in 'aeiou' else 'a'} {p.type}, "
+                                  f"got {repr(params[name])[:100]} ({type(params[name]).__name__}).") from None
+        _plain_param(name, out[name])
     return out
 
 def typed(ns:dict) -> dict:
@@ -181,31 +217,81 @@ def uses(name:str, # what the input is to the report, e.g. 'reference', 'model'
 
 def read_inputs(nb) -> dict:
     "The inputs a notebook recorded with `uses`, by name."
-    if not hasattr(nb, 'cells'):
-        import nbformat
-        nb = nbformat.read(str(nb), as_version=4)
+    if not hasattr(nb, 'cells'): nb = _read_nb(nb)
     return {o['data'][INPUT_MIME]['name']: o['data'][INPUT_MIME] for c in nb.cells if c.cell_type == 'code'
             for o in c.get('outputs', []) if INPUT_MIME in o.get('data', {})}
 
 # %% ../nbs/40_reports.ipynb #59f3b0d4
+_GONE = set('script style iframe frameset object applet noscript noembed noframes template xmp plaintext textarea '
+            'select form math foreignobject'.split()) # dropped with what they hold
+_KEEP = set('a abbr b bdi bdo big blockquote br caption center cite code col colgroup dd del details dfn div dl dt em '
+            'figcaption figure font footer h1 h2 h3 h4 h5 h6 header hr i img ins kbd label li mark ol p pre q s samp '
+            'section small span strike strong sub summary sup table tbody td tfoot th thead tr tt u ul var wbr svg g '
+            'rect circle ellipse line polyline polygon path text tspan title desc defs lineargradient radialgradient '
+            'stop clippath mask pattern marker symbol'.split()) # other tags go, their text stays
+_URLS = set('href src xlink:href action srcset background poster data codebase cite longdesc usemap ping lowsrc dynsrc '
+            'manifest icon profile archive classid'.split())
+_DATA_IMG = re.compile(r'data:image/(png|jpeg|gif);base64,[A-Za-z0-9+/=]*', re.I)
+_ATTR = re.compile(r'[a-z][a-z0-9_.-]*(:[a-z][a-z0-9_.-]*)?')
+
+def _safe_attr(k:str, v:str|None) -> bool:
+    "Keep an attribute? No handler, no URL to fetch or run (but `#fragment`, inline raster images), no CSS that loads."
+    if not _ATTR.fullmatch(k) or k.startswith(('on', 'xmlns')) or k in ('is', 'formaction', 'srcdoc', 'attributename'):
+        return False
+    if v is None: return True
+    low = re.sub(r'[\x00-\x20]', '', v).lower()
+    if k in _URLS: return low.startswith('#') or bool(_DATA_IMG.fullmatch(re.sub(r'[\x00-\x20]', '', v)))
+    if 'javascript:' in low or 'vbscript:' in low or 'url(' in low: return False
+    return k != 'style' or not any(x in low for x in ('expression', 'import', '\\', 'behavior', 'binding', '<'))
+
+def _inert(text:str) -> str:
+    "HTML with nothing live: no scripts, styles, frames, forms, `on*` handlers, URLs (but `#`, inline images)."
+    from html.parser import HTMLParser
+    out, skip = [], []
+    class P(HTMLParser):
+        def handle_starttag(self, tag, attrs, end=False):
+            if skip or tag in _GONE:
+                if not end: skip.append(tag)
+                return
+            attrs = [(k, v) for k, v in attrs if _safe_attr(k, v)]
+            if tag not in _KEEP or tag == 'img' and not any(k == 'src' for k, _ in attrs): return # no image: no <img>
+            a = ''.join(f' {k}' if v is None else f' {k}="{html.escape(v)}"' for k, v in attrs)
+            out.append(f"<{tag}{a}{' /' if end else ''}>")
+        def handle_startendtag(self, tag, attrs): self.handle_starttag(tag, attrs, end=True)
+        def handle_endtag(self, tag):
+            if skip:
+                if tag in skip: del skip[len(skip) - skip[::-1].index(tag) - 1:]
+                return
+            if tag in _KEEP: out.append(f"</{tag}>")
+        def handle_data(self, data):
+            if not skip: out.append(html.escape(data, quote=False))
+    p = P(convert_charrefs=True)
+    p.feed(str(text)); p.close()
+    return ''.join(out)
+
+def _text(v) -> str: return ''.join(map(str, v)) if isinstance(v, list) else str(v) # text, or a list of its lines
+
 def report_html(nb, title:str='', show_code:bool=False) -> str:
     "A notebook as one static HTML page: markdown and the HTML, PNG and text outputs (and code if `show_code`) — no scripts, no external URLs."
     import html as _h
     from nbconvert.filters import markdown2html
     parts = []
     for c in nb.cells:
-        if c.cell_type == 'markdown': parts.append(f"<div class='md'>{markdown2html(c.source)}</div>"); continue
+        if c.cell_type == 'markdown': parts.append(f"<div class='md'>{_inert(markdown2html(c.source))}</div>"); continue
         if c.cell_type != 'code': continue
         if show_code and 'remove-input' not in c.metadata.get('tags', []) and c.source.strip():
             parts.append(f"<pre class='in'>{_h.escape(c.source)}</pre>")
         for o in c.get('outputs', []):
             d = o.get('data', {})
             if MIME in d or INPUT_MIME in d: continue # recorded values and inputs: in values.json and record.json
-            if o.get('output_type') == 'stream': parts.append(f"<pre class='out'>{_h.escape(o.get('text', ''))}</pre>")
-            elif o.get('output_type') == 'error': parts.append(f"<pre class='err'>{_h.escape(o.get('ename', ''))}: {_h.escape(o.get('evalue', ''))}</pre>")
-            elif 'text/html' in d: parts.append(f"<div class='html'>{d['text/html']}</div>")
-            elif 'image/png' in d: parts.append(f"<img src='data:image/png;base64,{d['image/png'].strip()}'>")
-            elif 'text/plain' in d: parts.append(f"<pre class='out'>{_h.escape(d['text/plain'])}</pre>")
+            esc = lambda k: _h.escape(_text(o.get(k, '')))
+            if o.get('output_type') == 'stream': parts.append(f"<pre class='out'>{esc('text')}</pre>")
+            elif o.get('output_type') == 'error':
+                parts.append(f"<pre class='err'>{esc('ename')}: {esc('evalue')}</pre>")
+            elif 'text/html' in d: parts.append(f"<div class='html'>{_inert(_text(d['text/html']))}</div>")
+            elif 'image/png' in d and re.fullmatch(r'[A-Za-z0-9+/=]*', png := ''.join(_text(d['image/png']).split())):
+                parts.append(f"<img src='data:image/png;base64,{png}'>")
+            elif 'text/plain' in d: parts.append(f"<pre class='out'>{_h.escape(_text(d['text/plain']))}</pre>")
     style = ("body{font-family:sans-serif;max-width:1100px;margin:auto} pre.in{background:#f5f5f5;padding:6px} "
              "pre.err{color:#b00020} table{border-collapse:collapse} td,th{padding:2px 8px;border-bottom:1px solid #ddd}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{_h.escape(title)}</title><style>{style}</style></head>"
@@ -258,15 +344,23 @@ class ReportRun:
 
     @classmethod
     def load(cls, folder) -> ReportRun:
-        "A past run from its folder; a run whose process is gone while it says `running` reads as `killed`."
-        from fmops_nb.core import pid_alive
-        folder = Path(folder)
-        rd = lambda n, d: json.loads((folder / n).read_text()) if (folder / n).is_file() else d
-        st = rd('status.json', {'status': 'unknown'})
-        status = st.get('status', 'unknown')
-        if status in ('running', 'retrying') and not pid_alive(st.get('pid')): status = 'killed'
-        return cls(folder, status, rd('values.json', {}), rd('params.json', {}), st.get('error', '') or ('its process ended before it finished' if status == 'killed' else ''),
-                   st.get('template', ''), rd('record.json', None))
+        "A past run from its folder; one `running` while its process is gone (or is another now) reads `killed`."
+        folder, bad = Path(folder), []
+        def rd(name, default):
+            p = folder / name
+            if not p.is_file(): return default
+            try: v = json.loads(p.read_text())
+            except (OSError, ValueError): v = None
+            if isinstance(v, dict): return v
+            bad.append(name); return default
+        st, values, params = rd('status.json', {'status': 'unknown'}), rd('values.json', {}), rd('params.json', {})
+        record = rd('record.json', None)
+        status = str(st.get('status', 'unknown'))
+        if status in ('running', 'retrying') and not _same_process(st.get('pid'), st.get('pid_start')):
+            status = 'killed'
+        error = str(st.get('error') or '') or ('its process ended before it finished' if status == 'killed' else '')
+        if bad: error += ('; ' if error else '') + f"{', '.join(bad)} cannot be read (damaged, or not written by fmops)"
+        return cls(folder, status, values, params, error, str(st.get('template', '')), record)
 
     def to_dict(self) -> dict:
         return {'id': self.id, 'dir': str(self.dir), 'status': self.status, 'error': self.error, 'template': self.template,
@@ -279,9 +373,20 @@ class ReportRun:
         colour = {'finished': '#2e7d32', 'failed': '#b00020', 'killed': '#b00020'}.get(self.status, '#555')
         scal = ''.join(f"<tr><td style='text-align:left'>{_h.escape(k)}</td><td style='text-align:left'>{_h.escape(json.dumps(v)[:80])}</td></tr>"
                        for k, v in self.values.items() if not isinstance(v, (list, dict)))
-        return (f"<div class='fmops-report'><b>{_h.escape(self.id)}</b> <span style='color:{colour}'>{self.status}</span>"
+        return (f"<div class='fmops-report'><b>{_h.escape(self.id)}</b> "
+                f"<span style='color:{colour}'>{_h.escape(self.status)}</span>"
                 + (f" — {_h.escape(self.error)}" if self.error else '') + f"<br><small>{_h.escape(str(self.html))}</small>"
                 + (f"<table>{scal}</table>" if scal else '') + "</div>")
+
+def _proc_start(pid) -> str|None:
+    "When process `pid` started (clock ticks since boot), to tell it from a later process that got the same id."
+    try: return Path(f"/proc/{int(pid)}/stat").read_text().rsplit(')', 1)[1].split()[19]
+    except (OSError, ValueError, IndexError, TypeError): return None
+
+def _same_process(pid, start) -> bool:
+    "Is `pid` alive and (when its start time was recorded) still the same process?"
+    from fmops_nb.core import pid_alive
+    return pid_alive(pid) and (not start or _proc_start(pid) == start)
 
 def _versions() -> dict:
     from importlib.metadata import version, PackageNotFoundError
@@ -339,23 +444,71 @@ class _Tracker:
         self.cm.__exit__(None, None, None)
         return str(tr.path)
 
-def _start_kernel(cwd) -> object:
-    "Start a local python3 kernel (over Unix sockets: no plain-TCP warning) in `cwd`; it boots while the caller goes on."
+def _private_dir() -> str:
+    "A new folder only this user can enter (0700), on a path short enough for Unix socket names (~107 bytes)."
+    import os, tempfile
+    d = tempfile.mkdtemp(prefix='fmops-k')
+    if len(d) > 90: # a long TMPDIR: socket paths would not fit
+        os.rmdir(d); d = tempfile.mkdtemp(prefix='fmops-k', dir='/tmp')
+    Path(d, 'owner').write_text(f"{os.getpid()} {_proc_start(os.getpid())}")
+    _sweep(Path(d).parent)
+    return d
+
+def _sweep(parent:Path):
+    "Remove the kernel folders of runs whose process is gone (killed with SIGKILL, it could not remove its own)."
+    import shutil
+    for d in parent.glob('fmops-k*'):
+        try: pid, start = (d / 'owner').read_text().split()
+        except (OSError, ValueError): continue # not ours, or not written yet
+        if not _same_process(pid, start if start != 'None' else None): shutil.rmtree(d, ignore_errors=True)
+
+def _start_kernel(cwd, env:dict|None=None) -> object:
+    "Start a python3 kernel in `cwd`; its connection file and sockets live in a private folder, gone when it stops."
+    import os, shutil
     from jupyter_client.manager import AsyncKernelManager
     from jupyter_core.utils import run_sync
     from traitlets import CaselessStrEnum
     class LocalKernelManager(AsyncKernelManager):
         transport = CaselessStrEnum(['tcp', 'ipc'], default_value='ipc', config=True)
-    km = LocalKernelManager(kernel_name='python3')
-    run_sync(km.start_kernel)(cwd=str(cwd))
+    d, km = _private_dir(), None
+    try:
+        km = LocalKernelManager(kernel_name='python3', ip=os.path.join(d, 'k'),
+                                connection_file=os.path.join(d, 'kernel.json'))
+        km.fmops_dir = d
+        run_sync(km.start_kernel)(cwd=str(cwd), env=env, extra_arguments=['--HistoryManager.hist_file=:memory:'])
+    except BaseException:
+        if km is not None: _stop_kernel(km)
+        shutil.rmtree(d, ignore_errors=True)
+        raise
     return km
 
 def _stop_kernel(km):
-    "Stop a kernel now (all its outputs are in, or it hung or died)."
+    "Stop a kernel now (all its outputs are in, or it hung or died) and remove its private folder."
+    import shutil
     from jupyter_core.utils import run_sync
     if km is None: return
     try: run_sync(km.shutdown_kernel)(now=True)
     except Exception: pass
+    finally:
+        if getattr(km, 'fmops_dir', None): shutil.rmtree(km.fmops_dir, ignore_errors=True)
+
+def _stamp() -> str:
+    import secrets
+    return _dt.datetime.now().strftime('%Y%m%dT%H%M%S%f')[:-3] + '-' + secrets.token_hex(2)
+
+def _new_run_dir(parent:Path) -> Path:
+    "A new, empty folder for one run; a stamp another run holds already is drawn again."
+    from fmops_nb.errors import WorkspaceError
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(20):
+            try: (d := parent / _stamp()).mkdir(); return d
+            except FileExistsError: continue
+    except OSError as e:
+        raise WorkspaceError(f"Cannot create a report folder in {parent}: {e}. Check the workspace's permissions "
+                             "and free space.") from None
+    raise WorkspaceError(f"Could not find a free report folder name in {parent} after 20 tries: is the clock stuck? "
+                         "Try again.")
 
 def run_report(template, # a template name (`maintenance_report`) or a notebook path
                params:dict|None=None, # parameters (checked against the template's schema)
@@ -373,81 +526,99 @@ def run_report(template, # a template name (`maintenance_report`) or a notebook 
                progress=None, # called with a line of text when the validated run starts (the CLI prints it)
               ) -> ReportRun:
     "Execute a template with papermill into the workspace's reports folder; returns the run (status `finished` or `failed`)."
-    import hashlib, os, time, nbformat, secrets
+    import os, time
     from fmops_nb.core import Workspace, atomic_write, utcnow
-    from fmops_nb.errors import ExecutionError
     ws = ws or Workspace.open()
     template = find_template(template, ws)
+    check_name(template.stem, 'template name (the notebook file name without .ipynb)')
     typed_params = validate(schema(template), params)
     cfg = ws.config
     timeout = cfg['reports.timeout_s'] if timeout is None else timeout
     retries = cfg['reports.retries'] if retries is None else retries
     backoff_s = cfg['reports.backoff_s'] if backoff_s is None else backoff_s
     if timeout <= 0 or retries < 0 or backoff_s < 0: raise ValidationError("timeout must be > 0 seconds, retries and backoff ≥ 0.")
-    out = ws.reports_dir / template.stem / (_dt.datetime.now().strftime('%Y%m%dT%H%M%S%f')[:-3] + '-' + secrets.token_hex(2))
-    out.mkdir(parents=True)
-    if progress: progress(f"Running {template.stem} into {out}" + (" (dry run: policies only say what they would do)" if dry_run else '') + " ...")
-    injected = {k: (v.isoformat() if isinstance(v, (_dt.date, _dt.datetime)) else v) for k, v in typed_params.items()}
-    env = _versions()
-    atomic_write(out / 'params.json', json.dumps(injected, indent=1))
-    atomic_write(out / 'env.json', json.dumps(env, indent=1))
     cwd = Path(cwd).expanduser().resolve() if cwd else Path.cwd()
-    base = {'template': str(template), 'pid': os.getpid(), 'started_at': utcnow()}
-    tracker = _Tracker(template.stem, f"{template.stem}-{out.name}", injected, group, ws) if log else None
-    kernel_env = {'FMOPS_HOME': str(ws.root), 'FMOPS_REPORT_DIR': str(out), 'FMOPS_TEMPLATE': template.stem,
-                  'FMOPS_DRY_RUN': '1' if dry_run else '', 'FMOPS_PINS': json.dumps(pins or {})}
-    saved = {k: os.environ.get(k) for k in kernel_env}
-    status, error, attempts = 'failed', '', 0
-    t0 = time.perf_counter(); timings = {}
+    if not cwd.is_dir(): raise ValidationError(f"The working directory {cwd} does not exist: pass an existing folder.")
+    out = _new_run_dir(ws.reports_dir / template.stem)
+    base = {'template': str(template), 'pid': os.getpid(), 'pid_start': _proc_start(os.getpid()),
+            'started_at': utcnow()}
+    atomic_write(out / 'status.json', json.dumps(base | {'status': 'running', 'attempt': 1})) # a kill from here: killed
+    status, error, attempts, tracker = 'failed', '', 0, None
     try:
-        os.environ.update(kernel_env) # the kernel inherits these
-        try: km = _start_kernel(cwd) # it boots while papermill is imported
+        dry = " (dry run: policies only say what they would do)" if dry_run else ''
+        if progress: progress(f"Running {template.stem} into {out}{dry} ...")
+        injected = {k: v.isoformat() if isinstance(v, (_dt.date, _dt.datetime)) else v for k, v in typed_params.items()}
+        env = _versions()
+        atomic_write(out / 'params.json', json.dumps(injected, indent=1))
+        atomic_write(out / 'env.json', json.dumps(env, indent=1))
+        kernel_env = {k: v for k, v in os.environ.items() if k != 'WANDB_SERVICE'} | { # not our W&B service's socket
+            'FMOPS_HOME': str(ws.root), 'FMOPS_REPORT_DIR': str(out), 'FMOPS_TEMPLATE': template.stem,
+            'FMOPS_DRY_RUN': '1' if dry_run else '', 'FMOPS_PINS': json.dumps(pins or {})}
+        t0 = time.perf_counter(); timings = {}
+        tracker = _Tracker(template.stem, f"{template.stem}-{out.name}", injected, group, ws) if log else None
+        try: km = _start_kernel(cwd, kernel_env) # it boots while papermill is imported
         except Exception: km = None # tried again, and reported, in the attempt below
         import papermill as pm
         for attempt in range(retries + 1):
             attempts = attempt + 1
             atomic_write(out / 'status.json', json.dumps(base | {'status': 'running', 'attempt': attempts}))
             try:
-                km = km or _start_kernel(cwd)
-                pm.execute_notebook(str(template), str(out / 'output.ipynb'), parameters=injected, kernel_name='python3', progress_bar=False,
-                                    cwd=str(cwd), execution_timeout=timeout, log_output=False, km=km)
+                km = km or _start_kernel(cwd, kernel_env)
+                pm.execute_notebook(str(template), str(out / 'output.ipynb'), parameters=injected, km=km,
+                                    kernel_name='python3', progress_bar=False, cwd=str(cwd), execution_timeout=timeout,
+                                    log_output=False)
                 status, error = 'finished', ''
                 break
             except pm.PapermillExecutionError as e: error = f"cell {e.cell_index}: {e.ename}: {e.evalue}"
             except Exception as e: # a dead or hung kernel: papermill still wrote what ran
                 msg = str(e).strip().splitlines()
-                error = f"{type(e).__name__}: {msg[0] if msg else ''}" + (f" (a cell ran past the {timeout} s timeout)" if 'Timeout' in type(e).__name__ else '')
+                error = (f"{type(e).__name__}: {msg[0] if msg else ''}"
+                         + (f" (a cell ran past the {timeout} s timeout)" if 'Timeout' in type(e).__name__ else ''))
             finally:
                 _stop_kernel(km); km = None
             if attempt < retries:
                 atomic_write(out / 'status.json', json.dumps(base | {'status': 'retrying', 'attempt': attempts, 'error': error}))
                 time.sleep(backoff_s * 2 ** attempt)
-    finally:
-        for k, v in saved.items():
-            if v is None: os.environ.pop(k, None)
-            else: os.environ[k] = v
-    timings['execute_s'] = time.perf_counter() - t0
-    nb = nbformat.read(str(out / 'output.ipynb'), as_version=4) if (out / 'output.ipynb').exists() else None
-    values = read_values(nb) if nb is not None else {}
-    inputs = read_inputs(nb) if nb is not None else {}
-    timings['cells_s'] = sum((c.metadata.get('papermill') or {}).get('duration') or 0 for c in nb.cells) if nb is not None else 0
-    atomic_write(out / 'values.json', json.dumps(values, indent=1))
-    t1 = time.perf_counter()
-    if nb is not None: atomic_write(out / 'report.html', report_html(nb, f"{template.stem} {out.name}", show_code))
-    timings['html_s'] = time.perf_counter() - t1
-    record = {'schema': 'fmops.report/1', 'template': str(template), 'template_sha256': file_sha256(template), 'params': injected,
-              'inputs': inputs, 'seeds': {k: v for k, v in injected.items() if 'seed' in k}, 'env': env, 'cwd': str(cwd),
-              'timeout': timeout, 'attempts': attempts, 'status': status, 'state_values': state_names(nb) if nb is not None else [], **(extra or {})}
-    run = ReportRun(out, status, values, injected, error, str(template), record)
-    atomic_write(out / 'record.json', json.dumps(record, indent=1, default=str))
-    t2 = time.perf_counter()
-    if tracker is not None:
-        try: record['wandb_run'] = tracker.finish(run)
-        except FmopsError as e: record['wandb_error'] = str(e)
-    timings['wandb_s'] = time.perf_counter() - t2
-    record['timings'] = timings | {'total_s': time.perf_counter() - t0}
-    atomic_write(out / 'record.json', json.dumps(record, indent=1, default=str))
-    atomic_write(out / 'status.json', json.dumps(base | {'status': status, 'error': error, 'attempts': attempts, 'finished_at': utcnow()}))
+        timings['execute_s'] = time.perf_counter() - t0
+        nb = None
+        if (out / 'output.ipynb').exists():
+            try: nb = _read_nb(out / 'output.ipynb', 'The output notebook')
+            except ValidationError as e: status, error = 'failed', error or str(e)
+        values = read_values(nb) if nb is not None else {}
+        inputs = read_inputs(nb) if nb is not None else {}
+        cells = nb.cells if nb is not None else []
+        timings['cells_s'] = sum((c.metadata.get('papermill') or {}).get('duration') or 0 for c in cells)
+        atomic_write(out / 'values.json', json.dumps(values, indent=1))
+        t1 = time.perf_counter()
+        if nb is not None: atomic_write(out / 'report.html', report_html(nb, f"{template.stem} {out.name}", show_code))
+        timings['html_s'] = time.perf_counter() - t1
+        record = {'schema': 'fmops.report/1', 'template': str(template), 'template_sha256': file_sha256(template),
+                  'params': injected, 'inputs': inputs, 'seeds': {k: v for k, v in injected.items() if 'seed' in k},
+                  'env': env, 'cwd': str(cwd), 'timeout': timeout, 'attempts': attempts, 'status': status,
+                  'state_values': state_names(nb) if nb is not None else [], **(extra or {})}
+        run = ReportRun(out, status, values, injected, error, str(template), record)
+        atomic_write(out / 'record.json', json.dumps(record, indent=1, default=str))
+        t2 = time.perf_counter()
+        if tracker is not None:
+            try: record['wandb_run'] = tracker.finish(run)
+            except FmopsError as e: record['wandb_error'] = str(e)
+            except Exception as e: record['wandb_error'] = f"{type(e).__name__}: {e}"
+        timings['wandb_s'] = time.perf_counter() - t2
+        record['timings'] = timings | {'total_s': time.perf_counter() - t0}
+        atomic_write(out / 'record.json', json.dumps(record, indent=1, default=str))
+        atomic_write(out / 'status.json', json.dumps(base | {'status': status, 'error': error, 'attempts': attempts,
+                                                             'finished_at': utcnow()}))
+    except KeyboardInterrupt:
+        atomic_write(out / 'status.json', json.dumps(base | {'status': 'killed', 'error': 'interrupted (Ctrl-C)'}))
+        raise
+    except Exception as e: # the last word in status.json is what happened, not a `running` that later reads `killed`
+        why = f"{type(e).__name__}: {e}"
+        atomic_write(out / 'status.json', json.dumps(base | {'status': 'failed', 'error': why,
+                                                             'finished_at': utcnow()}))
+        if isinstance(e, FmopsError): raise
+        from fmops_nb.errors import ExecutionError
+        raise ExecutionError(f"The report {template.stem}/{out.name} could not run: {why}. "
+                             f"What it wrote is in {out}.") from e
     return run
 
 # %% ../nbs/40_reports.ipynb #e241f1c0
@@ -529,55 +700,83 @@ def rerun(ref, ws=None, log:bool=True) -> Rerun:
     return Rerun(orig, new, not diffs and new.status == 'finished', diffs, causes if diffs or new.status != 'finished' else [])
 
 # %% ../nbs/40_reports.ipynb #630e3164
-def show(html_text:str):
-    "Display static HTML in the report."
-    from IPython.display import display, HTML
-    display(HTML(html_text))
+class Safe(str):
+    "HTML that is already escaped (what `fmt` and `html_table` return): `fmt` puts it in as it is."
 
-def html_table(rows:list, columns:list|None=None, highlight=None, title:str='', fmt:str='.4g') -> str:
-    "A static HTML table of row dicts; `highlight(row) -> bool` marks rows in red."
-    import html as _h
+class _Escaping(string.Formatter):
+    def format_field(self, v, spec):
+        return v if isinstance(v, Safe) and not spec else html.escape(super().format_field(v, spec))
+
+def fmt(html_text:str, *args, **kwargs) -> Safe:
+    "`html_text.format(...)` with every value escaped (a `Safe` value goes in as it is): names and texts stay text."
+    return Safe(_Escaping().format(html_text, *args, **kwargs))
+
+def show(html_text:str, *args, **kwargs):
+    "Display static HTML in the report: `{}` fields filled by `fmt` (escaped); anything live (scripts, URLs) goes."
+    from IPython.display import display, HTML
+    display(HTML(_inert(fmt(html_text, *args, **kwargs) if args or kwargs else html_text)))
+
+def html_table(rows:list, columns:list|None=None, highlight=None, title:str='', fmt:str='.4g') -> Safe:
+    "A static HTML table of row dicts (every value escaped); `highlight(row) -> bool` marks rows in red."
     from fmops_nb.html import _table
-    head = f"<p><b>{_h.escape(title)}</b></p>" if title else ''
-    if not rows: return head + "<p><i>none</i></p>"
+    head = f"<p><b>{html.escape(str(title))}</b></p>" if title else ''
+    if not rows: return Safe(head + "<p><i>none</i></p>")
     columns = columns or list(dict.fromkeys(k for r in rows for k in r))
     cell = lambda v: format(v, fmt) if isinstance(v, float) else ', '.join(map(str, v)) if isinstance(v, list) else v
-    return head + _table('fmops-table', columns, [[cell(r.get(c)) for c in columns] for r in rows], [bool(highlight and highlight(r)) for r in rows])
+    return Safe(head + _table('fmops-table', columns, [[cell(r.get(c)) for c in columns] for r in rows],
+                              [bool(highlight and highlight(r)) for r in rows]))
+
+def _figure(size):
+    "A matplotlib figure outside pyplot (no global state, no backend switch)."
+    from matplotlib.figure import Figure
+    return Figure(figsize=size)
+
+def _plain_text():
+    "Draw every label as the text it is: no mathtext (a `$` in a column name is a dollar sign), no TeX."
+    import matplotlib
+    return matplotlib.rc_context({'text.parse_math': False, 'text.usetex': False})
 
 def _png(fig) -> bytes:
     import io
     buf = io.BytesIO()
     fig.savefig(buf, format='png', dpi=96, bbox_inches='tight')
-    import matplotlib.pyplot as plt
-    plt.close(fig)
     return buf.getvalue()
+
+def _label(v, n:int=60) -> str:
+    s = ' '.join(str(v).split())
+    return s if len(s) <= n else s[:n - 1] + '…'
+
+def _num(v) -> float: return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else 0.0
 
 def bar_chart(labels:list, values:list, title:str='', xlabel:str='', threshold:float|None=None, highlight:list|None=None) -> bytes:
     "A horizontal bar chart as a PNG, displayed in the report; `highlight` marks bars in red, `threshold` draws a line."
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
     from IPython.display import display, Image
-    fig, ax = plt.subplots(figsize=(6.5, 0.35 * len(labels) + 1.0))
-    colours = ['#b00020' if highlight and h else '#607d8b' for h in (highlight or [False] * len(labels))]
-    ax.barh([str(l) for l in labels][::-1], [0 if v is None else v for v in values][::-1], color=colours[::-1])
-    if threshold is not None: ax.axvline(threshold, color='#e65100', ls='--', lw=1)
-    ax.set_title(title, fontsize=10); ax.set_xlabel(xlabel, fontsize=9); ax.tick_params(labelsize=8)
-    png = _png(fig)
+    n = len(labels)
+    with _plain_text():
+        fig = _figure((6.5, 0.35 * n + 1.0))
+        ax = fig.subplots()
+        colours = ['#b00020' if highlight and h else '#607d8b' for h in (highlight or [False] * n)]
+        ax.barh(range(n), [_num(v) for v in values][::-1], color=colours[::-1])
+        ax.set_yticks(range(n), [_label(l) for l in labels][::-1]) # by position: equal labels stay two bars
+        if threshold is not None: ax.axvline(_num(threshold), color='#e65100', ls='--', lw=1)
+        ax.set_title(_label(title, 120), fontsize=10); ax.set_xlabel(_label(xlabel, 120), fontsize=9)
+        ax.tick_params(labelsize=8)
+        png = _png(fig)
     display(Image(data=png, format='png'))
     return png
 
 def line_chart(xs:list, series:dict, title:str='', xlabel:str='', ylabel:str='') -> bytes:
     "Lines (name -> values over `xs`) as a PNG, displayed in the report."
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
     from IPython.display import display, Image
-    fig, ax = plt.subplots(figsize=(6.5, 2.6))
-    for name, ys in series.items(): ax.plot(xs[:len(ys)], ys, label=name, lw=1.2)
-    ax.set_title(title, fontsize=10); ax.set_xlabel(xlabel, fontsize=9); ax.set_ylabel(ylabel, fontsize=9); ax.tick_params(labelsize=8)
-    if len(series) > 1: ax.legend(fontsize=8)
-    png = _png(fig)
+    with _plain_text():
+        fig = _figure((6.5, 2.6))
+        ax = fig.subplots()
+        for name, ys in series.items(): # a label starting with '_' would be left out of the legend
+            ax.plot(xs[:len(ys)], ys, label=(' ' if str(name).startswith('_') else '') + _label(name), lw=1.2)
+        ax.set_title(_label(title, 120), fontsize=10); ax.set_xlabel(_label(xlabel, 120), fontsize=9)
+        ax.set_ylabel(_label(ylabel, 120), fontsize=9); ax.tick_params(labelsize=8)
+        if len(series) > 1: ax.legend(fontsize=8)
+        png = _png(fig)
     display(Image(data=png, format='png'))
     return png
 

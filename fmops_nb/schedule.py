@@ -7,7 +7,7 @@ from __future__ import annotations
 import json, os, time, datetime as _dt
 from dataclasses import dataclass, asdict
 from pathlib import Path
-from .core import Workspace, check_name, utcnow, current_user, pid_alive
+from .core import Workspace, check_name, utcnow, current_user
 from .errors import ValidationError, not_found
 
 # %% auto #0
@@ -40,13 +40,16 @@ class Cron:
         def num(s):
             s = s.lower()
             if s in names: return names[s]
-            if not s.isdigit(): raise CronError(f"Cron expression {self.expr!r}: {s!r} is not a valid {name}.")
+            if not (s.isascii() and s.isdigit()):
+                raise CronError(f"Cron expression {self.expr!r}: {s!r} is not a valid {name} (use ASCII digits 0-9).")
             v = int(s)
             if not lo <= v <= hi: raise CronError(f"Cron expression {self.expr!r}: {name} {v} is outside {lo}-{hi}.")
             return v
         for item in text.split(','):
             rng, _, step = item.partition('/')
-            if step and (not step.isdigit() or int(step) == 0): raise CronError(f"Cron expression {self.expr!r}: step {step!r} in the {name} field must be a positive number.")
+            if step and (not (step.isascii() and step.isdigit()) or int(step) == 0):
+                raise CronError(f"Cron expression {self.expr!r}: step {step!r} in the {name} field must be a positive "
+                                "number (ASCII digits).")
             if rng == '*': a, b = lo, hi
             elif '-' in rng: a, b = map(num, rng.split('-', 1))
             else: a = b = num(rng)
@@ -88,6 +91,13 @@ class Cron:
                 if c > t: return c
         return None
 
+    def never(self) -> str:
+        "Why this expression can never fire ('' when it can): e.g. '0 0 31 2 *' (there is no February 31)."
+        if self.next(_dt.datetime(2000, 1, 1)) is not None: return '' # 2000-2004 hold every month length and a Feb 29
+        days, months = ','.join(map(str, sorted(self.sets[2]))), ','.join(map(str, sorted(self.sets[3])))
+        return (f"day of month {days} never falls in month {months}: no such date exists. Pick days every chosen month "
+                f"has (1-28 always exist), or restrict the day of week instead.")
+
     def __repr__(self): return f"Cron({self.expr!r})"
 
 # %% ../nbs/60_schedule.ipynb #9614bbf2
@@ -96,7 +106,9 @@ CREATE TABLE schedules (name TEXT PRIMARY KEY, cron TEXT NOT NULL, template TEXT
                         created_at TEXT NOT NULL, created_by TEXT NOT NULL, enabled INTEGER NOT NULL DEFAULT 1);
 CREATE TABLE schedule_runs (id INTEGER PRIMARY KEY AUTOINCREMENT, schedule TEXT NOT NULL, due_at TEXT NOT NULL, started_at TEXT,
                             finished_at TEXT, status TEXT NOT NULL, report TEXT, error TEXT, pid INTEGER, UNIQUE (schedule, due_at))
-"""]
+""", """
+ALTER TABLE schedule_runs ADD COLUMN pid_start TEXT
+"""] # when the run's process started: a process id reused after a restart does not keep a dead run `running`
 
 @dataclass
 class Schedule:
@@ -106,9 +118,25 @@ class Schedule:
     params: dict
     created_at: str
     created_by: str
-    def next_due(self, now:_dt.datetime|None=None): return Cron(self.cron).next(now or _dt.datetime.now())
-    def to_dict(self) -> dict: return asdict(self) | {'next_due': (n.isoformat() if (n := self.next_due()) else None)}
-    def __repr__(self): return f"{self.name:<20} {self.cron:<16} {self.template:<22} next {self.next_due():%Y-%m-%d %H:%M}  {json.dumps(self.params)}"
+    def next_due(self, now:_dt.datetime|None=None):
+        "When it is next due; None when its cron expression never fires or cannot be read (stored by an older fmops)."
+        try: return Cron(self.cron).next(now or _dt.datetime.now())
+        except CronError: return None
+    def problem(self) -> str:
+        "Why this schedule cannot run ('' when it can)."
+        try: why = Cron(self.cron).never()
+        except CronError as e: why = str(e)
+        else: why = f"never fires: {why}" if why else ''
+        return why and (f"{why} Replace it (`fmops schedule add {self.name} --replace ...`) "
+                        f"or remove it (`fmops schedule rm {self.name}`).")
+    def to_dict(self) -> dict:
+        n = self.next_due()
+        return asdict(self) | {'next_due': n.isoformat() if n else None, 'problem': self.problem()}
+    def __repr__(self):
+        n = self.next_due()
+        when = f"{n:%Y-%m-%d %H:%M}" if n else 'never'
+        return (f"{self.name:<20} {self.cron:<16} {self.template:<22} next {when:<16}  "
+                f"{json.dumps(self.params)}" + (f"\n  ! {p}" if (p := self.problem()) else ''))
 
 def _ws(ws): ws = ws or Workspace.open(); ws.ensure_schema('schedule', _SCHEMA); return ws
 
@@ -117,7 +145,7 @@ def add(name:str, cron:str, template:str, params:dict|None=None, ws:Workspace|No
     from fmops_nb.reports import find_template, schema, validate
     ws = _ws(ws)
     check_name(name, 'schedule name')
-    Cron(cron)
+    if why := Cron(cron).never(): raise CronError(f"Cron expression {cron!r} never fires: {why}")
     tpl = find_template(template, ws)
     typed = validate(schema(tpl), params)
     stored = {k: (v.isoformat() if isinstance(v, (_dt.date, _dt.datetime)) else v) for k, v in typed.items()}
@@ -151,13 +179,14 @@ def remove(name:str, ws:Workspace|None=None) -> Schedule:
     return s
 
 def history(ws:Workspace|None=None, name:str|None=None, limit:int=50) -> list[dict]:
-    "Runs of schedules, newest first; a `running` row whose process is gone reads `killed`."
+    "Runs of schedules, newest first; a `running` row whose process is gone (or is another process now) reads `killed`."
+    from fmops_nb.reports import _same_process
     ws = _ws(ws)
     with ws.connect() as con:
         rows = [dict(r) for r in con.execute("SELECT * FROM schedule_runs" + (" WHERE schedule=?" if name else '') + " ORDER BY id DESC LIMIT ?",
                                              ((name,) if name else ()) + (limit,))]
     for r in rows:
-        if r['status'] == 'running' and not pid_alive(r['pid']): r['status'] = 'killed'
+        if r['status'] == 'running' and not _same_process(r['pid'], r['pid_start']): r['status'] = 'killed'
     return rows
 
 # %% ../nbs/60_schedule.ipynb #91ea31dc
@@ -175,7 +204,7 @@ class _Lock:
 
 def run_due(ws:Workspace|None=None, now:_dt.datetime|None=None, only:str|None=None, log:bool=True) -> list[dict]:
     "Run every schedule that is due and not yet run for its latest slot; returns what was run or skipped."
-    from fmops_nb.reports import run_report
+    from fmops_nb.reports import run_report, _proc_start
     from fmops_nb.errors import FmopsError
     import sqlite3
     ws = _ws(ws)
@@ -183,8 +212,11 @@ def run_due(ws:Workspace|None=None, now:_dt.datetime|None=None, only:str|None=No
     out = []
     for s in schedules(ws):
         if only and s.name != only: continue
-        due = Cron(s.cron).prev(now)
-        created = _dt.datetime.fromisoformat(s.created_at).replace(second=0)
+        try:
+            due = Cron(s.cron).prev(now)
+            created = _dt.datetime.fromisoformat(s.created_at).replace(second=0)
+        except (CronError, ValueError) as e: # stored by an older fmops, or edited by hand: the others still run
+            out.append({'schedule': s.name, 'due_at': '', 'status': 'skipped', 'why': s.problem() or str(e)}); continue
         if due is None or due < created: continue
         lock = _Lock(ws.root / 'locks' / f"schedule-{s.name}.lock")
         if not lock.acquire():
@@ -192,8 +224,9 @@ def run_due(ws:Workspace|None=None, now:_dt.datetime|None=None, only:str|None=No
         try:
             try:
                 with ws.transaction() as con:
-                    rid = con.execute("INSERT INTO schedule_runs (schedule, due_at, started_at, status, pid) VALUES (?,?,?,?,?)",
-                                      (s.name, due.isoformat(), utcnow(), 'running', os.getpid())).lastrowid
+                    row = (s.name, due.isoformat(), utcnow(), 'running', os.getpid(), _proc_start(os.getpid()))
+                    rid = con.execute("INSERT INTO schedule_runs (schedule, due_at, started_at, status, pid, "
+                                      "pid_start) VALUES (?,?,?,?,?,?)", row).lastrowid
             except sqlite3.IntegrityError: continue # this slot ran already (or is running)
             try:
                 r = run_report(s.template, s.params, ws=ws, group=f"schedule-{s.name}", log=log)
@@ -232,9 +265,13 @@ def crontab(ws:Workspace|None=None, python:str|None=None) -> str:
     ws = _ws(ws)
     py = python or sys.executable
     logf = ws.root / 'logs' / 'schedule.log'
+    logf.parent.mkdir(parents=True, exist_ok=True) # the shell opens the log before fmops runs: its folder must exist
     lines = [f"# fmops_nb schedules of {ws.root} (generated {utcnow()[:19]}); each line runs only when its schedule is due",
              f"# a systemd timer can run the same command: ExecStart={py} -m fmops_nb.cli -w {ws.root} schedule run-due"]
     for s in schedules(ws):
-        lines.append(f"{Cron(s.cron).expr if not s.cron.startswith('@') else s.cron} cd {shlex.quote(str(Path.cwd()))} && {shlex.quote(py)} -m fmops_nb.cli "
+        if p := s.problem(): lines.append(f"# {s.name}: {' '.join(p.split())}")
+        try: when = Cron(s.cron).expr if not s.cron.startswith('@') else s.cron
+        except CronError: continue
+        lines.append(f"{when} cd {shlex.quote(str(Path.cwd()))} && {shlex.quote(py)} -m fmops_nb.cli "
                      f"-w {shlex.quote(str(ws.root))} schedule run-due --only {s.name} >> {shlex.quote(str(logf))} 2>&1")
     return '\n'.join(lines) + '\n'

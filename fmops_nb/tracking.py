@@ -136,15 +136,16 @@ def run(job_type:str, # what kind of work this run records: "report", "finetune"
         ws:Workspace|None=None, # workspace the run is stored in (default: the current one)
         announce:bool=True, # print the `wandb sync` command after an offline run
        ):
-    "A W&B run that is always finished, with exit code 1 if the block raised."
+    "A W&B run that is always finished, with exit code 1 if the block raised; its config records the audit log's head."
     ws = ws or Workspace.open()
     mode = wandb_mode(ws)
+    config = {**(config or {}), 'fmops_audit_head': _audit_head(ws)}
     _prepare_env(ws, mode)
     wandb = _wandb()
     settings = wandb.Settings(console='off', silent=True, x_disable_stats=True, disable_git=True, save_code=False)
     try:
         r = wandb.init(dir=str(ws.root), project=ws.config['wandb.project'], entity=ws.config['wandb.entity'] or None,
-                       job_type=job_type, name=name, config=config or {}, tags=tags, group=group, notes=notes,
+                       job_type=job_type, name=name, config=config, tags=tags, group=group, notes=notes,
                        mode=mode, settings=settings, reinit='create_new')
     except Exception as e:
         raise TrackingError(f"Could not start a W&B run in {mode} mode: {e}. Check WANDB_MODE and your W&B login, "
@@ -158,6 +159,11 @@ def run(job_type:str, # what kind of work this run records: "report", "finetune"
         if mode == 'offline':
             _await_exit(tr.path)
             if announce: print(f"W&B run saved offline; upload it with: {tr.sync_command()}")
+
+def _audit_head(ws:Workspace) -> dict:
+    "The audit log's head (rows, last seq and hash), so that each run anchors the log outside the database."
+    try: return ws.audit_head()
+    except Exception as e: return {'error': str(e)} # recorded, not raised: a run is not refused over it
 
 def _await_exit(path:Path, timeout:float=15.0):
     "Wait until wandb's helper process has written the run's exit record, so the run file is complete when we return."
@@ -218,6 +224,7 @@ class RunRecord:
     artifacts: list = field(default_factory=list)
     alerts: list = field(default_factory=list)
     exit_code: int|None = None
+    audit_head: dict|None = None # the audit log's head when the run started (fmops_audit_head in the run's config)
 
     @property
     def status(self) -> str:
@@ -273,6 +280,7 @@ def read_run(path, # a run folder (`offline-run-...`), its `.wandb` file, or a `
             rec.alerts.append({'title': r.alert.title, 'text': r.alert.text, 'level': r.alert.level})
         elif kind == 'exit':
             rec.exit_code = r.exit.exit_code
+    rec.audit_head = config.pop('fmops_audit_head', None)
     rec.config = {k: v for k,v in config.items() if k != '_wandb'}
     rec.history = [{k: v for k,v in row.items() if k == '_step' or not k.startswith('_')} for row in history]
     rec.summary = {k: v for k,v in summary.items() if not k.startswith('_')}

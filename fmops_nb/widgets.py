@@ -7,7 +7,8 @@ from __future__ import annotations
 import html, math
 import ipywidgets as W
 from .drift import DriftReport
-from .html import _RED, _GREEN, _BLUE, _num, svg_timeline, column_table, column_detail, quality_html, diff_html, _table
+from .html import (_RED, _GREEN, _BLUE, _AMBER, _num, _e, svg_timeline, column_table, column_detail, quality_html,
+                   diff_html, _table)
 
 # %% auto #0
 __all__ = ['DriftPanel', 'panel_for', 'DiffPanel', 'RegistryPanel', 'svg_curve', 'FinetunePanel']
@@ -19,10 +20,10 @@ class DriftPanel(W.VBox):
         self.report = report
         cols = list(report.columns)
         first = (report.drifted or cols or [None])[0]
-        colour = _RED if report.dataset_drift else _GREEN
+        colour = _RED if report.dataset_drift else (_AMBER if report.watch else _GREEN)
         self.header = W.HTML(f"<div class='fmops-drift-head' style='border-left:6px solid {colour};padding-left:8px'>"
                              f"<b style='font-size:1.1em'>{html.escape(report.headline())}</b><br><small>Rule: {html.escape(report.rule)}. "
-                             f"Seed {report.seed}, fmops_nb {report.version}.</small></div>")
+                             f"Seed {_e(report.seed)}, fmops_nb {_e(report.version)}.</small></div>")
         self.sort_by = W.Dropdown(options=[('status', 'status'), ('statistic', 'statistic'), ('p-value', 'p_value'), ('column', 'column')],
                                   value='status', description='Sort by', layout=W.Layout(width='220px'))
         self.descending = W.ToggleButton(value=False, description='descending', icon='sort', layout=W.Layout(width='120px'))
@@ -70,7 +71,7 @@ class DiffPanel(W.VBox):
     def __repr__(self): return repr(self.diff)
 
 # %% ../nbs/80_widgets.ipynb #4935278f
-def _metrics_text(v) -> str: return ', '.join(f"{k}={m['value']:.4g}" for k, m in v.metrics.items())
+def _metrics_text(v) -> str: return ', '.join(f"{k}={_num(m.get('value'))}" for k, m in v.metrics.items())
 
 class RegistryPanel(W.VBox):
     "An interactive view of a model's versions."
@@ -79,7 +80,8 @@ class RegistryPanel(W.VBox):
         vs = reg.versions(model)
         head = f"{model}: {len(vs)} versions" if model else f"{len(reg.models())} models, {len(vs)} versions"
         rows = ''.join(f"<tr><td style='text-align:left'><b>{html.escape(v.id)}</b></td><td>{' '.join(f'<code>{html.escape(a)}</code>' for a in v.aliases)}</td>"
-                       f"<td>{v.format}</td><td>{html.escape(v.parent or v.base or '')}</td><td>{v.created_at[:16]}</td><td>{html.escape(v.created_by)}</td>"
+                       f"<td>{_e(v.format)}</td><td>{_e(v.parent or v.base or '')}</td>"
+                       f"<td>{_e(str(v.created_at)[:16])}</td><td>{_e(v.created_by)}</td>"
                        f"<td style='text-align:left'>{html.escape(_metrics_text(v))}</td></tr>" for v in vs)
         self.table = W.HTML(f"<div class='fmops-registry'><b>{html.escape(head)}</b><table class='fmops-versions'><thead><tr><th>version</th><th>aliases</th>"
                             f"<th>format</th><th>from</th><th>created</th><th>by</th><th>metrics</th></tr></thead><tbody>{rows}</tbody></table></div>")
@@ -92,7 +94,9 @@ class RegistryPanel(W.VBox):
         lin = self.reg.lineage(vid)
         chain = ' ← '.join([vid] + [a['id'] for a in lin['ancestors']])
         hist = self.reg.history(vid.split(':')[0])
-        moves = ''.join(f"<li>{h['at'][:19]} {html.escape(h['by'])}: <code>{html.escape(h['alias'])}</code> {html.escape(h['previous'] or '—')} → {html.escape(h['version'] or '—')} ({h['action']}){': ' + html.escape(h['reason']) if h['reason'] else ''}</li>" for h in hist[-10:])
+        moves = ''.join(f"<li>{_e(str(h['at'])[:19])} {_e(h['by'])}: <code>{_e(h['alias'])}</code> "
+                        f"{_e(h['previous'] or '—')} → {_e(h['version'] or '—')} ({_e(h['action'])})"
+                        f"{': ' + _e(h['reason']) if h['reason'] else ''}</li>" for h in hist[-10:])
         return (f"<div class='fmops-lineage'><b>Lineage</b>: {html.escape(chain)}" + (f"; derived: {html.escape(', '.join(lin['children']))}" if lin['children'] else '')
                 + f"</div><div class='fmops-aliases'><b>Alias history</b><ul>{moves or '<li>none</li>'}</ul></div>"
                 + f"<details><summary>Model card</summary><pre style='white-space:pre-wrap'>{html.escape(self.reg.card(vid))}</pre></details>")
@@ -100,13 +104,15 @@ class RegistryPanel(W.VBox):
 # %% ../nbs/80_widgets.ipynb #0ff93c5a
 def svg_curve(points:list, width:int=560, height:int=150, title:str='loss') -> str:
     "A polyline of (step, value) points, as inline SVG."
+    points = [(x, y) for x, y in points if all(isinstance(a, (int, float)) and math.isfinite(a) for a in (x, y))]
     if not points: return f"<svg class='fmops-curve' width='{width}' height='{height}'><text x='10' y='20' font-size='12'>{html.escape(title)}: waiting for the first step</text></svg>"
     xs, ys = [p[0] for p in points], [p[1] for p in points]
     x0, x1, y0, y1 = min(xs), max(xs) or 1, min(ys), max(ys)
     sx = (width - 50) / max(x1 - x0, 1); sy = (height - 40) / max(y1 - y0, 1e-12)
     pts = ' '.join(f"{40 + (x - x0) * sx:.1f},{height - 20 - (y - y0) * sy:.1f}" for x, y in points)
     return (f"<svg class='fmops-curve' xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' role='img' aria-label='{html.escape(title)}'>"
-            f"<text x='40' y='14' font-size='12' font-weight='bold'>{html.escape(title)} (last {ys[-1]:.4g} at step {xs[-1]})</text>"
+            f"<text x='40' y='14' font-size='12' font-weight='bold'>{html.escape(title)} (last {ys[-1]:.4g} at step "
+            f"{_e(xs[-1])})</text>"
             f"<text x='36' y='{height - 20}' font-size='10' text-anchor='end'>{y0:.3g}</text><text x='36' y='28' font-size='10' text-anchor='end'>{y1:.3g}</text>"
             f"<polyline fill='none' stroke='{_BLUE}' stroke-width='1.5' points='{pts}'/></svg>")
 
@@ -149,24 +155,29 @@ class FinetunePanel(W.VBox):
         self.bar.max = max(1, total); self.bar.value = min(r.step, total)
         colour = {'finished': _GREEN, 'failed': _RED, 'killed': _RED, 'stopped': '#ef6c00'}.get(status, _BLUE)
         self.head.value = (f"<div class='fmops-finetune-head' style='border-left:6px solid {colour};padding-left:8px'><b>{html.escape(r.id)}</b>: "
-                           f"<span class='fmops-status'>{status}</span> — {html.escape(r.spec['recipe'])} on {html.escape(str(r.meta.get('base_version') or r.spec['base']))}"
+                           f"<span class='fmops-status'>{_e(status)}</span> — {_e(r.spec['recipe'])} on "
+                           f"{_e(r.meta.get('base_version') or r.spec['base'])}"
                            + (f"<br><small>{html.escape(info['reason'])}</small>" if info.get('reason') else '') + "</div>")
         if len(steps) >= 2 and status not in _FINAL:
             rate = (steps[-1]['step'] - steps[0]['step']) / max(steps[-1]['time'] - steps[0]['time'], 1e-9)
             left = (total - steps[-1]['step']) / rate if rate > 0 else float('nan')
-            self.eta.value = f"&nbsp;{steps[-1]['step']}/{total}, {rate:.2f} steps/s, ETA {left:.0f}s&nbsp;"
-        else: self.eta.value = f"&nbsp;{r.step}/{total}&nbsp;"
+            self.eta.value = f"&nbsp;{_e(steps[-1]['step'])}/{_e(total)}, {rate:.2f} steps/s, ETA {left:.0f}s&nbsp;"
+        else: self.eta.value = f"&nbsp;{_e(r.step)}/{_e(total)}&nbsp;"
         self.stop_button.disabled = status in _FINAL
         if status in _FINAL: self.stop_button.description = 'Stopped' if status == 'stopped' else 'Stop'
         self.curve.value = svg_curve([(e['step'], e['loss']) for e in steps]) + ''.join(
-            f"<div class='fmops-eval'>eval at step {e['step']}: {', '.join(f'{k} {v:.4g}' for k, v in e.items() if k in ('accuracy', 'eval_loss'))}"
+            f"<div class='fmops-eval'>eval at step {_e(e.get('step'))}: "
+            f"{_e(', '.join(f'{k} {_num(v)}' for k, v in e.items() if k in ('accuracy', 'eval_loss')))}"
             f"{' (' + html.escape(e['version']) + ')' if e.get('version') else ''}</div>" for e in r.events('eval'))
         tail = r.tail(8)
         self.log_view.value = f"<details class='fmops-log'{' open' if status in ('failed', 'killed') else ''}><summary>log</summary><pre style='white-space:pre-wrap;font-size:11px'>{html.escape(tail)}</pre></details>"
         cmp = info.get('comparison')
         if status == 'finished' and cmp:
             c, ref = cmp['candidate'], cmp['reference']
-            rows = ''.join(f"<tr><td>{k}</td><td>{ref[k]:.4g}</td><td>{c[k]:.4g}</td><td>{c[k] - ref[k]:+.4g}</td></tr>" for k in c)
+            real = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool)
+            delta = lambda k: _num(c[k] - ref[k], '+.4g') if real(c[k]) and real(ref.get(k)) else ''
+            rows = ''.join(f"<tr><td>{_e(k)}</td><td>{_e(_num(ref.get(k)))}</td><td>{_e(_num(c[k]))}</td>"
+                           f"<td>{_e(delta(k))}</td></tr>" for k in c)
             v = info.get('version')
             self.result.value = (f"<div class='fmops-finetune-result'><b>Candidate {html.escape(v or '(not registered)')}</b> against {html.escape(cmp['against'])}"
                                  f"{' — promoted to production' if info.get('promoted') else ''}<table><tr><th>metric</th><th>{html.escape(cmp['against'])}</th>"

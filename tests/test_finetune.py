@@ -233,3 +233,47 @@ def test_a_run_outlives_the_process_that_launched_it(minilm, tmp_path):
     run = get_run(out.stdout.strip().splitlines()[-1])
     assert run.wait(300) == "finished", run.tail(30)
     assert run.version == "modclf:v1"
+
+
+@pytest.mark.slow
+def test_a_kernel_restart_after_a_logged_drift_leaves_the_run_going(minilm, tmp_path):
+    """A notebook kernel that has used W&B (a `--log` drift) launches a fine-tune, then restarts mid-run: the run goes on,
+    logs to W&B through its own service, and finishes; the new kernel sees it."""
+    from jupyter_client.manager import KernelManager
+    from fmops_nb.tracking import find_runs, read_run
+    DATA.to_parquet(tmp_path / "docs.parquet")
+    km = KernelManager(kernel_name="python3")
+    km.start_kernel(cwd=str(tmp_path))
+    kc = km.client(); kc.start_channels(); kc.wait_for_ready(timeout=180)
+
+    def cell(code):
+        out = []
+        reply = kc.execute_interactive(code, timeout=300, output_hook=out.append)
+        assert reply["content"]["status"] == "ok", (code, reply["content"], out)
+        return "".join(m["content"].get("text", "") for m in out if m["msg_type"] == "stream")
+
+    try:
+        cell("import numpy as np, pandas as pd\n%load_ext fmops_nb\ng = np.random.default_rng(0)\n"
+             "ref = pd.DataFrame({'score': g.normal(size=500)}); cur = pd.DataFrame({'score': g.normal(0.5, 1, 500)})\n"
+             "rep = %fmops drift ref cur --log\ndocs = pd.read_parquet('docs.parquet')")
+        assert cell("import os; print(os.environ.get('WANDB_SERVICE', ''))").strip(), "the kernel should hold a W&B service"
+        cell(f"%%fmops finetune\nbase: {minilm}\ntrain: docs\nmodel: modclf\nrecipe: head\nmax_steps: 60\n"
+             f"batch_size: 8\nmax_length: 32\ncheckpoint_every: 20\n")
+        (run,) = runs()
+        deadline = time.time() + 300
+        while len(steps(run)) < 3 and run.status not in ("finished", "failed") and time.time() < deadline:
+            time.sleep(0.2)
+        assert run.status == "running", (run.status, run.tail(30))
+        worker_env = (__import__("pathlib").Path(f"/proc/{run.info['launcher_pid']}/environ").read_bytes().split(b"\0"))
+        assert not [e for e in worker_env if e.startswith(b"WANDB_SERVICE=")]  # not tied to the kernel's W&B service
+        at_restart = len(steps(run))
+        km.restart_kernel(now=True)  # kills the kernel (and its W&B service), starts a fresh one
+        kc.wait_for_ready(timeout=180)
+        assert run.wait(400) == "finished", run.tail(40)
+        assert steps(run) == list(range(1, 61)) and at_restart < 60  # it went on after the restart, losing no step
+        assert cell(f"from fmops_nb.finetune import get_run\nprint(get_run({run.id!r}).status)").strip() == "finished"
+        rec = next(r for r in map(read_run, find_runs()) if r.job_type == "finetune")
+        assert rec.exit_code == 0 and [h["_step"] for h in rec.history if "loss" in h] == list(range(1, 61))
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)

