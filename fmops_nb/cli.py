@@ -4,7 +4,7 @@
 
 # %% ../nbs/95_cli.ipynb #313c9498
 from __future__ import annotations
-import argparse, json, os, sys, warnings
+import argparse, json, math, os, sys, warnings
 import fmops_nb
 from .core import Workspace, resolve_home
 from .errors import FmopsError, FmopsWarning, NotFoundError, ValidationError, WorkspaceError
@@ -17,7 +17,17 @@ __all__ = ['cmd_workspace', 'cmd_config', 'cmd_demo', 'drift_arguments', 'run_dr
 # %% ../nbs/95_cli.ipynb #e75f8a76
 def _ws(args, create=True) -> Workspace: return Workspace.open(args.workspace, create=create)
 
-def _print_json(obj): print(json.dumps(obj, indent=2, default=str))
+def _jsonable(x):
+    "`x` as plain JSON values: NaN and ±inf (JSON has neither) as None, numpy values as Python ones, tuples as lists."
+    if isinstance(x, float): return x if math.isfinite(x) else None
+    if isinstance(x, dict): return {k if isinstance(k, (str, int)) else str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple, set, frozenset)): return [_jsonable(v) for v in x]
+    if type(x).__module__ == 'numpy' and hasattr(x, 'tolist'): return _jsonable(x.tolist())
+    return x
+
+def _print_json(obj):
+    "Print `obj` as JSON that every parser reads: a value JSON cannot hold (NaN, ±inf) is null."
+    print(json.dumps(_jsonable(obj), indent=2, default=str, allow_nan=False))
 
 def cmd_workspace(args):
     "Print where the workspace keeps everything."
@@ -34,7 +44,7 @@ def cmd_config(args):
     "Print the settings in force."
     root, how = resolve_home(args.workspace)
     cfg = Workspace(root, how).config
-    if args.key is not None: return print(json.dumps(cfg[args.key]) if args.json else cfg[args.key])
+    if args.key is not None: return _print_json(cfg[args.key]) if args.json else print(cfg[args.key])
     if args.json: return _print_json({k: {'value': v, 'from': cfg.sources[k]} for k,v in cfg.values.items()})
     print(repr(cfg))
 
@@ -127,6 +137,7 @@ def cmd_registry(args):
         return
     if a == 'show':
         v = reg.get(args.ref)
+        if args.card and args.json: return _print_json({'version': v.id, 'card': reg.card(v)})
         if args.card: return print('\n'.join(_printable(line) for line in reg.card(v).splitlines()))
         return _print_json(v.to_dict()) if args.json else print(_printable(repr(v)))
     if a == 'lineage':
@@ -137,13 +148,16 @@ def cmd_registry(args):
         return
     if a == 'promote':
         v = reg.promote(args.ref, to=args.to, reason=args.reason or '', force=args.force)
-        return print(f"{args.to} -> {v.id}")
+        to = args.to if ':' in args.to else f"{v.model}:{args.to}"
+        return _print_json({'alias': to, 'version': v.to_dict()}) if args.json else print(f"{args.to} -> {v.id}")
     if a == 'rollback':
         ref = resolve_alias(reg, args.alias)
         v = reg.rollback(ref, to=args.to, reason=args.reason or '')
-        return print(f"{ref} -> {v.id}")
+        return _print_json({'alias': ref, 'version': v.to_dict()}) if args.json else print(f"{ref} -> {v.id}")
     if a == 'log':
-        return print(f"Logged {reg.get(args.ref).id} to W&B: {reg.log_to_wandb(args.ref)}")
+        vid = reg.get(args.ref).id
+        path = reg.log_to_wandb(args.ref)
+        return _print_json({'version': vid, 'wandb_run': path}) if args.json else print(f"Logged {vid} to W&B: {path}")
     if a == 'gc':
         wait = lambda: print("Waiting for the registrations in progress to finish ...", file=sys.stderr, flush=True)
         r = reg.gc(grace_s=args.grace, dry_run=args.dry_run, on_wait=wait)
@@ -169,6 +183,7 @@ def cmd_audit(args):
         return
     if args.action == 'reanchor':
         head = reanchor_audit(ws, args.reason or '')
+        if args.json: return _print_json(head | {'anchor_file': str(ws.anchor_path)})
         return print(f"Anchored the audit log at row {head['seq']} ({head['rows']} rows) in {ws.anchor_path}.")
     rows = audit_log(ws, args.subject, args.limit)[::-1]
     if args.json: return _print_json(rows)
@@ -180,27 +195,35 @@ def cmd_finetune(args):
     "The `fmops finetune ...` commands."
     from fmops_nb.finetune import FinetuneSpec, launch, runs, get_run
     ws = _ws(args)
+    about = lambda r: {**r.info, 'id': r.id, 'status': r.status, 'dir': str(r.dir)} # the status as it is now
     if args.action == 'run':
         run = launch(FinetuneSpec.from_file(args.spec), ws=ws)
-        print(f"Started {run.id} ({run.dir}); follow it with: fmops finetune show {run.id}", flush=True)
+        if not args.json:
+            print(f"Started {run.id} ({run.dir}); follow it with: fmops finetune show {run.id}", flush=True)
         if args.wait:
             status = run.wait()
-            print(repr(run))
+            _print_json(about(run)) if args.json else print(repr(run))
             if status != 'finished': raise ExecutionErrorCLI(f"Run {run.id} ended {status}: {run.info.get('reason') or 'see its log'}\n{run.tail(10)}")
+        elif args.json: _print_json(about(run))
         return
     if args.action == 'ls':
         rs = runs(ws)
-        if args.json: return _print_json([{'id': r.id, 'status': r.status, **r.info} for r in rs])
+        if args.json: return _print_json([about(r) for r in rs])
         for r in rs: print(repr(r))
         if not rs: print("No fine-tune runs yet: fmops finetune run SPEC.yaml")
         return
     r = get_run(args.run, ws)
-    if args.action == 'stop': print(f"{r.id}: {r.stop()}"); return
+    if args.action == 'stop':
+        status = r.stop()
+        return _print_json(about(r)) if args.json else print(f"{r.id}: {status}")
     if args.action == 'resume':
-        r.resume(); print(f"Resumed {r.id} from step {r.info.get('step', 0)}", flush=True)
-        if args.wait: print(f"{r.id}: {r.wait()}")
+        r.resume()
+        if not args.json: print(f"Resumed {r.id} from step {r.info.get('step', 0)}", flush=True)
+        if args.wait: status = r.wait()
+        if args.json: return _print_json(about(r))
+        if args.wait: print(f"{r.id}: {status}")
         return
-    if args.json: return _print_json({'id': r.id, 'status': r.status, **r.info, 'events': r.events()})
+    if args.json: return _print_json(about(r) | {'events': r.events()})
     print(repr(r)); print(r.tail(args.lines))
 
 class ExecutionErrorCLI(FmopsError):
@@ -250,31 +273,23 @@ def _registry_parser(sub):
     s.add_argument('action', choices=['verify', 'show', 'reanchor'])
     s.add_argument('--subject', help='show: a model or MODEL:ALIAS')
     s.add_argument('--limit', type=int, default=50, help='show: how many rows')
-    s.add_argument('--wandb', action='store_true', help="verify: also check the heads recorded in the local W&B runs")
+    s.add_argument('--wandb', action='store_true', help="verify: check the heads recorded in every local W&B run "
+                                                         "(default: the newest 5)")
     s.add_argument('--reason', help="reanchor: why the log is accepted as it is now (it goes into the log)")
     s.add_argument('--json', action='store_true', help='print JSON')
     s.set_defaults(func=cmd_audit)
 
 # %% ../nbs/95_cli.ipynb #fe3fe3a0
-def _yaml_value(text:str):
-    import yaml
-    try: return yaml.safe_load(text)
-    except yaml.YAMLError: return text
-
 def collect_params(pairs:list|None, files:list|None) -> dict:
     "Parameters from `-f FILE` (YAML mappings, in order) and `-p NAME VALUE` pairs (YAML values), later ones winning."
-    import yaml
     from pathlib import Path
+    from fmops_nb.reports import read_yaml # plain YAML only: no aliases, bounded size, clear errors
     out = {}
     for f in files or []:
         p = Path(f).expanduser()
         if not p.is_file(): raise ValidationError(f"Parameter file {p} does not exist.")
-        try: doc = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as e: raise ValidationError(f"{p} is not valid YAML: {e}") from None
-        if doc is None: continue
-        if not isinstance(doc, dict): raise ValidationError(f"{p} must hold a mapping of parameters (name: value lines).")
-        out |= doc
-    for name, value in pairs or []: out[name] = _yaml_value(value)
+        out |= read_yaml(p, f"Parameter file {p}", mapping=True)
+    for name, value in pairs or []: out[name] = read_yaml(value, f"-p {name}", text_if_invalid=True)
     return out
 
 def cmd_report(args):
@@ -290,9 +305,11 @@ def cmd_report(args):
         if r.status != 'finished': raise ExecutionErrorCLI(f"The report {r.id} {r.status}: {r.error}. Partial output: {r.html}")
         return
     if args.action == 'templates':
-        for d in R.template_dirs(ws):
-            for f in sorted(d.glob('*.ipynb')) if d.is_dir() else []:
-                print(f"{f.stem:<22} {', '.join(f'{k}: {p.type}' for k, p in R.schema(f).items())}  ({f})")
+        found = [(f, R.schema(f)) for d in R.template_dirs(ws) if d.is_dir() for f in sorted(d.glob('*.ipynb'))]
+        if args.json:
+            return _print_json([{'name': f.stem, 'path': str(f), 'parameters': {k: p.type for k, p in sc.items()}}
+                                for f, sc in found])
+        for f, sc in found: print(f"{f.stem:<22} {', '.join(f'{k}: {p.type}' for k, p in sc.items())}  ({f})")
         return
     if args.action == 'ls':
         rs = R.report_runs(ws, args.template)
@@ -320,20 +337,25 @@ def cmd_schedule(args):
     ws = _ws(args)
     if args.action == 'add':
         s = S.add(args.name, args.cron, args.template, collect_params(args.param, args.params_file), ws=ws, replace=args.replace)
+        if args.json: return _print_json(s.to_dict())
         print(f"Added {s.name}: {s.template} at '{s.cron}', next {s.next_due():%Y-%m-%d %H:%M}. Have cron run it: fmops schedule crontab")
     elif args.action == 'ls':
         ss = S.schedules(ws)
         if args.json: return _print_json([s.to_dict() for s in ss])
         for s in ss: print(repr(s))
         if not ss: print('No schedules: fmops schedule add NAME --cron "0 6 * * *" --template maintenance_report')
-    elif args.action == 'rm': print(f"Removed {S.remove(args.name, ws).name}")
+    elif args.action == 'rm':
+        s = S.remove(args.name, ws)
+        _print_json(s.to_dict() | {'removed': True}) if args.json else print(f"Removed {s.name}")
     elif args.action == 'run-due':
         done = S.run_due(ws, only=args.only, log=not args.no_wandb)
         if args.json: _print_json(done)
         for r in done if not args.json else []: print(f"{r['due_at']}  {r['schedule']}: {r['status']} {r.get('report') or ''} {r.get('error') or r.get('why') or ''}".rstrip())
         if any(r['status'] == 'failed' for r in done): raise ExecutionErrorCLI("A scheduled report failed; see `fmops schedule history`.")
     elif args.action == 'serve': S.serve(ws, interval=args.interval, log=not args.no_wandb, out=lambda m: print(m, flush=True))
-    elif args.action == 'crontab': print(S.crontab(ws), end='')
+    elif args.action == 'crontab':
+        text = S.crontab(ws)
+        _print_json({'crontab': text}) if args.json else print(text, end='')
     elif args.action == 'history':
         h = S.history(ws, args.name)
         if args.json: return _print_json(h)
@@ -396,8 +418,9 @@ def _report_parsers(sub):
     r = ss.add_parser('serve', help='run due schedules in the foreground until stopped'); r.add_argument('--interval', type=float, default=60.0, help='longest sleep in seconds')
     ss.add_parser('crontab', help='print crontab lines that run the schedules')
     r = ss.add_parser('history', help='past scheduled runs'); r.add_argument('name', nargs='?')
-    for r in ss.choices.values():
-        r.add_argument('--json', action='store_true', help='print JSON'); r.add_argument('--no-wandb', action='store_true', help='do not log to W&B')
+    for name, r in ss.choices.items(): # serve runs until stopped, printing what it does: no --json
+        if name != 'serve': r.add_argument('--json', action='store_true', help='print JSON')
+        r.add_argument('--no-wandb', action='store_true', help='do not log to W&B')
     s.set_defaults(func=cmd_schedule)
     s = sub.add_parser('monitor', help='monitoring policies: ls, check a report run against them')
     ms = s.add_subparsers(dest='action', metavar='ACTION', required=True)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_core.ipynb #f459763c
 from __future__ import annotations
-import os, re, json, sqlite3, tempfile, tomllib, contextlib, getpass, html, hmac, hashlib, warnings
+import os, re, json, math, sqlite3, tempfile, tomllib, contextlib, getpass, html, hmac, hashlib, warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from importlib.metadata import entry_points
@@ -13,7 +13,7 @@ from .errors import ConfigError, WorkspaceError, ValidationError, AuditWarning, 
 # %% auto #0
 __all__ = ['SETTINGS', 'CHOICES', 'GENESIS', 'find_pyproject', 'resolve_home', 'Config', 'config_template', 'current_umask',
            'file_mode', 'fsync_dir', 'atomic_write', 'check_name', 'audit_mac', 'Workspace', 'utcnow', 'file_sha256',
-           'pid_alive', 'current_user', 'PluginRegistry']
+           'process_start', 'pid_alive', 'current_user', 'PluginRegistry']
 
 # %% ../nbs/01_core.ipynb #7140b18c
 def find_pyproject(start:Path|str|None=None) -> Path|None:
@@ -92,12 +92,19 @@ def _check_setting(key:str, value, source:str):
                           f"(like {default!r}), got {value!r}. {SETTINGS[key][1]}")
     if key in CHOICES and value not in CHOICES[key]:
         raise ConfigError(f"Setting {key!r} in {source} must be one of {', '.join(CHOICES[key])}, got {value!r}.")
+    if isinstance(value, float) and not math.isfinite(value): # TOML has nan and inf; no sleep or timeout takes them
+        raise ConfigError(f"Setting {key!r} in {source} must be a finite number, got {value}. {SETTINGS[key][1]}")
     if key == 'monitor.webhook_url' and value: # alerts are posted only to http(s): never file://, ftp://, ...
         from urllib.parse import urlsplit
-        u = urlsplit(value)
+        bad = lambda why: ConfigError(f"Setting 'monitor.webhook_url' in {source} {why}, got {value!r}. Write an "
+                                      f"http:// or https:// URL with a host, e.g. 'https://hooks.example.com/fmops'.")
+        if any(c.isspace() or not c.isprintable() for c in value): raise bad("holds spaces or control characters")
+        try: u = urlsplit(value)
+        except ValueError as e: raise bad(f"is not a valid URL ({e})") from None
+        try: u.port
+        except ValueError: raise bad("has an invalid port") from None
         if u.scheme.lower() not in ('http', 'https') or not u.hostname:
-            raise ConfigError(f"Setting 'monitor.webhook_url' in {source} must be an http:// or https:// URL with a "
-                              f"host, got {value!r}.")
+            raise bad("must be an http:// or https:// URL with a host")
 
 # %% ../nbs/01_core.ipynb #01a60c84
 class Config:
@@ -526,12 +533,23 @@ def file_sha256(path, chunk:int=1 << 22) -> str:
         while b := f.read(chunk): h.update(b)
     return h.hexdigest()
 
-def pid_alive(pid) -> bool:
-    "Is process `pid` running (and not a zombie)?"
+def _stat(pid) -> list|None:
+    try: return Path(f"/proc/{int(pid)}/stat").read_text().rsplit(')', 1)[1].split()
+    except (OSError, ValueError, IndexError, TypeError, OverflowError): return None
+
+def process_start(pid) -> str|None:
+    "When process `pid` started (clock ticks since boot): with its id, it tells a process from a later one reusing the id."
+    st = _stat(pid)
+    return st[19] if st and len(st) > 19 else None
+
+def pid_alive(pid, # a process id (None or 0: no process)
+              start:str|None=None, # its `process_start` when it was recorded: a reused id is then not alive
+             ) -> bool:
+    "Is process `pid` running (not a zombie) — and, when `start` is given, still the process that was recorded?"
     if not pid: return False
-    try: stat = Path(f"/proc/{int(pid)}/stat").read_text()
-    except (OSError, ValueError): return False
-    return stat.rsplit(')', 1)[-1].split()[0] not in ('Z', 'X')
+    st = _stat(pid)
+    if st is None or st[0] in ('Z', 'X'): return False
+    return not start or (len(st) > 19 and st[19] == str(start))
 
 def current_user() -> str:
     "Who is acting, for audit rows: FMOPS_USER, else the login name."

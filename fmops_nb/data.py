@@ -49,9 +49,12 @@ class Dataset:
     source: str = ''
     skipped: dict = field(default_factory=dict) # columns left out as they cannot be compared: name -> why, and the fix
     source_columns: tuple = () # every column the source has, read or not, in order (empty: those in `columns`)
+    rows: int|None = None # the number of rows, known even when no column could be read (None: from the columns)
 
     @property
-    def n_rows(self) -> int: return len(next(iter(self.columns.values()))) if self.columns else 0
+    def n_rows(self) -> int:
+        if self.columns: return len(next(iter(self.columns.values())))
+        return self.rows or 0
     @property
     def kinds(self) -> dict: return {k: c.kind for k,c in self.columns.items()}
     @property
@@ -65,7 +68,8 @@ class Dataset:
     def take(self, idx) -> Dataset:
         "The rows `idx` (a slice, a boolean mask or an index array) as a new dataset."
         cols = {k: Column(k, c.kind, c.values[idx], c.categories, c.source_type) for k,c in self.columns.items()}
-        return Dataset(cols, self.source, self.skipped, self.source_columns)
+        rows = None if cols else len(np.arange(self.n_rows)[idx]) # no column to count them by
+        return Dataset(cols, self.source, self.skipped, self.source_columns, rows)
 
     def fingerprint(self) -> str:
         "A content hash of names, kinds and values: equal data gives an equal fingerprint, any change a different one."
@@ -146,6 +150,7 @@ def _from_pandas(df, names:list, kinds:dict) -> dict:
     out = {}
     for name in names:
         s = df[by_name[name]]
+        if type(s.dtype).__name__ == 'SparseDtype': s = s.sparse.to_dense() # a storage format: the values are plain
         if isinstance(s.dtype, np.dtype) and s.dtype.kind in 'fiubM': out[name] = s.to_numpy(); continue
         if s.dtype == object:
             types = {type(x).__name__ for x in s.dropna().iloc[:100000]}
@@ -160,22 +165,43 @@ def _from_pandas(df, names:list, kinds:dict) -> dict:
                 continue
         try: out[name] = pa.array(s, from_pandas=True)
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as e:
-            out[name] = _Uncomparable(f"Cannot read column {name!r} of the DataFrame: {e}. Make the column a single "
-                                      f"type, or leave it out with columns=[...].")
+            what = '/'.join(sorted({type(x).__name__ for x in s.dropna().iloc[:1000]})) if s.dtype == object else ''
+            out[name] = _Uncomparable(
+                f"Column {name!r} holds {what} values, which fmops cannot compare. Convert them, e.g. "
+                f"df[{name!r}].astype(str) for a categorical column, or leave it out with columns=[...]." if what else
+                f"Cannot read column {name!r} of the DataFrame: {e}. Make the column a single type, or leave it out "
+                f"with columns=[...].")
     return out
+
+def _texts(obj) -> bool:
+    "Whether a list holds texts (str, or bytes), None or NaN for a missing one, and at least one text."
+    text = lambda x: isinstance(x, (str, bytes))
+    return any(text(x) for x in obj) and all(text(x) or _missing(x) for x in obj)
+
+def _a_column(name:str, v) -> None:
+    "Raise unless `v` is a column: a list, tuple, range, array or Series (not a single value, a string or a mapping)."
+    import pyarrow as pa
+    mod = type(v).__module__.split('.')[0]
+    ok = (isinstance(v, (list, tuple, range, pa.Array, pa.ChunkedArray)) or (isinstance(v, np.ndarray) and v.ndim >= 1)
+          or (mod in ('pandas', 'polars') and hasattr(v, '__len__') and not hasattr(v, 'columns')))
+    if not ok:
+        raise ValidationError(f"Column {name!r} is a single {type(v).__name__} ({str(v)[:40]!r}), not a column of "
+                              f"values. Pass a list or array per column, e.g. {{{name!r}: [5, 6, 7]}}.")
 
 def _to_arrow(obj, pick=lambda names: names, kinds:dict|None=None):
     """The columns `pick(names)` of `obj` as a pyarrow Table or a dict of arrays (for inputs arrow cannot hold as one
-    table), and the names of all its columns. Only the picked columns are converted."""
+    table), the names of all its columns, and its number of rows. Only the picked columns are converted."""
     import pyarrow as pa
-    if isinstance(obj, (str, Path)): return _read_path(Path(obj).expanduser(), pick)
+    if isinstance(obj, (str, Path)):
+        tbl, names = _read_path(Path(obj).expanduser(), pick)
+        return tbl, names, tbl.num_rows
     mod = type(obj).__module__.split('.')[0]
     if mod == 'polars' and hasattr(obj, 'to_arrow'): obj = obj.to_arrow()
     if isinstance(obj, pa.RecordBatch): obj = pa.Table.from_batches([obj])
-    if isinstance(obj, pa.Table): return obj.select(pick(obj.column_names)), obj.column_names
+    if isinstance(obj, pa.Table): return obj.select(pick(obj.column_names)), obj.column_names, obj.num_rows
     if mod == 'pandas' and hasattr(obj, 'columns'):
         names = [str(c) for c in obj.columns]
-        return _from_pandas(obj, pick(names), kinds or {}), names
+        return _from_pandas(obj, pick(names), kinds or {}), names, len(obj)
     if mod == 'pandas': d = {str(obj.name or 'value'): obj.to_numpy()}
     elif isinstance(obj, np.ndarray):
         if obj.ndim == 1: d = {'value': obj}
@@ -185,16 +211,18 @@ def _to_arrow(obj, pick=lambda names: names, kinds:dict|None=None):
     elif isinstance(obj, (list, tuple)):
         if not obj: d = {'text': np.array([], dtype=object)}
         elif all(isinstance(x, str) for x in obj): d = {'text': np.array(obj, dtype=object)}
-        elif all(isinstance(x, (bytes, str)) for x in obj): d = {'text': list(obj)}
+        elif _texts(obj): d = {'text': [None if _missing(x) else x for x in obj]} # None or NaN: a missing text
         else:
             try: d = {'value': np.asarray(obj)}
             except ValueError: d = {'value': np.asarray(obj, dtype=object)}
-    elif isinstance(obj, dict): d = {str(k): v for k, v in obj.items()}
+    elif isinstance(obj, dict):
+        for k, v in obj.items(): _a_column(str(k), v)
+        d = {str(k): v for k, v in obj.items()}
     else: raise ValidationError(f"Cannot use a {type(obj).__name__} as data. Pass a DataFrame (pandas or polars), a "
                                 f"pyarrow Table, a numpy array, a list of strings, a dict of columns, or a parquet/csv/"
                                 f"jsonl path.")
     names = [str(k) for k in obj] if isinstance(obj, dict) else list(d) # repeated names (1 and '1'): an error in `pick`
-    return {k: d[k] for k in pick(names)}, names
+    return {k: d[k] for k in pick(names)}, names, len(next(iter(d.values()))) if d else 0
 
 # %% ../nbs/10_data.ipynb #c747f123
 def _looks_like_text(vals) -> bool:
@@ -211,6 +239,10 @@ def _decode_texts(vals, name:str):
             except UnicodeDecodeError as e:
                 raise ValidationError(f"Column {name!r}: row {i} is not valid UTF-8 ({e.reason} at byte {e.start}). "
                                       f"Decode your texts with the right encoding (or errors='replace') before the check.") from None
+        elif isinstance(x, (list, tuple, dict, np.ndarray)):
+            raise _Uncomparable(f"Column {name!r} is text but holds {type(x).__name__} values. Convert them to "
+                                f"strings, or leave the column out with columns=[...].")
+        elif x is not None and not isinstance(x, str): x = None if _missing(x) else str(x) # numbers in a text column
         out[i] = x
     return out
 
@@ -252,10 +284,17 @@ def _arrow_kind(t, name:str) -> str|None:
         if any(f(v) for f in (pa.types.is_integer, pa.types.is_floating, pa.types.is_decimal, pa.types.is_null)):
             return 'embedding'
         raise _lists(name, f"lists of {v}")
-    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_dictionary(t): return None
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_dictionary(t) or _is_view(t): return None
     if pa.types.is_binary(t) or pa.types.is_large_binary(t): return 'text'
-    raise _Uncomparable(f"Column {name!r} has type {t}, which fmops cannot compare. Convert it, or leave it out with "
-                        f"columns=[...].")
+    hint = (' (a time of day: convert it to a number, e.g. hours since midnight)' if pa.types.is_time(t) else
+            ' (a duration: convert it to a number, e.g. seconds)' if pa.types.is_duration(t) else
+            ' (identifiers: not a feature to compare)' if 'uuid' in str(t) else '')
+    raise _Uncomparable(f"Column {name!r} has type {t}, which fmops cannot compare{hint}. Convert it, or leave it out "
+                        f"with columns=[...].")
+
+def _is_view(t) -> bool:
+    import pyarrow as pa
+    return hasattr(pa.types, 'is_string_view') and pa.types.is_string_view(t)
 
 def _source_type(t) -> str:
     "The storage type family of an arrow type or numpy dtype: 'integer', 'float', 'decimal', 'boolean' (else '')."
@@ -280,14 +319,21 @@ def _arrow_seconds(arr) -> np.ndarray:
 
 def _from_arrow(name:str, arr, kind:str|None):
     "Numpy values (or a list, for embeddings and strings) and the kind of an arrow column."
-    import pyarrow as pa
+    import pyarrow as pa, pyarrow.compute as pc
     t = arr.type
     guess = _arrow_kind(t, name)
     if pa.types.is_binary(t) or pa.types.is_large_binary(t): # bytes are decoded strictly, whatever the kind
         arr, guess, kind = _utf8(name, arr), None, kind or 'text'
+    if _is_view(t): arr = pc.cast(arr, pa.large_string())
     if guess == 'datetime' and kind in (None, 'numeric', 'datetime'): return _arrow_seconds(arr), 'datetime'
     kind = kind or guess
-    if guess == 'numeric' and kind == 'numeric': return arr.cast(pa.float64()).to_numpy(zero_copy_only=False), kind
+    if guess == 'numeric' and kind == 'numeric': # beyond 2^53 an integer keeps a float's precision (ids: see drift)
+        return pc.cast(arr, pa.float64(), safe=False).to_numpy(zero_copy_only=False), kind
+    if guess in ('numeric', 'boolean', 'datetime') and kind == 'text': # numbers, flags or times: their text
+        try: arr = pc.cast(arr, pa.large_string())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            raise _Uncomparable(f"Column {name!r} ({t}) cannot be read as text. Convert it, or leave it out with "
+                                f"columns=[...].") from None
     if guess is None and kind in (None, 'categorical'):
         sample = arr.slice(0, 2000).to_pylist()
         if kind == 'categorical' or not _looks_like_text(sample): return arr, 'categorical'
@@ -315,7 +361,12 @@ def _seconds(v:np.ndarray) -> np.ndarray:
     return out
 
 def _as_float(name:str, vals, kind:str) -> np.ndarray:
-    v = np.asarray(vals) if not isinstance(vals, list) else np.asarray(vals, dtype=object)
+    try: v = np.asarray(vals) if not isinstance(vals, list) else np.asarray(vals, dtype=object)
+    except ValueError: v = None # ragged lists
+    if v is None or v.ndim != 1 or v.dtype == object and any(isinstance(x, (list, tuple, np.ndarray)) for x in v[:999]):
+        raise _Uncomparable(f"Column {name!r} is {kind} but holds vectors or lists (an embedding?). Declare its kind "
+                            f"(kinds={{{name!r}: 'embedding'}}) if both sides hold vectors, or leave it out with "
+                            f"columns=[...].")
     if v.dtype.kind == 'M': return _seconds(v)
     if v.dtype.kind in 'fiub': return v.astype(np.float64, copy=False)
     if v.dtype != object: v = v.astype(object)
@@ -324,9 +375,13 @@ def _as_float(name:str, vals, kind:str) -> np.ndarray:
         try: return _seconds(np.array([np.datetime64('NaT') if x is None else x for x in v], dtype='datetime64[us]'))
         except (TypeError, ValueError): pass
     try: return np.array([np.nan if x is None else x for x in v], dtype=np.float64)
+    except OverflowError:
+        raise _Uncomparable(f"Column {name!r} holds a whole number too large for a float (over 1e308): an identifier? "
+                            f"Leave it out with columns=[...], or declare it categorical "
+                            f"(kinds={{{name!r}: 'categorical'}}).") from None
     except (TypeError, ValueError):
         bad = next(x for x in v if x is not None and not isinstance(x, (int, float, np.number)))
-        raise _Uncomparable(f"Column {name!r} is {kind} but holds {bad!r}. Declare it categorical "
+        raise _Uncomparable(f"Column {name!r} is {kind} but holds {str(bad)[:60]!r}. Declare it categorical "
                             f"(kinds={{{name!r}: 'categorical'}}) or clean the values.") from None
 
 def _column(name:str, vals, kind:str|None) -> Column:
@@ -356,12 +411,14 @@ def _encode(name:str, kind:str, v) -> Column:
     arr = v if isinstance(v, (pa.Array, pa.ChunkedArray)) else pa.array([None if x is None or (isinstance(x, float) and np.isnan(x)) else str(x) for x in v], type=pa.string())
     if isinstance(arr, pa.ChunkedArray):
         arr = (arr.unify_dictionaries() if pa.types.is_dictionary(arr.type) else arr).combine_chunks()
+    if pa.types.is_dictionary(arr.type) and _is_view(arr.type.value_type): arr = pc.cast(arr, pa.large_string())
     if pa.types.is_dictionary(arr.type) and (pa.types.is_string(arr.type.value_type) or pa.types.is_large_string(arr.type.value_type)):
         cats = np.array(arr.dictionary.to_pylist(), dtype=object)
         if len(set(cats)) == len(cats): # already encoded (pandas Categorical, parquet dictionary): keep the codes
-            return _sorted_codes(name, kind, arr.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int32), cats)
+            idx = pc.cast(arr.indices, pa.int64()).fill_null(-1) # unsigned (polars: uint32) cannot hold -1
+            return _sorted_codes(name, kind, idx.to_numpy(zero_copy_only=False).astype(np.int32), cats)
     if not pa.types.is_string(arr.type) and not pa.types.is_large_string(arr.type):
-        try: arr = pc.cast(arr, pa.string())
+        try: arr = pc.cast(pc.cast(arr, arr.type.value_type) if pa.types.is_dictionary(arr.type) else arr, pa.string())
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
             raise _Uncomparable(f"Column {name!r} ({arr.type}) cannot be compared as {kind} values: {e}. Convert it, "
                                 f"or leave it out with columns=[...].") from None
@@ -390,15 +447,15 @@ def load(data, # DataFrame (pandas/polars), pyarrow Table, numpy array, list of 
         ds = data
         if columns is not None:
             keep = _pick(list(data.columns), columns, strict_columns, data.source or 'the dataset')
-            ds = Dataset({c: data[c] for c in keep}, data.source, dict(data.skipped), data.available)
+            ds = Dataset({c: data[c] for c in keep}, data.source, dict(data.skipped), data.available, data.n_rows)
         if not kinds: return ds
         cols = {k: _column(k, c.labels(), kinds[k]) if k in kinds and kinds[k] != c.kind else c
                 for k,c in ds.columns.items()}
-        return Dataset(cols, ds.source, ds.skipped, ds.source_columns)
+        return Dataset(cols, ds.source, ds.skipped, ds.source_columns, ds.n_rows)
     src = source or (str(data) if isinstance(data, (str, Path)) else type(data).__name__)
-    tbl, every = _to_arrow(data, lambda names: _pick(names, columns, strict_columns, src), kinds)
+    tbl, every, n_rows = _to_arrow(data, lambda names: _pick(names, columns, strict_columns, src), kinds)
     names = list(tbl.column_names) if hasattr(tbl, 'column_names') else list(tbl)
-    if isinstance(data, (list, tuple)) and data and all(isinstance(x, (str, bytes)) for x in data): kinds.setdefault('text', 'text')
+    if isinstance(data, (list, tuple)) and _texts(data): kinds.setdefault('text', 'text')
     if not strict_kinds: kinds = {k: v for k, v in kinds.items() if k in names}
     if bad := set(kinds) - set(names): raise ValidationError(f"kinds names column(s) not in {src}: {', '.join(sorted(bad))}. Available: {', '.join(names)}.")
     explicit = set(columns or ()) | set(kinds) if explicit is None else set(explicit)
@@ -413,4 +470,4 @@ def load(data, # DataFrame (pandas/polars), pyarrow Table, numpy array, list of 
             skipped[name] = str(e); continue
         if n is not None and len(c) != n: raise ValidationError(f"Column {name!r} has {len(c)} rows, the others {n}. All columns must be the same length.")
         n, cols[name] = len(c), c
-    return Dataset(cols, src, skipped, tuple(every))
+    return Dataset(cols, src, skipped, tuple(every), n_rows)

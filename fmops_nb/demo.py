@@ -146,6 +146,10 @@ def _write_parquet(cols:dict, path:Path):
     pq.write_table(pa.table(cols), tmp)
     tmp.replace(path)
 
+def _demo_files(folder:Path) -> list[Path]:
+    "What the demo writes into its folder: it never writes over any of them."
+    return [folder / n for n in ('policies.yaml', 'data/reference.parquet', 'data/production.parquet', '.fmops', 'demo.json')]
+
 def prepare_demo(folder:str|Path='fmops-demo', # where to create the demo (its workspace is FOLDER/.fmops)
                  n:int=5000, # rows per window
                  seed:int=0,
@@ -158,6 +162,9 @@ def prepare_demo(folder:str|Path='fmops-demo', # where to create the demo (its w
     if folder.exists() and not folder.is_dir(): raise WorkspaceError(f"{folder} exists and is not a folder. Pass another --dir.")
     if (folder / 'demo.json').exists() or (folder / '.fmops' / 'fmops.db').exists():
         raise WorkspaceError(f"{folder} already holds an fmops demo. Pass another --dir, or remove {folder} to start over.")
+    if mine := [str(p.relative_to(folder)) for p in _demo_files(folder) if p.exists()]: # never write over a user's files
+        raise WorkspaceError(f"{folder} already holds {', '.join(mine)}, which the demo would overwrite. "
+                             f"Pass a new folder with --dir (it is created).")
     ws = Workspace(folder / '.fmops', 'fmops demo').init()
     atomic_write(folder / 'policies.yaml', POLICIES)
     atomic_write(ws.config_path, ws.config_path.read_text() + '\n[monitor]\npolicy_file = "../policies.yaml"\n')

@@ -126,7 +126,8 @@ class _Acc:
             if h.hexdigest() != t['sha256']: raise _corrupt(self.name, v)
         s, n = self.s, self.n
         na, nb, nd = math.sqrt(s[0]), math.sqrt(s[1]), math.sqrt(s[2])
-        cos = min(1.0, max(-1.0, (s[0] + s[1] - s[2]) / (2 * na * nb))) if na and nb else None
+        cos = (s[0] + s[1] - s[2]) / (2 * na * nb) if na and nb else None
+        if cos is not None and not math.isnan(cos): cos = min(1.0, max(-1.0, cos)) # NaN weights: NaN, never ±1
         return TensorDiff(self.name, 'changed' if s[3] else 'same', self.ta['shape'], self.tb['shape'], n, na, nd,
                           nd / na if na else (math.inf if nd else 0.0), cos, s[3] / n if n else 0.0)
 
@@ -341,7 +342,7 @@ def diff(a:str, b:str, # versions or aliases: 'model:v1', 'model:production'
     else: tensors, cost = weights_diff(reg, va, vb)
     lora = {}
     for v in (va, vb):
-        if v.format == 'peft': lora[v.id] = lora_deltas(reg, v, reg.get(v.base) if v.base else None)
+        if v.format == 'peft': lora[v.id] = lora_deltas(reg, v, reg.get(v.base, deleted=True) if v.base else None)
     lin = (f"{vb.id} descends from {va.id}" if _descends(reg, vb.id, va.id) else f"{va.id} descends from {vb.id}" if _descends(reg, va.id, vb.id)
            else "neither descends from the other")
     return VersionDiff(va.id, vb.id, cfg, metrics_diff(va.metrics, vb.metrics), data_diff(va.meta.get('data', {}), vb.meta.get('data', {})),

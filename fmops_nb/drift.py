@@ -14,10 +14,10 @@ from .data import Dataset, load, _parquet_file, _pick
 from .errors import ExecutionError, MissingDependencyError, ValidationError
 
 # %% auto #0
-__all__ = ['N_BINS', 'EXACT_VALUES', 'ID_MIN_ROWS', 'QUANTILE_SAMPLE', 'METHODS', 'SCHEMA', 'sample_rows', 'NumericSummary',
-           'CategoricalSummary', 'NumericBins', 'psi', 'js_distance', 'ks_from_counts', 'numeric_stats',
-           'categorical_stats', 'Method', 'DecisionRule', 'adjust', 'ColumnDrift', 'DriftReport', 'batches',
-           'DriftDetector', 'score_chunks', 'drift', 'Calibration', 'calibrate']
+__all__ = ['N_BINS', 'EXACT_VALUES', 'ID_MIN_ROWS', 'QUANTILE_SAMPLE', 'METHODS', 'SCHEMA', 'MAX_CHUNKS', 'sample_rows',
+           'NumericSummary', 'CategoricalSummary', 'NumericBins', 'psi', 'js_distance', 'null_mean', 'debiased',
+           'ks_from_counts', 'numeric_stats', 'categorical_stats', 'Method', 'DecisionRule', 'adjust', 'ColumnDrift',
+           'DriftReport', 'batches', 'DriftDetector', 'score_chunks', 'drift', 'Calibration', 'calibrate']
 
 # %% ../nbs/11_drift.ipynb #22277ba1
 N_BINS = 512 # quantile bins kept per numeric column
@@ -31,7 +31,15 @@ def _quantiles(srt:np.ndarray, q:np.ndarray) -> np.ndarray:
     "Quantiles `q` of the sorted array `srt` (linear interpolation, as numpy's default)."
     pos = q * (len(srt) - 1)
     i = np.floor(pos).astype(np.int64); j = np.minimum(i + 1, len(srt) - 1)
-    return srt[i] + (pos - i) * (srt[j] - srt[i])
+    f = pos - i
+    with np.errstate(over='ignore', invalid='ignore'): out = srt[i] + f * (srt[j] - srt[i])
+    bad = ~np.isfinite(out) # a gap wider than the largest float (-1e308 to 1e308): weigh the two ends instead
+    out[bad] = (srt[i] * (1 - f) + srt[j] * f)[bad]
+    return out
+
+def _fine(lo:float, width:float) -> bool:
+    "Whether cells of `width` from `lo` on are wide enough for a float to tell apart (denormal steps are not)."
+    return math.isfinite(width) and width > 0 and width > 64 * np.spacing(max(abs(lo), abs(lo + width), 1e-300))
 
 def sample_rows(n:int, seed:int, k:int=QUANTILE_SAMPLE) -> np.ndarray:
     "Sorted row indices of a seeded sample of `k` of `n` rows (all rows when n <= k): the same in one pass or in chunks."
@@ -72,20 +80,23 @@ class NumericBins:
                  lo:float, hi:float, # the reference's finite minimum and maximum
                  n_bins:int=N_BINS, exact_values:int=EXACT_VALUES):
         if len(sample) == 0: raise ValidationError("no finite reference values")
-        self.sd = float(np.std(sample)) # the reference spread that normalizes the Wasserstein distance
+        with np.errstate(over='ignore', invalid='ignore'): self.sd = float(np.std(sample)) # normalizes Wasserstein
+        if not math.isfinite(self.sd): self.sd = 0.0 # values near ±1e308: no usable spread
         srt = np.sort(sample)
         distinct = srt[np.r_[True, srt[1:] != srt[:-1]]]
-        self.n_sample, self.n_distinct = len(srt), len(distinct) # for the identifier check
+        self.n_sample, self.n_distinct = len(srt), len(distinct) # for the identifier and time checks
         self.integral = bool(np.all(np.floor(distinct) == distinct))
+        self.span = tuple(float(x) for x in _quantiles(srt, np.array([0.01, 0.99]))) # where the bulk of the values lie
         self.points, self.table, self._lookup = None, None, None
         if len(distinct) <= exact_values and len(pts := np.unique(np.r_[lo, distinct, hi])) <= exact_values:
             self.points = pts # exact: slot 2i+1 is the value pts[i], slot 2i+2 the gap after it; 0 below, 2k above
             self.edges = np.repeat(pts, 2) # zero-width point slots, so the Wasserstein sum over slots is exact
             # values on a grid (whole numbers, steps like 0.1): a table lookup of the nearest cell, checked for equality
             self.lo, self.scale = float(pts[0]), 0.0
-            step = 1.0 if np.all(np.floor(pts) == pts) else (float(np.diff(pts).min()) if len(pts) > 1 else 1.0)
-            cell = (pts - pts[0]) / step
-            if np.abs(cell - np.rint(cell)).max() < 1e-6 and cell[-1] <= _GRID:
+            with np.errstate(over='ignore', invalid='ignore'): # gaps beyond the largest float: no lookup table
+                step = 1.0 if np.all(np.floor(pts) == pts) else (float(np.diff(pts).min()) if len(pts) > 1 else 1.0)
+                cell = (pts - pts[0]) / step
+            if _fine(float(pts[0]), step) and np.abs(cell - np.rint(cell)).max() < 1e-6 and cell[-1] <= _GRID:
                 self.scale, cell = 1 / step, np.rint(cell).astype(np.intp)
                 cells = pts[0] + np.arange(cell[-1] + 1) * step; cells[cell] = pts # each cell's value; points exactly
                 self.table = self._exact(cells).astype(np.int32)
@@ -95,7 +106,8 @@ class NumericBins:
         self.edges[0], self.edges[-1] = lo, hi
         self.edges = np.unique(self.edges)
         lo, hi = _quantiles(srt, np.array([0.0005, 0.9995])) if len(self.edges) > 2 else (self.edges[0], self.edges[-1])
-        self.lo, self.scale = float(lo), (_GRID / (hi - lo) if hi > lo else 0.0)
+        with np.errstate(over='ignore'): width = (hi - lo) / _GRID
+        self.lo, self.scale = float(lo), (1 / width if _fine(float(lo), width) else 0.0)
         cells = self.lo + np.arange(_GRID + 1) / self.scale if self.scale else np.array([self.lo])
         b = self._exact(cells) if self.scale else None # the slot of every cell boundary
         self.table = np.where(b[:-1] == b[1:], b[:-1], -1).astype(np.int32) if self.scale else None
@@ -170,16 +182,58 @@ def _by_mass(p:np.ndarray, q:np.ndarray, groups:int) -> tuple:
     gid = np.minimum((mid * groups / p.sum()).astype(np.intp), groups - 1)
     return np.bincount(gid, p, groups), np.bincount(gid, q, groups)
 
+def _psi_cells(x:np.ndarray, y:np.ndarray, eps:float=1e-4) -> np.ndarray:
+    "Each cell's term of the PSI between the shares `x` and `y`."
+    x, y = np.clip(x, eps, None), np.clip(y, eps, None)
+    return (y - x) * np.log(y / x)
+
+def _js_cells(x:np.ndarray, y:np.ndarray) -> np.ndarray:
+    "Each cell's term of the Jensen–Shannon divergence (base 2) between the shares `x` and `y`."
+    m = (x + y) / 2
+    t = lambda a: np.where(a > 0, a * np.log2(np.where(a > 0, a, 1) / np.where(m > 0, m, 1)), 0.0)
+    return (t(x) + t(y)) / 2
+
 def psi(p:np.ndarray, q:np.ndarray, eps:float=1e-4) -> float:
     "Population stability index between two count vectors."
-    p = np.clip(p / p.sum(), eps, None); q = np.clip(q / q.sum(), eps, None)
-    return float(np.sum((q - p) * np.log(q / p)))
+    return float(np.sum(_psi_cells(p / p.sum(), q / q.sum(), eps)))
 
 def js_distance(p:np.ndarray, q:np.ndarray) -> float:
     "Jensen–Shannon distance (base 2, in [0, 1]) between two count vectors."
-    p = p / p.sum(); q = q / q.sum(); m = (p + q) / 2
-    kl = lambda a: float(np.sum(a[a > 0] * np.log2(a[a > 0] / m[a > 0])))
-    return math.sqrt(max(0.0, (kl(p) + kl(q)) / 2))
+    return math.sqrt(max(0.0, float(np.sum(_js_cells(p / p.sum(), q / q.sum())))))
+
+def _lchoose(a, b):
+    from scipy.special import gammaln
+    return gammaln(a + 1) - gammaln(b + 1) - gammaln(a - b + 1)
+
+def null_mean(cells, p:np.ndarray, q:np.ndarray, points:int=41) -> float:
+    """The mean of `sum(cells(a / n, b / m))` over the ways the pooled counts `p + q` split into samples of the sizes
+    of `p` and `q` at random (no drift): what a divergence shows from sampling alone. A cell's reference count `a` is
+    then hypergeometric, so the mean is a sum over its values, cell by cell: exact where a cell can take at most
+    `points` values within 12 standard deviations of its mean, else over `points` evenly spaced ones (weighted by
+    their probability; the smooth terms of a large cell need no more)."""
+    n, m = int(round(p.sum())), int(round(q.sum())); N = n + m
+    if not n or not m: return 0.0
+    c, k = np.unique(np.rint(p + q).astype(np.int64), return_counts=True)
+    mu, sd = c * n / N, np.sqrt(c * (n / N) * (m / N) * (N - c) / max(N - 1, 1))
+    lo = np.maximum(np.maximum(0, c - m), np.floor(mu - 12 * sd - 1)).astype(np.int64) # ±12 sd: all the mass
+    hi = np.minimum(np.minimum(c, n), np.ceil(mu + 12 * sd + 1)).astype(np.int64)
+    step = np.maximum(1, -(-(hi - lo + 1) // points))
+    npts = (hi - lo) // step + 1
+    grp = np.repeat(np.arange(len(c)), npts)
+    a = lo[grp] + (np.arange(npts.sum()) - np.repeat(np.cumsum(npts) - npts, npts)) * step[grp]
+    cc = c[grp]
+    pmf = np.exp(_lchoose(cc, a) + _lchoose(N - cc, n - a) - _lchoose(N, n))
+    wt = pmf / np.bincount(grp, pmf, len(c))[grp] # each cell's weights sum to 1
+    return float(np.sum(k[grp] * wt * cells(a / n, (cc - a) / m)))
+
+def debiased(p:np.ndarray, q:np.ndarray) -> dict:
+    """PSI and the Jensen–Shannon distance of two count vectors less what samples of these sizes from one
+    distribution show by chance (`null_mean`), and both as measured (`psi_raw`, `jensenshannon_raw`)."""
+    x, y = p / p.sum(), q / q.sum()
+    jsd, ps = float(np.sum(_js_cells(x, y))), float(np.sum(_psi_cells(x, y)))
+    return {'psi': max(0.0, ps - null_mean(_psi_cells, p, q)), 'psi_raw': ps,
+            'jensenshannon': math.sqrt(max(0.0, jsd - null_mean(_js_cells, p, q))),
+            'jensenshannon_raw': math.sqrt(max(0.0, jsd))}
 
 def ks_from_counts(p:np.ndarray, q:np.ndarray) -> tuple[float, float]:
     "Two-sample KS statistic from counts on shared bins, and its asymptotic p-value."
@@ -206,8 +260,10 @@ def numeric_stats(ref:NumericSummary, cur:NumericSummary, bins:NumericBins) -> d
     w = w1 / bins.sd if bins.sd > 0 else None # a constant reference: a distance in reference sds is undefined
     if bins.points is None: coarse = lambda g: (_coarse(p, g), _coarse(q, g))
     else: coarse = lambda g: (p, q) if len(bins.points) <= g else _by_mass(p, q, g) # up to g values: a bin per value
+    ten, twenty = debiased(*coarse(10)), debiased(*coarse(20))
     return {'ks': d, 'p_value': pv, 'wasserstein': w if w is None or math.isfinite(w) else None,
-            'psi': psi(*coarse(10)), 'jensenshannon': js_distance(*coarse(20))}
+            'psi': ten['psi'], 'jensenshannon': twenty['jensenshannon'], 'psi_raw': ten['psi_raw'],
+            'jensenshannon_raw': twenty['jensenshannon_raw']}
 
 def categorical_stats(ref:CategoricalSummary, cur:CategoricalSummary) -> dict:
     "All categorical statistics of `cur` against `ref`."
@@ -224,8 +280,8 @@ def categorical_stats(ref:CategoricalSummary, cur:CategoricalSummary) -> dict:
         pv = float(_chi2.sf(chi2, len(p) - 1))
     else: chi2, pv = 0.0, 1.0
     unseen = sum(v for k,v in cur.counts.items() if k not in ref.counts)
-    return {'chi2': chi2, 'p_value': pv, 'cramers_v': math.sqrt(chi2 / n) if n else 0.0, 'psi': psi(p, q),
-            'jensenshannon': js_distance(p, q), 'unseen_share': unseen / cur.n if cur.n else 0.0}
+    return {'chi2': chi2, 'p_value': pv, 'cramers_v': math.sqrt(chi2 / n) if n else 0.0, **debiased(p, q),
+            'unseen_share': unseen / cur.n if cur.n else 0.0}
 
 # %% ../nbs/11_drift.ipynb #79386f77
 @dataclass(frozen=True)
@@ -263,6 +319,7 @@ class DecisionRule:
     correction: str = 'bh' # 'bh' (Benjamini–Hochberg), 'bonferroni' or 'none', across the columns tested
     large_sample: int = 5000 # 'auto' uses effect sizes when both sides have at least this many rows
     min_samples: int = 30 # fewer rows on either side: insufficient_data
+    significant: bool = True # a categorical column drifts by an effect size only if its chi-squared test agrees
 
     def __post_init__(self):
         if self.mode not in ('auto', 'effect', 'p_value'): raise ValidationError(f"Decision mode {self.mode!r}: use auto, effect or p_value.")
@@ -283,11 +340,15 @@ class DecisionRule:
     def describe(self) -> str:
         th = f"threshold {self.threshold}" if self.threshold is not None else "each method's default threshold"
         eff = f"{self.numeric_method} (numeric) / {self.categorical_method} (categorical) >= {th}"
+        if {self.numeric_method, self.categorical_method} & {'psi', 'jensenshannon'}:
+            eff += " (PSI and Jensen–Shannon less what sampling alone shows)"
         pv = f"KS (numeric) / chi-squared (categorical) p-value < {self.alpha} after {dict(bh='Benjamini–Hochberg', bonferroni='Bonferroni', none='no')[self.correction]} correction"
         if self.mode == 'effect': rule = f"drift when {eff}"
         elif self.mode == 'p_value': rule = f"drift when {pv}"
         else: rule = f"drift when {eff} if both sides have >= {self.large_sample} rows, else when {pv}"
-        if self.mode != 'p_value': rule += f"; below the threshold but with a corrected p-value < {self.alpha}: watch"
+        if self.mode != 'p_value':
+            if self.significant: rule += f"; a categorical effect counts only with a corrected p-value < {self.alpha}"
+            rule += f"; below the threshold but with a corrected p-value < {self.alpha}: watch"
         emb = 'MMD permutation p-value < alpha' if self.mode == 'p_value' or self.embedding_method == 'mmd' else f"{self.embedding_method} >= its threshold"
         return f"{rule}; embeddings and texts: {emb}; fewer than {self.min_samples} rows: insufficient_data"
 
@@ -498,19 +559,48 @@ class _Monotone:
         for x in (sample, fin): # the chunk's sampled rows (in row order) first: they rule most columns out cheaply
             if not (self.up or self.down): return
             if not len(x): continue
-            d = np.diff(x if self.last is None else np.r_[self.last, x])
+            with np.errstate(over='ignore'): d = np.diff(x if self.last is None else np.r_[self.last, x]) # inf: a sign
             self.up, self.down = self.up and bool((d >= 0).all()), self.down and bool((d <= 0).all())
         if len(fin): self.last = fin[-1]
 
-def _identifier(name:str, kind:str, b:NumericBins, mono:_Monotone|None) -> str|None:
-    "Why a numeric or datetime reference column looks like an identifier or a timestamp, with the fixes (None: not)."
+_EPOCH_UNITS = (('seconds', 's', 1), ('milliseconds', 'ms', 10**3), ('microseconds', 'us', 10**6),
+                ('nanoseconds', 'ns', 10**9))
+_EPOCH_SPAN = (631_152_000, 4_102_444_800) # 1990-01-01 and 2100-01-01, in seconds since 1970
+
+def _epoch(b:NumericBins) -> tuple|None:
+    """(unit, pandas unit, ticks per second) in which the whole numbers of a column with many values read as times
+    between 1990 and 2100 (at least 98% of them: a sentinel such as 0 does not hide a time); None: they do not."""
+    if not b.integral or b.n_distinct <= EXACT_VALUES: return None
+    lo, hi = b.span
+    return next((u for u in _EPOCH_UNITS if _EPOCH_SPAN[0] * u[2] <= lo and hi <= _EPOCH_SPAN[1] * u[2]), None)
+
+def _identifier(name:str, kind:str, b:NumericBins, mono:_Monotone|None, declared:bool=False,
+                source:str='') -> str|None:
+    """Why a numeric or datetime reference column is time or an identifier rather than a feature, with the fixes
+    (None: it is a feature). A declared column is always a feature."""
+    if declared: return None
+    if kind == 'datetime':
+        return (f"a timestamp, not compared (every later window lies outside its range). Chunk by it for a timeline "
+                f"(chunk_by={name!r}), derive a feature from it to check instead (e.g. the hour of day, "
+                f"df[{name!r}].dt.hour), leave it out with columns=[...], or declare its kind to check it anyway "
+                f"(kinds={{{name!r}: 'datetime'}})")
+    if ep := _epoch(b):
+        unit, pd_unit, k = ep
+        day = lambda v: str(np.datetime64(int(v // k), 's'))[:10]
+        chunk = (f"declare it datetime and chunk by it (kinds={{{name!r}: 'datetime'}}, chunk_by={name!r})" if k == 1
+                 else f"convert it (pd.to_datetime(df[{name!r}], unit='{pd_unit}')) and chunk by it "
+                      f"(chunk_by={name!r})")
+        return (f"its whole numbers read as times from {day(b.span[0])} to {day(b.span[1])} in {unit} since 1970: a "
+                f"time, not compared (every later window lies outside its range). For a timeline {chunk}; derive a "
+                f"feature from it to check instead (e.g. the hour of day); leave it out with columns=[...]; or "
+                f"declare its kind to check it anyway (kinds={{{name!r}: 'numeric'}})")
+    if source == 'integer' and max(abs(b.edges[0]), abs(b.edges[-1])) >= 2**53:
+        return (f"its whole numbers go beyond 2^53 (up to {max(abs(b.edges[0]), abs(b.edges[-1])):.4g}), more than a "
+                f"float holds exactly: an identifier, a hash or a time in nanoseconds, not compared. Leave it out "
+                f"with columns=[...], or declare its kind to check it anyway at a float's precision "
+                f"(kinds={{{name!r}: 'numeric'}})")
     if mono is None or b.n_sample < ID_MIN_ROWS: return None
     moving = f"{'rises' if mono.up else 'falls'} row by row through the whole reference" if mono.up or mono.down else ''
-    if kind == 'datetime':
-        if not moving or b.n_distinct < 2: return None
-        return (f"{moving}: a timestamp, not compared (every later window lies outside its range). Chunk by it for "
-                f"a timeline (chunk_by={name!r}), leave it out with columns=[...], or declare its kind to check it "
-                f"anyway (kinds={{{name!r}: 'datetime'}})")
     if b.integral and b.n_distinct == b.n_sample:
         why = f"its {b.n_sample:,} sampled reference values are all different whole numbers"
     elif moving and b.n_distinct > EXACT_VALUES: why = moving
@@ -526,6 +616,26 @@ def _label(v:float, kind:str) -> str:
         return str(np.datetime64(int(round(v * 1e6)), 'us')).replace('T00:00:00.000000', '').replace('.000000', '')
     return _fmt(float(v), '.6g')
 
+def _check_seed(seed, extra:int=0) -> int:
+    "`seed` if it is a whole number that every sampler takes (0 to 2^63 - 1); else a `ValidationError`."
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**63 - extra:
+        raise ValidationError(f"seed must be a whole number from 0 to {2**63 - 1 - extra:,}, got {seed!r}. "
+                              f"Pass e.g. seed=0 (--seed 0).")
+    return int(seed)
+
+def _check_columns(columns):
+    "`columns` as a list of names, if it names at least one column; else a `ValidationError`."
+    if columns is None: return None
+    if isinstance(columns, (str, bytes)) or not hasattr(columns, '__iter__'):
+        raise ValidationError(f"columns must be a list of column names, got {columns!r}: pass e.g. "
+                              f"columns=[{str(columns)[:40]!r}] (or --columns a,b).")
+    columns = list(columns)
+    if not columns or any(not isinstance(c, str) or not c.strip() for c in columns):
+        raise ValidationError(f"columns must name at least one column, and no name may be empty (got {columns!r}): "
+                              f"pass e.g. columns=['amount', 'plan'] (--columns amount,plan), or leave it out to "
+                              f"check every column.")
+    return columns
+
 class DriftDetector:
     "Fits on a reference once; summarizes and scores current data against it."
     def __init__(self, rule:DecisionRule|None=None, # the decision rule (default: `DecisionRule()`)
@@ -538,11 +648,12 @@ class DriftDetector:
                  max_categories:int=10_000, # categorical columns with more reference levels are skipped (likely identifiers)
                  cache=True, # text embedding cache: True (the workspace's), False, or an `EmbeddingCache`
                 ):
-        self.rule, self.columns, self.kinds, self.seed = rule or DecisionRule(), columns, kinds, seed
+        self.rule, self.columns, self.kinds = rule or DecisionRule(), _check_columns(columns), kinds
+        self.seed = _check_seed(seed)
         self.embedder, self.max_rows, self.n_permutations, self.max_categories, self.cache = embedder, max_rows, n_permutations, max_categories, cache
         self.ignore = set() # current columns that are not data (the chunking column)
         self.declared = dict(kinds or {}) # kinds the user declared: such a column is checked whatever it looks like
-        self.explicit = set(columns or ()) | set(self.declared) # asked for: an error, not skipped, if not comparable
+        self.explicit = set(self.columns or ()) | set(self.declared) # asked for: an error, not skipped
 
     def _opts(self) -> dict: return {'skip_bad': True, 'explicit': self.explicit}
 
@@ -564,7 +675,7 @@ class DriftDetector:
         # pass 1: the bin-edge sample, the finite range and the row order of each numeric column
         idx = sample_rows(n_total, self.seed)
         picked, lo, hi, off = {k: [] for k in numeric}, {k: math.inf for k in numeric}, {k: -math.inf for k in numeric}, 0
-        mono = {k: _Monotone() for k in numeric if k not in self.declared}
+        mono = {k: _Monotone() for k in numeric if k not in self.declared and kinds[k] == 'numeric'}
         for ds in parts():
             sel = idx[(idx >= off) & (idx < off + ds.n_rows)] - off
             for k in numeric:
@@ -578,7 +689,8 @@ class DriftDetector:
         for name, kind in kinds.items():
             if kind in _NUMERIC and name not in self.bins:
                 self.skipped[name] = "the reference has no finite values in this column: fill it, or leave it out with columns=[...]"; continue
-            if kind in _NUMERIC and (why := _identifier(name, kind, self.bins[name], mono.get(name))):
+            if kind in _NUMERIC and (why := _identifier(name, kind, self.bins[name], mono.get(name),
+                                                       name in self.declared, first[name].source_type)):
                 self.skipped[name] = why; del self.bins[name]; continue
             self.ref_kinds[name] = kind
         # pass 2: the reference summaries
@@ -599,7 +711,8 @@ class DriftDetector:
                 from fmops_nb.embeddings import EmbeddingDrift
                 self.vector[name] = EmbeddingDrift(self.n_permutations, self.seed).fit(x)
         if not self.ref_kinds:
-            raise ValidationError("No column of the reference can be checked: " + '; '.join(f"{k}: {v}" for k, v in self.skipped.items()))
+            raise ValidationError("No column of the reference can be checked: " + ('; '.join(
+                f"{k}: {v.rstrip('.')}" for k, v in self.skipped.items()) or "it has no columns") + ".")
         return self
 
     def _vectors(self, name:str, s) -> np.ndarray:
@@ -719,8 +832,20 @@ class DriftDetector:
         if any(n not in pending for n in tested):
             for name, p in zip(tested, adjust([cols[n].p_value for n in tested], self.rule.correction)):
                 if name in pending: continue
-                cols[name].stats['p_adjusted'] = p
-                if not cols[name].drifted and p < self.rule.alpha: cols[name].status = 'watch'
+                c = cols[name]
+                c.stats['p_adjusted'] = p
+                if c.drifted and c.kind in _CATEGORICAL and self.rule.significant and p >= self.rule.alpha:
+                    c.drifted = False # as large a difference arises by chance between samples this sparse
+                    why = (f"{c.method} {_fmt(c.statistic)} >= {_fmt(c.threshold, 'g')}, but the chi-squared test is "
+                           f"not significant (corrected p={_fmt(p, '.3g')}): within what samples of these sizes show "
+                           f"by chance")
+                    c.note = f"{c.note}; {why}" if c.note else why
+                elif not c.drifted and p < self.rule.alpha: c.status = 'watch'
+        if cols and all(c.status == 'missing' for c in cols.values()):
+            why = {q['column']: q['message'] for q in quality if q['check'] in ('missing_column', 'type_change')}
+            raise ValidationError("No column of the current data can be compared with the reference: "
+                                  + '; '.join(f"{k}: {why.get(k, c.note).rstrip('.')}" for k, c in cols.items())
+                                  + ". Fix the current data (or the reference) so that the columns match.")
         for c in cols.values():
             if c.status == 'ok' and c.drifted: c.status = 'drift'
         for name, why in self.skipped.items(): quality.append({'column': name, 'check': 'skipped', 'message': why})
@@ -801,32 +926,42 @@ def _number(v) -> bool: return isinstance(v, (int, float)) and not isinstance(v,
 
 # %% ../nbs/11_drift.ipynb #e8bf075c
 _NO_CHUNK = np.iinfo(np.int64).min
+MAX_CHUNKS = 1000 # the most chunks a timeline may have: more is an error that suggests a coarser split
 
 def _chunk_keys(ds:Dataset, chunk_by:str|None, chunk_size:int|None, period:str, offset:int):
-    """Per row an int64 chunk key (`_NO_CHUNK`: none), a function naming a key, and the names of chunks that must
-    appear even without rows (empty periods); None when there is no chunking."""
+    """Per row an int64 chunk key (`_NO_CHUNK`: none), a function naming a key, and for periods the first and last key
+    (every period between them is a chunk, with rows or not; None: no periods); None when there is no chunking."""
     if chunk_by is None and chunk_size is None: return None
-    if chunk_size is not None:
-        if chunk_size < 1: raise ValidationError(f"chunk_size must be a positive number of rows, got {chunk_size}.")
-        return np.arange(offset, offset + ds.n_rows, dtype=np.int64) // chunk_size, int, []
+    if chunk_size is not None: # a chunk size beyond the rows is one chunk: never beyond an int64
+        return np.arange(offset, offset + ds.n_rows, dtype=np.int64) // min(chunk_size, 2**62), int, None
     if chunk_by not in ds:
         raise ValidationError(f"chunk_by column {chunk_by!r} is not in the current data. "
                               f"Available: {', '.join(ds.available)}.")
     col = ds[chunk_by]
     if col.kind == 'datetime':
         import pandas as pd
-        t = pd.Series(pd.to_datetime(col.values, unit='s'))
-        try: per = t.dt.to_period(period)
-        except ValueError as e: raise ValidationError(f"period {period!r} is not a pandas period alias ({e}); use e.g. 'D', 'W', 'M' or 'h'.") from None
+        try: per = pd.Series(pd.to_datetime(col.values, unit='s')).dt.to_period(period)
+        except (ValueError, OverflowError, TypeError) as e: # an unknown alias, or times a period this fine cannot hold
+            raise ValidationError(f"Cannot split chunk_by column {chunk_by!r} per {period!r}: {e}. Use a pandas "
+                                  f"period alias such as 'D', 'W', 'M' or 'h' that holds these times.") from None
         ords = per.array.asi8.astype(np.int64) # NaT: the minimum int64, i.e. _NO_CHUNK
         freq = per.dt.freq
         name = lambda o: str(pd.Period(ordinal=int(o), freq=freq))
         ok = ords[ords != _NO_CHUNK]
-        return ords, name, ([name(o) for o in range(int(ok.min()), int(ok.max()) + 1)] if len(ok) else [])
+        return ords, name, ((int(ok.min()), int(ok.max())) if len(ok) else None)
     if col.kind in _CATEGORICAL:
         keys = col.values.astype(np.int64); keys[keys < 0] = _NO_CHUNK
-        return keys, lambda c: str(col.categories[c]), []
+        return keys, lambda c: str(col.categories[c]), None
     raise ValidationError(f"chunk_by column {chunk_by!r} is {col.kind}; chunk by a datetime or categorical column, or use chunk_size.")
+
+def _too_many(n:int, what:str, fix:str, limit:int):
+    raise ValidationError(f"{what} would make {n:,} chunks, more than the limit of {limit:,} (max_chunks). {fix}")
+
+def _check_chunking(chunk_size, max_chunks):
+    "A `ValidationError` unless `chunk_size` (if given) and `max_chunks` are positive whole numbers."
+    for what, v in (('chunk_size', chunk_size), ('max_chunks', max_chunks)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1):
+            raise ValidationError(f"{what} must be a positive whole number, got {v!r}.")
 
 def _groups(keys:np.ndarray):
     "(key, row indices) for each distinct key, skipping `_NO_CHUNK`: one sort, not one pass per chunk."
@@ -839,9 +974,15 @@ def _groups(keys:np.ndarray):
 def _sort_key(k):
     return (0, k, '') if isinstance(k, (int, np.integer)) else (1, 0, str(k))
 
-def score_chunks(det:DriftDetector, current, chunk_by:str|None=None, chunk_size:int|None=None, period:str='D') -> DriftReport:
+def score_chunks(det:DriftDetector, current, chunk_by:str|None=None, chunk_size:int|None=None, period:str='D',
+                 max_chunks:int=MAX_CHUNKS, # more chunks than this is an error (a period too fine, a range too wide)
+                ) -> DriftReport:
     "Score `current` chunk by chunk against the fitted detector: a timeline of per-chunk results, and the merged report."
-    per, total, offset, expected = {}, None, 0, []
+    per, total, offset, span, name = {}, None, 0, None, None
+    _check_chunking(chunk_size, max_chunks)
+    if chunk_size is not None and (n := _n_rows(current)) and -(-n // chunk_size) > max_chunks:
+        _too_many(-(-n // chunk_size), f"chunk_size={chunk_size:,} on {n:,} rows",
+                  f"Use a chunk_size of at least {-(-n // max_chunks):,}.", max_chunks)
     want = det._wanted(current)
     if chunk_by is not None and _is_parquet(current):
         names = _parquet_file(Path(current).expanduser()).schema_arrow.names
@@ -850,16 +991,32 @@ def score_chunks(det:DriftDetector, current, chunk_by:str|None=None, chunk_size:
     for ds in batches(current, det.kinds, want, strict_columns=False, **det._opts()):
         keys = _chunk_keys(ds, chunk_by, chunk_size, period, offset)
         offset += ds.n_rows
+        if keys is not None: # bounded before anything is built for the chunks
+            k, name, ends = keys
+            if chunk_size is not None and -(-offset // min(chunk_size, 2**62)) > max_chunks:
+                _too_many(-(-offset // chunk_size), f"chunk_size={chunk_size:,} on {offset:,}+ rows",
+                          f"Use a chunk_size of at least {-(-offset // max_chunks):,}.", max_chunks)
+            if ends is not None:
+                span = ends if span is None else (min(span[0], ends[0]), max(span[1], ends[1]))
+                if span[1] - span[0] + 1 > max_chunks:
+                    _too_many(span[1] - span[0] + 1, f"chunk_by={chunk_by!r} per period={period!r}, from "
+                              f"{name(span[0])} to {name(span[1])},",
+                              "Choose a coarser period (e.g. 'W' or 'M'), or leave out the rows far from the rest "
+                              "(a placeholder date such as 1970-01-01 stretches the range).", max_chunks)
+            elif chunk_by is not None and len(seen := set(per) | {name(u) for u in np.unique(k[k != _NO_CHUNK])}) \
+                    > max_chunks:
+                _too_many(len(seen), f"chunk_by={chunk_by!r} (one chunk per value)",
+                          "Chunk by a column with fewer values (a batch or a region), by a datetime column, or use "
+                          "chunk_size.", max_chunks)
         s = det.summarize(ds)
         total = s if total is None else det.merge(total, s)
         if keys is None: continue
-        k, name, full = keys
-        expected += full
         for key, rows in _groups(k):
             label, part = name(key), det.summarize(ds.take(rows))
             per[label] = part if label not in per else det.merge(per[label], part)
     if total is None or total['__rows__'] == 0: raise ValidationError("The current data has no rows. Pass a non-empty window.")
     rep = det.score(total)
+    expected = [name(o) for o in range(span[0], span[1] + 1)] if span is not None else [] # periods without rows too
     labels = sorted(set(per) | set(expected), key=_sort_key)
     for label in labels:
         if label not in per or per[label]['__rows__'] == 0:
@@ -883,6 +1040,7 @@ def drift(reference, current, # data in any form `data.load` accepts; a parquet 
           chunk_by:str|None=None, # split current by this datetime (per `period`) or categorical column: a timeline
           chunk_size:int|None=None, # or into chunks of this many rows
           period:str='D', # the period of a datetime `chunk_by`
+          max_chunks:int=MAX_CHUNKS, # a chunking that makes more chunks than this is an error
           **detector) -> DriftReport: # more `DriftDetector` options: embedder, max_rows, n_permutations, max_categories, cache
     "Check `current` against `reference` for drift, column by column."
     rule = rule or DecisionRule()
@@ -894,11 +1052,12 @@ def drift(reference, current, # data in any form `data.load` accepts; a parquet 
                      **({'categorical_method': m.name} if set(m.kinds) & set(_CATEGORICAL) else {})}
         rule = DecisionRule(**(asdict(rule) | upd))
     if chunk_by is not None and chunk_size is not None: raise ValidationError("Use chunk_by or chunk_size, not both.")
+    _check_chunking(chunk_size, max_chunks) # before the reference is read
     det = DriftDetector(rule, columns, kinds, seed, **detector).fit(reference)
     if chunk_by is not None: # the time (or batch) column itself is not a drift signal
         det.ref_kinds.pop(chunk_by, None); det.skipped.pop(chunk_by, None)
         det.ignore.add(chunk_by); det.explicit.add(chunk_by)
-    return score_chunks(det, current, chunk_by, chunk_size, period)
+    return score_chunks(det, current, chunk_by, chunk_size, period, max_chunks)
 
 # %% ../nbs/11_drift.ipynb #fa4fca63
 @dataclass
@@ -924,6 +1083,7 @@ def calibrate(reference, # the reference data (in memory)
               splits:int=10, # random half/half splits to score
               rule:DecisionRule|None=None, seed:int=0, columns:list|None=None, kinds:dict|None=None, **detector) -> Calibration:
     "Score random halves of the reference against each other and report how often the rule alarms."
+    seed, columns = _check_seed(seed, splits), _check_columns(columns)
     ds = load(reference, kinds=kinds, columns=columns, skip_bad=True) # what cannot be compared: skipped, as in drift
     if ds.n_rows < 4: raise ValidationError(f"The reference has {ds.n_rows} rows; calibration needs at least 4 to split.")
     rng = np.random.default_rng(seed)

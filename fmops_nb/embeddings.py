@@ -60,7 +60,7 @@ class SampleSummary:
             sel = np.argsort(keys, kind='stable')[:k]
             return cls(k, keys[sel], x[sel], len(x), int((~ok).sum()), 0, x.sum(axis=0, dtype=np.float64))
         present = np.array([t is not None for t in values], dtype=bool)
-        texts = values[present]
+        texts = np.array([t if isinstance(t, str) else str(t) for t in values[present]], dtype=object) # never a number
         empty = np.array([not t.strip() for t in texts], dtype=bool)
         texts = texts[~empty]
         keys = text_keys(texts, seed) if len(texts) else np.zeros(0, np.uint64)

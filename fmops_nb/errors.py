@@ -8,8 +8,8 @@ import difflib, importlib
 
 # %% auto #0
 __all__ = ['FmopsError', 'ConfigError', 'WorkspaceError', 'ValidationError', 'NotFoundError', 'MissingDependencyError',
-           'TrackingError', 'ExecutionError', 'FmopsWarning', 'TrackingWarning', 'AuditWarning', 'closest', 'not_found',
-           'require']
+           'TrackingError', 'ExecutionError', 'FmopsWarning', 'TrackingWarning', 'AuditWarning', 'StoreWarning',
+           'closest', 'not_found', 'require']
 
 # %% ../nbs/00_errors.ipynb #470679dd
 class FmopsError(Exception):
@@ -47,6 +47,9 @@ class TrackingWarning(FmopsWarning):
 
 class AuditWarning(FmopsWarning):
     "The audit log and its anchor disagree; `fmops audit verify` says how."
+
+class StoreWarning(FmopsWarning):
+    "A version was stored as asked, but one of its files may not belong in it; the message says what to check."
 
 # %% ../nbs/00_errors.ipynb #fc44987b
 def closest(name:str, choices, n:int=3) -> list[str]:

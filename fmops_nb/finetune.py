@@ -65,12 +65,10 @@ class FinetuneSpec:
     @classmethod
     def from_file(cls, path) -> FinetuneSpec:
         "A spec from a YAML file; relative paths in it (train, eval, script, base) are relative to the file."
-        import yaml
+        from fmops_nb.reports import read_yaml # plain YAML only: no aliases, bounded size, clear errors
         p = Path(path).expanduser()
         if not p.is_file(): raise ValidationError(f"Spec file {p} does not exist.")
-        try: d = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e: raise ValidationError(f"{p} is not valid YAML: {e}") from None
-        if not isinstance(d, dict): raise ValidationError(f"{p} must hold a mapping of settings (key: value lines).")
+        d = read_yaml(p, f"Spec file {p}", mapping=True)
         for k in ('train', 'eval', 'script', 'base'):
             v = d.get(k)
             if isinstance(v, str) and v and not v.startswith('/') and (p.parent / v).exists(): d[k] = str((p.parent / v).resolve())
@@ -91,6 +89,14 @@ class FinetuneSpec:
         if self.recipe not in RECIPES: raise not_found('recipe', self.recipe, RECIPES.names())
         for k in ('batch_size', 'max_length', 'nproc', 'threads', 'checkpoint_every'):
             need(getattr(self, k) > 0, f"{k} must be a positive integer, got {getattr(self, k)!r}.")
+        cpus = os.cpu_count() or 1 # processes and threads beyond the machine's cores only thrash it
+        need(self.nproc <= cpus, f"nproc is {self.nproc}, but this machine has {cpus} cores: start at most {cpus} processes.")
+        need(self.threads <= cpus, f"threads is {self.threads}, but this machine has {cpus} cores: use at most {cpus}.")
+        for k, top in (('batch_size', 1 << 16), ('max_length', 1 << 17), ('max_steps', 1 << 40), ('lora_r', 1 << 16)):
+            need(getattr(self, k) <= top, f"{k} is {getattr(self, k):,}, more than {top:,}: is it a typo?")
+        if self.recipe == 'lora':
+            need(self.lora_r >= 1, f"lora_r must be at least 1 for the lora recipe (the adapter's rank), got {self.lora_r}.")
+            need(bool(self.target_modules), "target_modules is empty: name the modules LoRA adapts, e.g. [query, value].")
         for k in ('max_steps', 'warmup_steps', 'eval_every', 'lora_r', 'lora_alpha'):
             need(getattr(self, k) >= 0, f"{k} must be a non-negative integer, got {getattr(self, k)!r}.")
         need(self.learning_rate > 0, f"learning_rate must be a positive number, got {self.learning_rate!r}.")
@@ -250,15 +256,25 @@ def save_model(model_or_folder, tokenizer=None):
     return out
 
 def _status(folder:Path) -> dict:
+    "The run's status.json; a damaged one reads as status `unknown` with the reason (never an exception)."
     p = folder / 'status.json'
-    return json.loads(p.read_text()) if p.exists() else {'status': 'created'}
+    if not p.exists(): return {'status': 'created'}
+    try: st = json.loads(p.read_text())
+    except (OSError, ValueError) as e: return {'status': 'unknown', 'reason': f"{p} cannot be read ({e})"}
+    if not isinstance(st, dict) or not isinstance(st.get('status'), str):
+        return {'status': 'unknown', 'reason': f"{p} is not a run status"}
+    return st
 
 def _set_status(folder:Path, **kw) -> dict:
     st = _status(folder) | kw | {'updated_at': utcnow()}
     atomic_write(folder / 'status.json', json.dumps(st, indent=1, default=str))
     return st
 
-from .core import pid_alive as _alive
+from .core import pid_alive, process_start
+
+def _owner_alive(st:dict) -> bool:
+    "Is the run's launcher or worker process still running (the same processes the status recorded, not a reused id)?"
+    return pid_alive(st.get('launcher_pid'), st.get('launcher_start')) or pid_alive(st.get('pid'), st.get('pid_start'))
 
 # %% ../nbs/30_finetune.ipynb #131cbc91
 def _load_split(folder:Path, name:str, spec) -> tuple[list, list]:
@@ -322,7 +338,8 @@ def worker(folder, resume:bool=False):
             opt.load_state_dict(extra['optimizer']); sched.load_state_dict(extra['scheduler']); torch.set_rng_state(extra['rng'])
             step = json.loads((ck / 'meta.json').read_text())['step']
             if main: _append(folder / 'events.jsonl', {'kind': 'resume', 'step': step, 'time': time.time()})
-        if main: _set_status(folder, status='running', pid=os.getpid(), step=step, total_steps=total, reason='', started_at=utcnow())
+        if main: _set_status(folder, status='running', pid=os.getpid(), pid_start=process_start(os.getpid()), step=step,
+                             total_steps=total, reason='', started_at=utcnow())
         tracked = _wandb_start(folder, spec, meta) if main else None
         last = t0 = time.time() # the time budget counts training, from the first step on; loading the model is not in it
         while step < total:
@@ -433,15 +450,22 @@ def _finish(folder, spec, meta, model, tok, recipe, ex, ey, tracked):
     metrics = {'accuracy': cand['accuracy'], 'eval_loss': (cand['eval_loss'], 'lower')}
     data = {'train': meta['fingerprints']['train'], 'eval': meta['fingerprints']['eval']}
     cfg = {k: v for k, v in asdict(spec).items() if k not in ('train', 'eval')}
-    common = dict(metrics=metrics, data=data, run_id=folder.name, config=cfg, aliases=['candidate'],
+    common = dict(metrics=metrics, data=data, run_id=folder.name, config=cfg,
                   description=f"{spec.recipe} fine-tune of {meta['base_version']} (run {folder.name})")
     if kind == 'peft': v = reg.register(meta['model'], out, base=meta['base_version'], **common)
     else:
         parent = meta['base_version'] if reg.get(meta['base_version']).format != 'peft' else None
         v = reg.register(meta['model'], out, parent=parent, check_names=False, **common)
+    note = _candidate_alias(reg, v)
     promoted = _promote_if_better(reg, v, spec.promote_if_better, cand, ref, against) if spec.promote_if_better else False
-    _set_status(folder, status='finished', version=v.id, promoted=promoted, comparison=comparison)
+    _set_status(folder, status='finished', version=v.id, promoted=promoted, comparison=comparison, **note)
     return 'finished'
+
+def _candidate_alias(reg, v) -> dict:
+    "Point `candidate` at the registered result, through the promotion gates; a refusal is noted, not a failed run."
+    from fmops_nb.monitor import PromotionBlocked
+    try: reg.promote(v.id, to='candidate', reason=f"fine-tune run {v.meta.get('run_id')}"); return {}
+    except PromotionBlocked as e: return {'reason': f"registered {v.id}; the candidate alias was refused: {e}"}
 
 def _promote_if_better(reg, v, k:str, cand:dict, ref:dict, against:str):
     """Promote `v` to production when it beats `against` on metric `k`. Fails closed: a missing or non-finite value
@@ -595,8 +619,8 @@ class Run:
         "created, running, evaluating, finished, failed, stopped — or killed, when its process died without saying so."
         if self._proc is not None: self._proc.poll() # reap our own child
         st = self.info
-        if st['status'] in FINAL: return st['status']
-        if _alive(st.get('launcher_pid')) or _alive(st.get('pid')): return st['status']
+        if st['status'] in FINAL or st['status'] == 'unknown': return st['status'] # unknown: a damaged status.json
+        if _owner_alive(st): return st['status']
         return 'killed' if st['status'] != 'created' else 'failed'
 
     def events(self, kind:str|None=None) -> list[dict]:
@@ -625,7 +649,8 @@ class Run:
                'PYTHONUNBUFFERED': '1'}
         with open(self.dir / 'log.txt', 'ab') as log:
             self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.dir, start_new_session=True)
-        _set_status(self.dir, status='created' if not resume else self.info['status'], launcher_pid=self._proc.pid, reason='')
+        _set_status(self.dir, status='created' if not resume else self.info['status'], launcher_pid=self._proc.pid,
+                    launcher_start=process_start(self._proc.pid), reason='')
         return self
 
     def wait(self, timeout:float|None=None, poll:float=0.5) -> str:
@@ -639,10 +664,12 @@ class Run:
     def stop(self, timeout:float=120) -> str:
         "Ask the run to stop: it checkpoints and exits; returns its status."
         st = self.info
-        pid = st.get('launcher_pid') or st.get('pid')
-        if self.status not in FINAL and pid:
-            try: os.killpg(int(pid), signal.SIGTERM)
-            except ProcessLookupError: pass
+        if self.status not in FINAL: # only the run's own processes: an id reused by another process is left alone
+            pid = next((st[k] for k, t in (('launcher_pid', 'launcher_start'), ('pid', 'pid_start'))
+                        if pid_alive(st.get(k), st.get(t))), None)
+            if pid:
+                try: os.killpg(os.getpgid(int(pid)), signal.SIGTERM)
+                except ProcessLookupError: pass
         return self.wait(timeout)
 
     def resume(self) -> Run:
@@ -678,7 +705,7 @@ def script_main(folder):
     "Run a user's training script for the run in `folder`; register what it saved with `save_model`."
     folder = Path(folder); meta = json.loads((folder / 'run.json').read_text())
     spec = FinetuneSpec(**json.loads((folder / 'spec.json').read_text()))
-    _set_status(folder, status='running', pid=os.getpid())
+    _set_status(folder, status='running', pid=os.getpid(), pid_start=process_start(os.getpid()))
     env = {**os.environ, 'FMOPS_RUN_DIR': str(folder), 'FMOPS_SPEC': str(folder / 'spec.json')}
     t0 = time.time()
     p = subprocess.Popen([sys.executable, meta['script']], env=env, cwd=folder)
@@ -699,11 +726,12 @@ def script_main(folder):
         from fmops_nb.registry import Registry
         src = final if (final / 'config.json').exists() or (final / 'adapter_config.json').exists() else final / 'model.safetensors'
         try:
-            v = Registry(Workspace.open()).register(meta['model'], src, parent=meta.get('base_version'), run_id=folder.name,
-                                                    aliases=['candidate'], check_names=False, description=f"script fine-tune (run {folder.name})")
+            reg = Registry(Workspace.open())
+            v = reg.register(meta['model'], src, parent=meta.get('base_version'), run_id=folder.name, check_names=False,
+                             description=f"script fine-tune (run {folder.name})")
         except Exception as e:
             _set_status(folder, status='failed', reason=f"registering the result failed: {e}"); return 1
-        _set_status(folder, status='finished', version=v.id)
+        _set_status(folder, status='finished', version=v.id, **_candidate_alias(reg, v))
     else: _set_status(folder, status='finished')
     return 0
 

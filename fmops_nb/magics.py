@@ -272,20 +272,16 @@ def _finetune_args(p):
 
 @command('finetune', 'Launch a fine-tune in the background (spec as YAML cell body or file); shows its live panel', args=_finetune_args, cell=True)
 def _finetune(ctx, args):
-    import yaml
+    from dataclasses import replace
+    from pathlib import Path
     from fmops_nb.finetune import FinetuneSpec, launch
-    spec = ctx.spec
-    if args.spec:
-        from pathlib import Path
-        p = Path(args.spec).expanduser()
-        if not p.is_file(): raise UsageError(f"Spec file {p} does not exist.")
-        spec = yaml.safe_load(p.read_text()) or {}
-    if not spec: raise UsageError("Give the fine-tune spec as the %%fmops finetune cell body (YAML) or as a file: %fmops finetune spec.yaml")
-    spec = dict(spec)
-    for k in ('train', 'eval'):
-        v = spec.get(k)
-        if isinstance(v, str) and v.isidentifier(): spec[k] = ctx.variable(v, f'{k} data')
-    run = launch(FinetuneSpec.from_dict(spec), ws=ctx.workspace())
+    if args.spec: spec = FinetuneSpec.from_file(args.spec) # as `fmops finetune run` reads it: paths relative to the file
+    elif ctx.spec: spec = FinetuneSpec.from_dict(ctx.spec)
+    else: raise UsageError("Give the fine-tune spec as the %%fmops finetune cell body (YAML) or as a file: %fmops finetune spec.yaml")
+    for k in ('train', 'eval'): # a notebook variable's name stands for the data it holds
+        v = getattr(spec, k)
+        if isinstance(v, str) and v.isidentifier() and not Path(v).exists(): spec = replace(spec, **{k: ctx.variable(v, f'{k} data')})
+    run = launch(spec, ws=ctx.workspace())
     ctx.show_panel(run)
     if args.wait: run.wait()
     return run

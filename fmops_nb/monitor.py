@@ -11,9 +11,9 @@ from .core import Workspace, PluginRegistry, check_name, utcnow
 from .errors import FmopsError, ValidationError, closest
 
 # %% auto #0
-__all__ = ['ACTIONS', 'SEVERITIES', 'SINKS', 'log', 'PolicyError', 'PromotionBlocked', 'Missing', 'parse_expr', 'evaluate',
-           'Policy', 'read_policies', 'policies', 'raise_alert', 'alerts', 'acknowledge', 'Firing', 'Check', 'check',
-           'promotion_gate']
+__all__ = ['MAX_WHEN', 'MAX_DEPTH', 'ACTIONS', 'SEVERITIES', 'SINKS', 'log', 'PolicyError', 'PromotionBlocked', 'Undecided',
+           'Missing', 'parse_expr', 'evaluate', 'Policy', 'read_policies', 'policies', 'raise_alert', 'alerts',
+           'acknowledge', 'Firing', 'Check', 'check', 'promotion_gate']
 
 # %% ../nbs/50_monitor.ipynb #026844e0
 class PolicyError(ValidationError):
@@ -27,6 +27,10 @@ _NODES = (ast.Expression, ast.BoolOp, ast.And, ast.Or, ast.UnaryOp, ast.Not, ast
           ast.Mult, ast.Div, ast.Mod, ast.Compare, ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.In, ast.NotIn,
           ast.Is, ast.IsNot, ast.Name, ast.Load, ast.Constant, ast.Attribute, ast.Subscript, ast.Call, ast.List, ast.Tuple)
 
+class Undecided(Exception):
+    "What only names absent by design leave open (`current` on a first promotion): neither true nor false."
+    def __init__(self, name:str): super().__init__(name); self.name = name
+
 class Missing(Exception):
     "A value a policy needs that is missing or unusable (NaN, a string compared with a number): it cannot be evaluated."
     def __init__(self, name:str, problem:str=''):
@@ -39,58 +43,97 @@ def _usable(v, n):
     if isinstance(v, float) and not math.isfinite(v): raise Missing(ast.unparse(n), f"is {v}, not a usable number")
     return v
 
-def _number(v, n):
-    if not isinstance(v, (int, float)):
-        raise Missing(ast.unparse(n), f"is {type(v).__name__} {repr(v)[:40]}: arithmetic takes numbers")
+def _number(v, n, what:str='arithmetic takes numbers'):
+    if v is None: raise Missing(ast.unparse(n))
+    if not isinstance(v, (int, float)): raise Missing(ast.unparse(n), f"is {type(v).__name__} {repr(v)[:40]}: {what}")
     return v
 
+MAX_WHEN, MAX_DEPTH = 2000, 64 # characters, and levels of nesting (each `not`, `-`, operator, `.key`), of a `when`
+
 def parse_expr(expr:str, where:str='') -> ast.Expression:
-    "Parse a policy expression, refusing anything but the small language above."
-    try: tree = ast.parse(str(expr), mode='eval')
-    except SyntaxError as e: raise PolicyError(f"{where}`when: {expr}` is not a valid expression: {e.msg}.") from None
+    "Parse a policy expression, refusing anything but the small language above (and runaway length or nesting)."
+    expr = str(expr)
+    short = expr if len(expr) <= 80 else expr[:77] + '...'
+    if len(expr) > MAX_WHEN:
+        raise PolicyError(f"{where}`when` is {len(expr):,} characters long; a condition may have at most {MAX_WHEN:,}: "
+                          f"shorten it (`when: {short}`).")
+    try: tree = ast.parse(expr, mode='eval')
+    except SyntaxError as e: raise PolicyError(f"{where}`when: {short}` is not a valid expression: {e.msg}.") from None
+    except (RecursionError, MemoryError): tree = None
+    depth, todo = 0, [(tree, 1)] if tree else []
+    while todo and depth <= MAX_DEPTH: # iteratively: a deep tree must not exhaust the stack here
+        n, d = todo.pop(); depth = max(depth, d)
+        todo += [(c, d + 1) for c in ast.iter_child_nodes(n)]
+    if tree is None or depth > MAX_DEPTH:
+        raise PolicyError(f"{where}`when: {short}` nests more than {MAX_DEPTH} levels deep (`not`, `-`, brackets, "
+                          f"operators): write it flatter.")
     for n in ast.walk(tree):
-        if not isinstance(n, _NODES): raise PolicyError(f"{where}`when: {expr}` uses {type(n).__name__}, which policies do not allow.")
+        if not isinstance(n, _NODES):
+            raise PolicyError(f"{where}`when: {short}` uses {type(n).__name__}, which policies do not allow.")
         if isinstance(n, ast.Call) and not (isinstance(n.func, ast.Name) and n.func.id in _FUNCS and not n.keywords):
-            raise PolicyError(f"{where}`when: {expr}` calls {ast.unparse(n.func)}; policies may call only {', '.join(_FUNCS)}.")
+            raise PolicyError(f"{where}`when: {short}` calls {ast.unparse(n.func)}; policies may call only "
+                              f"{', '.join(_FUNCS)}.")
     return tree
 
-def evaluate(expr, names:dict):
+def evaluate(expr, names:dict,
+             absent=(), # top-level names absent by design: what only they leave open raises `Undecided`
+            ):
     "The value of a policy expression over `names`; raises `Missing` naming what the values lack."
     tree = parse_expr(expr) if isinstance(expr, str) else expr
+    def each(nodes, numbers:bool=False):
+        "The values of all `nodes` (`numbers`: each must be one): a missing value wins over one left open."
+        vals, und = [], None
+        for x in nodes:
+            try: vals.append(_number(ev(x), x) if numbers else ev(x))
+            except Undecided as u: und = und or u; vals.append(None)
+        if und: raise und
+        return vals
     def ev(n):
         if isinstance(n, ast.Expression): return ev(n.body)
         if isinstance(n, ast.Constant): return n.value
         if isinstance(n, ast.Name):
             if n.id in names: return _usable(names[n.id], n)
             if n.id in ('true', 'false', 'null'): return {'true': True, 'false': False, 'null': None}[n.id]
+            if n.id in absent: raise Undecided(n.id)
             raise Missing(n.id)
         if isinstance(n, ast.Attribute):
             base = ev(n.value)
             if isinstance(base, dict) and n.attr in base: return _usable(base[n.attr], n)
             raise Missing(ast.unparse(n))
         if isinstance(n, ast.Subscript):
-            base, key = ev(n.value), ev(n.slice)
+            base, key = each([n.value, n.slice])
             try: return _usable(base[key], n)
             except (KeyError, IndexError, TypeError): raise Missing(ast.unparse(n)) from None
-        if isinstance(n, (ast.List, ast.Tuple)): return [ev(x) for x in n.elts]
-        if isinstance(n, ast.BoolOp):
-            vals = (ev(x) for x in n.values)
-            return all(vals) if isinstance(n.op, ast.And) else any(vals)
+        if isinstance(n, (ast.List, ast.Tuple)): return each(n.elts)
+        if isinstance(n, ast.BoolOp): # `or` stops at the first true value, `and` at the first false one; an open
+            und, stop = None, isinstance(n.op, ast.Or) # operand decides only when no other one does
+            for x in n.values:
+                try: v = ev(x)
+                except Undecided as u: und = und or u; continue
+                if bool(v) == stop: return stop
+            if und: raise und
+            return not stop
         if isinstance(n, ast.UnaryOp):
             v = ev(n.operand)
             if isinstance(n.op, ast.Not): return not v
             return -_number(v, n.operand) if isinstance(n.op, ast.USub) else +_number(v, n.operand)
         if isinstance(n, ast.BinOp):
-            a, b = ev(n.left), ev(n.right)
-            if a is None or b is None: raise Missing(ast.unparse(n))
-            a, b = _number(a, n.left), _number(b, n.right)
+            a, b = each([n.left, n.right], numbers=True)
             if isinstance(n.op, (ast.Div, ast.Mod)) and b == 0: raise Missing(ast.unparse(n), "divides by zero")
             return _usable({ast.Add: lambda: a + b, ast.Sub: lambda: a - b, ast.Mult: lambda: a * b,
                             ast.Div: lambda: a / b, ast.Mod: lambda: a % b}[type(n.op)](), n)
-        if isinstance(n, ast.Compare):
-            left, ln = ev(n.left), n.left
+        if isinstance(n, ast.Compare): # a chain is an `and` of its pairs: a pair with an open side is open
+            und, ln = None, n.left
+            try: left = ev(n.left)
+            except Undecided as u: und, left = u, Undecided
             for op, right in zip(n.ops, n.comparators):
-                r = ev(right)
+                try: r = ev(right)
+                except Undecided as u: und, r = und or u, Undecided
+                if left is Undecided or r is Undecided: # open, but an order needs a number on the known side
+                    known = [(v, x) for v, x in ((left, ln), (r, right)) if v is not Undecided]
+                    if isinstance(op, (ast.Lt, ast.LtE, ast.Gt, ast.GtE)) and known:
+                        _number(*known[0], 'an order takes numbers')
+                    left, ln = r, right; continue
                 if (left is None or r is None) and not isinstance(op, (ast.Eq, ast.NotEq, ast.Is, ast.IsNot)): raise Missing(ast.unparse(n))
                 try:
                     ok = {ast.Eq: lambda: left == r, ast.NotEq: lambda: left != r, ast.Lt: lambda: left < r,
@@ -106,9 +149,10 @@ def evaluate(expr, names:dict):
                                                      f"{type(other).__name__} {repr(other)[:40]}") from None
                 if not ok: return False
                 left, ln = r, right
+            if und: raise und
             return True
         if isinstance(n, ast.Call):
-            args = [ev(a) for a in n.args]
+            args = each(n.args)
             try: return _usable(_FUNCS[n.func.id](*args), n)
             except (TypeError, ValueError) as e: raise Missing(ast.unparse(n), f"cannot be computed ({e})") from None
         raise PolicyError(f"Cannot evaluate {ast.unparse(n)}.")
@@ -145,9 +189,14 @@ class Policy:
             if k not in known:
                 near = closest(k, known + ['for'])
                 raise PolicyError(f"{source}: unknown policy key {k!r}" + (f"; did you mean {near[0]!r}?" if near else '.') + f" Keys: for, {', '.join(known)}.")
-        where = f"{source}: policy {d.get('name', '?')!r}: "
+        where = f"{source}: policy {str(d.get('name', '?'))[:60]!r}: "
         for k in ('name', 'when'):
-            if not d.get(k): raise PolicyError(f"{where}`{k}` is required.")
+            if d.get(k) is None or d.get(k) == '': raise PolicyError(f"{where}`{k}` is required.")
+        for k in ('name', 'when', 'on', 'severity', 'message', 'action', 'template', 'target', 'spec'):
+            v = d.get(k)
+            if k == 'when' and isinstance(v, (bool, int, float)): continue # `when: true` reads as the text 'True'
+            if v is not None and not isinstance(v, str):
+                raise PolicyError(f"{where}`{k}` must be text, got {repr(v)[:60]} ({type(v).__name__}): quote it.")
         p = cls(**{k: v for k, v in d.items()}, source=source)
         p.when = str(p.when)
         check_name(p.name, 'policy name')
@@ -172,12 +221,12 @@ class Policy:
     def to_dict(self) -> dict: return asdict(self)
 
 def read_policies(path) -> list[Policy]:
-    "The policies in a YAML file (`policies:` list, or a bare list)."
-    import yaml
+    "The policies in a YAML file (`policies:` list, or a bare list): plain YAML, no anchors or aliases, at most 1 MB."
+    from fmops_nb.reports import read_yaml
     path = Path(path).expanduser()
     if not path.is_file(): raise PolicyError(f"Policy file {path} does not exist.")
-    try: doc = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e: raise PolicyError(f"{path} is not valid YAML: {e}") from None
+    try: doc = read_yaml(path, f"Policy file {path}", text_keys=False)
+    except ValidationError as e: raise PolicyError(str(e)) from None
     items = doc.get('policies', None) if isinstance(doc, dict) else doc
     if doc is None or items is None: return []
     if not isinstance(items, list): raise PolicyError(f"{path}: `policies` must be a list of policies.")
@@ -318,11 +367,15 @@ def acknowledge(alert_id:int, ws:Workspace|None=None) -> dict:
     "Mark an alert as acknowledged (it leaves the open list); audited."
     from fmops_nb.registry import append_audit
     ws = ws or Workspace.open(); _schema(ws)
+    n = alert_id.strip() if isinstance(alert_id, str) else alert_id
+    n = int(n) if isinstance(n, str) and n.isascii() and n.isdigit() and len(n) < 20 else n
+    if isinstance(n, bool) or not isinstance(n, int) or not 0 < n < 2 ** 63: # what SQLite cannot hold is no alert's id
+        raise ValidationError(f"There is no alert {str(alert_id)[:40]}; list them with `fmops alerts ls`.")
     with ws.transaction() as con:
-        row = con.execute("SELECT * FROM alerts WHERE id=?", (alert_id,)).fetchone()
-        if row is None: raise ValidationError(f"There is no alert {alert_id}; list them with `fmops alerts ls`.")
-        con.execute("UPDATE alerts SET state='acknowledged' WHERE id=?", (alert_id,))
-        append_audit(con, 'acknowledge', f"alert:{alert_id}", {'state': row['state']}, {'state': 'acknowledged'})
+        row = con.execute("SELECT * FROM alerts WHERE id=?", (n,)).fetchone()
+        if row is None: raise ValidationError(f"There is no alert {n}; list them with `fmops alerts ls`.")
+        con.execute("UPDATE alerts SET state='acknowledged' WHERE id=?", (n,))
+        append_audit(con, 'acknowledge', f"alert:{n}", {'state': row['state']}, {'state': 'acknowledged'})
     return dict(row) | {'state': 'acknowledged'}
 
 # %% ../nbs/50_monitor.ipynb #546f45f8
@@ -462,10 +515,6 @@ def _names(ver) -> dict:
     out = {k: m.get('value') if isinstance(m, dict) else m for k, m in (ver.metrics or {}).items()}
     return out | {'version': ver.id}
 
-def _reads(expr:str, name:str) -> bool:
-    "Does the expression read the top-level name `name`?"
-    return any(isinstance(n, ast.Name) and n.id == name for n in ast.walk(parse_expr(expr)))
-
 def _unusable(m:Missing, v, cur, model:str, alias:str) -> str:
     "Which value a gate could not use, and how to supply it."
     side, _, key = m.name.partition('.')
@@ -492,13 +541,14 @@ def promotion_gate(reg, v, model:str, alias:str, path=None, enforce:bool=True,
     try: cur = reg.get(f"{model}:{alias}")
     except NotFoundError: pass # a first promotion: nothing to compare with
     names = {'candidate': _names(v), 'alias': alias, **({'current': _names(cur)} if cur is not None else {})}
+    absent = ('current',) if cur is None else ()
     overridden = []
     for p in ps:
         try:
-            if not evaluate(p.when, names): continue
+            if not evaluate(p.when, names, absent): continue
             msg, blind = _describe(p, names), False
+        except Undecided: continue # only a comparison with a current version is left open, and there is none yet
         except Missing as m:
-            if cur is None and _reads(p.when, 'current'): continue # it compares with a current version: none yet
             msg, blind = f"it cannot be evaluated: {_unusable(m, v, cur, model, alias)}", True
         if p.action == 'block' and not enforce and reason == '':
             raise PromotionBlocked(f"Policy {p.name!r} blocks promoting {v.id} to {model}:{alias} ({msg}); forcing it "

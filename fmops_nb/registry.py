@@ -4,19 +4,19 @@
 
 # %% ../nbs/20_registry.ipynb #87712f04
 from __future__ import annotations
-import hashlib, json, math, mmap, os, shutil, stat, struct, tempfile, warnings
+import hashlib, json, math, mmap, os, re, shutil, stat, struct, tempfile, warnings
 from contextlib import contextmanager, closing
 from dataclasses import dataclass, field, asdict
 from pathlib import Path, PurePosixPath
 import numpy as np
 from .core import Workspace, utcnow, current_user, check_name, file_sha256, file_mode, fsync_dir, audit_mac, GENESIS
 from .errors import (FmopsError, ConfigError, ValidationError, NotFoundError, WorkspaceError, TrackingError,
-                     TrackingWarning, not_found)
+                     TrackingWarning, StoreWarning, not_found)
 
 # %% auto #0
-__all__ = ['DTYPES', 'METRIC_DIRECTIONS', 'CorruptBlobError', 'BlobStore', 'TensorInfo', 'read_header', 'tensor_hashes',
-           'as_float', 'append_audit', 'AuditCheck', 'verify_audit', 'reanchor_audit', 'audit_log', 'Version',
-           'safe_files', 'Registry']
+__all__ = ['DTYPES', 'NEWEST_RUNS', 'METRIC_DIRECTIONS', 'CorruptBlobError', 'BlobStore', 'TensorInfo', 'read_header',
+           'tensor_hashes', 'as_float', 'append_audit', 'AuditCheck', 'verify_audit', 'reanchor_audit', 'audit_log',
+           'Version', 'safe_files', 'Registry']
 
 # %% ../nbs/20_registry.ipynb #6739e1c4
 class CorruptBlobError(WorkspaceError):
@@ -48,13 +48,19 @@ class BlobStore:
             yield
         finally: os.close(fd)
 
-    def _put(self, chunks) -> tuple[str, int]:
+    @staticmethod
+    def mode(source:int|None=None, # the permission bits of the file the content comes from (None: fmops made it)
+            ) -> int:
+        "A blob's permission bits: the workspace's policy without write bits, and never more than its source's."
+        return file_mode(writable=False) & (0o777 if source is None else source)
+
+    def _put(self, chunks, source:int|None=None) -> tuple[str, int]:
         "Write `chunks` to a temporary file beside the blobs (hashing as it goes), fsync it and rename it into place."
         self.root.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.root, prefix='.incoming-', suffix='.tmp')
         h, size = hashlib.sha256(), 0
         try:
-            os.fchmod(fd, file_mode(writable=False))
+            os.fchmod(fd, self.mode(source))
             with os.fdopen(fd, 'wb') as out:
                 for chunk in chunks: h.update(chunk); out.write(chunk); size += len(chunk)
                 out.flush(); os.fsync(out.fileno())
@@ -70,16 +76,18 @@ class BlobStore:
                                   f"a link.") from None
         f = os.fdopen(fd, 'rb')
         with f:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
                 raise ValidationError(f"{src} is not a regular file; fmops stores only regular files.")
             def chunks():
                 while chunk := f.read(_CHUNK): yield chunk
-            return self._put(chunks())
+            return self._put(chunks(), stat.S_IMODE(st.st_mode))
 
-    def put_bytes(self, data:bytes) -> str:
+    def put_bytes(self, data:bytes, source:int|None=None, # the permission bits of the files `data` holds content of
+                 ) -> str:
         "Store `data`; return its SHA-256."
         sha = hashlib.sha256(data).hexdigest()
-        return sha if self._reuse(sha, len(data)) else self._put([data])[0]
+        return sha if self._reuse(sha, len(data)) else self._put([data], source)[0]
 
     def _reuse(self, sha:str, size:int) -> bool:
         "Is blob `sha` stored whole (size, then hash)? Then refresh its time: `gc`'s grace period starts again."
@@ -87,14 +95,17 @@ class BlobStore:
         try: st = os.lstat(p)
         except FileNotFoundError: return False
         if stat.S_ISDIR(st.st_mode): raise CorruptBlobError(f"{p} is a folder, not a blob. Move it out of the store.")
-        if not stat.S_ISREG(st.st_mode) or st.st_size != size or file_sha256(p, _CHUNK) != sha: return False
+        if not stat.S_ISREG(st.st_mode) or st.st_size != size: return False
+        try:
+            if file_sha256(p, _CHUNK) != sha: return False
+        except PermissionError as e: raise self.unreadable(sha, 'stored copy of this content', e) from None
         try: os.utime(p)
         except OSError: pass # another user's blob: the store's lock still keeps `gc` away until we commit
         return True
 
     def _settle(self, tmp, sha:str, size:int) -> str:
         "Move a written temporary into place, unless the blob is already there whole; a corrupted copy is replaced."
-        if self._reuse(sha, size): Path(tmp).unlink(); return sha
+        if self._reuse(sha, size): Path(tmp).unlink(); return sha # it keeps its mode: whoever may read it could
         dst = self.path(sha)
         dst.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, dst)
@@ -107,11 +118,18 @@ class BlobStore:
         return CorruptBlobError(f"The {what} (blob {sha[:12]}) is corrupted: its content no longer matches its hash. "
                                 f"Restore {self.path(sha)} from a backup or re-register the version.")
 
+    def unreadable(self, sha:str, what:str, e:OSError) -> WorkspaceError:
+        "The error for a blob this user may not read (it keeps the permissions of the file it was stored from)."
+        return WorkspaceError(f"The {what} (blob {sha[:12]}) cannot be read ({e.strerror}): a blob keeps the "
+                              f"permissions of the file it was stored from, so only those who could read that file can "
+                              f"read it. Run this as such a user, or ask the version's owner to share it.")
+
     def read(self, sha:str, what:str='blob') -> bytes:
         "The content of blob `sha`, checked against its hash."
         p = self.path(sha)
         if not p.is_file(): raise self._missing(sha, what)
-        data = p.read_bytes()
+        try: data = p.read_bytes()
+        except PermissionError as e: raise self.unreadable(sha, what, e) from None
         if hashlib.sha256(data).hexdigest() != sha: raise self._corrupt(sha, what)
         return data
 
@@ -119,7 +137,9 @@ class BlobStore:
         "The path of blob `sha` after checking its whole content against its hash."
         p = self.path(sha)
         if not p.is_file(): raise self._missing(sha, what)
-        if file_sha256(p, _CHUNK) != sha: raise self._corrupt(sha, what)
+        try: got = file_sha256(p, _CHUNK)
+        except PermissionError as e: raise self.unreadable(sha, what, e) from None
+        if got != sha: raise self._corrupt(sha, what)
         return p
 
     def all(self) -> list[str]:
@@ -299,6 +319,7 @@ class AuditCheck:
     mode: str = '' # what this check can and cannot detect, in plain words
     anchor: str = '' # what the anchor comparison found
     notes: list = field(default_factory=list) # things worth knowing that are not problems
+    freshness: str = '' # what the heads compared can prove about a cut back to an older log
     @property
     def ok(self) -> bool: return not self.problems
     def to_dict(self) -> dict: return asdict(self) | {'ok': self.ok}
@@ -306,7 +327,8 @@ class AuditCheck:
         state = "chain intact." if self.ok else f"{len(self.problems)} problem(s):"
         lines = [f"Audit log: {self.rows} rows, {state}"]
         lines += [f"  - {p}" for p in self.problems]
-        lines += [f"{k}: {v}" for k, v in (('Mode', self.mode), ('Anchor', self.anchor)) if v]
+        lines += [f"{k}: {v}" for k, v in (('Mode', self.mode), ('Anchor', self.anchor),
+                                           ('Freshness', self.freshness)) if v]
         return '\n'.join(lines + [f"Note: {n}" for n in self.notes])
 
 def _ranges(seqs:list) -> str:
@@ -346,9 +368,9 @@ def _check_keys(rows, key, src) -> tuple[list, str]:
                         f"those rows were rewritten by someone without the key")
     return problems, mode
 
-def _check_anchor(ws:Workspace, rows, key) -> tuple[list, str, list]:
-    "Compare the log with its anchor: a cut tail, an emptied log or a rewrite shows here."
-    anchor, p = ws.read_anchor(), ws.anchor_path
+def _check_anchor(ws:Workspace, rows, key, anchor) -> tuple[list, str, list]:
+    "Compare the log with its anchor (read before the log): a cut tail, an emptied log or a rewrite shows here."
+    p = ws.anchor_path
     by_seq = {r['seq']: r for r in rows}
     if anchor is None:
         if not rows: return [], f"none yet at {p} (the log is empty)", []
@@ -376,81 +398,44 @@ def _check_anchor(ws:Workspace, rows, key) -> tuple[list, str, list]:
         notes.append(f"{last - seq} row(s) were written after the anchor (it moves forward with each write)")
     return problems, desc + ('' if problems else ': matches the log'), notes
 
-def _replayed(rows) -> tuple[dict, dict, dict]:
-    "From the log: {'model:alias': (version, row)}, {version: (manifest, row)} and {deleted version: row}."
-    aliases, versions, deleted = {}, {}, {}
-    for r in rows:
-        try: after = json.loads(r['after']) if r['after'] else {}
-        except ValueError: after = {} # an edited row: the chain check names it
-        after = after if isinstance(after, dict) else {}
-        if r['action'] in ('promote', 'rollback', 'rollback-to'):
-            aliases[r['subject']] = (after.get('version'), r['seq'])
-        elif r['action'] == 'register': versions[r['subject']] = (after.get('manifest'), r['seq'])
-        elif r['action'] == 'delete': deleted[r['subject']] = r['seq']
-    return aliases, versions, deleted
+NEWEST_RUNS = 5 # local W&B runs whose recorded heads `verify` checks by default (`wandb=True`: all of them)
 
-def _replay(ws:Workspace, con, rows) -> list:
-    "Replay the log (registrations, deletions, alias moves) and name each way the registry's tables differ from it."
-    tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    if not {'versions', 'aliases', 'files'} <= tables: return []
-    aliases, versions, deleted = _replayed(rows)
-    problems, back = [], "behind the registry's back"
-    have = {f"{r['model']}:{r['alias']}": r['version']
-            for r in con.execute("SELECT model, alias, version FROM aliases")}
-    for name in sorted(have.keys() | {k for k, (v, _) in aliases.items() if v}):
-        want, seq = aliases.get(name, (None, None))
-        if name not in have:
-            problems.append(f"alias {name} is missing, but the audit log (row {seq}) last pointed it at {want}: it "
-                            f"was removed {back}")
-        elif seq is None:
-            problems.append(f"alias {name} points at {have[name]}, but the audit log never set it: it was set {back}")
-        elif have[name] != want:
-            problems.append(f"alias {name} points at {have[name]}, but the audit log (row {seq}) last moved it to "
-                            f"{want}: it was moved {back}")
-    files, blobs = {}, BlobStore(ws)
-    for r in con.execute("SELECT version, path, sha256, size FROM files"):
-        files.setdefault(r['version'], {})[r['path']] = {'sha256': r['sha256'], 'size': r['size']}
-    table = {r['id']: r for r in con.execute("SELECT id, manifest, state FROM versions")}
-    for vid in sorted(table.keys() | versions.keys()):
-        if vid not in table:
-            problems.append(f"version {vid} was registered (row {versions[vid][1]}) but is missing from the database: "
-                            f"it was removed {back}"); continue
-        r = table[vid]
-        if vid not in versions:
-            problems.append(f"version {vid} is not in the audit log: it was inserted {back}"); continue
-        if r['manifest'] != versions[vid][0]:
-            problems.append(f"version {vid}'s manifest is not the one registered (row {versions[vid][1]}): it was "
-                            f"changed {back}")
-        if r['state'] == 'ready' and vid in deleted:
-            problems.append(f"version {vid} was deleted (row {deleted[vid]}) but is listed again: it was revived "
-                            f"{back}")
-        if r['state'] == 'deleted' and vid not in deleted:
-            problems.append(f"version {vid} is marked deleted, but the audit log has no deletion of it")
-        if r['state'] != 'ready': continue
-        try: man = json.loads(blobs.read(r['manifest'], f"manifest of {vid}"))
-        except CorruptBlobError as e: problems.append(str(e)); continue
-        if man.get('files') != files.get(vid, {}):
-            problems.append(f"the files of {vid} in the database are not those of its manifest: they were changed "
-                            f"{back}")
-    return problems
+def _freshness(ws:Workspace) -> str:
+    "What the anchor can prove about a cut back to an older log, in plain words."
+    p = ws.anchor_path
+    if p == ws.root or ws.root in p.parents:
+        return (f"The anchor {p} is inside the workspace: whoever can write fmops.db can also put back an older anchor "
+                f"with an older copy of the log, so a cut back to an older anchor shows only against a head kept "
+                f"elsewhere: an anchor outside the workspace (audit.anchor_file) or W&B runs synced off this machine "
+                f"(`wandb sync`). The local W&B runs that verify reads are in the workspace too.")
+    return (f"The anchor {p} is outside the workspace: a cut back to an older log shows against it as long as whoever "
+            f"can write the workspace cannot write there.")
 
-def _check_wandb(ws:Workspace, rows) -> tuple[list, list]:
-    "Compare the audit heads recorded in the workspace's local W&B runs with the log."
+def _wandb_heads(ws:Workspace, limit:int|None) -> tuple[list, int]:
+    "[(run folder, recorded head)] of the newest `limit` local W&B runs (None: all), and how many runs there are."
     from fmops_nb.tracking import find_runs, read_run
-    by_seq, problems, notes, checked = {r['seq']: r for r in rows}, [], [], 0
+    paths, out = find_runs(ws), []
+    for path in paths[-limit:] if limit else paths:
+        try: head = read_run(path).audit_head
+        except Exception: continue # an unreadable or unfinished run file says nothing either way
+        if isinstance(head, dict) and _is_int(head.get('seq')): out.append((path, head))
+    return out, len(paths)
+
+def _check_wandb(heads:list, rows, key) -> tuple[list, list]:
+    "Compare the audit heads recorded in local W&B runs (read before the log) with the log."
+    by_seq, problems, notes = {r['seq']: r for r in rows}, [], []
     accepted = [] # (row, anchored seq it gave up, reason) of each deliberate re-anchor
     for r in rows:
         if r['action'] != 'reanchor': continue
-        try: b, a = json.loads(r['before'] or '{}'), json.loads(r['after'] or '{}')
-        except ValueError: continue
-        old = (b or {}).get('anchor') or {}
-        accepted.append((r['seq'], old.get('seq') if isinstance(old, dict) else None, (a or {}).get('reason')))
-    for path in find_runs(ws):
-        try: head = read_run(path).audit_head
-        except Exception: continue # an unreadable or unfinished run file says nothing either way
-        if not isinstance(head, dict) or not _is_int(head.get('seq')): continue
-        checked += 1
+        b, a = _obj(r['before']), _obj(r['after'])
+        old = b.get('anchor') or {}
+        accepted.append((r['seq'], old.get('seq') if isinstance(old, dict) else None, a.get('reason')))
+    for path, head in heads:
         seq = head['seq']
+        if key is not None and head.get('mac') and head['mac'] != audit_mac(key, f"head:{head.get('rows')}:{seq}:"
+                                                                                 f"{head.get('hash')}"):
+            problems.append(f"the W&B run {path.name} carries an audit head whose HMAC does not match the audit key: "
+                            f"it is forged, or was made with another key"); continue
         if not seq or (seq in by_seq and by_seq[seq]['hash'] == head.get('hash')): continue
         now = ("has no such row now: rows were cut" if seq not in by_seq
                else "has another row there now: it was rewritten")
@@ -458,8 +443,172 @@ def _check_wandb(ws:Workspace, rows) -> tuple[list, list]:
         if ok := next((x for x in accepted if _is_int(x[1]) and x[1] >= seq), None):
             notes.append(f"{what}, as accepted by the re-anchor at row {ok[0]} ({ok[2]})")
         else: problems.append(what)
-    summary = f"{checked} local W&B run(s) carry an audit head" + ('' if problems else '; none contradicts the log')
-    return problems, [summary] + notes
+    return problems, notes
+
+def _obj(text) -> dict:
+    "A JSON object from an audit row's column; {} when it is empty or not an object (the chain check names an edit)."
+    try: d = json.loads(text) if text else {}
+    except ValueError: return {}
+    return d if isinstance(d, dict) else {}
+
+def _replayed(rows) -> dict:
+    "What the log says the tables hold: alias targets, alias moves, registrations and deletions."
+    out = {'aliases': {}, 'moves': {}, 'versions': {}, 'deleted': {}}
+    for r in rows:
+        after = _obj(r['after'])
+        if r['action'] in ('promote', 'rollback', 'rollback-to'):
+            out['aliases'][r['subject']] = (after.get('version'), r['seq'])
+            out['moves'].setdefault(r['subject'], []).append((r, _obj(r['before']), after))
+        elif r['action'] == 'register': out['versions'][r['subject']] = (after, r)
+        elif r['action'] == 'delete': out['deleted'][r['subject']] = r['seq']
+    return out
+
+_BACK = "behind the registry's back"
+_VID = re.compile(r'[^:]+:v\d+')
+
+def _metric_values(meta:dict) -> dict|None:
+    ms = meta.get('metrics')
+    if not isinstance(ms, dict) or not all(isinstance(m, dict) for m in ms.values()): return None
+    return {k: m.get('value') for k, m in ms.items()}
+
+def _check_version(vid:str, r, after:dict, reg) -> list:
+    "How a version's row differs from what its register row (`reg`, its JSON `after`) in the log says."
+    seq, out = reg['seq'], []
+    if vid != f"{r['model']}:v{r['number']}":
+        out.append(f"version {vid}'s model or number ({r['model']}, {r['number']}) do not match its id: they were "
+                   f"changed {_BACK}")
+    if r['manifest'] != after.get('manifest'):
+        out.append(f"version {vid}'s manifest is not the one registered (row {seq}): it was changed {_BACK}")
+    new = 'meta' in after # rows written since register rows carry a version's details
+    for col in ('format', 'parent', 'base'):
+        if col not in after: continue
+        want = after[col]
+        if col != 'format' and not new and want is not None and not _VID.fullmatch(str(want)): continue # as given
+        if r[col] != want:
+            out.append(f"version {vid}'s {col} is {r[col]!r}, but the audit log (row {seq}) registered it with "
+                       f"{want!r}: it was changed {_BACK}")
+    by = after.get('created_by', reg['actor'])
+    if r['created_by'] != by:
+        out.append(f"version {vid} is recorded as registered by {r['created_by']!r}, but the audit log (row {seq}) "
+                   f"says {by!r}: it was changed {_BACK}")
+    if 'created_at' in after and r['created_at'] != after['created_at']:
+        out.append(f"version {vid}'s registration time is {r['created_at']}, but the audit log (row {seq}) says "
+                   f"{after['created_at']}: it was changed {_BACK}")
+    if new and r['card'] != after.get('card'):
+        out.append(f"version {vid}'s model card is not the one registered (row {seq}): it was changed {_BACK}")
+    meta = _obj(r['meta'])
+    have = _metric_values(meta)
+    if have is None:
+        out.append(f"version {vid}'s recorded details (meta) are not readable: they were changed {_BACK}")
+        return out
+    if 'metrics' in after and have != (want := after['metrics'] if isinstance(after['metrics'], dict) else {}):
+        what = '; '.join(f"{k} {have.get(k, 'missing')} (registered {want.get(k, 'missing')})"
+                         for k in sorted(have.keys() | want.keys()) if have.get(k) != want.get(k))
+        out.append(f"version {vid}'s metrics differ from those the audit log (row {seq}) registered: {what}: they "
+                   f"were changed {_BACK}")
+    elif new and _sha(json.dumps(meta, sort_keys=True)) != after['meta']:
+        out.append(f"version {vid}'s recorded details (metric directions, description, tags, data, config) are not "
+                   f"those registered (row {seq}): they were changed {_BACK}")
+    return out
+
+def _check_history(con, moves:dict, model:str|None) -> list:
+    "Each alias's history, move by move, against the moves the log records."
+    hist, out = {}, []
+    for r in con.execute("SELECT * FROM alias_history" + (" WHERE model=?" if model else '') + " ORDER BY seq",
+                         (model,) if model else ()):
+        hist.setdefault(f"{r['model']}:{r['alias']}", []).append(r)
+    names = ('action', 'version', 'previous', 'reason', 'by')
+    for name in sorted(hist.keys() | {k for k in moves if model is None or k.split(':')[0] == model}):
+        h, m = hist.get(name, []), moves.get(name, [])
+        for i, (hr, (ar, before, after)) in enumerate(zip(h, m)):
+            got = (hr['action'], hr['version'], hr['previous'], hr['reason'] or '', hr['by'])
+            want = (ar['action'], after.get('version'), before.get('version'), after.get('reason') or '', ar['actor'])
+            if bad := [(k, g, w) for k, g, w in zip(names, got, want) if g != w]:
+                out.append(f"alias_history row {hr['seq']} (move {i + 1} of {name}) has "
+                           + ', '.join(f"{k} {g!r} where the audit log (row {ar['seq']}) has {w!r}" for k, g, w in bad)
+                           + f": the history was changed {_BACK}")
+                break
+        else:
+            if len(h) != len(m):
+                out.append(f"alias {name}'s history holds {len(h)} move(s), but the audit log records {len(m)}: "
+                           f"moves were {'added' if len(h) > len(m) else 'deleted'} {_BACK}")
+    return out
+
+def _tensor_rows(rows) -> set:
+    "The tensor records of a version as comparable tuples, from the database's rows."
+    out = set()
+    for r in rows:
+        try: shape = tuple(json.loads(r['shape']))
+        except (TypeError, ValueError): shape = ('unreadable', r['shape'])
+        out.add((r['file'], r['name'], r['dtype'], shape, r['sha256'], r['begin_at'], r['end_at']))
+    return out
+
+def _manifest_tensors(man:dict) -> set:
+    "The tensor records a version's manifest (content-addressed, so the reference) lists, as comparable tuples."
+    return {(t['file'], t['name'], t['dtype'], tuple(t['shape']), t['sha256'], t['begin'], t['end'])
+            for t in man.get('tensors') or []}
+
+def _tensors_changed(vid:str) -> str:
+    return f"the tensor records of {vid} in the database are not those of its manifest: they were changed {_BACK}"
+
+def _replay(ws:Workspace, con, rows, model:str|None=None, # only this model's records (default: every model's)
+            blobs_of:set|None=None, # check manifests, files and tensors of these versions only (default: all ready)
+           ) -> tuple[list, list]:
+    "Replay the log and name each way the registry's tables differ from it; and notes on what it cannot prove."
+    tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if not {'versions', 'aliases', 'files', 'tensors', 'alias_history'} <= tables: return [], []
+    log = _replayed(rows)
+    mine = lambda name: model is None or name.split(':')[0] == model
+    problems, aliases = [], {k: v for k, v in log['aliases'].items() if mine(k)}
+    have = {f"{r['model']}:{r['alias']}": r['version']
+            for r in con.execute("SELECT model, alias, version FROM aliases") if mine(r['model'])}
+    for name in sorted(have.keys() | {k for k, (v, _) in aliases.items() if v}):
+        want, seq = aliases.get(name, (None, None))
+        if name not in have:
+            problems.append(f"alias {name} is missing, but the audit log (row {seq}) last pointed it at {want}: it "
+                            f"was removed {_BACK}")
+        elif seq is None:
+            problems.append(f"alias {name} points at {have[name]}, but the audit log never set it: it was set {_BACK}")
+        elif have[name] != want:
+            problems.append(f"alias {name} points at {have[name]}, but the audit log (row {seq}) last moved it to "
+                            f"{want}: it was moved {_BACK}")
+    problems += _check_history(con, log['moves'], model)
+    q = "SELECT * FROM versions" + (" WHERE model=? OR substr(id, 1, ?)=?" if model else '')
+    table = {r['id']: r for r in con.execute(q, (model, len(model) + 1, f"{model}:") if model else ())}
+    versions = {k: v for k, v in log['versions'].items() if mine(k)}
+    check, older = [], []
+    for vid in sorted(table.keys() | versions.keys()):
+        if vid not in table:
+            problems.append(f"version {vid} was registered (row {versions[vid][1]['seq']}) but is missing from the "
+                            f"database: it was removed {_BACK}"); continue
+        r = table[vid]
+        if vid not in versions:
+            problems.append(f"version {vid} is not in the audit log: it was inserted {_BACK}"); continue
+        after, reg = versions[vid]
+        problems += _check_version(vid, r, after, reg)
+        if 'meta' not in after: older.append(vid)
+        if r['state'] == 'ready' and vid in log['deleted']:
+            problems.append(f"version {vid} was deleted (row {log['deleted'][vid]}) but is listed again: it was "
+                            f"revived {_BACK}")
+        if r['state'] == 'deleted' and vid not in log['deleted']:
+            problems.append(f"version {vid} is marked deleted, but the audit log has no deletion of it")
+        if r['state'] == 'ready' and (blobs_of is None or vid in blobs_of): check.append(vid)
+    blobs = BlobStore(ws)
+    for vid in check: # the manifest is content-addressed and named by the log: the files and tensors must be its own
+        try: man = json.loads(blobs.read(table[vid]['manifest'], f"manifest of {vid}"))
+        except (CorruptBlobError, WorkspaceError) as e: problems.append(str(e)); continue
+        files = {r['path']: {'sha256': r['sha256'], 'size': r['size']}
+                 for r in con.execute("SELECT path, sha256, size FROM files WHERE version=?", (vid,))}
+        if man.get('files') != files:
+            problems.append(f"the files of {vid} in the database are not those of its manifest: they were changed "
+                            f"{_BACK}")
+        if _tensor_rows(con.execute("SELECT * FROM tensors WHERE version=?", (vid,))) != _manifest_tensors(man):
+            problems.append(_tensors_changed(vid))
+    notes = [f"{len(older)} version(s) ({_listing(older)}) were registered before register rows carried a version's "
+             f"details: for them verify checks the manifest, metrics, format and author, and the parent and base where "
+             f"the row names a version; not metric directions, description, tags, data, config, card or time"] \
+        if older else []
+    return problems, notes
 
 def _check_chain(rows, top) -> list:
     "Name every edited, deleted or reordered row of the hash chain."
@@ -480,23 +629,37 @@ def _check_chain(rows, top) -> list:
     return problems
 
 def verify_audit(ws:Workspace|None=None,
-                 wandb:bool=False, # also check the heads recorded in the workspace's local W&B runs
+                 wandb:bool=False, # check the heads of every local W&B run (default: the newest `NEWEST_RUNS`)
                 ) -> AuditCheck:
-    "Check the audit log: its hash chain, its HMACs, its anchor, and the registry's tables replayed from it."
-    ws = ws or Workspace.open()
+    "Check the audit log: its hash chain, its HMACs, its anchor and W&B heads, and the registry's tables replayed."
+    return _verify(ws or Workspace.open(), wandb)
+
+def _verify(ws:Workspace, wandb:bool=False, model:str|None=None, blobs_of:set|None=None) -> AuditCheck:
+    "`verify_audit`, for one model's records when `model` is given (and `blobs_of`: whose blobs to read)."
     _ensure_audit(ws)
     key, src = ws.audit_key()
+    limit = None if wandb else NEWEST_RUNS
+    # The heads kept outside the database are read first: each was written after its rows were committed, so the
+    # snapshot of the log read next holds every row they name (a writer committing meanwhile never looks like a cut).
+    anchor = ws.read_anchor()
+    heads, total = _wandb_heads(ws, limit)
     with closing(ws.connect()) as con:
+        con.execute("BEGIN") # one snapshot of the log and every table
         rows = con.execute("SELECT * FROM audit ORDER BY seq").fetchall()
         problems = _check_chain(rows, con.execute("SELECT seq FROM sqlite_sequence WHERE name='audit'").fetchone())
         more, mode = _check_keys(rows, key, src)
         problems += more
-        more, anchor, notes = _check_anchor(ws, rows, key)
-        problems += more + _replay(ws, con, rows)
-    if wandb:
-        more, n = _check_wandb(ws, rows)
-        problems += more; notes += n
-    return AuditCheck(len(rows), problems, mode, anchor, notes)
+        more, anchored, notes = _check_anchor(ws, rows, key, anchor)
+        problems += more
+        more, older = _replay(ws, con, rows, model, blobs_of)
+        problems += more
+        con.execute("ROLLBACK")
+    more, accepted = _check_wandb(heads, rows, key)
+    read = f" (the newest {limit} of {total} runs were read; `fmops audit verify --wandb` reads all)" \
+        if limit is not None and total > limit else ''
+    runs = (f"{len(heads)} local W&B run(s) carry an audit head{read}" + ('' if more else '; none contradicts the log')
+            if heads else f"no local W&B run carries an audit head{read}")
+    return AuditCheck(len(rows), problems + more, mode, anchored, notes + older + [runs] + accepted, _freshness(ws))
 
 def reanchor_audit(ws:Workspace|None=None,
                    reason:str='', # why, e.g. 'restored fmops.db from the 2026-11-30 backup'; it goes into the log
@@ -603,7 +766,9 @@ def _torch_load(path:Path) -> dict:
         raise ValidationError(f"{path} does not hold a state dict of tensors. Pass model.state_dict() or a safetensors file.")
     return obj
 
-def _save_state_dict(sd:dict, path:Path):
+def _save_state_dict(sd:dict, path:Path,
+                     like:Path|None=None, # the file it was converted from: no read permission `like` lacks
+                    ):
     "Write a state dict as safetensors (tensors that share storage are copied, as safetensors requires)."
     import torch
     from safetensors.torch import save_file
@@ -615,6 +780,8 @@ def _save_state_dict(sd:dict, path:Path):
         out[k] = t.clone().contiguous() if ptr in seen else t.contiguous()
         if ptr is not None: seen.add(ptr)
     save_file(out, str(path), metadata={'format': 'pt'})
+    # safetensors writes owner-only files; the blob gets the policy's mode, or no more than the file converted
+    os.chmod(path, file_mode() & (0o777 if like is None else stat.S_IMODE(os.stat(like).st_mode) | 0o600))
 
 def safe_files(folder, # a model, adapter or checkpoint folder
                hidden:bool=False, # include names starting with '.' (skipped by default, like .git and caches)
@@ -650,6 +817,21 @@ def safe_files(folder, # a model, adapter or checkpoint folder
         raise ValidationError(f"{e.filename} cannot be read ({e.strerror}); nothing was stored.") from None
     return out
 
+def _private_links(files:dict) -> list:
+    """The files of `files` ({relative path: real path}) that have other hard links and that only their owner may read.
+    A hard link cannot be told from a regular file; one that others may read (as uv and pip caches make) is quiet."""
+    out = []
+    for rel, f in files.items():
+        st = os.stat(f)
+        if st.st_nlink > 1 and not st.st_mode & 0o044: out.append(rel)
+    return sorted(out)
+
+def _listing(names:list, n:int=3) -> str:
+    "'a, b, c and 2 more'"
+    return ', '.join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else '')
+
+def _sha(text:str) -> str: return hashlib.sha256(text.encode()).hexdigest()
+
 def _read_json(path:Path, shown) -> dict:
     try: d = json.loads(path.read_text(encoding='utf-8'))
     except (UnicodeDecodeError, ValueError) as e:
@@ -674,7 +856,7 @@ def _collect(source, tmp:Path) -> dict:
             return {'format': 'safetensors', 'files': {'model.safetensors': p.resolve()}, 'config': {}, 'adapter': None,
                     'skipped': []}
         if p.suffix in _PICKLES:
-            _save_state_dict(_torch_load(p), tmp / 'model.safetensors')
+            _save_state_dict(_torch_load(p), tmp / 'model.safetensors', like=p)
             return {'format': 'safetensors', 'files': {'model.safetensors': tmp / 'model.safetensors'}, 'config': {}, 'adapter': None, 'skipped': []}
         raise ValidationError(f"{p}: unsupported file type {p.suffix or '(none)'}. Use .safetensors (or a torch .pt/.bin state dict).")
     listing = safe_files(p)
@@ -690,7 +872,7 @@ def _collect(source, tmp:Path) -> dict:
             if not has_st and r.stem.split('-')[0] in ('pytorch_model', 'adapter_model'):
                 out = tmp / r.with_name(r.stem.replace('pytorch_model', 'model') + '.safetensors')
                 out.parent.mkdir(parents=True, exist_ok=True)
-                _save_state_dict(_torch_load(f), out)
+                _save_state_dict(_torch_load(f), out, like=f)
                 files[out.relative_to(tmp).as_posix()] = out
             else: skipped.append(rel) # never unpickled
             continue
@@ -776,7 +958,9 @@ class Registry:
     def models(self) -> list[str]:
         with self.ws.connect() as con: return [r['name'] for r in con.execute("SELECT name FROM models ORDER BY name")]
 
-    def get(self, ref:str) -> Version:
+    def get(self, ref:str,
+            deleted:bool=False, # also a deleted version named 'model:vN' (an adapter's base, which `gc` keeps)
+           ) -> Version:
         "The version `ref` names: 'model:vN', 'model:ALIAS', or 'model' (its latest version)."
         model, tag = _split_ref(ref)
         con = self.ws.connect()
@@ -794,7 +978,9 @@ class Registry:
                 names = [r['id'] for r in con.execute("SELECT id FROM versions WHERE model=? AND state='ready'", (model,))]
                 names += [f"{model}:{r['alias']}" for r in con.execute("SELECT alias FROM aliases WHERE model=?", (model,))]
                 raise not_found('version or alias', ref, names)
-            if row['state'] == 'deleted': raise NotFoundError(f"{row['id']} was deleted. `fmops registry ls {model}` lists the versions that remain.")
+            if row['state'] == 'deleted' and not deleted:
+                raise NotFoundError(f"{row['id']} was deleted. `fmops registry ls {model}` lists the versions that "
+                                    f"remain.")
             return self._read(con, row)
         finally: con.close()
 
@@ -820,12 +1006,28 @@ class Registry:
         return self.blobs.read(v.card, f"model card of {v.id}").decode()
 
     def tensors(self, ref:str|Version) -> dict:
-        "{(file, tensor name): {'dtype', 'shape', 'sha256', 'begin', 'end'}} of a version, from the database."
+        "{(file, tensor name): {'dtype', 'shape', 'sha256', 'begin', 'end'}} of a version, checked with its manifest."
         v = ref if isinstance(ref, Version) else self.get(ref)
-        with self.ws.connect() as con:
-            return {(r['file'], r['name']): {'dtype': r['dtype'], 'shape': tuple(json.loads(r['shape'])), 'sha256': r['sha256'],
-                                             'begin': r['begin_at'], 'end': r['end_at']}
-                    for r in con.execute("SELECT * FROM tensors WHERE version=?", (v.id,))}
+        with closing(self.ws.connect()) as con:
+            rows = con.execute("SELECT * FROM tensors WHERE version=?", (v.id,)).fetchall()
+        if _tensor_rows(rows) != _manifest_tensors(self.manifest(v)):
+            raise WorkspaceError(f"{v.id} cannot be compared or loaded: {_tensors_changed(v.id)}. Nothing was read "
+                                 f"from them; run `fmops audit verify`, and restore fmops.db from a backup.")
+        return {(r['file'], r['name']): {'dtype': r['dtype'], 'shape': tuple(json.loads(r['shape'])),
+                                         'sha256': r['sha256'], 'begin': r['begin_at'], 'end': r['end_at']}
+                for r in rows}
+
+    def _guard(self, what:str, # the action, for the message: 'promote m:v2 to m:production'
+               model:str, # the model whose records it acts on
+               vids=(), # the versions it acts on: their manifests, files and tensors are checked too
+              ):
+        "Refuse `what` while `verify` finds the audit log does not explain the records it would act on."
+        c = _verify(self.ws, model=model, blobs_of={v for v in vids if v})
+        if c.ok: return
+        raise WorkspaceError(f"{what} was refused: `fmops audit verify` finds {len(c.problems)} problem(s) in the "
+                             f"records it acts on, so fmops will not act on them; the first: {c.problems[0]}. Nothing "
+                             f"was changed. See `fmops audit verify`; restore fmops.db from a backup (after a "
+                             f"deliberate restore, accept it with `fmops audit reanchor --reason ...`).")
 
     def history(self, model:str, alias:str|None=None) -> list[dict]:
         "The alias moves of `model` (one alias or all), oldest first."
@@ -884,6 +1086,7 @@ class Registry:
             headers = {rel: read_header(f)[0] for rel, f in got['files'].items() if rel.endswith('.safetensors')}
             if check_names:
                 self._check_names(got, {(rel, n): None for rel, h in headers.items() for n in h}, parent_v, base_v)
+            linked = _private_links(got['files'])
             stored = {rel: self.blobs.put_file(f) for rel, f in got['files'].items()}
             tensors = {}
             for rel, checked in headers.items(): # hashed from the stored blob: what is recorded is what was stored
@@ -898,36 +1101,72 @@ class Registry:
             manifest = {'format': got['format'], 'files': {k: {'sha256': s, 'size': n} for k, (s, n) in stored.items()},
                         'tensors': [{'file': f, 'name': n, **t} for (f, n), t in sorted(tensors.items())],
                         'config': got['config'], 'adapter': got['adapter'], 'skipped': got['skipped']}
-            manifest_sha = self.blobs.put_bytes(json.dumps(manifest, sort_keys=True).encode())
+            # the manifest holds the content of config.json and adapter_config.json: it is as private as they are
+            held = None
+            for k in ('config.json', 'adapter_config.json'):
+                if k not in got['files']: continue
+                held = stat.S_IMODE(os.stat(got['files'][k]).st_mode) & (0o777 if held is None else held)
+            manifest_sha = self.blobs.put_bytes(json.dumps(manifest, sort_keys=True).encode(), held)
             meta = {'metrics': metrics, 'tags': list(tags or []), 'description': description, 'data': data,
                     'run_id': run_id, 'code_version': code_version, 'config': config or {},
                     'intended_use': intended_use, 'n_tensors': len(tensors),
                     'n_parameters': int(sum(math.prod(t['shape']) for t in tensors.values())),
                     'skipped_files': got['skipped']}
+            try: meta_json = json.dumps(meta, sort_keys=True)
+            except (TypeError, ValueError) as e:
+                raise ValidationError(f"The version's details cannot be stored as JSON ({e}): pass tags, data and "
+                                      f"config as plain values (strings, numbers, lists, dicts).") from None
             with self.ws.transaction() as con:
+                for ref, got_v in (('parent', parent_v), ('base', base_v)): # deleted since we looked it up?
+                    if got_v is not None and con.execute("SELECT state FROM versions WHERE id=?",
+                                                         (got_v.id,)).fetchone()['state'] != 'ready':
+                        raise ValidationError(f"The {ref} {got_v.id} was deleted while this version was being "
+                                              f"registered; nothing was registered. Name a version that remains.")
                 if con.execute("SELECT 1 FROM models WHERE name=?", (model,)).fetchone() is None:
                     con.execute("INSERT INTO models VALUES (?,?,?)", (model, utcnow(), current_user()))
                 n = con.execute("SELECT COALESCE(MAX(number), 0) + 1 FROM versions WHERE model=?",
                                 (model,)).fetchone()[0]
                 vid, now, who = f"{model}:v{n}", utcnow(), current_user()
                 card = _card(vid, got['format'], meta, manifest['files'], parent_v, base_v, now, who)
+                card_sha = self.blobs.put_bytes(card.encode())
+                pid, bid = (parent_v.id if parent_v else None), (base_v.id if base_v else None)
                 con.execute("INSERT INTO versions (id, model, number, format, parent, base, manifest, card, meta, "
                             "created_at, created_by) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                            (vid, model, n, got['format'], parent_v.id if parent_v else None,
-                             base_v.id if base_v else None, manifest_sha, self.blobs.put_bytes(card.encode()),
-                             json.dumps(meta, sort_keys=True), now, who))
+                            (vid, model, n, got['format'], pid, bid, manifest_sha, card_sha, meta_json, now, who))
                 con.executemany("INSERT INTO files VALUES (?,?,?,?)",
                                 [(vid, k, s, sz) for k, (s, sz) in stored.items()])
                 con.executemany("INSERT INTO tensors VALUES (?,?,?,?,?,?,?,?)",
                                 [(vid, f, nm, t['dtype'], json.dumps(t['shape']), t['sha256'], t['begin'], t['end'])
                                  for (f, nm), t in tensors.items()])
-                append_audit(con, 'register', vid, None, {'format': got['format'], 'parent': parent, 'base': base,
-                                                          'manifest': manifest_sha,
-                                                          'metrics': {k: m['value'] for k, m in metrics.items()}})
-                for a in aliases: self._move(con, model, a, vid, 'promote', f'set at registration of {vid}')
+                # the register row carries everything the registry later acts on, so that `verify` can replay it
+                append_audit(con, 'register', vid, None, {'format': got['format'], 'parent': pid, 'base': bid,
+                                                          'manifest': manifest_sha, 'card': card_sha,
+                                                          'metrics': {k: m['value'] for k, m in metrics.items()},
+                                                          'meta': _sha(meta_json), 'created_at': now,
+                                                          'created_by': who}, actor=who)
+        blocked = self._set_aliases(vid, aliases) # through the promotion gates, like any other alias move
         v = self.get(vid)
+        if linked:
+            warnings.warn(f"registered {vid}; {_listing(linked)} {'has' if len(linked) == 1 else 'have'} other hard "
+                          f"links and only {'its' if len(linked) == 1 else 'their'} owner may read "
+                          f"{'it' if len(linked) == 1 else 'them'}: a hard link can carry a private file into a model "
+                          f"folder. It is stored owner-only, as its source; if it is not part of the model, delete "
+                          f"{vid} and register the folder again without it.", StoreWarning, stacklevel=2)
         if self.log: self._log_safely(v, 'register', f"registered {vid}")
+        if blocked:
+            from fmops_nb.monitor import PromotionBlocked
+            raise PromotionBlocked(f"Registered {vid}, but {'; '.join(blocked)} Point the alias at it later with "
+                                   f"`fmops registry promote {vid} --to ALIAS`.")
         return v
+
+    def _set_aliases(self, vid:str, aliases) -> list[str]:
+        "Point `aliases` at the new version `vid` through the promotion gates; returns why each blocked one was refused."
+        from fmops_nb.monitor import PromotionBlocked
+        blocked = []
+        for a in aliases: # the registration's own W&B run records the aliases
+            try: self._promote(vid, a, f'set at registration of {vid}', force=False, log=False)
+            except PromotionBlocked as e: blocked.append(str(e))
+        return blocked
 
     def _check_alias(self, alias:str) -> str:
         check_name(alias, 'alias')
@@ -961,9 +1200,11 @@ class Registry:
         if vid is None: con.execute("DELETE FROM aliases WHERE model=? AND alias=?", (model, alias))
         else: con.execute("INSERT INTO aliases VALUES (?,?,?,?) ON CONFLICT(model, alias) DO UPDATE SET version=excluded.version, updated_at=excluded.updated_at",
                           (model, alias, vid, utcnow()))
+        by = current_user() # the history row and its audit row name the same actor: `verify` matches them
         con.execute("INSERT INTO alias_history (model, alias, version, previous, action, reason, at, by) VALUES (?,?,?,?,?,?,?,?)",
-                    (model, alias, vid, prev, action, reason, utcnow(), current_user()))
-        append_audit(con, action, f"{model}:{alias}", {'version': prev}, {'version': vid, 'reason': reason} if reason else {'version': vid})
+                    (model, alias, vid, prev, action, reason, utcnow(), by))
+        append_audit(con, action, f"{model}:{alias}", {'version': prev},
+                     {'version': vid, 'reason': reason} if reason else {'version': vid}, actor=by)
         return prev
 
     def promote(self, ref:str, # the version (or alias) to promote
@@ -972,11 +1213,18 @@ class Registry:
                 force:bool=False, # promote even when a promotion gate blocks it: needs a `reason`; audited
                ) -> Version:
         "Point the alias `to` at version `ref`, audited; `on: promote` policies may block it."
+        return self._promote(ref, to, reason, force, log=self.log)
+
+    def _promote(self, ref:str, to:str, reason:str, force:bool, log:bool) -> Version:
         v = self.get(ref)
         model, alias = (_split_ref(to) if ':' in to else (v.model, to))
         if model != v.model: raise ValidationError(f"{v.id} is a version of {v.model!r}, not of {model!r}: promote a {model} version to {model}:{alias}.")
         self._check_alias(alias)
         if alias in v.aliases: return v
+        with closing(self.ws.connect()) as con:
+            _writable_key(con) # a keyed log without its key: refused first
+            cur = con.execute("SELECT version FROM aliases WHERE model=? AND alias=?", (model, alias)).fetchone()
+        self._guard(f"promote {v.id} to {model}:{alias}", model, (v.id, cur and cur['version']))
         from fmops_nb.monitor import promotion_gate
         overridden = promotion_gate(self, v, model, alias, enforce=not force, reason=reason if force else None)
         with self.ws.transaction() as con:
@@ -984,7 +1232,7 @@ class Registry:
             if cur and cur['version'] == v.id: return self.get(v.id)
             self._move(con, model, alias, v.id, 'promote', reason + (f" (forced past {', '.join(overridden)})" if overridden else ''))
         out = self.get(v.id)
-        if self.log: self._log_safely(out, 'promote', f"promoted {out.id} to {model}:{alias}")
+        if log: self._log_safely(out, 'promote', f"promoted {out.id} to {model}:{alias}")
         return out
 
     def _stack(self, con, model:str, alias:str) -> list:
@@ -1005,6 +1253,12 @@ class Registry:
         target = self.get(to) if to else None
         if target is not None and target.model != model:
             raise ValidationError(f"{target.id} is a version of {target.model!r}, not of {model!r}.")
+        with closing(self.ws.connect()) as con:
+            _writable_key(con) # a keyed log without its key: refused first
+            cur = con.execute("SELECT version FROM aliases WHERE model=? AND alias=?", (model, name)).fetchone()
+            stack = self._stack(con, model, name)
+        lands = target.id if target else stack[-2] if len(stack) > 1 else None
+        self._guard(f"rollback of {model}:{name}", model, (cur and cur['version'], lands))
         with self.ws.transaction() as con:
             cur = con.execute("SELECT version FROM aliases WHERE model=? AND alias=?", (model, name)).fetchone()
             if cur is None:
@@ -1025,10 +1279,17 @@ class Registry:
         return out
 
     def delete(self, ref:str, reason:str='') -> Version:
-        "Hide a version from listings (its record and audit trail stay; `gc` frees its files). Refused while an alias points at it."
+        "Hide a version (its record and audit trail stay; `gc` frees its files); refused while something needs it."
         v = self.get(ref)
         if v.aliases: raise ValidationError(f"{v.id} is {', '.join(v.aliases)}: move {'those aliases' if len(v.aliases) > 1 else 'that alias'} first.")
         with self.ws.transaction() as con:
+            users = [r['id'] for r in con.execute("SELECT id FROM versions WHERE base=? AND state='ready' ORDER BY "
+                                                  "model, number", (v.id,))]
+            if users:
+                it = users[0] if len(users) == 1 else 'them'
+                raise ValidationError(f"{v.id} is the base of the adapter{'s' if len(users) > 1 else ''} "
+                                      f"{_listing(users)}, which cannot be used without it: delete {it} first, or "
+                                      f"keep {v.id}.")
             con.execute("UPDATE versions SET state='deleted' WHERE id=?", (v.id,))
             append_audit(con, 'delete', v.id, {'state': 'ready'}, {'state': 'deleted', 'reason': reason} if reason else {'state': 'deleted'})
         return v
@@ -1074,9 +1335,17 @@ class Registry:
                                  f"{check.problems[0]}. See `fmops audit verify`; restore fmops.db from a backup "
                                  f"(after a deliberate restore, accept it with `fmops audit reanchor --reason ...`).")
         with self.blobs.lock(exclusive=True, on_wait=on_wait), closing(self.ws.connect()) as con:
-            keep = {r[0] for r in con.execute("SELECT sha256 FROM files f JOIN versions v ON v.id = f.version WHERE v.state='ready'")}
-            for manifest, card in con.execute("SELECT manifest, card FROM versions WHERE state='ready'").fetchall():
-                listed = json.loads(self.blobs.read(manifest, 'manifest'))['files'].values()
+            rows = {r['id']: r for r in con.execute("SELECT id, base, state, manifest, card FROM versions")}
+            need, todo = set(), [vid for vid, r in rows.items() if r['state'] == 'ready']
+            while todo: # a ready version needs itself and its base, and that base's base (a deleted one too)
+                vid = todo.pop()
+                if vid in need or vid not in rows: continue
+                need.add(vid)
+                if rows[vid]['base']: todo.append(rows[vid]['base'])
+            keep = {r['sha256'] for r in con.execute("SELECT version, sha256 FROM files") if r['version'] in need}
+            for vid in need:
+                manifest, card = rows[vid]['manifest'], rows[vid]['card']
+                listed = json.loads(self.blobs.read(manifest, f'manifest of {vid}'))['files'].values()
                 keep |= {manifest, card} | {f['sha256'] for f in listed}
             old = time.time() - grace_s
             gone = [sha for sha in self.blobs.all() if sha not in keep and self.blobs.path(sha).stat().st_mtime < old]

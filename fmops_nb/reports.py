@@ -7,15 +7,15 @@ from __future__ import annotations
 import ast, datetime as _dt, html, json, math, re, string
 from dataclasses import dataclass
 from pathlib import Path
-from .core import check_name, file_sha256
+from .core import check_name, file_sha256, pid_alive, process_start
 from .errors import FmopsError, ValidationError
 
 # %% auto #0
-__all__ = ['MIME', 'TYPES', 'INPUT_MIME', 'BUILTIN', 'IGNORED', 'record', 'recorded', 'in_kernel', 'read_values', 'state_names',
-           'Param', 'schema', 'validate', 'typed', 'uses', 'read_inputs', 'report_html', 'template_dirs',
-           'find_template', 'ReportRun', 'run_report', 'report_runs', 'get_report', 'Rerun', 'rerun', 'Safe', 'fmt',
-           'show', 'html_table', 'bar_chart', 'line_chart', 'read_table', 'drift_rows', 'previous_version',
-           'live_metrics']
+__all__ = ['MIME', 'TYPES', 'MAX_PARAMS', 'INPUT_MIME', 'BUILTIN', 'IGNORED', 'record', 'recorded', 'in_kernel', 'read_values',
+           'state_names', 'Param', 'schema', 'read_yaml', 'validate', 'typed', 'uses', 'read_inputs', 'report_html',
+           'template_dirs', 'find_template', 'ReportRun', 'run_report', 'report_runs', 'get_report', 'Rerun', 'rerun',
+           'Safe', 'fmt', 'show', 'html_table', 'bar_chart', 'line_chart', 'read_table', 'drift_rows',
+           'previous_version', 'live_metrics']
 
 # %% ../nbs/40_reports.ipynb #00060ed1
 MIME = 'application/x.fmops.record+json'
@@ -159,9 +159,99 @@ def _plain_param(name:str, v, where:str='', depth:int=0):
                               f"Write it as a string"
                               + (f" ({v.isoformat()!r})" if isinstance(v, (_dt.date, _dt.datetime)) else '') + '.')
 
+MAX_PARAMS = 1 << 20 # bytes: the most a report's parameters may take as JSON (and a parameter file as YAML)
+
+def _too_big(v, budget:list) -> bool:
+    "Spend `budget[0]` on the size of `v` as JSON, walking it without recursion; True once it is spent."
+    todo, seqs = [v], (list, tuple, set, frozenset)
+    while todo:
+        x = todo.pop()
+        budget[0] -= (len(x) + 3 if isinstance(x, (str, bytes)) else 2 + 2 * len(x) if isinstance(x, dict)
+                      else 2 + len(x) if isinstance(x, seqs) else 24)
+        if budget[0] < 0: return True # before any item is queued: the queue never outgrows the budget
+        if isinstance(x, dict): todo += [*x.keys(), *x.values()]
+        elif isinstance(x, seqs): todo += list(x)
+    return False
+
+def _refuse_size(name:str):
+    raise ValidationError(f"Parameter {name!r} is more than {MAX_PARAMS >> 20} MB as JSON, which a report notebook "
+                          f"would have to hold (a YAML alias can expand a small file that far): pass a path to a file "
+                          f"holding the data instead.")
+
+def _keys_are_text(v, what:str):
+    "Refuse a mapping key that is not text, anywhere in `v` (walked without recursion)."
+    todo = [v]
+    while todo:
+        x = todo.pop()
+        if isinstance(x, dict):
+            if bad := [k for k in x if not isinstance(k, str)][:1]:
+                k = bad[0]
+                raise ValidationError(f"{what} has the key {k!r} ({type(k).__name__}): mapping keys must be text "
+                                      f"(quote it).")
+            todo += x.values()
+        elif isinstance(x, list): todo += x
+
+_PLAIN_TAGS = {f"tag:yaml.org,2002:{t}" for t in 'str int float bool null seq map timestamp'.split()} | {'!'}
+
+def read_yaml(text, # YAML text (str, or UTF-8 bytes), or a Path of a file of it
+              what:str='YAML', # what it is, for messages: a file name, `-p NAME`
+              mapping:bool=False, # it must hold a mapping (an empty document reads {})
+              text_if_invalid:bool=False, # not YAML, or not plain: return the text itself (as `-p NAME VALUE` does)
+              text_keys:bool=True, # mapping keys must be text (policies: YAML 1.1 reads a bare `on:` key as true)
+             ):
+    "Plain values from YAML: no anchors or aliases, only plain tags, at most `MAX_PARAMS` bytes; else `ValidationError`"
+    import yaml
+    if isinstance(text, Path):
+        try:
+            with open(text, 'rb') as f: text = f.read(MAX_PARAMS + 1)
+        except OSError as e: raise ValidationError(f"{what} cannot be read ({e.strerror}): pass a YAML file.") from None
+    if len(text if isinstance(text, bytes) else str(text).encode()) > MAX_PARAMS:
+        raise ValidationError(f"{what} is more than {MAX_PARAMS >> 20} MB: parameters this large belong in a data "
+                              f"file; pass its path instead.")
+    if isinstance(text, bytes):
+        try: text = text.decode('utf-8')
+        except UnicodeDecodeError: raise ValidationError(f"{what} is not UTF-8 text: save it as UTF-8 YAML.") from None
+    text = str(text)
+    try:
+        try:
+            depth = 0
+            for ev in yaml.parse(text, Loader=getattr(yaml, 'CSafeLoader', yaml.SafeLoader)): # before building anything
+                line = f"line {ev.start_mark.line + 1}"
+                if isinstance(ev, yaml.AliasEvent) or getattr(ev, 'anchor', None):
+                    kind, mark = ('alias', '*') if isinstance(ev, yaml.AliasEvent) else ('anchor', '&')
+                    raise ValidationError(f"{what} uses the YAML {kind} {mark}{ev.anchor} ({line}): anchors and "
+                                          f"aliases are not read (a few can expand a small file into gigabytes); "
+                                          f"write each value out in full.")
+                if (tag := getattr(ev, 'tag', None)) and tag not in _PLAIN_TAGS:
+                    raise ValidationError(f"{what} uses the YAML tag {tag.replace('tag:yaml.org,2002:', '!!')[:60]} "
+                                          f"({line}): only plain values are read (text, numbers, true/false, null, "
+                                          f"dates, lists and mappings).")
+                depth += isinstance(ev, yaml.CollectionStartEvent) - isinstance(ev, yaml.CollectionEndEvent)
+                if depth > 32:
+                    raise ValidationError(f"{what} nests lists or mappings more than 32 levels deep ({line}).")
+            doc = yaml.load(text, Loader=getattr(yaml, 'CSafeLoader', yaml.SafeLoader))
+        except yaml.YAMLError as e:
+            raise ValidationError(f"{what} is not valid YAML: {' '.join(str(e).split())[:300]}") from None
+        except ValidationError: raise
+        except ValueError as e: # an integer of more than 4300 digits
+            raise ValidationError(f"{what} cannot be read: " + ("it holds a number with too many digits; quote it"
+                                  if 'digits' in str(e) else str(e)[:200]) + '.') from None
+        if text_keys: _keys_are_text(doc, what)
+    except ValidationError:
+        if text_if_invalid: return text
+        raise
+    if mapping and doc is None: return {}
+    if mapping and not isinstance(doc, dict):
+        raise ValidationError(f"{what} must hold a mapping of parameters (`name: value` lines), "
+                              f"not a {type(doc).__name__}.")
+    return doc
+
 def validate(spec:dict, params:dict|None) -> dict:
-    "`params` checked against the schema and typed; unknown, missing and wrong-typed parameters are errors."
+    "`params` checked against the schema and typed; unknown, missing, wrong-typed and oversized parameters are errors."
     from fmops_nb.errors import closest
+    if params is not None and not isinstance(params, dict):
+        raise ValidationError(f"Parameters must be a mapping of names to values, got {type(params).__name__} "
+                              f"{repr(params)[:60]}.")
     params = dict(params or {})
     for k in params:
         if k not in spec:
@@ -174,11 +264,25 @@ def validate(spec:dict, params:dict|None) -> dict:
             if p.required: raise ValidationError(f"Parameter {name!r} ({p.type}) is required" + (f": {p.doc}" if p.doc else '') + ".")
             continue
         try: out[name] = _coerce(p, params[name])
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RecursionError):
             raise ValidationError(f"Parameter {name!r} must be {'an' if p.type[0] in 'aeiou' else 'a'} {p.type}, "
-                                  f"got {repr(params[name])[:100]} ({type(params[name]).__name__}).") from None
-        _plain_param(name, out[name])
+                                  f"got {_short(params[name])} ({type(params[name]).__name__}).") from None
+    budget = [MAX_PARAMS] # first the size, without recursion: a shared (aliased) list is walked as often as it occurs
+    for name, v in out.items():
+        if _too_big(v, budget): _refuse_size(name)
+    total = 0
+    for name, v in out.items(): # now small: plain, at most 32 deep, and the exact size
+        _plain_param(name, v)
+        total += len(json.dumps(v.isoformat() if isinstance(v, (_dt.date, _dt.datetime)) else v,
+                                ensure_ascii=False).encode())
+        if total > MAX_PARAMS: _refuse_size(name)
     return out
+
+def _short(v) -> str:
+    "The start of `v`'s repr, without building all of it (a huge or self-containing value)."
+    if isinstance(v, (list, dict, tuple, set)) and len(v) > 8: return f"a {type(v).__name__} of {len(v):,} items"
+    try: return repr(v)[:100]
+    except RecursionError: return f"a {type(v).__name__}"
 
 def typed(ns:dict) -> dict:
     "In a template, after the parameters: turn date/datetime parameters injected as strings back into dates. Returns the parameters."
@@ -234,6 +338,33 @@ _URLS = set('href src xlink:href action srcset background poster data codebase c
 _DATA_IMG = re.compile(r'data:image/(png|jpeg|gif);base64,[A-Za-z0-9+/=]*', re.I)
 _ATTR = re.compile(r'[a-z][a-z0-9_.-]*(:[a-z][a-z0-9_.-]*)?')
 
+_CSS_PROPS = set('''color background-color text-align vertical-align font-weight font-style font-size font-family
+    font-variant text-decoration text-transform text-indent text-overflow white-space word-break overflow-wrap word-wrap
+    line-height letter-spacing padding padding-top padding-right padding-bottom padding-left margin margin-top
+    margin-right margin-bottom margin-left border border-top border-right border-bottom border-left border-color
+    border-style border-width border-top-color border-right-color border-bottom-color border-left-color border-collapse
+    border-spacing border-radius width min-width max-width height min-height max-height display opacity visibility
+    overflow overflow-x overflow-y float clear list-style-type table-layout caption-side empty-cells fill fill-opacity
+    stroke stroke-width stroke-opacity stroke-dasharray gap'''.split()) # what reports style: none of it loads anything
+_CSS_VALUE = re.compile(r"""\s*(?:\#[0-9a-f]{3,8}|[+-]?(?:\d+\.?\d*|\.\d+)(?:%|[a-z]{1,4})?|-?[a-z][a-z0-9-]*(?![\w(-])
+                           |(?:rgba?|hsla?)\([0-9a-z\s.,%/+-]*\)|"[^"\\()]*"|'[^'\\()]*'|[,/]|!important)""",
+                        re.I | re.X) # a token of a value: colour, number, keyword, rgb(), quoted name; no other call
+_TEXT_ATTRS = set('title alt summary abbr label'.split()) # only ever text; any other attribute may be read as CSS
+_FETCH = re.compile(r'(url|image|image-set|cross-fade|element|src|paint|expression)\(|@import|javascript:|vbscript:')
+
+def _css(style:str) -> str:
+    "The declarations of an inline style that are on the allowlist, properties and values: nothing that can fetch."
+    if '\\' in style or '/*' in style or '<' in style: return '' # escapes and comments could hide anything
+    keep = []
+    for decl in style.split(';'):
+        prop, colon, value = decl.partition(':')
+        prop, value = prop.strip().lower(), value.strip()
+        if not colon or prop not in _CSS_PROPS or not value: continue
+        pos = 0
+        while pos < len(value) and (m := _CSS_VALUE.match(value, pos)) and m.end() > pos: pos = m.end()
+        if pos == len(value): keep.append(f"{prop}:{value}")
+    return ';'.join(keep)
+
 def _safe_attr(k:str, v:str|None) -> bool:
     "Keep an attribute? No handler, no URL to fetch or run (but `#fragment`, inline raster images), no CSS that loads."
     if not _ATTR.fullmatch(k) or k.startswith(('on', 'xmlns')) or k in ('is', 'formaction', 'srcdoc', 'attributename'):
@@ -241,8 +372,10 @@ def _safe_attr(k:str, v:str|None) -> bool:
     if v is None: return True
     low = re.sub(r'[\x00-\x20]', '', v).lower()
     if k in _URLS: return low.startswith('#') or bool(_DATA_IMG.fullmatch(re.sub(r'[\x00-\x20]', '', v)))
-    if 'javascript:' in low or 'vbscript:' in low or 'url(' in low: return False
-    return k != 'style' or not any(x in low for x in ('expression', 'import', '\\', 'behavior', 'binding', '<'))
+    if k == 'style': return True # its declarations are filtered by `_css`
+    if k in _TEXT_ATTRS or k.startswith(('aria-', 'data-')):
+        return not any(x in low for x in ('javascript:', 'vbscript:', 'url('))
+    return not _FETCH.search(low) and '\\' not in v and '/*' not in v # an SVG presentation attribute is CSS: no escapes
 
 def _inert(text:str) -> str:
     "HTML with nothing live: no scripts, styles, frames, forms, `on*` handlers, URLs (but `#`, inline images)."
@@ -253,7 +386,8 @@ def _inert(text:str) -> str:
             if skip or tag in _GONE:
                 if not end: skip.append(tag)
                 return
-            attrs = [(k, v) for k, v in attrs if _safe_attr(k, v)]
+            attrs = [(k, _css(v) if k == 'style' and v else v) for k, v in attrs if _safe_attr(k, v)]
+            attrs = [(k, v) for k, v in attrs if k != 'style' or v] # a style with nothing left goes
             if tag not in _KEEP or tag == 'img' and not any(k == 'src' for k, _ in attrs): return # no image: no <img>
             a = ''.join(f' {k}' if v is None else f' {k}="{html.escape(v)}"' for k, v in attrs)
             out.append(f"<{tag}{a}{' /' if end else ''}>")
@@ -356,7 +490,7 @@ class ReportRun:
         st, values, params = rd('status.json', {'status': 'unknown'}), rd('values.json', {}), rd('params.json', {})
         record = rd('record.json', None)
         status = str(st.get('status', 'unknown'))
-        if status in ('running', 'retrying') and not _same_process(st.get('pid'), st.get('pid_start')):
+        if status in ('running', 'retrying') and not pid_alive(st.get('pid'), st.get('pid_start')):
             status = 'killed'
         error = str(st.get('error') or '') or ('its process ended before it finished' if status == 'killed' else '')
         if bad: error += ('; ' if error else '') + f"{', '.join(bad)} cannot be read (damaged, or not written by fmops)"
@@ -377,16 +511,6 @@ class ReportRun:
                 f"<span style='color:{colour}'>{_h.escape(self.status)}</span>"
                 + (f" — {_h.escape(self.error)}" if self.error else '') + f"<br><small>{_h.escape(str(self.html))}</small>"
                 + (f"<table>{scal}</table>" if scal else '') + "</div>")
-
-def _proc_start(pid) -> str|None:
-    "When process `pid` started (clock ticks since boot), to tell it from a later process that got the same id."
-    try: return Path(f"/proc/{int(pid)}/stat").read_text().rsplit(')', 1)[1].split()[19]
-    except (OSError, ValueError, IndexError, TypeError): return None
-
-def _same_process(pid, start) -> bool:
-    "Is `pid` alive and (when its start time was recorded) still the same process?"
-    from fmops_nb.core import pid_alive
-    return pid_alive(pid) and (not start or _proc_start(pid) == start)
 
 def _versions() -> dict:
     from importlib.metadata import version, PackageNotFoundError
@@ -450,7 +574,7 @@ def _private_dir() -> str:
     d = tempfile.mkdtemp(prefix='fmops-k')
     if len(d) > 90: # a long TMPDIR: socket paths would not fit
         os.rmdir(d); d = tempfile.mkdtemp(prefix='fmops-k', dir='/tmp')
-    Path(d, 'owner').write_text(f"{os.getpid()} {_proc_start(os.getpid())}")
+    Path(d, 'owner').write_text(f"{os.getpid()} {process_start(os.getpid())}")
     _sweep(Path(d).parent)
     return d
 
@@ -460,7 +584,7 @@ def _sweep(parent:Path):
     for d in parent.glob('fmops-k*'):
         try: pid, start = (d / 'owner').read_text().split()
         except (OSError, ValueError): continue # not ours, or not written yet
-        if not _same_process(pid, start if start != 'None' else None): shutil.rmtree(d, ignore_errors=True)
+        if not pid_alive(pid, start if start != 'None' else None): shutil.rmtree(d, ignore_errors=True)
 
 def _start_kernel(cwd, env:dict|None=None) -> object:
     "Start a python3 kernel in `cwd`; its connection file and sockets live in a private folder, gone when it stops."
@@ -540,7 +664,7 @@ def run_report(template, # a template name (`maintenance_report`) or a notebook 
     cwd = Path(cwd).expanduser().resolve() if cwd else Path.cwd()
     if not cwd.is_dir(): raise ValidationError(f"The working directory {cwd} does not exist: pass an existing folder.")
     out = _new_run_dir(ws.reports_dir / template.stem)
-    base = {'template': str(template), 'pid': os.getpid(), 'pid_start': _proc_start(os.getpid()),
+    base = {'template': str(template), 'pid': os.getpid(), 'pid_start': process_start(os.getpid()),
             'started_at': utcnow()}
     atomic_write(out / 'status.json', json.dumps(base | {'status': 'running', 'attempt': 1})) # a kill from here: killed
     status, error, attempts, tracker = 'failed', '', 0, None
@@ -671,6 +795,23 @@ def _same(a, b, rel:float=1e-9) -> bool:
     if isinstance(a, list) and isinstance(b, list): return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
     return a == b
 
+def _damaged_record(rec:dict) -> str:
+    "What in a run's record.json is not as fmops writes it ('' when nothing): a rerun reads all of it."
+    need = {'file': ('path', 'sha256'), 'version': ('ref', 'version', 'manifest')}
+    if not all(isinstance(rec.get(k), str) for k in ('template', 'template_sha256')): return 'its template'
+    if not isinstance(rec.get('params', {}), dict): return 'its parameters are not a mapping'
+    if not isinstance(rec.get('env'), dict): return 'its env'
+    t = rec.get('timeout')
+    if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t < 1e9):
+        return 'its timeout'
+    if rec.get('cwd') is not None and not isinstance(rec['cwd'], str): return 'its cwd'
+    if not isinstance(rec.get('inputs'), dict): return 'its inputs'
+    for name, i in rec['inputs'].items():
+        if not (isinstance(i, dict) and i.get('kind') in need
+                and all(isinstance(i.get(k), (str, dict)) for k in need[i['kind']])):
+            return f"its input {str(name)[:40]!r}"
+    return ''
+
 def rerun(ref, ws=None, log:bool=True) -> Rerun:
     "Execute a past report run again from its record and say whether the recorded values match, and if not, why."
     from fmops_nb.core import Workspace
@@ -678,6 +819,9 @@ def rerun(ref, ws=None, log:bool=True) -> Rerun:
     orig = get_report(ref, ws)
     rec = orig.record
     if not rec: raise ValidationError(f"{orig.id} has no record.json (it was killed before it finished, or made by an older fmops): it cannot be rerun.")
+    if why := _damaged_record(rec):
+        raise ValidationError(f"The record.json of {orig.id} is damaged ({why}): it cannot be rerun. Run its template "
+                              f"again with `fmops report run`.")
     tpl = Path(rec['template'])
     if not tpl.is_file(): raise ValidationError(f"The template {tpl} of {orig.id} no longer exists.")
     pins = {i['ref']: i['version'] for i in rec['inputs'].values() if i['kind'] == 'version'}

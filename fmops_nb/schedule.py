@@ -4,10 +4,10 @@
 
 # %% ../nbs/60_schedule.ipynb #4cc89056
 from __future__ import annotations
-import json, os, time, datetime as _dt
+import json, os, shlex, time, datetime as _dt
 from dataclasses import dataclass, asdict
 from pathlib import Path
-from .core import Workspace, check_name, utcnow, current_user
+from .core import Workspace, check_name, utcnow, current_user, pid_alive, process_start
 from .errors import ValidationError, not_found
 
 # %% auto #0
@@ -26,7 +26,13 @@ class CronError(ValidationError):
 class Cron:
     "A parsed five-field cron expression."
     def __init__(self, expr:str):
-        self.expr = str(expr).strip()
+        expr = str(expr)
+        if len(expr) > 200: raise CronError(f"Cron expression {expr[:40]!r}... is {len(expr):,} characters long; "
+                                            "five cron fields fit in 200.")
+        if bad := next((c for c in expr if c not in ' \t' and (c.isspace() or not c.isprintable())), None):
+            raise CronError(f"Cron expression {expr[:80]!r} holds {bad!r}: a cron expression is one line of five "
+                            "fields separated by spaces or tabs (no line breaks or other control characters).")
+        self.expr = expr.strip(' \t')
         parts = _SHORT.get(self.expr, self.expr).split()
         if len(parts) != 5:
             raise CronError(f"Cron expression {expr!r} has {len(parts)} fields; it needs 5 (minute hour day-of-month month day-of-week), "
@@ -34,6 +40,7 @@ class Cron:
         self.sets = [self._field(p, *f) for p, f in zip(parts, _FIELDS)]
         if 7 in self.sets[4]: self.sets[4] = (self.sets[4] - {7}) | {0}
         self.dom_any, self.dow_any = parts[2] == '*', parts[4] == '*'
+        self.line = self.expr if self.expr in _SHORT else ' '.join(parts) # as a crontab line holds it
 
     def _field(self, text:str, name:str, lo:int, hi:int, names:dict) -> set:
         out = set()
@@ -118,8 +125,10 @@ class Schedule:
     params: dict
     created_at: str
     created_by: str
+    damage: str = '' # why its stored row cannot be used (written by hand, or by an older fmops): it never runs
     def next_due(self, now:_dt.datetime|None=None):
-        "When it is next due; None when its cron expression never fires or cannot be read (stored by an older fmops)."
+        "When it is next due; None when it never fires, or its row cannot be used (stored by an older fmops)."
+        if self.damage: return None
         try: return Cron(self.cron).next(now or _dt.datetime.now())
         except CronError: return None
     def problem(self) -> str:
@@ -127,6 +136,8 @@ class Schedule:
         try: why = Cron(self.cron).never()
         except CronError as e: why = str(e)
         else: why = f"never fires: {why}" if why else ''
+        if self.damage: why = f"damaged: {self.damage}."
+        if self.damage.startswith('its name'): return f"{why} Remove it (`fmops schedule rm {self.name!r}`)."
         return why and (f"{why} Replace it (`fmops schedule add {self.name} --replace ...`) "
                         f"or remove it (`fmops schedule rm {self.name}`).")
     def to_dict(self) -> dict:
@@ -135,8 +146,9 @@ class Schedule:
     def __repr__(self):
         n = self.next_due()
         when = f"{n:%Y-%m-%d %H:%M}" if n else 'never'
-        return (f"{self.name:<20} {self.cron:<16} {self.template:<22} next {when:<16}  "
-                f"{json.dumps(self.params)}" + (f"\n  ! {p}" if (p := self.problem()) else ''))
+        show = lambda v: v if v.isprintable() and len(v) <= 300 else repr(v)[:80] + '…' # a damaged row: one line
+        return (f"{show(self.name):<20} {show(self.cron):<16} {show(self.template):<22} next {when:<16}  "
+                f"{json.dumps(self.params)[:200]}" + (f"\n  ! {p}" if (p := self.problem()) else ''))
 
 def _ws(ws): ws = ws or Workspace.open(); ws.ensure_schema('schedule', _SCHEMA); return ws
 
@@ -145,7 +157,8 @@ def add(name:str, cron:str, template:str, params:dict|None=None, ws:Workspace|No
     from fmops_nb.reports import find_template, schema, validate
     ws = _ws(ws)
     check_name(name, 'schedule name')
-    if why := Cron(cron).never(): raise CronError(f"Cron expression {cron!r} never fires: {why}")
+    c = Cron(cron)
+    if why := c.never(): raise CronError(f"Cron expression {cron!r} never fires: {why}")
     tpl = find_template(template, ws)
     typed = validate(schema(tpl), params)
     stored = {k: (v.isoformat() if isinstance(v, (_dt.date, _dt.datetime)) else v) for k, v in typed.items()}
@@ -154,12 +167,29 @@ def add(name:str, cron:str, template:str, params:dict|None=None, ws:Workspace|No
             if not replace: raise ValidationError(f"A schedule named {name!r} exists. Remove it first (`fmops schedule rm {name}`) or pass replace=True.")
             con.execute("DELETE FROM schedules WHERE name=?", (name,))
         created = _dt.datetime.now().isoformat(timespec='seconds')
-        con.execute("INSERT INTO schedules VALUES (?,?,?,?,?,?,1)", (name, cron, str(tpl) if Path(str(template)).suffix == '.ipynb' else tpl.stem,
-                                                                      json.dumps(stored), created, current_user()))
+        con.execute("INSERT INTO schedules VALUES (?,?,?,?,?,?,1)",
+                    (name, c.line, str(tpl) if Path(str(template)).suffix == '.ipynb' else tpl.stem,
+                     json.dumps(stored), created, current_user()))
     return get(name, ws)
 
+_MAX_PARAMS = 1 << 20 # bytes of a stored schedule's parameters (JSON), as `reports.validate` allows
+
 def _schedule(row) -> Schedule:
-    return Schedule(row['name'], row['cron'], row['template'], json.loads(row['params']), row['created_at'], row['created_by'])
+    "A schedule from its row; a row that cannot be used (edited by hand, an older fmops) is marked damaged, not raised."
+    name, raw, damage, params = str(row['name']), row['params'], '', {}
+    try: check_name(name, 'schedule name')
+    except ValidationError: damage = f"its name {name[:60]!r} is not a safe name"
+    if not damage and (not isinstance(raw, str) or len(raw) > _MAX_PARAMS):
+        damage = (f"its parameters are {len(raw):,} characters of JSON, more than the {_MAX_PARAMS:,} a schedule "
+                  f"may hold" if isinstance(raw, str) else f"its parameters are {type(raw).__name__}, not JSON text")
+    if not damage:
+        try: params = json.loads(raw)
+        except (ValueError, RecursionError) as e: damage = f"its parameters cannot be read as JSON ({str(e)[:80]})"
+        else:
+            if not isinstance(params, dict):
+                damage, params = f"its parameters are {type(params).__name__}, not a mapping of names to values", {}
+    return Schedule(name, str(row['cron']), str(row['template']), params, str(row['created_at']),
+                    str(row['created_by']), damage)
 
 def get(name:str, ws:Workspace|None=None) -> Schedule:
     ws = _ws(ws)
@@ -180,13 +210,12 @@ def remove(name:str, ws:Workspace|None=None) -> Schedule:
 
 def history(ws:Workspace|None=None, name:str|None=None, limit:int=50) -> list[dict]:
     "Runs of schedules, newest first; a `running` row whose process is gone (or is another process now) reads `killed`."
-    from fmops_nb.reports import _same_process
     ws = _ws(ws)
     with ws.connect() as con:
         rows = [dict(r) for r in con.execute("SELECT * FROM schedule_runs" + (" WHERE schedule=?" if name else '') + " ORDER BY id DESC LIMIT ?",
                                              ((name,) if name else ()) + (limit,))]
     for r in rows:
-        if r['status'] == 'running' and not _same_process(r['pid'], r['pid_start']): r['status'] = 'killed'
+        if r['status'] == 'running' and not pid_alive(r['pid'], r['pid_start']): r['status'] = 'killed'
     return rows
 
 # %% ../nbs/60_schedule.ipynb #91ea31dc
@@ -204,7 +233,7 @@ class _Lock:
 
 def run_due(ws:Workspace|None=None, now:_dt.datetime|None=None, only:str|None=None, log:bool=True) -> list[dict]:
     "Run every schedule that is due and not yet run for its latest slot; returns what was run or skipped."
-    from fmops_nb.reports import run_report, _proc_start
+    from fmops_nb.reports import run_report
     from fmops_nb.errors import FmopsError
     import sqlite3
     ws = _ws(ws)
@@ -212,6 +241,8 @@ def run_due(ws:Workspace|None=None, now:_dt.datetime|None=None, only:str|None=No
     out = []
     for s in schedules(ws):
         if only and s.name != only: continue
+        if s.damage: # never run, never locked by its (maybe unsafe) name; the others still run
+            out.append({'schedule': s.name, 'due_at': '', 'status': 'skipped', 'why': s.problem()}); continue
         try:
             due = Cron(s.cron).prev(now)
             created = _dt.datetime.fromisoformat(s.created_at).replace(second=0)
@@ -224,7 +255,7 @@ def run_due(ws:Workspace|None=None, now:_dt.datetime|None=None, only:str|None=No
         try:
             try:
                 with ws.transaction() as con:
-                    row = (s.name, due.isoformat(), utcnow(), 'running', os.getpid(), _proc_start(os.getpid()))
+                    row = (s.name, due.isoformat(), utcnow(), 'running', os.getpid(), process_start(os.getpid()))
                     rid = con.execute("INSERT INTO schedule_runs (schedule, due_at, started_at, status, pid, "
                                       "pid_start) VALUES (?,?,?,?,?,?)", row).lastrowid
             except sqlite3.IntegrityError: continue # this slot ran already (or is running)
@@ -261,7 +292,7 @@ def serve(ws:Workspace|None=None, interval:float=60.0, max_loops:int|None=None, 
 
 def crontab(ws:Workspace|None=None, python:str|None=None) -> str:
     "crontab lines that run each schedule through `fmops schedule run-due` (install with `crontab -e`)."
-    import sys, shlex
+    import sys
     ws = _ws(ws)
     py = python or sys.executable
     logf = ws.root / 'logs' / 'schedule.log'
@@ -269,9 +300,9 @@ def crontab(ws:Workspace|None=None, python:str|None=None) -> str:
     lines = [f"# fmops_nb schedules of {ws.root} (generated {utcnow()[:19]}); each line runs only when its schedule is due",
              f"# a systemd timer can run the same command: ExecStart={py} -m fmops_nb.cli -w {ws.root} schedule run-due"]
     for s in schedules(ws):
-        if p := s.problem(): lines.append(f"# {s.name}: {' '.join(p.split())}")
-        try: when = Cron(s.cron).expr if not s.cron.startswith('@') else s.cron
-        except CronError: continue
-        lines.append(f"{when} cd {shlex.quote(str(Path.cwd()))} && {shlex.quote(py)} -m fmops_nb.cli "
+        if p := s.problem(): # commented out: a line cron could misread, or one that cannot run
+            name = s.name if not s.damage else repr(s.name)
+            lines.append(f"# {' '.join(f'{name}: {p}'.split())}".encode('ascii', 'backslashreplace').decode()); continue
+        lines.append(f"{Cron(s.cron).line} cd {shlex.quote(str(Path.cwd()))} && {shlex.quote(py)} -m fmops_nb.cli "
                      f"-w {shlex.quote(str(ws.root))} schedule run-due --only {s.name} >> {shlex.quote(str(logf))} 2>&1")
     return '\n'.join(lines) + '\n'

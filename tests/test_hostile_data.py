@@ -214,8 +214,10 @@ def test_nanosecond_timestamps_in_parquet_for_chunk_by_and_columns(tmp_path, hos
     assert [c["chunk"] for c in rep.chunks] == ["2026-02-01", "2026-02-02", "2026-02-03"]
     assert [c["status"] for c in rep.chunks] == ["ok", "ok", "drift"]
     both = drift(tmp_path / "cur.parquet", tmp_path / "cur.parquet", columns=["seen", "local", "day", "x"])
+    assert {q["column"] for q in both.quality if q["check"] == "skipped"} == {"seen", "local", "day"}  # times
+    both = drift(tmp_path / "cur.parquet", tmp_path / "cur.parquet", columns=["seen", "local", "day", "x"],
+                 kinds={"seen": "datetime"})  # declared: checked
     assert both.columns["seen"].kind == "datetime" and both.columns["seen"].status == "ok"
-    assert {q["column"] for q in both.quality if q["check"] == "skipped"} == {"local", "day"}  # both run with the rows
     from fmops_nb.data import load
     d = load(tmp_path / "cur.parquet", columns=["ts", "local", "day"])
     assert d["ts"].values[0] == pytest.approx(ts[0].value // 1000 / 1e6, abs=1e-6)
@@ -464,3 +466,325 @@ def test_an_embedding_row_with_infinity_is_a_missing_row(hostile):
     vectors = pd.DataFrame({"e": [list(v) for v in e_ref[:200]] + [np.nan] * 10})
     col = drift(vectors, vectors).columns["e"]
     assert (col.kind, col.status, col.n_reference) == ("embedding", "ok", 200)
+
+
+# ------------------------------------------------------------------------------------------- wave 2: ordinary tables
+SNOWFLAKE = 1_234_567_890_123_456_789
+
+
+def limited(mb=4096):
+    "A preexec_fn capping a child's address space, so that a regression fails with MemoryError instead of the machine."
+    import resource
+    return lambda: resource.setrlimit(resource.RLIMIT_AS, (mb << 20, mb << 20))
+
+
+def test_integers_beyond_2_53_are_identifiers_not_a_crash(tmp_path, shell, hostile):
+    g = np.random.default_rng(20)
+    snow = pa.table({"user_id": np.arange(3000, dtype=np.int64) + SNOWFLAKE, "x": g.normal(size=3000)})
+    hashes = pa.table({"h": pa.array(g.integers(0, 2**63, 3000, dtype=np.uint64) * np.uint64(2)),
+                       "x": g.normal(size=3000)})
+    pq.write_table(snow, tmp_path / "snow.parquet")
+    snow.to_pandas().to_csv(tmp_path / "snow.csv", index=False)
+    cases = {"snowflake ids in parquet": tmp_path / "snow.parquet", "snowflake ids in csv": tmp_path / "snow.csv",
+             "snowflake ids in an arrow table": snow, "snowflake ids in pandas": snow.to_pandas(),
+             "uint64 hashes above 2^63 in an arrow table": hashes}
+    for what, data in cases.items():
+        hostile(what)
+        rep = drift(data, data)
+        assert list(rep.columns) == ["x"] and rep.columns["x"].status == "ok", what
+        name = "h" if "hashes" in what else "user_id"
+        msg = next(q["message"] for q in rep.quality if q["column"] == name and q["check"] == "skipped")
+        assert "go beyond 2^53" in msg and "columns=[...]" in msg and f"kinds={{'{name}': 'numeric'}}" in msg
+        strict_json(rep)
+    hostile("a table whose only column is snowflake ids")
+    only = tmp_path / "only.parquet"
+    pq.write_table(snow.select(["user_id"]), only)
+    with pytest.raises(ValidationError, match="No column of the reference can be checked: user_id: its whole numbers go"
+                                              " beyond 2\\^53"):
+        drift(only, only)
+    declared = drift(only, only, kinds={"user_id": "numeric"})  # declared: compared at a float's precision
+    assert declared.columns["user_id"].status == "ok"
+    hostile("snowflake ids through %fmops drift")
+    shell.user_ns.update(snow=snow.to_pandas())
+    rep = shell.run_line_magic("fmops", f"drift snow {tmp_path / 'snow.csv'}")
+    assert list(rep.columns) == ["x"]
+
+
+def test_polars_categorical_and_enum_columns_and_their_parquet(tmp_path, hostile):
+    pl = pytest.importorskip("polars")
+    g = np.random.default_rng(21)
+    plans = ["free", "pro", "team"]
+    ref = pl.DataFrame({"plan": pl.Series(g.choice(plans, 6000).tolist(), dtype=pl.Categorical)})
+    same = pl.DataFrame({"plan": pl.Series(g.choice(plans, 6000).tolist(), dtype=pl.Categorical)})
+    moved = pl.DataFrame({"plan": pl.Series(g.choice(plans, 6000, p=[.6, .3, .1]).tolist(), dtype=pl.Categorical)})
+    enum = pl.Enum(plans)
+    for what, cast in (("a polars Categorical column", lambda d: d),
+                       ("a polars Enum column", lambda d: d.with_columns(pl.col("plan").cast(enum)))):
+        hostile(what)
+        assert str(cast(ref).to_arrow().schema.field("plan").type).startswith("dictionary<values=large_string, "
+                                                                              "indices=uint")
+        assert drift(cast(ref), cast(same)).columns["plan"].status == "ok"
+        assert drift(cast(ref), cast(moved)).columns["plan"].status == "drift"
+    hostile("parquet files written from polars Categorical columns, with a missing value")
+    ref.with_columns(pl.when(pl.int_range(6000) == 0).then(None).otherwise(pl.col("plan")).alias("plan")) \
+        .write_parquet(tmp_path / "ref.parquet")
+    moved.write_parquet(tmp_path / "cur.parquet")
+    rep = drift(tmp_path / "ref.parquet", tmp_path / "cur.parquet")
+    col = rep.columns["plan"]
+    assert (col.kind, col.status, col.n_reference) == ("categorical", "drift", 5999)
+    assert col.profile["labels"] and set(col.profile["labels"]) == set(plans)
+    strict_json(rep)
+
+
+@pytest.mark.slow
+def test_a_text_column_of_numbers_in_current_is_compared_as_text(tmp_path, isolated_workspace, hostile):
+    hostile("a text column whose current values are all numbers (CSV), through `fmops drift --embedder hashing`")
+    body = [f"my invoice number {i} shows the wrong amount for the month of May" for i in range(300)]
+    pd.DataFrame({"body": body}).to_csv(tmp_path / "tref.csv", index=False)
+    pd.DataFrame({"body": [str(10_000 + i) for i in range(300)]}).to_csv(tmp_path / "tcur.csv", index=False)
+    rep = drift(tmp_path / "tref.csv", tmp_path / "tcur.csv", embedder="hashing", cache=False)
+    col = rep.columns["body"]
+    assert (col.kind, col.status) == ("text", "drift")
+    assert all(str(e["row"]).startswith("10") for e in col.stats["least_like_reference"])  # the numbers, as text
+    same = drift(tmp_path / "tcur.csv", tmp_path / "tcur.csv", kinds={"body": "text"}, embedder="hashing", cache=False)
+    assert same.columns["body"].status == "ok"
+    r = fmops("drift", str(tmp_path / "tref.csv"), str(tmp_path / "tcur.csv"), "--embedder", "hashing", "--json")
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert json.loads(r.stdout)["columns"]["body"]["status"] == "drift"
+
+
+def test_small_api_inputs_that_crashed_are_clear(hostile):
+    g = np.random.default_rng(22)
+    hostile("a numeric reference column against a current column of vectors (beside a good column)")
+    rep = drift({"a": g.random(300), "b": g.random(300)}, {"a": list(g.random((300, 4))), "b": g.random(300)})
+    assert rep.columns["a"].status == "missing" and rep.columns["b"].status == "ok"
+    assert any(q["column"] == "a" and q["check"] == "type_change" and "holds vectors or lists" in q["message"]
+               for q in rep.quality)
+    hostile("the same as the only column, and as a 2-D array")
+    for cur in ({"a": list(g.random((300, 4)))}, {"a": g.random((300, 4))}):
+        with pytest.raises(ValidationError, match="No column of the current data can be compared with the reference: "
+                                                  "a: was numeric in the reference.*holds vectors or lists"):
+            drift({"a": g.random(300)}, cur)
+    for what, bad, kind in (("a scalar where a column belongs", {"a": 5}, "int"),
+                            ("a string where a column belongs", {"a": "hello"}, "str"),
+                            ("a dict where a column belongs", {"a": {"x": 1}}, "dict")):
+        hostile(what)
+        with pytest.raises(ValidationError, match=f"Column 'a' is a single {kind} .*Pass a list or array per column"):
+            drift(bad, {"a": [1, 2, 3]})
+        with pytest.raises(ValidationError, match=f"Column 'a' is a single {kind}"):
+            drift({"a": [1, 2, 3]}, bad)
+    for what, v in (("denormal values", np.array([0, 5e-324, 1e-323] * 100)),
+                    ("values at ±1e308", np.array([-1e308, 0.0, 1e308] * 100)),
+                    ("normal values scaled to 1e-310", g.normal(size=3000) * 1e-310),
+                    ("a column mixing 1e-320 and 1e300", np.r_[np.full(500, 1e-320), g.random(500) * 1e300])):
+        hostile(what)
+        rep = drift({"v": v}, {"v": v[::-1].copy()})
+        assert rep.columns["v"].status == "ok" and rep.columns["v"].stats["ks"] == 0.0, what
+        strict_json(rep)
+    hostile("a Python integer too large for a float")
+    with pytest.raises(ValidationError, match="too large for a float"):
+        drift({"a": [10**400, 1, 2] * 20}, {"a": [1, 2, 3] * 20}, columns=["a"])
+
+
+# ------------------------------------------------------------------------------------------- wave 2: false alarms
+def levels(k):
+    return np.array([f"L{i}" for i in range(k)], dtype=object)
+
+
+@pytest.mark.parametrize("k", [2000, 5000])
+def test_high_cardinality_categoricals_from_one_distribution_do_not_alarm(k, hostile):
+    hostile(f"two samples of 20,000 rows from one distribution over {k:,} categories")
+    g = np.random.default_rng(k)
+    rep = drift({"c": g.choice(levels(k), 20_000)}, {"c": g.choice(levels(k), 20_000)})
+    col = rep.columns["c"]
+    assert (col.method, col.status, rep.dataset_drift) == ("jensenshannon", "ok", False)
+    assert col.stats["jensenshannon_raw"] > 0.15 and col.statistic < 0.06  # biased before, about zero now
+    assert col.stats["psi_raw"] > 0.15 and col.stats["psi"] < 0.05
+    cal = calibrate({"c": g.choice(levels(k), 40_000)}, splits=5)
+    assert cal.dataset_false_alarm_rate == 0.0 and cal.columns["c"]["max_statistic"] < 0.1
+    p = np.ones(k); p[: k // 10] *= 3  # a tenth of the categories three times as likely: real drift
+    moved = drift({"c": g.choice(levels(k), 20_000)}, {"c": g.choice(levels(k), 20_000, p=p / p.sum())})
+    assert moved.columns["c"].status == "drift" and moved.columns["c"].statistic >= 0.1
+    strict_json(rep)
+
+
+def test_a_large_categorical_effect_needs_a_significant_test_too(hostile):
+    hostile("5,000 categories, 5,000 rows a side, one distribution: an effect over the threshold by chance")
+    g = np.random.default_rng(3)
+    a, b = g.choice(levels(5000), 5000), g.choice(levels(5000), 5000)
+    loose = drift({"c": a}, {"c": b}, rule=DecisionRule(significant=False)).columns["c"]
+    assert loose.status == "drift" and loose.statistic >= 0.1 and loose.p_value >= 0.05
+    col = drift({"c": a}, {"c": b}).columns["c"]
+    assert (col.status, col.drifted) == ("ok", False) and col.statistic == loose.statistic
+    assert "the chi-squared test is not significant" in col.note and "by chance" in col.note
+    assert "a categorical effect counts only with a corrected p-value < 0.05" in DecisionRule().describe()
+
+
+def test_unsorted_timestamps_and_epoch_integers_are_time_not_features(hostile):
+    g = np.random.default_rng(23)
+    n = 20_000
+    jan = pd.Timestamp("2026-01-01") + pd.to_timedelta(g.integers(0, 31 * 86_400, n), unit="s")
+    feb = jan + pd.Timedelta(days=31)
+    secs = lambda t: ((t - pd.Timestamp("1970-01-01")) // pd.Timedelta(seconds=1)).to_numpy()
+    ref = pd.DataFrame({"created_at": jan, "at_s": secs(jan), "at_ms": secs(jan) * 1000,
+                        "at_ns": secs(jan) * 10**9 + g.integers(0, 10**9, n), "x": g.normal(size=n)})
+    cur = pd.DataFrame({"created_at": feb, "at_s": secs(feb), "at_ms": secs(feb) * 1000,
+                        "at_ns": secs(feb) * 10**9 + g.integers(0, 10**9, n), "x": g.normal(size=n)})
+    for what in ("created_at drawn at random within January against February (not sorted)",
+                 "epoch seconds as integers, not sorted", "epoch milliseconds as integers",
+                 "epoch nanoseconds as int64"):
+        hostile(what)
+    rep = drift(ref, cur)
+    assert list(rep.columns) == ["x"] and rep.dataset_drift is False
+    why = {q["column"]: q["message"] for q in rep.quality if q["check"] == "skipped"}
+    assert set(why) == {"created_at", "at_s", "at_ms", "at_ns"}
+    assert why["created_at"].startswith("a timestamp") and "chunk_by='created_at'" in why["created_at"]
+    assert "hour of day" in why["created_at"] and "kinds={'created_at': 'datetime'}" in why["created_at"]
+    for col, unit in (("at_s", "seconds"), ("at_ms", "milliseconds"), ("at_ns", "nanoseconds")):
+        assert f"read as times from 2026-01-01 to 2026-01-31 in {unit} since 1970" in why[col], why[col]
+        assert "hour of day" in why[col] and f"kinds={{'{col}': 'numeric'}}" in why[col]
+    assert "kinds={'at_s': 'datetime'}, chunk_by='at_s'" in why["at_s"] and "unit='ms'" in why["at_ms"]
+    declared = drift(ref, cur, kinds={"created_at": "datetime", "at_ms": "numeric"})  # declared: checked anyway
+    assert declared.columns["created_at"].status == "drift" and declared.columns["at_ms"].status == "drift"
+    tl = drift(ref, cur, chunk_by="created_at", period="W", columns=["x", "created_at"])  # the time column: chunks
+    assert len(tl.chunks) == 6 and not any(q["column"] == "created_at" for q in tl.quality)
+    hostile("codes and counts that are not times: a few whole numbers in the epoch range, small integers")
+    fine = drift({"code": g.choice([1_700_000_000, 1_700_000_001], n), "count": g.integers(0, 10**6, n)},
+                 {"code": g.choice([1_700_000_000, 1_700_000_001], n), "count": g.integers(0, 10**6, n)})
+    assert set(fine.columns) == {"code", "count"}
+    strict_json(rep)
+
+
+# ------------------------------------------------------------------------------------------- wave 2: timeline size
+def test_a_timeline_is_bounded_before_it_is_built(tmp_path, hostile):
+    g = np.random.default_rng(24)
+    n = 20_000
+    ts = pd.Timestamp("2026-03-01") + pd.to_timedelta(g.integers(0, 7 * 86_400, n), unit="s")
+    ref, cur = pd.DataFrame({"x": g.normal(size=n)}), pd.DataFrame({"x": g.normal(size=n), "ts": ts})
+    # period='ns' (20 GB before the fix) is tried in a subprocess under a memory cap: see the next test
+    hostile("one 1970-01-01 placeholder row in a week of data")
+    stray = cur.copy(); stray.loc[0, "ts"] = pd.Timestamp("1970-01-01")
+    with pytest.raises(ValidationError, match="per period='D', from 1970-01-01 to 2026-03-07, would make 20,520 chunks"
+                                              ".*leave out the rows far from the rest"):
+        drift(ref, stray, chunk_by="ts")
+    assert len(drift(ref, stray, chunk_by="ts", period="Y").chunks) == 57  # a coarser period: fine
+    assert len(drift(ref, stray, chunk_by="ts", max_chunks=30_000).chunks) == 20_520  # the limit is a setting
+    hostile("a categorical chunk_by column with a value per row")
+    with pytest.raises(ValidationError, match="chunk_by='u' \\(one chunk per value\\) would make 20,000 chunks"):
+        drift(ref, cur.assign(u=[f"u{i}" for i in range(n)]), chunk_by="u")
+    for what, size, err in (("chunk_size=1", 1, "would make 20,000 chunks.*Use a chunk_size of at least 20"),
+                            ("chunk_size=0", 0, "chunk_size must be a positive whole number"),
+                            ("chunk_size=2.5", 2.5, "chunk_size must be a positive whole number"),
+                            ("chunk_size=True", True, "chunk_size must be a positive whole number")):
+        hostile(what)
+        with pytest.raises(ValidationError, match=err):
+            drift(ref, cur, chunk_size=size)
+    hostile("chunk_size=99999999999999999999 (beyond int64)")
+    assert [c["n"] for c in drift(ref, cur, chunk_size=99999999999999999999).chunks] == [n]
+    hostile("the same limits on a parquet file read row group by row group")
+    cur.to_parquet(tmp_path / "cur.parquet", row_group_size=5000)
+    stray.to_parquet(tmp_path / "stray.parquet", row_group_size=5000)
+    with pytest.raises(ValidationError, match="would make 20,520 chunks"):
+        drift(ref, tmp_path / "stray.parquet", chunk_by="ts")
+    with pytest.raises(ValidationError, match="chunk_size=10 on 20,000 rows would make 2,000 chunks"):
+        drift(ref, tmp_path / "cur.parquet", chunk_size=10)
+    hostile("a time beyond what a nanosecond period holds (year 9999)")
+    far = cur.assign(ts=pd.Series(np.full(n, np.datetime64("9999-01-01", "s"))))
+    with pytest.raises(ValidationError, match="Cannot split chunk_by column 'ts' per 'ns'.*holds these times"):
+        drift(ref, far, chunk_by="ts", period="ns")
+
+
+@pytest.mark.slow
+def test_the_cli_timeline_stays_small_in_memory_and_on_disk(tmp_path, isolated_workspace, hostile):
+    hostile("`fmops drift --chunk-by ts --period ns --log --html` (20 GB before), under a 4 GB memory cap")
+    g = np.random.default_rng(25)
+    ts = pd.Timestamp("2026-03-01") + pd.to_timedelta(g.integers(0, 7 * 86_400, 20_000), unit="s")
+    pd.DataFrame({"x": g.normal(size=20_000), "ts": ts}).to_parquet(tmp_path / "r.parquet")
+    before = ws_files(isolated_workspace)
+    r = subprocess.run([shutil.which("fmops"), "drift", str(tmp_path / "r.parquet"), str(tmp_path / "r.parquet"),
+                        "--chunk-by", "ts", "--period", "ns", "--log", "--html", str(tmp_path / "r.html")],
+                       capture_output=True, text=True, timeout=300, preexec_fn=limited())
+    assert r.returncode == 1 and "Traceback" not in r.stderr and "MemoryError" not in r.stderr, r.stderr
+    assert "chunk_by='ts' per period='ns', from 2026-03-01" in r.stderr and "more than the limit of 1,000" in r.stderr
+    assert "Choose a coarser period" in r.stderr
+    assert not (tmp_path / "r.html").exists() and ws_files(isolated_workspace) == before
+    hostile("`fmops drift --chunk-size 99999999999999999999`")
+    r = fmops("drift", str(tmp_path / "r.parquet"), str(tmp_path / "r.parquet"), "--chunk-size",
+              "99999999999999999999", "--json")
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert [c["n"] for c in json.loads(r.stdout)["chunks"]] == [20_000]
+
+
+# ------------------------------------------------------------------------------------------- wave 2: arguments
+@pytest.mark.slow
+def test_a_negative_seed_and_empty_columns_are_clear_errors(tmp_path, isolated_workspace, shell, hostile):
+    g = np.random.default_rng(26)
+    big = pd.DataFrame({"x": g.normal(size=120_000)})  # more than the 100,000 rows that are sampled
+    big.to_parquet(tmp_path / "big.parquet")
+    before = ws_files(isolated_workspace)
+    for what, args, msg in (("--seed -1 on 120,000 rows", ["--seed", "-1"], "seed must be a whole number from 0"),
+                            ("--seed 2**64", ["--seed", str(2**64)], "seed must be a whole number from 0"),
+                            ("--columns ,,,", ["--columns", ",,,"], "columns must name at least one column")):
+        hostile(f"`fmops drift {' '.join(args)}`")
+        r = fmops("drift", str(tmp_path / "big.parquet"), str(tmp_path / "big.parquet"), *args, "--log")
+        assert r.returncode == 1 and "Traceback" not in r.stderr and msg in r.stderr, r.stderr
+        assert "has no rows" not in r.stderr
+        hostile(f"`%fmops drift {' '.join(args)}`")
+        shell.user_ns.update(big=big)
+        with pytest.raises(UsageError, match=msg):
+            shell.run_line_magic("fmops", f"drift big big {' '.join(args)}")
+    assert ws_files(isolated_workspace) == before
+    for seed in (-1, 2**63, 1.5, True, "0"):
+        with pytest.raises(ValidationError, match="seed must be a whole number"):
+            calibrate(big.iloc[:100], splits=2, seed=seed)
+    with pytest.raises(ValidationError, match="columns must be a list of column names"):
+        drift(big, big, columns="x")
+
+
+# ------------------------------------------------------------------------------------------- wave 2: no rows?
+def test_no_rows_is_said_only_when_there_are_no_rows(tmp_path, hostile):
+    import datetime as dt
+    import uuid
+    g = np.random.default_rng(27)
+    pd.DataFrame({"amount": g.random(500).round(2)}).to_csv(tmp_path / "ref1.csv", index=False)
+    pd.DataFrame({"amount": [f"${v:.2f}" for v in g.random(500)]}).to_csv(tmp_path / "cur1.csv", index=False)
+    hostile("a current CSV with amounts written as '$1.20'")
+    with pytest.raises(ValidationError) as e:
+        drift(tmp_path / "ref1.csv", tmp_path / "cur1.csv")
+    msg = str(e.value)
+    assert "has no rows" not in msg
+    assert msg.startswith("No column of the current data can be compared with the reference: amount: was numeric in "
+                          "the reference") and "holds '$" in msg and "Fix the current data" in msg
+    hostile("the same beside a good column")
+    pd.DataFrame({"amount": g.random(500), "n": g.integers(0, 5, 500)}).to_csv(tmp_path / "ref2.csv", index=False)
+    pd.DataFrame({"amount": [f"${v:.2f}" for v in g.random(500)], "n": g.integers(0, 5, 500)}).to_csv(
+        tmp_path / "cur2.csv", index=False)
+    rep = drift(tmp_path / "ref2.csv", tmp_path / "cur2.csv")
+    assert rep.columns["n"].status == "ok" and rep.columns["amount"].status == "missing"
+    assert any(q["column"] == "amount" and q["check"] == "type_change" for q in rep.quality)
+    hostile("a list of texts with one None, and one with a NaN")
+    texts = [f"the parcel {i} arrived late and the box was damaged" for i in range(300)]
+    for cur in (texts[:-1] + [None], [float("nan")] + texts[1:]):
+        rep = drift(texts, cur, embedder="hashing", cache=False)
+        col = rep.columns["text"]
+        assert (col.kind, col.status, col.n_current) == ("text", "ok", 299)
+    hostile("a column list of only commas")
+    with pytest.raises(ValidationError, match="columns must name at least one column"):
+        drift(tmp_path / "ref2.csv", tmp_path / "cur2.csv", columns=[])
+    for what, frame, why in (
+            ("a frame whose only column is uuid", pd.DataFrame({"u": [uuid.uuid4() for _ in range(300)]}), "uuid"),
+            ("a frame whose only column is datetime.time",
+             pd.DataFrame({"t": [dt.time(i % 24) for i in range(300)]}), "a time of day")):
+        hostile(what)
+        with pytest.raises(ValidationError) as e:
+            drift(frame, frame)
+        assert "has no rows" not in str(e.value)
+        assert str(e.value).startswith("No column of the reference can be checked: ") and why in str(e.value)
+    hostile("a frame whose only column is sparse")
+    sparse = pd.DataFrame({"s": pd.arrays.SparseArray(np.r_[np.zeros(950), np.ones(50)])})
+    assert drift(sparse, sparse).columns["s"].status == "ok"
+    hostile("a frame whose rows are all there but whose columns are all renamed")
+    with pytest.raises(ValidationError, match="amount: in the reference but not in the current data"):
+        drift(tmp_path / "ref1.csv", pd.DataFrame({"total": g.random(500)}))
+    with pytest.raises(ValidationError, match="The current data has no rows"):  # and when there are none, it says so
+        drift(tmp_path / "ref1.csv", pd.DataFrame({"amount": np.array([], dtype=float)}))

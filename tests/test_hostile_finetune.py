@@ -1,5 +1,6 @@
 """Hostile and malformed fine-tune input: every mistake is a clear error before anything starts, and nothing is left behind;
 a candidate whose metrics are missing or not finite is never promoted (fail closed)."""
+import json
 import math
 import shutil
 import subprocess
@@ -38,6 +39,11 @@ BAD_SETTINGS = [
     ("promote_if_better", "acc<script>", "metric name 'acc<script>' is not allowed"),
     ("recipe", "lorra", "Did you mean 'lora'"),
     ("base", 12, "base must be a string"),
+    ("nproc", 100_000, "nproc is 100000, but this machine has"),
+    ("threads", 99_999_999_999, "threads is 99999999999, but this machine has"),
+    ("batch_size", 10**9, "batch_size is 1,000,000,000, more than 65,536"),
+    ("lora_r", 0, "lora_r must be at least 1 for the lora recipe"),
+    ("target_modules", [], "target_modules is empty"),
 ]
 
 
@@ -114,3 +120,71 @@ def test_save_model_never_copies_a_link_out_of_the_folder(tmp_path, monkeypatch,
     (model / "leak").unlink()
     out = save_model(model)  # a link inside the folder is stored as the file it points to
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "inside.json"] and not (out / "inside.json").is_symlink()
+
+
+def test_magic_spec_file_mistakes_are_one_paragraph_errors(tmp_path, hostile):
+    "`%fmops finetune FILE` reads the file as `fmops finetune run` does: bad YAML, a list, non-UTF-8 bytes are UsageErrors."
+    from IPython.core.error import UsageError
+    from IPython.core.interactiveshell import InteractiveShell
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("load_ext", "fmops_nb")
+    cases = {"bad.yaml": b"base: [unclosed\n", "list.yaml": b"- base: x\n- train: y\n", "latin.yaml": b"base: caf\xe9\n"}
+    words = {"bad.yaml": "is not valid YAML", "list.yaml": "must hold a mapping", "latin.yaml": "is not UTF-8 text"}
+    for name, body in cases.items():
+        hostile(f"%fmops finetune {name}")
+        (tmp_path / name).write_bytes(body)
+        with pytest.raises(UsageError, match=words[name]):
+            ip.run_line_magic("fmops", f"finetune {tmp_path / name}")
+    assert not list(Workspace.open().runs_dir.iterdir())
+
+
+def test_a_damaged_run_status_reads_unknown_and_lists(tmp_path, hostile):
+    "A run whose status.json is damaged reads `unknown` with the reason; `fmops finetune ls` still lists every run."
+    from fmops_nb.finetune import get_run, runs
+    ws = Workspace.open()
+    for rid, body in (("ft-20260101-000000-aaaa", "{not json"), ("ft-20260101-000000-bbbb", "[1, 2]")):
+        hostile(f"status.json holding {body!r}")
+        d = ws.runs_dir / rid; d.mkdir()
+        (d / "spec.json").write_text("{}"); (d / "run.json").write_text("{}"); (d / "status.json").write_text(body)
+        r = get_run(rid, ws)
+        assert r.status == "unknown" and ("cannot be read" in r.info["reason"] or "not a run status" in r.info["reason"])
+    r = subprocess.run([shutil.which("fmops"), "finetune", "ls"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.count("unknown") == 2, r.stdout + r.stderr
+    assert len(runs(ws)) == 2
+
+
+def test_the_demo_never_writes_over_a_users_files(tmp_path, hostile):
+    "`fmops demo --dir .` in a project that already has data/ and policies.yaml refuses, and changes nothing."
+    from fmops_nb.demo import prepare_demo
+    from fmops_nb.errors import WorkspaceError
+    (tmp_path / "proj" / "data").mkdir(parents=True)
+    mine = {"policies.yaml": b"policies: []\n", "data/reference.parquet": b"PAR1 mine", "data/production.parquet": b"PAR1 also"}
+    for rel, body in mine.items(): (tmp_path / "proj" / rel).write_bytes(body)
+    hostile("fmops demo --dir into a project with its own data/ and policies.yaml")
+    with pytest.raises(WorkspaceError, match="which the demo would overwrite"):
+        prepare_demo(tmp_path / "proj", n=200, log=False)
+    assert {rel: (tmp_path / "proj" / rel).read_bytes() for rel in mine} == mine
+    assert sorted(p.name for p in (tmp_path / "proj").iterdir()) == ["data", "policies.yaml"]
+
+
+def test_a_run_whose_process_id_was_reused_reads_killed_and_stop_leaves_the_stranger_alone(hostile):
+    "After a reboot another process may hold the run's old pid: the run reads `killed`, resumable, and `stop` signals nobody."
+    from fmops_nb.core import process_start
+    from fmops_nb.finetune import get_run
+    ws = Workspace.open()
+    stranger = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    try:
+        hostile("status.json naming a live process that is not the run's (a reused pid)")
+        d = ws.runs_dir / "ft-20260101-000000-cccc"; d.mkdir()
+        (d / "spec.json").write_text('{"recipe": "head"}'); (d / "run.json").write_text("{}")
+        start = int(process_start(stranger.pid))
+        (d / "status.json").write_text(json.dumps({"status": "running", "launcher_pid": stranger.pid, "launcher_start": str(start - 1),
+                                                   "pid": stranger.pid, "pid_start": str(start - 1)}))
+        r = get_run(d.name, ws)
+        assert r.status == "killed"
+        assert r.stop(timeout=1) == "killed" and stranger.poll() is None  # the stranger was not signalled
+        (d / "status.json").write_text(json.dumps({"status": "running", "launcher_pid": stranger.pid,
+                                                   "launcher_start": str(start)}))
+        assert get_run(d.name, ws).status == "running"  # the same process: still the run's
+    finally:
+        stranger.kill(); stranger.wait()

@@ -9,7 +9,7 @@ import nbformat
 import pytest
 
 from fmops_nb import monitor, reports, schedule
-from fmops_nb.core import Workspace, atomic_write
+from fmops_nb.core import Workspace, atomic_write, process_start
 from fmops_nb.errors import ConfigError, FmopsError, ValidationError, WorkspaceError
 from tiny import TRAIN_SCRIPT
 
@@ -151,7 +151,7 @@ def test_values_inside_list_and_dict_parameters_must_be_json_plain(tmp_path, hos
     assert reports.validate(spec, {"columns": ["a", 1, 2.5, True, None, ["x"], {"k": "v"}]})["columns"][6] == {"k": "v"}
     # from the shell: YAML reads a date, a set and .nan inside lists
     for value, msg in (("[2026-01-01]", "item [0] is datetime.date(2026, 1, 1)"),
-                       ("[!!set {a: null}]", "item [0] is {'a'}"), ("[.nan]", "item [0] is nan")):
+                       ("[!!set {a: null}]", "must be a list, got '[!!set {a: null}]' (str)"), ("[.nan]", "item [0] is nan")):
         hostile(f"-p columns {value}")
         r = fmops("report", "run", str(tpl), "-p", "columns", value, "--no-wandb", cwd=tmp_path)
         assert r.returncode == 1 and msg in r.stderr and "Traceback" not in r.stderr, r.stderr
@@ -334,18 +334,16 @@ action = "alert"
 """
 
 
-def set_metrics(ws, vid, metrics):
-    "Store `metrics` on a version the way an older fmops (or another tool) may have: NaN, a string."
-    with ws.transaction() as con:
-        meta = json.loads(con.execute("SELECT meta FROM versions WHERE id=?", (vid,)).fetchone()["meta"])
-        meta["metrics"] = metrics
-        con.execute("UPDATE versions SET meta=? WHERE id=?", (json.dumps(meta), vid))
-
-
 def alias_rows(ws):
     with ws.connect() as con:
         aliases = [tuple(r) for r in con.execute("SELECT * FROM aliases")]
         return aliases, con.execute("SELECT count(*) FROM alias_history").fetchone()[0]
+
+
+def stored_metrics(v, metrics):
+    "`v` as if an older fmops (or another tool) had stored `metrics` on it: NaN, a string (the registry refuses them)."
+    import dataclasses
+    return dataclasses.replace(v, meta=v.meta | {"metrics": metrics})
 
 
 @pytest.mark.hostile
@@ -357,29 +355,34 @@ def test_a_promotion_gate_that_cannot_be_evaluated_blocks(tmp_path, hostile):
     ws.config_path.write_text(GATE); ws.reload()
     reg = Registry(ws, log=False)
     w = lambda k: {"w": torch.full((2,), float(k))}
-    # a first promotion: there is no `current`, so the comparison does not apply (documented); the alert gate notes f1
+    # a first promotion: there is no `current`, so the comparison does not apply (documented), but a candidate without
+    # the metric is still refused; the alert gate notes f1
     reg.register("m", w(1))
-    assert reg.promote("m:v1", "production").aliases == ["production"]
-    assert [a["policy"] for a in monitor.alerts(ws)] == ["floor"]
+    hostile("a first promotion of a candidate without the metric a comparison gate reads")
+    with pytest.raises(PromotionBlocked, match="the candidate m:v1 has no metric 'accuracy'"):
+        reg.promote("m:v1", "production")
+    assert alias_rows(ws)[0] == []
+    reg.register("m", w(2), metrics={"accuracy": 0.9})
+    assert reg.promote("m:v2", "production").aliases == ["production"]
+    assert [a["policy"] for a in monitor.alerts(ws)] == ["floor", "no-regression"]
     assert "has no metric 'f1'" in monitor.alerts(ws)[0]["message"]
     before = alias_rows(ws)
-    cases = [({}, "the candidate m:v2 has no metric 'accuracy'", "--metric accuracy=VALUE"),
+    cases = [({}, "the candidate m:vN has no metric 'accuracy'", "--metric accuracy=VALUE"),
              ({"accuracy": {"value": float("nan"), "direction": "higher"}},
               "metric 'accuracy' is nan, not a usable number", "usable value"),
              ({"accuracy": {"value": "high", "direction": "higher"}}, "is str 'high', not comparable with",
               "--metric accuracy=VALUE"),
              ({"accuracy": {"value": float("inf"), "direction": "higher"}}, "metric 'accuracy' is inf",
               "--metric accuracy=VALUE")]
-    set_metrics(ws, "m:v1", {"accuracy": {"value": 0.9, "direction": "higher"}})  # a current accuracy to compare with
     for i, (metrics, why, fix) in enumerate(cases):
         hostile(f"candidate metrics {metrics!r}")
-        v = reg.register("m", w(i + 2), parent="m:v1")
-        set_metrics(ws, v.id, metrics)
+        v = reg.register("m", w(i + 3), parent="m:v2")
         with pytest.raises(PromotionBlocked) as e:
-            reg.promote(v.id, "production")
+            if metrics: promotion_gate(reg, stored_metrics(v, metrics), "m", "production")
+            else: reg.promote(v.id, "production")
         msg = str(e.value)
-        assert "Policy 'no-regression' blocks promoting" in msg and "cannot be evaluated" in msg, msg
-        assert why.replace("m:v2", v.id) in msg, msg
+        assert f"Policy 'no-regression' blocks promoting {v.id}" in msg and "cannot be evaluated" in msg, msg
+        assert why.replace("m:vN", v.id) in msg, msg
         assert fix in msg and "--force" in msg and "audited" in msg
         assert alias_rows(ws) == before  # the alias did not move
         last = audit_log(ws, "m:production")[0]
@@ -387,9 +390,13 @@ def test_a_promotion_gate_that_cannot_be_evaluated_blocks(tmp_path, hostile):
         assert "cannot be evaluated" in last["after"]["why"]
     # a current version whose metric is missing blocks too: nothing to compare with is not "no regression"
     hostile("the current version without the gate's metric")
-    set_metrics(ws, "m:v1", {})
-    good = reg.register("m", w(9), parent="m:v1", metrics={"accuracy": 0.99, "f1": 0.9})
-    with pytest.raises(PromotionBlocked, match=r"the current m:production \(m:v1\) has no metric 'accuracy'"):
+    old = reg.register("m", w(8), parent="m:v2", metrics={"f1": 0.9})
+    with pytest.raises(PromotionBlocked, match="the candidate .* has no metric 'accuracy'"):
+        reg.promote(old.id, "production")
+    reg.promote(old.id, "production", reason="predates the accuracy metric", force=True)
+    before = alias_rows(ws)
+    good = reg.register("m", w(9), parent=old.id, metrics={"accuracy": 0.99, "f1": 0.9})
+    with pytest.raises(PromotionBlocked, match=rf"the current m:production \({old.id}\) has no metric 'accuracy'"):
         reg.promote(good.id, "production")
     assert alias_rows(ws) == before
     # forcing needs a reason (when the caller passes one), and is audited
@@ -545,7 +552,7 @@ def test_status_json_read_while_it_is_written_and_when_it_is_damaged(tmp_path, h
     ws = Workspace.open()
     d = ws.reports_dir / "t" / "20260101T000000000-abcd"; d.mkdir(parents=True)
     hostile("status.json rewritten while it is read")
-    stop, seen, errors, start = threading.Event(), set(), [], reports._proc_start(os.getpid())
+    stop, seen, errors, start = threading.Event(), set(), [], process_start(os.getpid())
     def writer():
         i = 0
         while not stop.is_set():
@@ -750,5 +757,372 @@ def test_a_scheduled_run_whose_process_id_was_reused_reads_killed(tmp_path, host
     with ws.transaction() as con:
         con.execute(q, ("s", "2026-01-01T06:00:00", "2026-01-01T06:00:01Z", "running", os.getpid(), "1"))
         con.execute(q, ("s", "2026-01-02T06:00:00", "2026-01-02T06:00:01Z", "running", os.getpid(),
-                        reports._proc_start(os.getpid())))
+                        process_start(os.getpid())))
     assert [r["status"] for r in schedule.history(ws)] == ["running", "killed"]
+
+
+# ------------------------------------------------------------------ wave 2: what the attack round found
+
+def gate_config(ws, when: str):
+    ws.config_path.write_text('[monitor]\nsinks = ["log"]\n[[monitor.policies]]\nname = "gate"\non = "promote"\n'
+                              f'when = "{when}"\naction = "block"\n')
+    ws.reload()
+
+
+FIRST_PROMOTIONS = [  # the gate's `when`, the candidate's metrics, what a first promotion (no current) must do
+    ("candidate.accuracy < 0.9 or candidate.accuracy < current.accuracy", {}, "no metric 'accuracy'"),
+    ("candidate.accuracy < 0.9 or candidate.accuracy < current.accuracy", {"accuracy": 0.5}, "fires"),
+    ("candidate.accuracy < 0.9 or candidate.accuracy < current.accuracy", {"accuracy": 0.95}, "passes"),
+    ("candidate.accuracy < current.accuracy or candidate.accuracy < 0.9", {"accuracy": 0.5}, "fires"),
+    ("candidate.accuracy < current.accuracy or candidate.accuracy < 0.9", {}, "no metric 'accuracy'"),
+    ("candidate.accuracy < current.accuracy or candidate.accuracy < 0.9", {"accuracy": float("nan")}, "is nan"),
+    ("candidate.accuracy < current.accuracy and candidate.f1 < 0.5", {"accuracy": 0.9}, "no metric 'f1'"),
+    ("candidate.accuracy < current.accuracy and candidate.f1 < 0.5", {"accuracy": 0.9, "f1": 0.9}, "passes"),
+    ("candidate.accuracy < current.accuracy", {}, "no metric 'accuracy'"),
+    ("candidate.accuracy < current.accuracy", {"accuracy": 0.1}, "passes"),
+    ("current.accuracy - candidate.accuracy > 0.05", {}, "no metric 'accuracy'"),
+    ("max(current.accuracy, 0.9) > candidate.accuracy", {"accuracy": "high"}, "is str 'high'"),
+    ("not (candidate.accuracy >= current.accuracy and candidate.accuracy >= 0.9)", {"accuracy": 0.5}, "fires"),
+    ("not (candidate.accuracy >= current.accuracy)", {"accuracy": 0.5}, "passes"),
+    ("current.accuracy < candidate.accuracy < 0.9", {"accuracy": 0.95}, "passes"),
+    ("current.accuracy < candidate.accuracy < 0.9", {}, "no metric 'accuracy'"),
+    ("candidate.accuracy < current.accuracy or alias == 'production'", {"accuracy": 0.9}, "fires"),
+]
+
+
+@pytest.mark.hostile
+def test_a_gate_blocks_a_missing_candidate_metric_on_a_first_promotion_whatever_else_it_reads(tmp_path, hostile):
+    import torch
+    from fmops_nb.monitor import PromotionBlocked, promotion_gate
+    from fmops_nb.registry import Registry, audit_log
+    ws = Workspace.open()
+    reg = Registry(ws, log=False)
+    for i, (when, metrics, expect) in enumerate(FIRST_PROMOTIONS):
+        gate_config(ws, when)
+        hostile(f"first promotion past `{when}` of a candidate with metrics {metrics!r}")
+        usable = all(isinstance(x, float) and math.isfinite(x) for x in metrics.values())
+        v = reg.register(f"g{i}", {"w": torch.full((2,), float(i))}, metrics=metrics if usable else None)
+        before = alias_rows(ws)
+        if expect == "passes":
+            assert reg.promote(v.id, "production").aliases == ["production"], (when, metrics)
+            continue
+        with pytest.raises(PromotionBlocked) as e:
+            if usable: reg.promote(v.id, "production")
+            else: promotion_gate(reg, stored_metrics(v, {k: {"value": x} for k, x in metrics.items()}), f"g{i}",
+                                 "production")
+        msg = str(e.value)
+        assert f"Policy 'gate' blocks promoting {v.id} to g{i}:production" in msg, (when, metrics, msg)
+        if expect == "fires":
+            assert "cannot be evaluated" not in msg and "Fix the candidate" in msg, (when, msg)
+        else:
+            assert "cannot be evaluated" in msg and expect in msg and "--metric" in msg and "--force" in msg, msg
+        assert alias_rows(ws) == before  # the alias did not move
+        assert audit_log(ws, f"g{i}:production")[0]["action"] == "promote-blocked"
+    # once something is in production, nothing is exempt: a candidate without the metric is refused
+    gate_config(ws, "candidate.accuracy < current.accuracy")
+    hostile("a second promotion, of a candidate without the metric")
+    v = reg.register("g2", {"w": torch.ones(2)}, parent="g2:v1")  # g2:v1 (accuracy 0.95) is in production
+    before = alias_rows(ws)
+    with pytest.raises(PromotionBlocked, match="the candidate g2:v2 has no metric 'accuracy'"):
+        reg.promote(v.id, "production")
+    assert alias_rows(ws) == before
+    reg.register("g2", {"w": torch.zeros(2)}, parent="g2:v1", metrics={"accuracy": 0.99})
+    assert reg.promote("g2:v3", "production").aliases == ["production"]
+
+
+@pytest.mark.hostile
+def test_policies_with_a_wrong_typed_field_or_a_runaway_when_are_refused_clearly(tmp_path, hostile):
+    ws = Workspace.open()
+    monitor.raise_alert(ws, "seeded", "an open alert", sinks=["log"])
+    alerts_before = monitor.alerts(ws, state=None)
+    cases = [('message = 5', "`message` must be text"), ('template = 5', "`template` must be text"),
+             ('severity = ["critical"]', "`severity` must be text"),
+             ('action = "rollback"\ntarget = 5', "`target` must be text"),
+             ('name = 5', "`name` must be text"), ('sinks = "log"', "`sinks` must be a list"),
+             ('when = "' + "not " * 3000 + 'x"', "is 12,001 characters long"),
+             ('when = "' + "-" * 5000 + 'x"', "characters long"), ('when = "' + "-" * 400 + 'x"', "levels deep"),
+             ('when = "1' + " + 1" * 5000 + '"', "characters long"), ('when = "' + "not " * 200 + 'x"', "levels deep"),
+             ('when = ["x"]', "`when` must be text")]
+    for extra, says in cases:
+        hostile(f"a policy with {extra[:60]!r}")
+        body = '[monitor]\nsinks = ["log"]\n[[monitor.policies]]\n'
+        keys = dict(line.split(" = ", 1) for line in extra.splitlines())
+        body += "".join(f"{k} = {v}\n" for k, v in ({"name": '"p"', "when": '"x"'} | keys).items())
+        ws.config_path.write_text(body); ws.reload()
+        with pytest.raises(monitor.PolicyError) as e:
+            monitor.policies(ws)
+        assert says in str(e.value) and len(str(e.value)) < 1000, (extra[:60], str(e.value)[:300])
+        with pytest.raises(monitor.PolicyError):
+            monitor.check({"x": 1}, template="t", ws=ws, display=False)
+        r = fmops("monitor", "ls", cwd=tmp_path)
+        assert r.returncode == 1 and says in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+    pol = tmp_path / "policies.yaml"
+    for text, says in ((bomb().replace("columns:", "policies:"), "uses the YAML anchor &a0"),
+                       ("policies:\n  - {name: p, when: x, message: !!binary aGk=}\n", "uses the YAML tag !!binary"),
+                       ("policies: [\n", "is not valid YAML")):
+        hostile(f"a policy file holding {text[:40]!r}")
+        pol.write_text(text)
+        ws.config_path.write_text('[monitor]\nsinks = ["log"]\npolicy_file = "../policies.yaml"\n'); ws.reload()
+        with pytest.raises(monitor.PolicyError) as e:
+            monitor.policies(ws)
+        assert str(e.value).startswith(f"Policy file {pol} {says}"), str(e.value)
+        r = fmops("monitor", "ls", cwd=tmp_path)
+        assert r.returncode == 1 and says in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+    pol.write_text("policies:\n  - {name: gate, on: promote, when: candidate.a < 0.5, action: block}\n")
+    assert [(p.name, p.on) for p in monitor.policies(ws)] == [("gate", "promote")]  # a bare `on:` still reads
+    ws.config_path.write_text('[monitor]\nsinks = ["log"]\n'); ws.reload()
+    for bad in (99999999999999999999999, -1, 0, 2 ** 63, True, "1; DROP TABLE alerts", 1.5, None):
+        hostile(f"alerts ack {bad!r}")
+        with pytest.raises(ValidationError, match="There is no alert .*fmops alerts ls"):
+            monitor.acknowledge(bad, ws)
+    r = fmops("alerts", "ack", "99999999999999999999999", cwd=tmp_path)
+    assert r.returncode == 1 and "There is no alert 99999999999999999999999" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert monitor.alerts(ws, state=None) == alerts_before  # nothing acknowledged, nothing lost
+    assert monitor.acknowledge(str(alerts_before[0]["id"]), ws)["state"] == "acknowledged"  # as %fmops may pass it
+
+
+CONTROL = ["\n", "\r", "\x0b", "\x0c", "\x00", "\x1b", "\x7f", "\x85", "\u2028", "\u2029", "\u00a0", "\u3000"]
+
+
+@pytest.mark.hostile
+def test_a_cron_expression_is_one_line_of_five_fields(tmp_path, hostile):
+    tpl = tick(tmp_path)
+    ws = Workspace.open()
+    for ch in CONTROL:
+        for cron in (f"0{ch}6 * * *", f"0 6 * * *{ch}* * * * * rm -rf ~", f"@daily{ch}"):
+            hostile(f"cron {cron!r}")
+            with pytest.raises(schedule.CronError, match="one line of five fields separated by spaces or tabs"):
+                schedule.add("y", cron, str(tpl), ws=ws)
+    r = fmops("schedule", "add", "y", "--cron", "0\n6 * * *", "--template", str(tpl), cwd=tmp_path)
+    assert r.returncode == 1 and "one line of five fields" in r.stderr and "Traceback" not in r.stderr
+    assert schedule.schedules(ws) == []
+    s = schedule.add("tabs", "0\t6 * *  *", str(tpl), ws=ws)  # tabs and repeated spaces separate fields, as cron's
+    assert s.next_due(dt.datetime(2026, 1, 1, 5)) == dt.datetime(2026, 1, 1, 6)
+    # stored before (or by hand): reads never, is commented out in the crontab, is skipped by run-due
+    hostile("a stored schedule whose cron holds a newline")
+    with ws.transaction() as con:
+        con.execute("INSERT INTO schedules VALUES (?,?,?,?,?,?,1)",
+                    ("nl", "0\n6 * * *", str(tpl), "{}", "2026-01-01T00:00:00", "old"))
+    nl = schedule.get("nl", ws)
+    assert nl.next_due() is None and "one line of five fields" in nl.problem() and "never" in repr(nl)
+    cron = schedule.crontab(ws)
+    for line in cron.splitlines():  # every line is a comment or five time fields and a command
+        assert line.startswith("#") or len(line.split(None, 5)) == 6 and schedule.Cron(" ".join(line.split()[:5]))
+    assert "--only nl" not in cron and "# nl: Cron expression" in cron
+    assert "0 6 * * * cd " in cron and "--only tabs" in cron  # written with single spaces
+    done = {r["schedule"]: r for r in schedule.run_due(ws, now=dt.datetime(2026, 3, 1, 5, 0), log=False)}
+    assert done["nl"]["status"] == "skipped" and "one line" in done["nl"]["why"]
+
+
+def bomb(depth: int = 9) -> str:
+    "A few hundred bytes of YAML whose `columns` expand to 10**depth strings."
+    levels = ["&a0 [" + ",".join(["x"] * 10) + "]"] + [f"&a{i} [" + ",".join([f"*a{i - 1}"] * 10) + "]"
+                                                        for i in range(1, depth)]
+    return "columns: [" + ", ".join(levels) + "]\n"
+
+
+@pytest.mark.hostile
+def test_report_parameters_are_read_by_one_yaml_reader_that_refuses_aliases_and_huge_values(tmp_path, hostile):
+    import yaml
+    tpl = template(tmp_path / "t.ipynb", "columns: list = []\nlimits: dict = {}\nn: int = 1", "print(columns)")
+    ws = Workspace.open()
+    cases = [(bomb(), "anchor"), ("a: &x [1]\nb: *x\n", "anchor &x"), ("a: [1]\nb: *x\n", "alias *x"),
+             ("a: !!set {x: null}\n", "!!set"), ("a: !!binary aGVsbG8=\n", "!!binary"),
+             ("a: !!omap [{x: 1}]\n", "!!omap"), ("a: !!pairs [{x: 1}]\n", "!!pairs"),
+             ("a: !!python/object/apply:os.system [true]\n", "YAML tag !!python"), ("a: [1\n", "is not valid YAML"),
+             ("n: " + "9" * 5000 + "\n", "too many digits"), ("a: " + "[" * 20000 + "\n", "nest"),
+             ("1: a\n", "keys must be text"), (b"n: \xff\xfe\n", "is not UTF-8"),
+             ("a: '" + "x" * 2_000_000 + "'\n", "more than 1 MB"), ("- a\n- b\n", "must hold a mapping")]
+    for text, says in cases:
+        hostile(f"parameter YAML {text[:50]!r}")
+        with pytest.raises(ValidationError) as e:
+            reports.read_yaml(text, "params.yaml", mapping=True)
+        assert says in str(e.value) and str(e.value).count("params.yaml") == 1 and len(str(e.value)) < 600, \
+            str(e.value)[:300]
+    assert (reports.read_yaml("a: [1, x]\nd: 2026-01-01\n", "p", mapping=True)
+            == {"a": [1, "x"], "d": dt.date(2026, 1, 1)})
+    assert reports.read_yaml("", "p", mapping=True) == {}
+    assert reports.read_yaml("*.csv", "-p glob", text_if_invalid=True) == "*.csv"  # as `-p NAME VALUE` reads a value
+    assert reports.read_yaml("[&a [x], *a]", "-p", text_if_invalid=True) == "[&a [x], *a]"
+    # a 1 GB list (given through the API, or by a YAML reader that expands aliases) is refused before it is written
+    spec = reports.schema(tpl)
+    huge = [("columns", ["x" * 1000] * 1_000_000), ("columns", yaml.safe_load(bomb())["columns"]),
+            ("limits", {"a": ["y" * 600_000] * 2}), ("columns", ["x" * (1 << 30)])]
+    for name, value in huge:
+        hostile(f"a parameter {name} that is more than 1 MB as JSON")
+        with pytest.raises(ValidationError, match=f"Parameter {name!r} is more than 1 MB .*pass a path"):
+            reports.validate(spec, {name: value})
+        with pytest.raises(ValidationError, match="more than 1 MB"):
+            reports.run_report(tpl, {name: value}, ws=ws, log=False)
+        with pytest.raises(ValidationError, match="more than 1 MB"):
+            schedule.add("big", "0 6 * * *", str(tpl), {name: value}, ws=ws)
+    cyc = []; cyc.append(cyc)
+    hostile("a list that contains itself")
+    with pytest.raises(ValidationError, match="more than 1 MB|nests"):
+        reports.validate(spec, {"columns": cyc})
+    hostile("parameters that are not a mapping")
+    with pytest.raises(ValidationError, match="must be a mapping"):
+        reports.validate(spec, ["columns"])
+    assert not ws.reports_dir.exists() or not any(ws.reports_dir.iterdir())
+    assert schedule.schedules(ws) == []
+    (tmp_path / "bomb.yaml").write_text(bomb())
+    for args in (["report", "run", str(tpl), "-f", "bomb.yaml", "--no-wandb"],
+                 ["schedule", "add", "b", "--cron", "0 6 * * *", "--template", str(tpl), "-f", "bomb.yaml"]):
+        hostile(f"fmops {args[0]} {args[1]} -f bomb.yaml")
+        r = fmops(*args, cwd=tmp_path, timeout=300)
+        assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+        assert "anchor" in r.stderr or "more than 1 MB" in r.stderr, r.stderr[-2000:]
+    assert not ws.reports_dir.exists() or not any(ws.reports_dir.iterdir())
+    assert schedule.schedules(ws) == []
+    # a rerun reads its parameters from record.json: a damaged or swollen one is refused the same way
+    d = ws.reports_dir / "t" / "20260101T000000000-abcd"; d.mkdir(parents=True)
+    (d / "status.json").write_text('{"status": "finished"}')
+    rec = {"template": str(tpl), "template_sha256": "0", "params": {}, "inputs": {}, "env": {}, "timeout": 60}
+    for params, says in (({"columns": ["x" * 1000] * 2000}, "more than 1 MB"),
+                         (["n"], "damaged \\(its parameters are not a mapping")):
+        hostile(f"record.json params {str(params)[:40]}")
+        (d / "record.json").write_text(json.dumps(rec | {"params": params}))
+        with pytest.raises(ValidationError, match=says):
+            reports.rerun(d, ws=ws, log=False)
+    hostile("record.json without its inputs")
+    (d / "record.json").write_text(json.dumps({k: v for k, v in rec.items() if k != "inputs"}))
+    with pytest.raises(ValidationError, match="record.json .* is damaged"):
+        reports.rerun(d, ws=ws, log=False)
+    assert [p.name for p in (ws.reports_dir / "t").iterdir()] == [d.name]  # no rerun folder was made
+
+
+@pytest.mark.hostile
+def test_the_sanitizer_keeps_only_css_that_cannot_fetch(tmp_path, hostile):
+    keep = {"text-align:left": "text-align:left", "color:#b00020;font-weight:bold": "color:#b00020;font-weight:bold",
+            "border-left:4px solid #e65100;padding:4px 8px;margin:4px 0":
+                "border-left:4px solid #e65100;padding:4px 8px;margin:4px 0",
+            "background-color: rgb(1, 2, 3); font-family: 'DejaVu Sans', sans-serif":
+                "background-color:rgb(1, 2, 3);font-family:'DejaVu Sans', sans-serif",
+            "text-align: right;": "text-align:right",
+            "white-space:pre-wrap;font-size:11px": "white-space:pre-wrap;font-size:11px"}
+    for style, kept in keep.items():
+        assert reports._inert(f'<div style="{style}">x</div>') == f'<div style="{html_attr(kept)}">x</div>'
+    fetch = ["background-image:image-set('http://127.0.0.1:1/a.png' 1x)",
+             "background-image:-webkit-image-set('http://127.0.0.1:1/a.png' 1x)",
+             "background:image('http://127.0.0.1:1/a.png')", "background:cross-fade(url(http://x/a), red)",
+             "background:url(http://127.0.0.1:1/a.png)", "background:u\\72 l(http://127.0.0.1:1/a.png)",
+             "background:\\75\\72\\6c(http://127.0.0.1:1/a.png)", "list-style-image:url(http://x/a)",
+             "cursor:url(http://x/a), auto", "border-image:url(http://x/a) 30", "mask-image:image-set('http://x/a' 1x)",
+             "@import 'http://x/a.css'", "src:url(http://x/font.woff)", "width:expression(alert(1))",
+             "behavior:url(x.htc)", "-moz-binding:url(http://x/a.xml#b)", "background:element(#x)",
+             "background: /**/url(http://x/a)", "content:url(http://x/a)", "background:paint(x)",
+             "color:red;background-image:image-set('http://127.0.0.1:1/a.png' 1x)", "position:fixed;top:0"]
+    for style in fetch:
+        hostile(f"style {style!r}")
+        out = reports._inert(f'<div style="{style}">x</div>')
+        assert "http" not in out and "(" not in out.replace("rgb(", "") and "binding" not in out, (style, out)
+        assert "import" not in out and "position" not in out and "\\" not in out, (style, out)
+    assert reports._inert("<div style=\"color:red;background-image:image-set('http://x/a' 1x)\">x</div>") \
+        == '<div style="color:red">x</div>'  # what is safe stays
+    for attr in ("mask=\"image-set('http://127.0.0.1:1/a.png' 1x)\"", "fill=\"u\\72 l(http://x/a)\"",
+                 "cursor=\"image-set('http://x/a' 1x)\"", "filter=\"url(http://x/f.svg#f)\""):
+        hostile(f"svg attribute {attr}")
+        out = reports._inert(f"<svg><rect {attr} width='5'/></svg>")
+        assert "http" not in out and "\\" not in out and "width" in out, (attr, out)
+
+
+def html_attr(v: str) -> str:
+    import html
+    return html.escape(v)
+
+
+@pytest.mark.slow
+@pytest.mark.hostile
+def test_a_saved_report_html_makes_no_request_in_chromium(tmp_path, hostile):
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from lab import CHROMIUM, CHROMIUM_ARGS
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} not installed (apt-get install -y chromium)")
+    from playwright.sync_api import sync_playwright
+    hits, got = [], threading.Event()
+    class H(BaseHTTPRequestHandler):
+        def do_GET(self):
+            hits.append(self.path); got.set()
+            self.send_response(404); self.end_headers()
+        def log_message(self, *a): pass
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{srv.server_address[1]}"
+    payloads = [f"<div style=\"background-image:image-set('{base}/leak-imageset.png' 1x);height:20px\">a</div>",
+                f"<div style=\"background-image:-webkit-image-set('{base}/leak-webkit.png' 1x);height:20px\">b</div>",
+                f"<div style=\"background-image:u\\72 l({base}/leak-escape.png);height:20px\">c</div>",
+                f"<div style=\"list-style-image:url({base}/leak-list.png)\"><li>d</li></div>",
+                f"<svg width='20' height='20'><rect width='20' height='20'"
+                f" mask=\"image-set('{base}/leak-mask.png' 1x)\""
+                f" fill=\"u\\72 l({base}/leak-fill.svg#p)\"/></svg>",
+                f"<table background='{base}/leak-table.png'><tr><td>e</td></tr></table>"]
+    hostile("CSS and attributes that fetch, in the HTML output of a report notebook")
+    outs = [nbformat.v4.new_output("display_data", data={"text/html": p}) for p in payloads]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x", outputs=outs)])
+    page = tmp_path / "report.html"
+    page.write_text(reports.report_html(nb, "t"))
+    control = tmp_path / "control.html"  # the same payloads unsanitized, and one more: the harness sees a fetch
+    control.write_text("<!doctype html><html><body>" + "".join(payloads)
+                       + f"<div style=\"background-image:url({base}/control.png);height:20px\">z</div></body></html>")
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            try:
+                pg = browser.new_page()
+                requested = []
+                pg.on("request", lambda r: requested.append(r.url))
+                pg.goto(page.as_uri(), wait_until="networkidle", timeout=120_000)
+                from_page, seen = list(requested), list(hits)
+                pg.goto(control.as_uri(), wait_until="networkidle", timeout=120_000)
+                assert got.wait(120), "the harness saw no request from the control page"
+            finally:
+                browser.close()
+    finally:
+        srv.shutdown(); srv.server_close()
+    assert seen == [] and from_page == [page.as_uri()], (seen, from_page)  # the report fetched nothing
+    assert "/control.png" in hits and any(h.startswith("/leak-") for h in hits)  # the unsanitized page does fetch
+
+
+@pytest.mark.slow
+@pytest.mark.hostile
+def test_a_damaged_schedule_row_reads_damaged_and_never_stops_the_others(tmp_path, hostile):
+    tpl = tick(tmp_path)
+    ws = Workspace.open()
+    schedule.add("good", "* * * * *", str(tpl), {"n": 3}, ws=ws)
+    rows = {"badjson": "{not json", "alist": "[1, 2]", "nullp": "null", "huge": json.dumps({"n": "x" * 2_000_000}),
+            "../evil": "{}", "evil\n* * * * * touch /tmp/pwned": "{}"}
+    with ws.transaction() as con:
+        for name, params in rows.items():
+            hostile(f"a schedules row named {name!r} with params {params[:30]!r}")
+            con.execute("INSERT INTO schedules VALUES (?,?,?,?,?,?,1)",
+                        (name, "* * * * *", str(tpl), params, "2026-01-01T00:00:00", "old"))
+    ss = {s.name: s for s in schedule.schedules(ws)}
+    assert set(ss) == {"good", *rows}
+    for name in rows:
+        s = ss[name]
+        assert s.next_due() is None and "damaged" in s.problem() and "fmops schedule rm" in s.problem(), s.problem()
+        assert "never" in repr(s) and len(repr(s)) < 2000
+    assert "parameters cannot be read" in ss["badjson"].problem() and "not a mapping" in ss["alist"].problem()
+    assert "name" in ss["../evil"].problem() and ss["good"].problem() == ""
+    out = fmops("schedule", "ls", cwd=tmp_path)
+    assert out.returncode == 0 and "Traceback" not in out.stderr and "good" in out.stdout, out.stderr[-2000:]
+    assert out.stdout.count("damaged") >= len(rows)
+    js = {s["name"]: s for s in json.loads(fmops("schedule", "ls", "--json", cwd=tmp_path).stdout)}
+    assert "damaged" in js["badjson"]["problem"] and js["good"]["next_due"]
+    cron = fmops("schedule", "crontab", cwd=tmp_path)
+    assert cron.returncode == 0 and "Traceback" not in cron.stderr
+    for line in cron.stdout.splitlines():
+        assert line.startswith("#") or "--only good " in line, line  # the damaged ones are comments only
+    assert "# 'badjson'" in cron.stdout or "# badjson:" in cron.stdout
+    r = fmops("schedule", "run-due", cwd=tmp_path, timeout=600)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, (r.stdout, r.stderr[-3000:])
+    lines = r.stdout.splitlines()
+    assert any("good: finished" in l for l in lines), r.stdout
+    for name in ("badjson", "alist", "huge"):
+        assert any(f"{name}: skipped" in l and "damaged" in l for l in lines), r.stdout
+    h = schedule.history(ws)
+    assert [x["schedule"] for x in h] == ["good"] and h[0]["status"] == "finished"
+    assert not Path("/tmp/pwned").exists() and not (ws.root / "evil").exists()
+    assert schedule.remove("badjson", ws).name == "badjson"  # a damaged one can be removed
+    assert "badjson" not in {s.name for s in schedule.schedules(ws)}

@@ -122,7 +122,8 @@ def test_edits_behind_the_registrys_back_are_named_by_verify(hostile):
     r = fmops("audit", "verify")
     assert r.returncode == 1 and "m:production points at m:v1" in r.stdout
     assert "the files of m:v2 in the database are not those of its manifest" in text  # the swapped manifest lists v1's
-    assert r.stderr.strip() == "fmops: error: The audit log has 5 problem(s); see above."
+    assert "the tensor records of m:v2 in the database are not those of its manifest" in text  # and v1's tensors
+    assert r.stderr.strip() == "fmops: error: The audit log has 6 problem(s); see above."
     assert stored(reg.ws) == before  # verify changed nothing
 
 
@@ -181,6 +182,7 @@ def test_keyed_chain_resists_a_rewrite_without_the_key(monkeypatch, tmp_path, ho
     with raw_db(reg.ws) as con:
         con.execute("UPDATE audit SET after=? WHERE seq=4", (json.dumps({"version": "m:v1"}, sort_keys=True),))
         con.execute("UPDATE aliases SET version='m:v1' WHERE alias='production'")
+        con.execute("UPDATE alias_history SET version='m:v1' WHERE seq=2")  # the history replayed from the log too
         rechain(con)
         seq, h = con.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
     reg.ws.anchor_path.write_text(json.dumps({"rows": 4, "seq": seq, "hash": h, "at": "2026-12-01T00:00:00Z"}))
@@ -301,6 +303,7 @@ def test_wandb_runs_anchor_the_head_too(hostile):
     assert r.returncode == 1 and not d["ok"] and any("there is no anchor file" in p for p in d["problems"])
     with raw_db(reg.ws) as con:  # as after restoring a backup taken at row 2: the tables match the log again
         con.execute("UPDATE aliases SET version='m:v1' WHERE alias='production'")
+        con.execute("DELETE FROM alias_history WHERE seq > 1")
         for t, col in (("tensors", "version"), ("files", "version"), ("versions", "id")):
             con.execute(f"DELETE FROM {t} WHERE {col}='m:v2'")
     reg.ws.anchor_path.write_text(json.dumps(anchor))
@@ -619,6 +622,7 @@ PERMS = textwrap.dedent(r"""
     ws = Workspace.open(sys.argv[2])
     reg = Registry(ws, log=False)
     save_file({'w': np.ones(4, dtype=np.float32)}, 'w.safetensors')
+    os.chmod('w.safetensors', 0o666 & ~int(sys.argv[1], 8))  # as open() makes it (safetensors writes owner-only)
     v = reg.register('m', 'w.safetensors')
     report = atomic_write(ws.reports_dir / 'demo' / 'report.html', '<p>report</p>')
     mode = lambda p: stat.S_IMODE(os.stat(p).st_mode)
@@ -752,3 +756,518 @@ def test_terminal_escapes_in_stored_names_are_not_replayed_to_the_terminal(monke
         r = fmops(*cmd)
         assert r.returncode == 0 and "\x1b" not in r.stdout and "\x07" not in r.stdout, cmd
         assert "eve\\x1b]0;owned\\x07" in r.stdout, (cmd, r.stdout)  # shown as escapes, not obeyed
+
+
+# ------------------------------------------------------------ wave 2: the registry acts only on what the log explains
+
+GATE = ('[[monitor.policies]]\nname = "no-worse"\non = "promote"\nwhen = "candidate.accuracy < current.accuracy"\n'
+        'action = "block"\n')
+
+
+def weights(tmp_path, name: str, value: float) -> Path:
+    "A small safetensors file (two tensors, both holding `value`), written without torch."
+    return st_file(tmp_path / f"{name}.safetensors", {"w": np.full((4, 4), value, dtype=np.float32),
+                                                      "b": np.full(4, value, dtype=np.float32)})
+
+
+def problems_of(ws) -> str:
+    return "\n".join(verify_audit(ws).problems)
+
+
+@pytest.mark.hostile
+def test_a_metric_edited_behind_the_registrys_back_cannot_pass_a_gate(monkeypatch, tmp_path, hostile):
+    from fmops_nb.monitor import PromotionBlocked
+    monkeypatch.setenv("FMOPS_AUDIT_KEY", KEY)
+    reg = Registry(log=False)
+    reg.ws.config_path.write_text(GATE)
+    reg.ws.reload()
+    reg.register("a", weights(tmp_path, "m1", 1), metrics={"accuracy": 0.9}, aliases=["production"])
+    reg.register("a", weights(tmp_path, "m2", 2), metrics={"accuracy": 0.5}, description="the candidate")
+    with pytest.raises(PromotionBlocked, match="no-worse"):
+        reg.promote("a:v2")
+    assert verify_audit(reg.ws).ok
+    with raw_db(reg.ws) as con:
+        orig = con.execute("SELECT * FROM versions WHERE id='a:v2'").fetchone()
+        cols = [d[0] for d in con.execute("SELECT * FROM versions LIMIT 0").description]
+
+    def meta_with(**change):
+        meta = json.loads(orig[cols.index("meta")])
+        for k, v in change.items():
+            if k == "accuracy": meta["metrics"]["accuracy"]["value"] = v
+            elif k == "direction": meta["metrics"]["accuracy"]["direction"] = v
+            else: meta[k] = v
+        return json.dumps(meta, sort_keys=True)
+    v1_card = reg.get("a:v1").card
+    cases = [  # (what is tried, column, new value, the words verify names it with)
+        ("versions.meta: the candidate's accuracy raised from 0.5 to 0.99", "meta", meta_with(accuracy=0.99),
+         "version a:v2's metrics differ from those the audit log (row 3) registered: accuracy 0.99 (registered 0.5)"),
+        ("versions.meta: the accuracy's direction flipped to lower-is-better", "meta", meta_with(direction="lower"),
+         "version a:v2's recorded details (metric directions, description, tags, data, config) are not those "
+         "registered (row 3)"),
+        ("versions.meta: the description rewritten", "meta", meta_with(description="approved by QA"),
+         "version a:v2's recorded details (metric directions, description"),
+        ("versions.parent set to a:v1", "parent", "a:v1",
+         "version a:v2's parent is 'a:v1', but the audit log (row 3) registered it with None"),
+        ("versions.base set to a:v1", "base", "a:v1", "version a:v2's base is 'a:v1', but the audit log (row 3)"),
+        ("versions.format changed to peft", "format", "peft", "version a:v2's format is 'peft', but the audit log"),
+        ("versions.created_by changed", "created_by", "mallory",
+         "version a:v2 is recorded as registered by 'mallory', but the audit log (row 3) says"),
+        ("versions.card swapped for a:v1's", "card", v1_card, "version a:v2's model card is not the one registered"),
+        ("versions.number changed", "number", 7, "version a:v2's model or number (a, 7) do not match its id"),
+    ]
+    for what, col, value, words in cases:
+        hostile(what)
+        with raw_db(reg.ws) as con:
+            con.execute(f"UPDATE versions SET {col}=? WHERE id='a:v2'", (value,))
+        before = stored(reg.ws)
+        assert words in problems_of(reg.ws), (what, problems_of(reg.ws))
+        with pytest.raises(WorkspaceError, match=r"promote a:v2 to a:production was refused: `fmops audit verify` "
+                                                 r"finds \d+ problem\(s\) in the records it acts on"):
+            reg.promote("a:v2")
+        assert stored(reg.ws) == before, what  # nothing moved, not even a promote-blocked row
+        with raw_db(reg.ws) as con:
+            con.execute(f"UPDATE versions SET {col}=? WHERE id='a:v2'", (orig[cols.index(col)],))
+    with raw_db(reg.ws) as con:
+        con.execute("UPDATE versions SET meta=? WHERE id='a:v2'", (meta_with(accuracy=0.99),))
+    before = stored(reg.ws)
+    r = fmops("registry", "promote", "a:v2", "--no-wandb")
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "was refused" in r.stderr and "accuracy 0.99 (registered 0.5)" in r.stderr
+    assert "See `fmops audit verify`; restore fmops.db from a backup" in r.stderr
+    r = fmops("audit", "verify")
+    assert r.returncode == 1 and "accuracy 0.99 (registered 0.5)" in r.stdout
+    assert stored(reg.ws) == before
+    with raw_db(reg.ws) as con:
+        con.execute("UPDATE versions SET meta=? WHERE id='a:v2'", (orig[cols.index("meta")],))
+    assert verify_audit(reg.ws).ok
+    with pytest.raises(PromotionBlocked, match="no-worse"):  # the gate sees the registered 0.5 again
+        reg.promote("a:v2")
+
+
+def _three_and_a_promotion(tmp_path, model="h") -> Registry:
+    reg = Registry(log=False)
+    for i in (1, 2, 3):
+        reg.register(model, weights(tmp_path, f"{model}{i}", i), aliases=["production"] if i == 1 else ())
+    reg.promote(f"{model}:v2")
+    return reg
+
+
+@pytest.mark.hostile
+def test_an_edited_alias_history_cannot_steer_a_rollback(tmp_path, hostile):
+    reg = _three_and_a_promotion(tmp_path)
+    assert verify_audit(reg.ws).ok
+    with raw_db(reg.ws) as con:
+        rows = con.execute("SELECT * FROM alias_history ORDER BY seq").fetchall()
+    cases = [
+        ("alias_history: the first move of h:production pointed at the untested h:v3",
+         ["UPDATE alias_history SET version='h:v3' WHERE seq=1"],
+         "alias_history row 1 (move 1 of h:production) has version 'h:v3' where the audit log (row 2) has 'h:v1'"),
+        ("alias_history: a move's reason rewritten", ["UPDATE alias_history SET reason='tested' WHERE seq=2"],
+         "alias_history row 2 (move 2 of h:production) has reason 'tested' where the audit log (row 5) has ''"),
+        ("alias_history: the last move deleted", ["DELETE FROM alias_history WHERE seq=2"],
+         "alias h:production's history holds 1 move(s), but the audit log records 2: moves were deleted"),
+        ("alias_history: a move inserted", ["INSERT INTO alias_history (model, alias, version, previous, action, "
+                                            "reason, at, by) VALUES ('h', 'production', 'h:v3', 'h:v2', 'promote', '', "
+                                            "'2026-01-01', 'mallory')"],
+         "alias h:production's history holds 3 move(s), but the audit log records 2: moves were added"),
+        ("alias_history: a move for an alias the log never set", ["INSERT INTO alias_history (model, alias, version, "
+                                                                   "previous, action, reason, at, by) VALUES ('h', "
+                                                                   "'staging', 'h:v3', NULL, 'promote', '', "
+                                                                   "'2026-01-01', 'mallory')"],
+         "alias h:staging's history holds 1 move(s), but the audit log records 0: moves were added"),
+    ]
+    for what, sqls, words in cases:
+        hostile(what)
+        with raw_db(reg.ws) as con:
+            for q in sqls: con.execute(q)
+        before = stored(reg.ws)
+        assert words in problems_of(reg.ws), (what, problems_of(reg.ws))
+        with pytest.raises(WorkspaceError, match="rollback of h:production was refused"):
+            reg.rollback("h:production")
+        r = fmops("registry", "rollback", "h:production", "--no-wandb")
+        assert r.returncode == 1 and "was refused" in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert stored(reg.ws) == before and reg.get("h:production").id == "h:v2", what
+        with raw_db(reg.ws) as con:  # put the history back as the registry wrote it
+            con.execute("DELETE FROM alias_history")
+            con.executemany("INSERT INTO alias_history VALUES (?,?,?,?,?,?,?,?,?)", rows)
+    assert verify_audit(reg.ws).ok
+    assert reg.rollback("h:production").id == "h:v1"  # the tested version, as the log says
+
+
+@pytest.mark.hostile
+def test_tensor_hashes_edited_behind_the_registrys_back_are_named(tmp_path, hostile):
+    from fmops_nb.diff import diff
+    reg = Registry(log=False)
+    reg.register("h", weights(tmp_path, "h1", 1))
+    reg.register("h", weights(tmp_path, "h2", 2))
+    assert diff("h:v1", "h:v2", reg).cost["tensors"] == 2
+    hostile("tensors.sha256 of h:v2 copied from h:v1 (a diff would call them unchanged)")
+    with raw_db(reg.ws) as con:
+        con.execute("UPDATE tensors SET sha256=(SELECT t.sha256 FROM tensors t WHERE t.version='h:v1' AND "
+                    "t.name=tensors.name) WHERE version='h:v2'")
+    before = stored(reg.ws)
+    words = "the tensor records of h:v2 in the database are not those of its manifest"
+    assert words in problems_of(reg.ws)
+    with pytest.raises(WorkspaceError, match=words + r": they were changed behind the registry's back"):
+        diff("h:v1", "h:v2", reg)
+    r = fmops("diff", "h:v1", "h:v2")
+    assert r.returncode == 1 and words in r.stderr and "0 of 2" not in r.stdout, (r.stdout, r.stderr)
+    hostile("a tensor row deleted")
+    with raw_db(reg.ws) as con:
+        con.execute("DELETE FROM tensors WHERE version='h:v1' AND name='b'")
+    assert "the tensor records of h:v1 in the database are not those of its manifest" in problems_of(reg.ws)
+    assert stored(reg.ws)["blobs"] == before["blobs"]
+
+
+@pytest.mark.hostile
+def test_verify_says_what_older_register_rows_cannot_prove(tmp_path, hostile):
+    reg = Registry(log=False)
+    reg.register("o", weights(tmp_path, "o1", 1), metrics={"accuracy": 0.7}, aliases=["production"])
+    reg.register("o", weights(tmp_path, "o2", 2), parent="o:production", metrics={"accuracy": 0.8})
+    with raw_db(reg.ws) as con:  # the register rows as fmops wrote them before they carried a version's details
+        for seq, after in con.execute("SELECT seq, after FROM audit WHERE action='register'").fetchall():
+            a = json.loads(after)
+            old = {k: a[k] for k in ("format", "parent", "base", "manifest", "metrics")}
+            if a["parent"]: old["parent"] = "o:production"  # an older row kept the reference as it was given
+            con.execute("UPDATE audit SET after=? WHERE seq=?", (json.dumps(old, sort_keys=True), seq))
+        rechain(con)
+        seq, h = con.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+    reg.ws.anchor_path.write_text(json.dumps({"rows": seq, "seq": seq, "hash": h, "at": "2026-12-01T00:00:00Z"}))
+    c = verify_audit(reg.ws)
+    assert c.ok, c
+    note = ("2 version(s) (o:v1, o:v2) were registered before register rows carried a version's details: for them "
+            "verify checks the manifest, metrics, format and author, and the parent and base where the row names a "
+            "version; not metric directions, description, tags, data, config, card or time")
+    assert note in c.notes, c.notes
+    hostile("the accuracy of a version registered by an older fmops raised with SQL")
+    with raw_db(reg.ws) as con:
+        meta = json.loads(con.execute("SELECT meta FROM versions WHERE id='o:v2'").fetchone()[0])
+        meta["metrics"]["accuracy"]["value"] = 0.95
+        con.execute("UPDATE versions SET meta=? WHERE id='o:v2'", (json.dumps(meta),))
+    assert "version o:v2's metrics differ from those the audit log (row 3) registered" in problems_of(reg.ws)
+
+
+@pytest.mark.hostile
+@pytest.mark.slow
+def test_a_cut_back_to_an_old_anchor_shows_against_the_newest_wandb_run(monkeypatch, tmp_path, hostile):
+    from fmops_nb.tracking import find_runs
+    monkeypatch.setenv("FMOPS_AUDIT_KEY", KEY)
+    reg = Registry(log=True)  # each registration and alias move is a W&B run that records the log's head
+    reg.register("a", weights(tmp_path, "a1", 1), aliases=["production"])
+    reg.register("a", weights(tmp_path, "a2", 2))
+    old_anchor = reg.ws.anchor_path.read_bytes()
+    reg.promote("a:v2")
+    newest = find_runs(reg.ws)[-1].name
+    hostile("the promotion cut from the log (rows, counter, alias, history) and the old, validly keyed anchor put back")
+    with raw_db(reg.ws) as con:
+        for q in ("DELETE FROM audit WHERE seq>3", "UPDATE sqlite_sequence SET seq=3 WHERE name='audit'",
+                  "UPDATE aliases SET version='a:v1'", "DELETE FROM alias_history WHERE seq>1"):
+            con.execute(q)
+    reg.ws.anchor_path.write_bytes(old_anchor)
+    before = stored(reg.ws)
+    c = verify_audit(reg.ws)  # by default: the anchor and the newest W&B runs
+    assert c.anchor.endswith(": matches the log"), c  # the anchor alone cannot tell ...
+    cut = f"the W&B run {newest} recorded the log's head at row 4, and the log has no such row now: rows were cut"
+    assert cut in c.problems, c  # ... the newest W&B run can
+    assert c.freshness.startswith(f"The anchor {reg.ws.anchor_path} is inside the workspace"), c.freshness
+    assert ("a cut back to an older anchor shows only against a head kept elsewhere: an anchor outside the workspace "
+            "(audit.anchor_file) or W&B runs synced off this machine") in c.freshness
+    r = fmops("audit", "verify")
+    assert r.returncode == 1 and cut in r.stdout and "Freshness: The anchor" in r.stdout, r.stdout
+    with pytest.raises(WorkspaceError, match="promote a:v2 to a:production was refused.*rows were cut"):
+        reg.promote("a:v2")
+    assert stored(reg.ws) == before
+    hostile("the same cut, with the local W&B runs deleted too")
+    shutil.rmtree(reg.ws.root / "wandb")
+    c = verify_audit(reg.ws)
+    assert c.ok and "a cut back to an older anchor shows only against a head kept elsewhere" in c.freshness, c
+
+
+def test_verify_says_which_heads_it_checked(tmp_path):
+    reg = Registry(log=False)
+    reg.register("a", weights(tmp_path, "a1", 1))
+    outside = tmp_path / "elsewhere" / "head.json"
+    reg.ws.config_path.write_text(f'[audit]\nanchor_file = "{outside}"\n')
+    reanchor_audit(Workspace.open(), "anchor kept outside the workspace")
+    c = verify_audit(Workspace.open())
+    assert c.ok and c.freshness.startswith(f"The anchor {outside} is outside the workspace: a cut back to an older "
+                                           f"log shows against it"), c.freshness
+    assert "no local W&B run carries an audit head" in "\n".join(c.notes), c.notes
+
+
+# ---------------------------------------------------------------- wave 2: the store never widens a file's permissions
+
+@pytest.mark.hostile
+def test_a_private_file_stays_private_in_the_store(model_dir, tmp_path, hostile):
+    from fmops_nb.core import file_mode
+    from fmops_nb.errors import StoreWarning
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP SECRET")
+    os.chmod(secret, 0o600)
+    hostile("a hard link to a 0600 file inside the model folder")
+    os.link(secret, model_dir / "notes.txt")
+    reg = Registry(log=False)
+    with pytest.warns(StoreWarning, match=r"^registered hl:v1; notes.txt has other hard links and only its owner may "
+                                          r"read it: .*stored owner-only, as its source"):
+        v = reg.register("hl", model_dir)
+    mode = lambda p: stat.S_IMODE(os.stat(p).st_mode)
+    assert mode(reg.blobs.path(v.files["notes.txt"]["sha256"])) == 0o400  # never more than the source: owner-only
+    for rel in ("config.json", "model.safetensors"):
+        assert mode(reg.blobs.path(v.files[rel]["sha256"])) == file_mode(False) & mode(model_dir / rel)
+    assert mode(reg.blobs.path(v.manifest)) == file_mode(False) & mode(model_dir / "config.json")
+    r = fmops("registry", "register", "hl", str(model_dir), "--no-wandb")
+    assert r.returncode == 0 and r.stderr.startswith("fmops: warning: registered hl:v2; notes.txt has other hard "
+                                                      "links"), r.stderr
+
+    hostile("a 0600 config.json: the manifest holding its content")
+    os.unlink(model_dir / "notes.txt")
+    os.chmod(model_dir / "config.json", 0o600)
+    (model_dir / "config.json").write_text(json.dumps({"model_type": "bert", "api_token": "hunter2"}))
+    v = reg.register("hl", model_dir)
+    assert mode(reg.blobs.path(v.files["config.json"]["sha256"])) == 0o400
+    assert mode(reg.blobs.path(v.manifest)) == 0o400 and b"hunter2" in reg.blobs.path(v.manifest).read_bytes()
+
+    hostile("the same bytes stored earlier from a world-readable copy, then registered from a 0600 file")
+    public = tmp_path / "public.safetensors"
+    st_file(public, {"w": np.arange(8, dtype=np.float32)})
+    os.chmod(public, 0o644)
+    v = reg.register("same", public)
+    blob = reg.blobs.path(v.files["model.safetensors"]["sha256"])
+    assert mode(blob) == file_mode(False) & 0o644
+    private = tmp_path / "private.safetensors"
+    shutil.copy(public, private)
+    os.chmod(private, 0o600)
+    reg.register("same", private)
+    # content already stored keeps its mode: whoever may read it could read it before, and narrowing it would cut
+    # them off the version they registered
+    assert mode(blob) == file_mode(False) & 0o644
+    assert reg.load("same:v2")["w"].tolist() == list(range(8))
+    assert verify_audit(reg.ws).ok
+
+
+def test_hard_links_readable_by_everyone_are_stored_quietly(model_dir, tmp_path):
+    import warnings
+    shared = tmp_path / "cache" / "vocab.txt"  # how uv and pip caches hard-link files into an install
+    shared.parent.mkdir()
+    shared.write_text("a\nb\n")
+    os.chmod(shared, 0o644)
+    os.link(shared, model_dir / "vocab.txt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        v = Registry(log=False).register("m", model_dir)
+    assert "vocab.txt" in v.files
+
+
+# ---------------------------------------------------------------- wave 2: what a version needs stays
+
+def adapter_dir(tmp_path) -> Path:
+    "A PEFT LoRA adapter folder on the module 'layer' (written without peft)."
+    d = tmp_path / "adapter"
+    d.mkdir()
+    (d / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 2, "lora_alpha": 4,
+                                                       "target_modules": ["layer"]}))
+    st_file(d / "adapter_model.safetensors", {"base_model.model.layer.lora_A.weight": np.ones((2, 4), np.float32),
+                                              "base_model.model.layer.lora_B.weight": np.ones((4, 2), np.float32)})
+    return d
+
+
+@pytest.mark.hostile
+def test_an_adapters_base_cannot_be_deleted_and_gc_keeps_it(tmp_path, hostile):
+    from fmops_nb.diff import diff
+    from fmops_nb.registry import append_audit
+    reg = Registry(log=False)
+    base = reg.register("p", st_file(tmp_path / "base.safetensors", {"layer.weight": np.eye(4, dtype=np.float32),
+                                                                      "layer.bias": np.zeros(4, np.float32)}))
+    ad = reg.register("p", adapter_dir(tmp_path), base="p:v1", aliases=["production"])
+    before = stored(reg.ws)
+    hostile("deleting the base of an adapter in production")
+    with pytest.raises(ValidationError, match=r"^p:v1 is the base of the adapter p:v2, which cannot be used without "
+                                              r"it: delete p:v2 first, or keep p:v1\.$"):
+        reg.delete("p:v1")
+    assert stored(reg.ws) == before
+    assert reg.gc(grace_s=0)["blobs_removed"] == 0
+    lora = diff("p:v2", "p:v2", reg).lora["p:v2"]
+    assert lora[0]["module"] == "layer" and lora[0]["rel_delta"] == pytest.approx(16 / 2)  # ‖(4/2)·B·A‖ / ‖I‖
+
+    hostile("a base deleted by an older fmops (an audited deletion), then gc")
+    with reg.ws.transaction() as con:
+        con.execute("UPDATE versions SET state='deleted' WHERE id='p:v1'")
+        append_audit(con, "delete", "p:v1", {"state": "ready"}, {"state": "deleted"})
+    assert verify_audit(reg.ws).ok
+    assert reg.gc(grace_s=0)["blobs_removed"] == 0  # the adapter still needs its base's weights
+    assert all(reg.blobs.verify(f["sha256"]) for f in base.files.values())
+    assert diff("p:v2", "p:v2", reg).lora["p:v2"][0]["rel_delta"] == pytest.approx(8.0)
+    reg.register("p", weights(tmp_path, "full", 3), aliases=["production"], check_names=False)
+    reg.delete("p:v2")  # once nothing needs the base, gc frees it with the adapter
+    gone = {f["sha256"] for v in (base, ad) for f in v.files.values()} | {base.manifest, base.card, ad.manifest,
+                                                                          ad.card}
+    assert reg.gc(grace_s=0)["blobs_removed"] == len(gone) == 7  # 1 + 2 files, and a manifest and a card each
+    assert not any(sha in reg.blobs for sha in gone) and reg.load("p:v3")
+
+
+# ---------------------------------------------------------------- wave 2: a malformed setting is a ConfigError
+
+BAD_SETTINGS = [  # (config.toml, what is tried, the words the error must hold)
+    ('[monitor]\nwebhook_url = "http://[::1"\n', "webhook_url with an unclosed IPv6 bracket",
+     "Setting 'monitor.webhook_url' in {cf} is not a valid URL (Invalid IPv6 URL)"),
+    ('[monitor]\nwebhook_url = "http://example.com:99999/hook"\n', "webhook_url with a port out of range",
+     "Setting 'monitor.webhook_url' in {cf} has an invalid port"),
+    ('[monitor]\nwebhook_url = "http://example.com/a b"\n', "webhook_url with a space",
+     "Setting 'monitor.webhook_url' in {cf} holds spaces or control characters"),
+    ('[monitor]\nwebhook_url = "http://example.com/\\u0000x"\n', "webhook_url with a NUL character",
+     "holds spaces or control characters"),
+    ('[reports]\nbackoff_s = nan\n', "reports.backoff_s = nan", "Setting 'reports.backoff_s' in {cf} must be a finite"),
+    ('[monitor]\nwebhook_timeout_s = inf\n', "monitor.webhook_timeout_s = inf", "must be a finite number, got inf"),
+]
+
+
+@pytest.mark.hostile
+@pytest.mark.parametrize("toml,what,words", BAD_SETTINGS, ids=[w for _, w, _ in BAD_SETTINGS])
+def test_a_malformed_setting_is_a_config_error_everywhere(toml, what, words, tmp_path, hostile):
+    ws = Registry(log=False).ws
+    Registry(ws, log=False).register("m", weights(tmp_path, "m1", 1))
+    hostile(what)
+    ws.config_path.write_text(toml)
+    before = stored(ws), ws.config_path.read_bytes()
+    words = words.format(cf=ws.config_path)
+    with pytest.raises(ConfigError) as e:
+        Workspace.open().config
+    assert words in str(e.value), str(e.value)
+    for cmd in (("config",), ("audit", "verify")):
+        r = fmops(*cmd)
+        assert r.returncode == 1 and r.stderr.count("\n") == 1 and words in r.stderr, (cmd, r.stderr)
+        assert r.stderr.startswith("fmops: error:") and "Traceback" not in r.stderr
+    assert (stored(ws), ws.config_path.read_bytes()) == before
+
+
+# ---------------------------------------------------------------- wave 2: every --json output is JSON
+
+def _json_commands() -> set:
+    "Every command path of `fmops` whose parser accepts --json."
+    import argparse
+    from fmops_nb.cli import parser
+    out = set()
+
+    def walk(p, path):
+        subs = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
+        if subs:
+            for name, sp in subs[0].choices.items(): walk(sp, path + (name,))
+        elif any("--json" in a.option_strings for a in p._actions): out.add(path)
+    walk(parser(), ())
+    return out
+
+
+def _strict_json(text: str, what):
+    "Parse `text` as JSON as a strict parser does: NaN, Infinity and -Infinity are not JSON."
+    def refuse(c): raise ValueError(f"{what}: {c} is not JSON")
+    return json.loads(text, parse_constant=refuse)
+
+
+TRAIN_NAN = textwrap.dedent("""
+    import os, sys
+    from pathlib import Path
+    from fmops_nb.finetune import report
+    report(1, loss=float('nan'))  # a diverged loss
+    report(2, loss=float('inf'))
+    flag = Path(os.environ['FMOPS_RUN_DIR']) / 'tried'
+    if not flag.exists(): flag.write_text('once'); sys.exit(3)  # fails once: there is a run to resume
+""")
+
+
+@pytest.mark.hostile
+@pytest.mark.slow
+def test_every_json_output_is_strict_json(tmp_path, capsys, hostile):
+    import nbformat
+    from fmops_nb.cli import main
+    hostile("a version with an all-zero bias (‖Δ‖/‖a‖ infinite) and one with NaN weights, diffed with --json")
+    z = st_file(tmp_path / "z.safetensors", {"w": np.ones((4, 4), np.float32), "b": np.zeros(4, np.float32)})
+    o = st_file(tmp_path / "o.safetensors", {"w": np.full((4, 4), 2, np.float32), "b": np.ones(4, np.float32)})
+    n = st_file(tmp_path / "n.safetensors", {"w": np.full((4, 4), np.nan, np.float32), "b": np.ones(4, np.float32)})
+    hostile("a fine-tune whose losses are NaN and inf, shown with --json")
+    (tmp_path / "train.py").write_text(TRAIN_NAN)
+    (tmp_path / "spec.yaml").write_text("recipe: script\nscript: train.py\nbase: ''\nmax_steps: 2\nmodel: scripted\n")
+    (tmp_path / "templates").mkdir()
+    params = nbformat.v4.new_code_cell("x: float = 1.0")
+    params.metadata["tags"] = ["parameters"]
+    nb = nbformat.v4.new_notebook(cells=[params, nbformat.v4.new_code_cell(
+        "from fmops_nb.reports import record\nrecord('x', x)")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, str(tmp_path / "templates" / "tiny.ipynb"))
+    (tmp_path / "ref.csv").write_text("x\n" + "\n".join(str(i) for i in range(300)) + "\n")
+    (tmp_path / "cur.csv").write_text("x\n" + "\n".join(str(i + 150) for i in range(300)) + "\n")
+    ws = Workspace.open()
+    ws.config_path.write_text('[monitor]\nsinks = ["log"]\n[[monitor.policies]]\nname = "x-high"\nwhen = "x > 0.5"\n')
+    run_id = lambda: sorted(p.name for p in ws.runs_dir.glob("ft-*"))[-1]
+    report_id = lambda: sorted(str(p.relative_to(ws.reports_dir)) for p in ws.reports_dir.glob("tiny/*"))[-1]
+    calls = [  # (command path, arguments, exit status)
+        (("workspace",), ["workspace", "--json"], 0), (("config",), ["config", "--json"], 0),
+        (("config",), ["config", "wandb.mode", "--json"], 0), (("drift",), ["drift", "ref.csv", "cur.csv"], 0),
+        (("registry", "register"), ["registry", "register", "m", str(z), "--alias", "production", "--no-wandb"], 0),
+        (("registry", "register"), ["registry", "register", "m", str(o), "--metric", "accuracy=0.9", "--no-wandb"], 0),
+        (("registry", "register"), ["registry", "register", "m", str(n), "--no-wandb"], 0),
+        (("registry", "ls"), ["registry", "ls"], 0), (("registry", "show"), ["registry", "show", "m:v2"], 0),
+        (("registry", "show"), ["registry", "show", "m:v2", "--card"], 0),
+        (("registry", "lineage"), ["registry", "lineage", "m:v2"], 0),
+        (("registry", "promote"), ["registry", "promote", "m:v2", "--no-wandb"], 0),
+        (("registry", "rollback"), ["registry", "rollback", "m:production", "--no-wandb"], 0),
+        (("registry", "log"), ["registry", "log", "m:v1"], 0),
+        (("registry", "gc"), ["registry", "gc", "--dry-run"], 0),
+        (("diff",), ["diff", "m:v1", "m:v2"], 0), (("diff",), ["diff", "m:v2", "m:v3"], 0),
+        (("audit",), ["audit", "verify"], 0), (("audit",), ["audit", "show"], 0),
+        (("audit",), ["audit", "reanchor", "--reason", "checked"], 0),
+        (("finetune", "run"), ["finetune", "run", "spec.yaml", "--wait"], 1),  # it fails once, as its script says
+        (("finetune", "ls"), ["finetune", "ls"], 0), (("finetune", "show"), ["finetune", "show", run_id], 0),
+        (("finetune", "resume"), ["finetune", "resume", run_id, "--wait"], 0),
+        (("finetune", "stop"), ["finetune", "stop", run_id], 0),
+        (("report", "templates"), ["report", "templates"], 0),
+        (("report", "run"), ["report", "run", "tiny", "-p", "x", "0.75", "--no-wandb"], 0),
+        (("report", "ls"), ["report", "ls"], 0), (("report", "show"), ["report", "show", report_id], 0),
+        (("report", "rerun"), ["report", "rerun", report_id, "--no-wandb"], 0),
+        (("monitor", "ls"), ["monitor", "ls"], 0), (("monitor", "check"), ["monitor", "check", report_id], 0),
+        (("alerts", "ls"), ["alerts", "ls"], 0),
+        (("schedule", "add"), ["schedule", "add", "nightly", "--cron", "0 6 * * *", "--template", "tiny"], 0),
+        (("schedule", "ls"), ["schedule", "ls"], 0), (("schedule", "crontab"), ["schedule", "crontab"], 0),
+        (("schedule", "run-due"), ["schedule", "run-due", "--no-wandb"], 0),
+        (("schedule", "history"), ["schedule", "history"], 0), (("schedule", "rm"), ["schedule", "rm", "nightly"], 0),
+        (("demo",), ["demo", "--dir", str(tmp_path / "demo"), "--rows", "300", "--no-wandb"], 0),
+    ]
+    assert {path for path, _, _ in calls} == _json_commands()  # every command that takes --json is tried here
+    assert {args[1] for path, args, _ in calls if path == ("audit",)} == {"verify", "show", "reanchor"}
+    got = {}
+    for path, args, status in calls:
+        args = [a() if callable(a) else a for a in args] + ["--json"]
+        code = main(args)
+        out, err = capsys.readouterr()
+        assert code == status, (args, err)
+        got.setdefault(path, []).append(_strict_json(out, args))
+    tensors = {t["name"]: t for t in got[("diff",)][0]["tensors"]}
+    assert tensors["b"]["rel_delta"] is None and tensors["b"]["norm_a"] == 0  # was Infinity
+    assert tensors["w"]["rel_delta"] == pytest.approx(1.0)
+    assert {t["name"]: t["cosine"] for t in got[("diff",)][1]["tensors"]}["w"] is None  # was NaN
+    shown = got[("finetune", "show")][0]
+    assert [e["loss"] for e in shown["events"] if e.get("kind") == "step"] == [None, None]  # were NaN and Infinity
+    assert got[("finetune", "run")][0]["status"] == "failed" and got[("finetune", "resume")][0]["status"] == "finished"
+    assert got[("registry", "promote")][0]["alias"] == "m:production"
+    assert got[("registry", "rollback")][0]["version"]["id"] == "m:v1"
+    assert got[("registry", "show")][1]["card"].startswith("# m:v2")
+    assert got[("schedule", "rm")][0]["removed"] is True and "run-due" in got[("schedule", "crontab")][0]["crontab"]
+    assert [t["name"] for t in got[("report", "templates")][0]][0] == "tiny"
+    assert got[("audit",)][2]["anchor_file"] == str(ws.anchor_path) and verify_audit(ws).ok
+
+
+def test_an_alias_set_at_registration_goes_through_the_promotion_gates(hostile):
+    "`register(..., aliases=['production'])` (and `fmops registry register --alias`) is a promotion: a gate blocks it too."
+    import torch
+    from fmops_nb.monitor import PromotionBlocked
+    ws = Workspace.open()
+    ws.config_path.write_text('[monitor]\nsinks = ["log"]\n[[monitor.policies]]\nname = "no-worse"\non = "promote"\n'
+                              'when = "candidate.accuracy < current.accuracy"\naction = "block"\n'); ws.reload()
+    reg = Registry(ws, log=False)
+    v1 = reg.register("g", {"w": torch.zeros(2)}, metrics={"accuracy": 0.9}, aliases=["production"])
+    for metrics, what in (({"accuracy": 0.5}, "a worse candidate"), ({}, "a candidate without the metric")):
+        hostile(f"register --alias production of {what}")
+        with pytest.raises(PromotionBlocked, match=r"Registered g:v\d, but Policy 'no-worse' blocks promoting"):
+            reg.register("g", {"w": torch.ones(2)}, metrics=metrics, aliases=["production"])
+        assert reg.get("g:production").id == v1.id  # the alias did not move; the version is registered without it
+    assert [v.aliases for v in reg.versions("g")] == [["production"], [], []]
+    assert verify_audit(ws).ok
