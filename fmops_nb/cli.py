@@ -5,18 +5,30 @@
 # %% ../nbs/95_cli.ipynb #313c9498
 from __future__ import annotations
 import argparse, json, math, os, sys, warnings
-import fmops_nb
 from .core import Workspace, resolve_home
-from .errors import FmopsError, FmopsWarning, NotFoundError, ValidationError, WorkspaceError
+from .errors import FmopsError, FmopsWarning, WorkspaceError
+from .demo import make_demo
+from .registry import Registry, verify_audit
+from .diff import diff
+from .finetune import FinetuneSpec, launch, runs, get_run
+from .reports import get_report
+from . import reports as R
+from . import schedule as S
+from . import monitor as M
+from .core import version
+from .errors import ExecutionError
+from .audit import audit_log
+from .audit import reanchor_audit
+from .commands import collect_params, drift_arguments, dry_run_argument, force_argument, param_arguments, parse_metrics, reason_argument, run_drift
 
 # %% auto #0
-__all__ = ['cmd_workspace', 'cmd_config', 'cmd_demo', 'drift_arguments', 'run_drift', 'cmd_drift', 'parse_metrics',
-           'resolve_alias', 'cmd_registry', 'cmd_diff', 'cmd_audit', 'cmd_finetune', 'ExecutionErrorCLI',
-           'collect_params', 'cmd_report', 'cmd_schedule', 'cmd_monitor', 'cmd_alerts', 'parser', 'main']
+__all__ = ['cmd_workspace', 'cmd_config', 'cmd_demo', 'cmd_drift', 'cmd_registry', 'cmd_diff', 'cmd_audit', 'cmd_finetune',
+           'cmd_report', 'cmd_schedule', 'cmd_monitor', 'cmd_alerts', 'parser', 'main']
 
 # %% ../nbs/95_cli.ipynb #e75f8a76
 def _ws(args, create=True) -> Workspace: return Workspace.open(args.workspace, create=create)
 
+# %% ../nbs/95_cli.ipynb #18a455f7
 def _jsonable(x):
     "`x` as plain JSON values: NaN and ±inf (JSON has neither) as None, numpy values as Python ones, tuples as lists."
     if isinstance(x, float): return x if math.isfinite(x) else None
@@ -25,10 +37,12 @@ def _jsonable(x):
     if type(x).__module__ == 'numpy' and hasattr(x, 'tolist'): return _jsonable(x.tolist())
     return x
 
+# %% ../nbs/95_cli.ipynb #5c68016d
 def _print_json(obj):
     "Print `obj` as JSON that every parser reads: a value JSON cannot hold (NaN, ±inf) is null."
     print(json.dumps(_jsonable(obj), indent=2, default=str, allow_nan=False))
 
+# %% ../nbs/95_cli.ipynb #4e49d6c5
 def cmd_workspace(args):
     "Print where the workspace keeps everything."
     if args.init: ws = _ws(args)
@@ -40,6 +54,7 @@ def cmd_workspace(args):
     print(repr(ws))
     if not ws.exists: print("\n(not created yet: it is created on first use, or now with `fmops workspace --init`)")
 
+# %% ../nbs/95_cli.ipynb #907b67f8
 def cmd_config(args):
     "Print the settings in force."
     root, how = resolve_home(args.workspace)
@@ -48,41 +63,16 @@ def cmd_config(args):
     if args.json: return _print_json({k: {'value': v, 'from': cfg.sources[k]} for k,v in cfg.values.items()})
     print(repr(cfg))
 
+# %% ../nbs/95_cli.ipynb #e41e3355
 def cmd_demo(args):
     "Create the demo workspace, model versions and policies, and run the maintenance report on it."
-    from fmops_nb.demo import make_demo
     if not args.json: print(f"Creating the demo in {args.dir}: data, two versions of a ticket classifier, policies; then the maintenance report ...", flush=True)
     res = make_demo(args.dir, n=args.rows, seed=args.seed, log=not args.no_wandb)
     if args.json: _print_json(res.to_dict())
     else: print(repr(res))
-    if res.status != 'finished': raise ExecutionErrorCLI(f"The maintenance report {res.status}; see {res.html}")
+    if res.status != 'finished': raise ExecutionError(f"The maintenance report {res.status}; see {res.html}")
 
-def drift_arguments(p:argparse.ArgumentParser, where:str='file'):
-    "The arguments of `fmops drift` and `%fmops drift` (one definition for both)."
-    p.add_argument('reference', help=f'{where} (parquet, csv, jsonl) the model was validated on')
-    p.add_argument('current', help=f'{where} with the production window')
-    p.add_argument('--columns', help='comma-separated columns to check (default: every column)')
-    p.add_argument('--method', help='decide with one method where it applies: ks, wasserstein, psi, jensenshannon, chi2, unseen, mmd, classifier')
-    p.add_argument('--mode', choices=['auto', 'effect', 'p_value'], default='auto',
-                   help='auto: effect sizes on large samples, p-values on small ones (default)')
-    p.add_argument('--correction', choices=['bh', 'bonferroni', 'none'], default='bh', help='p-value correction across columns (default: bh)')
-    g = p.add_mutually_exclusive_group()
-    g.add_argument('--chunk-by', metavar='COL', help='split current by this datetime (per --period) or categorical column: a timeline')
-    g.add_argument('--chunk-size', metavar='N', type=int, help='split current into chunks of N rows: a timeline')
-    p.add_argument('--period', default='D', help="period of a datetime --chunk-by: D, W, M, h, ... (default: D)")
-    p.add_argument('--seed', type=int, default=0, help='seed of sampling and permutations (default: 0)')
-    p.add_argument('--embedder', help='text embedder: minilm (default, needs the fm extra), hashing, or a registered name')
-    p.add_argument('--log', action='store_true', help='log the report to W&B (offline unless configured): summary, table, HTML artifact')
-
-def run_drift(args, reference, current, ws=None):
-    "Run the drift check that `drift_arguments` describe; log it when asked. Returns the report."
-    from fmops_nb.drift import drift, DecisionRule
-    cols = [c.strip() for c in args.columns.split(',') if c.strip()] if args.columns else None
-    rep = drift(reference, current, columns=cols, method=args.method, rule=DecisionRule(mode=args.mode, correction=args.correction),
-                seed=args.seed, chunk_by=args.chunk_by, chunk_size=args.chunk_size, period=args.period, embedder=args.embedder)
-    if args.log: rep.logged_to = rep.log(ws=ws() if callable(ws) else ws)
-    return rep
-
+# %% ../nbs/95_cli.ipynb #e030980c
 def cmd_drift(args):
     "Check current data against a reference and print the report."
     rep = run_drift(args, args.reference, args.current, ws=lambda: _ws(args))
@@ -94,33 +84,14 @@ def cmd_drift(args):
 
 # %% ../nbs/95_cli.ipynb #2864872e
 def _registry(args, log:bool=True):
-    from fmops_nb.registry import Registry
     return Registry(_ws(args), log=log and not getattr(args, 'no_wandb', False))
 
-def parse_metrics(items:list|None) -> dict:
-    "['accuracy=0.91', 'loss=0.3:lower'] -> {'accuracy': (0.91, 'higher'), 'loss': (0.3, 'lower')}"
-    out = {}
-    for it in items or []:
-        name, eq, val = it.partition('=')
-        if not eq: raise ValidationError(f"--metric {it!r}: write NAME=VALUE, e.g. accuracy=0.91 (or loss=0.3:lower).")
-        val, _, direction = val.partition(':')
-        try: out[name] = (float(val), direction or 'higher')
-        except ValueError: raise ValidationError(f"--metric {it!r}: {val!r} is not a number.") from None
-    return out
-
-def resolve_alias(reg, alias:str) -> str:
-    "'production' -> 'model:production' when exactly one model has that alias; 'model:alias' as it is."
-    if ':' in alias: return alias
-    with reg.ws.connect() as con:
-        owners = [r['model'] for r in con.execute("SELECT model FROM aliases WHERE alias=? ORDER BY model", (alias,))]
-    if len(owners) == 1: return f"{owners[0]}:{alias}"
-    if not owners: raise NotFoundError(f"No model has an alias {alias!r}. `fmops registry ls` shows the aliases.")
-    raise ValidationError(f"Several models have an alias {alias!r} ({', '.join(owners)}): name one, e.g. {owners[0]}:{alias}.")
-
+# %% ../nbs/95_cli.ipynb #45c06b26
 def _printable(text) -> str:
     "`text` with control characters (terminal escapes) shown as escapes, for lines printed from stored data."
     return ''.join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
 
+# %% ../nbs/95_cli.ipynb #b4d5ac40
 def cmd_registry(args):
     "The `fmops registry ...` commands."
     reg = _registry(args)
@@ -151,7 +122,7 @@ def cmd_registry(args):
         to = args.to if ':' in args.to else f"{v.model}:{args.to}"
         return _print_json({'alias': to, 'version': v.to_dict()}) if args.json else print(f"{args.to} -> {v.id}")
     if a == 'rollback':
-        ref = resolve_alias(reg, args.alias)
+        ref = reg.resolve_alias(args.alias)
         v = reg.rollback(ref, to=args.to, reason=args.reason or '')
         return _print_json({'alias': ref, 'version': v.to_dict()}) if args.json else print(f"{ref} -> {v.id}")
     if a == 'log':
@@ -164,16 +135,16 @@ def cmd_registry(args):
         return _print_json(r) if args.json else print(f"{'Would remove' if args.dry_run else 'Removed'} {r['blobs_removed']} unreferenced blobs "
                                                      f"({r['bytes_freed'] / 2**20:.1f} MiB) and {r['temporaries_removed']} temporaries.")
 
+# %% ../nbs/95_cli.ipynb #9797809e
 def cmd_diff(args):
     "Print what changed between two versions."
-    from fmops_nb.diff import diff
     d = diff(args.a, args.b, _registry(args, log=False))
     if args.json: _print_json(d.to_dict())
     else: print(repr(d))
 
+# %% ../nbs/95_cli.ipynb #58f8aa38
 def cmd_audit(args):
     "Check the audit log (chain, key, anchor, tables replayed); exit 1 on any problem. Or show it, or re-anchor it."
-    from fmops_nb.registry import verify_audit, audit_log, reanchor_audit
     ws = _ws(args)
     if args.action == 'verify':
         c = verify_audit(ws, wandb=args.wandb)
@@ -191,9 +162,9 @@ def cmd_audit(args):
         print(_printable(f"{r['seq']:>5} {r['at'][:19]} {r['actor']:<10} {r['action']:<12} {r['subject']:<32} "
                          f"{r['before']} -> {r['after']}"))
 
+# %% ../nbs/95_cli.ipynb #ce0ce965
 def cmd_finetune(args):
     "The `fmops finetune ...` commands."
-    from fmops_nb.finetune import FinetuneSpec, launch, runs, get_run
     ws = _ws(args)
     about = lambda r: {**r.info, 'id': r.id, 'status': r.status, 'dir': str(r.dir)} # the status as it is now
     if args.action == 'run':
@@ -203,7 +174,7 @@ def cmd_finetune(args):
         if args.wait:
             status = run.wait()
             _print_json(about(run)) if args.json else print(repr(run))
-            if status != 'finished': raise ExecutionErrorCLI(f"Run {run.id} ended {status}: {run.info.get('reason') or 'see its log'}\n{run.tail(10)}")
+            if status != 'finished': raise ExecutionError(f"Run {run.id} ended {status}: {run.info.get('reason') or 'see its log'}\n{run.tail(10)}")
         elif args.json: _print_json(about(run))
         return
     if args.action == 'ls':
@@ -226,9 +197,7 @@ def cmd_finetune(args):
     if args.json: return _print_json(about(r) | {'events': r.events()})
     print(repr(r)); print(r.tail(args.lines))
 
-class ExecutionErrorCLI(FmopsError):
-    "A run ended without finishing."
-
+# %% ../nbs/95_cli.ipynb #41bfa529
 def _finetune_parser(sub):
     s = sub.add_parser('finetune', help='fine-tune runs: run SPEC.yaml, ls, show, stop, resume')
     fs = s.add_subparsers(dest='action', metavar='ACTION', required=True)
@@ -242,6 +211,7 @@ def _finetune_parser(sub):
     for r in fs.choices.values(): r.add_argument('--json', action='store_true', help='print JSON')
     s.set_defaults(func=cmd_finetune)
 
+# %% ../nbs/95_cli.ipynb #ce1a07fc
 def _registry_parser(sub):
     s = sub.add_parser('registry', help='model versions: register, ls, show, lineage, promote, rollback, gc')
     rs = s.add_subparsers(dest='action', metavar='ACTION', required=True)
@@ -254,14 +224,14 @@ def _registry_parser(sub):
     r = rs.add_parser('ls', help='list versions'); r.add_argument('model', nargs='?')
     r = rs.add_parser('show', help='one version'); r.add_argument('ref', help='MODEL:vN, MODEL:ALIAS or MODEL'); r.add_argument('--card', action='store_true', help='print the model card')
     r = rs.add_parser('lineage', help="where a version came from and what was derived from it"); r.add_argument('ref')
-    r = rs.add_parser('promote', help='point an alias at a version'); r.add_argument('ref'); r.add_argument('--to', default='production'); r.add_argument('--reason')
-    r.add_argument('--force', action='store_true', help='promote even when a promotion gate policy blocks it (audited)')
+    r = rs.add_parser('promote', help='point an alias at a version'); r.add_argument('ref'); r.add_argument('--to', default='production')
+    reason_argument(r); force_argument(r)
     r = rs.add_parser('rollback', help="move an alias back to its previous version"); r.add_argument('alias', help='MODEL:ALIAS, or ALIAS when one model has it')
-    r.add_argument('--to', help='a version to move it to instead'); r.add_argument('--reason')
+    r.add_argument('--to', help='a version to move it to instead'); reason_argument(r)
     r = rs.add_parser('log', help='log a version to W&B again (after a failed attempt)')
     r.add_argument('ref', help='MODEL:vN or MODEL:ALIAS')
     r = rs.add_parser('gc', help='remove blobs no version refers to (only when `fmops audit verify` passes)')
-    r.add_argument('--dry-run', action='store_true')
+    dry_run_argument(r)
     r.add_argument('--grace', type=float, default=3600, help='keep unreferenced blobs younger than this many seconds (registrations in flight)')
     for r in rs.choices.values():
         r.add_argument('--json', action='store_true', help='print JSON'); r.add_argument('--no-wandb', action='store_true', help='do not log to W&B')
@@ -279,22 +249,9 @@ def _registry_parser(sub):
     s.add_argument('--json', action='store_true', help='print JSON')
     s.set_defaults(func=cmd_audit)
 
-# %% ../nbs/95_cli.ipynb #fe3fe3a0
-def collect_params(pairs:list|None, files:list|None) -> dict:
-    "Parameters from `-f FILE` (YAML mappings, in order) and `-p NAME VALUE` pairs (YAML values), later ones winning."
-    from pathlib import Path
-    from fmops_nb.reports import read_yaml # plain YAML only: no aliases, bounded size, clear errors
-    out = {}
-    for f in files or []:
-        p = Path(f).expanduser()
-        if not p.is_file(): raise ValidationError(f"Parameter file {p} does not exist.")
-        out |= read_yaml(p, f"Parameter file {p}", mapping=True)
-    for name, value in pairs or []: out[name] = read_yaml(value, f"-p {name}", text_if_invalid=True)
-    return out
-
+# %% ../nbs/95_cli.ipynb #ac01dc5c
 def cmd_report(args):
     "The `fmops report ...` commands."
-    from fmops_nb import reports as R
     ws = _ws(args)
     if args.action == 'run':
         r = R.run_report(args.template, collect_params(args.param, args.params_file), ws=ws, cwd=args.cwd, timeout=args.timeout,
@@ -302,7 +259,7 @@ def cmd_report(args):
                          progress=None if args.json else lambda m: print(m, flush=True))
         if args.json: _print_json(r.to_dict())
         else: print(repr(r))
-        if r.status != 'finished': raise ExecutionErrorCLI(f"The report {r.id} {r.status}: {r.error}. Partial output: {r.html}")
+        if r.status != 'finished': raise ExecutionError(f"The report {r.id} {r.status}: {r.error}. Partial output: {r.html}")
         return
     if args.action == 'templates':
         found = [(f, R.schema(f)) for d in R.template_dirs(ws) if d.is_dir() for f in sorted(d.glob('*.ipynb'))]
@@ -329,11 +286,11 @@ def cmd_report(args):
         rr = R.rerun(args.run, ws, log=not args.no_wandb)
         if args.json: _print_json(rr.to_dict())
         else: print(repr(rr))
-        if not rr.same: raise ExecutionErrorCLI(f"The rerun of {rr.original.id} did not reproduce its values" + (f": {'; '.join(rr.causes)}" if rr.causes else '.'))
+        if not rr.same: raise ExecutionError(f"The rerun of {rr.original.id} did not reproduce its values" + (f": {'; '.join(rr.causes)}" if rr.causes else '.'))
 
+# %% ../nbs/95_cli.ipynb #b76b0bc2
 def cmd_schedule(args):
     "The `fmops schedule ...` commands."
-    from fmops_nb import schedule as S
     ws = _ws(args)
     if args.action == 'add':
         s = S.add(args.name, args.cron, args.template, collect_params(args.param, args.params_file), ws=ws, replace=args.replace)
@@ -351,7 +308,7 @@ def cmd_schedule(args):
         done = S.run_due(ws, only=args.only, log=not args.no_wandb)
         if args.json: _print_json(done)
         for r in done if not args.json else []: print(f"{r['due_at']}  {r['schedule']}: {r['status']} {r.get('report') or ''} {r.get('error') or r.get('why') or ''}".rstrip())
-        if any(r['status'] == 'failed' for r in done): raise ExecutionErrorCLI("A scheduled report failed; see `fmops schedule history`.")
+        if any(r['status'] == 'failed' for r in done): raise ExecutionError("A scheduled report failed; see `fmops schedule history`.")
     elif args.action == 'serve': S.serve(ws, interval=args.interval, log=not args.no_wandb, out=lambda m: print(m, flush=True))
     elif args.action == 'crontab':
         text = S.crontab(ws)
@@ -361,9 +318,9 @@ def cmd_schedule(args):
         if args.json: return _print_json(h)
         for r in h: print(f"{r['due_at']}  {r['schedule']:<18} {r['status']:<9} {r['report'] or ''} {r['error'] or ''}".rstrip())
 
+# %% ../nbs/95_cli.ipynb #be51503d
 def cmd_monitor(args):
     "The `fmops monitor ...` commands."
-    from fmops_nb import monitor as M
     ws = _ws(args)
     if args.action == 'ls':
         ps = M.policies(ws, args.policies)
@@ -371,15 +328,14 @@ def cmd_monitor(args):
         for p in ps: print(f"{p.name:<24} on {p.on:<8} when {p.when}" + (f" for {p.for_runs} runs" if p.for_runs > 1 else '') + f" -> {p.action}" + (f" {p.target or p.spec}" if (p.target or p.spec) else ''))
         if not ps: print("No policies: add [[monitor.policies]] to the workspace's config.toml, or set monitor.policy_file.")
         return
-    from fmops_nb.reports import get_report
     r = get_report(args.run, ws)
     res = M.check(r.values, template=r.dir.parent.name, ws=ws, path=args.policies, dry_run=args.dry_run, subject=str(r.dir), display=False)
     if args.json: return _print_json(res.to_dict())
     print(repr(res))
 
+# %% ../nbs/95_cli.ipynb #5fdc94a4
 def cmd_alerts(args):
     "The `fmops alerts ...` commands."
-    from fmops_nb import monitor as M
     ws = _ws(args)
     if args.action == 'ack': a = M.acknowledge(args.id, ws); print(f"Acknowledged alert {a['id']} ({a['policy']})"); return
     al = M.alerts(ws, state=None if args.all else 'open')
@@ -387,19 +343,16 @@ def cmd_alerts(args):
     for a in al: print(f"{a['id']:>4} {a['at'][:19]} {a['state']:<12} {a['severity']:<8} {a['policy']:<22} {a['message']}" + (f" -> {a['outcome']}" if a['outcome'] else ''))
     if not al: print("No open alerts." if not args.all else "No alerts.")
 
-def _param_args(r):
-    r.add_argument('-p', '--param', nargs=2, action='append', metavar=('NAME', 'VALUE'), help='a parameter (repeatable; the value is read as YAML)')
-    r.add_argument('-f', '--params-file', action='append', metavar='FILE', help='a YAML file of parameters (repeatable)')
-
+# %% ../nbs/95_cli.ipynb #b9255bee
 def _report_parsers(sub):
     s = sub.add_parser('report', help='maintenance reports: run TEMPLATE, ls, show, rerun, templates')
     rs = s.add_subparsers(dest='action', metavar='ACTION', required=True)
     r = rs.add_parser('run', help='execute a template with papermill into .fmops/reports/TEMPLATE/STAMP/'); r.add_argument('template', help='a template name or .ipynb path')
-    _param_args(r)
+    param_arguments(r)
     r.add_argument('--cwd', help="the kernel's working directory (default: here)")
     r.add_argument('--timeout', type=int, help='seconds a cell may run (default: reports.timeout_s)')
     r.add_argument('--retries', type=int, help='tries after a failure, with doubling backoff (default: reports.retries)')
-    r.add_argument('--dry-run', action='store_true', help='policies show what would fire and do nothing')
+    dry_run_argument(r)
     r.add_argument('--show-code', action='store_true', help='include the code in report.html')
     r = rs.add_parser('ls', help='past runs with status'); r.add_argument('template', nargs='?')
     r = rs.add_parser('show', help='one run: status, parameters, recorded values'); r.add_argument('run', help='TEMPLATE/STAMP, STAMP, or TEMPLATE (its latest)')
@@ -411,7 +364,7 @@ def _report_parsers(sub):
     s = sub.add_parser('schedule', help='report schedules: add, ls, rm, run-due, serve, crontab, history')
     ss = s.add_subparsers(dest='action', metavar='ACTION', required=True)
     r = ss.add_parser('add', help='schedule a template'); r.add_argument('name'); r.add_argument('--cron', required=True, help='five-field cron expression, e.g. "0 6 * * *"')
-    r.add_argument('--template', required=True); _param_args(r); r.add_argument('--replace', action='store_true', help='replace a schedule of that name')
+    r.add_argument('--template', required=True); param_arguments(r); r.add_argument('--replace', action='store_true', help='replace a schedule of that name')
     ss.add_parser('ls', help='schedules and when each is next due')
     r = ss.add_parser('rm', help='remove a schedule'); r.add_argument('name')
     r = ss.add_parser('run-due', help='run each due schedule once (for cron or a systemd timer)'); r.add_argument('--only', metavar='NAME')
@@ -426,7 +379,7 @@ def _report_parsers(sub):
     ms = s.add_subparsers(dest='action', metavar='ACTION', required=True)
     ms.add_parser('ls', help='the policies in force')
     r = ms.add_parser('check', help="evaluate the policies on a report run's values"); r.add_argument('run')
-    r.add_argument('--dry-run', action='store_true', help='show what would fire; do nothing')
+    dry_run_argument(r)
     for r in ms.choices.values():
         r.add_argument('--policies', metavar='FILE', help='a YAML file of more policies'); r.add_argument('--json', action='store_true', help='print JSON')
     s.set_defaults(func=cmd_monitor)
@@ -442,7 +395,7 @@ def parser() -> argparse.ArgumentParser:
     "The `fmops` argument parser."
     p = argparse.ArgumentParser(prog='fmops', description="Keep deployed foundation models healthy: drift checks, fine-tunes, "
                                 "version diffs, promotion and scheduled maintenance reports. Same engine as the %fmops magic.")
-    p.add_argument('--version', action='version', version=f"fmops_nb {fmops_nb.__version__}")
+    p.add_argument('--version', action='version', version=f"fmops_nb {version()}")
     p.add_argument('-w', '--workspace', metavar='PATH', help="workspace folder (default: FMOPS_HOME, [tool.fmops_nb] home, or ./.fmops)")
     sub = p.add_subparsers(dest='command', metavar='COMMAND')
     s = sub.add_parser('workspace', help='print where the workspace keeps everything')
@@ -470,6 +423,7 @@ def parser() -> argparse.ArgumentParser:
     _report_parsers(sub)
     return p
 
+# %% ../nbs/95_cli.ipynb #fd5e1474
 def _quiet_exit() -> int:
     "Output went to a pipe whose reader left (`fmops registry ls | head -1`): stop quietly, as Unix tools do."
     try: # Python's documented recipe: point stdout at devnull, so that the flush at exit cannot fail again
@@ -478,6 +432,7 @@ def _quiet_exit() -> int:
     except (OSError, ValueError, AttributeError): pass
     return 1
 
+# %% ../nbs/95_cli.ipynb #7b4db793
 def main(argv:list[str]|None=None) -> int:
     "Entry point of the `fmops` command; returns the exit status."
     p = parser()

@@ -9,11 +9,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from importlib.metadata import entry_points
 from .errors import ConfigError, WorkspaceError, ValidationError, AuditWarning, not_found, closest
+from fastcore.basics import patch
+from .errors import FmopsError, PluginError
 
 # %% auto #0
 __all__ = ['SETTINGS', 'CHOICES', 'GENESIS', 'find_pyproject', 'resolve_home', 'Config', 'config_template', 'current_umask',
-           'file_mode', 'fsync_dir', 'atomic_write', 'check_name', 'audit_mac', 'Workspace', 'utcnow', 'file_sha256',
-           'process_start', 'pid_alive', 'current_user', 'PluginRegistry']
+           'file_mode', 'fsync_dir', 'atomic_write', 'check_name', 'audit_mac', 'Workspace', 'version', 'utcnow',
+           'is_int', 'file_sha256', 'process_start', 'pid_alive', 'current_user', 'PluginRegistry']
 
 # %% ../nbs/01_core.ipynb #7140b18c
 def find_pyproject(start:Path|str|None=None) -> Path|None:
@@ -23,11 +25,13 @@ def find_pyproject(start:Path|str|None=None) -> Path|None:
         if (d/'pyproject.toml').is_file(): return d/'pyproject.toml'
     return None
 
+# %% ../nbs/01_core.ipynb #25866f22
 def _read_toml(path:Path) -> dict:
     try: return tomllib.loads(path.read_text(encoding='utf-8'))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path} is not valid TOML: {e}. Fix the file or move it aside.") from e
 
+# %% ../nbs/01_core.ipynb #4dba9128
 def _project_settings(cwd:Path|None=None) -> tuple[dict, Path|None]:
     "The `[tool.fmops_nb]` table of the nearest pyproject.toml and that file's path."
     pp = find_pyproject(cwd)
@@ -35,6 +39,7 @@ def _project_settings(cwd:Path|None=None) -> tuple[dict, Path|None]:
     tbl = _read_toml(pp).get('tool', {}).get('fmops_nb', {})
     return (tbl, pp) if tbl else ({}, None)
 
+# %% ../nbs/01_core.ipynb #62fb1dbd
 def resolve_home(path:str|Path|None=None, # an explicit workspace folder; wins over everything else
                  cwd:str|Path|None=None, # where to start looking (default: the current directory)
                 ) -> tuple[Path, str]:
@@ -79,6 +84,7 @@ def _flatten(d:dict, prefix:str='') -> dict:
         else: out[f'{prefix}{k}'] = v
     return out
 
+# %% ../nbs/01_core.ipynb #23f9f463
 def _check_setting(key:str, value, source:str):
     if key not in SETTINGS:
         near = closest(key, SETTINGS)
@@ -169,18 +175,21 @@ def current_umask() -> int:
     old = os.umask(0o022); os.umask(old)
     return old
 
+# %% ../nbs/01_core.ipynb #3327f7f7
 def file_mode(writable:bool=True, # False: without write bits (how blobs are stored)
              ) -> int:
     "The permission bits of a file fmops stores: what a plain `open()` gives (0o666 less the umask)."
     mode = 0o666 & ~current_umask()
     return mode if writable else mode & ~0o222
 
+# %% ../nbs/01_core.ipynb #f1dc55ee
 def fsync_dir(path:str|Path):
     "Flush a folder's entries (a rename or a new file in it) to disk."
     fd = os.open(path, os.O_RDONLY)
     try: os.fsync(fd)
     finally: os.close(fd)
 
+# %% ../nbs/01_core.ipynb #cf8cfd4e
 def atomic_write(path:str|Path, # destination file
                  data:bytes|str, # content; str is written as UTF-8
                  writable:bool=True, # False: store it without write bits
@@ -220,6 +229,7 @@ def audit_mac(key:bytes, text:str) -> str:
     "HMAC-SHA256 of `text` under the audit key."
     return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
 
+# %% ../nbs/01_core.ipynb #fbd7139b
 class _Connection(sqlite3.Connection):
     "A connection that knows its workspace; a corrupted, read-only or locked database becomes a `WorkspaceError`."
     ws, audit_appended = None, False
@@ -234,6 +244,7 @@ class _Connection(sqlite3.Connection):
             if (err := _db_error(self.ws, e)) is e: raise
             raise err from e
 
+# %% ../nbs/01_core.ipynb #cd83411c
 def _db_error(ws, e:sqlite3.DatabaseError) -> Exception:
     "The `WorkspaceError` for a corrupted, read-only or locked database; other sqlite errors (constraints) as they are."
     msg, db = str(e), getattr(ws, 'db_path', 'the workspace database')
@@ -246,6 +257,7 @@ def _db_error(ws, e:sqlite3.DatabaseError) -> Exception:
                               f"Try again.")
     return e
 
+# %% ../nbs/01_core.ipynb #a8977593
 class Workspace:
     "One fmops workspace folder: its layout, settings and SQLite database."
     def __init__(self, root:str|Path, # the workspace folder (usually `.fmops`)
@@ -277,60 +289,8 @@ class Workspace:
     config_path = property(lambda self: self.root/'config.toml')
     exists = property(lambda self: self.db_path.is_file())
 
-    def init(self) -> Workspace:
-        "Create the layout and the database if missing; an existing workspace is left as it is (and may be read-only)."
-        if self.root.exists() and not self.root.is_dir():
-            raise WorkspaceError(f"{self.root} exists and is not a folder. Choose another workspace path.")
-        self._check_not_lost()
-        if self.readonly: return self # nothing is created or upgraded in a workspace this user cannot write
-        try:
-            for d in (self.blobs_dir, self.runs_dir, self.reports_dir, self.wandb_dir):
-                if not d.is_dir(): d.mkdir(parents=True, exist_ok=True)
-            if not self.config_path.exists(): atomic_write(self.config_path, config_template())
-            if not self.db_path.exists():
-                with contextlib.suppress(FileExistsError): # created with fmops' file permissions, not SQLite's
-                    os.close(os.open(self.db_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, file_mode()))
-        except OSError as e: raise WorkspaceError(f"Cannot create the workspace at {self.root}: {e}") from e
-        with contextlib.closing(self.connect()) as con:
-            if con.execute("PRAGMA journal_mode").fetchone()[0] != 'wal': con.execute("PRAGMA journal_mode=WAL")
-            con.execute("CREATE TABLE IF NOT EXISTS schema_versions "
-                        "(component TEXT PRIMARY KEY, version INTEGER NOT NULL, applied_at TEXT NOT NULL)")
-        return self
 
-    def _has_blobs(self) -> bool:
-        "Does the blob store hold any stored file?"
-        if not self.blobs_dir.is_dir(): return False
-        return any(s.is_dir() and len(s.name) == 2 and next(s.iterdir(), None) is not None
-                   for s in self.blobs_dir.iterdir())
 
-    def _check_not_lost(self):
-        "Refuse a missing, empty or emptied database when the blob store or the audit anchor show there was data."
-        db, what, rows = self.db_path, None, None
-        if db.exists() and not db.is_file():
-            raise WorkspaceError(f"{db} is not a file. Move it aside or restore fmops.db from a backup.")
-        if not db.exists(): what = 'is missing'
-        elif db.stat().st_size == 0: what = 'is empty (0 bytes)'
-        else:
-            with contextlib.closing(self.connect()) as con:
-                tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-                if 'schema_versions' not in tables: what = 'holds no fmops tables'
-                elif 'audit' not in tables: what, rows = 'has no audit log', 0
-                elif con.execute("SELECT 1 FROM audit LIMIT 1").fetchone() is None:
-                    what, rows = 'has an empty audit log', 0
-        if what is None or not self.root.is_dir(): return
-        evidence = [] # an empty log beside blobs may be a killed first registration: then only the anchor counts
-        if (rows is None or 'no audit' in what) and self._has_blobs():
-            evidence.append(f"the blob store {self.blobs_dir} holds files")
-        with contextlib.suppress(ConfigError):
-            anchor = self.read_anchor()
-            if anchor is not None and ('invalid' in anchor or anchor['rows'] > 0):
-                evidence.append(f"the audit anchor {self.anchor_path} records {anchor.get('rows', 'some')} audit rows")
-        if evidence:
-            raise WorkspaceError(f"{db} {what}, but this workspace held data ({'; '.join(evidence)}). fmops will not "
-                                 f"start over with an empty database: that would orphan every stored version, and "
-                                 f"`fmops registry gc` would then delete their files. Restore fmops.db from a backup, "
-                                 f"then run `fmops audit verify`. To start a new workspace instead, move {self.root} "
-                                 f"aside.")
 
     @property
     def readonly(self) -> bool:
@@ -340,30 +300,13 @@ class Workspace:
             self._readonly = not (os.access(self.db_path, os.W_OK) and os.access(self.root, os.W_OK))
         return self._readonly
 
-    def _readonly_error(self, why:str='') -> WorkspaceError:
-        return WorkspaceError(f"The workspace {self.root} is read-only for this user{f' ({why})' if why else ''}: "
-                              f"reading works (ls, show, diff, audit verify), but this command writes. Run it as a "
-                              f"user who can write there.")
 
     @property
     def config(self) -> Config:
         "The settings in force (read once; `reload()` reads again)."
         if self._config is None: self._config = Config.load(self.root)
         return self._config
-    def reload(self): self._config = None; return self
 
-    def connect(self) -> sqlite3.Connection:
-        "A new connection to the database (autocommit off; `transaction()` writes); read-only if the workspace is."
-        try:
-            if self.readonly: # immutable, unless a WAL file may hold data not yet in the database file
-                wal = os.path.exists(f"{self.db_path}-wal")
-                uri = f"{self.db_path.as_uri()}?mode=ro{'' if wal else '&immutable=1'}"
-                con = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None, factory=_Connection)
-            else: con = sqlite3.connect(self.db_path, timeout=30, isolation_level=None, factory=_Connection)
-        except sqlite3.Error as e: raise WorkspaceError(f"Cannot open {self.db_path}: {e}") from e
-        con.ws, con.row_factory = self, sqlite3.Row
-        con.execute("PRAGMA busy_timeout=30000"); con.execute("PRAGMA foreign_keys=ON"); con.execute("PRAGMA synchronous=FULL")
-        return con
 
     @contextlib.contextmanager
     def transaction(self):
@@ -385,62 +328,9 @@ class Workspace:
                                   AuditWarning, stacklevel=3)
         finally: con.close()
 
-    def schema_version(self, component:str) -> int:
-        "The schema version of `component`'s tables (0: not created yet), read without taking a write lock."
-        with contextlib.closing(self.connect()) as con:
-            try: return con.execute("SELECT COALESCE(MAX(version), 0) FROM schema_versions WHERE component=?",
-                                    (component,)).fetchone()[0]
-            except sqlite3.OperationalError as e:
-                if 'no such table' not in str(e): raise
-                return 0
 
-    def ensure_schema(self, component:str, # who owns the tables, e.g. "registry"
-                      migrations:list[str], # SQL scripts; script i brings the schema to version i+1
-                     ) -> int:
-        "Apply the `migrations` of `component` not yet applied, in one transaction; return the schema version."
-        have = self.schema_version(component) # read first: an up-to-date schema needs no write access
-        if have == len(migrations): return have
-        if have < len(migrations) and self.readonly:
-            raise self._readonly_error(f"its {component} tables need an upgrade from version {have} to "
-                                       f"{len(migrations)}; open it once as a user who can write it")
-        with self.transaction() as con:
-            row = con.execute("SELECT version FROM schema_versions WHERE component=?", (component,)).fetchone()
-            have = row['version'] if row else 0
-            if have > len(migrations):
-                raise WorkspaceError(f"The {component} tables in {self.db_path} are at version {have}, newer than this "
-                                     f"fmops_nb knows ({len(migrations)}). Upgrade fmops_nb.")
-            for script in migrations[have:]:
-                for stmt in (s.strip() for s in script.split(';')):
-                    if stmt: con.execute(stmt)
-            if have < len(migrations):
-                con.execute("INSERT OR REPLACE INTO schema_versions VALUES (?,?,?)", (component, len(migrations), utcnow()))
-        return len(migrations)
 
-    # ---- the audit log's key and anchor (the log itself lives in fmops_nb.registry)
-    def _setting_path(self, key:str) -> Path:
-        "A path setting, relative to the file that set it (the workspace folder for config.toml)."
-        src = self.config.sources.get(key, '')
-        base = Path(src).parent if src.endswith('.toml') else self.root
-        return (base/Path(self.config[key]).expanduser()).resolve()
 
-    def audit_key(self) -> tuple[bytes|None, str]:
-        "The audit log's HMAC key and its source: FMOPS_AUDIT_KEY, else `audit.key_file`; (None, '') if neither is set."
-        if env := os.environ.get('FMOPS_AUDIT_KEY'): key, src = env.encode(), 'FMOPS_AUDIT_KEY'
-        elif self.config['audit.key_file']:
-            p = self._setting_path('audit.key_file')
-            if p == self.root or self.root in p.parents:
-                raise ConfigError(f"audit.key_file {p} is inside the workspace folder {self.root}: whoever can rewrite "
-                                  f"the database could read the key there. Keep the key file outside the workspace.")
-            try: key = p.read_bytes().strip()
-            except OSError as e:
-                raise ConfigError(f"audit.key_file {p} cannot be read ({e.strerror}). Fix the path or the file's "
-                                  f"permissions.") from None
-            src = f"audit.key_file {p}"
-        else: return None, ''
-        if len(key) < 16:
-            raise ConfigError(f"The audit key from {src} is {len(key)} bytes long; use at least 16 random bytes, e.g. "
-                              f"the output of `python -c 'import secrets; print(secrets.token_hex(32))'`.")
-        return key, src
 
     @property
     def anchor_path(self) -> Path:
@@ -448,83 +338,262 @@ class Workspace:
         if self.config['audit.anchor_file']: return self._setting_path('audit.anchor_file')
         return self.root/'audit-head.json'
 
-    def audit_head(self, con=None) -> dict:
-        "The audit log's head: rows, last seq and hash, and (with a key) an HMAC over them. One indexed query."
-        own = con is None
-        con = con or self.connect()
-        try:
-            try: row = con.execute("SELECT seq, hash, (SELECT COUNT(*) FROM audit) AS n FROM audit "
-                                   "ORDER BY seq DESC LIMIT 1").fetchone()
-            except sqlite3.OperationalError as e:
-                if 'no such table' not in str(e): raise
-                row = None
-        finally:
-            if own: con.close()
-        head = ({'rows': row['n'], 'seq': row['seq'], 'hash': row['hash']} if row
-                else {'rows': 0, 'seq': 0, 'hash': GENESIS})
-        key, _ = self.audit_key()
-        if key: head['mac'] = audit_mac(key, f"head:{head['rows']}:{head['seq']}:{head['hash']}")
-        return head
 
-    def read_anchor(self) -> dict|None:
-        "The anchored head (rows, seq, hash, at, mac?); None without an anchor; {'invalid': why} if unreadable."
-        p = self.anchor_path
-        try: d = json.loads(p.read_text())
-        except FileNotFoundError: return None
-        except (OSError, ValueError) as e: return {'invalid': f"{p} cannot be read ({e})"}
-        ok = (isinstance(d, dict) and isinstance(d.get('hash'), str)
-              and all(type(d.get(k)) is int and d[k] >= 0 for k in ('rows', 'seq')))
-        return d if ok else {'invalid': f"{p} is not an fmops audit anchor"}
 
-    def write_anchor(self, con=None, # a connection to read the head with (default: a new one)
-                     force:bool=False, # anchor the current head even if it does not continue the anchored one
-                    ) -> dict|None:
-        "Anchor the audit log's current head, only ever forward and only if the log continues the anchored head."
-        import fcntl
-        p = self.anchor_path
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(p.with_name(f".{p.name}.lock"), os.O_RDWR | os.O_CREAT, file_mode())
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            own = con is None
-            con = con or self.connect()
-            try:
-                head, old = self.audit_head(con), self.read_anchor()
-                if not force and old is not None:
-                    if 'invalid' in old:
-                        raise WorkspaceError(f"{old['invalid']}: it was left as it is. See `fmops audit verify`.")
-                    row = (con.execute("SELECT hash FROM audit WHERE seq=?", (old['seq'],)).fetchone() if old['seq']
-                           else {'hash': GENESIS})
-                    if row is None or row['hash'] != old['hash'] or head['seq'] < old['seq']:
-                        raise WorkspaceError(f"the audit log no longer continues the head anchored in {p} (row "
-                                             f"{old['seq']}): the anchor was kept as evidence. "
-                                             f"See `fmops audit verify`.")
-                    if head['seq'] == old['seq']: return None
-                if head['seq'] == 0 and not force: return None
-                atomic_write(p, json.dumps(head | {'at': utcnow()}, indent=1) + '\n')
-                return head
-            finally:
-                if own: con.close()
-        finally: os.close(fd)
 
-    def describe(self) -> dict:
-        "Where everything lives, and what chose it."
-        return {'workspace': str(self.root), 'chosen_by': self.chosen_by, 'config': str(self.config_path),
-                'database': str(self.db_path), 'blobs': str(self.blobs_dir), 'runs': str(self.runs_dir),
-                'reports': str(self.reports_dir), 'wandb': str(self.wandb_dir)}
 
     def __repr__(self):
         d = self.describe(); w = max(map(len, d))
         return '\n'.join(f"{k:<{w}}  {v}" for k,v in d.items())
-    def _repr_html_(self):
-        rows = ''.join(f"<tr><th style='text-align:left'>{html.escape(k)}</th><td style='text-align:left'><code>{html.escape(v)}</code></td></tr>"
-                       for k,v in self.describe().items())
-        return f"<div class='fmops-workspace'><b>fmops workspace</b><table>{rows}</table></div>"
 
+# %% ../nbs/01_core.ipynb #6da5556b
+@patch
+def init(self:Workspace) -> Workspace:
+    "Create the layout and the database if missing; an existing workspace is left as it is (and may be read-only)."
+    if self.root.exists() and not self.root.is_dir():
+        raise WorkspaceError(f"{self.root} exists and is not a folder. Choose another workspace path.")
+    self._check_not_lost()
+    if self.readonly: return self # nothing is created or upgraded in a workspace this user cannot write
+    try:
+        for d in (self.blobs_dir, self.runs_dir, self.reports_dir, self.wandb_dir):
+            if not d.is_dir(): d.mkdir(parents=True, exist_ok=True)
+        if not self.config_path.exists(): atomic_write(self.config_path, config_template())
+        if not self.db_path.exists():
+            with contextlib.suppress(FileExistsError): # created with fmops' file permissions, not SQLite's
+                os.close(os.open(self.db_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, file_mode()))
+    except OSError as e: raise WorkspaceError(f"Cannot create the workspace at {self.root}: {e}") from e
+    with contextlib.closing(self.connect()) as con:
+        if con.execute("PRAGMA journal_mode").fetchone()[0] != 'wal': con.execute("PRAGMA journal_mode=WAL")
+        con.execute("CREATE TABLE IF NOT EXISTS schema_versions "
+                    "(component TEXT PRIMARY KEY, version INTEGER NOT NULL, applied_at TEXT NOT NULL)")
+    return self
+
+# %% ../nbs/01_core.ipynb #7c67437e
+@patch
+def _has_blobs(self:Workspace) -> bool:
+    "Does the blob store hold any stored file?"
+    if not self.blobs_dir.is_dir(): return False
+    return any(s.is_dir() and len(s.name) == 2 and next(s.iterdir(), None) is not None
+               for s in self.blobs_dir.iterdir())
+
+# %% ../nbs/01_core.ipynb #940e4b8a
+@patch
+def _check_not_lost(self:Workspace):
+    "Refuse a missing, empty or emptied database when the blob store or the audit anchor show there was data."
+    db, what, rows = self.db_path, None, None
+    if db.exists() and not db.is_file():
+        raise WorkspaceError(f"{db} is not a file. Move it aside or restore fmops.db from a backup.")
+    if not db.exists(): what = 'is missing'
+    elif db.stat().st_size == 0: what = 'is empty (0 bytes)'
+    else:
+        with contextlib.closing(self.connect()) as con:
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if 'schema_versions' not in tables: what = 'holds no fmops tables'
+            elif 'audit' not in tables: what, rows = 'has no audit log', 0
+            elif con.execute("SELECT 1 FROM audit LIMIT 1").fetchone() is None:
+                what, rows = 'has an empty audit log', 0
+    if what is None or not self.root.is_dir(): return
+    evidence = [] # an empty log beside blobs may be a killed first registration: then only the anchor counts
+    if (rows is None or 'no audit' in what) and self._has_blobs():
+        evidence.append(f"the blob store {self.blobs_dir} holds files")
+    with contextlib.suppress(ConfigError):
+        anchor = self.read_anchor()
+        if anchor is not None and ('invalid' in anchor or anchor['rows'] > 0):
+            evidence.append(f"the audit anchor {self.anchor_path} records {anchor.get('rows', 'some')} audit rows")
+    if evidence:
+        raise WorkspaceError(f"{db} {what}, but this workspace held data ({'; '.join(evidence)}). fmops will not "
+                             f"start over with an empty database: that would orphan every stored version, and "
+                             f"`fmops registry gc` would then delete their files. Restore fmops.db from a backup, "
+                             f"then run `fmops audit verify`. To start a new workspace instead, move {self.root} "
+                             f"aside.")
+
+# %% ../nbs/01_core.ipynb #b7e2debf
+@patch
+def _readonly_error(self:Workspace, why:str='') -> WorkspaceError:
+    return WorkspaceError(f"The workspace {self.root} is read-only for this user{f' ({why})' if why else ''}: "
+                          f"reading works (ls, show, diff, audit verify), but this command writes. Run it as a "
+                          f"user who can write there.")
+
+# %% ../nbs/01_core.ipynb #8e4cd9f1
+@patch
+def reload(self:Workspace): self._config = None; return self
+
+# %% ../nbs/01_core.ipynb #486ffdd0
+@patch
+def connect(self:Workspace) -> sqlite3.Connection:
+    "A new connection to the database (autocommit off; `transaction()` writes); read-only if the workspace is."
+    try:
+        if self.readonly: # immutable, unless a WAL file may hold data not yet in the database file
+            wal = os.path.exists(f"{self.db_path}-wal")
+            uri = f"{self.db_path.as_uri()}?mode=ro{'' if wal else '&immutable=1'}"
+            con = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None, factory=_Connection)
+        else: con = sqlite3.connect(self.db_path, timeout=30, isolation_level=None, factory=_Connection)
+    except sqlite3.Error as e: raise WorkspaceError(f"Cannot open {self.db_path}: {e}") from e
+    con.ws, con.row_factory = self, sqlite3.Row
+    con.execute("PRAGMA busy_timeout=30000"); con.execute("PRAGMA foreign_keys=ON"); con.execute("PRAGMA synchronous=FULL")
+    return con
+
+# %% ../nbs/01_core.ipynb #40b428c8
+@patch
+def schema_version(self:Workspace, component:str) -> int:
+    "The schema version of `component`'s tables (0: not created yet), read without taking a write lock."
+    with contextlib.closing(self.connect()) as con:
+        try: return con.execute("SELECT COALESCE(MAX(version), 0) FROM schema_versions WHERE component=?",
+                                (component,)).fetchone()[0]
+        except sqlite3.OperationalError as e:
+            if 'no such table' not in str(e): raise
+            return 0
+
+# %% ../nbs/01_core.ipynb #dc111c6c
+@patch
+def ensure_schema(self:Workspace, component:str, # who owns the tables, e.g. "registry"
+                  migrations:list[str], # SQL scripts; script i brings the schema to version i+1
+                 ) -> int:
+    "Apply the `migrations` of `component` not yet applied, in one transaction; return the schema version."
+    have = self.schema_version(component) # read first: an up-to-date schema needs no write access
+    if have == len(migrations): return have
+    if have < len(migrations) and self.readonly:
+        raise self._readonly_error(f"its {component} tables need an upgrade from version {have} to "
+                                   f"{len(migrations)}; open it once as a user who can write it")
+    with self.transaction() as con:
+        row = con.execute("SELECT version FROM schema_versions WHERE component=?", (component,)).fetchone()
+        have = row['version'] if row else 0
+        if have > len(migrations):
+            raise WorkspaceError(f"The {component} tables in {self.db_path} are at version {have}, newer than this "
+                                 f"fmops_nb knows ({len(migrations)}). Upgrade fmops_nb.")
+        for script in migrations[have:]:
+            for stmt in (s.strip() for s in script.split(';')):
+                if stmt: con.execute(stmt)
+        if have < len(migrations):
+            con.execute("INSERT OR REPLACE INTO schema_versions VALUES (?,?,?)", (component, len(migrations), utcnow()))
+    return len(migrations)
+
+# %% ../nbs/01_core.ipynb #d402a61f
+# ---- the audit log's key and anchor (the log itself lives in fmops_nb.registry)
+@patch
+def _setting_path(self:Workspace, key:str) -> Path:
+    "A path setting, relative to the file that set it (the workspace folder for config.toml)."
+    src = self.config.sources.get(key, '')
+    base = Path(src).parent if src.endswith('.toml') else self.root
+    return (base/Path(self.config[key]).expanduser()).resolve()
+
+# %% ../nbs/01_core.ipynb #a23b3d3a
+@patch
+def audit_key(self:Workspace) -> tuple[bytes|None, str]:
+    "The audit log's HMAC key and its source: FMOPS_AUDIT_KEY, else `audit.key_file`; (None, '') if neither is set."
+    if env := os.environ.get('FMOPS_AUDIT_KEY'): key, src = env.encode(), 'FMOPS_AUDIT_KEY'
+    elif self.config['audit.key_file']:
+        p = self._setting_path('audit.key_file')
+        if p == self.root or self.root in p.parents:
+            raise ConfigError(f"audit.key_file {p} is inside the workspace folder {self.root}: whoever can rewrite "
+                              f"the database could read the key there. Keep the key file outside the workspace.")
+        try: key = p.read_bytes().strip()
+        except OSError as e:
+            raise ConfigError(f"audit.key_file {p} cannot be read ({e.strerror}). Fix the path or the file's "
+                              f"permissions.") from None
+        src = f"audit.key_file {p}"
+    else: return None, ''
+    if len(key) < 16:
+        raise ConfigError(f"The audit key from {src} is {len(key)} bytes long; use at least 16 random bytes, e.g. "
+                          f"the output of `python -c 'import secrets; print(secrets.token_hex(32))'`.")
+    return key, src
+
+# %% ../nbs/01_core.ipynb #443f5b21
+@patch
+def audit_head(self:Workspace, con=None) -> dict:
+    "The audit log's head: rows, last seq and hash, and (with a key) an HMAC over them. One indexed query."
+    own = con is None
+    con = con or self.connect()
+    try:
+        try: row = con.execute("SELECT seq, hash, (SELECT COUNT(*) FROM audit) AS n FROM audit "
+                               "ORDER BY seq DESC LIMIT 1").fetchone()
+        except sqlite3.OperationalError as e:
+            if 'no such table' not in str(e): raise
+            row = None
+    finally:
+        if own: con.close()
+    head = ({'rows': row['n'], 'seq': row['seq'], 'hash': row['hash']} if row
+            else {'rows': 0, 'seq': 0, 'hash': GENESIS})
+    key, _ = self.audit_key()
+    if key: head['mac'] = audit_mac(key, f"head:{head['rows']}:{head['seq']}:{head['hash']}")
+    return head
+
+# %% ../nbs/01_core.ipynb #f146552a
+@patch
+def read_anchor(self:Workspace) -> dict|None:
+    "The anchored head (rows, seq, hash, at, mac?); None without an anchor; {'invalid': why} if unreadable."
+    p = self.anchor_path
+    try: d = json.loads(p.read_text())
+    except FileNotFoundError: return None
+    except (OSError, ValueError) as e: return {'invalid': f"{p} cannot be read ({e})"}
+    ok = (isinstance(d, dict) and isinstance(d.get('hash'), str)
+          and all(type(d.get(k)) is int and d[k] >= 0 for k in ('rows', 'seq')))
+    return d if ok else {'invalid': f"{p} is not an fmops audit anchor"}
+
+# %% ../nbs/01_core.ipynb #f63abfc6
+@patch
+def write_anchor(self:Workspace, con=None, # a connection to read the head with (default: a new one)
+                 force:bool=False, # anchor the current head even if it does not continue the anchored one
+                ) -> dict|None:
+    "Anchor the audit log's current head, only ever forward and only if the log continues the anchored head."
+    import fcntl
+    p = self.anchor_path
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(p.with_name(f".{p.name}.lock"), os.O_RDWR | os.O_CREAT, file_mode())
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        own = con is None
+        con = con or self.connect()
+        try:
+            head, old = self.audit_head(con), self.read_anchor()
+            if not force and old is not None:
+                if 'invalid' in old:
+                    raise WorkspaceError(f"{old['invalid']}: it was left as it is. See `fmops audit verify`.")
+                row = (con.execute("SELECT hash FROM audit WHERE seq=?", (old['seq'],)).fetchone() if old['seq']
+                       else {'hash': GENESIS})
+                if row is None or row['hash'] != old['hash'] or head['seq'] < old['seq']:
+                    raise WorkspaceError(f"the audit log no longer continues the head anchored in {p} (row "
+                                         f"{old['seq']}): the anchor was kept as evidence. "
+                                         f"See `fmops audit verify`.")
+                if head['seq'] == old['seq']: return None
+            if head['seq'] == 0 and not force: return None
+            atomic_write(p, json.dumps(head | {'at': utcnow()}, indent=1) + '\n')
+            return head
+        finally:
+            if own: con.close()
+    finally: os.close(fd)
+
+# %% ../nbs/01_core.ipynb #4ed4b556
+@patch
+def describe(self:Workspace) -> dict:
+    "Where everything lives, and what chose it."
+    return {'workspace': str(self.root), 'chosen_by': self.chosen_by, 'config': str(self.config_path),
+            'database': str(self.db_path), 'blobs': str(self.blobs_dir), 'runs': str(self.runs_dir),
+            'reports': str(self.reports_dir), 'wandb': str(self.wandb_dir)}
+
+# %% ../nbs/01_core.ipynb #2b4f91e4
+@patch
+def _repr_html_(self:Workspace):
+    rows = ''.join(f"<tr><th style='text-align:left'>{html.escape(k)}</th><td style='text-align:left'><code>{html.escape(v)}</code></td></tr>"
+                   for k,v in self.describe().items())
+    return f"<div class='fmops-workspace'><b>fmops workspace</b><table>{rows}</table></div>"
+
+# %% ../nbs/01_core.ipynb #9fd91842
+def version() -> str:
+    "The installed fmops_nb version ('0+unknown' when running from a folder that was never installed)."
+    from importlib.metadata import version as _v, PackageNotFoundError
+    try: return _v('fmops_nb')
+    except PackageNotFoundError: return '0+unknown'
+
+# %% ../nbs/01_core.ipynb #3565b2b5
 def utcnow() -> str:
     "The current UTC time as an ISO 8601 string with a Z."
     return datetime.now(timezone.utc).isoformat(timespec='microseconds').replace('+00:00', 'Z')
 
+# %% ../nbs/01_core.ipynb #d0d1b472
+def is_int(x) -> bool: return isinstance(x, int) and not isinstance(x, bool)
+
+# %% ../nbs/01_core.ipynb #742f1fe8
 def file_sha256(path, chunk:int=1 << 22) -> str:
     "The SHA-256 of a file's content, read in chunks."
     import hashlib
@@ -533,15 +602,18 @@ def file_sha256(path, chunk:int=1 << 22) -> str:
         while b := f.read(chunk): h.update(b)
     return h.hexdigest()
 
+# %% ../nbs/01_core.ipynb #3d9eb3eb
 def _stat(pid) -> list|None:
     try: return Path(f"/proc/{int(pid)}/stat").read_text().rsplit(')', 1)[1].split()
     except (OSError, ValueError, IndexError, TypeError, OverflowError): return None
 
+# %% ../nbs/01_core.ipynb #051cf80e
 def process_start(pid) -> str|None:
     "When process `pid` started (clock ticks since boot): with its id, it tells a process from a later one reusing the id."
     st = _stat(pid)
     return st[19] if st and len(st) > 19 else None
 
+# %% ../nbs/01_core.ipynb #08255c7c
 def pid_alive(pid, # a process id (None or 0: no process)
               start:str|None=None, # its `process_start` when it was recorded: a reused id is then not alive
              ) -> bool:
@@ -551,6 +623,7 @@ def pid_alive(pid, # a process id (None or 0: no process)
     if st is None or st[0] in ('Z', 'X'): return False
     return not start or (len(st) > 19 and st[19] == str(start))
 
+# %% ../nbs/01_core.ipynb #0223f9b3
 def current_user() -> str:
     "Who is acting, for audit rows: FMOPS_USER, else the login name."
     try: return os.environ.get('FMOPS_USER') or getpass.getuser()
@@ -585,7 +658,7 @@ class PluginRegistry:
         if (ep := self._entry_points().get(name)) is not None:
             try: obj = ep.load()
             except Exception as e:
-                raise WorkspaceError(f"The {self.kind} {name!r} from entry point {ep.value!r} failed to load: {e!r}") from e
+                raise PluginError(f"The {self.kind} {name!r} from entry point {ep.value!r} failed to load: {e!r}. Reinstall the package that provides it, or uninstall it.", self.kind, name) from e
             return self.register(name, obj)
         raise not_found(self.kind, name, self.names())
 
@@ -594,3 +667,15 @@ class PluginRegistry:
     def __iter__(self): return iter(self.names())
     def __len__(self): return len(self.names())
     def __repr__(self): return f"{self.kind} registry: {', '.join(self.names()) or '(empty)'}"
+
+# %% ../nbs/01_core.ipynb #60004574
+@patch
+def call(self:PluginRegistry, name:str, *args, **kwargs):
+    "Run the plug-in `name`; a failure that is not an `FmopsError` becomes a `PluginError` naming it."
+    fn = self.get(name)
+    try: return fn(*args, **kwargs)
+    except FmopsError: raise
+    except Exception as e:
+        raise PluginError(f"The {self.kind} {name!r} failed: {type(e).__name__}: {e}. It is a plug-in"
+                          f"{' from ' + self._entry_points()[name].value if name in self._entry_points() else ''}; "
+                          f"fix or remove it.", self.kind, name) from e

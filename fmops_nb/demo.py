@@ -4,12 +4,14 @@
 
 # %% ../nbs/70_demo.ipynb #91f7499d
 from __future__ import annotations
-import json, shutil
+import json
 from dataclasses import dataclass, asdict, field
 from pathlib import Path
 import numpy as np
 from .core import Workspace, atomic_write
 from .errors import WorkspaceError
+from .registry import Registry
+from .reports import run_report
 
 # %% auto #0
 __all__ = ['CHANNELS', 'LANGUAGES', 'LABELS', 'NUMERIC', 'POLICIES', 'demo_tables', 'make_model', 'featurize', 'train_model',
@@ -42,12 +44,14 @@ def _torch():
     import torch
     return torch
 
+# %% ../nbs/70_demo.ipynb #6053bd3c
 def make_model(n_in:int=10, hidden:int=16, n_out:int=4):
     "The demo classifier: a hidden layer, ReLU, and the output layer (modules `hidden`, `act`, `out`)."
     from collections import OrderedDict
     nn = _torch().nn
     return nn.Sequential(OrderedDict(hidden=nn.Linear(n_in, hidden), act=nn.ReLU(), out=nn.Linear(hidden, n_out)))
 
+# %% ../nbs/70_demo.ipynb #cb3cee64
 def featurize(cols:dict, norm:dict):
     "The model's input tensor from columns (a dict of arrays) and the standardisation {column: [mean, std]} of log values."
     torch = _torch()
@@ -55,6 +59,7 @@ def featurize(cols:dict, norm:dict):
     onehot = lambda a, vals: (np.asarray(a)[:, None] == vals[None]).astype(np.float32)
     return torch.tensor(np.concatenate([num, onehot(cols['channel'], CHANNELS), onehot(cols['language'], LANGUAGES)], 1), dtype=torch.float32)
 
+# %% ../nbs/70_demo.ipynb #d997b4e7
 def train_model(cols:dict, norm:dict, steps:int=300, seed:int=0, init:dict|None=None, lr:float=0.05):
     "Train (or fine-tune from `init`) the demo classifier on labelled columns; deterministic for a seed."
     torch = _torch()
@@ -67,6 +72,7 @@ def train_model(cols:dict, norm:dict, steps:int=300, seed:int=0, init:dict|None=
         opt.zero_grad(); loss = torch.nn.functional.cross_entropy(m(x), y); loss.backward(); opt.step()
     return m
 
+# %% ../nbs/70_demo.ipynb #d36b9c77
 def _columns(inputs) -> dict:
     "Columns from a list of row dicts, a dict of columns, or a DataFrame."
     if isinstance(inputs, dict): return inputs
@@ -74,14 +80,15 @@ def _columns(inputs) -> dict:
     rows = list(inputs)
     return {k: np.array([r[k] for r in rows]) for k in rows[0]} if rows else {}
 
+# %% ../nbs/70_demo.ipynb #fe5f3bba
 def predict_tickets(version, inputs) -> list[str]:
     "The probe task `demo-tickets`: a registered demo version's predicted labels for `inputs`."
-    from fmops_nb.registry import Registry
     torch = _torch()
     m = make_model(); m.load_state_dict(Registry(log=False).load(version.id))
     with torch.no_grad(): idx = m(featurize(_columns(inputs), version.config['features'])).argmax(1).tolist()
     return [LABELS[i] for i in idx]
 
+# %% ../nbs/70_demo.ipynb #fce6006e
 def accuracy(model, cols:dict, norm:dict) -> float:
     torch = _torch()
     with torch.no_grad(): p = model(featurize(cols, norm)).argmax(1).numpy()
@@ -139,6 +146,7 @@ class DemoResult:
                           f"  workspace           {self.workspace}",
                           f"  data                {self.reference}, {self.production}"])
 
+# %% ../nbs/70_demo.ipynb #3b108a33
 def _write_parquet(cols:dict, path:Path):
     import pyarrow as pa, pyarrow.parquet as pq
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -146,17 +154,18 @@ def _write_parquet(cols:dict, path:Path):
     pq.write_table(pa.table(cols), tmp)
     tmp.replace(path)
 
+# %% ../nbs/70_demo.ipynb #82017c67
 def _demo_files(folder:Path) -> list[Path]:
     "What the demo writes into its folder: it never writes over any of them."
     return [folder / n for n in ('policies.yaml', 'data/reference.parquet', 'data/production.parquet', '.fmops', 'demo.json')]
 
+# %% ../nbs/70_demo.ipynb #b39ac358
 def prepare_demo(folder:str|Path='fmops-demo', # where to create the demo (its workspace is FOLDER/.fmops)
                  n:int=5000, # rows per window
                  seed:int=0,
                  log:bool=True, # log registrations to W&B (offline by default)
                 ) -> tuple[Workspace, Path, Path]:
     "Everything `make_demo` sets up before the report: data, policies, `tickets:v1` and the worse `tickets:v2` in production."
-    from fmops_nb.registry import Registry
     torch = _torch()
     folder = Path(folder).resolve()
     if folder.exists() and not folder.is_dir(): raise WorkspaceError(f"{folder} exists and is not a folder. Pass another --dir.")
@@ -195,18 +204,18 @@ def prepare_demo(folder:str|Path='fmops-demo', # where to create the demo (its w
     finally: torch.set_num_threads(threads)
     return ws, refp, prodp
 
+# %% ../nbs/70_demo.ipynb #5ce544c7
 def demo_params(refp, prodp, seed:int=0) -> dict:
     "The maintenance report's parameters for the demo."
     return {'reference': str(refp), 'current': str(prodp), 'model': 'tickets', 'task': 'demo-tickets', 'label_column': 'label', 'seed': seed}
 
+# %% ../nbs/70_demo.ipynb #4fa37d1c
 def make_demo(folder:str|Path='fmops-demo', # where to create the demo (its workspace is FOLDER/.fmops)
               n:int=5000, # rows per window
               seed:int=0,
               log:bool=True, # log registrations and the report to W&B (offline by default)
              ) -> DemoResult:
     "Create the demo workspace, data, model versions and policies in `folder`, and run the maintenance report on it."
-    from fmops_nb.registry import Registry
-    from fmops_nb.reports import run_report
     ws, refp, prodp = prepare_demo(folder, n, seed, log)
     folder = ws.root.parent
     r = run_report('maintenance_report', demo_params(refp, prodp, seed), ws=ws, cwd=folder, log=log)

@@ -4,16 +4,21 @@
 
 # %% ../nbs/21_diff.ipynb #8d7c97b1
 from __future__ import annotations
-import hashlib, html, json, math, os
-from dataclasses import dataclass, field, asdict
-from pathlib import Path
+import hashlib, math, os
+from dataclasses import dataclass, asdict
 import numpy as np
 from .errors import ValidationError
-from .registry import Registry, Version, CorruptBlobError, DTYPES, as_float, _same_module
+from .registry import Registry, Version
+from .html import diff_html, display_unless_shown
+from .tasks import TASKS
+from .errors import CorruptBlobError
+from .blobs import DTYPES
+from .blobs import as_float
+from .blobs import same_module
 
 # %% auto #0
-__all__ = ['TASKS', 'SCHEMA', 'config_diff', 'metrics_diff', 'data_diff', 'TensorDiff', 'weights_diff', 'by_module',
-           'lora_deltas', 'Probe', 'behaviour_diff', 'VersionDiff', 'diff']
+__all__ = ['SCHEMA', 'config_diff', 'metrics_diff', 'data_diff', 'TensorDiff', 'weights_diff', 'by_module', 'lora_deltas',
+           'Probe', 'behaviour_diff', 'VersionDiff', 'diff']
 
 # %% ../nbs/21_diff.ipynb #9d4fab23
 def _flatten(d, prefix='') -> dict:
@@ -24,6 +29,7 @@ def _flatten(d, prefix='') -> dict:
         else: out[key] = v
     return out
 
+# %% ../nbs/21_diff.ipynb #734a094d
 def config_diff(a:dict, b:dict) -> list[dict]:
     "Keys added, removed or changed between two nested configs."
     fa, fb = _flatten(a), _flatten(b)
@@ -34,6 +40,7 @@ def config_diff(a:dict, b:dict) -> list[dict]:
         elif fa[k] != fb[k]: out.append({'key': k, 'change': 'changed', 'a': fa[k], 'b': fb[k]})
     return out
 
+# %% ../nbs/21_diff.ipynb #acb502b4
 def metrics_diff(a:dict, b:dict) -> list[dict]:
     "Each metric's values, delta, and whether `b` is better or worse by the metric's direction."
     out = []
@@ -47,6 +54,7 @@ def metrics_diff(a:dict, b:dict) -> list[dict]:
         out.append({'metric': k, 'a': ma['value'], 'b': mb['value'], 'delta': delta, 'direction': d, 'verdict': verdict})
     return out
 
+# %% ../nbs/21_diff.ipynb #d666feae
 def data_diff(a:dict, b:dict) -> list[dict]:
     "Training and evaluation data by role: same fingerprint or not, row counts, kind changes."
     out = []
@@ -77,6 +85,7 @@ class TensorDiff:
     @property
     def module(self) -> str: return self.name.rsplit('.', 1)[0] if '.' in self.name else self.name
 
+# %% ../nbs/21_diff.ipynb #378ecd53
 class _Reader:
     "Reads tensors of a version's blobs in blocks with pread: memory stays at one block, whatever the file size."
     def __init__(self, reg:Registry, v:Version):
@@ -97,10 +106,12 @@ class _Reader:
         for fd in self.fds.values(): os.close(fd)
         self.fds = {}
 
+# %% ../nbs/21_diff.ipynb #9823cb44
 def _corrupt(name:str, v:Version) -> CorruptBlobError:
     return CorruptBlobError(f"Tensor {name!r} of {v.id} is corrupted: its bytes no longer match the hash recorded at registration. "
                             f"Restore the workspace's blobs from a backup or re-register {v.id}.")
 
+# %% ../nbs/21_diff.ipynb #6848fe5e
 _SUB = 1 << 15 # elements per dot product: float32 sums stay accurate to ~1e-8, and they run at memory speed
 
 def _sums(xa:np.ndarray, xb:np.ndarray) -> np.ndarray:
@@ -112,6 +123,7 @@ def _sums(xa:np.ndarray, xb:np.ndarray) -> np.ndarray:
         out += (np.dot(a, a), np.dot(b, b), np.dot(d, d), np.count_nonzero(d))
     return out
 
+# %% ../nbs/21_diff.ipynb #fb51663b
 class _Acc:
     "The running hashes and sums of one tensor pair, fed block by block in order."
     def __init__(self, fa, fb, ta, tb, name):
@@ -131,6 +143,7 @@ class _Acc:
         return TensorDiff(self.name, 'changed' if s[3] else 'same', self.ta['shape'], self.tb['shape'], n, na, nd,
                           nd / na if na else (math.inf if nd else 0.0), cos, s[3] / n if n else 0.0)
 
+# %% ../nbs/21_diff.ipynb #fad76080
 def _pipeline(ra:_Reader, rb:_Reader, jobs:list, workers:int) -> list[TensorDiff]:
     """One thread reads the changed tensors in file order (sequential I/O); each of `workers` threads owns every
     `workers`-th tensor and hashes and reduces its blocks as they arrive. Bounded queues keep memory at a few blocks."""
@@ -164,6 +177,7 @@ def _pipeline(ra:_Reader, rb:_Reader, jobs:list, workers:int) -> list[TensorDiff
     if errors: raise errors[0]
     return results
 
+# %% ../nbs/21_diff.ipynb #3faa918c
 def weights_diff(reg:Registry, a:Version, b:Version) -> tuple[list[TensorDiff], dict]:
     "Per-tensor changes from `a` to `b`, and what it took (tensors skipped by hash, bytes read)."
     ta = {n: (f, t) for (f, n), t in reg.tensors(a).items()}
@@ -185,6 +199,7 @@ def weights_diff(reg:Registry, a:Version, b:Version) -> tuple[list[TensorDiff], 
     finally: ra.close(); rb.close()
     return out, {'tensors': len(out), 'skipped_by_hash': skipped, 'bytes_read': read}
 
+# %% ../nbs/21_diff.ipynb #e9befeee
 def by_module(tensors:list[TensorDiff]) -> list[dict]:
     "Per-module aggregate, in the order modules appear: tensors, changed tensors, ‖Δ‖ and ‖Δ‖/‖W‖ over the module."
     mods = {}
@@ -230,7 +245,7 @@ def lora_deltas(reg:Registry, v:Version, base:Version|None=None) -> list[dict]:
                 if module.startswith(pre): module = module[len(pre):]; break
             rel = None
             if base_t:
-                w = next((k for k in base_t if k.endswith('.weight') and _same_module(module, k[:-len('.weight')])), None)
+                w = next((k for k in base_t if k.endswith('.weight') and same_module(module, k[:-len('.weight')])), None)
                 if w is not None:
                     W = as_float(rbase.read(*base_t[w]), base_t[w][1]['dtype']).astype(np.float64)
                     rel = norm / float(np.sqrt(W @ W)) if W.size else None
@@ -241,9 +256,6 @@ def lora_deltas(reg:Registry, v:Version, base:Version|None=None) -> list[dict]:
     return out
 
 # %% ../nbs/21_diff.ipynb #9cad3523
-from .core import PluginRegistry
-TASKS = PluginRegistry('probe task', group='fmops_nb.tasks') # name -> fn(version, inputs) -> predictions
-
 @dataclass
 class Probe:
     "Inputs to compare two versions on, how to get a version's predictions, and (optionally) the right answers."
@@ -323,12 +335,11 @@ class VersionDiff:
         return '\n'.join(lines)
 
     def _repr_html_(self):
-        from fmops_nb.html import diff_html
         return diff_html(self)
     def _ipython_display_(self):
-        from fmops_nb.html import display_unless_shown
         display_unless_shown(self)
 
+# %% ../nbs/21_diff.ipynb #191bbaf8
 def diff(a:str, b:str, # versions or aliases: 'model:v1', 'model:production'
          registry:Registry|None=None, probe:Probe|None=None) -> VersionDiff:
     "What changed from version `a` to version `b`: config, metrics, data, weights per tensor and module, behaviour on a probe."
@@ -348,5 +359,6 @@ def diff(a:str, b:str, # versions or aliases: 'model:v1', 'model:production'
     return VersionDiff(va.id, vb.id, cfg, metrics_diff(va.metrics, vb.metrics), data_diff(va.meta.get('data', {}), vb.meta.get('data', {})),
                        tensors, by_module(tensors), lora, behaviour_diff(probe, va, vb) if probe is not None else None, cost, lin)
 
+# %% ../nbs/21_diff.ipynb #1bed2d2f
 def _descends(reg:Registry, child:str, ancestor:str) -> bool:
     return any(x['id'] == ancestor for x in reg.lineage(child)['ancestors'])

@@ -4,14 +4,18 @@
 
 # %% ../nbs/11_drift.ipynb #4244bf13
 from __future__ import annotations
-import html, json, math, os
+import html, math, os
 from pathlib import Path
 from dataclasses import dataclass, field, asdict
 import numpy as np
-import fmops_nb
-from .core import PluginRegistry
+from .core import PluginRegistry, atomic_write
 from .data import Dataset, load, _parquet_file, _pick
 from .errors import ExecutionError, MissingDependencyError, ValidationError
+from fastcore.basics import patch
+from .html import display_unless_shown, svg_timeline, column_detail
+from .tracking import run
+from .embeddings import EmbeddingDrift, embed_texts, get_embedder, SampleSummary
+from .core import version
 
 # %% auto #0
 __all__ = ['N_BINS', 'EXACT_VALUES', 'ID_MIN_ROWS', 'QUANTILE_SAMPLE', 'METHODS', 'SCHEMA', 'MAX_CHUNKS', 'sample_rows',
@@ -37,15 +41,18 @@ def _quantiles(srt:np.ndarray, q:np.ndarray) -> np.ndarray:
     out[bad] = (srt[i] * (1 - f) + srt[j] * f)[bad]
     return out
 
+# %% ../nbs/11_drift.ipynb #e7cdbffd
 def _fine(lo:float, width:float) -> bool:
     "Whether cells of `width` from `lo` on are wide enough for a float to tell apart (denormal steps are not)."
     return math.isfinite(width) and width > 0 and width > 64 * np.spacing(max(abs(lo), abs(lo + width), 1e-300))
 
+# %% ../nbs/11_drift.ipynb #dad5ad50
 def sample_rows(n:int, seed:int, k:int=QUANTILE_SAMPLE) -> np.ndarray:
     "Sorted row indices of a seeded sample of `k` of `n` rows (all rows when n <= k): the same in one pass or in chunks."
     if n <= k: return np.arange(n)
     return np.sort(np.random.default_rng(seed).choice(n, k, replace=False))
 
+# %% ../nbs/11_drift.ipynb #b120ce4b
 @dataclass
 class NumericSummary:
     "Mergeable summary of one numeric column on fitted bins."
@@ -61,6 +68,7 @@ class NumericSummary:
         return NumericSummary(self.counts + o.counts, self.n_missing + o.n_missing, self.n_inf + o.n_inf,
                               min(self.lo, o.lo), max(self.hi, o.hi), tuple(sorted(set(self.types) | set(o.types))))
 
+# %% ../nbs/11_drift.ipynb #71cd6967
 @dataclass
 class CategoricalSummary:
     "Mergeable summary of one categorical column: counts per label."
@@ -73,6 +81,7 @@ class CategoricalSummary:
         for k,v in o.counts.items(): c[k] = c.get(k, 0) + v
         return CategoricalSummary(c, self.n_missing + o.n_missing)
 
+# %% ../nbs/11_drift.ipynb #80218eda
 class NumericBins:
     """Quantile bins of a reference column, with a uniform-grid lookup for fast binning; or, when the reference has
     at most `exact_values` distinct values, exact slots: below the smallest, each value, each gap, above the largest."""
@@ -125,35 +134,6 @@ class NumericBins:
     @property
     def n_slots(self) -> int: return len(self.edges) + 1 # below min, len(edges)-1 bins, above max
 
-    def _exact(self, v):
-        "Slot of each value: 0 below the minimum, 1.. the bins (right edge included in the last), n_slots-1 above the maximum."
-        if self.points is not None:
-            i = np.searchsorted(self.points, v, side='left')
-            return 2 * i + (self.points[np.minimum(i, len(self.points) - 1)] == v)
-        s = np.searchsorted(self.edges, v, side='right')
-        s = np.where(v == self.edges[-1], len(self.edges) - 1, s)
-        return s
-
-    def slots(self, v:np.ndarray) -> np.ndarray:
-        "Slot of every finite value in `v`."
-        if self._lookup is None: return self._exact(v)
-        n, B, top, exact = len(v), _BLOCK, len(self._lookup) - 1, self.points is not None
-        out = np.empty(n, dtype=np.intp)
-        g, gi = np.empty(min(n, B)), np.empty(min(n, B), dtype=np.intp)
-        for s in range(0, n, B): # in blocks that stay in cache: a few passes over 64K values instead of over the column
-            k = min(B, n - s); gb, ib = g[:k], gi[:k]
-            np.subtract(v[s:s + k], self.lo, out=gb)
-            if self.scale != 1.0: gb *= self.scale
-            if exact: np.rint(gb, out=gb) # the nearest cell; its value is checked below
-            gb += 1
-            np.maximum(gb, 0, out=gb); np.minimum(gb, top, out=gb)
-            ib[:] = gb # truncation: the grid cell, shifted by one
-            np.take(self._lookup, ib, out=out[s:s + k])
-            if exact: out[s:s + k][self._cells[ib] != v[s:s + k]] = -1 # not a cell's value: the exact path
-        todo = np.flatnonzero(out < 0)
-        if len(todo): out[todo] = self._exact(v[todo])
-        return out
-
     def summarize(self, v:np.ndarray) -> NumericSummary:
         fin = np.isfinite(v); every = bool(fin.all())
         x = v if every else v[fin]
@@ -163,6 +143,39 @@ class NumericBins:
         n_nan = 0 if every else int(np.isnan(v).sum())
         return NumericSummary(counts, n_nan, 0 if every else len(v) - len(x) - n_nan,
                               float(x[s == 0].min()) if counts[0] else math.inf, float(x[s == self.n_slots - 1].max()) if counts[-1] else -math.inf)
+
+# %% ../nbs/11_drift.ipynb #80521ce2
+@patch
+def _exact(self:NumericBins, v):
+    "Slot of each value: 0 below the minimum, 1.. the bins (right edge included in the last), n_slots-1 above the maximum."
+    if self.points is not None:
+        i = np.searchsorted(self.points, v, side='left')
+        return 2 * i + (self.points[np.minimum(i, len(self.points) - 1)] == v)
+    s = np.searchsorted(self.edges, v, side='right')
+    s = np.where(v == self.edges[-1], len(self.edges) - 1, s)
+    return s
+
+# %% ../nbs/11_drift.ipynb #0f7bcf2e
+@patch
+def slots(self:NumericBins, v:np.ndarray) -> np.ndarray:
+    "Slot of every finite value in `v`."
+    if self._lookup is None: return self._exact(v)
+    n, B, top, exact = len(v), _BLOCK, len(self._lookup) - 1, self.points is not None
+    out = np.empty(n, dtype=np.intp)
+    g, gi = np.empty(min(n, B)), np.empty(min(n, B), dtype=np.intp)
+    for s in range(0, n, B): # in blocks that stay in cache: a few passes over 64K values instead of over the column
+        k = min(B, n - s); gb, ib = g[:k], gi[:k]
+        np.subtract(v[s:s + k], self.lo, out=gb)
+        if self.scale != 1.0: gb *= self.scale
+        if exact: np.rint(gb, out=gb) # the nearest cell; its value is checked below
+        gb += 1
+        np.maximum(gb, 0, out=gb); np.minimum(gb, top, out=gb)
+        ib[:] = gb # truncation: the grid cell, shifted by one
+        np.take(self._lookup, ib, out=out[s:s + k])
+        if exact: out[s:s + k][self._cells[ib] != v[s:s + k]] = -1 # not a cell's value: the exact path
+    todo = np.flatnonzero(out < 0)
+    if len(todo): out[todo] = self._exact(v[todo])
+    return out
 
 # %% ../nbs/11_drift.ipynb #fdb82815
 def _coarse(counts:np.ndarray, groups:int) -> np.ndarray:
@@ -176,35 +189,42 @@ def _coarse(counts:np.ndarray, groups:int) -> np.ndarray:
     g[0] += counts[0]; g[-1] += counts[-1]
     return g
 
+# %% ../nbs/11_drift.ipynb #585581d6
 def _by_mass(p:np.ndarray, q:np.ndarray, groups:int) -> tuple:
     "Both count vectors in at most `groups` groups of about equal reference mass, never splitting a slot (exact bins)."
     mid = np.cumsum(p) - p / 2 # reference mass before the middle of each slot
     gid = np.minimum((mid * groups / p.sum()).astype(np.intp), groups - 1)
     return np.bincount(gid, p, groups), np.bincount(gid, q, groups)
 
+# %% ../nbs/11_drift.ipynb #e38dbdb1
 def _psi_cells(x:np.ndarray, y:np.ndarray, eps:float=1e-4) -> np.ndarray:
     "Each cell's term of the PSI between the shares `x` and `y`."
     x, y = np.clip(x, eps, None), np.clip(y, eps, None)
     return (y - x) * np.log(y / x)
 
+# %% ../nbs/11_drift.ipynb #11ba4320
 def _js_cells(x:np.ndarray, y:np.ndarray) -> np.ndarray:
     "Each cell's term of the Jensen–Shannon divergence (base 2) between the shares `x` and `y`."
     m = (x + y) / 2
     t = lambda a: np.where(a > 0, a * np.log2(np.where(a > 0, a, 1) / np.where(m > 0, m, 1)), 0.0)
     return (t(x) + t(y)) / 2
 
+# %% ../nbs/11_drift.ipynb #8627dbb8
 def psi(p:np.ndarray, q:np.ndarray, eps:float=1e-4) -> float:
     "Population stability index between two count vectors."
     return float(np.sum(_psi_cells(p / p.sum(), q / q.sum(), eps)))
 
+# %% ../nbs/11_drift.ipynb #e1b9ca26
 def js_distance(p:np.ndarray, q:np.ndarray) -> float:
     "Jensen–Shannon distance (base 2, in [0, 1]) between two count vectors."
     return math.sqrt(max(0.0, float(np.sum(_js_cells(p / p.sum(), q / q.sum())))))
 
+# %% ../nbs/11_drift.ipynb #04d3d007
 def _lchoose(a, b):
     from scipy.special import gammaln
     return gammaln(a + 1) - gammaln(b + 1) - gammaln(a - b + 1)
 
+# %% ../nbs/11_drift.ipynb #5f4ce25d
 def null_mean(cells, p:np.ndarray, q:np.ndarray, points:int=41) -> float:
     """The mean of `sum(cells(a / n, b / m))` over the ways the pooled counts `p + q` split into samples of the sizes
     of `p` and `q` at random (no drift): what a divergence shows from sampling alone. A cell's reference count `a` is
@@ -226,6 +246,7 @@ def null_mean(cells, p:np.ndarray, q:np.ndarray, points:int=41) -> float:
     wt = pmf / np.bincount(grp, pmf, len(c))[grp] # each cell's weights sum to 1
     return float(np.sum(k[grp] * wt * cells(a / n, (cc - a) / m)))
 
+# %% ../nbs/11_drift.ipynb #ee7d9cf9
 def debiased(p:np.ndarray, q:np.ndarray) -> dict:
     """PSI and the Jensen–Shannon distance of two count vectors less what samples of these sizes from one
     distribution show by chance (`null_mean`), and both as measured (`psi_raw`, `jensenshannon_raw`)."""
@@ -235,6 +256,7 @@ def debiased(p:np.ndarray, q:np.ndarray) -> dict:
             'jensenshannon': math.sqrt(max(0.0, jsd - null_mean(_js_cells, p, q))),
             'jensenshannon_raw': math.sqrt(max(0.0, jsd))}
 
+# %% ../nbs/11_drift.ipynb #515c0c42
 def ks_from_counts(p:np.ndarray, q:np.ndarray) -> tuple[float, float]:
     "Two-sample KS statistic from counts on shared bins, and its asymptotic p-value."
     n, m = p.sum(), q.sum()
@@ -244,6 +266,7 @@ def ks_from_counts(p:np.ndarray, q:np.ndarray) -> tuple[float, float]:
     pv = float(kstwo.sf(d, round(en))) if en < 10_000 else float(kstwobign.sf(d * math.sqrt(en)))
     return d, pv
 
+# %% ../nbs/11_drift.ipynb #078dde2d
 def numeric_stats(ref:NumericSummary, cur:NumericSummary, bins:NumericBins) -> dict:
     "All numeric statistics of `cur` against `ref` (the Wasserstein distance is None when the reference has no spread)."
     p, q = ref.counts.astype(np.float64), cur.counts.astype(np.float64)
@@ -265,6 +288,7 @@ def numeric_stats(ref:NumericSummary, cur:NumericSummary, bins:NumericBins) -> d
             'psi': ten['psi'], 'jensenshannon': twenty['jensenshannon'], 'psi_raw': ten['psi_raw'],
             'jensenshannon_raw': twenty['jensenshannon_raw']}
 
+# %% ../nbs/11_drift.ipynb #574415b6
 def categorical_stats(ref:CategoricalSummary, cur:CategoricalSummary) -> dict:
     "All categorical statistics of `cur` against `ref`."
     labels = sorted(set(ref.counts) | set(cur.counts))
@@ -294,6 +318,7 @@ class Method:
     threshold: float = 0.1 # default threshold for effect sizes
     compute: object = None # for a new statistic: fn(reference_summary, current_summary, bins) -> {statistic: value, ...}
 
+# %% ../nbs/11_drift.ipynb #419c433b
 METHODS = PluginRegistry('drift method', group='fmops_nb.drift')
 for _m in [Method('ks', 'ks', ('numeric', 'datetime'), 'p_value'),
            Method('wasserstein', 'wasserstein', ('numeric', 'datetime'), 'effect', 0.1),
@@ -352,6 +377,7 @@ class DecisionRule:
         emb = 'MMD permutation p-value < alpha' if self.mode == 'p_value' or self.embedding_method == 'mmd' else f"{self.embedding_method} >= its threshold"
         return f"{rule}; embeddings and texts: {emb}; fewer than {self.min_samples} rows: insufficient_data"
 
+# %% ../nbs/11_drift.ipynb #e03b4ad1
 def adjust(pvalues:list, how:str) -> list:
     "P-values corrected for testing several columns: 'bh', 'bonferroni' or 'none'."
     p = np.asarray(pvalues, dtype=np.float64); m = len(p)
@@ -382,11 +408,13 @@ class ColumnDrift:
     note: str = ''
     profile: dict = field(default_factory=dict) # compact reference-vs-current distribution, for panels
 
+# %% ../nbs/11_drift.ipynb #05d6ce2a
 def _fmt(v, spec='.4g'):
     if v is None: return ''
     try: return format(v, spec)
     except (TypeError, ValueError): return str(v)
 
+# %% ../nbs/11_drift.ipynb #9c42801c
 def _finite(v):
     "`v` with every NaN or ±inf as None and numpy values as Python ones, recursively: JSON with `allow_nan=False`."
     if isinstance(v, dict): return {k: _finite(x) for k, x in v.items()}
@@ -395,6 +423,7 @@ def _finite(v):
     if isinstance(v, np.generic): v = v.item()
     return None if isinstance(v, float) and not math.isfinite(v) else v
 
+# %% ../nbs/11_drift.ipynb #63b43a78
 _STYLE = {'drift': 'color:#b00020;font-weight:bold', 'watch': 'color:#ef6c00;font-weight:bold'}
 
 @dataclass
@@ -406,7 +435,7 @@ class DriftReport:
     n_reference: int
     n_current: int
     seed: int = 0
-    version: str = fmops_nb.__version__
+    version: str = field(default_factory=version)
     chunks: list = field(default_factory=list) # per-chunk results when the current data was chunked (a timeline)
     chunking: str = ''
     @property
@@ -420,27 +449,8 @@ class DriftReport:
     @property
     def alerts(self) -> list[dict]: return [c for c in self.chunks if c['status'] == 'drift']
 
-    def to_dict(self) -> dict:
-        "The report as plain JSON values (no NaN or infinity: a statistic that is not finite is None)."
-        cols = {k: {f: v for f, v in asdict(c).items() if f != 'profile'} for k,c in self.columns.items()}
-        return _finite({'schema': SCHEMA, 'dataset_drift': self.dataset_drift, 'drifted_columns': self.drifted,
-                        'watch_columns': self.watch, 'rule': self.rule, 'n_reference': self.n_reference,
-                        'n_current': self.n_current, 'seed': self.seed, 'fmops_nb_version': self.version,
-                        'columns': cols, 'quality': self.quality, 'chunking': self.chunking, 'chunks': self.chunks})
 
-    def to_frame(self):
-        import pandas as pd
-        rows = [{'column': k, **{f: getattr(c, f) for f in ('kind', 'status', 'method', 'statistic', 'threshold', 'p_value', 'n_reference', 'n_current')}}
-                for k,c in self.columns.items()]
-        return pd.DataFrame(rows).set_index('column')
 
-    def headline(self) -> str:
-        if not self.columns: return "Drift: no column could be checked"
-        w = self.watch
-        return (f"Drift: {len(self.drifted)} of {len(self.columns)} columns drifted" + (f" ({', '.join(self.drifted)})" if self.drifted else '')
-                + (f"; {len(w)} to watch ({', '.join(w)})" if w else '')
-                + f"; reference {self.n_reference:,} rows, current {self.n_current:,} rows"
-                + (f"; {len(self.alerts)} of {len(self.chunks)} chunks alert" if self.chunks else ''))
 
     def __repr__(self):
         lines = [f"  {k:<24} {c.status:<17} {c.method:<13} {_fmt(c.statistic):>10}  p={_fmt(c.p_value, '.3g')}" for k,c in self.columns.items()]
@@ -449,64 +459,96 @@ class DriftReport:
         return '\n'.join([self.headline() + '.', f"Rule: {self.rule}.", *lines, *(['Data quality:'] + q if q else []),
                           *([f'Timeline ({self.chunking}):'] + t if t else [])])
 
-    def _repr_html_(self):
-        e = lambda x: html.escape(str(x)) # names, labels, methods and messages come from data or plug-ins: never markup
-        rows = ''.join(
-            f"<tr class='fmops-{e(c.status)}' style='{_STYLE['drift'] if c.drifted else _STYLE.get(c.status, '')}'>"
-            f"<td style='text-align:left'>{e(k)}</td><td>{e(c.kind)}</td><td>{e(c.status)}</td><td>{e(c.method)}</td>"
-            f"<td>{e(_fmt(c.statistic))}</td><td>{e(_fmt(c.threshold, 'g'))}</td><td>{e(_fmt(c.p_value, '.3g'))}</td>"
-            "</tr>"
-            for k,c in self.columns.items())
-        q = ''.join(f"<li><b>{e(f['column'])}</b>: {e(f['message'])}</li>" for f in self.quality)
-        t = ''.join(f"<tr style='{_STYLE['drift'] if c['status'] == 'drift' else ''}'><td style='text-align:left'>"
-                    f"{e(c['chunk'])}</td><td>{e(_fmt(c['n'], ','))}</td><td>{e(c['status'])}</td>"
-                    f"<td style='text-align:left'>{e(', '.join(map(str, c['drifted'])))}</td></tr>"
-                    for c in self.chunks)
-        return (f"<div class='fmops-drift'><b>{e(self.headline())}</b><br><small>Rule: {e(self.rule)}</small>"
-                f"<table><tr><th>column</th><th>kind</th><th>status</th><th>method</th><th>statistic</th><th>threshold</th><th>p-value</th></tr>{rows}</table>"
-                + (f"<b>Data quality</b><ul>{q}</ul>" if q else '')
-                + (f"<b>Timeline</b> ({e(self.chunking)})<table><tr><th>chunk</th><th>rows</th><th>status</th>"
-                   f"<th>drifted</th></tr>{t}</table>" if t else '')
-                + "</div>")
+# %% ../nbs/11_drift.ipynb #72063813
+@patch
+def to_dict(self:DriftReport) -> dict:
+    "The report as plain JSON values (no NaN or infinity: a statistic that is not finite is None)."
+    cols = {k: {f: v for f, v in asdict(c).items() if f != 'profile'} for k,c in self.columns.items()}
+    return _finite({'schema': SCHEMA, 'dataset_drift': self.dataset_drift, 'drifted_columns': self.drifted,
+                    'watch_columns': self.watch, 'rule': self.rule, 'n_reference': self.n_reference,
+                    'n_current': self.n_current, 'seed': self.seed, 'fmops_nb_version': self.version,
+                    'columns': cols, 'quality': self.quality, 'chunking': self.chunking, 'chunks': self.chunks})
 
-    def _ipython_display_(self):
-        "Static HTML (and text); skipped in the cell where `%fmops drift` has just shown this report's panel."
-        from fmops_nb.html import display_unless_shown
-        display_unless_shown(self)
+# %% ../nbs/11_drift.ipynb #aef88d96
+@patch
+def to_frame(self:DriftReport):
+    import pandas as pd
+    rows = [{'column': k, **{f: getattr(c, f) for f in ('kind', 'status', 'method', 'statistic', 'threshold', 'p_value', 'n_reference', 'n_current')}}
+            for k,c in self.columns.items()]
+    return pd.DataFrame(rows).set_index('column')
 
-    def save(self, path) -> str:
-        """Write the report as one self-contained HTML file (no scripts, works offline): the summary, the timeline, and
-        the distributions of the drifted columns and of those to watch."""
-        from fmops_nb.core import atomic_write
-        from fmops_nb.html import svg_timeline, column_detail
-        details = ''.join(f"<div style='margin-top:12px'>{column_detail(self, k)}</div>"
-                          for k in self.drifted + self.watch)
-        doc = (f"<!doctype html><html><head><meta charset='utf-8'><title>fmops drift report</title></head><body>{self._repr_html_()}"
-               f"{svg_timeline(self.chunks)}{details}</body></html>")
-        return str(atomic_write(path, doc))
+# %% ../nbs/11_drift.ipynb #f1404f47
+@patch
+def headline(self:DriftReport) -> str:
+    if not self.columns: return "Drift: no column could be checked"
+    w = self.watch
+    return (f"Drift: {len(self.drifted)} of {len(self.columns)} columns drifted" + (f" ({', '.join(self.drifted)})" if self.drifted else '')
+            + (f"; {len(w)} to watch ({', '.join(w)})" if w else '')
+            + f"; reference {self.n_reference:,} rows, current {self.n_current:,} rows"
+            + (f"; {len(self.alerts)} of {len(self.chunks)} chunks alert" if self.chunks else ''))
 
-    def log(self, name:str|None=None, ws=None, tags:list|None=None) -> str:
-        "Log the report to W&B (offline by default): summary scalars, a per-column table, the HTML as an artifact. Returns the run path."
-        import tempfile
-        from fmops_nb.tracking import run
-        cols = ['column', 'kind', 'status', 'method', 'statistic', 'threshold', 'p_value', 'drifted', 'n_reference', 'n_current']
-        with run('drift', name=name, ws=ws, tags=tags, announce=False,
-                 config={'rule': self.rule, 'seed': self.seed, 'n_reference': self.n_reference, 'n_current': self.n_current,
-                         'chunking': self.chunking, 'fmops_nb_version': self.version}) as r:
-            r.summary(dataset_drift=self.dataset_drift, n_drifted=len(self.drifted), n_columns=len(self.columns),
-                      drifted_columns=', '.join(self.drifted), n_watch=len(self.watch),
-                      watch_columns=', '.join(self.watch),
-                      **{f"statistic/{k}": c.statistic for k,c in self.columns.items()
-                         if isinstance(c.statistic, (int, float)) and math.isfinite(c.statistic)})
-            r.table('columns', [[k, c.kind, c.status, c.method, c.statistic, c.threshold, c.p_value, c.drifted, c.n_reference, c.n_current]
-                                for k,c in self.columns.items()], cols)
-            if self.chunks:
-                r.table('timeline', [[str(c['chunk']), c['n'], c['status'], ', '.join(c['drifted'])] for c in self.chunks], ['chunk', 'n', 'status', 'drifted'])
-            if self.dataset_drift:
-                r.alert('Data drift', f"{len(self.drifted)} of {len(self.columns)} columns drifted: {', '.join(self.drifted)}", level='WARN')
-            with tempfile.TemporaryDirectory() as d:
-                r.artifact('drift-report', self.save(Path(d) / 'drift_report.html'), type='report')
-        return str(r.path)
+# %% ../nbs/11_drift.ipynb #b7049ef8
+@patch
+def _repr_html_(self:DriftReport):
+    e = lambda x: html.escape(str(x)) # names, labels, methods and messages come from data or plug-ins: never markup
+    rows = ''.join(
+        f"<tr class='fmops-{e(c.status)}' style='{_STYLE['drift'] if c.drifted else _STYLE.get(c.status, '')}'>"
+        f"<td style='text-align:left'>{e(k)}</td><td>{e(c.kind)}</td><td>{e(c.status)}</td><td>{e(c.method)}</td>"
+        f"<td>{e(_fmt(c.statistic))}</td><td>{e(_fmt(c.threshold, 'g'))}</td><td>{e(_fmt(c.p_value, '.3g'))}</td>"
+        "</tr>"
+        for k,c in self.columns.items())
+    q = ''.join(f"<li><b>{e(f['column'])}</b>: {e(f['message'])}</li>" for f in self.quality)
+    t = ''.join(f"<tr style='{_STYLE['drift'] if c['status'] == 'drift' else ''}'><td style='text-align:left'>"
+                f"{e(c['chunk'])}</td><td>{e(_fmt(c['n'], ','))}</td><td>{e(c['status'])}</td>"
+                f"<td style='text-align:left'>{e(', '.join(map(str, c['drifted'])))}</td></tr>"
+                for c in self.chunks)
+    return (f"<div class='fmops-drift'><b>{e(self.headline())}</b><br><small>Rule: {e(self.rule)}</small>"
+            f"<table><tr><th>column</th><th>kind</th><th>status</th><th>method</th><th>statistic</th><th>threshold</th><th>p-value</th></tr>{rows}</table>"
+            + (f"<b>Data quality</b><ul>{q}</ul>" if q else '')
+            + (f"<b>Timeline</b> ({e(self.chunking)})<table><tr><th>chunk</th><th>rows</th><th>status</th>"
+               f"<th>drifted</th></tr>{t}</table>" if t else '')
+            + "</div>")
+
+# %% ../nbs/11_drift.ipynb #5d1d4c87
+@patch
+def _ipython_display_(self:DriftReport):
+    "Static HTML (and text); skipped in the cell where `%fmops drift` has just shown this report's panel."
+    display_unless_shown(self)
+
+# %% ../nbs/11_drift.ipynb #510c82c1
+@patch
+def save(self:DriftReport, path) -> str:
+    """Write the report as one self-contained HTML file (no scripts, works offline): the summary, the timeline, and
+    the distributions of the drifted columns and of those to watch."""
+    details = ''.join(f"<div style='margin-top:12px'>{column_detail(self, k)}</div>"
+                      for k in self.drifted + self.watch)
+    doc = (f"<!doctype html><html><head><meta charset='utf-8'><title>fmops drift report</title></head><body>{self._repr_html_()}"
+           f"{svg_timeline(self.chunks)}{details}</body></html>")
+    return str(atomic_write(path, doc))
+
+# %% ../nbs/11_drift.ipynb #7da78ffc
+@patch
+def log(self:DriftReport, name:str|None=None, ws=None, tags:list|None=None) -> str:
+    "Log the report to W&B (offline by default): summary scalars, a per-column table, the HTML as an artifact. Returns the run path."
+    import tempfile
+    cols = ['column', 'kind', 'status', 'method', 'statistic', 'threshold', 'p_value', 'drifted', 'n_reference', 'n_current']
+    with run('drift', name=name, ws=ws, tags=tags, announce=False,
+             config={'rule': self.rule, 'seed': self.seed, 'n_reference': self.n_reference, 'n_current': self.n_current,
+                     'chunking': self.chunking, 'fmops_nb_version': self.version}) as r:
+        r.summary(dataset_drift=self.dataset_drift, n_drifted=len(self.drifted), n_columns=len(self.columns),
+                  drifted_columns=', '.join(self.drifted), n_watch=len(self.watch),
+                  watch_columns=', '.join(self.watch),
+                  **{f"statistic/{k}": c.statistic for k,c in self.columns.items()
+                     if isinstance(c.statistic, (int, float)) and math.isfinite(c.statistic)})
+        r.table('columns', [[k, c.kind, c.status, c.method, c.statistic, c.threshold, c.p_value, c.drifted, c.n_reference, c.n_current]
+                            for k,c in self.columns.items()], cols)
+        if self.chunks:
+            r.table('timeline', [[str(c['chunk']), c['n'], c['status'], ', '.join(c['drifted'])] for c in self.chunks], ['chunk', 'n', 'status', 'drifted'])
+        if self.dataset_drift:
+            r.alert('Data drift', f"{len(self.drifted)} of {len(self.columns)} columns drifted: {', '.join(self.drifted)}", level='WARN')
+        with tempfile.TemporaryDirectory() as d:
+            r.artifact('drift-report', self.save(Path(d) / 'drift_report.html'), type='report')
+    return str(r.path)
 
 # %% ../nbs/11_drift.ipynb #6bc5a4a2
 _TABULAR = _NUMERIC + _CATEGORICAL
@@ -522,9 +564,11 @@ def _map(fn, items:list, n_rows:int) -> list:
         _POOL = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), thread_name_prefix='fmops-drift')
     return list(_POOL.map(fn, items))
 
+# %% ../nbs/11_drift.ipynb #119fd7f2
 def _is_parquet(data) -> bool:
     return isinstance(data, (str, Path)) and Path(data).suffix.lower() in ('.parquet', '.pq') and Path(data).expanduser().exists()
 
+# %% ../nbs/11_drift.ipynb #d6c8c7d3
 def batches(data, kinds:dict|None=None, columns:list|None=None,
             **opts): # more `data.load` options: strict_columns, skip_bad, explicit
     "`data` as a sequence of `Dataset`s: a parquet file one row group at a time, anything else at once."
@@ -549,9 +593,11 @@ def batches(data, kinds:dict|None=None, columns:list|None=None,
         fixed = {k: ds.kinds.get(k, v) for k, v in (ds.kinds | fixed).items()} # the first row group decides the kinds
         yield ds
 
+# %% ../nbs/11_drift.ipynb #2d742723
 def _n_rows(data) -> int|None:
     return _parquet_file(Path(data).expanduser()).metadata.num_rows if _is_parquet(data) else None
 
+# %% ../nbs/11_drift.ipynb #1c32b096
 class _Monotone:
     "Whether a column's finite values only rise (or only fall) through the reference in row order, chunk after chunk."
     def __init__(self): self.up, self.down, self.last = True, True, None
@@ -563,6 +609,7 @@ class _Monotone:
             self.up, self.down = self.up and bool((d >= 0).all()), self.down and bool((d <= 0).all())
         if len(fin): self.last = fin[-1]
 
+# %% ../nbs/11_drift.ipynb #08b73b1c
 _EPOCH_UNITS = (('seconds', 's', 1), ('milliseconds', 'ms', 10**3), ('microseconds', 'us', 10**6),
                 ('nanoseconds', 'ns', 10**9))
 _EPOCH_SPAN = (631_152_000, 4_102_444_800) # 1990-01-01 and 2100-01-01, in seconds since 1970
@@ -574,6 +621,7 @@ def _epoch(b:NumericBins) -> tuple|None:
     lo, hi = b.span
     return next((u for u in _EPOCH_UNITS if _EPOCH_SPAN[0] * u[2] <= lo and hi <= _EPOCH_SPAN[1] * u[2]), None)
 
+# %% ../nbs/11_drift.ipynb #48f8b00d
 def _identifier(name:str, kind:str, b:NumericBins, mono:_Monotone|None, declared:bool=False,
                 source:str='') -> str|None:
     """Why a numeric or datetime reference column is time or an identifier rather than a feature, with the fixes
@@ -610,12 +658,14 @@ def _identifier(name:str, kind:str, b:NumericBins, mono:_Monotone|None, declared
             f"(kinds={{{name!r}: 'numeric'}}), or for a time in seconds declare it datetime and chunk by it "
             f"(kinds={{{name!r}: 'datetime'}}, chunk_by={name!r})")
 
+# %% ../nbs/11_drift.ipynb #93246e3e
 def _label(v:float, kind:str) -> str:
     "A bar label for the value `v` of an exactly binned column."
     if kind == 'datetime':
         return str(np.datetime64(int(round(v * 1e6)), 'us')).replace('T00:00:00.000000', '').replace('.000000', '')
     return _fmt(float(v), '.6g')
 
+# %% ../nbs/11_drift.ipynb #1b04762a
 def _check_seed(seed, extra:int=0) -> int:
     "`seed` if it is a whole number that every sampler takes (0 to 2^63 - 1); else a `ValidationError`."
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**63 - extra:
@@ -623,6 +673,7 @@ def _check_seed(seed, extra:int=0) -> int:
                               f"Pass e.g. seed=0 (--seed 0).")
     return int(seed)
 
+# %% ../nbs/11_drift.ipynb #78a48d9c
 def _check_columns(columns):
     "`columns` as a list of names, if it names at least one column; else a `ValidationError`."
     if columns is None: return None
@@ -636,6 +687,7 @@ def _check_columns(columns):
                               f"check every column.")
     return columns
 
+# %% ../nbs/11_drift.ipynb #c495098c
 class DriftDetector:
     "Fits on a reference once; summarizes and scores current data against it."
     def __init__(self, rule:DecisionRule|None=None, # the decision rule (default: `DecisionRule()`)
@@ -655,111 +707,12 @@ class DriftDetector:
         self.declared = dict(kinds or {}) # kinds the user declared: such a column is checked whatever it looks like
         self.explicit = set(self.columns or ()) | set(self.declared) # asked for: an error, not skipped
 
-    def _opts(self) -> dict: return {'skip_bad': True, 'explicit': self.explicit}
 
-    def fit(self, reference) -> DriftDetector:
-        "Learn bins, categories and the embedding state from the reference, and keep its summaries."
-        self.ref_kinds, self.bins, self.skipped, self.vector, self.ref_summary = {}, {}, {}, {}, None
-        if _is_parquet(reference):
-            n_total, parts = _n_rows(reference), lambda: batches(reference, self.declared, self.columns, **self._opts())
-        else:
-            ds = (next(batches(reference, None, self.columns)) if isinstance(reference, Dataset)
-                  else load(reference, kinds=self.declared, columns=self.columns, **self._opts()))
-            n_total, parts, reference = ds.n_rows, (lambda: [ds]), ds
-        if n_total == 0: raise ValidationError("The reference has no rows. Pass the data the model was validated on.")
-        first = next(iter(parts()))
-        kinds = dict(first.kinds)
-        self.skipped.update(first.skipped)
-        self.kinds = kinds | self.declared
-        numeric = [k for k, v in kinds.items() if v in _NUMERIC]
-        # pass 1: the bin-edge sample, the finite range and the row order of each numeric column
-        idx = sample_rows(n_total, self.seed)
-        picked, lo, hi, off = {k: [] for k in numeric}, {k: math.inf for k in numeric}, {k: -math.inf for k in numeric}, 0
-        mono = {k: _Monotone() for k in numeric if k not in self.declared and kinds[k] == 'numeric'}
-        for ds in parts():
-            sel = idx[(idx >= off) & (idx < off + ds.n_rows)] - off
-            for k in numeric:
-                v = ds[k].values; fin = v[np.isfinite(v)]
-                if len(fin): lo[k], hi[k] = min(lo[k], float(fin.min())), max(hi[k], float(fin.max()))
-                s = v[sel]; s = s[np.isfinite(s)]; picked[k].append(s)
-                if k in mono: mono[k].update(fin, s)
-            off += ds.n_rows
-        binned = [k for k in numeric if np.isfinite(lo[k])]
-        self.bins = dict(zip(binned, _map(lambda k: NumericBins(np.concatenate(picked[k]), lo[k], hi[k]), binned, n_total)))
-        for name, kind in kinds.items():
-            if kind in _NUMERIC and name not in self.bins:
-                self.skipped[name] = "the reference has no finite values in this column: fill it, or leave it out with columns=[...]"; continue
-            if kind in _NUMERIC and (why := _identifier(name, kind, self.bins[name], mono.get(name),
-                                                       name in self.declared, first[name].source_type)):
-                self.skipped[name] = why; del self.bins[name]; continue
-            self.ref_kinds[name] = kind
-        # pass 2: the reference summaries
-        self.ref_summary = self._summarize_all(reference)
-        self.n_reference = self.ref_summary['__rows__']
-        for name, kind in list(self.ref_kinds.items()):
-            s = self.ref_summary.get(name)
-            if kind in _CATEGORICAL and len(s.counts) > self.max_categories:
-                self.skipped[name] = (f"{len(s.counts):,} distinct values in {s.n:,} reference rows: too many levels to compare as categories "
-                                      f"(an identifier?). Leave it out with columns=[...], declare it text (kinds={{{name!r}: 'text'}}), "
-                                      f"bucket it upstream, or raise max_categories")
-                del self.ref_kinds[name]
-            elif kind in _VECTOR:
-                try: x = self._vectors(name, s)
-                except MissingDependencyError as e:
-                    self.skipped[name] = f"{e} Or pass embedder='hashing' (no model) or your own embedder"; del self.ref_kinds[name]; continue
-                if len(x) < 2: self.skipped[name] = "fewer than 2 usable reference rows (missing or empty values)"; del self.ref_kinds[name]; continue
-                from fmops_nb.embeddings import EmbeddingDrift
-                self.vector[name] = EmbeddingDrift(self.n_permutations, self.seed).fit(x)
-        if not self.ref_kinds:
-            raise ValidationError("No column of the reference can be checked: " + ('; '.join(
-                f"{k}: {v.rstrip('.')}" for k, v in self.skipped.items()) or "it has no columns") + ".")
-        return self
 
-    def _vectors(self, name:str, s) -> np.ndarray:
-        "The sampled rows of an embedding column, or the embedded sampled texts of a text column."
-        if self.ref_kinds[name] == 'embedding': return s.rows
-        if not len(s.rows): return np.zeros((0, 0), np.float32)
-        from fmops_nb.embeddings import embed_texts, get_embedder
-        if not hasattr(self, '_embedder'): self._embedder = get_embedder(self.embedder)
-        return embed_texts(s.rows, self._embedder, self.cache)
 
-    def summarize(self, data) -> dict:
-        "Mergeable summaries of one in-memory chunk of `data` on the fitted bins: add two of them with `merge`."
-        ds = data if isinstance(data, Dataset) else load(data, kinds=self.kinds, columns=list(self.ref_kinds),
-                                                         strict_kinds=False, strict_columns=False, **self._opts())
-        out = {'__rows__': ds.n_rows, '__columns__': ds.available}
-        names = [n for n in self.ref_kinds if n in ds]
-        out |= dict(zip(names, _map(lambda n: self._summarize_column(n, ds[n]), names, ds.n_rows)))
-        out |= {n: ('kind', 'a column that cannot be compared', why) for n, why in ds.skipped.items()
-                if n in self.ref_kinds}
-        return out
 
-    def _summarize_column(self, name:str, col):
-        kind = self.ref_kinds[name]
-        if kind in _NUMERIC:
-            if col.kind not in _NUMERIC: return ('kind', col.kind)
-            s = self.bins[name].summarize(col.values)
-            if col.source_type: s.types = (col.source_type,)
-            return s
-        if kind in _VECTOR:
-            from fmops_nb.embeddings import SampleSummary
-            return ('kind', col.kind) if col.kind != kind else SampleSummary.of(col.values, self.max_rows, self.seed, kind)
-        codes, cats = col.values, col.categories
-        if cats is None: return ('kind', col.kind)
-        counts = np.bincount(codes[codes >= 0], minlength=len(cats))
-        nz = np.flatnonzero(counts)
-        return CategoricalSummary(dict(zip(cats[nz].astype(str).tolist(), counts[nz].tolist())), int((codes < 0).sum()))
 
-    def _summarize_all(self, data) -> dict:
-        out = None
-        for ds in batches(data, self.kinds, self._wanted(data), strict_columns=False, **self._opts()):
-            s = self.summarize(ds)
-            out = s if out is None else self.merge(out, s)
-        return out
 
-    def _wanted(self, data):
-        "The columns to read: those the detector checks (decided before the reference's summaries are made)."
-        return list(self.ref_kinds)
 
     @staticmethod
     def merge(a:dict, b:dict) -> dict:
@@ -773,155 +726,283 @@ class DriftDetector:
             else: out[k] = a.get(k, b.get(k))
         return out
 
-    def _plugin(self, m:Method, name:str, r, c) -> dict:
-        "The statistics a third-party method computes, or an error that names the method and the column."
-        try: out = m.compute(r, c, self.bins.get(name))
-        except Exception as e:
-            raise ExecutionError(f"Drift method {m.name!r} failed on column {name!r}: {type(e).__name__}: {e}. Fix the "
-                                 f"method, or decide with another one (method=...).", ename=type(e).__name__,
-                                 evalue=str(e)) from e
-        if not isinstance(out, dict):
-            raise ExecutionError(f"Drift method {m.name!r} returned a {type(out).__name__} for column {name!r}: its "
-                                 f"compute must return a dict of statistics.")
+    def summarize(self, data) -> dict:
+        "Mergeable summaries of one in-memory chunk of `data` on the fitted bins: add two of them with `merge`."
+        ds = data if isinstance(data, Dataset) else load(data, kinds=self.kinds, columns=list(self.ref_kinds),
+                                                         strict_kinds=False, strict_columns=False, **self._opts())
+        out = {'__rows__': ds.n_rows, '__columns__': ds.available}
+        names = [n for n in self.ref_kinds if n in ds]
+        out |= dict(zip(names, _map(lambda n: self._summarize_column(n, ds[n]), names, ds.n_rows)))
+        out |= {n: ('kind', 'a column that cannot be compared', why) for n, why in ds.skipped.items()
+                if n in self.ref_kinds}
         return out
 
-    def score(self, current) -> DriftReport:
-        "Compare current data (or merged summaries of it) with the reference."
-        if getattr(self, 'ref_summary', None) is None: raise ValidationError("Call fit(reference) before score(current).")
-        cur = current if isinstance(current, dict) and '__rows__' in current else self._summarize_all(current)
-        if cur is None: raise ValidationError("The current data has no rows. Pass a non-empty window (or check the chunking).")
-        n_cur = cur['__rows__']
-        if n_cur == 0: raise ValidationError("The current data has no rows. Pass a non-empty window (or check the chunking).")
-        cols, quality, pending = {}, [], []
-        for name, kind in self.ref_kinds.items():
-            r = self.ref_summary[name]
-            if name not in cur:
-                cols[name] = ColumnDrift(kind, '-', None, None, None, False, 'missing', r.n, 0, note='not in current data')
-                quality.append({'column': name, 'check': 'missing_column', 'message': 'in the reference but not in the current data'}); continue
-            c = cur[name]
-            if isinstance(c, tuple):
-                cols[name] = ColumnDrift(kind, '-', None, None, None, False, 'missing', r.n, 0, note=f"current column is {c[1]}")
-                why = f"was {kind} in the reference, is {c[1]} now" + (f": {c[2]}" if len(c) > 2 else '')
-                quality.append({'column': name, 'check': 'type_change', 'message': why}); continue
-            quality += self._quality(name, kind, r, c)
-            m = self.rule.method_for(kind, r.n, c.n)
-            if min(r.n, c.n) < self.rule.min_samples:
-                cols[name] = ColumnDrift(kind, m.name, None, None, None, False, 'insufficient_data', r.n, c.n,
-                                         note=f"fewer than {self.rule.min_samples} values on one side")
-                continue
-            if kind in _NUMERIC: stats = numeric_stats(r, c, self.bins[name])
-            elif kind in _CATEGORICAL: stats = categorical_stats(r, c)
-            else: stats = self._vector_stats(name, c)
-            if m.compute is not None: stats |= self._plugin(m, name, r, c)
-            stats = _finite(stats) # NaN and infinity never reach a decision or the report
-            d, th, note = self._decider(m, kind, name, stats)
-            if d is None:
-                cols[name] = ColumnDrift(kind, m.name, None, None, None, False, 'insufficient_data', r.n, c.n, stats,
-                                         note=note)
-                continue
-            m, value, pv = d, stats.get(d.statistic), stats.get('p_value')
-            cols[name] = ColumnDrift(kind, m.name, value if _number(value) else None, th, pv if _number(pv) else None,
-                                     False, 'ok', r.n, c.n, stats, note=note, profile=self._profile(name, kind, r, c))
-            if m.test == 'p_value': pending.append(name)
-            else: cols[name].drifted = bool(value >= th)
-        for name, p in zip(pending, adjust([cols[n].p_value for n in pending], self.rule.correction)):
-            cols[name].stats['p_adjusted'] = p
-            cols[name].drifted, cols[name].threshold = bool(p < self.rule.alpha), self.rule.alpha
-        # watch: decided by an effect size and below its threshold, but significant after correction across all tested
-        tested = [n for n, c in cols.items() if c.status == 'ok' and c.p_value is not None]
-        if any(n not in pending for n in tested):
-            for name, p in zip(tested, adjust([cols[n].p_value for n in tested], self.rule.correction)):
-                if name in pending: continue
-                c = cols[name]
-                c.stats['p_adjusted'] = p
-                if c.drifted and c.kind in _CATEGORICAL and self.rule.significant and p >= self.rule.alpha:
-                    c.drifted = False # as large a difference arises by chance between samples this sparse
-                    why = (f"{c.method} {_fmt(c.statistic)} >= {_fmt(c.threshold, 'g')}, but the chi-squared test is "
-                           f"not significant (corrected p={_fmt(p, '.3g')}): within what samples of these sizes show "
-                           f"by chance")
-                    c.note = f"{c.note}; {why}" if c.note else why
-                elif not c.drifted and p < self.rule.alpha: c.status = 'watch'
-        if cols and all(c.status == 'missing' for c in cols.values()):
-            why = {q['column']: q['message'] for q in quality if q['check'] in ('missing_column', 'type_change')}
-            raise ValidationError("No column of the current data can be compared with the reference: "
-                                  + '; '.join(f"{k}: {why.get(k, c.note).rstrip('.')}" for k, c in cols.items())
-                                  + ". Fix the current data (or the reference) so that the columns match.")
-        for c in cols.values():
-            if c.status == 'ok' and c.drifted: c.status = 'drift'
-        for name, why in self.skipped.items(): quality.append({'column': name, 'check': 'skipped', 'message': why})
-        for name in cur.get('__columns__', ()):
-            if (name not in self.kinds and name not in self.skipped and name not in self.ignore
-                    and (self.columns is None or name in self.columns)): # a column not asked for is not news
-                quality.append({'column': name, 'check': 'new_column', 'message': 'in the current data but not in the reference: not checked'})
-        return DriftReport(cols, quality, self.rule.describe(), self.n_reference, n_cur, self.seed)
+# %% ../nbs/11_drift.ipynb #3e33cdc5
+@patch
+def _opts(self:DriftDetector) -> dict: return {'skip_bad': True, 'explicit': self.explicit}
 
-    def _decider(self, m:Method, kind:str, name:str, stats:dict) -> tuple:
-        "The method that decides (`m`, or Jensen–Shannon where `m` gives no finite number; None: none), threshold, why."
-        pv = m.test == 'p_value'
-        th = None if pv else (self.rule.threshold if self.rule.threshold is not None else m.threshold)
-        if _number(stats.get('p_value' if pv else m.statistic)) and (pv or _number(th)): return m, th, ''
-        what = 'p-value' if pv else m.statistic
-        if kind not in _TABULAR or m.name == 'jensenshannon' or not _number(stats.get('jensenshannon')):
-            return None, None, f"{m.name} gave no usable {what}: not decided"
-        flat = m.statistic == 'wasserstein' and kind in _NUMERIC and self.bins[name].sd == 0
-        why = ("the reference holds one value, so a distance in its standard deviations is undefined" if flat
-               else f"{m.name} gave no usable {what}")
-        js = METHODS.get('jensenshannon')
-        return js, js.threshold, f"{why}: decided by jensenshannon instead"
-
-    def _vector_stats(self, name:str, c) -> dict:
-        y = self._vectors(name, c)
-        det = self.vector[name]
-        if y.shape[1] != det.x.shape[1]:
-            raise ValidationError(f"Column {name!r}: the current embeddings have width {y.shape[1]}, the reference {det.x.shape[1]}. "
-                                  f"Embed both sides with the same model.")
-        st = det.score(y, labels=list(c.rows) if self.ref_kinds[name] == 'text' else None)
-        st['examples_note'] = 'current rows least like the reference (lowest mean kernel similarity)'
-        return st
-
-    def _profile(self, name:str, kind:str, r, c) -> dict:
-        """A compact distribution of both sides for panels: one bar per value of an exactly binned column, 20
-        reference-quantile groups of another numeric one, or the top categories."""
-        if kind in _NUMERIC:
-            b = self.bins[name]
-            if b.points is not None:
-                at = 2 * np.arange(len(b.points)) + 1
-                ref, cur = r.counts[at].tolist(), c.counts[at].tolist()
-                labels = [_label(v, kind) for v in b.points]
-                if (r.n - sum(ref)) or (c.n - sum(cur)): # values between or outside the reference's values
-                    labels, ref, cur = labels + ['other'], ref + [r.n - sum(ref)], cur + [c.n - sum(cur)]
-                return {'values': b.points.tolist(), 'labels': labels, 'reference': ref, 'current': cur,
-                        'reference_total': r.n, 'current_total': c.n}
-            e = b.edges
-            cuts = np.linspace(0, len(e) - 1, 21).round().astype(int)
-            return {'edges': e[cuts].tolist(), 'reference': _coarse(r.counts, 20).tolist(), 'current': _coarse(c.counts, 20).tolist()}
-        if kind in _CATEGORICAL:
-            top = sorted(set(r.counts) | set(c.counts), key=lambda k: -(r.counts.get(k, 0) / r.n + c.counts.get(k, 0) / c.n))[:12]
-            return {'labels': top, 'reference': [r.counts.get(k, 0) for k in top], 'current': [c.counts.get(k, 0) for k in top],
-                    'reference_total': r.n, 'current_total': c.n}
-        return {}
-
-    def _quality(self, name, kind, r, c) -> list:
-        out = []
-        rm, cm = r.n_missing / max(r.n + r.n_missing, 1), c.n_missing / max(c.n + c.n_missing, 1)
-        if abs(cm - rm) > 0.05: out.append({'column': name, 'check': 'missing_rate', 'message': f"missing values {rm:.1%} -> {cm:.1%}"})
-        if kind in _NUMERIC:
-            if r.types and c.types and set(r.types) != set(c.types):
-                out.append({'column': name, 'check': 'type_change', 'message': f"stored as {' and '.join(r.types)} in "
-                            f"the reference, as {' and '.join(c.types)} in the current data: compared as numbers. "
-                            f"Check what changed upstream (a missing value turns a pandas integer column into floats)"})
-            if c.n_inf: out.append({'column': name, 'check': 'non_finite', 'message': f"{c.n_inf} ±inf values in current, left out of the statistics: replace or clip them upstream"})
-            outside = (c.counts[0] + c.counts[-1]) / c.n if c.n else 0
-            if outside > 0.01: out.append({'column': name, 'check': 'out_of_range', 'message': f"{outside:.1%} of current values outside the reference range [{self.bins[name].edges[0]:.4g}, {self.bins[name].edges[-1]:.4g}]"})
+# %% ../nbs/11_drift.ipynb #baf9eb04
+@patch
+def fit(self:DriftDetector, reference) -> DriftDetector:
+    "Learn bins, categories and the embedding state from the reference, and keep its summaries."
+    self.ref_kinds, self.bins, self.skipped, self.vector, self.ref_summary = {}, {}, {}, {}, None
+    if _is_parquet(reference):
+        n_total, parts = _n_rows(reference), lambda: batches(reference, self.declared, self.columns, **self._opts())
+    else:
+        ds = (next(batches(reference, None, self.columns)) if isinstance(reference, Dataset)
+              else load(reference, kinds=self.declared, columns=self.columns, **self._opts()))
+        n_total, parts, reference = ds.n_rows, (lambda: [ds]), ds
+    if n_total == 0: raise ValidationError("The reference has no rows. Pass the data the model was validated on.")
+    first = next(iter(parts()))
+    kinds = dict(first.kinds)
+    self.skipped.update(first.skipped)
+    self.kinds = kinds | self.declared
+    numeric = [k for k, v in kinds.items() if v in _NUMERIC]
+    # pass 1: the bin-edge sample, the finite range and the row order of each numeric column
+    idx = sample_rows(n_total, self.seed)
+    picked, lo, hi, off = {k: [] for k in numeric}, {k: math.inf for k in numeric}, {k: -math.inf for k in numeric}, 0
+    mono = {k: _Monotone() for k in numeric if k not in self.declared and kinds[k] == 'numeric'}
+    for ds in parts():
+        sel = idx[(idx >= off) & (idx < off + ds.n_rows)] - off
+        for k in numeric:
+            v = ds[k].values; fin = v[np.isfinite(v)]
+            if len(fin): lo[k], hi[k] = min(lo[k], float(fin.min())), max(hi[k], float(fin.max()))
+            s = v[sel]; s = s[np.isfinite(s)]; picked[k].append(s)
+            if k in mono: mono[k].update(fin, s)
+        off += ds.n_rows
+    binned = [k for k in numeric if np.isfinite(lo[k])]
+    self.bins = dict(zip(binned, _map(lambda k: NumericBins(np.concatenate(picked[k]), lo[k], hi[k]), binned, n_total)))
+    for name, kind in kinds.items():
+        if kind in _NUMERIC and name not in self.bins:
+            self.skipped[name] = "the reference has no finite values in this column: fill it, or leave it out with columns=[...]"; continue
+        if kind in _NUMERIC and (why := _identifier(name, kind, self.bins[name], mono.get(name),
+                                                   name in self.declared, first[name].source_type)):
+            self.skipped[name] = why; del self.bins[name]; continue
+        self.ref_kinds[name] = kind
+    # pass 2: the reference summaries
+    self.ref_summary = self._summarize_all(reference)
+    self.n_reference = self.ref_summary['__rows__']
+    for name, kind in list(self.ref_kinds.items()):
+        s = self.ref_summary.get(name)
+        if kind in _CATEGORICAL and len(s.counts) > self.max_categories:
+            self.skipped[name] = (f"{len(s.counts):,} distinct values in {s.n:,} reference rows: too many levels to compare as categories "
+                                  f"(an identifier?). Leave it out with columns=[...], declare it text (kinds={{{name!r}: 'text'}}), "
+                                  f"bucket it upstream, or raise max_categories")
+            del self.ref_kinds[name]
         elif kind in _VECTOR:
-            if c.n_empty: out.append({'column': name, 'check': 'empty_text', 'message': f"{c.n_empty} empty texts in current, left out of the statistics: drop or fill them upstream"})
-        else:
-            unseen = [k for k in c.counts if k not in r.counts]
-            if unseen:
-                share = sum(c.counts[k] for k in unseen) / c.n
-                out.append({'column': name, 'check': 'unseen_categories', 'message': f"{len(unseen)} {'category' if len(unseen) == 1 else 'categories'} not in the reference ({', '.join(map(repr, unseen[:5]))}{', ...' if len(unseen) > 5 else ''}), {share:.1%} of current rows"})
-        return out
+            try: x = self._vectors(name, s)
+            except MissingDependencyError as e:
+                self.skipped[name] = f"{e} Or pass embedder='hashing' (no model) or your own embedder"; del self.ref_kinds[name]; continue
+            if len(x) < 2: self.skipped[name] = "fewer than 2 usable reference rows (missing or empty values)"; del self.ref_kinds[name]; continue
+            self.vector[name] = EmbeddingDrift(self.n_permutations, self.seed).fit(x)
+    if not self.ref_kinds:
+        raise ValidationError("No column of the reference can be checked: " + ('; '.join(
+            f"{k}: {v.rstrip('.')}" for k, v in self.skipped.items()) or "it has no columns") + ".")
+    return self
 
+# %% ../nbs/11_drift.ipynb #5e2a6722
+@patch
+def _vectors(self:DriftDetector, name:str, s) -> np.ndarray:
+    "The sampled rows of an embedding column, or the embedded sampled texts of a text column."
+    if self.ref_kinds[name] == 'embedding': return s.rows
+    if not len(s.rows): return np.zeros((0, 0), np.float32)
+    if not hasattr(self, '_embedder'): self._embedder = get_embedder(self.embedder)
+    return embed_texts(s.rows, self._embedder, self.cache)
+
+# %% ../nbs/11_drift.ipynb #b1c32478
+@patch
+def _summarize_column(self:DriftDetector, name:str, col):
+    kind = self.ref_kinds[name]
+    if kind in _NUMERIC:
+        if col.kind not in _NUMERIC: return ('kind', col.kind)
+        s = self.bins[name].summarize(col.values)
+        if col.source_type: s.types = (col.source_type,)
+        return s
+    if kind in _VECTOR:
+        return ('kind', col.kind) if col.kind != kind else SampleSummary.of(col.values, self.max_rows, self.seed, kind)
+    codes, cats = col.values, col.categories
+    if cats is None: return ('kind', col.kind)
+    counts = np.bincount(codes[codes >= 0], minlength=len(cats))
+    nz = np.flatnonzero(counts)
+    return CategoricalSummary(dict(zip(cats[nz].astype(str).tolist(), counts[nz].tolist())), int((codes < 0).sum()))
+
+# %% ../nbs/11_drift.ipynb #57998256
+@patch
+def _summarize_all(self:DriftDetector, data) -> dict:
+    out = None
+    for ds in batches(data, self.kinds, self._wanted(data), strict_columns=False, **self._opts()):
+        s = self.summarize(ds)
+        out = s if out is None else self.merge(out, s)
+    return out
+
+# %% ../nbs/11_drift.ipynb #8bdba9a3
+@patch
+def _wanted(self:DriftDetector, data):
+    "The columns to read: those the detector checks (decided before the reference's summaries are made)."
+    return list(self.ref_kinds)
+
+# %% ../nbs/11_drift.ipynb #d8204be0
+@patch
+def _plugin(self:DriftDetector, m:Method, name:str, r, c) -> dict:
+    "The statistics a third-party method computes, or an error that names the method and the column."
+    try: out = m.compute(r, c, self.bins.get(name))
+    except Exception as e:
+        raise ExecutionError(f"Drift method {m.name!r} failed on column {name!r}: {type(e).__name__}: {e}. Fix the "
+                             f"method, or decide with another one (method=...).", ename=type(e).__name__,
+                             evalue=str(e)) from e
+    if not isinstance(out, dict):
+        raise ExecutionError(f"Drift method {m.name!r} returned a {type(out).__name__} for column {name!r}: its "
+                             f"compute must return a dict of statistics.")
+    return out
+
+# %% ../nbs/11_drift.ipynb #27184f34
+@patch
+def score(self:DriftDetector, current) -> DriftReport:
+    "Compare current data (or merged summaries of it) with the reference."
+    if getattr(self, 'ref_summary', None) is None: raise ValidationError("Call fit(reference) before score(current).")
+    cur = current if isinstance(current, dict) and '__rows__' in current else self._summarize_all(current)
+    if cur is None: raise ValidationError("The current data has no rows. Pass a non-empty window (or check the chunking).")
+    n_cur = cur['__rows__']
+    if n_cur == 0: raise ValidationError("The current data has no rows. Pass a non-empty window (or check the chunking).")
+    cols, quality, pending = {}, [], []
+    for name, kind in self.ref_kinds.items():
+        r = self.ref_summary[name]
+        if name not in cur:
+            cols[name] = ColumnDrift(kind, '-', None, None, None, False, 'missing', r.n, 0, note='not in current data')
+            quality.append({'column': name, 'check': 'missing_column', 'message': 'in the reference but not in the current data'}); continue
+        c = cur[name]
+        if isinstance(c, tuple):
+            cols[name] = ColumnDrift(kind, '-', None, None, None, False, 'missing', r.n, 0, note=f"current column is {c[1]}")
+            why = f"was {kind} in the reference, is {c[1]} now" + (f": {c[2]}" if len(c) > 2 else '')
+            quality.append({'column': name, 'check': 'type_change', 'message': why}); continue
+        quality += self._quality(name, kind, r, c)
+        m = self.rule.method_for(kind, r.n, c.n)
+        if min(r.n, c.n) < self.rule.min_samples:
+            cols[name] = ColumnDrift(kind, m.name, None, None, None, False, 'insufficient_data', r.n, c.n,
+                                     note=f"fewer than {self.rule.min_samples} values on one side")
+            continue
+        if kind in _NUMERIC: stats = numeric_stats(r, c, self.bins[name])
+        elif kind in _CATEGORICAL: stats = categorical_stats(r, c)
+        else: stats = self._vector_stats(name, c)
+        if m.compute is not None: stats |= self._plugin(m, name, r, c)
+        stats = _finite(stats) # NaN and infinity never reach a decision or the report
+        d, th, note = self._decider(m, kind, name, stats)
+        if d is None:
+            cols[name] = ColumnDrift(kind, m.name, None, None, None, False, 'insufficient_data', r.n, c.n, stats,
+                                     note=note)
+            continue
+        m, value, pv = d, stats.get(d.statistic), stats.get('p_value')
+        cols[name] = ColumnDrift(kind, m.name, value if _number(value) else None, th, pv if _number(pv) else None,
+                                 False, 'ok', r.n, c.n, stats, note=note, profile=self._profile(name, kind, r, c))
+        if m.test == 'p_value': pending.append(name)
+        else: cols[name].drifted = bool(value >= th)
+    for name, p in zip(pending, adjust([cols[n].p_value for n in pending], self.rule.correction)):
+        cols[name].stats['p_adjusted'] = p
+        cols[name].drifted, cols[name].threshold = bool(p < self.rule.alpha), self.rule.alpha
+    # watch: decided by an effect size and below its threshold, but significant after correction across all tested
+    tested = [n for n, c in cols.items() if c.status == 'ok' and c.p_value is not None]
+    if any(n not in pending for n in tested):
+        for name, p in zip(tested, adjust([cols[n].p_value for n in tested], self.rule.correction)):
+            if name in pending: continue
+            c = cols[name]
+            c.stats['p_adjusted'] = p
+            if c.drifted and c.kind in _CATEGORICAL and self.rule.significant and p >= self.rule.alpha:
+                c.drifted = False # as large a difference arises by chance between samples this sparse
+                why = (f"{c.method} {_fmt(c.statistic)} >= {_fmt(c.threshold, 'g')}, but the chi-squared test is "
+                       f"not significant (corrected p={_fmt(p, '.3g')}): within what samples of these sizes show "
+                       f"by chance")
+                c.note = f"{c.note}; {why}" if c.note else why
+            elif not c.drifted and p < self.rule.alpha: c.status = 'watch'
+    if cols and all(c.status == 'missing' for c in cols.values()):
+        why = {q['column']: q['message'] for q in quality if q['check'] in ('missing_column', 'type_change')}
+        raise ValidationError("No column of the current data can be compared with the reference: "
+                              + '; '.join(f"{k}: {why.get(k, c.note).rstrip('.')}" for k, c in cols.items())
+                              + ". Fix the current data (or the reference) so that the columns match.")
+    for c in cols.values():
+        if c.status == 'ok' and c.drifted: c.status = 'drift'
+    for name, why in self.skipped.items(): quality.append({'column': name, 'check': 'skipped', 'message': why})
+    for name in cur.get('__columns__', ()):
+        if (name not in self.kinds and name not in self.skipped and name not in self.ignore
+                and (self.columns is None or name in self.columns)): # a column not asked for is not news
+            quality.append({'column': name, 'check': 'new_column', 'message': 'in the current data but not in the reference: not checked'})
+    return DriftReport(cols, quality, self.rule.describe(), self.n_reference, n_cur, self.seed)
+
+# %% ../nbs/11_drift.ipynb #7dd04e82
+@patch
+def _decider(self:DriftDetector, m:Method, kind:str, name:str, stats:dict) -> tuple:
+    "The method that decides (`m`, or Jensen–Shannon where `m` gives no finite number; None: none), threshold, why."
+    pv = m.test == 'p_value'
+    th = None if pv else (self.rule.threshold if self.rule.threshold is not None else m.threshold)
+    if _number(stats.get('p_value' if pv else m.statistic)) and (pv or _number(th)): return m, th, ''
+    what = 'p-value' if pv else m.statistic
+    if kind not in _TABULAR or m.name == 'jensenshannon' or not _number(stats.get('jensenshannon')):
+        return None, None, f"{m.name} gave no usable {what}: not decided"
+    flat = m.statistic == 'wasserstein' and kind in _NUMERIC and self.bins[name].sd == 0
+    why = ("the reference holds one value, so a distance in its standard deviations is undefined" if flat
+           else f"{m.name} gave no usable {what}")
+    js = METHODS.get('jensenshannon')
+    return js, js.threshold, f"{why}: decided by jensenshannon instead"
+
+# %% ../nbs/11_drift.ipynb #660cbb4a
+@patch
+def _vector_stats(self:DriftDetector, name:str, c) -> dict:
+    y = self._vectors(name, c)
+    det = self.vector[name]
+    if y.shape[1] != det.x.shape[1]:
+        raise ValidationError(f"Column {name!r}: the current embeddings have width {y.shape[1]}, the reference {det.x.shape[1]}. "
+                              f"Embed both sides with the same model.")
+    st = det.score(y, labels=list(c.rows) if self.ref_kinds[name] == 'text' else None)
+    st['examples_note'] = 'current rows least like the reference (lowest mean kernel similarity)'
+    return st
+
+# %% ../nbs/11_drift.ipynb #ff3018fa
+@patch
+def _profile(self:DriftDetector, name:str, kind:str, r, c) -> dict:
+    """A compact distribution of both sides for panels: one bar per value of an exactly binned column, 20
+    reference-quantile groups of another numeric one, or the top categories."""
+    if kind in _NUMERIC:
+        b = self.bins[name]
+        if b.points is not None:
+            at = 2 * np.arange(len(b.points)) + 1
+            ref, cur = r.counts[at].tolist(), c.counts[at].tolist()
+            labels = [_label(v, kind) for v in b.points]
+            if (r.n - sum(ref)) or (c.n - sum(cur)): # values between or outside the reference's values
+                labels, ref, cur = labels + ['other'], ref + [r.n - sum(ref)], cur + [c.n - sum(cur)]
+            return {'values': b.points.tolist(), 'labels': labels, 'reference': ref, 'current': cur,
+                    'reference_total': r.n, 'current_total': c.n}
+        e = b.edges
+        cuts = np.linspace(0, len(e) - 1, 21).round().astype(int)
+        return {'edges': e[cuts].tolist(), 'reference': _coarse(r.counts, 20).tolist(), 'current': _coarse(c.counts, 20).tolist()}
+    if kind in _CATEGORICAL:
+        top = sorted(set(r.counts) | set(c.counts), key=lambda k: -(r.counts.get(k, 0) / r.n + c.counts.get(k, 0) / c.n))[:12]
+        return {'labels': top, 'reference': [r.counts.get(k, 0) for k in top], 'current': [c.counts.get(k, 0) for k in top],
+                'reference_total': r.n, 'current_total': c.n}
+    return {}
+
+# %% ../nbs/11_drift.ipynb #2a926438
+@patch
+def _quality(self:DriftDetector, name, kind, r, c) -> list:
+    out = []
+    rm, cm = r.n_missing / max(r.n + r.n_missing, 1), c.n_missing / max(c.n + c.n_missing, 1)
+    if abs(cm - rm) > 0.05: out.append({'column': name, 'check': 'missing_rate', 'message': f"missing values {rm:.1%} -> {cm:.1%}"})
+    if kind in _NUMERIC:
+        if r.types and c.types and set(r.types) != set(c.types):
+            out.append({'column': name, 'check': 'type_change', 'message': f"stored as {' and '.join(r.types)} in "
+                        f"the reference, as {' and '.join(c.types)} in the current data: compared as numbers. "
+                        f"Check what changed upstream (a missing value turns a pandas integer column into floats)"})
+        if c.n_inf: out.append({'column': name, 'check': 'non_finite', 'message': f"{c.n_inf} ±inf values in current, left out of the statistics: replace or clip them upstream"})
+        outside = (c.counts[0] + c.counts[-1]) / c.n if c.n else 0
+        if outside > 0.01: out.append({'column': name, 'check': 'out_of_range', 'message': f"{outside:.1%} of current values outside the reference range [{self.bins[name].edges[0]:.4g}, {self.bins[name].edges[-1]:.4g}]"})
+    elif kind in _VECTOR:
+        if c.n_empty: out.append({'column': name, 'check': 'empty_text', 'message': f"{c.n_empty} empty texts in current, left out of the statistics: drop or fill them upstream"})
+    else:
+        unseen = [k for k in c.counts if k not in r.counts]
+        if unseen:
+            share = sum(c.counts[k] for k in unseen) / c.n
+            out.append({'column': name, 'check': 'unseen_categories', 'message': f"{len(unseen)} {'category' if len(unseen) == 1 else 'categories'} not in the reference ({', '.join(map(repr, unseen[:5]))}{', ...' if len(unseen) > 5 else ''}), {share:.1%} of current rows"})
+    return out
+
+# %% ../nbs/11_drift.ipynb #f74bfc71
 def _number(v) -> bool: return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 # %% ../nbs/11_drift.ipynb #e8bf075c
@@ -954,15 +1035,18 @@ def _chunk_keys(ds:Dataset, chunk_by:str|None, chunk_size:int|None, period:str, 
         return keys, lambda c: str(col.categories[c]), None
     raise ValidationError(f"chunk_by column {chunk_by!r} is {col.kind}; chunk by a datetime or categorical column, or use chunk_size.")
 
+# %% ../nbs/11_drift.ipynb #6f760cf5
 def _too_many(n:int, what:str, fix:str, limit:int):
     raise ValidationError(f"{what} would make {n:,} chunks, more than the limit of {limit:,} (max_chunks). {fix}")
 
+# %% ../nbs/11_drift.ipynb #f491b5fa
 def _check_chunking(chunk_size, max_chunks):
     "A `ValidationError` unless `chunk_size` (if given) and `max_chunks` are positive whole numbers."
     for what, v in (('chunk_size', chunk_size), ('max_chunks', max_chunks)):
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1):
             raise ValidationError(f"{what} must be a positive whole number, got {v!r}.")
 
+# %% ../nbs/11_drift.ipynb #2d193aa9
 def _groups(keys:np.ndarray):
     "(key, row indices) for each distinct key, skipping `_NO_CHUNK`: one sort, not one pass per chunk."
     rows = np.flatnonzero(keys != _NO_CHUNK)
@@ -971,9 +1055,11 @@ def _groups(keys:np.ndarray):
     bounds = np.r_[0, np.cumsum(np.bincount(inv, minlength=len(uniq)))]
     return [(u, rows[order[bounds[j]:bounds[j + 1]]]) for j, u in enumerate(uniq)]
 
+# %% ../nbs/11_drift.ipynb #3242b38d
 def _sort_key(k):
     return (0, k, '') if isinstance(k, (int, np.integer)) else (1, 0, str(k))
 
+# %% ../nbs/11_drift.ipynb #a9c3267f
 def score_chunks(det:DriftDetector, current, chunk_by:str|None=None, chunk_size:int|None=None, period:str='D',
                  max_chunks:int=MAX_CHUNKS, # more chunks than this is an error (a period too fine, a range too wide)
                 ) -> DriftReport:
@@ -1031,6 +1117,7 @@ def score_chunks(det:DriftDetector, current, chunk_by:str|None=None, chunk_size:
     rep.chunking = f"by {chunk_by} per {period}" if chunk_by else (f"every {chunk_size:,} rows" if chunk_size else '')
     return rep
 
+# %% ../nbs/11_drift.ipynb #7d4a8e2b
 def drift(reference, current, # data in any form `data.load` accepts; a parquet path is read row group by row group
           columns:list|None=None, # columns to check (default: all columns)
           method:str|None=None, # decide every column it applies to with this method (e.g. 'psi', 'ks', 'classifier')
@@ -1079,6 +1166,7 @@ class Calibration:
         return '\n'.join([f"Null calibration: {self.splits} reference-vs-reference splits, dataset-level false-alarm rate "
                           f"{self.dataset_false_alarm_rate:.0%}.", f"Rule: {self.rule}.", *lines])
 
+# %% ../nbs/11_drift.ipynb #d1bf2ecf
 def calibrate(reference, # the reference data (in memory)
               splits:int=10, # random half/half splits to score
               rule:DecisionRule|None=None, seed:int=0, columns:list|None=None, kinds:dict|None=None, **detector) -> Calibration:

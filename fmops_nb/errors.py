@@ -8,54 +8,107 @@ import difflib, importlib
 
 # %% auto #0
 __all__ = ['FmopsError', 'ConfigError', 'WorkspaceError', 'ValidationError', 'NotFoundError', 'MissingDependencyError',
-           'TrackingError', 'ExecutionError', 'FmopsWarning', 'TrackingWarning', 'AuditWarning', 'StoreWarning',
-           'closest', 'not_found', 'require']
+           'TrackingError', 'ExecutionError', 'PluginError', 'FmopsWarning', 'TrackingWarning', 'AuditWarning',
+           'StoreWarning', 'CorruptBlobError', 'PolicyError', 'PromotionBlocked', 'CronError', 'Uncomparable',
+           'Undecided', 'Missing', 'closest', 'not_found', 'require']
 
 # %% ../nbs/00_errors.ipynb #470679dd
 class FmopsError(Exception):
     "Base class for every error a user of fmops_nb can cause or fix."
 
+# %% ../nbs/00_errors.ipynb #a545e0bf
 class ConfigError(FmopsError):
     "The workspace or project configuration is invalid."
 
+# %% ../nbs/00_errors.ipynb #83630b19
 class WorkspaceError(FmopsError):
     "The workspace is missing, unreadable or inconsistent."
 
+# %% ../nbs/00_errors.ipynb #2c82e508
 class ValidationError(FmopsError, ValueError):
     "An input (data, spec, parameter, name) is malformed."
 
+# %% ../nbs/00_errors.ipynb #26a3ada5
 class NotFoundError(FmopsError, LookupError):
     "A named thing (command, version, alias, run, template, plug-in) does not exist."
 
+# %% ../nbs/00_errors.ipynb #2cd4fc08
 class MissingDependencyError(FmopsError, ImportError):
     "An optional dependency is not installed; the message names the pip extra."
 
+# %% ../nbs/00_errors.ipynb #372a3929
 class TrackingError(FmopsError):
     "Weights & Biases could not log or read a run."
 
+# %% ../nbs/00_errors.ipynb #22ca230b
 class ExecutionError(FmopsError):
     "A report notebook, job or user script failed; carries where and why."
     def __init__(self, msg:str, cell_index:int|None=None, ename:str|None=None, evalue:str|None=None):
         super().__init__(msg)
         self.cell_index,self.ename,self.evalue = cell_index,ename,evalue
 
+# %% ../nbs/00_errors.ipynb #648331aa
+class PluginError(WorkspaceError):
+    "A plug-in (a drift method, task, alert sink, recipe, gate) failed to load or to run; names the plug-in."
+    def __init__(self, msg:str, kind:str='', name:str=''):
+        super().__init__(msg)
+        self.kind, self.name = kind, name
+
+# %% ../nbs/00_errors.ipynb #33d36100
 class FmopsWarning(UserWarning):
     "Something went wrong after the work itself was done (and kept); the message says how to finish it."
 
+# %% ../nbs/00_errors.ipynb #21f8861d
 class TrackingWarning(FmopsWarning):
     "The work was done and stored, but logging it to Weights & Biases failed; the message names the retry command."
 
+# %% ../nbs/00_errors.ipynb #c00ae752
 class AuditWarning(FmopsWarning):
     "The audit log and its anchor disagree; `fmops audit verify` says how."
 
+# %% ../nbs/00_errors.ipynb #52d4981d
 class StoreWarning(FmopsWarning):
     "A version was stored as asked, but one of its files may not belong in it; the message says what to check."
+
+# %% ../nbs/00_errors.ipynb #6739e1c4
+class CorruptBlobError(WorkspaceError):
+    "A stored file does not match its recorded hash."
+
+# %% ../nbs/00_errors.ipynb #026844e0
+class PolicyError(ValidationError):
+    "A policy that cannot be read or evaluated."
+
+# %% ../nbs/00_errors.ipynb #86e370f6
+class PromotionBlocked(FmopsError):
+    "A promotion gate refused a promotion."
+
+# %% ../nbs/00_errors.ipynb #974d986f
+class CronError(ValidationError):
+    "A cron expression that cannot be read."
+
+# %% ../nbs/00_errors.ipynb #1abfecbb
+class Uncomparable(ValidationError):
+    "A column whose type cannot be compared (struct, lists of strings, mixed types): skipped when it was not asked for."
+
+# %% ../nbs/00_errors.ipynb #d26c8956
+class Undecided(Exception):
+    "What only names absent by design leave open (`current` on a first promotion): neither true nor false."
+    def __init__(self, name:str): super().__init__(name); self.name = name
+
+# %% ../nbs/00_errors.ipynb #4a2401f2
+class Missing(Exception):
+    "A value a policy needs that is missing or unusable (NaN, a string compared with a number): it cannot be evaluated."
+    def __init__(self, name:str, problem:str=''):
+        super().__init__(name, problem)
+        self.name, self.problem = name, problem
+    def __str__(self): return f"{self.name} {self.problem}" if self.problem else f"{self.name} is missing"
 
 # %% ../nbs/00_errors.ipynb #fc44987b
 def closest(name:str, choices, n:int=3) -> list[str]:
     "The entries of `choices` closest to `name`, best first."
     return difflib.get_close_matches(str(name), [str(c) for c in choices], n=n, cutoff=0.5)
 
+# %% ../nbs/00_errors.ipynb #e5f8441e
 def not_found(kind:str, # what was looked up, e.g. "command" or "version"
               name:str, # what the user asked for
               choices, # what exists

@@ -9,7 +9,15 @@ from dataclasses import dataclass, field, asdict, fields
 from pathlib import Path
 import numpy as np
 from .core import Workspace, PluginRegistry, atomic_write, utcnow, check_name
-from .errors import ValidationError, NotFoundError, ExecutionError, not_found, require
+from .errors import ValidationError, NotFoundError, ExecutionError, not_found, require, closest
+from fastcore.basics import patch
+from .reports import read_yaml
+from .registry import Registry
+from .tracking import run
+from .data import load
+from .html import display_unless_shown
+from .blobs import safe_files
+from .errors import PromotionBlocked
 
 # %% auto #0
 __all__ = ['EVAL_METRICS', 'RECIPES', 'FINAL', 'FinetuneSpec', 'Recipe', 'HFClassifier', 'ScriptRecipe', 'run_dir', 'report',
@@ -53,7 +61,6 @@ class FinetuneSpec:
     @classmethod
     def from_dict(cls, d:dict) -> FinetuneSpec:
         "A spec from a mapping (parsed YAML), refusing unknown keys with the closest known ones."
-        from fmops_nb.errors import closest
         known = {f.name for f in fields(cls)}
         for k in d:
             if k not in known:
@@ -65,7 +72,6 @@ class FinetuneSpec:
     @classmethod
     def from_file(cls, path) -> FinetuneSpec:
         "A spec from a YAML file; relative paths in it (train, eval, script, base) are relative to the file."
-        from fmops_nb.reports import read_yaml # plain YAML only: no aliases, bounded size, clear errors
         p = Path(path).expanduser()
         if not p.is_file(): raise ValidationError(f"Spec file {p} does not exist.")
         d = read_yaml(p, f"Spec file {p}", mapping=True)
@@ -120,6 +126,7 @@ class FinetuneSpec:
                                       f"use one of {', '.join(EVAL_METRICS)}.")
         return self
 
+# %% ../nbs/30_finetune.ipynb #1e2118e9
 EVAL_METRICS = ('accuracy', 'eval_loss') # what the built-in recipes measure on the eval data ('eval_loss': lower is better)
 
 # the type each setting must have: 'int', 'num' (int or float, finite), 'str', 'bool', 'list'; train/eval take any data
@@ -151,6 +158,7 @@ class Recipe:
     def trainable(self, model) -> dict: return {k: v for k, v in model.named_parameters() if v.requires_grad}
     def save(self, model, tokenizer, out:Path) -> str: raise NotImplementedError # returns 'hf' or 'peft'
 
+# %% ../nbs/30_finetune.ipynb #f6f284f3
 class HFClassifier(Recipe):
     "A transformers sequence classifier on the base encoder, trained as `mode` says: head, full or lora."
     def __init__(self, mode:str): self.name = self.mode = mode
@@ -185,11 +193,13 @@ class HFClassifier(Recipe):
         if self.mode == 'lora': model.base_model.model.config.save_pretrained(out) # labels travel with the adapter
         return 'peft' if self.mode == 'lora' else 'hf'
 
+# %% ../nbs/30_finetune.ipynb #7b83ddd8
 def _head_names(model) -> list:
     "The classification head's parameter prefixes."
     names = [n for n, _ in model.named_children()]
     return [n for n in names if n in ('classifier', 'score', 'head', 'pre_classifier')] or names[-1:]
 
+# %% ../nbs/30_finetune.ipynb #ddc93ed9
 class ScriptRecipe(Recipe):
     "Your own training script, run with FMOPS_RUN_DIR and FMOPS_SPEC set; it reports with `report` and saves with `save_model`."
     name = 'script'
@@ -239,7 +249,6 @@ def save_model(model_or_folder, tokenizer=None):
     import shutil
     out = run_dir() / 'final'
     if isinstance(model_or_folder, (str, Path)): # a link out of the folder is refused before anything is replaced
-        from fmops_nb.registry import safe_files
         files = safe_files(model_or_folder)
     if out.exists(): shutil.rmtree(out)
     if isinstance(model_or_folder, (str, Path)):
@@ -282,6 +291,7 @@ def _load_split(folder:Path, name:str, spec) -> tuple[list, list]:
     t = pq.read_table(folder / f"{name}.parquet")
     return [str(x) for x in t[spec.text_column].to_pylist()], [str(x) for x in t[spec.label_column].to_pylist()]
 
+# %% ../nbs/30_finetune.ipynb #5c816f10
 def _batches(n:int, batch:int, seed:int, rank:int, world:int, step:int):
     "The example indices of global step `step`: epoch-wise seeded permutations, sharded by rank."
     per_epoch = max(1, n // (batch * world))
@@ -290,6 +300,7 @@ def _batches(n:int, batch:int, seed:int, rank:int, world:int, step:int):
     start = (i * world + rank) * batch
     return perm[start:start + batch]
 
+# %% ../nbs/30_finetune.ipynb #f96a600c
 def _evaluate(model, tok, texts, label_ids, spec, batch:int=64) -> dict:
     import torch
     model.eval(); correct, total_loss = 0, 0.0
@@ -302,6 +313,7 @@ def _evaluate(model, tok, texts, label_ids, spec, batch:int=64) -> dict:
     model.train()
     return {'accuracy': correct / max(len(texts), 1), 'eval_loss': total_loss / max(len(texts), 1)}
 
+# %% ../nbs/30_finetune.ipynb #2bb0ad84
 def worker(folder, resume:bool=False):
     "Train the run in `folder` (called in the run's process; under torchrun, once per rank)."
     import torch, torch.distributed as dist
@@ -378,19 +390,21 @@ def worker(folder, resume:bool=False):
         if main and locals().get('tracked') is not None: _wandb_end(locals()['tracked'])
         if world > 1 and dist.is_initialized(): dist.destroy_process_group()
 
+# %% ../nbs/30_finetune.ipynb #8230485e
 def _checkpoint(folder, model, recipe, opt, sched, step):
     "Save a checkpoint; status.json records its step (the current step is in events.jsonl, not rewritten every step)."
     import torch
     save_checkpoint(recipe.trainable(model), step, {'optimizer': opt.state_dict(), 'scheduler': sched.state_dict(), 'rng': torch.get_rng_state()})
     _set_status(folder, step=step)
 
+# %% ../nbs/30_finetune.ipynb #257fcf51
 def _wandb_start(folder, spec, meta):
-    from fmops_nb.tracking import run
     cm = run('finetune', name=spec.name or folder.name, group=folder.name, announce=False,
              config={k: v for k, v in asdict(spec).items() if k not in ('train', 'eval')} | {'run_id': folder.name, 'labels': meta['labels']})
     tr = cm.__enter__(); tr._cm = cm
     return tr
 
+# %% ../nbs/30_finetune.ipynb #9307e89e
 def _track(tr, step:int, **scalars):
     "Log one row to the run's W&B run; a W&B failure never stops training: it is noted in the log, and tracking ends."
     if tr is None: return None
@@ -399,10 +413,12 @@ def _track(tr, step:int, **scalars):
         print(f"fmops: W&B logging failed at step {step} ({type(e).__name__}: {e}); training goes on without it.", flush=True)
         return None
 
+# %% ../nbs/30_finetune.ipynb #d556571f
 def _wandb_end(tr):
     import sys as _s
     tr._cm.__exit__(*_s.exc_info())
 
+# %% ../nbs/30_finetune.ipynb #ae387cfe
 def _classifier(reg, vid:str, tmp:Path):
     "A registered classifier version as a transformers model and tokenizer (a PEFT adapter on its base)."
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -416,10 +432,10 @@ def _classifier(reg, vid:str, tmp:Path):
     reg.export(v.id, tmp / 'model')
     return AutoModelForSequenceClassification.from_pretrained(tmp / 'model'), AutoTokenizer.from_pretrained(tmp / 'model')
 
+# %% ../nbs/30_finetune.ipynb #981f7288
 def _finish(folder, spec, meta, model, tok, recipe, ex, ey, tracked):
     "Evaluate, compare, register with lineage, and apply the eval gate."
     import tempfile, shutil
-    from fmops_nb.registry import Registry
     _set_status(folder, status='evaluating')
     cand = _evaluate(model, tok, ex, ey, spec)
     _append(folder / 'events.jsonl', {'kind': 'eval', 'step': meta['total_steps'], 'time': time.time(), 'version': 'candidate', **cand})
@@ -461,12 +477,13 @@ def _finish(folder, spec, meta, model, tok, recipe, ex, ey, tracked):
     _set_status(folder, status='finished', version=v.id, promoted=promoted, comparison=comparison, **note)
     return 'finished'
 
+# %% ../nbs/30_finetune.ipynb #d7050e04
 def _candidate_alias(reg, v) -> dict:
     "Point `candidate` at the registered result, through the promotion gates; a refusal is noted, not a failed run."
-    from fmops_nb.monitor import PromotionBlocked
     try: reg.promote(v.id, to='candidate', reason=f"fine-tune run {v.meta.get('run_id')}"); return {}
     except PromotionBlocked as e: return {'reason': f"registered {v.id}; the candidate alias was refused: {e}"}
 
+# %% ../nbs/30_finetune.ipynb #4ca5810d
 def _promote_if_better(reg, v, k:str, cand:dict, ref:dict, against:str):
     """Promote `v` to production when it beats `against` on metric `k`. Fails closed: a missing or non-finite value
     promotes nothing. Returns True, False (not better), or a sentence saying why it was not promoted."""
@@ -475,7 +492,6 @@ def _promote_if_better(reg, v, k:str, cand:dict, ref:dict, against:str):
     if not (math.isfinite(a) and math.isfinite(b)):
         return f"not promoted: {k} is {a} for the candidate and {b} for {against}, which cannot be compared"
     if not (a < b if k.endswith('loss') else a > b): return False
-    from fmops_nb.monitor import PromotionBlocked
     try: reg.promote(v.id, to='production', reason=f"promote_if_better {k}: {a:.4g} vs {b:.4g} ({against})"); return True
     except PromotionBlocked as e: return f"blocked: {e}"
 
@@ -497,6 +513,7 @@ def _base_dir(reg, spec:FinetuneSpec, folder:Path) -> tuple[str, str]:
     if not p.is_dir(): _check_tokenizer(folder / 'base')
     return v.id, name
 
+# %% ../nbs/30_finetune.ipynb #bc53665d
 def _check_tokenizer(d:Path):
     "Refuse a tokenizer whose vocabulary the model's embeddings cannot hold (ids past the table would crash mid-run)."
     cfg = json.loads((d / 'config.json').read_text())
@@ -509,13 +526,13 @@ def _check_tokenizer(d:Path):
     if n > vocab: raise ValidationError(f"The base model's tokenizer has {n:,} tokens but its embeddings hold {vocab:,}: they do not belong together. "
                                         f"Use the tokenizer saved with this model.")
 
+# %% ../nbs/30_finetune.ipynb #685c1262
 def _new_run_id() -> str: return f"ft-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
 
+# %% ../nbs/30_finetune.ipynb #40b390d0
 def launch(spec:FinetuneSpec|None=None, # a spec, or its fields as keyword arguments
            ws:Workspace|None=None, wait:bool=False, **kw) -> Run:
     "Validate `spec`, prepare its run folder and start it in the background; return the run."
-    from fmops_nb.data import load
-    from fmops_nb.registry import Registry
     spec = (spec or FinetuneSpec(**kw)).validate()
     ws = ws or Workspace.open()
     reg = Registry(ws)
@@ -563,6 +580,7 @@ def launch(spec:FinetuneSpec|None=None, # a spec, or its fields as keyword argum
     if wait: run.wait()
     return run
 
+# %% ../nbs/30_finetune.ipynb #5de11e05
 def _dataset(data, ws:Workspace):
     "Data as given, or — for a fingerprint ('sha256:...') — the stored copy of a dataset an earlier run trained or evaluated on."
     if not (isinstance(data, str) and data.startswith('sha256:')): return data
@@ -573,11 +591,11 @@ def _dataset(data, ws:Workspace):
             fp = (fps.get(split) or {}).get('fingerprint')
             if fp == data and (r.dir / f"{split}.parquet").exists(): return r.dir / f"{split}.parquet"
             if fp: seen.append(fp)
-    from fmops_nb.errors import closest
     near = closest(data, seen)
     raise NotFoundError(f"No stored dataset has the fingerprint {data[:23]}...: datasets are kept by the runs that used them."
                         + (f" Did you mean {near[0][:23]}...?" if near else '') + " Pass the data itself (a DataFrame or a path) instead.")
 
+# %% ../nbs/30_finetune.ipynb #7c3da39c
 def _texts(ds, spec, label=False) -> list:
     col = ds[spec.label_column if label else spec.text_column]
     vals = col.labels() if col.categories is not None else col.values
@@ -585,6 +603,7 @@ def _texts(ds, spec, label=False) -> list:
         raise ValidationError(f"Column {col.name!r} has missing values; drop those rows before fine-tuning.")
     return [str(v) for v in vals]
 
+# %% ../nbs/30_finetune.ipynb #7ec57df7
 def _write_split(path:Path, texts, labels, spec):
     import pyarrow as pa, pyarrow.parquet as pq
     pq.write_table(pa.table({spec.text_column: texts, spec.label_column: labels}), path)
@@ -597,6 +616,7 @@ def _detached_env() -> dict:
     restarts), so it may not talk to the launcher's W&B service (`WANDB_SERVICE`, set by `wandb.init`)."""
     return {k: v for k, v in os.environ.items() if k != 'WANDB_SERVICE'}
 
+# %% ../nbs/30_finetune.ipynb #0d6a71fc
 class Run:
     "A fine-tune run: its folder, its process, its status and events."
     def __init__(self, folder):
@@ -623,43 +643,25 @@ class Run:
         if _owner_alive(st): return st['status']
         return 'killed' if st['status'] != 'created' else 'failed'
 
-    def events(self, kind:str|None=None) -> list[dict]:
-        p = self.dir / 'events.jsonl'
-        if not p.exists(): return []
-        out = []
-        for line in p.read_text().splitlines():
-            try: e = json.loads(line)
-            except json.JSONDecodeError: continue # a line cut by a kill
-            if kind is None or e.get('kind') == kind: out.append(e)
-        return out
 
-    def tail(self, n:int=20) -> str:
-        p = self.dir / 'log.txt'
-        return '\n'.join(p.read_text(errors='replace').splitlines()[-n:]) if p.exists() else ''
 
-    def _start(self, resume:bool):
-        spec = self.spec
-        mod = [sys.executable, '-m', 'fmops_nb.finetune']
-        if spec['recipe'] == 'script': cmd = mod + ['script', str(self.dir)]
-        elif spec['nproc'] > 1: cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', f"--nproc_per_node={spec['nproc']}", '-m', 'fmops_nb.finetune', 'worker', str(self.dir)]
-        else: cmd = mod + ['worker', str(self.dir)]
-        if resume: cmd.append('--resume')
-        env = {**_detached_env(), 'FMOPS_RUN_DIR': str(self.dir), 'FMOPS_HOME': str(self.dir.parent.parent),
-               'OMP_NUM_THREADS': str(spec['threads']), 'TOKENIZERS_PARALLELISM': 'false', 'HF_HUB_OFFLINE': '1',
-               'PYTHONUNBUFFERED': '1'}
-        with open(self.dir / 'log.txt', 'ab') as log:
-            self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.dir, start_new_session=True)
-        _set_status(self.dir, status='created' if not resume else self.info['status'], launcher_pid=self._proc.pid,
-                    launcher_start=process_start(self._proc.pid), reason='')
-        return self
 
-    def wait(self, timeout:float|None=None, poll:float=0.5) -> str:
-        "Block until the run ends (or `timeout` seconds); return its status."
-        end = None if timeout is None else time.time() + timeout
-        while (s := self.status) not in FINAL:
-            if end is not None and time.time() > end: return s
-            time.sleep(poll)
-        return s
+
+
+
+
+    def __repr__(self):
+        st = self.info
+        return f"Run {self.id}: {self.status}, step {self.step}/{st.get('total_steps', '?')}" + (f", {st['reason']}" if st.get('reason') else '') + (f" -> {st['version']}" if st.get('version') else '')
+
+    def resume(self) -> Run:
+        "Continue a stopped or killed run from its last checkpoint to the same final step."
+        s = self.status
+        if s not in ('stopped', 'killed', 'failed'): raise ValidationError(f"Run {self.id} is {s}; only a stopped, killed or failed run can be resumed.")
+        if self.spec['recipe'] != 'script' and latest_checkpoint(self.dir) is None and s != 'failed':
+            raise ValidationError(f"Run {self.id} has no checkpoint to resume from; launch it again instead.")
+        _set_status(self.dir, status='running' if s != 'failed' else 'created')
+        return self._start(resume=True)
 
     def stop(self, timeout:float=120) -> str:
         "Ask the run to stop: it checkpoints and exits; returns its status."
@@ -672,28 +674,62 @@ class Run:
                 except ProcessLookupError: pass
         return self.wait(timeout)
 
-    def resume(self) -> Run:
-        "Continue a stopped or killed run from its last checkpoint to the same final step."
-        s = self.status
-        if s not in ('stopped', 'killed', 'failed'): raise ValidationError(f"Run {self.id} is {s}; only a stopped, killed or failed run can be resumed.")
-        if self.spec['recipe'] != 'script' and latest_checkpoint(self.dir) is None and s != 'failed':
-            raise ValidationError(f"Run {self.id} has no checkpoint to resume from; launch it again instead.")
-        _set_status(self.dir, status='running' if s != 'failed' else 'created')
-        return self._start(resume=True)
+    def wait(self, timeout:float|None=None, poll:float=0.5) -> str:
+        "Block until the run ends (or `timeout` seconds); return its status."
+        end = None if timeout is None else time.time() + timeout
+        while (s := self.status) not in FINAL:
+            if end is not None and time.time() > end: return s
+            time.sleep(poll)
+        return s
 
-    def _ipython_display_(self):
-        from fmops_nb.html import display_unless_shown
-        display_unless_shown(self)
+# %% ../nbs/30_finetune.ipynb #53652539
+@patch
+def events(self:Run, kind:str|None=None) -> list[dict]:
+    p = self.dir / 'events.jsonl'
+    if not p.exists(): return []
+    out = []
+    for line in p.read_text().splitlines():
+        try: e = json.loads(line)
+        except json.JSONDecodeError: continue # a line cut by a kill
+        if kind is None or e.get('kind') == kind: out.append(e)
+    return out
 
-    def __repr__(self):
-        st = self.info
-        return f"Run {self.id}: {self.status}, step {self.step}/{st.get('total_steps', '?')}" + (f", {st['reason']}" if st.get('reason') else '') + (f" -> {st['version']}" if st.get('version') else '')
+# %% ../nbs/30_finetune.ipynb #80c18e68
+@patch
+def tail(self:Run, n:int=20) -> str:
+    p = self.dir / 'log.txt'
+    return '\n'.join(p.read_text(errors='replace').splitlines()[-n:]) if p.exists() else ''
 
+# %% ../nbs/30_finetune.ipynb #cd795ca0
+@patch
+def _start(self:Run, resume:bool):
+    spec = self.spec
+    mod = [sys.executable, '-m', 'fmops_nb.finetune']
+    if spec['recipe'] == 'script': cmd = mod + ['script', str(self.dir)]
+    elif spec['nproc'] > 1: cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', f"--nproc_per_node={spec['nproc']}", '-m', 'fmops_nb.finetune', 'worker', str(self.dir)]
+    else: cmd = mod + ['worker', str(self.dir)]
+    if resume: cmd.append('--resume')
+    env = {**_detached_env(), 'FMOPS_RUN_DIR': str(self.dir), 'FMOPS_HOME': str(self.dir.parent.parent),
+           'OMP_NUM_THREADS': str(spec['threads']), 'TOKENIZERS_PARALLELISM': 'false', 'HF_HUB_OFFLINE': '1',
+           'PYTHONUNBUFFERED': '1'}
+    with open(self.dir / 'log.txt', 'ab') as log:
+        self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.dir, start_new_session=True)
+    _set_status(self.dir, status='created' if not resume else self.info['status'], launcher_pid=self._proc.pid,
+                launcher_start=process_start(self._proc.pid), reason='')
+    return self
+
+# %% ../nbs/30_finetune.ipynb #47d65452
+@patch
+def _ipython_display_(self:Run):
+    display_unless_shown(self)
+
+# %% ../nbs/30_finetune.ipynb #47ea473d
 def runs(ws:Workspace|None=None) -> list[Run]:
     "The fine-tune runs of a workspace, oldest first."
     ws = ws or Workspace.open()
     return [Run(p) for p in sorted(ws.runs_dir.glob('ft-*')) if (p / 'spec.json').exists()]
 
+# %% ../nbs/30_finetune.ipynb #89c26830
 def get_run(run_id:str, ws:Workspace|None=None) -> Run:
     ws = ws or Workspace.open()
     check_name(run_id, 'run id')
@@ -701,6 +737,7 @@ def get_run(run_id:str, ws:Workspace|None=None) -> Run:
     if not (p / 'spec.json').exists(): raise not_found('run', run_id, [r.id for r in runs(ws)])
     return Run(p)
 
+# %% ../nbs/30_finetune.ipynb #c1b24754
 def script_main(folder):
     "Run a user's training script for the run in `folder`; register what it saved with `save_model`."
     folder = Path(folder); meta = json.loads((folder / 'run.json').read_text())
@@ -723,7 +760,6 @@ def script_main(folder):
         _set_status(folder, status='failed', reason=f"the script exited with status {code}" + (' (stopped by request)' if code == -signal.SIGTERM else '')); return code
     final = folder / 'final'
     if spec.register and final.exists():
-        from fmops_nb.registry import Registry
         src = final if (final / 'config.json').exists() or (final / 'adapter_config.json').exists() else final / 'model.safetensors'
         try:
             reg = Registry(Workspace.open())
@@ -735,6 +771,7 @@ def script_main(folder):
     else: _set_status(folder, status='finished')
     return 0
 
+# %% ../nbs/30_finetune.ipynb #b8802ad9
 def _main(argv:list):
     what, folder, *rest = argv
     if what == 'worker': return worker(folder, resume='--resume' in rest)

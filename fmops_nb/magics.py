@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from typing import Callable
 from IPython.core.error import UsageError
 from .core import PluginRegistry, Workspace
-from .errors import FmopsError
+from .errors import FmopsError, closest, not_found
+from .html import _table
 
 # %% auto #0
 __all__ = ['COMMANDS', 'Command', 'command', 'Context', 'lookup', 'dispatch', 'Help', 'help_for', 'ReportList', 'AlertList',
@@ -27,6 +28,7 @@ class _Parser(argparse.ArgumentParser):
     def exit(self, status=0, message=None):
         if message: raise UsageError(message.strip())
 
+# %% ../nbs/90_magics.ipynb #5fdb5cac
 @dataclass
 class Command:
     "One `%fmops` subcommand."
@@ -44,6 +46,7 @@ class Command:
         if self.add_args: self.add_args(p)
         return p
 
+# %% ../nbs/90_magics.ipynb #492b0b74
 COMMANDS = PluginRegistry('command', group='fmops_nb.commands')
 
 def command(name:str, # the subcommand, as typed after `%fmops`
@@ -74,16 +77,15 @@ class Context:
         "The notebook variable `name`, or a UsageError listing similar names."
         ns = getattr(self.shell, 'user_ns', {}) or {}
         if name in ns: return ns[name]
-        from fmops_nb.errors import closest
         near = closest(name, [k for k in ns if not k.startswith('_')])
         raise UsageError(f"No notebook variable named {name!r} for the {what}." + (f" Did you mean {near[0]!r}?" if near else ''))
 
     def show_panel(self, result):
         "Display `result`'s panel in the notebook; the returned result then does not repeat itself in this cell's output."
+        from fmops_nb.commands import panel
         if self.shell is None or not hasattr(self.shell, 'execution_count'): return
         from IPython.display import display
-        from fmops_nb.widgets import panel_for
-        display(panel_for(result))
+        display(panel('result', result))
         result._shown_in = self.shell.execution_count
         if getattr(result, 'logged_to', None): print(f"Logged to W&B: {result.logged_to}")
 
@@ -102,6 +104,7 @@ def _split(line:str) -> list[str]:
     try: return shlex.split(line)
     except ValueError as e: raise UsageError(f"Cannot read the arguments `{line.strip()}`: {e}. Check your quotes.") from None
 
+# %% ../nbs/90_magics.ipynb #33d8b39f
 def _spec(cell:str|None) -> dict|None:
     if cell is None or not cell.strip(): return None
     import yaml
@@ -114,13 +117,14 @@ def _spec(cell:str|None) -> dict|None:
         raise UsageError(f"The %%fmops cell body must be a YAML mapping (`key: value` lines), got a {type(spec).__name__}.")
     return spec
 
+# %% ../nbs/90_magics.ipynb #c841a5d5
 def lookup(name:str) -> Command:
     "The command called `name`, or a UsageError that names the valid commands."
     if name not in COMMANDS:
-        from fmops_nb.errors import not_found
         raise UsageError(str(not_found('%fmops command', name, COMMANDS.names(), hint='Run `%fmops help` for what each does.')))
     return COMMANDS.get(name)
 
+# %% ../nbs/90_magics.ipynb #8d6b87a7
 def dispatch(line:str, # the text after `%fmops` / `%%fmops`
              cell:str|None=None, # the cell body, for `%%fmops`
              ctx:Context|None=None, # where the command runs
@@ -158,6 +162,7 @@ class Help:
         return (f"<div class='fmops-help'><b>{html.escape(self.title)}</b><table><tr><th style='text-align:left'>command</th><th style='text-align:left'>what it does</th></tr>{trs}</table>"
                 f"<p>Run <code>%fmops help COMMAND</code> for a command's arguments.</p></div>")
 
+# %% ../nbs/90_magics.ipynb #7d1729a5
 def help_for(name:str|None=None) -> Help:
     "Help on all commands, or on the command `name`."
     if name is None:
@@ -170,6 +175,7 @@ def help_for(name:str|None=None) -> Help:
     if cmd.cell: text += f"\n\nCell form: `%%fmops {cmd.name} ...` with a YAML spec as the cell body."
     return Help(f"%fmops {cmd.name} — {cmd.summary}", text)
 
+# %% ../nbs/90_magics.ipynb #fd6b170c
 @command('help', 'List the commands, or show the arguments of one', args=lambda p: p.add_argument('command', nargs='?', help='a command name'))
 def _help(ctx, args): return help_for(args.command)
 
@@ -178,6 +184,7 @@ def _workspace_args(p):
     p.add_argument('path', nargs='?', help='use this workspace folder for the rest of the session')
     p.add_argument('--init', action='store_true', help='create the workspace at PATH if it does not exist')
 
+# %% ../nbs/90_magics.ipynb #f5649f35
 @command('workspace', 'Show where the workspace keeps everything, or switch to another one', args=_workspace_args,
          description="Without PATH: show the current workspace (created on first use).\n"
                      "With PATH: use that workspace for this session's %fmops commands (it must exist unless --init).")
@@ -188,6 +195,7 @@ def _workspace(ctx, args):
         fm.workspace = str(ws.root)
     return ws
 
+# %% ../nbs/90_magics.ipynb #f91c9d58
 @command('config', 'Show the settings in force, with where each came from',
          args=lambda p: p.add_argument('key', nargs='?', help='one setting, e.g. wandb.mode'))
 def _config(ctx, args):
@@ -196,12 +204,13 @@ def _config(ctx, args):
 
 # %% ../nbs/90_magics.ipynb #1d59eecc
 def _drift_args(p):
-    from fmops_nb.cli import drift_arguments
+    from fmops_nb.commands import drift_arguments
     drift_arguments(p, where='notebook variable or file')
 
+# %% ../nbs/90_magics.ipynb #5b7d0326
 @command('drift', 'Check current data against a reference for drift, column by column', args=_drift_args)
 def _drift(ctx, args):
-    from fmops_nb.cli import run_drift
+    from fmops_nb.commands import run_drift
     ref, cur = ctx.variable_or_path(args.reference, 'reference'), ctx.variable_or_path(args.current, 'current data')
     rep = run_drift(args, ref, cur, ws=ctx.workspace)
     ctx.show_panel(rep)
@@ -212,26 +221,29 @@ def _registry(ctx):
     from fmops_nb.registry import Registry
     return Registry(ctx.workspace())
 
+# %% ../nbs/90_magics.ipynb #bfc058d9
 @command('versions', 'Show the registered versions of a model (or of all models), with aliases and lineage',
          args=lambda p: p.add_argument('model', nargs='?', help='a model name (default: all models)'))
 def _versions(ctx, args):
+    from fmops_nb.commands import panel
     reg = _registry(ctx)
     vs = reg.versions(args.model)
     if ctx.shell is not None and hasattr(ctx.shell, 'execution_count'):
         from IPython.display import display
-        from fmops_nb.widgets import RegistryPanel
-        display(RegistryPanel(reg, args.model))
+        display(panel('registry', reg, args.model))
         return None
     return vs
 
+# %% ../nbs/90_magics.ipynb #530835e3
 def _diff_args(p):
     p.add_argument('a', help='a version or alias: MODEL:vN or MODEL:ALIAS')
     p.add_argument('b', help='the version to compare with it')
     p.add_argument('--probe', metavar='VAR', help='a notebook variable holding a fmops_nb.diff.Probe (inputs, predict, labels)')
 
+# %% ../nbs/90_magics.ipynb #2cb2f14a
 @command('diff', 'What changed between two model versions: config, metrics, data, weights per layer, behaviour', args=_diff_args)
 def _diff(ctx, args):
-    from fmops_nb.diff import diff, Probe
+    from fmops_nb.diff import Probe, diff
     probe = ctx.variable(args.probe, 'probe') if args.probe else None
     if probe is not None and not isinstance(probe, Probe):
         raise UsageError(f"{args.probe!r} is a {type(probe).__name__}, not a Probe. Build one with fmops_nb.diff.Probe(inputs, predict, labels).")
@@ -239,28 +251,32 @@ def _diff(ctx, args):
     ctx.show_panel(d)
     return d
 
+# %% ../nbs/90_magics.ipynb #2115c263
 def _promote_args(p):
+    from fmops_nb.commands import force_argument, reason_argument
     p.add_argument('version', help='MODEL:vN (or MODEL:ALIAS) to promote')
     p.add_argument('--to', default='production', help='the alias to move (default: production)')
-    p.add_argument('--reason', help='why, for the audit log')
-    p.add_argument('--force', action='store_true', help='promote even when a promotion gate policy blocks it (audited)')
+    reason_argument(p); force_argument(p)
 
+# %% ../nbs/90_magics.ipynb #df1616a6
 @command('promote', 'Point an alias (production, staging, ...) at a version, audited', args=_promote_args)
 def _promote(ctx, args):
     v = _registry(ctx).promote(args.version, to=args.to, reason=args.reason or '', force=args.force)
     print(f"{args.to} -> {v.id}")
     return v
 
+# %% ../nbs/90_magics.ipynb #822ffb86
 def _rollback_args(p):
+    from fmops_nb.commands import reason_argument
     p.add_argument('alias', help='MODEL:ALIAS, or ALIAS when one model has it (e.g. production)')
     p.add_argument('--to', help='a version to move it to (default: its previous version)')
-    p.add_argument('--reason', help='why, for the audit log')
+    reason_argument(p)
 
+# %% ../nbs/90_magics.ipynb #3bc38aeb
 @command('rollback', "Move an alias back to its previous version (or --to one), audited", args=_rollback_args)
 def _rollback(ctx, args):
-    from fmops_nb.cli import resolve_alias
     reg = _registry(ctx)
-    ref = resolve_alias(reg, args.alias)
+    ref = reg.resolve_alias(args.alias)
     v = reg.rollback(ref, to=args.to, reason=args.reason or '')
     print(f"{ref} -> {v.id}")
     return v
@@ -270,11 +286,12 @@ def _finetune_args(p):
     p.add_argument('spec', nargs='?', help='a YAML spec file (or use the cell body)')
     p.add_argument('--wait', action='store_true', help='block until the run ends')
 
+# %% ../nbs/90_magics.ipynb #d87857aa
 @command('finetune', 'Launch a fine-tune in the background (spec as YAML cell body or file); shows its live panel', args=_finetune_args, cell=True)
 def _finetune(ctx, args):
+    from fmops_nb.finetune import FinetuneSpec, launch
     from dataclasses import replace
     from pathlib import Path
-    from fmops_nb.finetune import FinetuneSpec, launch
     if args.spec: spec = FinetuneSpec.from_file(args.spec) # as `fmops finetune run` reads it: paths relative to the file
     elif ctx.spec: spec = FinetuneSpec.from_dict(ctx.spec)
     else: raise UsageError("Give the fine-tune spec as the %%fmops finetune cell body (YAML) or as a file: %fmops finetune spec.yaml")
@@ -286,15 +303,17 @@ def _finetune(ctx, args):
     if args.wait: run.wait()
     return run
 
+# %% ../nbs/90_magics.ipynb #4768c5de
 def _runs_args(p):
     p.add_argument('run', nargs='?', help='a run id: show its panel')
     g = p.add_mutually_exclusive_group()
     g.add_argument('--stop', action='store_true', help='stop the run (it checkpoints first)')
     g.add_argument('--resume', action='store_true', help='resume a stopped or killed run from its last checkpoint')
 
+# %% ../nbs/90_magics.ipynb #4b347a79
 @command('runs', 'List fine-tune runs with their status, or show, stop or resume one', args=_runs_args)
 def _runs(ctx, args):
-    from fmops_nb.finetune import runs, get_run
+    from fmops_nb.finetune import get_run, runs
     ws = ctx.workspace()
     if args.run is None:
         rs = runs(ws)
@@ -307,18 +326,19 @@ def _runs(ctx, args):
 
 # %% ../nbs/90_magics.ipynb #c9543047
 def _report_args(p):
+    from fmops_nb.commands import dry_run_argument, param_arguments
     p.add_argument('action', choices=['run', 'ls', 'show', 'rerun'], help='run a template, list runs, show or rerun one')
     p.add_argument('target', nargs='?', help='the template (run, ls) or the run (show, rerun)')
-    p.add_argument('-p', '--param', nargs=2, action='append', metavar=('NAME', 'VALUE'), help='a parameter (repeatable; the value is read as YAML)')
-    p.add_argument('-f', '--params-file', action='append', metavar='FILE', help='a YAML file of parameters')
+    param_arguments(p)
     p.add_argument('--timeout', type=int, help='seconds a cell may run')
-    p.add_argument('--dry-run', action='store_true', help='policies show what would fire and do nothing')
+    dry_run_argument(p)
     p.add_argument('--no-wandb', action='store_true', help='do not log to W&B')
 
+# %% ../nbs/90_magics.ipynb #8f0a3e5f
 @command('report', 'Run a maintenance report template (papermill, saved as notebook + HTML, logged to W&B), or list, show, rerun runs', args=_report_args)
 def _report(ctx, args):
+    from fmops_nb.commands import collect_params
     from fmops_nb import reports as R
-    from fmops_nb.cli import collect_params
     ws = ctx.workspace()
     if args.action == 'run':
         if not args.target: raise UsageError("Name the template: %fmops report run maintenance_report -p current data/today.parquet")
@@ -327,10 +347,12 @@ def _report(ctx, args):
     if not args.target: raise UsageError(f"Name the run: %fmops report {args.action} TEMPLATE/STAMP (see %fmops report ls)")
     return R.get_report(args.target, ws) if args.action == 'show' else R.rerun(args.target, ws, log=not args.no_wandb)
 
+# %% ../nbs/90_magics.ipynb #14cd8572
 def _alerts_args(p):
     p.add_argument('--all', action='store_true', help='acknowledged alerts too')
     p.add_argument('--ack', type=int, metavar='ID', help='acknowledge this alert')
 
+# %% ../nbs/90_magics.ipynb #1b8bb096
 @command('alerts', 'List the alerts monitoring policies raised, or acknowledge one', args=_alerts_args)
 def _alerts(ctx, args):
     from fmops_nb import monitor as M
@@ -338,17 +360,18 @@ def _alerts(ctx, args):
     if args.ack is not None: M.acknowledge(args.ack, ws)
     return AlertList(M.alerts(ws, state=None if args.all else 'open'))
 
+# %% ../nbs/90_magics.ipynb #bfb120ed
 @dataclass
 class ReportList:
     "What `%fmops report ls` shows."
     runs: list
     def __repr__(self): return '\n'.join(f"{r.id:<48} {r.status:<9} {r.error}" for r in self.runs) or "No report runs yet: %fmops report run maintenance_report"
     def _repr_html_(self):
-        from fmops_nb.html import _table
         return (f"<div class='fmops-reports'><b>{len(self.runs)} report runs</b>"
                 + _table('fmops-reports', ['run', 'status', 'values', 'note'], [[r.id, r.status, len(r.values), r.error] for r in self.runs],
                          [r.status != 'finished' for r in self.runs]) + "</div>")
 
+# %% ../nbs/90_magics.ipynb #0d5293e5
 @dataclass
 class AlertList:
     "What `%fmops alerts` shows."
@@ -357,7 +380,6 @@ class AlertList:
         return '\n'.join(f"{a['id']:>4} {a['at'][:19]} {a['severity']:<8} {a['policy']:<22} {a['message']}" + (f" -> {a['outcome']}" if a['outcome'] else '')
                          for a in self.alerts) or "No open alerts."
     def _repr_html_(self):
-        from fmops_nb.html import _table
         return (f"<div class='fmops-alerts'><b>{len(self.alerts)} alerts</b>"
                 + _table('fmops-alerts', ['id', 'at', 'severity', 'policy', 'message', 'outcome', 'state'],
                          [[a['id'], a['at'][:19], a['severity'], a['policy'], a['message'], a['outcome'], a['state']] for a in self.alerts],
@@ -395,6 +417,7 @@ def load_ipython_extension(ip):
     if 'FmopsMagics' in ip.magics_manager.registry: return
     ip.register_magics(FmopsMagics(shell=ip))
 
+# %% ../nbs/90_magics.ipynb #81c50d4e
 def unload_ipython_extension(ip):
     "Remove exactly what `load_ipython_extension` added."
     mm = ip.magics_manager

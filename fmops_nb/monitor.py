@@ -4,50 +4,42 @@
 
 # %% ../nbs/50_monitor.ipynb #493f3e84
 from __future__ import annotations
-import ast, json, logging, math, os, time
-from dataclasses import dataclass, field, asdict, fields
+import ast, json, logging, math, os
+from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 from .core import Workspace, PluginRegistry, check_name, utcnow
-from .errors import FmopsError, ValidationError, closest
+from .errors import FmopsError, ValidationError, closest, NotFoundError
+from .reports import read_yaml
+from .registry import Registry
+from .finetune import FinetuneSpec, launch
+from . import tracking
+from . import reports
+from .errors import Missing, PolicyError, PromotionBlocked, Undecided
+from .audit import append_audit
 
 # %% auto #0
-__all__ = ['MAX_WHEN', 'MAX_DEPTH', 'ACTIONS', 'SEVERITIES', 'SINKS', 'log', 'PolicyError', 'PromotionBlocked', 'Undecided',
-           'Missing', 'parse_expr', 'evaluate', 'Policy', 'read_policies', 'policies', 'raise_alert', 'alerts',
-           'acknowledge', 'Firing', 'Check', 'check', 'promotion_gate']
+__all__ = ['MAX_WHEN', 'MAX_DEPTH', 'ACTIONS', 'SEVERITIES', 'SINKS', 'log', 'parse_expr', 'evaluate', 'Policy', 'read_policies',
+           'policies', 'raise_alert', 'alerts', 'acknowledge', 'Firing', 'Check', 'check', 'promotion_gate']
 
-# %% ../nbs/50_monitor.ipynb #026844e0
-class PolicyError(ValidationError):
-    "A policy that cannot be read or evaluated."
-
-class PromotionBlocked(FmopsError):
-    "A promotion gate refused a promotion."
-
+# %% ../nbs/50_monitor.ipynb #7a116ef5
 _FUNCS = {'abs': abs, 'min': min, 'max': max, 'len': len, 'any': any, 'all': all}
 _NODES = (ast.Expression, ast.BoolOp, ast.And, ast.Or, ast.UnaryOp, ast.Not, ast.USub, ast.UAdd, ast.BinOp, ast.Add, ast.Sub,
           ast.Mult, ast.Div, ast.Mod, ast.Compare, ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.In, ast.NotIn,
           ast.Is, ast.IsNot, ast.Name, ast.Load, ast.Constant, ast.Attribute, ast.Subscript, ast.Call, ast.List, ast.Tuple)
 
-class Undecided(Exception):
-    "What only names absent by design leave open (`current` on a first promotion): neither true nor false."
-    def __init__(self, name:str): super().__init__(name); self.name = name
-
-class Missing(Exception):
-    "A value a policy needs that is missing or unusable (NaN, a string compared with a number): it cannot be evaluated."
-    def __init__(self, name:str, problem:str=''):
-        super().__init__(name, problem)
-        self.name, self.problem = name, problem
-    def __str__(self): return f"{self.name} {self.problem}" if self.problem else f"{self.name} is missing"
-
+# %% ../nbs/50_monitor.ipynb #69480bd0
 def _usable(v, n):
     "`v`, unless it is a number no comparison can use (NaN, ±inf)."
     if isinstance(v, float) and not math.isfinite(v): raise Missing(ast.unparse(n), f"is {v}, not a usable number")
     return v
 
+# %% ../nbs/50_monitor.ipynb #9dae4bf4
 def _number(v, n, what:str='arithmetic takes numbers'):
     if v is None: raise Missing(ast.unparse(n))
     if not isinstance(v, (int, float)): raise Missing(ast.unparse(n), f"is {type(v).__name__} {repr(v)[:40]}: {what}")
     return v
 
+# %% ../nbs/50_monitor.ipynb #0e428986
 MAX_WHEN, MAX_DEPTH = 2000, 64 # characters, and levels of nesting (each `not`, `-`, operator, `.key`), of a `when`
 
 def parse_expr(expr:str, where:str='') -> ast.Expression:
@@ -75,6 +67,7 @@ def parse_expr(expr:str, where:str='') -> ast.Expression:
                               f"{', '.join(_FUNCS)}.")
     return tree
 
+# %% ../nbs/50_monitor.ipynb #42d1727b
 def evaluate(expr, names:dict,
              absent=(), # top-level names absent by design: what only they leave open raises `Undecided`
             ):
@@ -220,9 +213,9 @@ class Policy:
 
     def to_dict(self) -> dict: return asdict(self)
 
+# %% ../nbs/50_monitor.ipynb #dcbecbf5
 def read_policies(path) -> list[Policy]:
     "The policies in a YAML file (`policies:` list, or a bare list): plain YAML, no anchors or aliases, at most 1 MB."
-    from fmops_nb.reports import read_yaml
     path = Path(path).expanduser()
     if not path.is_file(): raise PolicyError(f"Policy file {path} does not exist.")
     try: doc = read_yaml(path, f"Policy file {path}", text_keys=False)
@@ -232,6 +225,7 @@ def read_policies(path) -> list[Policy]:
     if not isinstance(items, list): raise PolicyError(f"{path}: `policies` must be a list of policies.")
     return [Policy.from_dict(d, str(path), path.parent) for d in items]
 
+# %% ../nbs/50_monitor.ipynb #9ff78854
 def policies(ws:Workspace|None=None, path=None) -> list[Policy]:
     "The policies in force: the workspace config's `monitor.policies`, its `monitor.policy_file`, and `path`."
     ws = ws or Workspace.open()
@@ -260,6 +254,7 @@ def _schema(ws:Workspace):
         ALTER TABLE policy_streaks ADD COLUMN blind_since TEXT
     """])
 
+# %% ../nbs/50_monitor.ipynb #0414ec12
 def _notebook_sink(alert:dict, ws) -> str:
     import html
     text = f"[{alert['severity']}] {alert['policy']}: {alert['message']}" + (f" — {alert['outcome']}" if alert.get('outcome') else '')
@@ -276,6 +271,7 @@ def _notebook_sink(alert:dict, ws) -> str:
     print(text)
     return 'printed'
 
+# %% ../nbs/50_monitor.ipynb #f995f467
 def _log_sink(alert:dict, ws) -> str:
     p = ws.root / 'logs' / 'alerts.jsonl'
     p.parent.mkdir(parents=True, exist_ok=True)
@@ -283,14 +279,15 @@ def _log_sink(alert:dict, ws) -> str:
     log.warning("%s: %s", alert['policy'], alert['message'])
     return str(p)
 
+# %% ../nbs/50_monitor.ipynb #99df70a3
 def _wandb_sink(alert:dict, ws) -> str:
     if os.environ.get('FMOPS_REPORT_DIR'): return 'with the report run'
-    from fmops_nb import tracking
     with tracking.run('alert', name=f"alert-{alert['policy']}", config={'policy': alert['policy']}, ws=ws, announce=False) as r:
         r.alert(f"{alert['policy']} ({alert['severity']})", alert['message'] + (f" — {alert['outcome']}" if alert.get('outcome') else ''),
                 {'info': 'INFO', 'warning': 'WARN', 'critical': 'ERROR'}[alert['severity']])
     return str(r.path)
 
+# %% ../nbs/50_monitor.ipynb #a6ce6f86
 def _post(url:str, body:bytes, deadline:float) -> str:
     "POST `body` as JSON to an http(s) `url`, all of it (connect, send, the whole answer) within `deadline` seconds."
     import http.client, socket, threading, urllib.parse, urllib.request
@@ -332,6 +329,7 @@ def _post(url:str, body:bytes, deadline:float) -> str:
     if out['status'] >= 400: raise FmopsError(f"the webhook answered HTTP {out['status']}: check monitor.webhook_url")
     return f"HTTP {out['status']}"
 
+# %% ../nbs/50_monitor.ipynb #60cf097d
 def _webhook_sink(alert:dict, ws) -> str:
     url = alert.get('webhook') or ws.config['monitor.webhook_url']
     if not url: return 'skipped: no monitor.webhook_url'
@@ -339,6 +337,7 @@ def _webhook_sink(alert:dict, ws) -> str:
 
 for _n, _f in (('notebook', _notebook_sink), ('log', _log_sink), ('wandb', _wandb_sink), ('webhook', _webhook_sink)): SINKS.register(_n, _f, replace=True)
 
+# %% ../nbs/50_monitor.ipynb #2d0433a8
 def raise_alert(ws:Workspace, policy:str, message:str, severity:str='warning', subject:str='', action:str='alert', outcome:str='',
                 sinks:list|None=None) -> dict:
     "Record an alert, then deliver it through `sinks` (default: the `monitor.sinks` setting); returns the alert with its deliveries."
@@ -355,6 +354,7 @@ def raise_alert(ws:Workspace, policy:str, message:str, severity:str='warning', s
     with ws.transaction() as con: con.execute("UPDATE alerts SET deliveries=? WHERE id=?", (json.dumps(deliveries), alert['id']))
     return alert | {'deliveries': deliveries}
 
+# %% ../nbs/50_monitor.ipynb #ef8e4560
 def alerts(ws:Workspace|None=None, state:str|None='open', limit:int=100) -> list[dict]:
     "Recorded alerts, newest first (`state=None`: all)."
     ws = ws or Workspace.open(); _schema(ws)
@@ -363,9 +363,9 @@ def alerts(ws:Workspace|None=None, state:str|None='open', limit:int=100) -> list
         rows = con.execute(q, ((state,) if state else ()) + (limit,)).fetchall()
     return [dict(r) | {'deliveries': json.loads(r['deliveries'] or '{}')} for r in rows]
 
+# %% ../nbs/50_monitor.ipynb #aed2076c
 def acknowledge(alert_id:int, ws:Workspace|None=None) -> dict:
     "Mark an alert as acknowledged (it leaves the open list); audited."
-    from fmops_nb.registry import append_audit
     ws = ws or Workspace.open(); _schema(ws)
     n = alert_id.strip() if isinstance(alert_id, str) else alert_id
     n = int(n) if isinstance(n, str) and n.isascii() and n.isdigit() and len(n) < 20 else n
@@ -390,6 +390,7 @@ class Firing:
     outcome: str = ''
     alert_id: int|None = None
 
+# %% ../nbs/50_monitor.ipynb #e499e169
 @dataclass
 class Check:
     "What the policies made of one report's values."
@@ -410,21 +411,21 @@ class Check:
         return (f"<div class='fmops-policies'><b>Policies</b>{' (dry run: nothing was done)' if self.dry_run else ''}<table>"
                 f"<tr><th>policy</th><th>state</th><th>action</th><th>why</th><th>outcome</th></tr>{rows}</table></div>")
 
+# %% ../nbs/50_monitor.ipynb #aa5f631a
 def _act(p:Policy, ws:Workspace, why:str) -> str:
     "Carry out a policy's action; returns what happened."
-    from fmops_nb.registry import Registry, append_audit
     if p.action == 'rollback':
         reg = Registry(ws)
         before = reg.get(p.target).id
         v = reg.rollback(p.target, reason=f"policy {p.name}: {why}")
         return f"rolled {p.target} back from {before} to {v.id}"
     if p.action == 'finetune':
-        from fmops_nb.finetune import FinetuneSpec, launch
         run = launch(FinetuneSpec.from_file(p.spec), ws=ws)
         with ws.transaction() as con: append_audit(con, 'policy-finetune', p.name, None, {'run': run.id, 'spec': p.spec, 'reason': why})
         return f"launched fine-tune {run.id}"
     return ''
 
+# %% ../nbs/50_monitor.ipynb #27245e4d
 def _describe(p:Policy, names:dict) -> str:
     "The alert text: the policy's message, or its condition with the values it read."
     if p.message: return p.message
@@ -437,6 +438,7 @@ def _describe(p:Policy, names:dict) -> str:
         if isinstance(v, (int, float, str, bool)): shown.append(f"{ref} = {v:.4g}" if isinstance(v, float) else f"{ref} = {v}")
     return f"{p.when}" + (f" ({', '.join(shown)})" if shown else '')
 
+# %% ../nbs/50_monitor.ipynb #0133dff0
 def _blind_alert(p:Policy, why_not:str, template:str) -> str:
     "What an alert says when a policy that acts cannot be evaluated, and how to make it evaluable."
     what = f"its {p.action}"
@@ -447,6 +449,7 @@ def _blind_alert(p:Policy, why_not:str, template:str) -> str:
             + ("limit the policy to the templates that do (`template:`), " if not p.template else '')
             + "or correct its `when`.")
 
+# %% ../nbs/50_monitor.ipynb #57a949b9
 def check(values:dict|None=None, # recorded values (default: what this notebook recorded so far)
           template:str|None=None, # the template these values came from (default: the running report's)
           ws:Workspace|None=None,
@@ -456,7 +459,6 @@ def check(values:dict|None=None, # recorded values (default: what this notebook 
           display:bool=True, # show the outcome (in a notebook)
          ) -> Check:
     "Evaluate the `on: report` policies against a report's values: alert, act, and remember streaks."
-    from fmops_nb import reports
     ws = ws or Workspace.open(); _schema(ws)
     values = reports.recorded() if values is None else values
     template = template or os.environ.get('FMOPS_TEMPLATE') or ''
@@ -510,11 +512,13 @@ def check(values:dict|None=None, # recorded values (default: what this notebook 
         _d(res)
     return res
 
+# %% ../nbs/50_monitor.ipynb #19d95e9a
 def _names(ver) -> dict:
     "A version's metric values by name (and its id as `version`), for gate expressions."
     out = {k: m.get('value') if isinstance(m, dict) else m for k, m in (ver.metrics or {}).items()}
     return out | {'version': ver.id}
 
+# %% ../nbs/50_monitor.ipynb #99071551
 def _unusable(m:Missing, v, cur, model:str, alias:str) -> str:
     "Which value a gate could not use, and how to supply it."
     side, _, key = m.name.partition('.')
@@ -529,11 +533,11 @@ def _unusable(m:Missing, v, cur, model:str, alias:str) -> str:
                 f" Register the version again with a usable value (`--metric {key}=VALUE`)")
     return f"{m}. Supply the values it reads (candidate.METRIC, current.METRIC, alias), or fix the policy's `when`"
 
+# %% ../nbs/50_monitor.ipynb #abb7595a
 def promotion_gate(reg, v, model:str, alias:str, path=None, enforce:bool=True,
                    reason:str|None=None, # the reason given with a forced promotion; '': refuse to override a block
                   ) -> list[str]:
     "Evaluate the `on: promote` gates on `v` for `model:alias`: a `block` that fires or cannot be evaluated blocks it."
-    from fmops_nb.errors import NotFoundError
     ws = reg.ws
     ps = [p for p in policies(ws, path) if p.on == 'promote']
     if not ps: return []
@@ -559,7 +563,6 @@ def promotion_gate(reg, v, model:str, alias:str, path=None, enforce:bool=True,
         raise_alert(ws, p.name, text, p.severity, v.id, p.action, outcome, p.sinks)
         if p.action == 'block' and not enforce: overridden.append(p.name)
         elif p.action == 'block':
-            from fmops_nb.registry import append_audit
             with ws.transaction() as con:
                 append_audit(con, 'promote-blocked', f"{model}:{alias}", {'version': cur.id if cur else None},
                              {'version': v.id, 'policy': p.name, **({'why': msg} if blind else {})})

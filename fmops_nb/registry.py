@@ -4,465 +4,796 @@
 
 # %% ../nbs/20_registry.ipynb #87712f04
 from __future__ import annotations
-import hashlib, json, math, mmap, os, re, shutil, stat, struct, tempfile, warnings
-from contextlib import contextmanager, closing
+import hashlib, json, math, os, re, shutil, stat, tempfile, warnings
+from contextlib import closing
 from dataclasses import dataclass, field, asdict
 from pathlib import Path, PurePosixPath
-import numpy as np
-from .core import Workspace, utcnow, current_user, check_name, file_sha256, file_mode, fsync_dir, audit_mac, GENESIS
-from .errors import (FmopsError, ConfigError, ValidationError, NotFoundError, WorkspaceError, TrackingError,
+from .core import Workspace, utcnow, current_user, check_name, file_mode
+from .errors import (FmopsError, ValidationError, NotFoundError, WorkspaceError, TrackingError,
                      TrackingWarning, StoreWarning, not_found)
+from fastcore.basics import patch
+from .data import load
+from .errors import PromotionBlocked
+from .tracking import run
+from .audit import AuditCheck, append_audit, check_log, ensure_audit, writable_key, json_object
+from .blobs import BlobStore, read_header, safe_files, tensor_hashes, same_module
+from .core import PluginRegistry
+from .errors import CorruptBlobError
 
 # %% auto #0
-__all__ = ['DTYPES', 'NEWEST_RUNS', 'METRIC_DIRECTIONS', 'CorruptBlobError', 'BlobStore', 'TensorInfo', 'read_header',
-           'tensor_hashes', 'as_float', 'append_audit', 'AuditCheck', 'verify_audit', 'reanchor_audit', 'audit_log',
-           'Version', 'safe_files', 'Registry']
+__all__ = ['METRIC_DIRECTIONS', 'GATES', 'Version', 'Registry', 'verify_audit']
 
-# %% ../nbs/20_registry.ipynb #6739e1c4
-class CorruptBlobError(WorkspaceError):
-    "A stored file does not match its recorded hash."
+# %% ../nbs/20_registry.ipynb #3f7d1eda
+_SCHEMA = ["""
+CREATE TABLE models (name TEXT PRIMARY KEY, created_at TEXT NOT NULL, created_by TEXT NOT NULL);
+CREATE TABLE versions (id TEXT PRIMARY KEY, model TEXT NOT NULL REFERENCES models(name), number INTEGER NOT NULL,
+    format TEXT NOT NULL, parent TEXT REFERENCES versions(id), base TEXT REFERENCES versions(id),
+    manifest TEXT NOT NULL, card TEXT NOT NULL, meta TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'ready',
+    created_at TEXT NOT NULL, created_by TEXT NOT NULL, UNIQUE (model, number));
+CREATE TABLE files (version TEXT NOT NULL REFERENCES versions(id), path TEXT NOT NULL, sha256 TEXT NOT NULL,
+    size INTEGER NOT NULL, PRIMARY KEY (version, path));
+CREATE TABLE tensors (version TEXT NOT NULL REFERENCES versions(id), file TEXT NOT NULL, name TEXT NOT NULL,
+    dtype TEXT NOT NULL, shape TEXT NOT NULL, sha256 TEXT NOT NULL, begin_at INTEGER NOT NULL, end_at INTEGER NOT NULL,
+    PRIMARY KEY (version, file, name));
+CREATE TABLE aliases (model TEXT NOT NULL REFERENCES models(name), alias TEXT NOT NULL, version TEXT NOT NULL REFERENCES versions(id),
+    updated_at TEXT NOT NULL, PRIMARY KEY (model, alias));
+CREATE TABLE alias_history (seq INTEGER PRIMARY KEY AUTOINCREMENT, model TEXT NOT NULL, alias TEXT NOT NULL,
+    version TEXT, previous TEXT, action TEXT NOT NULL, reason TEXT, at TEXT NOT NULL, by TEXT NOT NULL)
+"""]
 
-_CHUNK = 1 << 22
-
-class BlobStore:
-    "Content-addressed files of a workspace, written atomically and checked on read."
-    def __init__(self, ws:Workspace): self.ws, self.root = ws, ws.blobs_dir
-
-    def path(self, sha:str) -> Path: return self.root / sha[:2] / sha[2:]
-    def __contains__(self, sha:str) -> bool: return self.path(sha).is_file()
-
-    @contextmanager
-    def lock(self, exclusive:bool=False, # exclusive for `gc`; shared for registrations, which may run side by side
-             on_wait=None, # called once if the lock is held by someone else and we have to wait
-            ):
-        "Hold the store's lock (an OS file lock: a killed holder releases it)."
-        import fcntl
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.root.parent / '.lock', os.O_RDWR | os.O_CREAT, file_mode())
-        try:
-            op = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
-            try: fcntl.flock(fd, op | fcntl.LOCK_NB)
-            except BlockingIOError:
-                if on_wait: on_wait()
-                fcntl.flock(fd, op)
-            yield
-        finally: os.close(fd)
-
-    @staticmethod
-    def mode(source:int|None=None, # the permission bits of the file the content comes from (None: fmops made it)
-            ) -> int:
-        "A blob's permission bits: the workspace's policy without write bits, and never more than its source's."
-        return file_mode(writable=False) & (0o777 if source is None else source)
-
-    def _put(self, chunks, source:int|None=None) -> tuple[str, int]:
-        "Write `chunks` to a temporary file beside the blobs (hashing as it goes), fsync it and rename it into place."
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix='.incoming-', suffix='.tmp')
-        h, size = hashlib.sha256(), 0
-        try:
-            os.fchmod(fd, self.mode(source))
-            with os.fdopen(fd, 'wb') as out:
-                for chunk in chunks: h.update(chunk); out.write(chunk); size += len(chunk)
-                out.flush(); os.fsync(out.fileno())
-            return self._settle(tmp, h.hexdigest(), size), size
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True); raise
-
-    def put_file(self, src) -> tuple[str, int]:
-        "Store the regular file `src` (never through a symbolic link); return its SHA-256 and size, hashed as copied."
-        try: fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
-        except OSError as e:
-            raise ValidationError(f"{src} cannot be read ({e.strerror}); fmops stores only regular files, never "
-                                  f"a link.") from None
-        f = os.fdopen(fd, 'rb')
-        with f:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise ValidationError(f"{src} is not a regular file; fmops stores only regular files.")
-            def chunks():
-                while chunk := f.read(_CHUNK): yield chunk
-            return self._put(chunks(), stat.S_IMODE(st.st_mode))
-
-    def put_bytes(self, data:bytes, source:int|None=None, # the permission bits of the files `data` holds content of
-                 ) -> str:
-        "Store `data`; return its SHA-256."
-        sha = hashlib.sha256(data).hexdigest()
-        return sha if self._reuse(sha, len(data)) else self._put([data], source)[0]
-
-    def _reuse(self, sha:str, size:int) -> bool:
-        "Is blob `sha` stored whole (size, then hash)? Then refresh its time: `gc`'s grace period starts again."
-        p = self.path(sha)
-        try: st = os.lstat(p)
-        except FileNotFoundError: return False
-        if stat.S_ISDIR(st.st_mode): raise CorruptBlobError(f"{p} is a folder, not a blob. Move it out of the store.")
-        if not stat.S_ISREG(st.st_mode) or st.st_size != size: return False
-        try:
-            if file_sha256(p, _CHUNK) != sha: return False
-        except PermissionError as e: raise self.unreadable(sha, 'stored copy of this content', e) from None
-        try: os.utime(p)
-        except OSError: pass # another user's blob: the store's lock still keeps `gc` away until we commit
-        return True
-
-    def _settle(self, tmp, sha:str, size:int) -> str:
-        "Move a written temporary into place, unless the blob is already there whole; a corrupted copy is replaced."
-        if self._reuse(sha, size): Path(tmp).unlink(); return sha # it keeps its mode: whoever may read it could
-        dst = self.path(sha)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, dst)
-        fsync_dir(dst.parent)
-        return sha
-
-    def _missing(self, sha:str, what:str) -> CorruptBlobError:
-        return CorruptBlobError(f"The {what} (blob {sha[:12]}) is missing from {self.root}. Restore the workspace from a backup.")
-    def _corrupt(self, sha:str, what:str) -> CorruptBlobError:
-        return CorruptBlobError(f"The {what} (blob {sha[:12]}) is corrupted: its content no longer matches its hash. "
-                                f"Restore {self.path(sha)} from a backup or re-register the version.")
-
-    def unreadable(self, sha:str, what:str, e:OSError) -> WorkspaceError:
-        "The error for a blob this user may not read (it keeps the permissions of the file it was stored from)."
-        return WorkspaceError(f"The {what} (blob {sha[:12]}) cannot be read ({e.strerror}): a blob keeps the "
-                              f"permissions of the file it was stored from, so only those who could read that file can "
-                              f"read it. Run this as such a user, or ask the version's owner to share it.")
-
-    def read(self, sha:str, what:str='blob') -> bytes:
-        "The content of blob `sha`, checked against its hash."
-        p = self.path(sha)
-        if not p.is_file(): raise self._missing(sha, what)
-        try: data = p.read_bytes()
-        except PermissionError as e: raise self.unreadable(sha, what, e) from None
-        if hashlib.sha256(data).hexdigest() != sha: raise self._corrupt(sha, what)
-        return data
-
-    def verify(self, sha:str, what:str='blob') -> Path:
-        "The path of blob `sha` after checking its whole content against its hash."
-        p = self.path(sha)
-        if not p.is_file(): raise self._missing(sha, what)
-        try: got = file_sha256(p, _CHUNK)
-        except PermissionError as e: raise self.unreadable(sha, what, e) from None
-        if got != sha: raise self._corrupt(sha, what)
-        return p
-
-    def all(self) -> list[str]:
-        return [d.name + f.name for d in self.root.iterdir() if d.is_dir() for f in d.iterdir()] if self.root.is_dir() else []
-
-    def temporaries(self) -> list[Path]:
-        return list(self.root.glob('.incoming-*.tmp')) if self.root.is_dir() else []
-
-# %% ../nbs/20_registry.ipynb #e8eeaeb6
-DTYPES = {'F64': np.float64, 'F32': np.float32, 'F16': np.float16, 'I64': np.int64, 'I32': np.int32, 'I16': np.int16,
-          'I8': np.int8, 'U8': np.uint8, 'BOOL': np.bool_, 'BF16': np.uint16} # BF16: raw bits, widened by `as_float`
-_MAX_HEADER = 100 << 20 # the safetensors format's own limit on the JSON header
+METRIC_DIRECTIONS = ('higher', 'lower')
 
 @dataclass
-class TensorInfo:
-    "Where one tensor lies in a safetensors file."
-    name: str
-    dtype: str
-    shape: tuple
-    begin: int # absolute byte offsets in the file
-    end: int
-    @property
-    def nbytes(self) -> int: return self.end - self.begin
+class Version:
+    "One immutable model version."
+    id: str
+    model: str
+    number: int
+    format: str # 'safetensors' (a state dict), 'hf' (a Hugging Face model directory) or 'peft' (an adapter on `base`)
+    parent: str|None
+    base: str|None
+    manifest: str # sha256 of the manifest blob (files, tensors, config)
+    card: str # sha256 of the model card blob
+    meta: dict
+    state: str
+    created_at: str
+    created_by: str
+    aliases: list = field(default_factory=list)
+    files: dict = field(default_factory=dict) # path -> {'sha256', 'size'}
 
-def _is_int(x) -> bool: return isinstance(x, int) and not isinstance(x, bool)
+    metrics = property(lambda self: self.meta.get('metrics', {}))
+    tags = property(lambda self: self.meta.get('tags', []))
+    config = property(lambda self: self.meta.get('config', {}))
 
-def _unique_keys(pairs):
-    out = {}
-    for k, v in pairs:
-        if k in out: raise ValueError(f"it names {k!r} twice")
-        out[k] = v
-    return out
-
-def _no_constant(c): raise ValueError(f"it holds {c}, which is not JSON")
-
-def read_header(path) -> tuple[dict, dict]:
-    "The tensors ({name: TensorInfo}) and `__metadata__` of a safetensors file, its header checked against the file."
-    path = Path(path)
-    def bad(why): return ValidationError(f"{path} is not a valid safetensors file: {why}. Nothing was stored; save the "
-                                         f"weights again with safetensors (save_file or save_pretrained).")
-    try:
-        with open(path, 'rb') as f:
-            size = os.fstat(f.fileno()).st_size
-            raw = f.read(8)
-            if len(raw) < 8: raise bad(f"it is {len(raw)} bytes long, too short to hold the 8-byte header length")
-            (n,) = struct.unpack('<Q', raw)
-            if n > _MAX_HEADER: raise bad(f"its header length {n:,} is over the format's 100 MiB limit")
-            if n > size - 8: raise bad(f"its header length {n:,} runs past the end of the file ({size:,} bytes)")
-            text = f.read(n)
-    except OSError as e: raise ValidationError(f"{path} cannot be read ({e.strerror}).") from None
-    try: header = json.loads(text.decode('utf-8'), object_pairs_hook=_unique_keys, parse_constant=_no_constant)
-    except UnicodeDecodeError as e: raise bad(f"its header is not UTF-8 ({e.reason})") from None
-    except ValueError as e: raise bad(f"its header is not valid JSON ({e})") from None
-    if not isinstance(header, dict):
-        raise bad(f"its header is a JSON {type(header).__name__}, not an object naming tensors")
-    meta = header.pop('__metadata__', None)
-    meta = {} if meta is None else meta
-    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
-        raise bad("its __metadata__ is not an object of strings")
-    start, out = 8 + n, {}
-    for name, t in header.items():
-        where = f"tensor {name!r}"
-        if not isinstance(t, dict): raise bad(f"{where} is described by a JSON {type(t).__name__}, not an object")
-        if missing := [k for k in ('dtype', 'shape', 'data_offsets') if k not in t]:
-            raise bad(f"{where} has no {' or '.join(missing)}")
-        dt, shape, offs = t['dtype'], t['shape'], t['data_offsets']
-        if not isinstance(dt, str) or dt not in DTYPES:
-            raise ValidationError(f"{path}: {where} has dtype {dt!r}, which fmops cannot read (it reads "
-                                  f"{', '.join(DTYPES)}).")
-        if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
-            raise bad(f"{where} has shape {shape!r}: a shape is a list of non-negative integers")
-        if not (isinstance(offs, list) and len(offs) == 2 and all(map(_is_int, offs)) and 0 <= offs[0] <= offs[1]):
-            raise bad(f"{where} has data_offsets {offs!r}: they are two integers, 0 <= begin <= end")
-        need = math.prod(shape) * np.dtype(DTYPES[dt]).itemsize
-        if offs[1] - offs[0] != need:
-            raise bad(f"{where} ({dt}, shape {shape}) takes {need:,} bytes, but its data_offsets span "
-                      f"{offs[1] - offs[0]:,}")
-        if start + offs[1] > size:
-            raise bad(f"{where} ends at byte {start + offs[1]:,}, past the end of the file ({size:,} bytes): "
-                      f"it is truncated")
-        out[name] = TensorInfo(name, dt, tuple(shape), start + offs[0], start + offs[1])
-    pos, prev = start, None # the tensors must tile the data area exactly: no overlap, no hole, nothing after the last
-    for t in sorted(out.values(), key=lambda t: (t.begin, t.end)):
-        if t.begin < pos: raise bad(f"tensor {t.name!r} overlaps tensor {prev!r}")
-        if t.begin > pos: raise bad(f"{t.begin - pos:,} bytes before tensor {t.name!r} belong to no tensor (a hole)")
-        pos, prev = t.end, t.name
-    if pos != size:
-        raise bad(f"{size - pos:,} bytes after the last tensor{f' ({prev!r})' if prev else ''} belong to no tensor")
-    return out, meta
-
-def tensor_hashes(path, infos:dict) -> dict:
-    "SHA-256 of each tensor's bytes, reading the file once through a memory map."
-    out = {}
-    with open(path, 'rb') as f:
-        if Path(path).stat().st_size == 0: return {k: hashlib.sha256(b'').hexdigest() for k in infos}
-        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-            for name, t in sorted(infos.items(), key=lambda kv: kv[1].begin):
-                h = hashlib.sha256()
-                for s in range(t.begin, t.end, _CHUNK): h.update(m[s:min(s + _CHUNK, t.end)])
-                out[name] = h.hexdigest()
-    return out
-
-def as_float(raw:np.ndarray, dtype:str) -> np.ndarray:
-    "Tensor values as float32 (bf16 widened from its bits), for statistics."
-    if dtype == 'BF16': return (raw.astype(np.uint32) << 16).view(np.float32)
-    return raw.astype(np.float32, copy=False) if raw.dtype != np.float32 else raw
-
-# %% ../nbs/20_registry.ipynb #34f7f15c
-_AUDIT = ["""
-CREATE TABLE audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
-                    subject TEXT NOT NULL, before TEXT, after TEXT, prev_hash TEXT NOT NULL, hash TEXT NOT NULL)
-""", "ALTER TABLE audit ADD COLUMN mac TEXT"]
-_GENESIS = GENESIS
-
-def _row_hash(prev:str, seq:int, at:str, actor:str, action:str, subject:str, before, after) -> str:
-    body = json.dumps([prev, seq, at, actor, action, subject, before, after], sort_keys=True, separators=(',', ':'))
-    return hashlib.sha256(body.encode()).hexdigest()
-
-def _row_mac(key:bytes, h:str) -> str: return audit_mac(key, h)
-
-def _ensure_audit(ws:Workspace):
-    """The audit tables, migrated. A log written before anchors existed gets its first anchor at that migration (once,
-    trusting the log as it stands then); after that a missing anchor is a finding."""
-    before = ws.schema_version('audit')
-    ws.ensure_schema('audit', _AUDIT)
-    if 0 < before < len(_AUDIT) and ws.read_anchor() is None: ws.write_anchor()
-
-def _audit_tables(con):
-    "Bring the audit table up to date inside the caller's transaction (a caller outside the registry may write first)."
-    row = con.execute("SELECT version FROM schema_versions WHERE component='audit'").fetchone()
-    have = row['version'] if row else 0
-    if have >= len(_AUDIT): return
-    for script in _AUDIT[have:]: con.execute(script)
-    con.execute("INSERT OR REPLACE INTO schema_versions VALUES (?,?,?)", ('audit', len(_AUDIT), utcnow()))
-
-def _audit_key(con) -> tuple[bytes|None, str]:
-    ws = getattr(con, 'ws', None)
-    if ws is not None: return ws.audit_key()
-    env = os.environ.get('FMOPS_AUDIT_KEY')
-    return (env.encode(), 'FMOPS_AUDIT_KEY') if env else (None, '')
-
-def _writable_key(con):
-    "The key to append with, and the last row; refused when the log is keyed and the key is missing or not its key."
-    key, src = _audit_key(con)
-    last = con.execute("SELECT seq, hash, mac FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-    if last is not None and last['mac']:
-        if key is None:
-            raise ConfigError(f"The audit log is keyed (row {last['seq']} carries an HMAC) but no audit key is "
-                              f"configured here, so fmops will not add an unkeyed row. Set FMOPS_AUDIT_KEY, or "
-                              f"audit.key_file, and try again.")
-        if _row_mac(key, last['hash']) != last['mac']:
-            raise ConfigError(f"The audit key from {src} is not the key the audit log was written with (row "
-                              f"{last['seq']}'s HMAC does not match it), so nothing was written. Use the right key; "
-                              f"`fmops audit verify` says more.")
-    return key, last
-
-def append_audit(con, action:str, subject:str, before=None, after=None, actor:str|None=None) -> int:
-    "Append an audit row in the caller's transaction (with an HMAC when a key is configured); returns its number."
-    _audit_tables(con)
-    key, last = _writable_key(con)
-    prev = last['hash'] if last else _GENESIS
-    at, actor = utcnow(), actor or current_user()
-    b, a = (None if x is None else json.dumps(x, sort_keys=True, default=str) for x in (before, after))
-    seq = con.execute("INSERT INTO audit (at, actor, action, subject, before, after, prev_hash, hash) "
-                      "VALUES (?,?,?,?,?,?,?,'')", (at, actor, action, subject, b, a, prev)).lastrowid
-    h = _row_hash(prev, seq, at, actor, action, subject, b, a)
-    con.execute("UPDATE audit SET hash=?, mac=? WHERE seq=?", (h, _row_mac(key, h) if key else None, seq))
-    try: con.audit_appended = True # the workspace's transaction anchors the new head once it commits
-    except AttributeError: pass
-    return seq
-
-@dataclass
-class AuditCheck:
-    "The result of checking the audit log: its chain, its key, its anchor, and the tables replayed from it."
-    rows: int
-    problems: list # one sentence per problem, naming the row, alias or version
-    mode: str = '' # what this check can and cannot detect, in plain words
-    anchor: str = '' # what the anchor comparison found
-    notes: list = field(default_factory=list) # things worth knowing that are not problems
-    freshness: str = '' # what the heads compared can prove about a cut back to an older log
-    @property
-    def ok(self) -> bool: return not self.problems
-    def to_dict(self) -> dict: return asdict(self) | {'ok': self.ok}
+    def to_dict(self) -> dict: return asdict(self)
     def __repr__(self):
-        state = "chain intact." if self.ok else f"{len(self.problems)} problem(s):"
-        lines = [f"Audit log: {self.rows} rows, {state}"]
-        lines += [f"  - {p}" for p in self.problems]
-        lines += [f"{k}: {v}" for k, v in (('Mode', self.mode), ('Anchor', self.anchor),
-                                           ('Freshness', self.freshness)) if v]
-        return '\n'.join(lines + [f"Note: {n}" for n in self.notes])
+        al = f" [{', '.join(self.aliases)}]" if self.aliases else ''
+        m = ', '.join(f"{k}={v['value']:.4g}" for k, v in self.metrics.items())
+        return (f"{self.id}{al} — {self.format}, {len(self.files)} files, by {self.created_by} at {self.created_at[:19]}"
+                + (f"; parent {self.parent}" if self.parent else '') + (f"; base {self.base}" if self.base else '') + (f"; {m}" if m else ''))
+    def _repr_html_(self):
+        import html
+        rows = ''.join(f"<tr><td style='text-align:left'>{html.escape(k)}</td><td>{v['value']:.4g}</td><td>{v['direction']} is better</td></tr>" for k, v in self.metrics.items())
+        return (f"<div class='fmops-version'><b>{html.escape(self.id)}</b> {' '.join(f'<code>{html.escape(a)}</code>' for a in self.aliases)}"
+                f"<br><small>{self.format}, {len(self.files)} files, registered by {html.escape(self.created_by)} at {self.created_at[:19]}"
+                + (f", parent {html.escape(self.parent)}" if self.parent else '') + (f", base {html.escape(self.base)}" if self.base else '')
+                + f"</small>{'<table><tr><th>metric</th><th>value</th><th></th></tr>' + rows + '</table>' if rows else ''}</div>")
 
-def _ranges(seqs:list) -> str:
-    "[3, 4, 5, 9] -> '3..5, 9'"
-    out, run = [], []
-    for s in [*seqs, None]:
-        if run and s == run[-1] + 1: run.append(s); continue
-        if run: out.append(f"{run[0]}..{run[-1]}" if len(run) > 1 else str(run[0]))
-        run = [s]
-    return ', '.join(out)
+# %% ../nbs/20_registry.ipynb #81ed6b3c
+def _split_ref(ref:str) -> tuple[str, str|None]:
+    "'model:v3' -> ('model', 'v3'); 'model:production' -> ('model', 'production'); 'model' -> ('model', None)."
+    if not isinstance(ref, str) or not ref: raise ValidationError(f"A version reference must be 'model:vN' or 'model:alias', got {ref!r}.")
+    model, _, tag = ref.partition(':')
+    check_name(model, 'model name')
+    if tag: check_name(tag, 'version or alias')
+    return model, tag or None
 
-def _check_keys(rows, key, src) -> tuple[list, str]:
-    "Problems with the rows' HMACs, and the mode sentence."
-    keyed = [r['seq'] for r in rows if r['mac']]
-    first = keyed[0] if keyed else None
-    if key is None:
-        mode = ("unkeyed: no audit key is configured, so this check detects accidental damage and single edits, but "
-                "not a rewrite of the whole chain by someone who can write fmops.db. Configure FMOPS_AUDIT_KEY or "
-                "audit.key_file (a file outside the workspace) to detect that.")
-        return ([f"rows {_ranges(keyed)} carry HMACs, but no audit key is configured here, so they cannot be "
-                 f"checked: set FMOPS_AUDIT_KEY or audit.key_file"] if keyed else []), mode
-    mode = (f"keyed: rows carry an HMAC-SHA256 made with the key from {src}, so someone who can write fmops.db but "
-            f"has not got the key cannot rewrite the chain unnoticed.")
-    if first and first > 1:
-        mode += f" Rows 1..{first - 1} were written before the key was configured; row {first}'s HMAC covers them."
-    if not rows: return [], mode
-    if first is None:
-        return [f"none of the {len(rows)} rows carries an HMAC although a key is configured: either the key was "
-                f"configured after the last row (seal the log with `fmops audit reanchor --reason 'audit key "
-                f"configured'`), or the chain was rewritten without the key"], mode
-    problems = []
-    if unkeyed := [r['seq'] for r in rows if r['seq'] > first and not r['mac']]:
-        problems.append(f"rows {_ranges(unkeyed)} carry no HMAC although row {first} before them does: they were "
-                        f"written without the key, or rewritten")
-    if wrong := [r['seq'] for r in rows if r['mac'] and r['mac'] != _row_mac(key, r['hash'])]:
-        problems.append(f"the HMAC of rows {_ranges(wrong)} does not match the key from {src}: the key is wrong, or "
-                        f"those rows were rewritten by someone without the key")
-    return problems, mode
+# %% ../nbs/20_registry.ipynb #8f430939
+_PICKLES = ('.bin', '.pt', '.pth', '.ckpt', '.pkl')
 
-def _check_anchor(ws:Workspace, rows, key, anchor) -> tuple[list, str, list]:
-    "Compare the log with its anchor (read before the log): a cut tail, an emptied log or a rewrite shows here."
-    p = ws.anchor_path
-    by_seq = {r['seq']: r for r in rows}
-    if anchor is None:
-        if not rows: return [], f"none yet at {p} (the log is empty)", []
-        return [f"there is no anchor file at {p} although the log has {len(rows)} rows, so a cut tail or an emptied "
-                f"log cannot be ruled out; if this workspace predates anchors, write one with `fmops audit reanchor "
-                f"--reason 'first anchor'`"], f"missing at {p}", []
-    if 'invalid' in anchor: return [f"the audit anchor is unreadable: {anchor['invalid']}"], anchor['invalid'], []
-    seq, h, n = anchor['seq'], anchor['hash'], anchor['rows']
-    problems, notes, last = [], [], rows[-1]['seq'] if rows else 0
-    desc = f"{p} records {n} rows up to row {seq} (at {anchor.get('at', '?')})"
-    if seq and seq not in by_seq:
-        problems.append(f"the anchor records row {seq} with {n} rows, but the log ends at row {last} with "
-                        f"{len(rows)} rows: rows were cut from its end, or fmops.db was replaced by an older copy")
-    elif seq and by_seq[seq]['hash'] != h:
-        problems.append(f"row {seq} is not the row the anchor recorded (its hash differs): the log was rewritten")
-    elif len(rows) < n:
-        problems.append(f"the log has {len(rows)} rows, fewer than the {n} the anchor recorded: rows were deleted")
-    if key is not None:
-        if anchor.get('mac') and anchor['mac'] != audit_mac(key, f"head:{n}:{seq}:{h}"):
-            problems.append("the anchor's HMAC does not match the audit key: the key is wrong, or the anchor is forged")
-        elif not anchor.get('mac') and seq in by_seq and by_seq[seq]['mac']:
-            problems.append(f"the anchor carries no HMAC although row {seq} is keyed: it was written without the key")
-    elif anchor.get('mac'): notes.append("the anchor carries an HMAC that cannot be checked without the audit key")
-    if not problems and last > seq:
-        notes.append(f"{last - seq} row(s) were written after the anchor (it moves forward with each write)")
-    return problems, desc + ('' if problems else ': matches the log'), notes
+def _torch_load(path:Path) -> dict:
+    "A state dict from a torch pickle, loaded with weights_only=True (no arbitrary objects)."
+    import pickle, torch
+    try: obj = torch.load(path, map_location='cpu', weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
+        raise ValidationError(f"{path} could not be loaded as plain tensors (torch.load with weights_only=True): {str(e).splitlines()[0]}. "
+                              f"fmops never unpickles arbitrary objects: save the weights with safetensors instead.") from None
+    if isinstance(obj, dict) and isinstance(obj.get('state_dict'), dict): obj = obj['state_dict']
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValidationError(f"{path} does not hold a state dict of tensors. Pass model.state_dict() or a safetensors file.")
+    return obj
 
-NEWEST_RUNS = 5 # local W&B runs whose recorded heads `verify` checks by default (`wandb=True`: all of them)
+# %% ../nbs/20_registry.ipynb #2e6ca4b0
+def _save_state_dict(sd:dict, path:Path,
+                     like:Path|None=None, # the file it was converted from: no read permission `like` lacks
+                    ):
+    "Write a state dict as safetensors (tensors that share storage are copied, as safetensors requires)."
+    import torch
+    from safetensors.torch import save_file
+    out, seen = {}, set()
+    for k, v in sd.items():
+        if not isinstance(v, torch.Tensor): raise ValidationError(f"State dict entry {k!r} is a {type(v).__name__}, not a tensor.")
+        t = v.detach().cpu()
+        ptr = t.untyped_storage().data_ptr() if t.numel() else None
+        out[k] = t.clone().contiguous() if ptr in seen else t.contiguous()
+        if ptr is not None: seen.add(ptr)
+    save_file(out, str(path), metadata={'format': 'pt'})
+    # safetensors writes owner-only files; the blob gets the policy's mode, or no more than the file converted
+    os.chmod(path, file_mode() & (0o777 if like is None else stat.S_IMODE(os.stat(like).st_mode) | 0o600))
 
-def _freshness(ws:Workspace) -> str:
-    "What the anchor can prove about a cut back to an older log, in plain words."
-    p = ws.anchor_path
-    if p == ws.root or ws.root in p.parents:
-        return (f"The anchor {p} is inside the workspace: whoever can write fmops.db can also put back an older anchor "
-                f"with an older copy of the log, so a cut back to an older anchor shows only against a head kept "
-                f"elsewhere: an anchor outside the workspace (audit.anchor_file) or W&B runs synced off this machine "
-                f"(`wandb sync`). The local W&B runs that verify reads are in the workspace too.")
-    return (f"The anchor {p} is outside the workspace: a cut back to an older log shows against it as long as whoever "
-            f"can write the workspace cannot write there.")
+# %% ../nbs/20_registry.ipynb #ba36a854
+def _private_links(files:dict) -> list:
+    """The files of `files` ({relative path: real path}) that have other hard links and that only their owner may read.
+    A hard link cannot be told from a regular file; one that others may read (as uv and pip caches make) is quiet."""
+    out = []
+    for rel, f in files.items():
+        st = os.stat(f)
+        if st.st_nlink > 1 and not st.st_mode & 0o044: out.append(rel)
+    return sorted(out)
 
-def _wandb_heads(ws:Workspace, limit:int|None) -> tuple[list, int]:
-    "[(run folder, recorded head)] of the newest `limit` local W&B runs (None: all), and how many runs there are."
-    from fmops_nb.tracking import find_runs, read_run
-    paths, out = find_runs(ws), []
-    for path in paths[-limit:] if limit else paths:
-        try: head = read_run(path).audit_head
-        except Exception: continue # an unreadable or unfinished run file says nothing either way
-        if isinstance(head, dict) and _is_int(head.get('seq')): out.append((path, head))
-    return out, len(paths)
+# %% ../nbs/20_registry.ipynb #ab1438cf
+def _listing(names:list, n:int=3) -> str:
+    "'a, b, c and 2 more'"
+    return ', '.join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else '')
 
-def _check_wandb(heads:list, rows, key) -> tuple[list, list]:
-    "Compare the audit heads recorded in local W&B runs (read before the log) with the log."
-    by_seq, problems, notes = {r['seq']: r for r in rows}, [], []
-    accepted = [] # (row, anchored seq it gave up, reason) of each deliberate re-anchor
-    for r in rows:
-        if r['action'] != 'reanchor': continue
-        b, a = _obj(r['before']), _obj(r['after'])
-        old = b.get('anchor') or {}
-        accepted.append((r['seq'], old.get('seq') if isinstance(old, dict) else None, a.get('reason')))
-    for path, head in heads:
-        seq = head['seq']
-        if key is not None and head.get('mac') and head['mac'] != audit_mac(key, f"head:{head.get('rows')}:{seq}:"
-                                                                                 f"{head.get('hash')}"):
-            problems.append(f"the W&B run {path.name} carries an audit head whose HMAC does not match the audit key: "
-                            f"it is forged, or was made with another key"); continue
-        if not seq or (seq in by_seq and by_seq[seq]['hash'] == head.get('hash')): continue
-        now = ("has no such row now: rows were cut" if seq not in by_seq
-               else "has another row there now: it was rewritten")
-        what = f"the W&B run {path.name} recorded the log's head at row {seq}, and the log {now}"
-        if ok := next((x for x in accepted if _is_int(x[1]) and x[1] >= seq), None):
-            notes.append(f"{what}, as accepted by the re-anchor at row {ok[0]} ({ok[2]})")
-        else: problems.append(what)
-    return problems, notes
+# %% ../nbs/20_registry.ipynb #62d05c30
+def _sha(text:str) -> str: return hashlib.sha256(text.encode()).hexdigest()
 
-def _obj(text) -> dict:
-    "A JSON object from an audit row's column; {} when it is empty or not an object (the chain check names an edit)."
-    try: d = json.loads(text) if text else {}
-    except ValueError: return {}
-    return d if isinstance(d, dict) else {}
+# %% ../nbs/20_registry.ipynb #0724d96e
+def _read_json(path:Path, shown) -> dict:
+    try: d = json.loads(path.read_text(encoding='utf-8'))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ValidationError(f"{shown} is not valid JSON ({e}). Fix or regenerate it.") from None
+    if not isinstance(d, dict):
+        raise ValidationError(f"{shown} holds a JSON {type(d).__name__}, not an object. Fix or regenerate it.")
+    return d
 
+# %% ../nbs/20_registry.ipynb #ac041a7c
+def _collect(source, tmp:Path) -> dict:
+    "The files of a version to be, from a module, a state dict, a safetensors or torch file, or an HF/PEFT directory."
+    if hasattr(source, 'state_dict') and callable(source.state_dict): source = source.state_dict()
+    if isinstance(source, dict):
+        _save_state_dict(source, tmp / 'model.safetensors')
+        return {'format': 'safetensors', 'files': {'model.safetensors': tmp / 'model.safetensors'}, 'config': {}, 'adapter': None, 'skipped': []}
+    if not isinstance(source, (str, Path)):
+        raise ValidationError(f"Cannot register a {type(source).__name__}. Pass an nn.Module, a state dict, a .safetensors file, or a Hugging Face / PEFT directory.")
+    p = Path(source).expanduser()
+    if not p.exists(): raise ValidationError(f"{p} does not exist. Pass a .safetensors file or a model directory that exists.")
+    if p.is_file():
+        if p.suffix == '.safetensors':
+            read_header(p)
+            return {'format': 'safetensors', 'files': {'model.safetensors': p.resolve()}, 'config': {}, 'adapter': None,
+                    'skipped': []}
+        if p.suffix in _PICKLES:
+            _save_state_dict(_torch_load(p), tmp / 'model.safetensors', like=p)
+            return {'format': 'safetensors', 'files': {'model.safetensors': tmp / 'model.safetensors'}, 'config': {}, 'adapter': None, 'skipped': []}
+        raise ValidationError(f"{p}: unsupported file type {p.suffix or '(none)'}. Use .safetensors (or a torch .pt/.bin state dict).")
+    listing = safe_files(p)
+    peft = 'adapter_config.json' in listing
+    if not peft and 'config.json' not in listing:
+        raise ValidationError(f"{p} is neither a Hugging Face model directory (no config.json) nor a PEFT adapter directory "
+                              f"(no adapter_config.json).")
+    has_st = any(k.endswith('.safetensors') for k in listing)
+    files, skipped = {}, []
+    for rel, f in listing.items():
+        r = PurePosixPath(rel)
+        if r.suffix in _PICKLES:
+            if not has_st and r.stem.split('-')[0] in ('pytorch_model', 'adapter_model'):
+                out = tmp / r.with_name(r.stem.replace('pytorch_model', 'model') + '.safetensors')
+                out.parent.mkdir(parents=True, exist_ok=True)
+                _save_state_dict(_torch_load(f), out, like=f)
+                files[out.relative_to(tmp).as_posix()] = out
+            else: skipped.append(rel) # never unpickled
+            continue
+        if r.name == 'pytorch_model.bin.index.json' and not has_st: skipped.append(rel); continue
+        files[rel] = f
+    if not any(k.endswith('.safetensors') for k in files):
+        raise ValidationError(f"{p} holds no weights (*.safetensors, or pytorch_model.bin / adapter_model.bin to convert).")
+    cfg = _read_json(listing['config.json'], p / 'config.json') if 'config.json' in listing else {}
+    adapter = _read_json(listing['adapter_config.json'], p / 'adapter_config.json') if peft else None
+    return {'format': 'peft' if peft else 'hf', 'files': files, 'config': cfg, 'adapter': adapter, 'skipped': skipped}
+
+# %% ../nbs/20_registry.ipynb #8feb349c
+def _metrics(metrics) -> dict:
+    "{'accuracy': 0.91, 'loss': (0.3, 'lower')} -> {'accuracy': {'value': 0.91, 'direction': 'higher'}, ...}"
+    if metrics is not None and not isinstance(metrics, dict):
+        raise ValidationError(f"Metrics must be a dict of name: value, got {type(metrics).__name__}.")
+    out = {}
+    for k, v in (metrics or {}).items():
+        check_name(k, 'metric name')
+        if isinstance(v, dict):
+            if 'value' not in v: raise ValidationError(f"Metric {k!r}: a dict needs a 'value' (maybe a 'direction').")
+            value, direction = v['value'], v.get('direction', 'higher')
+        elif isinstance(v, tuple):
+            if len(v) != 2: raise ValidationError(f"Metric {k!r}: write (value, 'higher' or 'lower'), got {v!r}.")
+            value, direction = v
+        else: value, direction = v, 'lower' if 'loss' in k or 'error' in k else 'higher'
+        if direction not in METRIC_DIRECTIONS: raise ValidationError(f"Metric {k!r}: direction {direction!r} must be 'higher' or 'lower'.")
+        try: value = float(value)
+        except (TypeError, ValueError, OverflowError):
+            raise ValidationError(f"Metric {k!r}: value {value!r} is not a number.") from None
+        if not math.isfinite(value):
+            raise ValidationError(f"Metric {k!r}: value {value} is not a finite number. Record a real measurement, or "
+                                  f"leave the metric out.")
+        out[k] = {'value': value, 'direction': direction}
+    return out
+
+# %% ../nbs/20_registry.ipynb #b7be2a8b
+def _data_info(data) -> dict:
+    "{'train': Dataset or fingerprint or dict} -> {'train': {'fingerprint', 'rows', 'schema'}}"
+    out = {}
+    for role, d in (data or {}).items():
+        if hasattr(d, 'fingerprint'): out[role] = {'fingerprint': d.fingerprint(), 'rows': d.n_rows, 'schema': d.kinds}
+        elif isinstance(d, str): out[role] = {'fingerprint': d}
+        elif isinstance(d, dict) and 'fingerprint' in d: out[role] = dict(d)
+        else:
+            ds = load(d); out[role] = {'fingerprint': ds.fingerprint(), 'rows': ds.n_rows, 'schema': ds.kinds}
+    return out
+
+# %% ../nbs/20_registry.ipynb #79e68664
+def _lora_targets(names) -> set:
+    "Module paths a PEFT adapter's LoRA tensors modify."
+    out = set()
+    for n in names:
+        for marker in ('.lora_A.', '.lora_B.', '.lora_embedding_A', '.lora_embedding_B'):
+            if marker in n:
+                mod = n.split(marker)[0]
+                for pre in ('base_model.model.', 'base_model.'):
+                    if mod.startswith(pre): mod = mod[len(pre):]; break
+                out.add(mod)
+    return out
+
+# %% ../nbs/20_registry.ipynb #e05a8823
+class Registry:
+    "Model versions, aliases and lineage in a workspace."
+    def __init__(self, ws:Workspace|None=None, # the workspace (default: the current one)
+                 log:bool=True, # log registrations and alias moves to W&B (offline by default)
+                ):
+        self.ws = ws or Workspace.open()
+        ensure_audit(self.ws); self.ws.ensure_schema('registry', _SCHEMA)
+        self.blobs, self.log = BlobStore(self.ws), log
+
+    def card(self, ref:str|Version) -> str:
+        "The version's model card (markdown)."
+        v = ref if isinstance(ref, Version) else self.get(ref)
+        return self.blobs.read(v.card, f"model card of {v.id}").decode()
+
+    def load(self, ref:str) -> dict:
+        "The version's weights as a state dict of torch tensors (from safetensors; checked against the recorded hashes)."
+        from safetensors.torch import load_file
+        out = {}
+        for rel, path in self.files(ref).items():
+            if rel.endswith('.safetensors'): out.update(load_file(str(path)))
+        return out
+
+    def manifest(self, ref:str|Version) -> dict:
+        "The version's manifest (files, tensors, config), checked against its hash."
+        v = ref if isinstance(ref, Version) else self.get(ref)
+        return json.loads(self.blobs.read(v.manifest, f"manifest of {v.id}"))
+
+    def tensors(self, ref:str|Version) -> dict:
+        "{(file, tensor name): {'dtype', 'shape', 'sha256', 'begin', 'end'}} of a version, checked with its manifest."
+        v = ref if isinstance(ref, Version) else self.get(ref)
+        with closing(self.ws.connect()) as con:
+            rows = con.execute("SELECT * FROM tensors WHERE version=?", (v.id,)).fetchall()
+        if _tensor_rows(rows) != _manifest_tensors(self.manifest(v)):
+            raise WorkspaceError(f"{v.id} cannot be compared or loaded: {_tensors_changed(v.id)}. Nothing was read "
+                                 f"from them; run `fmops audit verify`, and restore fmops.db from a backup.")
+        return {(r['file'], r['name']): {'dtype': r['dtype'], 'shape': tuple(json.loads(r['shape'])),
+                                         'sha256': r['sha256'], 'begin': r['begin_at'], 'end': r['end_at']}
+                for r in rows}
+
+    def versions(self, model:str|None=None) -> list[Version]:
+        "The versions of `model` (or of every model), oldest first."
+        con = self.ws.connect()
+        try:
+            if model is not None:
+                check_name(model, 'model name')
+                if con.execute("SELECT 1 FROM models WHERE name=?", (model,)).fetchone() is None: raise not_found('model', model, self.models())
+            q = "SELECT * FROM versions WHERE state='ready'" + (" AND model=?" if model else '') + " ORDER BY model, number"
+            return [self._read(con, r) for r in con.execute(q, (model,) if model else ())]
+        finally: con.close()
+
+    # ---- getting weights back
+    def files(self, ref:str|Version) -> dict:
+        "{relative path: blob path} of a version, every file checked against its hash."
+        v = ref if isinstance(ref, Version) else self.get(ref)
+        return {rel: self.blobs.verify(f['sha256'], f"{rel} of {v.id}") for rel, f in v.files.items()}
+
+# %% ../nbs/20_registry.ipynb #836559ea
+# ---- reading
+@patch
+def _read(self:Registry, con, row) -> Version:
+    d = dict(row)
+    v = Version(**{k: d[k] for k in ('id', 'model', 'number', 'format', 'parent', 'base', 'manifest', 'card', 'state', 'created_at', 'created_by')},
+                meta=json.loads(d['meta']))
+    v.aliases = [r['alias'] for r in con.execute("SELECT alias FROM aliases WHERE version=? ORDER BY alias", (v.id,))]
+    v.files = {r['path']: {'sha256': r['sha256'], 'size': r['size']} for r in con.execute("SELECT path, sha256, size FROM files WHERE version=? ORDER BY path", (v.id,))}
+    return v
+
+# %% ../nbs/20_registry.ipynb #bd6e71ff
+@patch
+def models(self:Registry) -> list[str]:
+    with self.ws.connect() as con: return [r['name'] for r in con.execute("SELECT name FROM models ORDER BY name")]
+
+# %% ../nbs/20_registry.ipynb #ee86b1cc
+@patch
+def get(self:Registry, ref:str,
+        deleted:bool=False, # also a deleted version named 'model:vN' (an adapter's base, which `gc` keeps)
+       ) -> Version:
+    "The version `ref` names: 'model:vN', 'model:ALIAS', or 'model' (its latest version)."
+    model, tag = _split_ref(ref)
+    con = self.ws.connect()
+    try:
+        if con.execute("SELECT 1 FROM models WHERE name=?", (model,)).fetchone() is None:
+            raise not_found('model', model, self.models(), hint="Register it first: fmops registry register MODEL PATH.")
+        if tag is None:
+            row = con.execute("SELECT * FROM versions WHERE model=? AND state='ready' ORDER BY number DESC LIMIT 1", (model,)).fetchone()
+        elif tag[0] == 'v' and tag[1:].isdigit():
+            row = con.execute("SELECT * FROM versions WHERE id=?", (f"{model}:{tag}",)).fetchone()
+        else:
+            a = con.execute("SELECT version FROM aliases WHERE model=? AND alias=?", (model, tag)).fetchone()
+            row = con.execute("SELECT * FROM versions WHERE id=?", (a['version'],)).fetchone() if a else None
+        if row is None:
+            names = [r['id'] for r in con.execute("SELECT id FROM versions WHERE model=? AND state='ready'", (model,))]
+            names += [f"{model}:{r['alias']}" for r in con.execute("SELECT alias FROM aliases WHERE model=?", (model,))]
+            raise not_found('version or alias', ref, names)
+        if row['state'] == 'deleted' and not deleted:
+            raise NotFoundError(f"{row['id']} was deleted. `fmops registry ls {model}` lists the versions that "
+                                f"remain.")
+        return self._read(con, row)
+    finally: con.close()
+
+# %% ../nbs/20_registry.ipynb #3ea7bbc8
+@patch
+def _guard(self:Registry, what:str, # the action, for the message: 'promote m:v2 to m:production'
+           model:str, # the model whose records it acts on
+           vids=(), # the versions it acts on: their manifests, files and tensors are checked too
+          ):
+    "Refuse `what` while `verify` finds the audit log does not explain the records it would act on."
+    c = _verify(self.ws, model=model, blobs_of={v for v in vids if v})
+    if c.ok: return
+    raise WorkspaceError(f"{what} was refused: `fmops audit verify` finds {len(c.problems)} problem(s) in the "
+                         f"records it acts on, so fmops will not act on them; the first: {c.problems[0]}. Nothing "
+                         f"was changed. See `fmops audit verify`; restore fmops.db from a backup (after a "
+                         f"deliberate restore, accept it with `fmops audit reanchor --reason ...`).")
+
+# %% ../nbs/20_registry.ipynb #c8e4234d
+@patch
+def history(self:Registry, model:str, alias:str|None=None) -> list[dict]:
+    "The alias moves of `model` (one alias or all), oldest first."
+    with self.ws.connect() as con:
+        q = "SELECT * FROM alias_history WHERE model=?" + (" AND alias=?" if alias else '') + " ORDER BY seq"
+        return [dict(r) for r in con.execute(q, (model, alias) if alias else (model,))]
+
+# %% ../nbs/20_registry.ipynb #95a0a575
+@patch
+def lineage(self:Registry, ref:str) -> dict:
+    "Where a version came from (parents and bases, up to the root) and what was derived from it."
+    v = self.get(ref)
+    with self.ws.connect() as con:
+        up, seen, todo = [], set(), [v.id]
+        while todo:
+            vid = todo.pop(0)
+            if vid in seen: continue
+            seen.add(vid)
+            r = con.execute("SELECT id, parent, base, meta, created_at FROM versions WHERE id=?", (vid,)).fetchone()
+            if r is None: continue
+            m = json.loads(r['meta'])
+            up.append({'id': r['id'], 'parent': r['parent'], 'base': r['base'], 'run_id': m.get('run_id'), 'data': m.get('data', {}), 'created_at': r['created_at']})
+            todo += [x for x in (r['parent'], r['base']) if x]
+        down = [r['id'] for r in con.execute("SELECT id FROM versions WHERE (parent=? OR base=?) AND state='ready' ORDER BY created_at", (v.id, v.id))]
+    return {'version': v.id, 'ancestors': up[1:], 'self': up[0], 'children': down}
+
+# %% ../nbs/20_registry.ipynb #718c28da
+# ---- writing
+@patch
+def register(self:Registry, model:str, # the model's name: letters, digits, '.', '_', '-'
+             source, # nn.Module, state dict, .safetensors file (or torch .pt/.bin state dict), HF or PEFT directory
+             base:str|None=None, # for a PEFT adapter: the registered version it adapts
+             parent:str|None=None, # the version this one was derived from (fine-tuned from)
+             metrics:dict|None=None, # {'accuracy': 0.91, 'loss': (0.31, 'lower')}
+             tags:list|None=None, description:str='',
+             data:dict|None=None, # {'train': dataset or fingerprint, 'eval': ...}
+             run_id:str|None=None, # the fine-tune run that produced it
+             code_version:str|None=None, # e.g. a git commit
+             config:dict|None=None, # training config (hyperparameters); an HF directory's config.json is kept too
+             intended_use:str='', # for the model card
+             aliases:list|tuple=(), # aliases to point at the new version
+             check_names:bool=True, # refuse weights whose tensor names do not match the parent's (or the base's modules)
+            ) -> Version:
+    "Register a new immutable version `model:vN`."
+    check_name(model, 'model name')
+    for a in aliases: self._check_alias(a)
+    metrics, data = _metrics(metrics), _data_info(data)
+    base_v, parent_v = (self.get(base) if base else None), (self.get(parent) if parent else None)
+    if self.ws.readonly: raise self.ws._readonly_error()
+    with closing(self.ws.connect()) as con: writable_key(con) # a keyed log without its key: refused first
+    (self.ws.root / 'tmp').mkdir(exist_ok=True)
+    # The store's shared lock is held from the first blob written to the commit: `gc` cannot delete a blob this
+    # registration reuses or writes before the version that refers to it is in the database.
+    with self.blobs.lock(), tempfile.TemporaryDirectory(dir=self.ws.root / 'tmp', prefix='register-') as tmp:
+        got = _collect(source, Path(tmp))
+        if got['format'] == 'peft' and base_v is None:
+            raise ValidationError("A PEFT adapter needs the version it adapts: pass base='MODEL:vN' (register the "
+                                  "base model first).")
+        # every header is checked before anything is stored
+        headers = {rel: read_header(f)[0] for rel, f in got['files'].items() if rel.endswith('.safetensors')}
+        if check_names:
+            self._check_names(got, {(rel, n): None for rel, h in headers.items() for n in h}, parent_v, base_v)
+        linked = _private_links(got['files'])
+        stored = {rel: self.blobs.put_file(f) for rel, f in got['files'].items()}
+        tensors = {}
+        for rel, checked in headers.items(): # hashed from the stored blob: what is recorded is what was stored
+            blob = self.blobs.path(stored[rel][0])
+            infos, _ = read_header(blob)
+            if infos != checked:
+                raise ValidationError(f"{got['files'][rel]} changed while it was being registered. Register it "
+                                      f"again once nothing writes to it.")
+            for name, sha in tensor_hashes(blob, infos).items():
+                t = infos[name]
+                tensors[(rel, name)] = {'dtype': t.dtype, 'shape': list(t.shape), 'sha256': sha, 'begin': t.begin, 'end': t.end}
+        manifest = {'format': got['format'], 'files': {k: {'sha256': s, 'size': n} for k, (s, n) in stored.items()},
+                    'tensors': [{'file': f, 'name': n, **t} for (f, n), t in sorted(tensors.items())],
+                    'config': got['config'], 'adapter': got['adapter'], 'skipped': got['skipped']}
+        # the manifest holds the content of config.json and adapter_config.json: it is as private as they are
+        held = None
+        for k in ('config.json', 'adapter_config.json'):
+            if k not in got['files']: continue
+            held = stat.S_IMODE(os.stat(got['files'][k]).st_mode) & (0o777 if held is None else held)
+        manifest_sha = self.blobs.put_bytes(json.dumps(manifest, sort_keys=True).encode(), held)
+        meta = {'metrics': metrics, 'tags': list(tags or []), 'description': description, 'data': data,
+                'run_id': run_id, 'code_version': code_version, 'config': config or {},
+                'intended_use': intended_use, 'n_tensors': len(tensors),
+                'n_parameters': int(sum(math.prod(t['shape']) for t in tensors.values())),
+                'skipped_files': got['skipped']}
+        try: meta_json = json.dumps(meta, sort_keys=True)
+        except (TypeError, ValueError) as e:
+            raise ValidationError(f"The version's details cannot be stored as JSON ({e}): pass tags, data and "
+                                  f"config as plain values (strings, numbers, lists, dicts).") from None
+        with self.ws.transaction() as con:
+            for ref, got_v in (('parent', parent_v), ('base', base_v)): # deleted since we looked it up?
+                if got_v is not None and con.execute("SELECT state FROM versions WHERE id=?",
+                                                     (got_v.id,)).fetchone()['state'] != 'ready':
+                    raise ValidationError(f"The {ref} {got_v.id} was deleted while this version was being "
+                                          f"registered; nothing was registered. Name a version that remains.")
+            if con.execute("SELECT 1 FROM models WHERE name=?", (model,)).fetchone() is None:
+                con.execute("INSERT INTO models VALUES (?,?,?)", (model, utcnow(), current_user()))
+            n = con.execute("SELECT COALESCE(MAX(number), 0) + 1 FROM versions WHERE model=?",
+                            (model,)).fetchone()[0]
+            vid, now, who = f"{model}:v{n}", utcnow(), current_user()
+            card = _card(vid, got['format'], meta, manifest['files'], parent_v, base_v, now, who)
+            card_sha = self.blobs.put_bytes(card.encode())
+            pid, bid = (parent_v.id if parent_v else None), (base_v.id if base_v else None)
+            con.execute("INSERT INTO versions (id, model, number, format, parent, base, manifest, card, meta, "
+                        "created_at, created_by) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                        (vid, model, n, got['format'], pid, bid, manifest_sha, card_sha, meta_json, now, who))
+            con.executemany("INSERT INTO files VALUES (?,?,?,?)",
+                            [(vid, k, s, sz) for k, (s, sz) in stored.items()])
+            con.executemany("INSERT INTO tensors VALUES (?,?,?,?,?,?,?,?)",
+                            [(vid, f, nm, t['dtype'], json.dumps(t['shape']), t['sha256'], t['begin'], t['end'])
+                             for (f, nm), t in tensors.items()])
+            # the register row carries everything the registry later acts on, so that `verify` can replay it
+            append_audit(con, 'register', vid, None, {'format': got['format'], 'parent': pid, 'base': bid,
+                                                      'manifest': manifest_sha, 'card': card_sha,
+                                                      'metrics': {k: m['value'] for k, m in metrics.items()},
+                                                      'meta': _sha(meta_json), 'created_at': now,
+                                                      'created_by': who}, actor=who)
+    blocked = self._set_aliases(vid, aliases) # through the promotion gates, like any other alias move
+    v = self.get(vid)
+    if linked:
+        warnings.warn(f"registered {vid}; {_listing(linked)} {'has' if len(linked) == 1 else 'have'} other hard "
+                      f"links and only {'its' if len(linked) == 1 else 'their'} owner may read "
+                      f"{'it' if len(linked) == 1 else 'them'}: a hard link can carry a private file into a model "
+                      f"folder. It is stored owner-only, as its source; if it is not part of the model, delete "
+                      f"{vid} and register the folder again without it.", StoreWarning, stacklevel=2)
+    if self.log: self._log_safely(v, 'register', f"registered {vid}")
+    if blocked:
+        raise PromotionBlocked(f"Registered {vid}, but {'; '.join(blocked)} Point the alias at it later with "
+                               f"`fmops registry promote {vid} --to ALIAS`.")
+    return v
+
+# %% ../nbs/20_registry.ipynb #93099138
+@patch
+def _set_aliases(self:Registry, vid:str, aliases) -> list[str]:
+    "Point `aliases` at the new version `vid` through the promotion gates; returns why each blocked one was refused."
+    blocked = []
+    for a in aliases: # the registration's own W&B run records the aliases
+        try: self._promote(vid, a, f'set at registration of {vid}', force=False, log=False)
+        except PromotionBlocked as e: blocked.append(str(e))
+    return blocked
+
+# %% ../nbs/20_registry.ipynb #0d6a2c46
+@patch
+def _check_alias(self:Registry, alias:str) -> str:
+    check_name(alias, 'alias')
+    if alias[0] == 'v' and alias[1:].isdigit(): raise ValidationError(f"Alias {alias!r} looks like a version number; choose another name (e.g. 'production').")
+    return alias
+
+# %% ../nbs/20_registry.ipynb #b791138b
+@patch
+def _check_names(self:Registry, got, tensors, parent_v, base_v):
+    names = {n for (_, n) in tensors}
+    if parent_v is not None and got['format'] != 'peft' and parent_v.format != 'peft':
+        theirs = {n for (_, n) in self.tensors(parent_v)}
+        missing, new = sorted(theirs - names), sorted(names - theirs)
+        if missing or new:
+            raise ValidationError(f"The tensor names do not match the parent {parent_v.id}: {len(missing)} missing "
+                                  f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}), {len(new)} new "
+                                  f"({', '.join(new[:3])}{', ...' if len(new) > 3 else ''}). Check that this checkpoint comes "
+                                  f"from the same architecture, or pass check_names=False if it changed on purpose.")
+    if base_v is not None and got['format'] == 'peft':
+        base_names = [n for (_, n) in self.tensors(base_v)]
+        targets = _lora_targets(names)
+        if not targets: raise ValidationError("The adapter holds no LoRA tensors (lora_A / lora_B). Is this a PEFT LoRA adapter directory?")
+        mods = {b.rsplit('.', 1)[0] for b in base_names}
+        unmatched = sorted(t for t in targets if not any(same_module(t, m) for m in mods))
+        if unmatched:
+            raise ValidationError(f"The adapter modifies {len(unmatched)} module(s) the base {base_v.id} does not have "
+                                  f"({', '.join(unmatched[:3])}{', ...' if len(unmatched) > 3 else ''}). Register it with the base it was trained on.")
+
+# %% ../nbs/20_registry.ipynb #02ee6c39
+@patch
+def _move(self:Registry, con, model:str, alias:str, vid:str|None, action:str, reason:str='') -> str|None:
+    "Point `alias` at `vid` (None: remove it), with history and an audit row; returns the previous target."
+    row = con.execute("SELECT version FROM aliases WHERE model=? AND alias=?", (model, alias)).fetchone()
+    prev = row['version'] if row else None
+    if vid is None: con.execute("DELETE FROM aliases WHERE model=? AND alias=?", (model, alias))
+    else: con.execute("INSERT INTO aliases VALUES (?,?,?,?) ON CONFLICT(model, alias) DO UPDATE SET version=excluded.version, updated_at=excluded.updated_at",
+                      (model, alias, vid, utcnow()))
+    by = current_user() # the history row and its audit row name the same actor: `verify` matches them
+    con.execute("INSERT INTO alias_history (model, alias, version, previous, action, reason, at, by) VALUES (?,?,?,?,?,?,?,?)",
+                (model, alias, vid, prev, action, reason, utcnow(), by))
+    append_audit(con, action, f"{model}:{alias}", {'version': prev},
+                 {'version': vid, 'reason': reason} if reason else {'version': vid}, actor=by)
+    return prev
+
+# %% ../nbs/20_registry.ipynb #3c9491b0
+@patch
+def promote(self:Registry, ref:str, # the version (or alias) to promote
+            to:str='production', # the alias to point at it ('production', 'staging', 'candidate', ... or 'model:alias')
+            reason:str='',
+            force:bool=False, # promote even when a promotion gate blocks it: needs a `reason`; audited
+           ) -> Version:
+    "Point the alias `to` at version `ref`, audited; `on: promote` policies may block it."
+    return self._promote(ref, to, reason, force, log=self.log)
+
+# %% ../nbs/20_registry.ipynb #7e78aab7
+GATES = PluginRegistry('promotion gate', group='fmops_nb.gates') # name -> gate(reg, v, model, alias, enforce, reason)
+
+def _gates(reg, v, model:str, alias:str, force:bool, reason:str) -> list[str]:
+    "Run every promotion gate on `v` for `model:alias`; returns the checks a forced promotion went past."
+    if not len(GATES):
+        if not force:
+            raise PromotionBlocked(f"No promotion gate is installed (the entry-point group fmops_nb.gates is empty), so "
+                                   f"nothing can check promoting {v.id} to {model}:{alias}; it was refused. Reinstall "
+                                   f"fmops_nb (`pip install fmops_nb`), or promote with --force and a --reason.")
+        if not reason: raise PromotionBlocked("Forcing a promotion needs a --reason: it goes into the audit log.")
+        return ['no promotion gate installed']
+    return [x for name in GATES.names()
+            for x in GATES.call(name, reg, v, model, alias, enforce=not force, reason=reason if force else None) or []]
+
+# %% ../nbs/20_registry.ipynb #4c9a5679
+@patch
+def _promote(self:Registry, ref:str, to:str, reason:str, force:bool, log:bool) -> Version:
+    v = self.get(ref)
+    model, alias = (_split_ref(to) if ':' in to else (v.model, to))
+    if model != v.model: raise ValidationError(f"{v.id} is a version of {v.model!r}, not of {model!r}: promote a {model} version to {model}:{alias}.")
+    self._check_alias(alias)
+    if alias in v.aliases: return v
+    with closing(self.ws.connect()) as con:
+        writable_key(con) # a keyed log without its key: refused first
+        cur = con.execute("SELECT version FROM aliases WHERE model=? AND alias=?", (model, alias)).fetchone()
+    self._guard(f"promote {v.id} to {model}:{alias}", model, (v.id, cur and cur['version']))
+    overridden = _gates(self, v, model, alias, force, reason)
+    with self.ws.transaction() as con:
+        cur = con.execute("SELECT version FROM aliases WHERE model=? AND alias=?", (model, alias)).fetchone()
+        if cur and cur['version'] == v.id: return self.get(v.id)
+        self._move(con, model, alias, v.id, 'promote', reason + (f" (forced past {', '.join(overridden)})" if overridden else ''))
+    out = self.get(v.id)
+    if log: self._log_safely(out, 'promote', f"promoted {out.id} to {model}:{alias}")
+    return out
+
+# %% ../nbs/20_registry.ipynb #8862665b
+@patch
+def resolve_alias(self:Registry, alias:str) -> str:
+    "'production' -> 'model:production' when exactly one model has that alias; 'model:alias' as it is."
+    if ':' in alias: return alias
+    with closing(self.ws.connect()) as con:
+        owners = [r['model'] for r in con.execute("SELECT model FROM aliases WHERE alias=? ORDER BY model", (alias,))]
+    if len(owners) == 1: return f"{owners[0]}:{alias}"
+    if not owners: raise NotFoundError(f"No model has an alias {alias!r}. `fmops registry ls` shows the aliases.")
+    raise ValidationError(f"Several models have an alias {alias!r} ({', '.join(owners)}): name one, e.g. {owners[0]}:{alias}.")
+
+# %% ../nbs/20_registry.ipynb #c1f6a279
+@patch
+def _stack(self:Registry, con, model:str, alias:str) -> list:
+    "The alias's targets as a stack: a promotion pushes, a rollback pops."
+    stack = []
+    for r in con.execute("SELECT version, action FROM alias_history WHERE model=? AND alias=? ORDER BY seq", (model, alias)):
+        if r['action'] == 'rollback' and stack: stack.pop()
+        elif r['version'] is not None: stack.append(r['version'])
+    return stack
+
+# %% ../nbs/20_registry.ipynb #27a8dcd0
+@patch
+def rollback(self:Registry, alias:str, # 'model:alias', e.g. 'chat:production'
+             to:str|None=None, # a version of the same model; default: the alias's previous target
+             reason:str='') -> Version:
+    "Move `alias` back to its previous target (or to `to`), audited."
+    model, name = _split_ref(alias)
+    if name is None: raise ValidationError(f"Name the alias to roll back, e.g. '{model}:production'.")
+    if model not in (have := self.models()): raise not_found('model', model, have)
+    target = self.get(to) if to else None
+    if target is not None and target.model != model:
+        raise ValidationError(f"{target.id} is a version of {target.model!r}, not of {model!r}.")
+    with closing(self.ws.connect()) as con:
+        writable_key(con) # a keyed log without its key: refused first
+        cur = con.execute("SELECT version FROM aliases WHERE model=? AND alias=?", (model, name)).fetchone()
+        stack = self._stack(con, model, name)
+    lands = target.id if target else stack[-2] if len(stack) > 1 else None
+    self._guard(f"rollback of {model}:{name}", model, (cur and cur['version'], lands))
+    with self.ws.transaction() as con:
+        cur = con.execute("SELECT version FROM aliases WHERE model=? AND alias=?", (model, name)).fetchone()
+        if cur is None:
+            have = [r['alias'] for r in con.execute("SELECT alias FROM aliases WHERE model=?", (model,))]
+            raise not_found('alias', f"{model}:{name}", [f"{model}:{a}" for a in have], hint="Only an alias that points at a version can be rolled back.")
+        if target is None:
+            stack = self._stack(con, model, name)
+            if len(stack) < 2:
+                raise ValidationError(f"{model}:{name} has no earlier version to roll back to (it has only ever pointed at {cur['version']}). "
+                                      f"Pass --to VERSION to move it explicitly.")
+            self._move(con, model, name, stack[-2], 'rollback', reason)
+            vid = stack[-2]
+        else:
+            self._move(con, model, name, target.id, 'rollback-to', reason)
+            vid = target.id
+    out = self.get(vid)
+    if self.log: self._log_safely(out, 'rollback', f"rolled {model}:{name} back to {vid}")
+    return out
+
+# %% ../nbs/20_registry.ipynb #1ada84a2
+@patch
+def delete(self:Registry, ref:str, reason:str='') -> Version:
+    "Hide a version (its record and audit trail stay; `gc` frees its files); refused while something needs it."
+    v = self.get(ref)
+    if v.aliases: raise ValidationError(f"{v.id} is {', '.join(v.aliases)}: move {'those aliases' if len(v.aliases) > 1 else 'that alias'} first.")
+    with self.ws.transaction() as con:
+        users = [r['id'] for r in con.execute("SELECT id FROM versions WHERE base=? AND state='ready' ORDER BY "
+                                              "model, number", (v.id,))]
+        if users:
+            it = users[0] if len(users) == 1 else 'them'
+            raise ValidationError(f"{v.id} is the base of the adapter{'s' if len(users) > 1 else ''} "
+                                  f"{_listing(users)}, which cannot be used without it: delete {it} first, or "
+                                  f"keep {v.id}.")
+        con.execute("UPDATE versions SET state='deleted' WHERE id=?", (v.id,))
+        append_audit(con, 'delete', v.id, {'state': 'ready'}, {'state': 'deleted', 'reason': reason} if reason else {'state': 'deleted'})
+    return v
+
+# %% ../nbs/20_registry.ipynb #9e82b4c0
+@patch
+def export(self:Registry, ref:str, path) -> Path:
+    "Write the version's files (an HF or PEFT directory, or model.safetensors) into the folder `path`."
+    dst = Path(path).expanduser()
+    if dst.exists() and any(dst.iterdir()): raise ValidationError(f"{dst} is not empty. Export into a new or empty folder.")
+    for rel, src in self.files(ref).items():
+        if PurePosixPath(rel).is_absolute() or '..' in PurePosixPath(rel).parts:
+            raise WorkspaceError(f"The recorded file path {rel!r} would leave {dst}: the database was edited. "
+                                 f"Run `fmops audit verify`.")
+        out = dst / rel
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, out)
+    return dst
+
+# %% ../nbs/20_registry.ipynb #eee5f6f2
+@patch
+def gc(self:Registry, grace_s:float=3600, # keep unreferenced blobs younger than this (a registration may be using them)
+       dry_run:bool=False, # report what would be removed; remove nothing
+       on_wait=None, # called once if registrations in progress make gc wait for the store's lock
+      ) -> dict:
+    "Remove blobs no version refers to, and stale temporaries; only when the audit log shows the database whole."
+    import time
+    if self.ws.readonly: raise self.ws._readonly_error()
+    check = verify_audit(self.ws)
+    if not check.ok:
+        raise WorkspaceError(f"gc deleted nothing: the audit log does not show the database whole, so it cannot "
+                             f"prove which blobs are unreferenced. {len(check.problems)} problem(s); the first: "
+                             f"{check.problems[0]}. See `fmops audit verify`; restore fmops.db from a backup "
+                             f"(after a deliberate restore, accept it with `fmops audit reanchor --reason ...`).")
+    with self.blobs.lock(exclusive=True, on_wait=on_wait), closing(self.ws.connect()) as con:
+        rows = {r['id']: r for r in con.execute("SELECT id, base, state, manifest, card FROM versions")}
+        need, todo = set(), [vid for vid, r in rows.items() if r['state'] == 'ready']
+        while todo: # a ready version needs itself and its base, and that base's base (a deleted one too)
+            vid = todo.pop()
+            if vid in need or vid not in rows: continue
+            need.add(vid)
+            if rows[vid]['base']: todo.append(rows[vid]['base'])
+        keep = {r['sha256'] for r in con.execute("SELECT version, sha256 FROM files") if r['version'] in need}
+        for vid in need:
+            manifest, card = rows[vid]['manifest'], rows[vid]['card']
+            listed = json.loads(self.blobs.read(manifest, f'manifest of {vid}'))['files'].values()
+            keep |= {manifest, card} | {f['sha256'] for f in listed}
+        old = time.time() - grace_s
+        gone = [sha for sha in self.blobs.all() if sha not in keep and self.blobs.path(sha).stat().st_mtime < old]
+        temps = [p for p in self.blobs.temporaries() if p.stat().st_mtime < old]
+        if (self.ws.root / 'tmp').is_dir():
+            temps += [p for p in (self.ws.root / 'tmp').glob('register-*') if p.stat().st_mtime < old]
+        anchor = self.ws.anchor_path # a writer killed while anchoring leaves its temporary file
+        temps += [p for p in anchor.parent.glob(f".{anchor.name}.*.tmp") if p.stat().st_mtime < old]
+        freed = sum(self.blobs.path(s).stat().st_size for s in gone)
+        if not dry_run:
+            for s in gone: self.blobs.path(s).unlink(missing_ok=True)
+            for p in temps: shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    return {'blobs_removed': len(gone), 'bytes_freed': freed, 'temporaries_removed': len(temps), 'dry_run': dry_run}
+
+# %% ../nbs/20_registry.ipynb #5bd25e3a
+@patch
+def _log(self:Registry, v:Version, action:str) -> str:
+    "Log the version as a W&B model artifact (files by reference) with its aliases; returns the run's folder."
+    with run('registry', name=f"{action} {v.id}", ws=self.ws, announce=False, tags=[action],
+             config={'version': v.id, 'action': action, 'parent': v.parent, 'base': v.base}) as r:
+        r.artifact(v.model, {rel: self.blobs.path(f['sha256']) for rel, f in v.files.items()}, type='model',
+                   aliases=[f"v{v.number}", *v.aliases], metadata={'version': v.id, 'metrics': v.metrics, 'parent': v.parent},
+                   description=v.meta.get('description') or None, reference=True)
+        r.summary(**{f"metric/{k}": m['value'] for k, m in v.metrics.items()})
+    return str(r.path)
+
+# %% ../nbs/20_registry.ipynb #3122eb64
+@patch
+def _log_safely(self:Registry, v:Version, action:str, done:str):
+    "Log to W&B after a committed change; a failure is a `TrackingWarning` naming the retry, never an error."
+    try: self._log(v, action)
+    except Exception as e:
+        why = ' '.join(str(e).split()).rstrip('.') # one line, however long the library's message
+        warnings.warn(f"{done}; logging it to W&B failed: {why}. Retry with `fmops registry log {v.id}`.",
+                      TrackingWarning, stacklevel=3)
+
+# %% ../nbs/20_registry.ipynb #5abc20d2
+@patch
+def log_to_wandb(self:Registry, ref:str) -> str:
+    "Log version `ref` with its current aliases to W&B (again, after a failed attempt); returns the run folder."
+    v = self.get(ref)
+    try: return self._log(v, 'log')
+    except FmopsError: raise
+    except Exception as e:
+        raise TrackingError(f"Logging {v.id} to W&B failed: {e}. Check WANDB_MODE and the workspace's wandb "
+                            f"folder, then retry.") from e
+
+# %% ../nbs/20_registry.ipynb #54a85330
+def _card(vid:str, fmt:str, meta:dict, files:dict, parent, base, at:str, by:str) -> str:
+    "A model card in markdown: lineage, data, metrics, and the intended-use fields for the owner to fill."
+    lines = [f"# {vid}", '', meta.get('description') or '_No description given._', '',
+             f"Registered by {by} at {at}. Format: {fmt}; {meta['n_tensors']} tensors, {meta['n_parameters']:,} parameters.", '',
+             '## Lineage', '', f"- Parent: {parent.id if parent else '—'}", f"- Base: {base.id if base else '—'}",
+             f"- Fine-tune run: {meta.get('run_id') or '—'}", f"- Code version: {meta.get('code_version') or '—'}", '',
+             '## Data', '']
+    if meta['data']:
+        lines += ['| role | fingerprint | rows |', '|---|---|---|'] + [f"| {k} | `{d['fingerprint'][:19]}` | {d.get('rows', '—')} |" for k, d in meta['data'].items()]
+    else: lines.append('_No data fingerprints recorded._')
+    lines += ['', '## Metrics', '']
+    if meta['metrics']:
+        lines += ['| metric | value | better |', '|---|---|---|'] + [f"| {k} | {m['value']:.4g} | {m['direction']} |" for k, m in meta['metrics'].items()]
+    else: lines.append('_No metrics recorded._')
+    lines += ['', '## Intended use', '', meta.get('intended_use') or '_To be filled in by the owner: intended uses and users._', '',
+              '## Out-of-scope uses', '', '_To be filled in by the owner._', '', '## Limitations and risks', '', '_To be filled in by the owner._', '',
+              '## Files', '', '| file | size | sha256 |', '|---|---|---|'] + [f"| {k} | {f['size']:,} | `{f['sha256'][:12]}` |" for k, f in sorted(files.items())]
+    if meta.get('tags'): lines += ['', 'Tags: ' + ', '.join(meta['tags'])]
+    return '\n'.join(lines) + '\n'
+
+# %% ../nbs/20_registry.ipynb #8b36e93e
 def _replayed(rows) -> dict:
     "What the log says the tables hold: alias targets, alias moves, registrations and deletions."
     out = {'aliases': {}, 'moves': {}, 'versions': {}, 'deleted': {}}
     for r in rows:
-        after = _obj(r['after'])
+        after = json_object(r['after'])
         if r['action'] in ('promote', 'rollback', 'rollback-to'):
             out['aliases'][r['subject']] = (after.get('version'), r['seq'])
-            out['moves'].setdefault(r['subject'], []).append((r, _obj(r['before']), after))
+            out['moves'].setdefault(r['subject'], []).append((r, json_object(r['before']), after))
         elif r['action'] == 'register': out['versions'][r['subject']] = (after, r)
         elif r['action'] == 'delete': out['deleted'][r['subject']] = r['seq']
     return out
 
+# %% ../nbs/20_registry.ipynb #5c0070f2
 _BACK = "behind the registry's back"
 _VID = re.compile(r'[^:]+:v\d+')
 
@@ -471,6 +802,7 @@ def _metric_values(meta:dict) -> dict|None:
     if not isinstance(ms, dict) or not all(isinstance(m, dict) for m in ms.values()): return None
     return {k: m.get('value') for k, m in ms.items()}
 
+# %% ../nbs/20_registry.ipynb #f7449b97
 def _check_version(vid:str, r, after:dict, reg) -> list:
     "How a version's row differs from what its register row (`reg`, its JSON `after`) in the log says."
     seq, out = reg['seq'], []
@@ -496,7 +828,7 @@ def _check_version(vid:str, r, after:dict, reg) -> list:
                    f"{after['created_at']}: it was changed {_BACK}")
     if new and r['card'] != after.get('card'):
         out.append(f"version {vid}'s model card is not the one registered (row {seq}): it was changed {_BACK}")
-    meta = _obj(r['meta'])
+    meta = json_object(r['meta'])
     have = _metric_values(meta)
     if have is None:
         out.append(f"version {vid}'s recorded details (meta) are not readable: they were changed {_BACK}")
@@ -511,6 +843,7 @@ def _check_version(vid:str, r, after:dict, reg) -> list:
                    f"those registered (row {seq}): they were changed {_BACK}")
     return out
 
+# %% ../nbs/20_registry.ipynb #bc20394c
 def _check_history(con, moves:dict, model:str|None) -> list:
     "Each alias's history, move by move, against the moves the log records."
     hist, out = {}, []
@@ -534,6 +867,7 @@ def _check_history(con, moves:dict, model:str|None) -> list:
                            f"moves were {'added' if len(h) > len(m) else 'deleted'} {_BACK}")
     return out
 
+# %% ../nbs/20_registry.ipynb #c04215c7
 def _tensor_rows(rows) -> set:
     "The tensor records of a version as comparable tuples, from the database's rows."
     out = set()
@@ -543,14 +877,17 @@ def _tensor_rows(rows) -> set:
         out.add((r['file'], r['name'], r['dtype'], shape, r['sha256'], r['begin_at'], r['end_at']))
     return out
 
+# %% ../nbs/20_registry.ipynb #0bdf8d43
 def _manifest_tensors(man:dict) -> set:
     "The tensor records a version's manifest (content-addressed, so the reference) lists, as comparable tuples."
     return {(t['file'], t['name'], t['dtype'], tuple(t['shape']), t['sha256'], t['begin'], t['end'])
             for t in man.get('tensors') or []}
 
+# %% ../nbs/20_registry.ipynb #14e0d8cc
 def _tensors_changed(vid:str) -> str:
     return f"the tensor records of {vid} in the database are not those of its manifest: they were changed {_BACK}"
 
+# %% ../nbs/20_registry.ipynb #c85eb3e2
 def _replay(ws:Workspace, con, rows, model:str|None=None, # only this model's records (default: every model's)
             blobs_of:set|None=None, # check manifests, files and tensors of these versions only (default: all ready)
            ) -> tuple[list, list]:
@@ -610,800 +947,14 @@ def _replay(ws:Workspace, con, rows, model:str|None=None, # only this model's re
         if older else []
     return problems, notes
 
-def _check_chain(rows, top) -> list:
-    "Name every edited, deleted or reordered row of the hash chain."
-    problems, prev, expect = [], _GENESIS, 1
-    for r in rows:
-        what = f"row {r['seq']} ({r['action']} {r['subject']})"
-        if r['seq'] != expect:
-            problems.append(f"rows {expect}..{r['seq'] - 1} are missing (deleted)" if r['seq'] > expect + 1
-                            else f"row {expect} is missing (deleted)")
-        if r['prev_hash'] != prev: problems.append(f"{what} does not follow the row before it: the chain was broken")
-        if _row_hash(*(r[k] for k in ('prev_hash', 'seq', 'at', 'actor', 'action', 'subject', 'before', 'after'))) \
-                != r['hash']:
-            problems.append(f"{what} was edited: its content does not match its hash")
-        prev, expect = r['hash'], r['seq'] + 1
-    if top is not None and top['seq'] >= expect:
-        problems.append(f"row {top['seq']} (the last one written) is missing (deleted)" if top['seq'] == expect
-                        else f"rows {expect}..{top['seq']} at the end are missing (deleted)")
-    return problems
-
+# %% ../nbs/20_registry.ipynb #b54c6eee
 def verify_audit(ws:Workspace|None=None,
                  wandb:bool=False, # check the heads of every local W&B run (default: the newest `NEWEST_RUNS`)
                 ) -> AuditCheck:
     "Check the audit log: its hash chain, its HMACs, its anchor and W&B heads, and the registry's tables replayed."
     return _verify(ws or Workspace.open(), wandb)
 
+# %% ../nbs/20_registry.ipynb #a3eeb0d0
 def _verify(ws:Workspace, wandb:bool=False, model:str|None=None, blobs_of:set|None=None) -> AuditCheck:
     "`verify_audit`, for one model's records when `model` is given (and `blobs_of`: whose blobs to read)."
-    _ensure_audit(ws)
-    key, src = ws.audit_key()
-    limit = None if wandb else NEWEST_RUNS
-    # The heads kept outside the database are read first: each was written after its rows were committed, so the
-    # snapshot of the log read next holds every row they name (a writer committing meanwhile never looks like a cut).
-    anchor = ws.read_anchor()
-    heads, total = _wandb_heads(ws, limit)
-    with closing(ws.connect()) as con:
-        con.execute("BEGIN") # one snapshot of the log and every table
-        rows = con.execute("SELECT * FROM audit ORDER BY seq").fetchall()
-        problems = _check_chain(rows, con.execute("SELECT seq FROM sqlite_sequence WHERE name='audit'").fetchone())
-        more, mode = _check_keys(rows, key, src)
-        problems += more
-        more, anchored, notes = _check_anchor(ws, rows, key, anchor)
-        problems += more
-        more, older = _replay(ws, con, rows, model, blobs_of)
-        problems += more
-        con.execute("ROLLBACK")
-    more, accepted = _check_wandb(heads, rows, key)
-    read = f" (the newest {limit} of {total} runs were read; `fmops audit verify --wandb` reads all)" \
-        if limit is not None and total > limit else ''
-    runs = (f"{len(heads)} local W&B run(s) carry an audit head{read}" + ('' if more else '; none contradicts the log')
-            if heads else f"no local W&B run carries an audit head{read}")
-    return AuditCheck(len(rows), problems + more, mode, anchored, notes + older + [runs] + accepted, _freshness(ws))
-
-def reanchor_audit(ws:Workspace|None=None,
-                   reason:str='', # why, e.g. 'restored fmops.db from the 2026-11-30 backup'; it goes into the log
-                  ) -> dict:
-    "Accept the log as it is now (after restoring a backup, or to seal it once keyed): audit that, anchor the head."
-    ws = ws or Workspace.open()
-    if not isinstance(reason, str) or not reason.strip():
-        raise ValidationError("Say why the audit log is re-anchored (e.g. --reason 'restored fmops.db from last "
-                              "night's backup'): the reason goes into the log.")
-    _ensure_audit(ws)
-    old = ws.read_anchor()
-    with ws.transaction() as con:
-        append_audit(con, 'reanchor', 'audit', {'anchor': old}, {'reason': reason})
-        con.audit_appended = False # anchored below, even though the log no longer continues the old anchor
-    return ws.write_anchor(force=True)
-
-def audit_log(ws:Workspace|None=None, subject:str|None=None, limit:int=100) -> list[dict]:
-    "The latest audit rows (newest first), optionally for one subject prefix (a model or version)."
-    ws = ws or Workspace.open()
-    _ensure_audit(ws)
-    with closing(ws.connect()) as con:
-        q = ("SELECT seq, at, actor, action, subject, before, after FROM audit"
-             + (" WHERE subject = ? OR subject LIKE ?" if subject else '') + " ORDER BY seq DESC LIMIT ?")
-        args = ([subject, f"{subject}:%"] if subject else []) + [limit]
-        return [dict(r) | {'before': json.loads(r['before']) if r['before'] else None,
-                           'after': json.loads(r['after']) if r['after'] else None} for r in con.execute(q, args)]
-
-# %% ../nbs/20_registry.ipynb #3f7d1eda
-_SCHEMA = ["""
-CREATE TABLE models (name TEXT PRIMARY KEY, created_at TEXT NOT NULL, created_by TEXT NOT NULL);
-CREATE TABLE versions (id TEXT PRIMARY KEY, model TEXT NOT NULL REFERENCES models(name), number INTEGER NOT NULL,
-    format TEXT NOT NULL, parent TEXT REFERENCES versions(id), base TEXT REFERENCES versions(id),
-    manifest TEXT NOT NULL, card TEXT NOT NULL, meta TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'ready',
-    created_at TEXT NOT NULL, created_by TEXT NOT NULL, UNIQUE (model, number));
-CREATE TABLE files (version TEXT NOT NULL REFERENCES versions(id), path TEXT NOT NULL, sha256 TEXT NOT NULL,
-    size INTEGER NOT NULL, PRIMARY KEY (version, path));
-CREATE TABLE tensors (version TEXT NOT NULL REFERENCES versions(id), file TEXT NOT NULL, name TEXT NOT NULL,
-    dtype TEXT NOT NULL, shape TEXT NOT NULL, sha256 TEXT NOT NULL, begin_at INTEGER NOT NULL, end_at INTEGER NOT NULL,
-    PRIMARY KEY (version, file, name));
-CREATE TABLE aliases (model TEXT NOT NULL REFERENCES models(name), alias TEXT NOT NULL, version TEXT NOT NULL REFERENCES versions(id),
-    updated_at TEXT NOT NULL, PRIMARY KEY (model, alias));
-CREATE TABLE alias_history (seq INTEGER PRIMARY KEY AUTOINCREMENT, model TEXT NOT NULL, alias TEXT NOT NULL,
-    version TEXT, previous TEXT, action TEXT NOT NULL, reason TEXT, at TEXT NOT NULL, by TEXT NOT NULL)
-"""]
-
-METRIC_DIRECTIONS = ('higher', 'lower')
-
-@dataclass
-class Version:
-    "One immutable model version."
-    id: str
-    model: str
-    number: int
-    format: str # 'safetensors' (a state dict), 'hf' (a Hugging Face model directory) or 'peft' (an adapter on `base`)
-    parent: str|None
-    base: str|None
-    manifest: str # sha256 of the manifest blob (files, tensors, config)
-    card: str # sha256 of the model card blob
-    meta: dict
-    state: str
-    created_at: str
-    created_by: str
-    aliases: list = field(default_factory=list)
-    files: dict = field(default_factory=dict) # path -> {'sha256', 'size'}
-
-    metrics = property(lambda self: self.meta.get('metrics', {}))
-    tags = property(lambda self: self.meta.get('tags', []))
-    config = property(lambda self: self.meta.get('config', {}))
-
-    def to_dict(self) -> dict: return asdict(self)
-    def __repr__(self):
-        al = f" [{', '.join(self.aliases)}]" if self.aliases else ''
-        m = ', '.join(f"{k}={v['value']:.4g}" for k, v in self.metrics.items())
-        return (f"{self.id}{al} — {self.format}, {len(self.files)} files, by {self.created_by} at {self.created_at[:19]}"
-                + (f"; parent {self.parent}" if self.parent else '') + (f"; base {self.base}" if self.base else '') + (f"; {m}" if m else ''))
-    def _repr_html_(self):
-        import html
-        rows = ''.join(f"<tr><td style='text-align:left'>{html.escape(k)}</td><td>{v['value']:.4g}</td><td>{v['direction']} is better</td></tr>" for k, v in self.metrics.items())
-        return (f"<div class='fmops-version'><b>{html.escape(self.id)}</b> {' '.join(f'<code>{html.escape(a)}</code>' for a in self.aliases)}"
-                f"<br><small>{self.format}, {len(self.files)} files, registered by {html.escape(self.created_by)} at {self.created_at[:19]}"
-                + (f", parent {html.escape(self.parent)}" if self.parent else '') + (f", base {html.escape(self.base)}" if self.base else '')
-                + f"</small>{'<table><tr><th>metric</th><th>value</th><th></th></tr>' + rows + '</table>' if rows else ''}</div>")
-
-def _split_ref(ref:str) -> tuple[str, str|None]:
-    "'model:v3' -> ('model', 'v3'); 'model:production' -> ('model', 'production'); 'model' -> ('model', None)."
-    if not isinstance(ref, str) or not ref: raise ValidationError(f"A version reference must be 'model:vN' or 'model:alias', got {ref!r}.")
-    model, _, tag = ref.partition(':')
-    check_name(model, 'model name')
-    if tag: check_name(tag, 'version or alias')
-    return model, tag or None
-
-# %% ../nbs/20_registry.ipynb #8f430939
-_PICKLES = ('.bin', '.pt', '.pth', '.ckpt', '.pkl')
-
-def _torch_load(path:Path) -> dict:
-    "A state dict from a torch pickle, loaded with weights_only=True (no arbitrary objects)."
-    import pickle, torch
-    try: obj = torch.load(path, map_location='cpu', weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
-        raise ValidationError(f"{path} could not be loaded as plain tensors (torch.load with weights_only=True): {str(e).splitlines()[0]}. "
-                              f"fmops never unpickles arbitrary objects: save the weights with safetensors instead.") from None
-    if isinstance(obj, dict) and isinstance(obj.get('state_dict'), dict): obj = obj['state_dict']
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValidationError(f"{path} does not hold a state dict of tensors. Pass model.state_dict() or a safetensors file.")
-    return obj
-
-def _save_state_dict(sd:dict, path:Path,
-                     like:Path|None=None, # the file it was converted from: no read permission `like` lacks
-                    ):
-    "Write a state dict as safetensors (tensors that share storage are copied, as safetensors requires)."
-    import torch
-    from safetensors.torch import save_file
-    out, seen = {}, set()
-    for k, v in sd.items():
-        if not isinstance(v, torch.Tensor): raise ValidationError(f"State dict entry {k!r} is a {type(v).__name__}, not a tensor.")
-        t = v.detach().cpu()
-        ptr = t.untyped_storage().data_ptr() if t.numel() else None
-        out[k] = t.clone().contiguous() if ptr in seen else t.contiguous()
-        if ptr is not None: seen.add(ptr)
-    save_file(out, str(path), metadata={'format': 'pt'})
-    # safetensors writes owner-only files; the blob gets the policy's mode, or no more than the file converted
-    os.chmod(path, file_mode() & (0o777 if like is None else stat.S_IMODE(os.stat(like).st_mode) | 0o600))
-
-def safe_files(folder, # a model, adapter or checkpoint folder
-               hidden:bool=False, # include names starting with '.' (skipped by default, like .git and caches)
-              ) -> dict:
-    "{relative path: real path} of the files in `folder`; a link out of it, a loop or a non-regular file is refused."
-    root = Path(folder).expanduser()
-    real = root.resolve()
-    if not real.is_dir(): raise ValidationError(f"{root} is not a folder.")
-    out = {}
-    def walk(d:Path, rel:PurePosixPath, chain:tuple):
-        for e in sorted(os.scandir(d), key=lambda e: e.name):
-            if e.name.startswith('.') and not hidden: continue
-            shown, r = root / rel / e.name, rel / e.name
-            target = Path(e.path)
-            if e.is_symlink():
-                target = target.resolve()
-                if target != real and real not in target.parents:
-                    raise ValidationError(f"{shown} is a symbolic link to {target}, outside {root}. fmops stores "
-                                          f"only what is inside the folder (a link could carry a secret such as "
-                                          f"~/.ssh/id_rsa into the store): copy the file into the folder, or save the "
-                                          f"model again with save_pretrained.")
-                if not target.exists():
-                    raise ValidationError(f"{shown} is a broken symbolic link (to {target}). Remove it or fix it.")
-            st = os.stat(target)
-            if stat.S_ISDIR(st.st_mode):
-                if target in chain:
-                    raise ValidationError(f"{shown} links back to {target}, a folder it is in: remove the loop.")
-                walk(target, r, chain + (target,))
-            elif stat.S_ISREG(st.st_mode): out[r.as_posix()] = target
-            else: raise ValidationError(f"{shown} is not a regular file (a device, pipe or socket). Remove it.")
-    try: walk(real, PurePosixPath(), (real,))
-    except OSError as e:
-        raise ValidationError(f"{e.filename} cannot be read ({e.strerror}); nothing was stored.") from None
-    return out
-
-def _private_links(files:dict) -> list:
-    """The files of `files` ({relative path: real path}) that have other hard links and that only their owner may read.
-    A hard link cannot be told from a regular file; one that others may read (as uv and pip caches make) is quiet."""
-    out = []
-    for rel, f in files.items():
-        st = os.stat(f)
-        if st.st_nlink > 1 and not st.st_mode & 0o044: out.append(rel)
-    return sorted(out)
-
-def _listing(names:list, n:int=3) -> str:
-    "'a, b, c and 2 more'"
-    return ', '.join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else '')
-
-def _sha(text:str) -> str: return hashlib.sha256(text.encode()).hexdigest()
-
-def _read_json(path:Path, shown) -> dict:
-    try: d = json.loads(path.read_text(encoding='utf-8'))
-    except (UnicodeDecodeError, ValueError) as e:
-        raise ValidationError(f"{shown} is not valid JSON ({e}). Fix or regenerate it.") from None
-    if not isinstance(d, dict):
-        raise ValidationError(f"{shown} holds a JSON {type(d).__name__}, not an object. Fix or regenerate it.")
-    return d
-
-def _collect(source, tmp:Path) -> dict:
-    "The files of a version to be, from a module, a state dict, a safetensors or torch file, or an HF/PEFT directory."
-    if hasattr(source, 'state_dict') and callable(source.state_dict): source = source.state_dict()
-    if isinstance(source, dict):
-        _save_state_dict(source, tmp / 'model.safetensors')
-        return {'format': 'safetensors', 'files': {'model.safetensors': tmp / 'model.safetensors'}, 'config': {}, 'adapter': None, 'skipped': []}
-    if not isinstance(source, (str, Path)):
-        raise ValidationError(f"Cannot register a {type(source).__name__}. Pass an nn.Module, a state dict, a .safetensors file, or a Hugging Face / PEFT directory.")
-    p = Path(source).expanduser()
-    if not p.exists(): raise ValidationError(f"{p} does not exist. Pass a .safetensors file or a model directory that exists.")
-    if p.is_file():
-        if p.suffix == '.safetensors':
-            read_header(p)
-            return {'format': 'safetensors', 'files': {'model.safetensors': p.resolve()}, 'config': {}, 'adapter': None,
-                    'skipped': []}
-        if p.suffix in _PICKLES:
-            _save_state_dict(_torch_load(p), tmp / 'model.safetensors', like=p)
-            return {'format': 'safetensors', 'files': {'model.safetensors': tmp / 'model.safetensors'}, 'config': {}, 'adapter': None, 'skipped': []}
-        raise ValidationError(f"{p}: unsupported file type {p.suffix or '(none)'}. Use .safetensors (or a torch .pt/.bin state dict).")
-    listing = safe_files(p)
-    peft = 'adapter_config.json' in listing
-    if not peft and 'config.json' not in listing:
-        raise ValidationError(f"{p} is neither a Hugging Face model directory (no config.json) nor a PEFT adapter directory "
-                              f"(no adapter_config.json).")
-    has_st = any(k.endswith('.safetensors') for k in listing)
-    files, skipped = {}, []
-    for rel, f in listing.items():
-        r = PurePosixPath(rel)
-        if r.suffix in _PICKLES:
-            if not has_st and r.stem.split('-')[0] in ('pytorch_model', 'adapter_model'):
-                out = tmp / r.with_name(r.stem.replace('pytorch_model', 'model') + '.safetensors')
-                out.parent.mkdir(parents=True, exist_ok=True)
-                _save_state_dict(_torch_load(f), out, like=f)
-                files[out.relative_to(tmp).as_posix()] = out
-            else: skipped.append(rel) # never unpickled
-            continue
-        if r.name == 'pytorch_model.bin.index.json' and not has_st: skipped.append(rel); continue
-        files[rel] = f
-    if not any(k.endswith('.safetensors') for k in files):
-        raise ValidationError(f"{p} holds no weights (*.safetensors, or pytorch_model.bin / adapter_model.bin to convert).")
-    cfg = _read_json(listing['config.json'], p / 'config.json') if 'config.json' in listing else {}
-    adapter = _read_json(listing['adapter_config.json'], p / 'adapter_config.json') if peft else None
-    return {'format': 'peft' if peft else 'hf', 'files': files, 'config': cfg, 'adapter': adapter, 'skipped': skipped}
-
-def _metrics(metrics) -> dict:
-    "{'accuracy': 0.91, 'loss': (0.3, 'lower')} -> {'accuracy': {'value': 0.91, 'direction': 'higher'}, ...}"
-    if metrics is not None and not isinstance(metrics, dict):
-        raise ValidationError(f"Metrics must be a dict of name: value, got {type(metrics).__name__}.")
-    out = {}
-    for k, v in (metrics or {}).items():
-        check_name(k, 'metric name')
-        if isinstance(v, dict):
-            if 'value' not in v: raise ValidationError(f"Metric {k!r}: a dict needs a 'value' (maybe a 'direction').")
-            value, direction = v['value'], v.get('direction', 'higher')
-        elif isinstance(v, tuple):
-            if len(v) != 2: raise ValidationError(f"Metric {k!r}: write (value, 'higher' or 'lower'), got {v!r}.")
-            value, direction = v
-        else: value, direction = v, 'lower' if 'loss' in k or 'error' in k else 'higher'
-        if direction not in METRIC_DIRECTIONS: raise ValidationError(f"Metric {k!r}: direction {direction!r} must be 'higher' or 'lower'.")
-        try: value = float(value)
-        except (TypeError, ValueError, OverflowError):
-            raise ValidationError(f"Metric {k!r}: value {value!r} is not a number.") from None
-        if not math.isfinite(value):
-            raise ValidationError(f"Metric {k!r}: value {value} is not a finite number. Record a real measurement, or "
-                                  f"leave the metric out.")
-        out[k] = {'value': value, 'direction': direction}
-    return out
-
-def _data_info(data) -> dict:
-    "{'train': Dataset or fingerprint or dict} -> {'train': {'fingerprint', 'rows', 'schema'}}"
-    out = {}
-    for role, d in (data or {}).items():
-        if hasattr(d, 'fingerprint'): out[role] = {'fingerprint': d.fingerprint(), 'rows': d.n_rows, 'schema': d.kinds}
-        elif isinstance(d, str): out[role] = {'fingerprint': d}
-        elif isinstance(d, dict) and 'fingerprint' in d: out[role] = dict(d)
-        else:
-            from fmops_nb.data import load
-            ds = load(d); out[role] = {'fingerprint': ds.fingerprint(), 'rows': ds.n_rows, 'schema': ds.kinds}
-    return out
-
-def _same_module(a:str, b:str) -> bool:
-    "Do two module paths name the same module, up to a wrapper's prefix ('bert.encoder.layer.0' ~ 'encoder.layer.0')?"
-    return a == b or a.endswith('.' + b) or b.endswith('.' + a)
-
-def _lora_targets(names) -> set:
-    "Module paths a PEFT adapter's LoRA tensors modify."
-    out = set()
-    for n in names:
-        for marker in ('.lora_A.', '.lora_B.', '.lora_embedding_A', '.lora_embedding_B'):
-            if marker in n:
-                mod = n.split(marker)[0]
-                for pre in ('base_model.model.', 'base_model.'):
-                    if mod.startswith(pre): mod = mod[len(pre):]; break
-                out.add(mod)
-    return out
-
-# %% ../nbs/20_registry.ipynb #e05a8823
-class Registry:
-    "Model versions, aliases and lineage in a workspace."
-    def __init__(self, ws:Workspace|None=None, # the workspace (default: the current one)
-                 log:bool=True, # log registrations and alias moves to W&B (offline by default)
-                ):
-        self.ws = ws or Workspace.open()
-        _ensure_audit(self.ws); self.ws.ensure_schema('registry', _SCHEMA)
-        self.blobs, self.log = BlobStore(self.ws), log
-
-    # ---- reading
-    def _read(self, con, row) -> Version:
-        d = dict(row)
-        v = Version(**{k: d[k] for k in ('id', 'model', 'number', 'format', 'parent', 'base', 'manifest', 'card', 'state', 'created_at', 'created_by')},
-                    meta=json.loads(d['meta']))
-        v.aliases = [r['alias'] for r in con.execute("SELECT alias FROM aliases WHERE version=? ORDER BY alias", (v.id,))]
-        v.files = {r['path']: {'sha256': r['sha256'], 'size': r['size']} for r in con.execute("SELECT path, sha256, size FROM files WHERE version=? ORDER BY path", (v.id,))}
-        return v
-
-    def models(self) -> list[str]:
-        with self.ws.connect() as con: return [r['name'] for r in con.execute("SELECT name FROM models ORDER BY name")]
-
-    def get(self, ref:str,
-            deleted:bool=False, # also a deleted version named 'model:vN' (an adapter's base, which `gc` keeps)
-           ) -> Version:
-        "The version `ref` names: 'model:vN', 'model:ALIAS', or 'model' (its latest version)."
-        model, tag = _split_ref(ref)
-        con = self.ws.connect()
-        try:
-            if con.execute("SELECT 1 FROM models WHERE name=?", (model,)).fetchone() is None:
-                raise not_found('model', model, self.models(), hint="Register it first: fmops registry register MODEL PATH.")
-            if tag is None:
-                row = con.execute("SELECT * FROM versions WHERE model=? AND state='ready' ORDER BY number DESC LIMIT 1", (model,)).fetchone()
-            elif tag[0] == 'v' and tag[1:].isdigit():
-                row = con.execute("SELECT * FROM versions WHERE id=?", (f"{model}:{tag}",)).fetchone()
-            else:
-                a = con.execute("SELECT version FROM aliases WHERE model=? AND alias=?", (model, tag)).fetchone()
-                row = con.execute("SELECT * FROM versions WHERE id=?", (a['version'],)).fetchone() if a else None
-            if row is None:
-                names = [r['id'] for r in con.execute("SELECT id FROM versions WHERE model=? AND state='ready'", (model,))]
-                names += [f"{model}:{r['alias']}" for r in con.execute("SELECT alias FROM aliases WHERE model=?", (model,))]
-                raise not_found('version or alias', ref, names)
-            if row['state'] == 'deleted' and not deleted:
-                raise NotFoundError(f"{row['id']} was deleted. `fmops registry ls {model}` lists the versions that "
-                                    f"remain.")
-            return self._read(con, row)
-        finally: con.close()
-
-    def versions(self, model:str|None=None) -> list[Version]:
-        "The versions of `model` (or of every model), oldest first."
-        con = self.ws.connect()
-        try:
-            if model is not None:
-                check_name(model, 'model name')
-                if con.execute("SELECT 1 FROM models WHERE name=?", (model,)).fetchone() is None: raise not_found('model', model, self.models())
-            q = "SELECT * FROM versions WHERE state='ready'" + (" AND model=?" if model else '') + " ORDER BY model, number"
-            return [self._read(con, r) for r in con.execute(q, (model,) if model else ())]
-        finally: con.close()
-
-    def manifest(self, ref:str|Version) -> dict:
-        "The version's manifest (files, tensors, config), checked against its hash."
-        v = ref if isinstance(ref, Version) else self.get(ref)
-        return json.loads(self.blobs.read(v.manifest, f"manifest of {v.id}"))
-
-    def card(self, ref:str|Version) -> str:
-        "The version's model card (markdown)."
-        v = ref if isinstance(ref, Version) else self.get(ref)
-        return self.blobs.read(v.card, f"model card of {v.id}").decode()
-
-    def tensors(self, ref:str|Version) -> dict:
-        "{(file, tensor name): {'dtype', 'shape', 'sha256', 'begin', 'end'}} of a version, checked with its manifest."
-        v = ref if isinstance(ref, Version) else self.get(ref)
-        with closing(self.ws.connect()) as con:
-            rows = con.execute("SELECT * FROM tensors WHERE version=?", (v.id,)).fetchall()
-        if _tensor_rows(rows) != _manifest_tensors(self.manifest(v)):
-            raise WorkspaceError(f"{v.id} cannot be compared or loaded: {_tensors_changed(v.id)}. Nothing was read "
-                                 f"from them; run `fmops audit verify`, and restore fmops.db from a backup.")
-        return {(r['file'], r['name']): {'dtype': r['dtype'], 'shape': tuple(json.loads(r['shape'])),
-                                         'sha256': r['sha256'], 'begin': r['begin_at'], 'end': r['end_at']}
-                for r in rows}
-
-    def _guard(self, what:str, # the action, for the message: 'promote m:v2 to m:production'
-               model:str, # the model whose records it acts on
-               vids=(), # the versions it acts on: their manifests, files and tensors are checked too
-              ):
-        "Refuse `what` while `verify` finds the audit log does not explain the records it would act on."
-        c = _verify(self.ws, model=model, blobs_of={v for v in vids if v})
-        if c.ok: return
-        raise WorkspaceError(f"{what} was refused: `fmops audit verify` finds {len(c.problems)} problem(s) in the "
-                             f"records it acts on, so fmops will not act on them; the first: {c.problems[0]}. Nothing "
-                             f"was changed. See `fmops audit verify`; restore fmops.db from a backup (after a "
-                             f"deliberate restore, accept it with `fmops audit reanchor --reason ...`).")
-
-    def history(self, model:str, alias:str|None=None) -> list[dict]:
-        "The alias moves of `model` (one alias or all), oldest first."
-        with self.ws.connect() as con:
-            q = "SELECT * FROM alias_history WHERE model=?" + (" AND alias=?" if alias else '') + " ORDER BY seq"
-            return [dict(r) for r in con.execute(q, (model, alias) if alias else (model,))]
-
-    def lineage(self, ref:str) -> dict:
-        "Where a version came from (parents and bases, up to the root) and what was derived from it."
-        v = self.get(ref)
-        with self.ws.connect() as con:
-            up, seen, todo = [], set(), [v.id]
-            while todo:
-                vid = todo.pop(0)
-                if vid in seen: continue
-                seen.add(vid)
-                r = con.execute("SELECT id, parent, base, meta, created_at FROM versions WHERE id=?", (vid,)).fetchone()
-                if r is None: continue
-                m = json.loads(r['meta'])
-                up.append({'id': r['id'], 'parent': r['parent'], 'base': r['base'], 'run_id': m.get('run_id'), 'data': m.get('data', {}), 'created_at': r['created_at']})
-                todo += [x for x in (r['parent'], r['base']) if x]
-            down = [r['id'] for r in con.execute("SELECT id FROM versions WHERE (parent=? OR base=?) AND state='ready' ORDER BY created_at", (v.id, v.id))]
-        return {'version': v.id, 'ancestors': up[1:], 'self': up[0], 'children': down}
-
-    # ---- writing
-    def register(self, model:str, # the model's name: letters, digits, '.', '_', '-'
-                 source, # nn.Module, state dict, .safetensors file (or torch .pt/.bin state dict), HF or PEFT directory
-                 base:str|None=None, # for a PEFT adapter: the registered version it adapts
-                 parent:str|None=None, # the version this one was derived from (fine-tuned from)
-                 metrics:dict|None=None, # {'accuracy': 0.91, 'loss': (0.31, 'lower')}
-                 tags:list|None=None, description:str='',
-                 data:dict|None=None, # {'train': dataset or fingerprint, 'eval': ...}
-                 run_id:str|None=None, # the fine-tune run that produced it
-                 code_version:str|None=None, # e.g. a git commit
-                 config:dict|None=None, # training config (hyperparameters); an HF directory's config.json is kept too
-                 intended_use:str='', # for the model card
-                 aliases:list|tuple=(), # aliases to point at the new version
-                 check_names:bool=True, # refuse weights whose tensor names do not match the parent's (or the base's modules)
-                ) -> Version:
-        "Register a new immutable version `model:vN`."
-        check_name(model, 'model name')
-        for a in aliases: self._check_alias(a)
-        metrics, data = _metrics(metrics), _data_info(data)
-        base_v, parent_v = (self.get(base) if base else None), (self.get(parent) if parent else None)
-        if self.ws.readonly: raise self.ws._readonly_error()
-        with closing(self.ws.connect()) as con: _writable_key(con) # a keyed log without its key: refused first
-        (self.ws.root / 'tmp').mkdir(exist_ok=True)
-        # The store's shared lock is held from the first blob written to the commit: `gc` cannot delete a blob this
-        # registration reuses or writes before the version that refers to it is in the database.
-        with self.blobs.lock(), tempfile.TemporaryDirectory(dir=self.ws.root / 'tmp', prefix='register-') as tmp:
-            got = _collect(source, Path(tmp))
-            if got['format'] == 'peft' and base_v is None:
-                raise ValidationError("A PEFT adapter needs the version it adapts: pass base='MODEL:vN' (register the "
-                                      "base model first).")
-            # every header is checked before anything is stored
-            headers = {rel: read_header(f)[0] for rel, f in got['files'].items() if rel.endswith('.safetensors')}
-            if check_names:
-                self._check_names(got, {(rel, n): None for rel, h in headers.items() for n in h}, parent_v, base_v)
-            linked = _private_links(got['files'])
-            stored = {rel: self.blobs.put_file(f) for rel, f in got['files'].items()}
-            tensors = {}
-            for rel, checked in headers.items(): # hashed from the stored blob: what is recorded is what was stored
-                blob = self.blobs.path(stored[rel][0])
-                infos, _ = read_header(blob)
-                if infos != checked:
-                    raise ValidationError(f"{got['files'][rel]} changed while it was being registered. Register it "
-                                          f"again once nothing writes to it.")
-                for name, sha in tensor_hashes(blob, infos).items():
-                    t = infos[name]
-                    tensors[(rel, name)] = {'dtype': t.dtype, 'shape': list(t.shape), 'sha256': sha, 'begin': t.begin, 'end': t.end}
-            manifest = {'format': got['format'], 'files': {k: {'sha256': s, 'size': n} for k, (s, n) in stored.items()},
-                        'tensors': [{'file': f, 'name': n, **t} for (f, n), t in sorted(tensors.items())],
-                        'config': got['config'], 'adapter': got['adapter'], 'skipped': got['skipped']}
-            # the manifest holds the content of config.json and adapter_config.json: it is as private as they are
-            held = None
-            for k in ('config.json', 'adapter_config.json'):
-                if k not in got['files']: continue
-                held = stat.S_IMODE(os.stat(got['files'][k]).st_mode) & (0o777 if held is None else held)
-            manifest_sha = self.blobs.put_bytes(json.dumps(manifest, sort_keys=True).encode(), held)
-            meta = {'metrics': metrics, 'tags': list(tags or []), 'description': description, 'data': data,
-                    'run_id': run_id, 'code_version': code_version, 'config': config or {},
-                    'intended_use': intended_use, 'n_tensors': len(tensors),
-                    'n_parameters': int(sum(math.prod(t['shape']) for t in tensors.values())),
-                    'skipped_files': got['skipped']}
-            try: meta_json = json.dumps(meta, sort_keys=True)
-            except (TypeError, ValueError) as e:
-                raise ValidationError(f"The version's details cannot be stored as JSON ({e}): pass tags, data and "
-                                      f"config as plain values (strings, numbers, lists, dicts).") from None
-            with self.ws.transaction() as con:
-                for ref, got_v in (('parent', parent_v), ('base', base_v)): # deleted since we looked it up?
-                    if got_v is not None and con.execute("SELECT state FROM versions WHERE id=?",
-                                                         (got_v.id,)).fetchone()['state'] != 'ready':
-                        raise ValidationError(f"The {ref} {got_v.id} was deleted while this version was being "
-                                              f"registered; nothing was registered. Name a version that remains.")
-                if con.execute("SELECT 1 FROM models WHERE name=?", (model,)).fetchone() is None:
-                    con.execute("INSERT INTO models VALUES (?,?,?)", (model, utcnow(), current_user()))
-                n = con.execute("SELECT COALESCE(MAX(number), 0) + 1 FROM versions WHERE model=?",
-                                (model,)).fetchone()[0]
-                vid, now, who = f"{model}:v{n}", utcnow(), current_user()
-                card = _card(vid, got['format'], meta, manifest['files'], parent_v, base_v, now, who)
-                card_sha = self.blobs.put_bytes(card.encode())
-                pid, bid = (parent_v.id if parent_v else None), (base_v.id if base_v else None)
-                con.execute("INSERT INTO versions (id, model, number, format, parent, base, manifest, card, meta, "
-                            "created_at, created_by) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                            (vid, model, n, got['format'], pid, bid, manifest_sha, card_sha, meta_json, now, who))
-                con.executemany("INSERT INTO files VALUES (?,?,?,?)",
-                                [(vid, k, s, sz) for k, (s, sz) in stored.items()])
-                con.executemany("INSERT INTO tensors VALUES (?,?,?,?,?,?,?,?)",
-                                [(vid, f, nm, t['dtype'], json.dumps(t['shape']), t['sha256'], t['begin'], t['end'])
-                                 for (f, nm), t in tensors.items()])
-                # the register row carries everything the registry later acts on, so that `verify` can replay it
-                append_audit(con, 'register', vid, None, {'format': got['format'], 'parent': pid, 'base': bid,
-                                                          'manifest': manifest_sha, 'card': card_sha,
-                                                          'metrics': {k: m['value'] for k, m in metrics.items()},
-                                                          'meta': _sha(meta_json), 'created_at': now,
-                                                          'created_by': who}, actor=who)
-        blocked = self._set_aliases(vid, aliases) # through the promotion gates, like any other alias move
-        v = self.get(vid)
-        if linked:
-            warnings.warn(f"registered {vid}; {_listing(linked)} {'has' if len(linked) == 1 else 'have'} other hard "
-                          f"links and only {'its' if len(linked) == 1 else 'their'} owner may read "
-                          f"{'it' if len(linked) == 1 else 'them'}: a hard link can carry a private file into a model "
-                          f"folder. It is stored owner-only, as its source; if it is not part of the model, delete "
-                          f"{vid} and register the folder again without it.", StoreWarning, stacklevel=2)
-        if self.log: self._log_safely(v, 'register', f"registered {vid}")
-        if blocked:
-            from fmops_nb.monitor import PromotionBlocked
-            raise PromotionBlocked(f"Registered {vid}, but {'; '.join(blocked)} Point the alias at it later with "
-                                   f"`fmops registry promote {vid} --to ALIAS`.")
-        return v
-
-    def _set_aliases(self, vid:str, aliases) -> list[str]:
-        "Point `aliases` at the new version `vid` through the promotion gates; returns why each blocked one was refused."
-        from fmops_nb.monitor import PromotionBlocked
-        blocked = []
-        for a in aliases: # the registration's own W&B run records the aliases
-            try: self._promote(vid, a, f'set at registration of {vid}', force=False, log=False)
-            except PromotionBlocked as e: blocked.append(str(e))
-        return blocked
-
-    def _check_alias(self, alias:str) -> str:
-        check_name(alias, 'alias')
-        if alias[0] == 'v' and alias[1:].isdigit(): raise ValidationError(f"Alias {alias!r} looks like a version number; choose another name (e.g. 'production').")
-        return alias
-
-    def _check_names(self, got, tensors, parent_v, base_v):
-        names = {n for (_, n) in tensors}
-        if parent_v is not None and got['format'] != 'peft' and parent_v.format != 'peft':
-            theirs = {n for (_, n) in self.tensors(parent_v)}
-            missing, new = sorted(theirs - names), sorted(names - theirs)
-            if missing or new:
-                raise ValidationError(f"The tensor names do not match the parent {parent_v.id}: {len(missing)} missing "
-                                      f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}), {len(new)} new "
-                                      f"({', '.join(new[:3])}{', ...' if len(new) > 3 else ''}). Check that this checkpoint comes "
-                                      f"from the same architecture, or pass check_names=False if it changed on purpose.")
-        if base_v is not None and got['format'] == 'peft':
-            base_names = [n for (_, n) in self.tensors(base_v)]
-            targets = _lora_targets(names)
-            if not targets: raise ValidationError("The adapter holds no LoRA tensors (lora_A / lora_B). Is this a PEFT LoRA adapter directory?")
-            mods = {b.rsplit('.', 1)[0] for b in base_names}
-            unmatched = sorted(t for t in targets if not any(_same_module(t, m) for m in mods))
-            if unmatched:
-                raise ValidationError(f"The adapter modifies {len(unmatched)} module(s) the base {base_v.id} does not have "
-                                      f"({', '.join(unmatched[:3])}{', ...' if len(unmatched) > 3 else ''}). Register it with the base it was trained on.")
-
-    def _move(self, con, model:str, alias:str, vid:str|None, action:str, reason:str='') -> str|None:
-        "Point `alias` at `vid` (None: remove it), with history and an audit row; returns the previous target."
-        row = con.execute("SELECT version FROM aliases WHERE model=? AND alias=?", (model, alias)).fetchone()
-        prev = row['version'] if row else None
-        if vid is None: con.execute("DELETE FROM aliases WHERE model=? AND alias=?", (model, alias))
-        else: con.execute("INSERT INTO aliases VALUES (?,?,?,?) ON CONFLICT(model, alias) DO UPDATE SET version=excluded.version, updated_at=excluded.updated_at",
-                          (model, alias, vid, utcnow()))
-        by = current_user() # the history row and its audit row name the same actor: `verify` matches them
-        con.execute("INSERT INTO alias_history (model, alias, version, previous, action, reason, at, by) VALUES (?,?,?,?,?,?,?,?)",
-                    (model, alias, vid, prev, action, reason, utcnow(), by))
-        append_audit(con, action, f"{model}:{alias}", {'version': prev},
-                     {'version': vid, 'reason': reason} if reason else {'version': vid}, actor=by)
-        return prev
-
-    def promote(self, ref:str, # the version (or alias) to promote
-                to:str='production', # the alias to point at it ('production', 'staging', 'candidate', ... or 'model:alias')
-                reason:str='',
-                force:bool=False, # promote even when a promotion gate blocks it: needs a `reason`; audited
-               ) -> Version:
-        "Point the alias `to` at version `ref`, audited; `on: promote` policies may block it."
-        return self._promote(ref, to, reason, force, log=self.log)
-
-    def _promote(self, ref:str, to:str, reason:str, force:bool, log:bool) -> Version:
-        v = self.get(ref)
-        model, alias = (_split_ref(to) if ':' in to else (v.model, to))
-        if model != v.model: raise ValidationError(f"{v.id} is a version of {v.model!r}, not of {model!r}: promote a {model} version to {model}:{alias}.")
-        self._check_alias(alias)
-        if alias in v.aliases: return v
-        with closing(self.ws.connect()) as con:
-            _writable_key(con) # a keyed log without its key: refused first
-            cur = con.execute("SELECT version FROM aliases WHERE model=? AND alias=?", (model, alias)).fetchone()
-        self._guard(f"promote {v.id} to {model}:{alias}", model, (v.id, cur and cur['version']))
-        from fmops_nb.monitor import promotion_gate
-        overridden = promotion_gate(self, v, model, alias, enforce=not force, reason=reason if force else None)
-        with self.ws.transaction() as con:
-            cur = con.execute("SELECT version FROM aliases WHERE model=? AND alias=?", (model, alias)).fetchone()
-            if cur and cur['version'] == v.id: return self.get(v.id)
-            self._move(con, model, alias, v.id, 'promote', reason + (f" (forced past {', '.join(overridden)})" if overridden else ''))
-        out = self.get(v.id)
-        if log: self._log_safely(out, 'promote', f"promoted {out.id} to {model}:{alias}")
-        return out
-
-    def _stack(self, con, model:str, alias:str) -> list:
-        "The alias's targets as a stack: a promotion pushes, a rollback pops."
-        stack = []
-        for r in con.execute("SELECT version, action FROM alias_history WHERE model=? AND alias=? ORDER BY seq", (model, alias)):
-            if r['action'] == 'rollback' and stack: stack.pop()
-            elif r['version'] is not None: stack.append(r['version'])
-        return stack
-
-    def rollback(self, alias:str, # 'model:alias', e.g. 'chat:production'
-                 to:str|None=None, # a version of the same model; default: the alias's previous target
-                 reason:str='') -> Version:
-        "Move `alias` back to its previous target (or to `to`), audited."
-        model, name = _split_ref(alias)
-        if name is None: raise ValidationError(f"Name the alias to roll back, e.g. '{model}:production'.")
-        if model not in (have := self.models()): raise not_found('model', model, have)
-        target = self.get(to) if to else None
-        if target is not None and target.model != model:
-            raise ValidationError(f"{target.id} is a version of {target.model!r}, not of {model!r}.")
-        with closing(self.ws.connect()) as con:
-            _writable_key(con) # a keyed log without its key: refused first
-            cur = con.execute("SELECT version FROM aliases WHERE model=? AND alias=?", (model, name)).fetchone()
-            stack = self._stack(con, model, name)
-        lands = target.id if target else stack[-2] if len(stack) > 1 else None
-        self._guard(f"rollback of {model}:{name}", model, (cur and cur['version'], lands))
-        with self.ws.transaction() as con:
-            cur = con.execute("SELECT version FROM aliases WHERE model=? AND alias=?", (model, name)).fetchone()
-            if cur is None:
-                have = [r['alias'] for r in con.execute("SELECT alias FROM aliases WHERE model=?", (model,))]
-                raise not_found('alias', f"{model}:{name}", [f"{model}:{a}" for a in have], hint="Only an alias that points at a version can be rolled back.")
-            if target is None:
-                stack = self._stack(con, model, name)
-                if len(stack) < 2:
-                    raise ValidationError(f"{model}:{name} has no earlier version to roll back to (it has only ever pointed at {cur['version']}). "
-                                          f"Pass --to VERSION to move it explicitly.")
-                self._move(con, model, name, stack[-2], 'rollback', reason)
-                vid = stack[-2]
-            else:
-                self._move(con, model, name, target.id, 'rollback-to', reason)
-                vid = target.id
-        out = self.get(vid)
-        if self.log: self._log_safely(out, 'rollback', f"rolled {model}:{name} back to {vid}")
-        return out
-
-    def delete(self, ref:str, reason:str='') -> Version:
-        "Hide a version (its record and audit trail stay; `gc` frees its files); refused while something needs it."
-        v = self.get(ref)
-        if v.aliases: raise ValidationError(f"{v.id} is {', '.join(v.aliases)}: move {'those aliases' if len(v.aliases) > 1 else 'that alias'} first.")
-        with self.ws.transaction() as con:
-            users = [r['id'] for r in con.execute("SELECT id FROM versions WHERE base=? AND state='ready' ORDER BY "
-                                                  "model, number", (v.id,))]
-            if users:
-                it = users[0] if len(users) == 1 else 'them'
-                raise ValidationError(f"{v.id} is the base of the adapter{'s' if len(users) > 1 else ''} "
-                                      f"{_listing(users)}, which cannot be used without it: delete {it} first, or "
-                                      f"keep {v.id}.")
-            con.execute("UPDATE versions SET state='deleted' WHERE id=?", (v.id,))
-            append_audit(con, 'delete', v.id, {'state': 'ready'}, {'state': 'deleted', 'reason': reason} if reason else {'state': 'deleted'})
-        return v
-
-    # ---- getting weights back
-    def files(self, ref:str|Version) -> dict:
-        "{relative path: blob path} of a version, every file checked against its hash."
-        v = ref if isinstance(ref, Version) else self.get(ref)
-        return {rel: self.blobs.verify(f['sha256'], f"{rel} of {v.id}") for rel, f in v.files.items()}
-
-    def load(self, ref:str) -> dict:
-        "The version's weights as a state dict of torch tensors (from safetensors; checked against the recorded hashes)."
-        from safetensors.torch import load_file
-        out = {}
-        for rel, path in self.files(ref).items():
-            if rel.endswith('.safetensors'): out.update(load_file(str(path)))
-        return out
-
-    def export(self, ref:str, path) -> Path:
-        "Write the version's files (an HF or PEFT directory, or model.safetensors) into the folder `path`."
-        dst = Path(path).expanduser()
-        if dst.exists() and any(dst.iterdir()): raise ValidationError(f"{dst} is not empty. Export into a new or empty folder.")
-        for rel, src in self.files(ref).items():
-            if PurePosixPath(rel).is_absolute() or '..' in PurePosixPath(rel).parts:
-                raise WorkspaceError(f"The recorded file path {rel!r} would leave {dst}: the database was edited. "
-                                     f"Run `fmops audit verify`.")
-            out = dst / rel
-            out.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, out)
-        return dst
-
-    def gc(self, grace_s:float=3600, # keep unreferenced blobs younger than this (a registration may be using them)
-           dry_run:bool=False, # report what would be removed; remove nothing
-           on_wait=None, # called once if registrations in progress make gc wait for the store's lock
-          ) -> dict:
-        "Remove blobs no version refers to, and stale temporaries; only when the audit log shows the database whole."
-        import time
-        if self.ws.readonly: raise self.ws._readonly_error()
-        check = verify_audit(self.ws)
-        if not check.ok:
-            raise WorkspaceError(f"gc deleted nothing: the audit log does not show the database whole, so it cannot "
-                                 f"prove which blobs are unreferenced. {len(check.problems)} problem(s); the first: "
-                                 f"{check.problems[0]}. See `fmops audit verify`; restore fmops.db from a backup "
-                                 f"(after a deliberate restore, accept it with `fmops audit reanchor --reason ...`).")
-        with self.blobs.lock(exclusive=True, on_wait=on_wait), closing(self.ws.connect()) as con:
-            rows = {r['id']: r for r in con.execute("SELECT id, base, state, manifest, card FROM versions")}
-            need, todo = set(), [vid for vid, r in rows.items() if r['state'] == 'ready']
-            while todo: # a ready version needs itself and its base, and that base's base (a deleted one too)
-                vid = todo.pop()
-                if vid in need or vid not in rows: continue
-                need.add(vid)
-                if rows[vid]['base']: todo.append(rows[vid]['base'])
-            keep = {r['sha256'] for r in con.execute("SELECT version, sha256 FROM files") if r['version'] in need}
-            for vid in need:
-                manifest, card = rows[vid]['manifest'], rows[vid]['card']
-                listed = json.loads(self.blobs.read(manifest, f'manifest of {vid}'))['files'].values()
-                keep |= {manifest, card} | {f['sha256'] for f in listed}
-            old = time.time() - grace_s
-            gone = [sha for sha in self.blobs.all() if sha not in keep and self.blobs.path(sha).stat().st_mtime < old]
-            temps = [p for p in self.blobs.temporaries() if p.stat().st_mtime < old]
-            if (self.ws.root / 'tmp').is_dir():
-                temps += [p for p in (self.ws.root / 'tmp').glob('register-*') if p.stat().st_mtime < old]
-            anchor = self.ws.anchor_path # a writer killed while anchoring leaves its temporary file
-            temps += [p for p in anchor.parent.glob(f".{anchor.name}.*.tmp") if p.stat().st_mtime < old]
-            freed = sum(self.blobs.path(s).stat().st_size for s in gone)
-            if not dry_run:
-                for s in gone: self.blobs.path(s).unlink(missing_ok=True)
-                for p in temps: shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-        return {'blobs_removed': len(gone), 'bytes_freed': freed, 'temporaries_removed': len(temps), 'dry_run': dry_run}
-
-    def _log(self, v:Version, action:str) -> str:
-        "Log the version as a W&B model artifact (files by reference) with its aliases; returns the run's folder."
-        from fmops_nb.tracking import run
-        with run('registry', name=f"{action} {v.id}", ws=self.ws, announce=False, tags=[action],
-                 config={'version': v.id, 'action': action, 'parent': v.parent, 'base': v.base}) as r:
-            r.artifact(v.model, {rel: self.blobs.path(f['sha256']) for rel, f in v.files.items()}, type='model',
-                       aliases=[f"v{v.number}", *v.aliases], metadata={'version': v.id, 'metrics': v.metrics, 'parent': v.parent},
-                       description=v.meta.get('description') or None, reference=True)
-            r.summary(**{f"metric/{k}": m['value'] for k, m in v.metrics.items()})
-        return str(r.path)
-
-    def _log_safely(self, v:Version, action:str, done:str):
-        "Log to W&B after a committed change; a failure is a `TrackingWarning` naming the retry, never an error."
-        try: self._log(v, action)
-        except Exception as e:
-            why = ' '.join(str(e).split()).rstrip('.') # one line, however long the library's message
-            warnings.warn(f"{done}; logging it to W&B failed: {why}. Retry with `fmops registry log {v.id}`.",
-                          TrackingWarning, stacklevel=3)
-
-    def log_to_wandb(self, ref:str) -> str:
-        "Log version `ref` with its current aliases to W&B (again, after a failed attempt); returns the run folder."
-        v = self.get(ref)
-        try: return self._log(v, 'log')
-        except FmopsError: raise
-        except Exception as e:
-            raise TrackingError(f"Logging {v.id} to W&B failed: {e}. Check WANDB_MODE and the workspace's wandb "
-                                f"folder, then retry.") from e
-
-def _card(vid:str, fmt:str, meta:dict, files:dict, parent, base, at:str, by:str) -> str:
-    "A model card in markdown: lineage, data, metrics, and the intended-use fields for the owner to fill."
-    lines = [f"# {vid}", '', meta.get('description') or '_No description given._', '',
-             f"Registered by {by} at {at}. Format: {fmt}; {meta['n_tensors']} tensors, {meta['n_parameters']:,} parameters.", '',
-             '## Lineage', '', f"- Parent: {parent.id if parent else '—'}", f"- Base: {base.id if base else '—'}",
-             f"- Fine-tune run: {meta.get('run_id') or '—'}", f"- Code version: {meta.get('code_version') or '—'}", '',
-             '## Data', '']
-    if meta['data']:
-        lines += ['| role | fingerprint | rows |', '|---|---|---|'] + [f"| {k} | `{d['fingerprint'][:19]}` | {d.get('rows', '—')} |" for k, d in meta['data'].items()]
-    else: lines.append('_No data fingerprints recorded._')
-    lines += ['', '## Metrics', '']
-    if meta['metrics']:
-        lines += ['| metric | value | better |', '|---|---|---|'] + [f"| {k} | {m['value']:.4g} | {m['direction']} |" for k, m in meta['metrics'].items()]
-    else: lines.append('_No metrics recorded._')
-    lines += ['', '## Intended use', '', meta.get('intended_use') or '_To be filled in by the owner: intended uses and users._', '',
-              '## Out-of-scope uses', '', '_To be filled in by the owner._', '', '## Limitations and risks', '', '_To be filled in by the owner._', '',
-              '## Files', '', '| file | size | sha256 |', '|---|---|---|'] + [f"| {k} | {f['size']:,} | `{f['sha256'][:12]}` |" for k, f in sorted(files.items())]
-    if meta.get('tags'): lines += ['', 'Tags: ' + ', '.join(meta['tags'])]
-    return '\n'.join(lines) + '\n'
+    return check_log(ws, wandb, replay=lambda con, rows: _replay(ws, con, rows, model, blobs_of))

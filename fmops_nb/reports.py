@@ -7,81 +7,19 @@ from __future__ import annotations
 import ast, datetime as _dt, html, json, math, re, string
 from dataclasses import dataclass
 from pathlib import Path
-from .core import check_name, file_sha256, pid_alive, process_start
-from .errors import FmopsError, ValidationError
+from .core import check_name, file_sha256, pid_alive, process_start, Workspace, atomic_write, utcnow
+from .errors import FmopsError, ValidationError, closest, not_found, TrackingError, WorkspaceError, ExecutionError
+from .registry import Registry
+from .html import _table
+from . import tracking
+from .tasks import TASKS
+from .record import MIME, record, recorded, in_kernel, read_values, state_names, read_notebook # noqa: F401 (templates import them from here)
 
 # %% auto #0
-__all__ = ['MIME', 'TYPES', 'MAX_PARAMS', 'INPUT_MIME', 'BUILTIN', 'IGNORED', 'record', 'recorded', 'in_kernel', 'read_values',
-           'state_names', 'Param', 'schema', 'read_yaml', 'validate', 'typed', 'uses', 'read_inputs', 'report_html',
-           'template_dirs', 'find_template', 'ReportRun', 'run_report', 'report_runs', 'get_report', 'Rerun', 'rerun',
-           'Safe', 'fmt', 'show', 'html_table', 'bar_chart', 'line_chart', 'read_table', 'drift_rows',
-           'previous_version', 'live_metrics']
-
-# %% ../nbs/40_reports.ipynb #00060ed1
-MIME = 'application/x.fmops.record+json'
-
-def _plain(v):
-    "A JSON-ready copy of `v` (numpy scalars and arrays, dates, tuples become plain values)."
-    if isinstance(v, (str, bool)) or v is None: return v
-    if isinstance(v, (int, float)):
-        if isinstance(v, float) and not math.isfinite(v): raise ValidationError(f"Recorded values must be finite numbers, got {v!r}.")
-        return v
-    if isinstance(v, (_dt.date, _dt.datetime)): return v.isoformat()
-    if isinstance(v, dict): return {str(k): _plain(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)): return [_plain(x) for x in v]
-    if hasattr(v, 'tolist'): return _plain(v.tolist())
-    if hasattr(v, 'item'): return _plain(v.item())
-    raise ValidationError(f"Cannot record a {type(v).__name__}: record numbers, strings, booleans, dates, lists or dicts of them.")
-
-_RECORDED = {} # what this kernel recorded, for `recorded()` and policies checked inside the template
-
-def record(name:str, value,
-           state:bool=False, # the value describes the workspace's state (open alerts, where aliases point), not the inputs: reruns do not compare it
-          ):
-    "Record `value` under `name` in this notebook's output, for `fmops report` (and the W&B run) to read back."
-    from IPython.display import display
-    check_name(name, 'recorded value name')
-    v = _plain(value)
-    _RECORDED[name] = v
-    display({MIME: {'name': name, 'value': v, **({'state': True} if state else {})}, 'text/plain': f"{name} = {json.dumps(v)[:200]}"}, raw=True)
-    return value
-
-def recorded() -> dict:
-    "The values recorded so far in this kernel."
-    return dict(_RECORDED)
-
-def in_kernel() -> bool:
-    "Are we running inside a Jupyter kernel (a notebook, or a report executed by papermill)?"
-    try:
-        from IPython import get_ipython
-        return getattr(get_ipython(), 'kernel', None) is not None
-    except ImportError: return False
-
-def _read_nb(path, what:str='Notebook', check:bool=False):
-    "A notebook file, or a `ValidationError` saying it is not one (never the file's bytes); `check`: validate it too."
-    import nbformat
-    p = Path(str(path)).expanduser()
-    if not p.is_file(): raise ValidationError(f"{what} {p} does not exist (or is not a file).")
-    try:
-        nb = nbformat.read(str(p), as_version=4)
-        if not isinstance(nb.get('cells'), list): raise ValueError('no cells')
-        if check: nbformat.validate(nb)
-    except Exception as e:
-        raise ValidationError(f"{what} {p} is not a Jupyter notebook ({type(e).__name__}): pass a .ipynb file saved by "
-                              f"Jupyter (nbformat 4 JSON), or a template name from `fmops report templates`.") from None
-    return nb
-
-def _records(nb) -> list[dict]:
-    if not hasattr(nb, 'cells'): nb = _read_nb(nb)
-    return [o['data'][MIME] for cell in nb.cells if cell.cell_type == 'code' for o in cell.get('outputs', []) if MIME in o.get('data', {})]
-
-def read_values(nb) -> dict:
-    "The values a notebook recorded (the last one wins for a repeated name), from a path or a notebook object."
-    return {r['name']: r['value'] for r in _records(nb)}
-
-def state_names(nb) -> list[str]:
-    "The recorded values marked `state=True` (workspace state, not a function of the inputs)."
-    return list(dict.fromkeys(r['name'] for r in _records(nb) if r.get('state')))
+__all__ = ['TYPES', 'MAX_PARAMS', 'INPUT_MIME', 'BUILTIN', 'IGNORED', 'Param', 'schema', 'read_yaml', 'validate', 'typed', 'uses',
+           'read_inputs', 'report_html', 'template_dirs', 'find_template', 'ReportRun', 'run_report', 'report_runs',
+           'get_report', 'Rerun', 'rerun', 'Safe', 'fmt', 'show', 'html_table', 'bar_chart', 'line_chart', 'read_table',
+           'drift_rows', 'previous_version', 'live_metrics']
 
 # %% ../nbs/40_reports.ipynb #3523565a
 TYPES = {'str': str, 'int': int, 'float': float, 'bool': bool, 'list': list, 'dict': dict, 'date': _dt.date, 'datetime': _dt.datetime}
@@ -95,6 +33,7 @@ class Param:
     required: bool = False # no default given (`name: type` alone)
     doc: str = ''
 
+# %% ../nbs/40_reports.ipynb #7032f784
 def _default(node, name:str):
     "The value of a default: a literal, or date(...) / datetime(...) of literals."
     try:
@@ -107,9 +46,10 @@ def _default(node, name:str):
         raise ValidationError(f"Parameter {name!r}: its default must be a literal (or date(...)), "
                               f"got `{ast.unparse(node)[:200]}`.") from None
 
+# %% ../nbs/40_reports.ipynb #38550b25
 def schema(template) -> dict:
     "The declared parameters of a template notebook (its cell tagged `parameters`)."
-    nb = _read_nb(template, 'Template', check=True) if not hasattr(template, 'cells') else template
+    nb = read_notebook(template, 'Template', check=True) if not hasattr(template, 'cells') else template
     cells = [c for c in nb.cells if 'parameters' in c.get('metadata', {}).get('tags', [])]
     if not cells: raise ValidationError(f"{template} has no cell tagged `parameters`. Add one (it may be empty) declaring each parameter as "
                                         f"`name: type = default`, so that papermill knows where to inject the values.")
@@ -130,6 +70,7 @@ def schema(template) -> dict:
         out[name] = Param(name, typ, None if node.value is None else _default(node.value, name), node.value is None, doc)
     return out
 
+# %% ../nbs/40_reports.ipynb #e0e2fdc9
 def _coerce(p:Param, v):
     t = TYPES[p.type]
     if p.type == 'datetime' and isinstance(v, str): return _dt.datetime.fromisoformat(v)
@@ -140,6 +81,7 @@ def _coerce(p:Param, v):
     if not isinstance(v, t): raise TypeError
     return v
 
+# %% ../nbs/40_reports.ipynb #9b9bc122
 def _plain_param(name:str, v, where:str='', depth:int=0):
     "Refuse what papermill cannot write as a literal: values inside lists and dicts JSON-plain, numbers finite."
     if isinstance(v, float) and not math.isfinite(v):
@@ -159,6 +101,7 @@ def _plain_param(name:str, v, where:str='', depth:int=0):
                               f"Write it as a string"
                               + (f" ({v.isoformat()!r})" if isinstance(v, (_dt.date, _dt.datetime)) else '') + '.')
 
+# %% ../nbs/40_reports.ipynb #9014ccf7
 MAX_PARAMS = 1 << 20 # bytes: the most a report's parameters may take as JSON (and a parameter file as YAML)
 
 def _too_big(v, budget:list) -> bool:
@@ -173,11 +116,13 @@ def _too_big(v, budget:list) -> bool:
         elif isinstance(x, seqs): todo += list(x)
     return False
 
+# %% ../nbs/40_reports.ipynb #b4207513
 def _refuse_size(name:str):
     raise ValidationError(f"Parameter {name!r} is more than {MAX_PARAMS >> 20} MB as JSON, which a report notebook "
                           f"would have to hold (a YAML alias can expand a small file that far): pass a path to a file "
                           f"holding the data instead.")
 
+# %% ../nbs/40_reports.ipynb #126725c8
 def _keys_are_text(v, what:str):
     "Refuse a mapping key that is not text, anywhere in `v` (walked without recursion)."
     todo = [v]
@@ -191,6 +136,7 @@ def _keys_are_text(v, what:str):
             todo += x.values()
         elif isinstance(x, list): todo += x
 
+# %% ../nbs/40_reports.ipynb #bf1da1bf
 _PLAIN_TAGS = {f"tag:yaml.org,2002:{t}" for t in 'str int float bool null seq map timestamp'.split()} | {'!'}
 
 def read_yaml(text, # YAML text (str, or UTF-8 bytes), or a Path of a file of it
@@ -246,9 +192,9 @@ def read_yaml(text, # YAML text (str, or UTF-8 bytes), or a Path of a file of it
                               f"not a {type(doc).__name__}.")
     return doc
 
+# %% ../nbs/40_reports.ipynb #989b6b0f
 def validate(spec:dict, params:dict|None) -> dict:
     "`params` checked against the schema and typed; unknown, missing, wrong-typed and oversized parameters are errors."
-    from fmops_nb.errors import closest
     if params is not None and not isinstance(params, dict):
         raise ValidationError(f"Parameters must be a mapping of names to values, got {type(params).__name__} "
                               f"{repr(params)[:60]}.")
@@ -278,12 +224,14 @@ def validate(spec:dict, params:dict|None) -> dict:
         if total > MAX_PARAMS: _refuse_size(name)
     return out
 
+# %% ../nbs/40_reports.ipynb #13a49670
 def _short(v) -> str:
     "The start of `v`'s repr, without building all of it (a huge or self-containing value)."
     if isinstance(v, (list, dict, tuple, set)) and len(v) > 8: return f"a {type(v).__name__} of {len(v):,} items"
     try: return repr(v)[:100]
     except RecursionError: return f"a {type(v).__name__}"
 
+# %% ../nbs/40_reports.ipynb #3370cc50
 def typed(ns:dict) -> dict:
     "In a template, after the parameters: turn date/datetime parameters injected as strings back into dates. Returns the parameters."
     ann = ns.get('__annotations__', {})
@@ -307,7 +255,6 @@ def uses(name:str, # what the input is to the report, e.g. 'reference', 'model'
         out = p
     elif ':' in str(what) and not p.exists():
         import os
-        from fmops_nb.registry import Registry
         pins = json.loads(os.environ.get('FMOPS_PINS') or '{}')
         ref = str(what)
         reg = Registry(log=False)
@@ -319,9 +266,10 @@ def uses(name:str, # what the input is to the report, e.g. 'reference', 'model'
         display({INPUT_MIME: rec, 'text/plain': f"input {name}: {rec.get('path') or rec['version']}"}, raw=True)
     return out
 
+# %% ../nbs/40_reports.ipynb #77c8129b
 def read_inputs(nb) -> dict:
     "The inputs a notebook recorded with `uses`, by name."
-    if not hasattr(nb, 'cells'): nb = _read_nb(nb)
+    if not hasattr(nb, 'cells'): nb = read_notebook(nb)
     return {o['data'][INPUT_MIME]['name']: o['data'][INPUT_MIME] for c in nb.cells if c.cell_type == 'code'
             for o in c.get('outputs', []) if INPUT_MIME in o.get('data', {})}
 
@@ -365,6 +313,7 @@ def _css(style:str) -> str:
         if pos == len(value): keep.append(f"{prop}:{value}")
     return ';'.join(keep)
 
+# %% ../nbs/40_reports.ipynb #4387cdfc
 def _safe_attr(k:str, v:str|None) -> bool:
     "Keep an attribute? No handler, no URL to fetch or run (but `#fragment`, inline raster images), no CSS that loads."
     if not _ATTR.fullmatch(k) or k.startswith(('on', 'xmlns')) or k in ('is', 'formaction', 'srcdoc', 'attributename'):
@@ -377,6 +326,7 @@ def _safe_attr(k:str, v:str|None) -> bool:
         return not any(x in low for x in ('javascript:', 'vbscript:', 'url('))
     return not _FETCH.search(low) and '\\' not in v and '/*' not in v # an SVG presentation attribute is CSS: no escapes
 
+# %% ../nbs/40_reports.ipynb #5c6a3a14
 def _inert(text:str) -> str:
     "HTML with nothing live: no scripts, styles, frames, forms, `on*` handlers, URLs (but `#`, inline images)."
     from html.parser import HTMLParser
@@ -403,8 +353,10 @@ def _inert(text:str) -> str:
     p.feed(str(text)); p.close()
     return ''.join(out)
 
+# %% ../nbs/40_reports.ipynb #1fa87262
 def _text(v) -> str: return ''.join(map(str, v)) if isinstance(v, list) else str(v) # text, or a list of its lines
 
+# %% ../nbs/40_reports.ipynb #206e4d43
 def report_html(nb, title:str='', show_code:bool=False) -> str:
     "A notebook as one static HTML page: markdown and the HTML, PNG and text outputs (and code if `show_code`) — no scripts, no external URLs."
     import html as _h
@@ -437,7 +389,6 @@ BUILTIN = next((d for d in (_PKG / 'templates', _PKG.parent / 'templates') if d.
 
 def template_dirs(ws=None) -> list[Path]:
     "Where templates are looked up, in order: ./templates, the `reports.templates` setting, the built-in templates."
-    from fmops_nb.core import Workspace
     out = [Path.cwd() / 'templates']
     try:
         extra = (ws or Workspace.open()).config['reports.templates']
@@ -446,9 +397,9 @@ def template_dirs(ws=None) -> list[Path]:
     out.append(BUILTIN)
     return list(dict.fromkeys(out))
 
+# %% ../nbs/40_reports.ipynb #703988bd
 def find_template(name, ws=None) -> Path:
     "A template by path, or by name (`maintenance_report`) in the template folders."
-    from fmops_nb.errors import not_found
     p = Path(str(name)).expanduser()
     if p.suffix == '.ipynb' or p.is_file():
         if p.is_file(): return p.resolve()
@@ -512,6 +463,7 @@ class ReportRun:
                 + (f" — {_h.escape(self.error)}" if self.error else '') + f"<br><small>{_h.escape(str(self.html))}</small>"
                 + (f"<table>{scal}</table>" if scal else '') + "</div>")
 
+# %% ../nbs/40_reports.ipynb #9221d075
 def _versions() -> dict:
     from importlib.metadata import version, PackageNotFoundError
     out = {}
@@ -521,6 +473,7 @@ def _versions() -> dict:
     import sys
     return out | {'python': sys.version.split()[0]}
 
+# %% ../nbs/40_reports.ipynb #933251b4
 def _scalars(values:dict, prefix:str='') -> dict:
     "Recorded values that are numbers, booleans or strings, nested dicts flattened with dots."
     out = {}
@@ -529,6 +482,7 @@ def _scalars(values:dict, prefix:str='') -> dict:
         elif isinstance(v, (bool, int, float, str)) or v is None: out[f"{prefix}{k}"] = v
     return out
 
+# %% ../nbs/40_reports.ipynb #13208f97
 class _Tracker:
     "A report's W&B run, started in a background thread while the kernel runs (importing wandb and `wandb.init` take ~1 s)."
     def __init__(self, stem:str, name:str, params:dict, group:str|None, ws):
@@ -536,7 +490,6 @@ class _Tracker:
         self.cm = self.tr = self.error = None
         def start():
             try:
-                from fmops_nb import tracking
                 self.cm = tracking.run(stem, name=name, config=params, group=group, tags=['report'], ws=ws, announce=False)
                 self.tr = self.cm.__enter__()
             except Exception as e: self.error = e
@@ -545,7 +498,6 @@ class _Tracker:
 
     def finish(self, run:ReportRun) -> str:
         "Log the report — summary, tables, the notebook and HTML as an artifact, alerts — and finish the run (failed if the report failed)."
-        from fmops_nb.errors import TrackingError
         self.thread.join()
         if self.error is not None:
             raise self.error if isinstance(self.error, FmopsError) else TrackingError(f"Could not start the report's W&B run: {self.error}")
@@ -568,6 +520,7 @@ class _Tracker:
         self.cm.__exit__(None, None, None)
         return str(tr.path)
 
+# %% ../nbs/40_reports.ipynb #793252a1
 def _private_dir() -> str:
     "A new folder only this user can enter (0700), on a path short enough for Unix socket names (~107 bytes)."
     import os, tempfile
@@ -578,6 +531,7 @@ def _private_dir() -> str:
     _sweep(Path(d).parent)
     return d
 
+# %% ../nbs/40_reports.ipynb #7305403f
 def _sweep(parent:Path):
     "Remove the kernel folders of runs whose process is gone (killed with SIGKILL, it could not remove its own)."
     import shutil
@@ -586,6 +540,7 @@ def _sweep(parent:Path):
         except (OSError, ValueError): continue # not ours, or not written yet
         if not pid_alive(pid, start if start != 'None' else None): shutil.rmtree(d, ignore_errors=True)
 
+# %% ../nbs/40_reports.ipynb #857487f9
 def _start_kernel(cwd, env:dict|None=None) -> object:
     "Start a python3 kernel in `cwd`; its connection file and sockets live in a private folder, gone when it stops."
     import os, shutil
@@ -606,6 +561,7 @@ def _start_kernel(cwd, env:dict|None=None) -> object:
         raise
     return km
 
+# %% ../nbs/40_reports.ipynb #7b4ee4bd
 def _stop_kernel(km):
     "Stop a kernel now (all its outputs are in, or it hung or died) and remove its private folder."
     import shutil
@@ -616,13 +572,14 @@ def _stop_kernel(km):
     finally:
         if getattr(km, 'fmops_dir', None): shutil.rmtree(km.fmops_dir, ignore_errors=True)
 
+# %% ../nbs/40_reports.ipynb #a5eacd18
 def _stamp() -> str:
     import secrets
     return _dt.datetime.now().strftime('%Y%m%dT%H%M%S%f')[:-3] + '-' + secrets.token_hex(2)
 
+# %% ../nbs/40_reports.ipynb #2e46ba54
 def _new_run_dir(parent:Path) -> Path:
     "A new, empty folder for one run; a stamp another run holds already is drawn again."
-    from fmops_nb.errors import WorkspaceError
     try:
         parent.mkdir(parents=True, exist_ok=True)
         for _ in range(20):
@@ -634,6 +591,7 @@ def _new_run_dir(parent:Path) -> Path:
     raise WorkspaceError(f"Could not find a free report folder name in {parent} after 20 tries: is the clock stuck? "
                          "Try again.")
 
+# %% ../nbs/40_reports.ipynb #67112dce
 def run_report(template, # a template name (`maintenance_report`) or a notebook path
                params:dict|None=None, # parameters (checked against the template's schema)
                ws=None, # the workspace (default: the current one)
@@ -651,7 +609,6 @@ def run_report(template, # a template name (`maintenance_report`) or a notebook 
               ) -> ReportRun:
     "Execute a template with papermill into the workspace's reports folder; returns the run (status `finished` or `failed`)."
     import os, time
-    from fmops_nb.core import Workspace, atomic_write, utcnow
     ws = ws or Workspace.open()
     template = find_template(template, ws)
     check_name(template.stem, 'template name (the notebook file name without .ipynb)')
@@ -706,7 +663,7 @@ def run_report(template, # a template name (`maintenance_report`) or a notebook 
         timings['execute_s'] = time.perf_counter() - t0
         nb = None
         if (out / 'output.ipynb').exists():
-            try: nb = _read_nb(out / 'output.ipynb', 'The output notebook')
+            try: nb = read_notebook(out / 'output.ipynb', 'The output notebook')
             except ValidationError as e: status, error = 'failed', error or str(e)
         values = read_values(nb) if nb is not None else {}
         inputs = read_inputs(nb) if nb is not None else {}
@@ -740,7 +697,6 @@ def run_report(template, # a template name (`maintenance_report`) or a notebook 
         atomic_write(out / 'status.json', json.dumps(base | {'status': 'failed', 'error': why,
                                                              'finished_at': utcnow()}))
         if isinstance(e, FmopsError): raise
-        from fmops_nb.errors import ExecutionError
         raise ExecutionError(f"The report {template.stem}/{out.name} could not run: {why}. "
                              f"What it wrote is in {out}.") from e
     return run
@@ -748,17 +704,15 @@ def run_report(template, # a template name (`maintenance_report`) or a notebook 
 # %% ../nbs/40_reports.ipynb #e241f1c0
 def report_runs(ws=None, template:str|None=None) -> list[ReportRun]:
     "Past report runs, oldest first (of one template, or all)."
-    from fmops_nb.core import Workspace
     ws = ws or Workspace.open()
     root = ws.reports_dir
     dirs = [d for t in (sorted(root.iterdir()) if root.is_dir() else []) if t.is_dir() and (template is None or t.name == template)
             for d in t.iterdir() if d.is_dir()]
     return [ReportRun.load(d) for d in sorted(dirs, key=lambda d: d.name)]
 
+# %% ../nbs/40_reports.ipynb #c3ca623a
 def get_report(ref:str, ws=None) -> ReportRun:
     "A past run by `TEMPLATE/STAMP`, its stamp alone, a folder, or `TEMPLATE` (its latest run)."
-    from fmops_nb.core import Workspace
-    from fmops_nb.errors import not_found
     ws = ws or Workspace.open()
     p = Path(str(ref)).expanduser()
     if p.is_dir() and (p / 'status.json').exists(): return ReportRun.load(p)
@@ -786,6 +740,7 @@ class Rerun:
         lines += ['Why:'] + [f"  {c}" for c in self.causes] if self.causes else ['No input changed that the run recorded: the template is not deterministic.']
         return '\n'.join(lines)
 
+# %% ../nbs/40_reports.ipynb #e543fbc2
 IGNORED = ('policy_firings',) # values that depend on the workspace's state, not on the inputs
 
 def _same(a, b, rel:float=1e-9) -> bool:
@@ -795,6 +750,7 @@ def _same(a, b, rel:float=1e-9) -> bool:
     if isinstance(a, list) and isinstance(b, list): return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
     return a == b
 
+# %% ../nbs/40_reports.ipynb #e6479265
 def _damaged_record(rec:dict) -> str:
     "What in a run's record.json is not as fmops writes it ('' when nothing): a rerun reads all of it."
     need = {'file': ('path', 'sha256'), 'version': ('ref', 'version', 'manifest')}
@@ -812,9 +768,9 @@ def _damaged_record(rec:dict) -> str:
             return f"its input {str(name)[:40]!r}"
     return ''
 
+# %% ../nbs/40_reports.ipynb #809fcafe
 def rerun(ref, ws=None, log:bool=True) -> Rerun:
     "Execute a past report run again from its record and say whether the recorded values match, and if not, why."
-    from fmops_nb.core import Workspace
     ws = ws or Workspace.open()
     orig = get_report(ref, ws)
     rec = orig.record
@@ -847,22 +803,25 @@ def rerun(ref, ws=None, log:bool=True) -> Rerun:
 class Safe(str):
     "HTML that is already escaped (what `fmt` and `html_table` return): `fmt` puts it in as it is."
 
+# %% ../nbs/40_reports.ipynb #76a1b763
 class _Escaping(string.Formatter):
     def format_field(self, v, spec):
         return v if isinstance(v, Safe) and not spec else html.escape(super().format_field(v, spec))
 
+# %% ../nbs/40_reports.ipynb #0507f8c0
 def fmt(html_text:str, *args, **kwargs) -> Safe:
     "`html_text.format(...)` with every value escaped (a `Safe` value goes in as it is): names and texts stay text."
     return Safe(_Escaping().format(html_text, *args, **kwargs))
 
+# %% ../nbs/40_reports.ipynb #ca4f8fe4
 def show(html_text:str, *args, **kwargs):
     "Display static HTML in the report: `{}` fields filled by `fmt` (escaped); anything live (scripts, URLs) goes."
     from IPython.display import display, HTML
     display(HTML(_inert(fmt(html_text, *args, **kwargs) if args or kwargs else html_text)))
 
+# %% ../nbs/40_reports.ipynb #5ddca317
 def html_table(rows:list, columns:list|None=None, highlight=None, title:str='', fmt:str='.4g') -> Safe:
     "A static HTML table of row dicts (every value escaped); `highlight(row) -> bool` marks rows in red."
-    from fmops_nb.html import _table
     head = f"<p><b>{html.escape(str(title))}</b></p>" if title else ''
     if not rows: return Safe(head + "<p><i>none</i></p>")
     columns = columns or list(dict.fromkeys(k for r in rows for k in r))
@@ -870,28 +829,34 @@ def html_table(rows:list, columns:list|None=None, highlight=None, title:str='', 
     return Safe(head + _table('fmops-table', columns, [[cell(r.get(c)) for c in columns] for r in rows],
                               [bool(highlight and highlight(r)) for r in rows]))
 
+# %% ../nbs/40_reports.ipynb #b57f943a
 def _figure(size):
     "A matplotlib figure outside pyplot (no global state, no backend switch)."
     from matplotlib.figure import Figure
     return Figure(figsize=size)
 
+# %% ../nbs/40_reports.ipynb #0a46488e
 def _plain_text():
     "Draw every label as the text it is: no mathtext (a `$` in a column name is a dollar sign), no TeX."
     import matplotlib
     return matplotlib.rc_context({'text.parse_math': False, 'text.usetex': False})
 
+# %% ../nbs/40_reports.ipynb #c53d9d76
 def _png(fig) -> bytes:
     import io
     buf = io.BytesIO()
     fig.savefig(buf, format='png', dpi=96, bbox_inches='tight')
     return buf.getvalue()
 
+# %% ../nbs/40_reports.ipynb #82d51706
 def _label(v, n:int=60) -> str:
     s = ' '.join(str(v).split())
     return s if len(s) <= n else s[:n - 1] + '…'
 
+# %% ../nbs/40_reports.ipynb #c9db4e85
 def _num(v) -> float: return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else 0.0
 
+# %% ../nbs/40_reports.ipynb #e467950c
 def bar_chart(labels:list, values:list, title:str='', xlabel:str='', threshold:float|None=None, highlight:list|None=None) -> bytes:
     "A horizontal bar chart as a PNG, displayed in the report; `highlight` marks bars in red, `threshold` draws a line."
     from IPython.display import display, Image
@@ -909,6 +874,7 @@ def bar_chart(labels:list, values:list, title:str='', xlabel:str='', threshold:f
     display(Image(data=png, format='png'))
     return png
 
+# %% ../nbs/40_reports.ipynb #64f3e5f0
 def line_chart(xs:list, series:dict, title:str='', xlabel:str='', ylabel:str='') -> bytes:
     "Lines (name -> values over `xs`) as a PNG, displayed in the report."
     from IPython.display import display, Image
@@ -924,6 +890,7 @@ def line_chart(xs:list, series:dict, title:str='', xlabel:str='', ylabel:str='')
     display(Image(data=png, format='png'))
     return png
 
+# %% ../nbs/40_reports.ipynb #b1bf5385
 def read_table(path):
     "A parquet, csv or jsonl file as a pandas DataFrame (for templates that need rows)."
     import pandas as pd
@@ -933,11 +900,13 @@ def read_table(path):
     if p.suffix in ('.jsonl', '.json'): return pd.read_json(p, lines=p.suffix == '.jsonl')
     raise ValidationError(f"{p}: read parquet, csv or jsonl files.")
 
+# %% ../nbs/40_reports.ipynb #5d2e7b26
 def drift_rows(report) -> list[dict]:
     "One row per column of a drift report, for a recorded table."
     return [{'column': k, 'kind': c.kind, 'status': c.status, 'method': c.method, 'statistic': c.statistic, 'threshold': c.threshold,
              'p_value': c.p_value, 'n_reference': c.n_reference, 'n_current': c.n_current} for k, c in report.columns.items()]
 
+# %% ../nbs/40_reports.ipynb #06229368
 def previous_version(reg, v):
     "The version an alias pointed at just before it was last moved to `v` (else `v`'s parent): what `v` replaced."
     for h in reversed(reg.history(v.model)):
@@ -946,9 +915,9 @@ def previous_version(reg, v):
             break
     return reg.get(v.parent) if v.parent else None
 
+# %% ../nbs/40_reports.ipynb #fb8452f7
 def live_metrics(task:str, version, rows, label_column:str) -> dict:
     "Accuracy of `version` on labelled production rows, through a probe task (fmops_nb.tasks)."
-    from fmops_nb.diff import TASKS
     rows = list(rows)
     if not rows: raise ValidationError("There are no labelled rows to measure live metrics on.")
     if label_column not in rows[0]: raise ValidationError(f"Column {label_column!r} is not in the current data ({', '.join(rows[0])}).")

@@ -4,25 +4,26 @@
 
 # %% ../nbs/60_schedule.ipynb #4cc89056
 from __future__ import annotations
-import json, os, shlex, time, datetime as _dt
+import json, os, shlex, datetime as _dt
 from dataclasses import dataclass, asdict
 from pathlib import Path
 from .core import Workspace, check_name, utcnow, current_user, pid_alive, process_start
-from .errors import ValidationError, not_found
+from .errors import ValidationError, not_found, FmopsError
+from fastcore.basics import patch
+from .reports import find_template, schema, validate, run_report
+from .errors import CronError
 
 # %% auto #0
-__all__ = ['CronError', 'Cron', 'Schedule', 'add', 'get', 'schedules', 'remove', 'history', 'run_due', 'serve', 'crontab']
+__all__ = ['Cron', 'Schedule', 'add', 'get', 'schedules', 'remove', 'history', 'run_due', 'serve', 'crontab']
 
-# %% ../nbs/60_schedule.ipynb #974d986f
+# %% ../nbs/60_schedule.ipynb #563c922f
 _FIELDS = [('minute', 0, 59, {}), ('hour', 0, 23, {}), ('day of month', 1, 31, {}),
            ('month', 1, 12, {m: i + 1 for i, m in enumerate('jan feb mar apr may jun jul aug sep oct nov dec'.split())}),
            ('day of week', 0, 7, {d: i for i, d in enumerate('sun mon tue wed thu fri sat'.split())})]
 _SHORT = {'@hourly': '0 * * * *', '@daily': '0 0 * * *', '@midnight': '0 0 * * *', '@weekly': '0 0 * * 0', '@monthly': '0 0 1 * *',
           '@yearly': '0 0 1 1 *', '@annually': '0 0 1 1 *'}
 
-class CronError(ValidationError):
-    "A cron expression that cannot be read."
-
+# %% ../nbs/60_schedule.ipynb #bd740a60
 class Cron:
     "A parsed five-field cron expression."
     def __init__(self, expr:str):
@@ -42,49 +43,13 @@ class Cron:
         self.dom_any, self.dow_any = parts[2] == '*', parts[4] == '*'
         self.line = self.expr if self.expr in _SHORT else ' '.join(parts) # as a crontab line holds it
 
-    def _field(self, text:str, name:str, lo:int, hi:int, names:dict) -> set:
-        out = set()
-        def num(s):
-            s = s.lower()
-            if s in names: return names[s]
-            if not (s.isascii() and s.isdigit()):
-                raise CronError(f"Cron expression {self.expr!r}: {s!r} is not a valid {name} (use ASCII digits 0-9).")
-            v = int(s)
-            if not lo <= v <= hi: raise CronError(f"Cron expression {self.expr!r}: {name} {v} is outside {lo}-{hi}.")
-            return v
-        for item in text.split(','):
-            rng, _, step = item.partition('/')
-            if step and (not (step.isascii() and step.isdigit()) or int(step) == 0):
-                raise CronError(f"Cron expression {self.expr!r}: step {step!r} in the {name} field must be a positive "
-                                "number (ASCII digits).")
-            if rng == '*': a, b = lo, hi
-            elif '-' in rng: a, b = map(num, rng.split('-', 1))
-            else: a = b = num(rng)
-            if step and '-' not in rng and rng != '*': b = hi
-            if a > b: raise CronError(f"Cron expression {self.expr!r}: the range {rng} in the {name} field runs backwards.")
-            out |= set(range(a, b + 1, int(step) if step else 1))
-        return out
 
-    def _day(self, d:_dt.date) -> bool:
-        if d.month not in self.sets[3]: return False
-        dom, dow = d.day in self.sets[2], (d.isoweekday() % 7) in self.sets[4]
-        if self.dom_any or self.dow_any: return dom and dow
-        return dom or dow
 
-    def matches(self, t:_dt.datetime) -> bool:
-        return self._day(t.date()) and t.hour in self.sets[1] and t.minute in self.sets[0]
 
-    def prev(self, t:_dt.datetime) -> _dt.datetime|None:
-        "The latest due minute at or before `t` (None if there is none in the last 5 years)."
-        t = t.replace(second=0, microsecond=0)
-        times = sorted(((h, m) for h in self.sets[1] for m in self.sets[0]), reverse=True)
-        for back in range(366 * 5):
-            d = t.date() - _dt.timedelta(days=back)
-            if not self._day(d): continue
-            for h, m in times:
-                c = _dt.datetime(d.year, d.month, d.day, h, m)
-                if c <= t: return c
-        return None
+
+
+
+    def __repr__(self): return f"Cron({self.expr!r})"
 
     def next(self, t:_dt.datetime) -> _dt.datetime|None:
         "The first due minute after `t` (None if there is none in the next 5 years)."
@@ -98,14 +63,64 @@ class Cron:
                 if c > t: return c
         return None
 
-    def never(self) -> str:
-        "Why this expression can never fire ('' when it can): e.g. '0 0 31 2 *' (there is no February 31)."
-        if self.next(_dt.datetime(2000, 1, 1)) is not None: return '' # 2000-2004 hold every month length and a Feb 29
-        days, months = ','.join(map(str, sorted(self.sets[2]))), ','.join(map(str, sorted(self.sets[3])))
-        return (f"day of month {days} never falls in month {months}: no such date exists. Pick days every chosen month "
-                f"has (1-28 always exist), or restrict the day of week instead.")
+    def prev(self, t:_dt.datetime) -> _dt.datetime|None:
+        "The latest due minute at or before `t` (None if there is none in the last 5 years)."
+        t = t.replace(second=0, microsecond=0)
+        times = sorted(((h, m) for h in self.sets[1] for m in self.sets[0]), reverse=True)
+        for back in range(366 * 5):
+            d = t.date() - _dt.timedelta(days=back)
+            if not self._day(d): continue
+            for h, m in times:
+                c = _dt.datetime(d.year, d.month, d.day, h, m)
+                if c <= t: return c
+        return None
 
-    def __repr__(self): return f"Cron({self.expr!r})"
+# %% ../nbs/60_schedule.ipynb #469c4ec6
+@patch
+def _field(self:Cron, text:str, name:str, lo:int, hi:int, names:dict) -> set:
+    out = set()
+    def num(s):
+        s = s.lower()
+        if s in names: return names[s]
+        if not (s.isascii() and s.isdigit()):
+            raise CronError(f"Cron expression {self.expr!r}: {s!r} is not a valid {name} (use ASCII digits 0-9).")
+        v = int(s)
+        if not lo <= v <= hi: raise CronError(f"Cron expression {self.expr!r}: {name} {v} is outside {lo}-{hi}.")
+        return v
+    for item in text.split(','):
+        rng, _, step = item.partition('/')
+        if step and (not (step.isascii() and step.isdigit()) or int(step) == 0):
+            raise CronError(f"Cron expression {self.expr!r}: step {step!r} in the {name} field must be a positive "
+                            "number (ASCII digits).")
+        if rng == '*': a, b = lo, hi
+        elif '-' in rng: a, b = map(num, rng.split('-', 1))
+        else: a = b = num(rng)
+        if step and '-' not in rng and rng != '*': b = hi
+        if a > b: raise CronError(f"Cron expression {self.expr!r}: the range {rng} in the {name} field runs backwards.")
+        out |= set(range(a, b + 1, int(step) if step else 1))
+    return out
+
+# %% ../nbs/60_schedule.ipynb #fa50b07b
+@patch
+def _day(self:Cron, d:_dt.date) -> bool:
+    if d.month not in self.sets[3]: return False
+    dom, dow = d.day in self.sets[2], (d.isoweekday() % 7) in self.sets[4]
+    if self.dom_any or self.dow_any: return dom and dow
+    return dom or dow
+
+# %% ../nbs/60_schedule.ipynb #4454182e
+@patch
+def matches(self:Cron, t:_dt.datetime) -> bool:
+    return self._day(t.date()) and t.hour in self.sets[1] and t.minute in self.sets[0]
+
+# %% ../nbs/60_schedule.ipynb #1323ba99
+@patch
+def never(self:Cron) -> str:
+    "Why this expression can never fire ('' when it can): e.g. '0 0 31 2 *' (there is no February 31)."
+    if self.next(_dt.datetime(2000, 1, 1)) is not None: return '' # 2000-2004 hold every month length and a Feb 29
+    days, months = ','.join(map(str, sorted(self.sets[2]))), ','.join(map(str, sorted(self.sets[3])))
+    return (f"day of month {days} never falls in month {months}: no such date exists. Pick days every chosen month "
+            f"has (1-28 always exist), or restrict the day of week instead.")
 
 # %% ../nbs/60_schedule.ipynb #9614bbf2
 _SCHEMA = ["""
@@ -150,11 +165,12 @@ class Schedule:
         return (f"{show(self.name):<20} {show(self.cron):<16} {show(self.template):<22} next {when:<16}  "
                 f"{json.dumps(self.params)[:200]}" + (f"\n  ! {p}" if (p := self.problem()) else ''))
 
+# %% ../nbs/60_schedule.ipynb #a097aec3
 def _ws(ws): ws = ws or Workspace.open(); ws.ensure_schema('schedule', _SCHEMA); return ws
 
+# %% ../nbs/60_schedule.ipynb #aab4f16d
 def add(name:str, cron:str, template:str, params:dict|None=None, ws:Workspace|None=None, replace:bool=False) -> Schedule:
     "Add a schedule (the cron expression, the template and its parameters are checked now, not at 06:00)."
-    from fmops_nb.reports import find_template, schema, validate
     ws = _ws(ws)
     check_name(name, 'schedule name')
     c = Cron(cron)
@@ -172,6 +188,7 @@ def add(name:str, cron:str, template:str, params:dict|None=None, ws:Workspace|No
                      json.dumps(stored), created, current_user()))
     return get(name, ws)
 
+# %% ../nbs/60_schedule.ipynb #31d0aa06
 _MAX_PARAMS = 1 << 20 # bytes of a stored schedule's parameters (JSON), as `reports.validate` allows
 
 def _schedule(row) -> Schedule:
@@ -191,6 +208,7 @@ def _schedule(row) -> Schedule:
     return Schedule(name, str(row['cron']), str(row['template']), params, str(row['created_at']),
                     str(row['created_by']), damage)
 
+# %% ../nbs/60_schedule.ipynb #80777aeb
 def get(name:str, ws:Workspace|None=None) -> Schedule:
     ws = _ws(ws)
     with ws.connect() as con:
@@ -198,16 +216,19 @@ def get(name:str, ws:Workspace|None=None) -> Schedule:
         if row is None: raise not_found('schedule', name, [r['name'] for r in con.execute("SELECT name FROM schedules")], hint="List them with `fmops schedule ls`.")
     return _schedule(row)
 
+# %% ../nbs/60_schedule.ipynb #479d21c9
 def schedules(ws:Workspace|None=None) -> list[Schedule]:
     ws = _ws(ws)
     with ws.connect() as con: return [_schedule(r) for r in con.execute("SELECT * FROM schedules ORDER BY name")]
 
+# %% ../nbs/60_schedule.ipynb #7f9da0ab
 def remove(name:str, ws:Workspace|None=None) -> Schedule:
     "Remove a schedule (its run history stays)."
     s = get(name, ws)
     with _ws(ws).transaction() as con: con.execute("DELETE FROM schedules WHERE name=?", (name,))
     return s
 
+# %% ../nbs/60_schedule.ipynb #6d09250d
 def history(ws:Workspace|None=None, name:str|None=None, limit:int=50) -> list[dict]:
     "Runs of schedules, newest first; a `running` row whose process is gone (or is another process now) reads `killed`."
     ws = _ws(ws)
@@ -231,10 +252,9 @@ class _Lock:
     def release(self):
         if self.fd is not None: os.close(self.fd); self.fd = None
 
+# %% ../nbs/60_schedule.ipynb #528b59f6
 def run_due(ws:Workspace|None=None, now:_dt.datetime|None=None, only:str|None=None, log:bool=True) -> list[dict]:
     "Run every schedule that is due and not yet run for its latest slot; returns what was run or skipped."
-    from fmops_nb.reports import run_report
-    from fmops_nb.errors import FmopsError
     import sqlite3
     ws = _ws(ws)
     now = now or _dt.datetime.now()
@@ -290,6 +310,7 @@ def serve(ws:Workspace|None=None, interval:float=60.0, max_loops:int|None=None, 
         if prev is not None: signal.signal(signal.SIGTERM, prev)
     out("fmops schedule serve: stopped.")
 
+# %% ../nbs/60_schedule.ipynb #885581f5
 def crontab(ws:Workspace|None=None, python:str|None=None) -> str:
     "crontab lines that run each schedule through `fmops schedule run-due` (install with `crontab -e`)."
     import sys

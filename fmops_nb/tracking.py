@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from .core import Workspace
 from .errors import ConfigError, TrackingError, ValidationError
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['WANDB_MODES', 'wandb_mode', 'wandb_dirs', 'TrackedRun', 'run', 'RunRecord', 'read_run', 'find_runs']
@@ -30,12 +31,14 @@ def wandb_mode(ws:Workspace|None=None, # whose `wandb.mode` setting to use when 
         _mode = mode
     return _mode
 
+# %% ../nbs/02_tracking.ipynb #4944f732
 def wandb_dirs(ws:Workspace) -> dict[str, str]:
     "The WANDB_* directory variables that keep everything wandb writes inside the workspace `ws`."
     w = ws.wandb_dir
     return {'WANDB_DIR': str(ws.root), 'WANDB_DATA_DIR': str(w/'data'), 'WANDB_CACHE_DIR': str(w/'cache'),
             'WANDB_CONFIG_DIR': str(w/'config'), 'WANDB_ARTIFACT_DIR': str(w/'artifacts')}
 
+# %% ../nbs/02_tracking.ipynb #794f4335
 def _prepare_env(ws:Workspace, mode:str):
     os.environ.update(wandb_dirs(ws))
     os.environ['WANDB_MODE'] = mode
@@ -47,6 +50,7 @@ def _jsonable(v):
     if hasattr(v, 'item') and callable(v.item) and getattr(v, 'ndim', 1) == 0: return v.item()
     return v
 
+# %% ../nbs/02_tracking.ipynb #49b9a23e
 class TrackedRun:
     "A live W&B run with the helpers fmops uses to log to it."
     def __init__(self, run, ws:Workspace, mode:str):
@@ -60,72 +64,90 @@ class TrackedRun:
         "The run's local folder (`offline-run-...` or `run-...`)."
         return Path(self.run.dir).parent
 
-    def log(self, step:int|None=None, **scalars):
-        "Log scalars as one history row (at `step` if given)."
-        self.run.log({k: _jsonable(v) for k,v in scalars.items()}, step=step)
+
+
+
+
+
+
+    def __repr__(self): return f"TrackedRun({self.id!r}, mode={self.mode!r}, path={str(self.path)!r})"
 
     def summary(self, **values):
         "Set summary values (the run's final numbers)."
         for k,v in values.items(): self.run.summary[k] = _jsonable(v)
 
-    def table(self, name:str, # key the table is logged under
-              data, # a pandas DataFrame, a list of dicts, or a list of rows (with `columns`)
-              columns:list[str]|None=None, # column names when `data` is a list of rows
-             ):
-        "Log a table."
-        wandb = _wandb()
-        if hasattr(data, 'to_dict') and hasattr(data, 'columns'):
-            columns, rows = [str(c) for c in data.columns], data.astype(object).values.tolist()
-        elif data and isinstance(data[0], dict):
-            columns = columns or list(dict.fromkeys(k for r in data for k in r))
-            rows = [[r.get(c) for c in columns] for r in data]
-        else:
-            if columns is None: raise ValidationError(f"Table {name!r}: pass `columns` when the rows are lists, or pass dicts or a DataFrame.")
-            rows = [list(r) for r in data]
-        rows = [[_jsonable(v) for v in r] for r in rows]
-        self.run.log({name: wandb.Table(columns=list(columns), data=rows)})
+# %% ../nbs/02_tracking.ipynb #95e8103f
+@patch
+def log(self:TrackedRun, step:int|None=None, **scalars):
+    "Log scalars as one history row (at `step` if given)."
+    self.run.log({k: _jsonable(v) for k,v in scalars.items()}, step=step)
 
-    def artifact(self, name:str, # artifact name (letters, digits, '-', '_', '.')
-                 paths, # a file or folder, a list of them, or a dict {name in the artifact: path}
-                 type:str='file', # artifact type, e.g. "report", "model", "dataset"
-                 aliases:list[str]|None=None, # aliases besides "latest"
-                 metadata:dict|None=None, # free-form metadata stored with the artifact
-                 description:str|None=None,
-                 reference:bool=False, # record files by reference (file:// URI and checksum) instead of copying them
-                ) -> str:
-        "Log files or folders as one artifact; return its name."
-        wandb = _wandb()
-        art = wandb.Artifact(name, type=type, metadata=metadata or {}, description=description)
-        items = paths.items() if isinstance(paths, dict) else [(Path(p).name, p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
-        for as_name, p in items:
-            p = Path(p)
-            if not p.exists(): raise ValidationError(f"Artifact {name!r}: {p} does not exist.")
-            if reference: art.add_reference(p.resolve().as_uri(), name=as_name, checksum=True)
-            elif p.is_dir(): art.add_dir(str(p), name=as_name)
-            else: art.add_file(str(p), name=as_name)
-        self.run.log_artifact(art, aliases=list(aliases or []))
-        return name
+# %% ../nbs/02_tracking.ipynb #c6ab2aeb
+@patch
+def table(self:TrackedRun, name:str, # key the table is logged under
+          data, # a pandas DataFrame, a list of dicts, or a list of rows (with `columns`)
+          columns:list[str]|None=None, # column names when `data` is a list of rows
+         ):
+    "Log a table."
+    wandb = _wandb()
+    if hasattr(data, 'to_dict') and hasattr(data, 'columns'):
+        columns, rows = [str(c) for c in data.columns], data.astype(object).values.tolist()
+    elif data and isinstance(data[0], dict):
+        columns = columns or list(dict.fromkeys(k for r in data for k in r))
+        rows = [[r.get(c) for c in columns] for r in data]
+    else:
+        if columns is None: raise ValidationError(f"Table {name!r}: pass `columns` when the rows are lists, or pass dicts or a DataFrame.")
+        rows = [list(r) for r in data]
+    rows = [[_jsonable(v) for v in r] for r in rows]
+    self.run.log({name: wandb.Table(columns=list(columns), data=rows)})
 
-    def alert(self, title:str, # short title
-              text:str, # what happened and what to do
-              level:str='WARN', # INFO, WARN or ERROR
-             ):
-        "Send a W&B alert (stored in the run when offline)."
-        wandb = _wandb()
-        lvl = str(level).upper()
-        if lvl not in ('INFO', 'WARN', 'ERROR'): raise ValidationError(f"Alert level {level!r}: use INFO, WARN or ERROR.")
-        self.run.alert(title=title, text=text, level=getattr(wandb.AlertLevel, lvl))
+# %% ../nbs/02_tracking.ipynb #a41c24e9
+@patch
+def artifact(self:TrackedRun, name:str, # artifact name (letters, digits, '-', '_', '.')
+             paths, # a file or folder, a list of them, or a dict {name in the artifact: path}
+             type:str='file', # artifact type, e.g. "report", "model", "dataset"
+             aliases:list[str]|None=None, # aliases besides "latest"
+             metadata:dict|None=None, # free-form metadata stored with the artifact
+             description:str|None=None,
+             reference:bool=False, # record files by reference (file:// URI and checksum) instead of copying them
+            ) -> str:
+    "Log files or folders as one artifact; return its name."
+    wandb = _wandb()
+    art = wandb.Artifact(name, type=type, metadata=metadata or {}, description=description)
+    items = paths.items() if isinstance(paths, dict) else [(Path(p).name, p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
+    for as_name, p in items:
+        p = Path(p)
+        if not p.exists(): raise ValidationError(f"Artifact {name!r}: {p} does not exist.")
+        if reference: art.add_reference(p.resolve().as_uri(), name=as_name, checksum=True)
+        elif p.is_dir(): art.add_dir(str(p), name=as_name)
+        else: art.add_file(str(p), name=as_name)
+    self.run.log_artifact(art, aliases=list(aliases or []))
+    return name
 
-    def sync_command(self) -> str:
-        "The shell command that uploads this run to a W&B server."
-        return f"wandb sync {self.path}"
+# %% ../nbs/02_tracking.ipynb #3da6dff0
+@patch
+def alert(self:TrackedRun, title:str, # short title
+          text:str, # what happened and what to do
+          level:str='WARN', # INFO, WARN or ERROR
+         ):
+    "Send a W&B alert (stored in the run when offline)."
+    wandb = _wandb()
+    lvl = str(level).upper()
+    if lvl not in ('INFO', 'WARN', 'ERROR'): raise ValidationError(f"Alert level {level!r}: use INFO, WARN or ERROR.")
+    self.run.alert(title=title, text=text, level=getattr(wandb.AlertLevel, lvl))
 
-    def __repr__(self): return f"TrackedRun({self.id!r}, mode={self.mode!r}, path={str(self.path)!r})"
+# %% ../nbs/02_tracking.ipynb #4eee4b3b
+@patch
+def sync_command(self:TrackedRun) -> str:
+    "The shell command that uploads this run to a W&B server."
+    return f"wandb sync {self.path}"
 
+# %% ../nbs/02_tracking.ipynb #75ee72c2
 def _wandb():
     import wandb  # a runtime dependency, imported on first use so that `import fmops_nb` stays fast
     return wandb
 
+# %% ../nbs/02_tracking.ipynb #f5fbe3c4
 @contextlib.contextmanager
 def run(job_type:str, # what kind of work this run records: "report", "finetune", "registry", ...
         name:str|None=None, # display name; W&B picks one when None
@@ -160,11 +182,13 @@ def run(job_type:str, # what kind of work this run records: "report", "finetune"
             _await_exit(tr.path)
             if announce: print(f"W&B run saved offline; upload it with: {tr.sync_command()}")
 
+# %% ../nbs/02_tracking.ipynb #a42f4ba8
 def _audit_head(ws:Workspace) -> dict:
     "The audit log's head (rows, last seq and hash), so that each run anchors the log outside the database."
     try: return ws.audit_head()
     except Exception as e: return {'error': str(e)} # recorded, not raised: a run is not refused over it
 
+# %% ../nbs/02_tracking.ipynb #8c920bc8
 def _await_exit(path:Path, timeout:float=15.0):
     "Wait until wandb's helper process has written the run's exit record, so the run file is complete when we return."
     import time
@@ -199,10 +223,12 @@ def _records(data:bytes, path) -> list[bytes]:
             if typ == _LAST: out.append(buf); buf = None
     return out
 
+# %% ../nbs/02_tracking.ipynb #58156f1e
 def _set_nested(d:dict, keys:list[str], value):
     for k in keys[:-1]: d = d.setdefault(k, {})
     d[keys[-1]] = value
 
+# %% ../nbs/02_tracking.ipynb #12145beb
 def _items(items) -> list[tuple[list[str], object]]:
     return [(list(it.nested_key) or [it.key], json.loads(it.value_json)) for it in items]
 
@@ -236,6 +262,7 @@ class RunRecord:
                 f"summary keys {sorted(self.summary)}, tables {sorted(self.tables)}, "
                 f"{len(self.artifacts)} artifacts, {len(self.alerts)} alerts")
 
+# %% ../nbs/02_tracking.ipynb #960f3b3a
 def _run_file(path) -> Path:
     path = Path(getattr(path, 'path', path))
     if path.is_dir():
@@ -245,6 +272,7 @@ def _run_file(path) -> Path:
     if not path.is_file(): raise TrackingError(f"{path} does not exist. Pass an offline-run-* folder or its .wandb file.")
     return path
 
+# %% ../nbs/02_tracking.ipynb #498d2a6f
 def read_run(path, # a run folder (`offline-run-...`), its `.wandb` file, or a `TrackedRun`
             ) -> RunRecord:
     "Read what a W&B run logged from its local run file."
@@ -291,6 +319,7 @@ def read_run(path, # a run folder (`offline-run-...`), its `.wandb` file, or a `
     rec.artifacts = [a for a in rec.artifacts if a['type'] != 'run_table']
     return rec
 
+# %% ../nbs/02_tracking.ipynb #96cfd173
 def find_runs(ws:Workspace|None=None, # workspace to look in (default: the current one)
              ) -> list[Path]:
     "The local W&B run folders of a workspace, oldest first."

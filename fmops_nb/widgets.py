@@ -9,6 +9,9 @@ import ipywidgets as W
 from .drift import DriftReport
 from .html import (_RED, _GREEN, _BLUE, _AMBER, _num, _e, svg_timeline, column_table, column_detail, quality_html,
                    diff_html, _table)
+from fastcore.basics import patch
+from .diff import VersionDiff
+from .finetune import Run
 
 # %% auto #0
 __all__ = ['DriftPanel', 'panel_for', 'DiffPanel', 'RegistryPanel', 'svg_curve', 'FinetunePanel']
@@ -46,9 +49,7 @@ class DriftPanel(W.VBox):
 def panel_for(result):
     "The panel that shows `result` (a `DriftReport`, ...)."
     if isinstance(result, DriftReport): return DriftPanel(result)
-    from fmops_nb.diff import VersionDiff
     if isinstance(result, VersionDiff): return DiffPanel(result)
-    from fmops_nb.finetune import Run
     if isinstance(result, Run): return FinetunePanel(result)
     raise TypeError(f"No panel for a {type(result).__name__}.")
 
@@ -73,6 +74,7 @@ class DiffPanel(W.VBox):
 # %% ../nbs/80_widgets.ipynb #4935278f
 def _metrics_text(v) -> str: return ', '.join(f"{k}={_num(m.get('value'))}" for k, m in v.metrics.items())
 
+# %% ../nbs/80_widgets.ipynb #0f4a7670
 class RegistryPanel(W.VBox):
     "An interactive view of a model's versions."
     def __init__(self, reg, model:str|None=None):
@@ -116,6 +118,7 @@ def svg_curve(points:list, width:int=560, height:int=150, title:str='loss') -> s
             f"<text x='36' y='{height - 20}' font-size='10' text-anchor='end'>{y0:.3g}</text><text x='36' y='28' font-size='10' text-anchor='end'>{y1:.3g}</text>"
             f"<polyline fill='none' stroke='{_BLUE}' stroke-width='1.5' points='{pts}'/></svg>")
 
+# %% ../nbs/80_widgets.ipynb #1d9a45fa
 _FINAL = ('finished', 'failed', 'stopped', 'killed')
 
 class FinetunePanel(W.VBox):
@@ -136,52 +139,61 @@ class FinetunePanel(W.VBox):
             import threading
             self._thread = threading.Thread(target=self._follow, daemon=True, name=f'fmops-panel-{run.id}'); self._thread.start()
 
-    def _stop(self):
-        self.stop_button.disabled = True; self.stop_button.description = 'Stopping...'
-        import threading
-        threading.Thread(target=self.run.stop, daemon=True).start()
 
-    def _follow(self):
-        import time
-        while True:
-            time.sleep(self.poll)
-            self.refresh()
-            if self.run.status in _FINAL: self.refresh(); return
 
-    def refresh(self):
-        r = self.run; info = r.info; status = r.status
-        steps = r.events('step')
-        total = info.get('total_steps') or 1
-        self.bar.max = max(1, total); self.bar.value = min(r.step, total)
-        colour = {'finished': _GREEN, 'failed': _RED, 'killed': _RED, 'stopped': '#ef6c00'}.get(status, _BLUE)
-        self.head.value = (f"<div class='fmops-finetune-head' style='border-left:6px solid {colour};padding-left:8px'><b>{html.escape(r.id)}</b>: "
-                           f"<span class='fmops-status'>{_e(status)}</span> — {_e(r.spec['recipe'])} on "
-                           f"{_e(r.meta.get('base_version') or r.spec['base'])}"
-                           + (f"<br><small>{html.escape(info['reason'])}</small>" if info.get('reason') else '') + "</div>")
-        if len(steps) >= 2 and status not in _FINAL:
-            rate = (steps[-1]['step'] - steps[0]['step']) / max(steps[-1]['time'] - steps[0]['time'], 1e-9)
-            left = (total - steps[-1]['step']) / rate if rate > 0 else float('nan')
-            self.eta.value = f"&nbsp;{_e(steps[-1]['step'])}/{_e(total)}, {rate:.2f} steps/s, ETA {left:.0f}s&nbsp;"
-        else: self.eta.value = f"&nbsp;{_e(r.step)}/{_e(total)}&nbsp;"
-        self.stop_button.disabled = status in _FINAL
-        if status in _FINAL: self.stop_button.description = 'Stopped' if status == 'stopped' else 'Stop'
-        self.curve.value = svg_curve([(e['step'], e['loss']) for e in steps]) + ''.join(
-            f"<div class='fmops-eval'>eval at step {_e(e.get('step'))}: "
-            f"{_e(', '.join(f'{k} {_num(v)}' for k, v in e.items() if k in ('accuracy', 'eval_loss')))}"
-            f"{' (' + html.escape(e['version']) + ')' if e.get('version') else ''}</div>" for e in r.events('eval'))
-        tail = r.tail(8)
-        self.log_view.value = f"<details class='fmops-log'{' open' if status in ('failed', 'killed') else ''}><summary>log</summary><pre style='white-space:pre-wrap;font-size:11px'>{html.escape(tail)}</pre></details>"
-        cmp = info.get('comparison')
-        if status == 'finished' and cmp:
-            c, ref = cmp['candidate'], cmp['reference']
-            real = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool)
-            delta = lambda k: _num(c[k] - ref[k], '+.4g') if real(c[k]) and real(ref.get(k)) else ''
-            rows = ''.join(f"<tr><td>{_e(k)}</td><td>{_e(_num(ref.get(k)))}</td><td>{_e(_num(c[k]))}</td>"
-                           f"<td>{_e(delta(k))}</td></tr>" for k in c)
-            v = info.get('version')
-            self.result.value = (f"<div class='fmops-finetune-result'><b>Candidate {html.escape(v or '(not registered)')}</b> against {html.escape(cmp['against'])}"
-                                 f"{' — promoted to production' if info.get('promoted') else ''}<table><tr><th>metric</th><th>{html.escape(cmp['against'])}</th>"
-                                 f"<th>candidate</th><th>delta</th></tr>{rows}</table>"
-                                 + (f"What changed: <code>%fmops diff {html.escape(cmp['against'])} {html.escape(v)}</code>" if v else '') + "</div>")
 
     def __repr__(self): return repr(self.run)
+
+# %% ../nbs/80_widgets.ipynb #35cd11e7
+@patch
+def _stop(self:FinetunePanel):
+    self.stop_button.disabled = True; self.stop_button.description = 'Stopping...'
+    import threading
+    threading.Thread(target=self.run.stop, daemon=True).start()
+
+# %% ../nbs/80_widgets.ipynb #44fa4986
+@patch
+def _follow(self:FinetunePanel):
+    import time
+    while True:
+        time.sleep(self.poll)
+        self.refresh()
+        if self.run.status in _FINAL: self.refresh(); return
+
+# %% ../nbs/80_widgets.ipynb #bb01fe16
+@patch
+def refresh(self:FinetunePanel):
+    r = self.run; info = r.info; status = r.status
+    steps = r.events('step')
+    total = info.get('total_steps') or 1
+    self.bar.max = max(1, total); self.bar.value = min(r.step, total)
+    colour = {'finished': _GREEN, 'failed': _RED, 'killed': _RED, 'stopped': '#ef6c00'}.get(status, _BLUE)
+    self.head.value = (f"<div class='fmops-finetune-head' style='border-left:6px solid {colour};padding-left:8px'><b>{html.escape(r.id)}</b>: "
+                       f"<span class='fmops-status'>{_e(status)}</span> — {_e(r.spec['recipe'])} on "
+                       f"{_e(r.meta.get('base_version') or r.spec['base'])}"
+                       + (f"<br><small>{html.escape(info['reason'])}</small>" if info.get('reason') else '') + "</div>")
+    if len(steps) >= 2 and status not in _FINAL:
+        rate = (steps[-1]['step'] - steps[0]['step']) / max(steps[-1]['time'] - steps[0]['time'], 1e-9)
+        left = (total - steps[-1]['step']) / rate if rate > 0 else float('nan')
+        self.eta.value = f"&nbsp;{_e(steps[-1]['step'])}/{_e(total)}, {rate:.2f} steps/s, ETA {left:.0f}s&nbsp;"
+    else: self.eta.value = f"&nbsp;{_e(r.step)}/{_e(total)}&nbsp;"
+    self.stop_button.disabled = status in _FINAL
+    if status in _FINAL: self.stop_button.description = 'Stopped' if status == 'stopped' else 'Stop'
+    self.curve.value = svg_curve([(e['step'], e['loss']) for e in steps]) + ''.join(
+        f"<div class='fmops-eval'>eval at step {_e(e.get('step'))}: "
+        f"{_e(', '.join(f'{k} {_num(v)}' for k, v in e.items() if k in ('accuracy', 'eval_loss')))}"
+        f"{' (' + html.escape(e['version']) + ')' if e.get('version') else ''}</div>" for e in r.events('eval'))
+    tail = r.tail(8)
+    self.log_view.value = f"<details class='fmops-log'{' open' if status in ('failed', 'killed') else ''}><summary>log</summary><pre style='white-space:pre-wrap;font-size:11px'>{html.escape(tail)}</pre></details>"
+    cmp = info.get('comparison')
+    if status == 'finished' and cmp:
+        c, ref = cmp['candidate'], cmp['reference']
+        real = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool)
+        delta = lambda k: _num(c[k] - ref[k], '+.4g') if real(c[k]) and real(ref.get(k)) else ''
+        rows = ''.join(f"<tr><td>{_e(k)}</td><td>{_e(_num(ref.get(k)))}</td><td>{_e(_num(c[k]))}</td>"
+                       f"<td>{_e(delta(k))}</td></tr>" for k in c)
+        v = info.get('version')
+        self.result.value = (f"<div class='fmops-finetune-result'><b>Candidate {html.escape(v or '(not registered)')}</b> against {html.escape(cmp['against'])}"
+                             f"{' — promoted to production' if info.get('promoted') else ''}<table><tr><th>metric</th><th>{html.escape(cmp['against'])}</th>"
+                             f"<th>candidate</th><th>delta</th></tr>{rows}</table>"
+                             + (f"What changed: <code>%fmops diff {html.escape(cmp['against'])} {html.escape(v)}</code>" if v else '') + "</div>")

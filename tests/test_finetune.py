@@ -16,7 +16,8 @@ require_fm()
 from fmops_nb.core import Workspace
 from fmops_nb.errors import FmopsError, NotFoundError, ValidationError
 from fmops_nb.finetune import FinetuneSpec, get_run, launch, runs
-from fmops_nb.registry import Registry, audit_log
+from fmops_nb.registry import Registry
+from fmops_nb.audit import audit_log
 
 MODULES = ["json", "csv", "pathlib", "shutil", "asyncio.tasks", "asyncio.locks", "threading"]
 

@@ -350,7 +350,8 @@ def stored_metrics(v, metrics):
 def test_a_promotion_gate_that_cannot_be_evaluated_blocks(tmp_path, hostile):
     import torch
     from fmops_nb.monitor import PromotionBlocked, promotion_gate
-    from fmops_nb.registry import Registry, audit_log
+    from fmops_nb.registry import Registry
+    from fmops_nb.audit import audit_log
     ws = Workspace.open()
     ws.config_path.write_text(GATE); ws.reload()
     reg = Registry(ws, log=False)
@@ -794,7 +795,8 @@ FIRST_PROMOTIONS = [  # the gate's `when`, the candidate's metrics, what a first
 def test_a_gate_blocks_a_missing_candidate_metric_on_a_first_promotion_whatever_else_it_reads(tmp_path, hostile):
     import torch
     from fmops_nb.monitor import PromotionBlocked, promotion_gate
-    from fmops_nb.registry import Registry, audit_log
+    from fmops_nb.registry import Registry
+    from fmops_nb.audit import audit_log
     ws = Workspace.open()
     reg = Registry(ws, log=False)
     for i, (when, metrics, expect) in enumerate(FIRST_PROMOTIONS):

@@ -19,7 +19,9 @@ import pytest
 
 from fmops_nb.core import Workspace, atomic_write
 from fmops_nb.errors import ConfigError, ValidationError, WorkspaceError, AuditWarning, TrackingWarning
-from fmops_nb.registry import Registry, verify_audit, reanchor_audit, safe_files, _row_hash
+from fmops_nb.registry import Registry, verify_audit
+from fmops_nb.audit import reanchor_audit, _row_hash
+from fmops_nb.blobs import safe_files
 
 FMOPS = [shutil.which("fmops") or "fmops"]
 KEY, OTHER_KEY = "k" * 32, "z" * 32
@@ -373,7 +375,8 @@ REREGISTER = textwrap.dedent(r"""
     import os, sys, time
     from pathlib import Path
     from fmops_nb.core import Workspace
-    from fmops_nb.registry import Registry, BlobStore
+    from fmops_nb.registry import Registry
+    from fmops_nb.blobs import BlobStore
     flag, target = Path(sys.argv[1]), sys.argv[2]
     reuse = BlobStore._reuse
     def paused(self, sha, size):
@@ -1074,7 +1077,7 @@ def adapter_dir(tmp_path) -> Path:
 @pytest.mark.hostile
 def test_an_adapters_base_cannot_be_deleted_and_gc_keeps_it(tmp_path, hostile):
     from fmops_nb.diff import diff
-    from fmops_nb.registry import append_audit
+    from fmops_nb.audit import append_audit
     reg = Registry(log=False)
     base = reg.register("p", st_file(tmp_path / "base.safetensors", {"layer.weight": np.eye(4, dtype=np.float32),
                                                                       "layer.bias": np.zeros(4, np.float32)}))

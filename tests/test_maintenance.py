@@ -9,7 +9,8 @@ import pytest
 
 from fmops_nb.core import Workspace
 from fmops_nb.demo import prepare_demo, demo_params
-from fmops_nb.registry import Registry, audit_log
+from fmops_nb.registry import Registry
+from fmops_nb.audit import audit_log
 from fmops_nb.reports import run_report, get_report, report_runs, rerun, read_values
 from fmops_nb.tracking import read_run, find_runs
 from tiny import TRAIN_SCRIPT
