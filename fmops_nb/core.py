@@ -8,9 +8,10 @@ import os, re, json, math, sqlite3, tempfile, tomllib, contextlib, getpass, html
 from datetime import datetime, timezone
 from pathlib import Path
 from importlib.metadata import entry_points
-from .errors import ConfigError, WorkspaceError, ValidationError, AuditWarning, not_found, closest
+from .errors import ConfigError, WorkspaceError, ValidationError, AuditWarning, not_found
 from fastcore.basics import patch
 from .errors import FmopsError, PluginError
+from .errors import unknown_key
 
 # %% auto #0
 __all__ = ['SETTINGS', 'CHOICES', 'GENESIS', 'find_pyproject', 'resolve_home', 'Config', 'config_template', 'current_umask',
@@ -87,9 +88,7 @@ def _flatten(d:dict, prefix:str='') -> dict:
 # %% ../nbs/01_core.ipynb #23f9f463
 def _check_setting(key:str, value, source:str):
     if key not in SETTINGS:
-        near = closest(key, SETTINGS)
-        dym = f" Did you mean {near[0]!r}?" if near else ''
-        raise ConfigError(f"Unknown setting {key!r} in {source}.{dym} Known settings: {', '.join(SETTINGS)}.")
+        raise ConfigError(unknown_key('setting', key, SETTINGS, where=source))
     default = SETTINGS[key][0]
     ok = isinstance(value, type(default)) and not (isinstance(value, bool) and not isinstance(default, bool))
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool): ok = True

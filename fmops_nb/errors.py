@@ -10,7 +10,7 @@ import difflib, importlib
 __all__ = ['FmopsError', 'ConfigError', 'WorkspaceError', 'ValidationError', 'NotFoundError', 'MissingDependencyError',
            'TrackingError', 'ExecutionError', 'PluginError', 'FmopsWarning', 'TrackingWarning', 'AuditWarning',
            'StoreWarning', 'CorruptBlobError', 'PolicyError', 'PromotionBlocked', 'CronError', 'Uncomparable',
-           'Undecided', 'Missing', 'closest', 'not_found', 'require']
+           'Undecided', 'Missing', 'closest', 'not_found', 'unknown_key', 'require']
 
 # %% ../nbs/00_errors.ipynb #470679dd
 class FmopsError(Exception):
@@ -120,6 +120,20 @@ def not_found(kind:str, # what was looked up, e.g. "command" or "version"
     if near := closest(name, choices): msg += f" Did you mean {' or '.join(repr(c) for c in near)}?"
     msg += f" Available: {', '.join(choices)}." if choices else f" No {kind} exists yet."
     return NotFoundError(msg + (f" {hint}" if hint else ''))
+
+# %% ../nbs/00_errors.ipynb #a4ae5c05
+def unknown_key(kind:str, # what the key names, singular: "setting", "parameter", "policy key"
+                key, # the key the user wrote
+                known, # the keys the mapping takes
+                where:str='', # the file or source the mapping came from
+                none:str='', # said instead of the list when nothing is known (e.g. " This template takes no parameters.")
+               ) -> str:
+    "The message for a key that a mapping does not take: the key, where, the closest known key, and every known key."
+    known = [str(k) for k in known]
+    near = closest(str(key), known)
+    return (f"Unknown {kind} {key!r}" + (f" in {where}" if where else '') + '.'
+            + (f" Did you mean {near[0]!r}?" if near else '')
+            + (f" Known {kind}s: {', '.join(known)}." if known else none))
 
 # %% ../nbs/00_errors.ipynb #502d95ba
 def require(module:str, # the module to import, e.g. "peft"

@@ -18,6 +18,7 @@ from .data import load
 from .html import display_unless_shown
 from .blobs import safe_files
 from .errors import PromotionBlocked
+from .errors import unknown_key
 
 # %% auto #0
 __all__ = ['EVAL_METRICS', 'RECIPES', 'FINAL', 'FinetuneSpec', 'Recipe', 'HFClassifier', 'ScriptRecipe', 'run_dir', 'report',
@@ -64,8 +65,7 @@ class FinetuneSpec:
         known = {f.name for f in fields(cls)}
         for k in d:
             if k not in known:
-                near = closest(k, sorted(known))
-                raise ValidationError(f"Unknown fine-tune setting {k!r}." + (f" Did you mean {near[0]!r}?" if near else '') + f" Settings: {', '.join(sorted(known))}.")
+                raise ValidationError(unknown_key('fine-tune setting', k, sorted(known)))
         if 'base' not in d: raise ValidationError("A fine-tune spec needs `base`: a registry version or alias (model:production) or a model directory.")
         return cls(**d)
 

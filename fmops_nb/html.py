@@ -7,21 +7,21 @@ from __future__ import annotations
 import html, math
 
 # %% auto #0
-__all__ = ['display_unless_shown', 'svg_bars', 'svg_timeline', 'column_table', 'column_detail', 'quality_html', 'svg_modules',
-           'diff_html']
+__all__ = ['RED', 'BLUE', 'GREY', 'GREEN', 'AMBER', 'num', 'esc', 'display_unless_shown', 'svg_bars', 'svg_timeline',
+           'column_table', 'column_detail', 'quality_html', 'svg_modules', 'table', 'diff_html']
 
 # %% ../nbs/07_html.ipynb #7cf87b48
-_RED, _BLUE, _GREY, _GREEN, _AMBER = '#c62828', '#1f77b4', '#9e9e9e', '#2e7d32', '#ef6c00'
+RED, BLUE, GREY, GREEN, AMBER = '#b00020', '#1f77b4', '#9e9e9e', '#2e7d32', '#ef6c00'
 _STATUS_ORDER = {'drift': 0, 'watch': 1, 'insufficient_data': 2, 'missing': 3, 'ok': 4}
 
-def _num(v, spec='.4g') -> str:
+def num(v, spec='.4g') -> str:
     "`v` formatted by `spec`; what is not a number as it is (every caller escapes the result)."
     if v is None: return ''
     try: return format(v, spec)
     except (TypeError, ValueError): return str(v)
 
 # %% ../nbs/07_html.ipynb #b36196bb
-def _e(x) -> str: return html.escape(str(x)) # names, labels, kinds, methods, messages: data or plug-ins, never markup
+def esc(x) -> str: return html.escape(str(x)) # names, labels, kinds, methods, messages: data or plug-ins, never markup
 
 # %% ../nbs/07_html.ipynb #c67fc7aa
 def _real(v) -> bool: return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
@@ -49,18 +49,18 @@ def svg_bars(labels:list, reference:list, current:list, # labels and counts of b
     bars = []
     for i, (a, b) in enumerate(zip(r, c)):
         x = pad + i * bw
-        for j, (v, col) in enumerate(((a, _BLUE), (b, _RED))):
+        for j, (v, col) in enumerate(((a, BLUE), (b, RED))):
             h = (base - 24) * v / top
             bars.append(f"<rect x='{x + 1 + j * (bw - 2) / 2:.1f}' y='{base - h:.1f}' "
                         f"width='{max((bw - 2) / 2, 0.5):.1f}' height='{h:.1f}' fill='{col}' fill-opacity='0.75'>"
-                        f"<title>{_e(labels[i])}: reference {a:.1%}, current {b:.1%}</title></rect>")
+                        f"<title>{esc(labels[i])}: reference {a:.1%}, current {b:.1%}</title></rect>")
     step = max(1, math.ceil(n / 10))
     ticks = ''.join(f"<text x='{pad + i * bw + bw / 2:.1f}' y='{base + 14}' font-size='10' text-anchor='middle'>"
-                    f"{_e(str(labels[i])[:10])}</text>" for i in range(0, len(labels), step))
-    legend = (f"<rect x='{width - 190}' y='6' width='10' height='10' fill='{_BLUE}'/><text x='{width - 176}' y='15' font-size='11'>reference</text>"
-              f"<rect x='{width - 110}' y='6' width='10' height='10' fill='{_RED}'/><text x='{width - 96}' y='15' font-size='11'>current</text>")
+                    f"{esc(str(labels[i])[:10])}</text>" for i in range(0, len(labels), step))
+    legend = (f"<rect x='{width - 190}' y='6' width='10' height='10' fill='{BLUE}'/><text x='{width - 176}' y='15' font-size='11'>reference</text>"
+              f"<rect x='{width - 110}' y='6' width='10' height='10' fill='{RED}'/><text x='{width - 96}' y='15' font-size='11'>current</text>")
     return (f"<svg class='fmops-bars' xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' role='img' "
-            f"aria-label='{_e(title)}'><text x='{pad}' y='15' font-size='12' font-weight='bold'>{_e(title)}</text>"
+            f"aria-label='{esc(title)}'><text x='{pad}' y='15' font-size='12' font-weight='bold'>{esc(title)}</text>"
             f"{legend}"
             f"<line x1='{pad}' y1='{base}' x2='{width - pad}' y2='{base}' stroke='#333'/>{''.join(bars)}{ticks}</svg>")
 
@@ -69,20 +69,20 @@ def svg_timeline(chunks:list, width:int=560, height:int=70) -> str:
     "One cell per chunk, coloured by status (red: drift, green: ok, grey: insufficient data), as inline SVG."
     if not chunks: return ''
     n = len(chunks); pad = 10; cw = (width - 2 * pad) / n
-    col = {'drift': _RED, 'ok': _GREEN}
-    cells = ''.join(f"<rect x='{pad + i * cw:.1f}' y='20' width='{max(cw - 1, 0.5):.1f}' height='26' fill='{col.get(c['status'], _GREY)}'>"
-                    f"<title>{_e(c['chunk'])}: {_e(c['status'])}, {_e(_num(c['n'], ','))} rows"
-                    f"{': ' + _e(', '.join(map(str, c['drifted']))) if c['drifted'] else ''}</title></rect>"
+    col = {'drift': RED, 'ok': GREEN}
+    cells = ''.join(f"<rect x='{pad + i * cw:.1f}' y='20' width='{max(cw - 1, 0.5):.1f}' height='26' fill='{col.get(c['status'], GREY)}'>"
+                    f"<title>{esc(c['chunk'])}: {esc(c['status'])}, {esc(num(c['n'], ','))} rows"
+                    f"{': ' + esc(', '.join(map(str, c['drifted']))) if c['drifted'] else ''}</title></rect>"
                     for i, c in enumerate(chunks))
-    first, last = _e(chunks[0]['chunk']), _e(chunks[-1]['chunk'])
+    first, last = esc(chunks[0]['chunk']), esc(chunks[-1]['chunk'])
     return (f"<svg class='fmops-timeline' xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' role='img' aria-label='chunk timeline'>"
             f"<text x='{pad}' y='14' font-size='12' font-weight='bold'>Timeline: {sum(c['status'] == 'drift' for c in chunks)} of {n} chunks alert</text>"
             f"{cells}<text x='{pad}' y='62' font-size='10'>{first}</text><text x='{width - pad}' y='62' font-size='10' text-anchor='end'>{last}</text></svg>")
 
 # %% ../nbs/07_html.ipynb #e5683ac3
 def _row_style(c) -> str:
-    if c.drifted: return f"color:{_RED};font-weight:bold"
-    return f"color:{_AMBER};font-weight:bold" if c.status == 'watch' else ''
+    if c.drifted: return f"color:{RED};font-weight:bold"
+    return f"color:{AMBER};font-weight:bold" if c.status == 'watch' else ''
 
 # %% ../nbs/07_html.ipynb #b4c5cbde
 def column_table(report, sort_by:str='status', descending:bool=False) -> str:
@@ -96,10 +96,10 @@ def column_table(report, sort_by:str='status', descending:bool=False) -> str:
         if c.method in ('ks', 'chi2', 'mmd'): return (rank, c.p_value if _real(c.p_value) else 1)
         return (rank, -c.statistic if _real(c.statistic) else 0)
     items = sorted(report.columns.items(), key=key, reverse=descending)
-    cells = lambda c: [c.kind, c.status, c.method, _num(c.statistic), _num(c.threshold, 'g'), _num(c.p_value, '.3g'),
-                       _num(c.n_reference, ','), _num(c.n_current, ',')]
-    rows = ''.join(f"<tr class='fmops-{_e(c.status)}' style='{_row_style(c)}'><td style='text-align:left'>{_e(k)}</td>"
-                   + ''.join(f"<td>{_e(x)}</td>" for x in cells(c)) + "</tr>" for k, c in items)
+    cells = lambda c: [c.kind, c.status, c.method, num(c.statistic), num(c.threshold, 'g'), num(c.p_value, '.3g'),
+                       num(c.n_reference, ','), num(c.n_current, ',')]
+    rows = ''.join(f"<tr class='fmops-{esc(c.status)}' style='{_row_style(c)}'><td style='text-align:left'>{esc(k)}</td>"
+                   + ''.join(f"<td>{esc(x)}</td>" for x in cells(c)) + "</tr>" for k, c in items)
     return ("<table class='fmops-columns'><thead><tr><th>column</th><th>kind</th><th>status</th><th>method</th><th>statistic</th>"
             f"<th>threshold</th><th>p-value</th><th>n ref</th><th>n cur</th></tr></thead><tbody>{rows}</tbody></table>")
 
@@ -107,18 +107,18 @@ def column_table(report, sort_by:str='status', descending:bool=False) -> str:
 def _vector_detail(s:dict) -> str:
     "MMD, the domain classifier, the directions that moved and the current rows least like the reference, as HTML."
     pc = lambda d: d['component'] + 1 if isinstance(d.get('component'), int) else d.get('component')
-    dirs = ''.join(f"<tr><td>PC{_e(pc(d))}</td><td>{_e(_num(d.get('explained_variance'), '.1%'))}</td>"
-                   f"<td>{_e(_num(d.get('mean_shift_sd'), '+.3f'))}</td>"
-                   f"<td>{_e(_num(d.get('spread_ratio'), '.3f'))}</td></tr>"
+    dirs = ''.join(f"<tr><td>PC{esc(pc(d))}</td><td>{esc(num(d.get('explained_variance'), '.1%'))}</td>"
+                   f"<td>{esc(num(d.get('mean_shift_sd'), '+.3f'))}</td>"
+                   f"<td>{esc(num(d.get('spread_ratio'), '.3f'))}</td></tr>"
                    for d in s.get('directions', []))
-    ex = ''.join(f"<li>{_e(str(x.get('row'))[:200])} <small>(similarity {_e(_num(x.get('similarity'), '.3f'))})</small>"
+    ex = ''.join(f"<li>{esc(str(x.get('row'))[:200])} <small>(similarity {esc(num(x.get('similarity'), '.3f'))})</small>"
                  "</li>"
                  for x in s.get('least_like_reference', []))
-    auc = (f", domain-classifier AUC {_e(_num(s['auc'], '.3f'))} (p={_e(_num(s.get('auc_p_value'), '.3g'))})"
+    auc = (f", domain-classifier AUC {esc(num(s['auc'], '.3f'))} (p={esc(num(s.get('auc_p_value'), '.3g'))})"
            if 'auc' in s else '')
-    return (f"<br>MMD² {_e(_num(s['mmd2'], '.3g'))} (permutation p={_e(_num(s.get('p_value'), '.3g'))}, "
-            f"{_e(s.get('n_permutations', ''))} permutations, samples {_e(_num(s.get('sample_reference'), ','))}/"
-            f"{_e(_num(s.get('sample_current'), ','))}){auc}"
+    return (f"<br>MMD² {esc(num(s['mmd2'], '.3g'))} (permutation p={esc(num(s.get('p_value'), '.3g'))}, "
+            f"{esc(s.get('n_permutations', ''))} permutations, samples {esc(num(s.get('sample_reference'), ','))}/"
+            f"{esc(num(s.get('sample_current'), ','))}){auc}"
             "<br><b>Directions that moved most</b> (reference principal components)<table><tr><th>direction</th>"
             f"<th>ref. variance</th><th>mean shift (sd)</th><th>spread ratio</th></tr>{dirs}</table>"
             f"<b>Current rows least like the reference</b><ol>{ex}</ol>")
@@ -129,10 +129,10 @@ def column_detail(report, name:str) -> str:
     the directions and examples."""
     c = report.columns[name]
     p = c.profile
-    head = (f"<div class='fmops-detail'><div><b>{_e(name)}</b> — {_e(c.kind)}, {_e(c.status)}"
-            + (f": {_e(c.note)}" if c.note else '') + "</div>")
+    head = (f"<div class='fmops-detail'><div><b>{esc(name)}</b> — {esc(c.kind)}, {esc(c.status)}"
+            + (f": {esc(c.note)}" if c.note else '') + "</div>")
     if 'edges' in p:
-        e = p['edges']; labels = [_num(e[i], '.3g') for i in range(len(p['reference']))]
+        e = p['edges']; labels = [num(e[i], '.3g') for i in range(len(p['reference']))]
         return head + svg_bars(labels, p['reference'], p['current'], title=f"{name}: share per reference-quantile bin") + '</div>'
     if 'values' in p:
         return head + svg_bars(p['labels'], p['reference'], p['current'], title=f"{name}: share per value") + '</div>'
@@ -144,7 +144,7 @@ def column_detail(report, name:str) -> str:
 # %% ../nbs/07_html.ipynb #17c3061d
 def quality_html(report) -> str:
     if not report.quality: return "<div class='fmops-quality'><b>Data quality</b>: no findings</div>"
-    items = ''.join(f"<li><b>{_e(f['column'])}</b> <small>[{_e(f['check'])}]</small>: {_e(f['message'])}</li>"
+    items = ''.join(f"<li><b>{esc(f['column'])}</b> <small>[{esc(f['check'])}]</small>: {esc(f['message'])}</li>"
                     for f in report.quality)
     n = len(report.quality)
     return f"<div class='fmops-quality'><b>Data quality</b> ({n} finding{'' if n == 1 else 's'})<ul>{items}</ul></div>"
@@ -161,20 +161,20 @@ def svg_modules(modules:list, width:int=640, bar_h:int=14, top:int=40) -> str:
     rows = []
     for i, m in enumerate(ch):
         y = 20 + i * bar_h; w = (width - label_w - 70) * rel(m) / mx
-        col = _RED if m['structural'] else _BLUE
-        structural = '; ' + _e('; '.join(map(str, m['structural']))) if m['structural'] else ''
-        rel_text = _e(_num(m['rel_delta'], '.3g'))
+        col = RED if m['structural'] else BLUE
+        structural = '; ' + esc('; '.join(map(str, m['structural']))) if m['structural'] else ''
+        rel_text = esc(num(m['rel_delta'], '.3g'))
         rows.append(f"<text x='{label_w - 4}' y='{y + bar_h - 4}' font-size='10' text-anchor='end'>"
-                    f"{_e(str(m['module'])[-48:])}</text>"
+                    f"{esc(str(m['module'])[-48:])}</text>"
                     f"<rect x='{label_w}' y='{y + 2}' width='{max(w, 0.5):.1f}' height='{bar_h - 4}' fill='{col}'>"
-                    f"<title>{_e(m['module'])}: ‖Δ‖/‖W‖ {rel_text}, {_e(m['changed'])}/{_e(m['tensors'])} "
+                    f"<title>{esc(m['module'])}: ‖Δ‖/‖W‖ {rel_text}, {esc(m['changed'])}/{esc(m['tensors'])} "
                     f"tensors changed{structural}</title></rect>"
                     f"<text x='{label_w + w + 4:.1f}' y='{y + bar_h - 4}' font-size='10'>{rel_text}</text>")
     return (f"<svg class='fmops-modules' xmlns='http://www.w3.org/2000/svg' width='{width}' height='{h}' role='img' aria-label='change per module'>"
             f"<text x='0' y='13' font-size='12' font-weight='bold'>Change per module, ‖Δ‖/‖W‖ ({len(ch)} of {len(modules)} modules changed)</text>{''.join(rows)}</svg>")
 
 # %% ../nbs/07_html.ipynb #92b47218
-def _table(cls:str, head:list, rows:list, marked:list|None=None) -> str:
+def table(cls:str, head:list, rows:list, marked:list|None=None) -> str:
     "A static table; rows whose `marked` entry is true are shown in bold red."
     th = ''.join(f"<th>{html.escape(str(h))}</th>" for h in head)
     red = " style='color:#b00020;font-weight:bold'"
@@ -187,24 +187,24 @@ def diff_html(d) -> str:
     "A version diff as static HTML (no scripts): headline, per-module chart, tables, flipped examples."
     cost = d.cost or {}
     mib = cost.get('bytes_read', 0) / 2**20 if _real(cost.get('bytes_read', 0)) else cost.get('bytes_read')
-    parts = [f"<div class='fmops-diff'><b class='fmops-diff-head'>{_e(d.headline())}</b><br><small>{_e(d.lineage)}; "
-             f"{_e(cost.get('skipped_by_hash', 0))} tensors skipped by hash, {_e(_num(mib, '.1f'))} MiB read.</small>"]
+    parts = [f"<div class='fmops-diff'><b class='fmops-diff-head'>{esc(d.headline())}</b><br><small>{esc(d.lineage)}; "
+             f"{esc(cost.get('skipped_by_hash', 0))} tensors skipped by hash, {esc(num(mib, '.1f'))} MiB read.</small>"]
     if d.tensors: parts.append(svg_modules(d.modules))
-    if d.metrics: parts.append('<b>Metrics</b>' + _table('fmops-metrics', ['metric', 'a', 'b', 'delta', 'better', 'verdict'],
-                               [[m['metric'], _num(m['a']), _num(m['b']), _num(m['delta'], '+.4g'), m['direction'], m['verdict']] for m in d.metrics]))
-    parts.append('<b>Config</b>' + (_table('fmops-config', ['key', 'change', 'a', 'b'], [[c['key'], c['change'], c['a'], c['b']] for c in d.config]) if d.config else ': no change'))
-    if d.data: parts.append('<b>Data</b>' + _table('fmops-data', ['role', 'same', 'rows a', 'rows b', 'schema changes'],
+    if d.metrics: parts.append('<b>Metrics</b>' + table('fmops-metrics', ['metric', 'a', 'b', 'delta', 'better', 'verdict'],
+                               [[m['metric'], num(m['a']), num(m['b']), num(m['delta'], '+.4g'), m['direction'], m['verdict']] for m in d.metrics]))
+    parts.append('<b>Config</b>' + (table('fmops-config', ['key', 'change', 'a', 'b'], [[c['key'], c['change'], c['a'], c['b']] for c in d.config]) if d.config else ': no change'))
+    if d.data: parts.append('<b>Data</b>' + table('fmops-data', ['role', 'same', 'rows a', 'rows b', 'schema changes'],
                             [[x['role'], 'yes' if x['same'] else 'no', x['rows_a'], x['rows_b'],
                               '; '.join(map(str, x['schema_changes']))] for x in d.data]))
     for vid, mods in d.lora.items():
-        parts.append(f"<b>LoRA ΔW of {_e(vid)}</b>" + _table('fmops-lora', ['module', 'rank', '‖ΔW‖', '‖ΔW‖/‖W‖'],
-                     [[m['module'], f"{m['rank']}/{m['r']}", _num(m['norm_delta'], '.3g'), _num(m['rel_delta'], '.3g')] for m in mods]))
+        parts.append(f"<b>LoRA ΔW of {esc(vid)}</b>" + table('fmops-lora', ['module', 'rank', '‖ΔW‖', '‖ΔW‖/‖W‖'],
+                     [[m['module'], f"{m['rank']}/{m['r']}", num(m['norm_delta'], '.3g'), num(m['rel_delta'], '.3g')] for m in mods]))
     if d.behaviour:
         b = d.behaviour
-        acc = (f", accuracy {_e(_num(b['accuracy_a'], '.3f'))} → {_e(_num(b['accuracy_b'], '.3f'))} "
-               f"({_e(b['fixed'])} fixed, {_e(b['broken'])} broken)" if 'accuracy_a' in b else '')
-        parts.append(f"<b>Behaviour on {_e(b['probe'])}</b>: agreement {_e(_num(b['agreement'], '.1%'))} of "
-                     f"{_e(b['n'])}{acc}"
-                     + (_table('fmops-flips', ['#', 'input', 'a', 'b'] + (['label'] if 'accuracy_a' in b else []),
+        acc = (f", accuracy {esc(num(b['accuracy_a'], '.3f'))} → {esc(num(b['accuracy_b'], '.3f'))} "
+               f"({esc(b['fixed'])} fixed, {esc(b['broken'])} broken)" if 'accuracy_a' in b else '')
+        parts.append(f"<b>Behaviour on {esc(b['probe'])}</b>: agreement {esc(num(b['agreement'], '.1%'))} of "
+                     f"{esc(b['n'])}{acc}"
+                     + (table('fmops-flips', ['#', 'input', 'a', 'b'] + (['label'] if 'accuracy_a' in b else []),
                                [[f['index'], f['input'], f['a'], f['b']] + ([f['label']] if 'label' in f else []) for f in b['flipped']]) if b['flipped'] else ''))
     return parts[0] + ''.join(f"<div style='margin-top:6px'>{x}</div>" for x in parts[1:]) + '</div>'

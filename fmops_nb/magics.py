@@ -10,7 +10,7 @@ from typing import Callable
 from IPython.core.error import UsageError
 from .core import PluginRegistry, Workspace
 from .errors import FmopsError, closest, not_found
-from .html import _table
+from .html import table
 
 # %% auto #0
 __all__ = ['COMMANDS', 'Command', 'command', 'Context', 'lookup', 'dispatch', 'Help', 'help_for', 'ReportList', 'AlertList',
@@ -368,7 +368,7 @@ class ReportList:
     def __repr__(self): return '\n'.join(f"{r.id:<48} {r.status:<9} {r.error}" for r in self.runs) or "No report runs yet: %fmops report run maintenance_report"
     def _repr_html_(self):
         return (f"<div class='fmops-reports'><b>{len(self.runs)} report runs</b>"
-                + _table('fmops-reports', ['run', 'status', 'values', 'note'], [[r.id, r.status, len(r.values), r.error] for r in self.runs],
+                + table('fmops-reports', ['run', 'status', 'values', 'note'], [[r.id, r.status, len(r.values), r.error] for r in self.runs],
                          [r.status != 'finished' for r in self.runs]) + "</div>")
 
 # %% ../nbs/90_magics.ipynb #0d5293e5
@@ -381,7 +381,7 @@ class AlertList:
                          for a in self.alerts) or "No open alerts."
     def _repr_html_(self):
         return (f"<div class='fmops-alerts'><b>{len(self.alerts)} alerts</b>"
-                + _table('fmops-alerts', ['id', 'at', 'severity', 'policy', 'message', 'outcome', 'state'],
+                + table('fmops-alerts', ['id', 'at', 'severity', 'policy', 'message', 'outcome', 'state'],
                          [[a['id'], a['at'][:19], a['severity'], a['policy'], a['message'], a['outcome'], a['state']] for a in self.alerts],
                          [a['severity'] == 'critical' for a in self.alerts]) + "</div>")
 

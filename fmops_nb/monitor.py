@@ -8,7 +8,7 @@ import ast, json, logging, math, os
 from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 from .core import Workspace, PluginRegistry, check_name, utcnow
-from .errors import FmopsError, ValidationError, closest, NotFoundError
+from .errors import FmopsError, ValidationError, NotFoundError
 from .reports import read_yaml
 from .registry import Registry
 from .finetune import FinetuneSpec, launch
@@ -16,6 +16,7 @@ from . import tracking
 from . import reports
 from .errors import Missing, PolicyError, PromotionBlocked, Undecided
 from .audit import append_audit
+from .errors import unknown_key
 
 # %% auto #0
 __all__ = ['MAX_WHEN', 'MAX_DEPTH', 'ACTIONS', 'SEVERITIES', 'SINKS', 'log', 'parse_expr', 'evaluate', 'Policy', 'read_policies',
@@ -180,8 +181,7 @@ class Policy:
         known = [f.name for f in fields(cls) if f.name != 'source']
         for k in d:
             if k not in known:
-                near = closest(k, known + ['for'])
-                raise PolicyError(f"{source}: unknown policy key {k!r}" + (f"; did you mean {near[0]!r}?" if near else '.') + f" Keys: for, {', '.join(known)}.")
+                raise PolicyError(unknown_key('policy key', k, ['for'] + known, where=source))
         where = f"{source}: policy {str(d.get('name', '?'))[:60]!r}: "
         for k in ('name', 'when'):
             if d.get(k) is None or d.get(k) == '': raise PolicyError(f"{where}`{k}` is required.")

@@ -8,12 +8,13 @@ import ast, datetime as _dt, html, json, math, re, string
 from dataclasses import dataclass
 from pathlib import Path
 from .core import check_name, file_sha256, pid_alive, process_start, Workspace, atomic_write, utcnow
-from .errors import FmopsError, ValidationError, closest, not_found, TrackingError, WorkspaceError, ExecutionError
+from .errors import FmopsError, ValidationError, not_found, TrackingError, WorkspaceError, ExecutionError
 from .registry import Registry
-from .html import _table
+from .html import table
 from . import tracking
 from .tasks import TASKS
 from .record import MIME, record, recorded, in_kernel, read_values, state_names, read_notebook # noqa: F401 (templates import them from here)
+from .errors import unknown_key
 
 # %% auto #0
 __all__ = ['TYPES', 'MAX_PARAMS', 'INPUT_MIME', 'BUILTIN', 'IGNORED', 'Param', 'schema', 'read_yaml', 'validate', 'typed', 'uses',
@@ -201,9 +202,7 @@ def validate(spec:dict, params:dict|None) -> dict:
     params = dict(params or {})
     for k in params:
         if k not in spec:
-            near = closest(k, list(spec))
-            raise ValidationError(f"Unknown parameter {k!r}." + (f" Did you mean {near[0]!r}?" if near else '')
-                                  + (f" Parameters: {', '.join(spec)}." if spec else " This template takes no parameters."))
+            raise ValidationError(unknown_key('parameter', k, spec, none=" This template takes no parameters."))
     out = {}
     for name, p in spec.items():
         if name not in params:
@@ -439,13 +438,13 @@ class ReportRun:
             if isinstance(v, dict): return v
             bad.append(name); return default
         st, values, params = rd('status.json', {'status': 'unknown'}), rd('values.json', {}), rd('params.json', {})
-        record = rd('record.json', None)
+        inputs = rd('record.json', None)
         status = str(st.get('status', 'unknown'))
         if status in ('running', 'retrying') and not pid_alive(st.get('pid'), st.get('pid_start')):
             status = 'killed'
         error = str(st.get('error') or '') or ('its process ended before it finished' if status == 'killed' else '')
         if bad: error += ('; ' if error else '') + f"{', '.join(bad)} cannot be read (damaged, or not written by fmops)"
-        return cls(folder, status, values, params, error, str(st.get('template', '')), record)
+        return cls(folder, status, values, params, error, str(st.get('template', '')), inputs)
 
     def to_dict(self) -> dict:
         return {'id': self.id, 'dir': str(self.dir), 'status': self.status, 'error': self.error, 'template': self.template,
@@ -826,7 +825,7 @@ def html_table(rows:list, columns:list|None=None, highlight=None, title:str='', 
     if not rows: return Safe(head + "<p><i>none</i></p>")
     columns = columns or list(dict.fromkeys(k for r in rows for k in r))
     cell = lambda v: format(v, fmt) if isinstance(v, float) else ', '.join(map(str, v)) if isinstance(v, list) else v
-    return Safe(head + _table('fmops-table', columns, [[cell(r.get(c)) for c in columns] for r in rows],
+    return Safe(head + table('fmops-table', columns, [[cell(r.get(c)) for c in columns] for r in rows],
                               [bool(highlight and highlight(r)) for r in rows]))
 
 # %% ../nbs/40_reports.ipynb #b57f943a

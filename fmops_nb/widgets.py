@@ -7,8 +7,8 @@ from __future__ import annotations
 import html, math
 import ipywidgets as W
 from .drift import DriftReport
-from .html import (_RED, _GREEN, _BLUE, _AMBER, _num, _e, svg_timeline, column_table, column_detail, quality_html,
-                   diff_html, _table)
+from .html import (RED, GREEN, BLUE, AMBER, num, esc, svg_timeline, column_table, column_detail, quality_html,
+                   diff_html, table)
 from fastcore.basics import patch
 from .diff import VersionDiff
 from .finetune import Run
@@ -23,10 +23,10 @@ class DriftPanel(W.VBox):
         self.report = report
         cols = list(report.columns)
         first = (report.drifted or cols or [None])[0]
-        colour = _RED if report.dataset_drift else (_AMBER if report.watch else _GREEN)
+        colour = RED if report.dataset_drift else (AMBER if report.watch else GREEN)
         self.header = W.HTML(f"<div class='fmops-drift-head' style='border-left:6px solid {colour};padding-left:8px'>"
                              f"<b style='font-size:1.1em'>{html.escape(report.headline())}</b><br><small>Rule: {html.escape(report.rule)}. "
-                             f"Seed {_e(report.seed)}, fmops_nb {_e(report.version)}.</small></div>")
+                             f"Seed {esc(report.seed)}, fmops_nb {esc(report.version)}.</small></div>")
         self.sort_by = W.Dropdown(options=[('status', 'status'), ('statistic', 'statistic'), ('p-value', 'p_value'), ('column', 'column')],
                                   value='status', description='Sort by', layout=W.Layout(width='220px'))
         self.descending = W.ToggleButton(value=False, description='descending', icon='sort', layout=W.Layout(width='120px'))
@@ -66,13 +66,13 @@ class DiffPanel(W.VBox):
         super().__init__([self.summary] + ([self.module, self.tensors] if changed else []))
         self.add_class('fmops-diff-panel')
     def _tensors(self, module:str) -> str:
-        rows = [[t.name, t.change, 'x'.join(map(str, t.shape_a or ())), 'x'.join(map(str, t.shape_b or ())), _num(t.norm_delta, '.3g'),
-                 _num(t.rel_delta, '.3g'), _num(t.cosine, '.6f'), _num(t.changed_share, '.1%')] for t in self.diff.tensors if t.module == module]
-        return _table('fmops-tensors', ['tensor', 'change', 'shape a', 'shape b', '‖Δ‖', '‖Δ‖/‖W‖', 'cosine', 'changed'], rows)
+        rows = [[t.name, t.change, 'x'.join(map(str, t.shape_a or ())), 'x'.join(map(str, t.shape_b or ())), num(t.norm_delta, '.3g'),
+                 num(t.rel_delta, '.3g'), num(t.cosine, '.6f'), num(t.changed_share, '.1%')] for t in self.diff.tensors if t.module == module]
+        return table('fmops-tensors', ['tensor', 'change', 'shape a', 'shape b', '‖Δ‖', '‖Δ‖/‖W‖', 'cosine', 'changed'], rows)
     def __repr__(self): return repr(self.diff)
 
 # %% ../nbs/80_widgets.ipynb #4935278f
-def _metrics_text(v) -> str: return ', '.join(f"{k}={_num(m.get('value'))}" for k, m in v.metrics.items())
+def _metrics_text(v) -> str: return ', '.join(f"{k}={num(m.get('value'))}" for k, m in v.metrics.items())
 
 # %% ../nbs/80_widgets.ipynb #0f4a7670
 class RegistryPanel(W.VBox):
@@ -82,8 +82,8 @@ class RegistryPanel(W.VBox):
         vs = reg.versions(model)
         head = f"{model}: {len(vs)} versions" if model else f"{len(reg.models())} models, {len(vs)} versions"
         rows = ''.join(f"<tr><td style='text-align:left'><b>{html.escape(v.id)}</b></td><td>{' '.join(f'<code>{html.escape(a)}</code>' for a in v.aliases)}</td>"
-                       f"<td>{_e(v.format)}</td><td>{_e(v.parent or v.base or '')}</td>"
-                       f"<td>{_e(str(v.created_at)[:16])}</td><td>{_e(v.created_by)}</td>"
+                       f"<td>{esc(v.format)}</td><td>{esc(v.parent or v.base or '')}</td>"
+                       f"<td>{esc(str(v.created_at)[:16])}</td><td>{esc(v.created_by)}</td>"
                        f"<td style='text-align:left'>{html.escape(_metrics_text(v))}</td></tr>" for v in vs)
         self.table = W.HTML(f"<div class='fmops-registry'><b>{html.escape(head)}</b><table class='fmops-versions'><thead><tr><th>version</th><th>aliases</th>"
                             f"<th>format</th><th>from</th><th>created</th><th>by</th><th>metrics</th></tr></thead><tbody>{rows}</tbody></table></div>")
@@ -96,9 +96,9 @@ class RegistryPanel(W.VBox):
         lin = self.reg.lineage(vid)
         chain = ' ← '.join([vid] + [a['id'] for a in lin['ancestors']])
         hist = self.reg.history(vid.split(':')[0])
-        moves = ''.join(f"<li>{_e(str(h['at'])[:19])} {_e(h['by'])}: <code>{_e(h['alias'])}</code> "
-                        f"{_e(h['previous'] or '—')} → {_e(h['version'] or '—')} ({_e(h['action'])})"
-                        f"{': ' + _e(h['reason']) if h['reason'] else ''}</li>" for h in hist[-10:])
+        moves = ''.join(f"<li>{esc(str(h['at'])[:19])} {esc(h['by'])}: <code>{esc(h['alias'])}</code> "
+                        f"{esc(h['previous'] or '—')} → {esc(h['version'] or '—')} ({esc(h['action'])})"
+                        f"{': ' + esc(h['reason']) if h['reason'] else ''}</li>" for h in hist[-10:])
         return (f"<div class='fmops-lineage'><b>Lineage</b>: {html.escape(chain)}" + (f"; derived: {html.escape(', '.join(lin['children']))}" if lin['children'] else '')
                 + f"</div><div class='fmops-aliases'><b>Alias history</b><ul>{moves or '<li>none</li>'}</ul></div>"
                 + f"<details><summary>Model card</summary><pre style='white-space:pre-wrap'>{html.escape(self.reg.card(vid))}</pre></details>")
@@ -114,9 +114,9 @@ def svg_curve(points:list, width:int=560, height:int=150, title:str='loss') -> s
     pts = ' '.join(f"{40 + (x - x0) * sx:.1f},{height - 20 - (y - y0) * sy:.1f}" for x, y in points)
     return (f"<svg class='fmops-curve' xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' role='img' aria-label='{html.escape(title)}'>"
             f"<text x='40' y='14' font-size='12' font-weight='bold'>{html.escape(title)} (last {ys[-1]:.4g} at step "
-            f"{_e(xs[-1])})</text>"
+            f"{esc(xs[-1])})</text>"
             f"<text x='36' y='{height - 20}' font-size='10' text-anchor='end'>{y0:.3g}</text><text x='36' y='28' font-size='10' text-anchor='end'>{y1:.3g}</text>"
-            f"<polyline fill='none' stroke='{_BLUE}' stroke-width='1.5' points='{pts}'/></svg>")
+            f"<polyline fill='none' stroke='{BLUE}' stroke-width='1.5' points='{pts}'/></svg>")
 
 # %% ../nbs/80_widgets.ipynb #1d9a45fa
 _FINAL = ('finished', 'failed', 'stopped', 'killed')
@@ -167,21 +167,21 @@ def refresh(self:FinetunePanel):
     steps = r.events('step')
     total = info.get('total_steps') or 1
     self.bar.max = max(1, total); self.bar.value = min(r.step, total)
-    colour = {'finished': _GREEN, 'failed': _RED, 'killed': _RED, 'stopped': '#ef6c00'}.get(status, _BLUE)
+    colour = {'finished': GREEN, 'failed': RED, 'killed': RED, 'stopped': '#ef6c00'}.get(status, BLUE)
     self.head.value = (f"<div class='fmops-finetune-head' style='border-left:6px solid {colour};padding-left:8px'><b>{html.escape(r.id)}</b>: "
-                       f"<span class='fmops-status'>{_e(status)}</span> — {_e(r.spec['recipe'])} on "
-                       f"{_e(r.meta.get('base_version') or r.spec['base'])}"
+                       f"<span class='fmops-status'>{esc(status)}</span> — {esc(r.spec['recipe'])} on "
+                       f"{esc(r.meta.get('base_version') or r.spec['base'])}"
                        + (f"<br><small>{html.escape(info['reason'])}</small>" if info.get('reason') else '') + "</div>")
     if len(steps) >= 2 and status not in _FINAL:
         rate = (steps[-1]['step'] - steps[0]['step']) / max(steps[-1]['time'] - steps[0]['time'], 1e-9)
         left = (total - steps[-1]['step']) / rate if rate > 0 else float('nan')
-        self.eta.value = f"&nbsp;{_e(steps[-1]['step'])}/{_e(total)}, {rate:.2f} steps/s, ETA {left:.0f}s&nbsp;"
-    else: self.eta.value = f"&nbsp;{_e(r.step)}/{_e(total)}&nbsp;"
+        self.eta.value = f"&nbsp;{esc(steps[-1]['step'])}/{esc(total)}, {rate:.2f} steps/s, ETA {left:.0f}s&nbsp;"
+    else: self.eta.value = f"&nbsp;{esc(r.step)}/{esc(total)}&nbsp;"
     self.stop_button.disabled = status in _FINAL
     if status in _FINAL: self.stop_button.description = 'Stopped' if status == 'stopped' else 'Stop'
     self.curve.value = svg_curve([(e['step'], e['loss']) for e in steps]) + ''.join(
-        f"<div class='fmops-eval'>eval at step {_e(e.get('step'))}: "
-        f"{_e(', '.join(f'{k} {_num(v)}' for k, v in e.items() if k in ('accuracy', 'eval_loss')))}"
+        f"<div class='fmops-eval'>eval at step {esc(e.get('step'))}: "
+        f"{esc(', '.join(f'{k} {num(v)}' for k, v in e.items() if k in ('accuracy', 'eval_loss')))}"
         f"{' (' + html.escape(e['version']) + ')' if e.get('version') else ''}</div>" for e in r.events('eval'))
     tail = r.tail(8)
     self.log_view.value = f"<details class='fmops-log'{' open' if status in ('failed', 'killed') else ''}><summary>log</summary><pre style='white-space:pre-wrap;font-size:11px'>{html.escape(tail)}</pre></details>"
@@ -189,9 +189,9 @@ def refresh(self:FinetunePanel):
     if status == 'finished' and cmp:
         c, ref = cmp['candidate'], cmp['reference']
         real = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool)
-        delta = lambda k: _num(c[k] - ref[k], '+.4g') if real(c[k]) and real(ref.get(k)) else ''
-        rows = ''.join(f"<tr><td>{_e(k)}</td><td>{_e(_num(ref.get(k)))}</td><td>{_e(_num(c[k]))}</td>"
-                       f"<td>{_e(delta(k))}</td></tr>" for k in c)
+        delta = lambda k: num(c[k] - ref[k], '+.4g') if real(c[k]) and real(ref.get(k)) else ''
+        rows = ''.join(f"<tr><td>{esc(k)}</td><td>{esc(num(ref.get(k)))}</td><td>{esc(num(c[k]))}</td>"
+                       f"<td>{esc(delta(k))}</td></tr>" for k in c)
         v = info.get('version')
         self.result.value = (f"<div class='fmops-finetune-result'><b>Candidate {html.escape(v or '(not registered)')}</b> against {html.escape(cmp['against'])}"
                              f"{' — promoted to production' if info.get('promoted') else ''}<table><tr><th>metric</th><th>{html.escape(cmp['against'])}</th>"
