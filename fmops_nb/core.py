@@ -14,9 +14,9 @@ from .errors import FmopsError, PluginError
 from .errors import unknown_key
 
 # %% auto #0
-__all__ = ['SETTINGS', 'CHOICES', 'GENESIS', 'find_pyproject', 'resolve_home', 'Config', 'config_template', 'current_umask',
-           'file_mode', 'fsync_dir', 'atomic_write', 'check_name', 'audit_mac', 'Workspace', 'version', 'utcnow',
-           'is_int', 'file_sha256', 'process_start', 'pid_alive', 'current_user', 'PluginRegistry']
+__all__ = ['SETTINGS', 'CHOICES', 'GENESIS', 'find_pyproject', 'resolve_home', 'flatten', 'Config', 'config_template',
+           'current_umask', 'file_mode', 'fsync_dir', 'atomic_write', 'check_name', 'audit_mac', 'Workspace', 'version',
+           'utcnow', 'is_int', 'file_sha256', 'process_start', 'pid_alive', 'current_user', 'PluginRegistry']
 
 # %% ../nbs/01_core.ipynb #7140b18c
 def find_pyproject(start:Path|str|None=None) -> Path|None:
@@ -54,7 +54,7 @@ def resolve_home(path:str|Path|None=None, # an explicit workspace folder; wins o
         return (pp.parent/Path(home).expanduser()).resolve(), str(pp)
     return cwd/'.fmops', 'default'
 
-# %% ../nbs/01_core.ipynb #5935a154
+# %% ../nbs/01_core.ipynb #6d8d34e7
 SETTINGS = {
     # key: (default, what it means)
     'home': ('', "Workspace folder (pyproject.toml only; relative to that file). Empty: .fmops/ in the current directory."),
@@ -78,11 +78,17 @@ SETTINGS = {
 
 CHOICES = {'wandb.mode': ('offline', 'online', 'disabled')}  # settings that take one of a few values
 
-def _flatten(d:dict, prefix:str='') -> dict:
+# %% ../nbs/01_core.ipynb #5935a154
+def flatten(d:dict|None, prefix:str='',
+            keep=(), # dotted keys whose dict values stay whole (a setting that takes a table)
+            drop_empty:bool=False, # leave out empty tables instead of keeping `{}` as a value
+           ) -> dict:
+    "A nested mapping as one level of dotted keys: {'a': {'b': 1}} -> {'a.b': 1}."
     out = {}
-    for k,v in d.items():
-        if isinstance(v, dict) and f'{prefix}{k}' not in SETTINGS: out.update(_flatten(v, f'{prefix}{k}.'))
-        else: out[f'{prefix}{k}'] = v
+    for k, v in (d or {}).items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and key not in keep and (v or drop_empty): out |= flatten(v, key + '.', keep, drop_empty)
+        else: out[key] = v
     return out
 
 # %% ../nbs/01_core.ipynb #23f9f463
@@ -129,9 +135,9 @@ class Config:
         "Read the project's `[tool.fmops_nb]` table and the workspace's `config.toml`."
         values, sources = {}, {}
         tbl, pp = _project_settings(cwd)
-        for k,v in _flatten(tbl).items(): values[k], sources[k] = v, str(pp)
+        for k,v in flatten(tbl, keep=SETTINGS, drop_empty=True).items(): values[k], sources[k] = v, str(pp)
         if workspace_root is not None and (cf := Path(workspace_root)/'config.toml').is_file():
-            for k,v in _flatten(_read_toml(cf)).items():
+            for k,v in flatten(_read_toml(cf), keep=SETTINGS, drop_empty=True).items():
                 if k == 'home': raise ConfigError(f"`home` cannot be set in {cf} (it lives inside the workspace). Set FMOPS_HOME or `home` under [tool.fmops_nb] in pyproject.toml.")
                 values[k], sources[k] = v, str(cf)
         return cls(values, sources)

@@ -15,24 +15,16 @@ from .errors import CorruptBlobError
 from .blobs import DTYPES
 from .blobs import as_float
 from .blobs import same_module
+from .core import flatten
 
 # %% auto #0
 __all__ = ['SCHEMA', 'config_diff', 'metrics_diff', 'data_diff', 'TensorDiff', 'weights_diff', 'by_module', 'lora_deltas',
            'Probe', 'behaviour_diff', 'VersionDiff', 'diff']
 
-# %% ../nbs/21_diff.ipynb #9d4fab23
-def _flatten(d, prefix='') -> dict:
-    out = {}
-    for k, v in (d or {}).items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v: out |= _flatten(v, key + '.')
-        else: out[key] = v
-    return out
-
 # %% ../nbs/21_diff.ipynb #734a094d
 def config_diff(a:dict, b:dict) -> list[dict]:
     "Keys added, removed or changed between two nested configs."
-    fa, fb = _flatten(a), _flatten(b)
+    fa, fb = flatten(a), flatten(b)
     out = []
     for k in sorted(fa.keys() | fb.keys()):
         if k not in fa: out.append({'key': k, 'change': 'added', 'a': None, 'b': fb[k]})
