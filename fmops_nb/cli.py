@@ -5,8 +5,9 @@
 # %% ../nbs/95_cli.ipynb #313c9498
 from __future__ import annotations
 import argparse, json, math, os, sys, warnings
-from .core import Workspace, resolve_home
-from .errors import FmopsError, FmopsWarning, WorkspaceError
+from .core import Workspace, resolve_home, version
+from .errors import ExecutionError, FmopsError, FmopsWarning, WorkspaceError
+from .audit import audit_log, reanchor_audit
 from .demo import make_demo
 from .registry import Registry, verify_audit
 from .diff import diff
@@ -15,11 +16,8 @@ from .reports import get_report
 from . import reports as R
 from . import schedule as S
 from . import monitor as M
-from .core import version
-from .errors import ExecutionError
-from .audit import audit_log
-from .audit import reanchor_audit
-from .commands import collect_params, drift_arguments, dry_run_argument, force_argument, param_arguments, parse_metrics, reason_argument, run_drift
+from .commands import (collect_params, drift_arguments, dry_run_argument, force_argument, param_arguments,
+                       parse_metrics, reason_argument, run_drift)
 
 # %% auto #0
 __all__ = ['cmd_workspace', 'cmd_config', 'cmd_demo', 'cmd_drift', 'cmd_registry', 'cmd_diff', 'cmd_audit', 'cmd_finetune',
@@ -66,7 +64,9 @@ def cmd_config(args):
 # %% ../nbs/95_cli.ipynb #e41e3355
 def cmd_demo(args):
     "Create the demo workspace, model versions and policies, and run the maintenance report on it."
-    if not args.json: print(f"Creating the demo in {args.dir}: data, two versions of a ticket classifier, policies; then the maintenance report ...", flush=True)
+    if not args.json:
+        print(f"Creating the demo in {args.dir}: data, two versions of a ticket classifier, policies; "
+              f"then the maintenance report ...", flush=True)
     res = make_demo(args.dir, n=args.rows, seed=args.seed, log=not args.no_wandb)
     if args.json: _print_json(res.to_dict())
     else: print(repr(res))
@@ -82,6 +82,35 @@ def cmd_drift(args):
         print(repr(rep))
         if args.log: print(f"Logged to W&B: {rep.logged_to}")
 
+# %% ../nbs/95_cli.ipynb #1d4b7b89
+def _workspace_parsers(sub):
+    s = sub.add_parser('workspace', help='print where the workspace keeps everything')
+    s.add_argument('--init', action='store_true', help='create the workspace if it does not exist')
+    s.add_argument('--json', action='store_true', help='print JSON')
+    s.set_defaults(func=cmd_workspace)
+    s = sub.add_parser('config', help='print the settings in force and where each came from')
+    s.add_argument('key', nargs='?', help='one setting, e.g. wandb.mode')
+    s.add_argument('--json', action='store_true', help='print JSON')
+    s.set_defaults(func=cmd_config)
+
+# %% ../nbs/95_cli.ipynb #4931d034
+def _drift_parser(sub):
+    s = sub.add_parser('drift', help='check current data against a reference for drift, column by column')
+    drift_arguments(s)
+    s.add_argument('--html', metavar='FILE', help='also save the report as a self-contained HTML file')
+    s.add_argument('--json', action='store_true', help='print the report as JSON (its to_dict() document)')
+    s.set_defaults(func=cmd_drift)
+
+# %% ../nbs/95_cli.ipynb #c1c3ac90
+def _demo_parser(sub):
+    s = sub.add_parser('demo', help='create the demo workspace and run the maintenance report on it')
+    s.add_argument('--dir', default='fmops-demo', help='folder to create the demo in (default: ./fmops-demo)')
+    s.add_argument('--no-wandb', action='store_true', help='do not log to W&B')
+    s.add_argument('--rows', type=int, default=5000, help='rows per data window (default: 5000)')
+    s.add_argument('--seed', type=int, default=0, help='random seed of the demo data (default: 0)')
+    s.add_argument('--json', action='store_true', help='print JSON')
+    s.set_defaults(func=cmd_demo)
+
 # %% ../nbs/95_cli.ipynb #2864872e
 def _registry(args, log:bool=True):
     return Registry(_ws(args), log=log and not getattr(args, 'no_wandb', False))
@@ -91,49 +120,64 @@ def _printable(text) -> str:
     "`text` with control characters (terminal escapes) shown as escapes, for lines printed from stored data."
     return ''.join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
 
-# %% ../nbs/95_cli.ipynb #b4d5ac40
-def cmd_registry(args):
-    "The `fmops registry ...` commands."
-    reg = _registry(args)
-    a = args.action
-    if a == 'register':
-        v = reg.register(args.model, args.path, base=args.base, parent=args.parent, metrics=parse_metrics(args.metric),
-                         description=args.description or '', aliases=args.alias or [])
-        return _print_json(v.to_dict()) if args.json else print(f"Registered {v!r}")
-    if a == 'ls':
+# %% ../nbs/95_cli.ipynb #22d89a8a
+def _register_version(reg, args):
+    "`fmops registry register`: store a version and print it."
+    v = reg.register(args.model, args.path, base=args.base, parent=args.parent, metrics=parse_metrics(args.metric),
+                     description=args.description or '', aliases=args.alias or [])
+    return _print_json(v.to_dict()) if args.json else print(f"Registered {v!r}")
+
+# %% ../nbs/95_cli.ipynb #fe0ade81
+def _print_versions(reg, args):
+    "`fmops registry ls`, `show` and `lineage`: what the registry holds, with stored text printed safely."
+    if args.action == 'ls':
         vs = reg.versions(args.model)
         if args.json: return _print_json([v.to_dict() for v in vs])
         if not vs: return print("No versions registered yet. Register one with: fmops registry register MODEL PATH")
         for v in vs: print(_printable(repr(v)))
         return
-    if a == 'show':
+    if args.action == 'show':
         v = reg.get(args.ref)
         if args.card and args.json: return _print_json({'version': v.id, 'card': reg.card(v)})
         if args.card: return print('\n'.join(_printable(line) for line in reg.card(v).splitlines()))
         return _print_json(v.to_dict()) if args.json else print(_printable(repr(v)))
-    if a == 'lineage':
-        lin = reg.lineage(args.ref)
-        if args.json: return _print_json(lin)
-        print(' <- '.join([lin['version']] + [x['id'] for x in lin['ancestors']]))
-        if lin['children']: print(f"derived: {', '.join(lin['children'])}")
-        return
-    if a == 'promote':
+    lin = reg.lineage(args.ref)
+    if args.json: return _print_json(lin)
+    print(' <- '.join([lin['version']] + [x['id'] for x in lin['ancestors']]))
+    if lin['children']: print(f"derived: {', '.join(lin['children'])}")
+
+# %% ../nbs/95_cli.ipynb #948d2604
+def _move_alias(reg, args):
+    "`fmops registry promote` and `rollback`: move an alias, audited, and print where it points now."
+    if args.action == 'promote':
         v = reg.promote(args.ref, to=args.to, reason=args.reason or '', force=args.force)
         to = args.to if ':' in args.to else f"{v.model}:{args.to}"
         return _print_json({'alias': to, 'version': v.to_dict()}) if args.json else print(f"{args.to} -> {v.id}")
-    if a == 'rollback':
-        ref = reg.resolve_alias(args.alias)
-        v = reg.rollback(ref, to=args.to, reason=args.reason or '')
-        return _print_json({'alias': ref, 'version': v.to_dict()}) if args.json else print(f"{ref} -> {v.id}")
+    ref = reg.resolve_alias(args.alias)
+    v = reg.rollback(ref, to=args.to, reason=args.reason or '')
+    return _print_json({'alias': ref, 'version': v.to_dict()}) if args.json else print(f"{ref} -> {v.id}")
+
+# %% ../nbs/95_cli.ipynb #347492f8
+def _collect_garbage(reg, args):
+    "`fmops registry gc`: remove the blobs no version refers to (with --dry-run, count them) and say what was freed."
+    wait = lambda: print("Waiting for the registrations in progress to finish ...", file=sys.stderr, flush=True)
+    r = reg.gc(grace_s=args.grace, dry_run=args.dry_run, on_wait=wait)
+    if args.json: return _print_json(r)
+    print(f"{'Would remove' if args.dry_run else 'Removed'} {r['blobs_removed']} unreferenced blobs "
+          f"({r['bytes_freed'] / 2**20:.1f} MiB) and {r['temporaries_removed']} temporaries.")
+
+# %% ../nbs/95_cli.ipynb #b4d5ac40
+def cmd_registry(args):
+    "The `fmops registry ...` commands."
+    reg, a = _registry(args), args.action
+    if a == 'register': return _register_version(reg, args)
+    if a in ('ls', 'show', 'lineage'): return _print_versions(reg, args)
+    if a in ('promote', 'rollback'): return _move_alias(reg, args)
+    if a == 'gc': return _collect_garbage(reg, args)
     if a == 'log':
         vid = reg.get(args.ref).id
         path = reg.log_to_wandb(args.ref)
         return _print_json({'version': vid, 'wandb_run': path}) if args.json else print(f"Logged {vid} to W&B: {path}")
-    if a == 'gc':
-        wait = lambda: print("Waiting for the registrations in progress to finish ...", file=sys.stderr, flush=True)
-        r = reg.gc(grace_s=args.grace, dry_run=args.dry_run, on_wait=wait)
-        return _print_json(r) if args.json else print(f"{'Would remove' if args.dry_run else 'Removed'} {r['blobs_removed']} unreferenced blobs "
-                                                     f"({r['bytes_freed'] / 2**20:.1f} MiB) and {r['temporaries_removed']} temporaries.")
 
 # %% ../nbs/95_cli.ipynb #9797809e
 def cmd_diff(args):
@@ -162,104 +206,129 @@ def cmd_audit(args):
         print(_printable(f"{r['seq']:>5} {r['at'][:19]} {r['actor']:<10} {r['action']:<12} {r['subject']:<32} "
                          f"{r['before']} -> {r['after']}"))
 
-# %% ../nbs/95_cli.ipynb #ce0ce965
-def cmd_finetune(args):
-    "The `fmops finetune ...` commands."
-    ws = _ws(args)
-    about = lambda r: {**r.info, 'id': r.id, 'status': r.status, 'dir': str(r.dir)} # the status as it is now
-    if args.action == 'run':
-        run = launch(FinetuneSpec.from_file(args.spec), ws=ws)
-        if not args.json:
-            print(f"Started {run.id} ({run.dir}); follow it with: fmops finetune show {run.id}", flush=True)
-        if args.wait:
-            status = run.wait()
-            _print_json(about(run)) if args.json else print(repr(run))
-            if status != 'finished': raise ExecutionError(f"Run {run.id} ended {status}: {run.info.get('reason') or 'see its log'}\n{run.tail(10)}")
-        elif args.json: _print_json(about(run))
-        return
-    if args.action == 'ls':
-        rs = runs(ws)
-        if args.json: return _print_json([about(r) for r in rs])
-        for r in rs: print(repr(r))
-        if not rs: print("No fine-tune runs yet: fmops finetune run SPEC.yaml")
-        return
-    r = get_run(args.run, ws)
-    if args.action == 'stop':
-        status = r.stop()
-        return _print_json(about(r)) if args.json else print(f"{r.id}: {status}")
-    if args.action == 'resume':
-        r.resume()
-        if not args.json: print(f"Resumed {r.id} from step {r.info.get('step', 0)}", flush=True)
-        if args.wait: status = r.wait()
-        if args.json: return _print_json(about(r))
-        if args.wait: print(f"{r.id}: {status}")
-        return
-    if args.json: return _print_json(about(r) | {'events': r.events()})
-    print(repr(r)); print(r.tail(args.lines))
-
-# %% ../nbs/95_cli.ipynb #41bfa529
-def _finetune_parser(sub):
-    s = sub.add_parser('finetune', help='fine-tune runs: run SPEC.yaml, ls, show, stop, resume')
-    fs = s.add_subparsers(dest='action', metavar='ACTION', required=True)
-    r = fs.add_parser('run', help='launch a fine-tune from a YAML spec (in the background unless --wait)'); r.add_argument('spec')
-    r.add_argument('--wait', action='store_true', help='block until it ends; exit 1 unless it finished')
-    fs.add_parser('ls', help='list runs')
-    for name, what in (('show', 'a run: status and the tail of its log'), ('stop', 'stop a run (it checkpoints first)'), ('resume', 'resume a stopped or killed run')):
-        r = fs.add_parser(name, help=what); r.add_argument('run')
-        if name == 'show': r.add_argument('--lines', type=int, default=20, help='log lines to print')
-        if name == 'resume': r.add_argument('--wait', action='store_true')
-    for r in fs.choices.values(): r.add_argument('--json', action='store_true', help='print JSON')
-    s.set_defaults(func=cmd_finetune)
-
 # %% ../nbs/95_cli.ipynb #ce1a07fc
 def _registry_parser(sub):
     s = sub.add_parser('registry', help='model versions: register, ls, show, lineage, promote, rollback, gc')
     rs = s.add_subparsers(dest='action', metavar='ACTION', required=True)
-    r = rs.add_parser('register', help='register a version from a .safetensors file (or torch state dict) or an HF/PEFT directory')
+    r = rs.add_parser('register', help='register a version from a .safetensors file (or torch state dict) '
+                                       'or an HF/PEFT directory')
     r.add_argument('model'); r.add_argument('path')
-    r.add_argument('--parent', help='the version this one was derived from'); r.add_argument('--base', help='for a PEFT adapter: the version it adapts')
-    r.add_argument('--metric', action='append', metavar='NAME=VALUE[:lower]', help='a metric (repeatable); :lower when lower is better')
+    r.add_argument('--parent', help='the version this one was derived from')
+    r.add_argument('--base', help='for a PEFT adapter: the version it adapts')
+    r.add_argument('--metric', action='append', metavar='NAME=VALUE[:lower]',
+                   help='a metric (repeatable); :lower when lower is better')
     r.add_argument('--alias', action='append', help='point this alias at the new version (repeatable)')
     r.add_argument('--description')
     r = rs.add_parser('ls', help='list versions'); r.add_argument('model', nargs='?')
-    r = rs.add_parser('show', help='one version'); r.add_argument('ref', help='MODEL:vN, MODEL:ALIAS or MODEL'); r.add_argument('--card', action='store_true', help='print the model card')
+    r = rs.add_parser('show', help='one version'); r.add_argument('ref', help='MODEL:vN, MODEL:ALIAS or MODEL')
+    r.add_argument('--card', action='store_true', help='print the model card')
     r = rs.add_parser('lineage', help="where a version came from and what was derived from it"); r.add_argument('ref')
-    r = rs.add_parser('promote', help='point an alias at a version'); r.add_argument('ref'); r.add_argument('--to', default='production')
-    reason_argument(r); force_argument(r)
-    r = rs.add_parser('rollback', help="move an alias back to its previous version"); r.add_argument('alias', help='MODEL:ALIAS, or ALIAS when one model has it')
+    r = rs.add_parser('promote', help='point an alias at a version'); r.add_argument('ref')
+    r.add_argument('--to', default='production'); reason_argument(r); force_argument(r)
+    r = rs.add_parser('rollback', help="move an alias back to its previous version")
+    r.add_argument('alias', help='MODEL:ALIAS, or ALIAS when one model has it')
     r.add_argument('--to', help='a version to move it to instead'); reason_argument(r)
     r = rs.add_parser('log', help='log a version to W&B again (after a failed attempt)')
     r.add_argument('ref', help='MODEL:vN or MODEL:ALIAS')
     r = rs.add_parser('gc', help='remove blobs no version refers to (only when `fmops audit verify` passes)')
-    dry_run_argument(r)
-    r.add_argument('--grace', type=float, default=3600, help='keep unreferenced blobs younger than this many seconds (registrations in flight)')
+    dry_run_argument(r, 'report what would be removed; remove nothing')
+    r.add_argument('--grace', type=float, default=3600,
+                   help='keep unreferenced blobs younger than this many seconds (registrations in flight)')
     for r in rs.choices.values():
-        r.add_argument('--json', action='store_true', help='print JSON'); r.add_argument('--no-wandb', action='store_true', help='do not log to W&B')
+        r.add_argument('--json', action='store_true', help='print JSON')
+        r.add_argument('--no-wandb', action='store_true', help='do not log to W&B')
     s.set_defaults(func=cmd_registry)
+
+# %% ../nbs/95_cli.ipynb #fb205720
+def _diff_parser(sub):
     s = sub.add_parser('diff', help='what changed between two versions: config, metrics, data, weights per module')
     s.add_argument('a'); s.add_argument('b'); s.add_argument('--json', action='store_true', help='print JSON')
     s.set_defaults(func=cmd_diff)
+
+# %% ../nbs/95_cli.ipynb #fe0f8ca5
+def _audit_parser(sub):
     s = sub.add_parser('audit', help='the audit log: verify it (chain, key, anchor, tables), show it, or re-anchor it')
     s.add_argument('action', choices=['verify', 'show', 'reanchor'])
     s.add_argument('--subject', help='show: a model or MODEL:ALIAS')
     s.add_argument('--limit', type=int, default=50, help='show: how many rows')
     s.add_argument('--wandb', action='store_true', help="verify: check the heads recorded in every local W&B run "
                                                          "(default: the newest 5)")
-    s.add_argument('--reason', help="reanchor: why the log is accepted as it is now (it goes into the log)")
+    reason_argument(s, text="reanchor: why the log is accepted as it is now (it goes into the log)")
     s.add_argument('--json', action='store_true', help='print JSON')
     s.set_defaults(func=cmd_audit)
+
+# %% ../nbs/95_cli.ipynb #4bfa5c62
+def _about(r) -> dict:
+    "A fine-tune run's status as it is now, for --json."
+    return {**r.info, 'id': r.id, 'status': r.status, 'dir': str(r.dir)}
+
+# %% ../nbs/95_cli.ipynb #85f1325c
+def _finetune_run(ws, args):
+    "`fmops finetune run`: launch a spec in the background; with --wait, follow it and fail unless it finished."
+    run = launch(FinetuneSpec.from_file(args.spec), ws=ws)
+    if not args.json:
+        print(f"Started {run.id} ({run.dir}); follow it with: fmops finetune show {run.id}", flush=True)
+    if args.wait:
+        status = run.wait()
+        _print_json(_about(run)) if args.json else print(repr(run))
+        if status != 'finished':
+            raise ExecutionError(f"Run {run.id} ended {status}: {run.info.get('reason') or 'see its log'}\n"
+                                 f"{run.tail(10)}")
+    elif args.json: _print_json(_about(run))
+
+# %% ../nbs/95_cli.ipynb #ce0ce965
+def cmd_finetune(args):
+    "The `fmops finetune ...` commands."
+    ws = _ws(args)
+    if args.action == 'run': return _finetune_run(ws, args)
+    if args.action == 'ls':
+        rs = runs(ws)
+        if args.json: return _print_json([_about(r) for r in rs])
+        for r in rs: print(repr(r))
+        if not rs: print("No fine-tune runs yet: fmops finetune run SPEC.yaml")
+        return
+    r = get_run(args.run, ws)
+    if args.action == 'stop':
+        status = r.stop()
+        return _print_json(_about(r)) if args.json else print(f"{r.id}: {status}")
+    if args.action == 'resume':
+        r.resume()
+        if not args.json: print(f"Resumed {r.id} from step {r.info.get('step', 0)}", flush=True)
+        if args.wait: status = r.wait()
+        if args.json: return _print_json(_about(r))
+        if args.wait: print(f"{r.id}: {status}")
+        return
+    if args.json: return _print_json(_about(r) | {'events': r.events()})
+    print(repr(r)); print(r.tail(args.lines))
+
+# %% ../nbs/95_cli.ipynb #41bfa529
+def _finetune_parser(sub):
+    s = sub.add_parser('finetune', help='fine-tune runs: run SPEC.yaml, ls, show, stop, resume')
+    fs = s.add_subparsers(dest='action', metavar='ACTION', required=True)
+    r = fs.add_parser('run', help='launch a fine-tune from a YAML spec (in the background unless --wait)')
+    r.add_argument('spec')
+    r.add_argument('--wait', action='store_true', help='block until it ends; exit 1 unless it finished')
+    fs.add_parser('ls', help='list runs')
+    for name, what in (('show', 'a run: status and the tail of its log'), ('stop', 'stop a run (it checkpoints first)'),
+                       ('resume', 'resume a stopped or killed run')):
+        r = fs.add_parser(name, help=what); r.add_argument('run')
+        if name == 'show': r.add_argument('--lines', type=int, default=20, help='log lines to print')
+        if name == 'resume': r.add_argument('--wait', action='store_true')
+    for r in fs.choices.values(): r.add_argument('--json', action='store_true', help='print JSON')
+    s.set_defaults(func=cmd_finetune)
 
 # %% ../nbs/95_cli.ipynb #ac01dc5c
 def cmd_report(args):
     "The `fmops report ...` commands."
     ws = _ws(args)
     if args.action == 'run':
-        r = R.run_report(args.template, collect_params(args.param, args.params_file), ws=ws, cwd=args.cwd, timeout=args.timeout,
-                         retries=args.retries, dry_run=args.dry_run, log=not args.no_wandb, show_code=args.show_code,
+        r = R.run_report(args.template, collect_params(args.param, args.params_file), ws=ws, cwd=args.cwd,
+                         timeout=args.timeout, retries=args.retries, dry_run=args.dry_run, log=not args.no_wandb,
+                         show_code=args.show_code,
                          progress=None if args.json else lambda m: print(m, flush=True))
         if args.json: _print_json(r.to_dict())
         else: print(repr(r))
-        if r.status != 'finished': raise ExecutionError(f"The report {r.id} {r.status}: {r.error}. Partial output: {r.html}")
+        r.raise_for_status() # an ExecutionError naming the failed cell, its exception and the partial output
         return
     if args.action == 'templates':
         found = [(f, R.schema(f)) for d in R.template_dirs(ws) if d.is_dir() for f in sorted(d.glob('*.ipynb'))]
@@ -286,16 +355,20 @@ def cmd_report(args):
         rr = R.rerun(args.run, ws, log=not args.no_wandb)
         if args.json: _print_json(rr.to_dict())
         else: print(repr(rr))
-        if not rr.same: raise ExecutionError(f"The rerun of {rr.original.id} did not reproduce its values" + (f": {'; '.join(rr.causes)}" if rr.causes else '.'))
+        if not rr.same:
+            raise ExecutionError(f"The rerun of {rr.original.id} did not reproduce its values"
+                                 + (f": {'; '.join(rr.causes)}" if rr.causes else '.'))
 
 # %% ../nbs/95_cli.ipynb #b76b0bc2
 def cmd_schedule(args):
     "The `fmops schedule ...` commands."
     ws = _ws(args)
     if args.action == 'add':
-        s = S.add(args.name, args.cron, args.template, collect_params(args.param, args.params_file), ws=ws, replace=args.replace)
+        s = S.add(args.name, args.cron, args.template, collect_params(args.param, args.params_file), ws=ws,
+                  replace=args.replace)
         if args.json: return _print_json(s.to_dict())
-        print(f"Added {s.name}: {s.template} at '{s.cron}', next {s.next_due():%Y-%m-%d %H:%M}. Have cron run it: fmops schedule crontab")
+        print(f"Added {s.name}: {s.template} at '{s.cron}', next {s.next_due():%Y-%m-%d %H:%M}. "
+              f"Have cron run it: fmops schedule crontab")
     elif args.action == 'ls':
         ss = S.schedules(ws)
         if args.json: return _print_json([s.to_dict() for s in ss])
@@ -307,16 +380,22 @@ def cmd_schedule(args):
     elif args.action == 'run-due':
         done = S.run_due(ws, only=args.only, log=not args.no_wandb)
         if args.json: _print_json(done)
-        for r in done if not args.json else []: print(f"{r['due_at']}  {r['schedule']}: {r['status']} {r.get('report') or ''} {r.get('error') or r.get('why') or ''}".rstrip())
-        if any(r['status'] == 'failed' for r in done): raise ExecutionError("A scheduled report failed; see `fmops schedule history`.")
-    elif args.action == 'serve': S.serve(ws, interval=args.interval, log=not args.no_wandb, out=lambda m: print(m, flush=True))
+        for r in done if not args.json else []:
+            print(f"{r['due_at']}  {r['schedule']}: {r['status']} {r.get('report') or ''} "
+                  f"{r.get('error') or r.get('why') or ''}".rstrip())
+        if any(r['status'] == 'failed' for r in done):
+            raise ExecutionError("A scheduled report failed; see `fmops schedule history`.")
+    elif args.action == 'serve':
+        S.serve(ws, interval=args.interval, log=not args.no_wandb, out=lambda m: print(m, flush=True))
     elif args.action == 'crontab':
         text = S.crontab(ws)
         _print_json({'crontab': text}) if args.json else print(text, end='')
     elif args.action == 'history':
         h = S.history(ws, args.name)
         if args.json: return _print_json(h)
-        for r in h: print(f"{r['due_at']}  {r['schedule']:<18} {r['status']:<9} {r['report'] or ''} {r['error'] or ''}".rstrip())
+        for r in h:
+            print(f"{r['due_at']}  {r['schedule']:<18} {r['status']:<9} {r['report'] or ''} "
+                  f"{r['error'] or ''}".rstrip())
 
 # %% ../nbs/95_cli.ipynb #be51503d
 def cmd_monitor(args):
@@ -325,11 +404,15 @@ def cmd_monitor(args):
     if args.action == 'ls':
         ps = M.policies(ws, args.policies)
         if args.json: return _print_json([p.to_dict() for p in ps])
-        for p in ps: print(f"{p.name:<24} on {p.on:<8} when {p.when}" + (f" for {p.for_runs} runs" if p.for_runs > 1 else '') + f" -> {p.action}" + (f" {p.target or p.spec}" if (p.target or p.spec) else ''))
-        if not ps: print("No policies: add [[monitor.policies]] to the workspace's config.toml, or set monitor.policy_file.")
+        for p in ps:
+            print(f"{p.name:<24} on {p.on:<8} when {p.when}" + (f" for {p.for_runs} runs" if p.for_runs > 1 else '')
+                  + f" -> {p.action}" + (f" {p.target or p.spec}" if (p.target or p.spec) else ''))
+        if not ps:
+            print("No policies: add [[monitor.policies]] to the workspace's config.toml, or set monitor.policy_file.")
         return
     r = get_report(args.run, ws)
-    res = M.check(r.values, template=r.dir.parent.name, ws=ws, path=args.policies, dry_run=args.dry_run, subject=str(r.dir), display=False)
+    res = M.check(r.values, template=r.dir.parent.name, ws=ws, path=args.policies, dry_run=args.dry_run,
+                  subject=str(r.dir), display=False)
     if args.json: return _print_json(res.to_dict())
     print(repr(res))
 
@@ -337,55 +420,80 @@ def cmd_monitor(args):
 def cmd_alerts(args):
     "The `fmops alerts ...` commands."
     ws = _ws(args)
-    if args.action == 'ack': a = M.acknowledge(args.id, ws); print(f"Acknowledged alert {a['id']} ({a['policy']})"); return
+    if args.action == 'ack':
+        a = M.acknowledge(args.id, ws)
+        print(f"Acknowledged alert {a['id']} ({a['policy']})")
+        return
     al = M.alerts(ws, state=None if args.all else 'open')
     if args.json: return _print_json(al)
-    for a in al: print(f"{a['id']:>4} {a['at'][:19]} {a['state']:<12} {a['severity']:<8} {a['policy']:<22} {a['message']}" + (f" -> {a['outcome']}" if a['outcome'] else ''))
+    for a in al:
+        print(f"{a['id']:>4} {a['at'][:19]} {a['state']:<12} {a['severity']:<8} {a['policy']:<22} {a['message']}"
+              + (f" -> {a['outcome']}" if a['outcome'] else ''))
     if not al: print("No open alerts." if not args.all else "No alerts.")
 
 # %% ../nbs/95_cli.ipynb #b9255bee
-def _report_parsers(sub):
+def _report_parser(sub):
     s = sub.add_parser('report', help='maintenance reports: run TEMPLATE, ls, show, rerun, templates')
     rs = s.add_subparsers(dest='action', metavar='ACTION', required=True)
-    r = rs.add_parser('run', help='execute a template with papermill into .fmops/reports/TEMPLATE/STAMP/'); r.add_argument('template', help='a template name or .ipynb path')
+    r = rs.add_parser('run', help='execute a template with papermill into .fmops/reports/TEMPLATE/STAMP/')
+    r.add_argument('template', help='a template name or .ipynb path')
     param_arguments(r)
     r.add_argument('--cwd', help="the kernel's working directory (default: here)")
     r.add_argument('--timeout', type=int, help='seconds a cell may run (default: reports.timeout_s)')
-    r.add_argument('--retries', type=int, help='tries after a failure, with doubling backoff (default: reports.retries)')
+    r.add_argument('--retries', type=int,
+                   help='tries after a failure, with doubling backoff (default: reports.retries)')
     dry_run_argument(r)
     r.add_argument('--show-code', action='store_true', help='include the code in report.html')
     r = rs.add_parser('ls', help='past runs with status'); r.add_argument('template', nargs='?')
-    r = rs.add_parser('show', help='one run: status, parameters, recorded values'); r.add_argument('run', help='TEMPLATE/STAMP, STAMP, or TEMPLATE (its latest)')
-    r = rs.add_parser('rerun', help='run a past run again from its record and compare the values'); r.add_argument('run')
+    r = rs.add_parser('show', help='one run: status, parameters, recorded values')
+    r.add_argument('run', help='TEMPLATE/STAMP, STAMP, or TEMPLATE (its latest)')
+    r = rs.add_parser('rerun', help='run a past run again from its record and compare the values')
+    r.add_argument('run')
     rs.add_parser('templates', help='the templates found, with their parameters')
     for r in rs.choices.values():
-        r.add_argument('--json', action='store_true', help='print JSON'); r.add_argument('--no-wandb', action='store_true', help='do not log to W&B')
+        r.add_argument('--json', action='store_true', help='print JSON')
+        r.add_argument('--no-wandb', action='store_true', help='do not log to W&B')
     s.set_defaults(func=cmd_report)
+
+# %% ../nbs/95_cli.ipynb #9afb5cc6
+def _schedule_parser(sub):
     s = sub.add_parser('schedule', help='report schedules: add, ls, rm, run-due, serve, crontab, history')
     ss = s.add_subparsers(dest='action', metavar='ACTION', required=True)
-    r = ss.add_parser('add', help='schedule a template'); r.add_argument('name'); r.add_argument('--cron', required=True, help='five-field cron expression, e.g. "0 6 * * *"')
-    r.add_argument('--template', required=True); param_arguments(r); r.add_argument('--replace', action='store_true', help='replace a schedule of that name')
+    r = ss.add_parser('add', help='schedule a template'); r.add_argument('name')
+    r.add_argument('--cron', required=True, help='five-field cron expression, e.g. "0 6 * * *"')
+    r.add_argument('--template', required=True); param_arguments(r)
+    r.add_argument('--replace', action='store_true', help='replace a schedule of that name')
     ss.add_parser('ls', help='schedules and when each is next due')
     r = ss.add_parser('rm', help='remove a schedule'); r.add_argument('name')
-    r = ss.add_parser('run-due', help='run each due schedule once (for cron or a systemd timer)'); r.add_argument('--only', metavar='NAME')
-    r = ss.add_parser('serve', help='run due schedules in the foreground until stopped'); r.add_argument('--interval', type=float, default=60.0, help='longest sleep in seconds')
+    r = ss.add_parser('run-due', help='run each due schedule once (for cron or a systemd timer)')
+    r.add_argument('--only', metavar='NAME')
+    r = ss.add_parser('serve', help='run due schedules in the foreground until stopped')
+    r.add_argument('--interval', type=float, default=60.0, help='longest sleep in seconds')
     ss.add_parser('crontab', help='print crontab lines that run the schedules')
     r = ss.add_parser('history', help='past scheduled runs'); r.add_argument('name', nargs='?')
     for name, r in ss.choices.items(): # serve runs until stopped, printing what it does: no --json
         if name != 'serve': r.add_argument('--json', action='store_true', help='print JSON')
         r.add_argument('--no-wandb', action='store_true', help='do not log to W&B')
     s.set_defaults(func=cmd_schedule)
+
+# %% ../nbs/95_cli.ipynb #155d6906
+def _monitor_parser(sub):
     s = sub.add_parser('monitor', help='monitoring policies: ls, check a report run against them')
     ms = s.add_subparsers(dest='action', metavar='ACTION', required=True)
     ms.add_parser('ls', help='the policies in force')
     r = ms.add_parser('check', help="evaluate the policies on a report run's values"); r.add_argument('run')
     dry_run_argument(r)
     for r in ms.choices.values():
-        r.add_argument('--policies', metavar='FILE', help='a YAML file of more policies'); r.add_argument('--json', action='store_true', help='print JSON')
+        r.add_argument('--policies', metavar='FILE', help='a YAML file of more policies')
+        r.add_argument('--json', action='store_true', help='print JSON')
     s.set_defaults(func=cmd_monitor)
+
+# %% ../nbs/95_cli.ipynb #374040b0
+def _alerts_parser(sub):
     s = sub.add_parser('alerts', help='alerts raised by policies: ls, ack')
     als = s.add_subparsers(dest='action', metavar='ACTION', required=True)
-    r = als.add_parser('ls', help='open alerts'); r.add_argument('--all', action='store_true', help='acknowledged ones too')
+    r = als.add_parser('ls', help='open alerts')
+    r.add_argument('--all', action='store_true', help='acknowledged ones too')
     r.add_argument('--json', action='store_true', help='print JSON')
     r = als.add_parser('ack', help='acknowledge an alert'); r.add_argument('id', type=int)
     s.set_defaults(func=cmd_alerts)
@@ -393,34 +501,16 @@ def _report_parsers(sub):
 # %% ../nbs/95_cli.ipynb #a1a3f80a
 def parser() -> argparse.ArgumentParser:
     "The `fmops` argument parser."
-    p = argparse.ArgumentParser(prog='fmops', description="Keep deployed foundation models healthy: drift checks, fine-tunes, "
-                                "version diffs, promotion and scheduled maintenance reports. Same engine as the %fmops magic.")
+    p = argparse.ArgumentParser(prog='fmops', description="Keep deployed foundation models healthy: drift checks, "
+                                "fine-tunes, version diffs, promotion and scheduled maintenance reports. "
+                                "Same engine as the %fmops magic.")
     p.add_argument('--version', action='version', version=f"fmops_nb {version()}")
-    p.add_argument('-w', '--workspace', metavar='PATH', help="workspace folder (default: FMOPS_HOME, [tool.fmops_nb] home, or ./.fmops)")
+    p.add_argument('-w', '--workspace', metavar='PATH',
+                   help="workspace folder (default: FMOPS_HOME, [tool.fmops_nb] home, or ./.fmops)")
     sub = p.add_subparsers(dest='command', metavar='COMMAND')
-    s = sub.add_parser('workspace', help='print where the workspace keeps everything')
-    s.add_argument('--init', action='store_true', help='create the workspace if it does not exist')
-    s.add_argument('--json', action='store_true', help='print JSON')
-    s.set_defaults(func=cmd_workspace)
-    s = sub.add_parser('config', help='print the settings in force and where each came from')
-    s.add_argument('key', nargs='?', help='one setting, e.g. wandb.mode')
-    s.add_argument('--json', action='store_true', help='print JSON')
-    s.set_defaults(func=cmd_config)
-    s = sub.add_parser('drift', help='check current data against a reference for drift, column by column')
-    drift_arguments(s)
-    s.add_argument('--html', metavar='FILE', help='also save the report as a self-contained HTML file')
-    s.add_argument('--json', action='store_true', help='print the report as JSON (its to_dict() document)')
-    s.set_defaults(func=cmd_drift)
-    s = sub.add_parser('demo', help='create the demo workspace and run the maintenance report on it')
-    s.add_argument('--dir', default='fmops-demo', help='folder to create the demo in (default: ./fmops-demo)')
-    s.add_argument('--no-wandb', action='store_true', help='do not log to W&B')
-    s.add_argument('--rows', type=int, default=5000, help='rows per data window (default: 5000)')
-    s.add_argument('--seed', type=int, default=0, help='random seed of the demo data (default: 0)')
-    s.add_argument('--json', action='store_true', help='print JSON')
-    s.set_defaults(func=cmd_demo)
-    _registry_parser(sub)
-    _finetune_parser(sub)
-    _report_parsers(sub)
+    for add in (_workspace_parsers, _drift_parser, _demo_parser, _registry_parser, _diff_parser, _audit_parser,
+                _finetune_parser, _report_parser, _schedule_parser, _monitor_parser, _alerts_parser):
+        add(sub) # in this order in `fmops --help`
     return p
 
 # %% ../nbs/95_cli.ipynb #fd5e1474
@@ -432,6 +522,34 @@ def _quiet_exit() -> int:
     except (OSError, ValueError, AttributeError): pass
     return 1
 
+# %% ../nbs/95_cli.ipynb #d56b1022
+def _one_line_warnings(shown):
+    "A `warnings.showwarning` that prints fmops' own warnings as one line on stderr and hands the others to `shown`."
+    def show(message, category, *a, **kw): # what was done, what is left
+        if issubclass(category, FmopsWarning): print(f"fmops: warning: {message}", file=sys.stderr, flush=True)
+        else: shown(message, category, *a, **kw)
+    return show
+
+# %% ../nbs/95_cli.ipynb #68fde6bb
+def _run(args) -> int:
+    "Run the command `args` names; a failure it reports becomes one line on stderr and the exit status."
+    import sqlite3
+    try:
+        args.func(args)
+        sys.stdout.flush()
+    except BrokenPipeError: return _quiet_exit()
+    except FmopsError as e:
+        print(f"fmops: error: {e}", file=sys.stderr)
+        return 1
+    except sqlite3.Error as e:
+        print(f"fmops: error: the workspace database failed ({e}); nothing more was done. Check it with "
+              f"`fmops audit verify`, or restore fmops.db from a backup.", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("fmops: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
 # %% ../nbs/95_cli.ipynb #7b4db793
 def main(argv:list[str]|None=None) -> int:
     "Entry point of the `fmops` command; returns the exit status."
@@ -439,28 +557,10 @@ def main(argv:list[str]|None=None) -> int:
     args = p.parse_args(argv)
     if not getattr(args, 'func', None):
         p.print_help(); return 0
-    import sqlite3
     with warnings.catch_warnings():
-        shown = warnings.showwarning
-        def show(message, category, *a, **kw): # fmops' own warnings: one line on stderr (what was done, what is left)
-            if issubclass(category, FmopsWarning): print(f"fmops: warning: {message}", file=sys.stderr, flush=True)
-            else: shown(message, category, *a, **kw)
-        warnings.showwarning = show
+        warnings.showwarning = _one_line_warnings(warnings.showwarning)
         warnings.simplefilter('always', FmopsWarning)
-        try:
-            args.func(args)
-            sys.stdout.flush()
-        except BrokenPipeError: return _quiet_exit()
-        except FmopsError as e:
-            print(f"fmops: error: {e}", file=sys.stderr)
-            return 1
-        except sqlite3.Error as e:
-            print(f"fmops: error: the workspace database failed ({e}); nothing more was done. Check it with "
-                  f"`fmops audit verify`, or restore fmops.db from a backup.", file=sys.stderr)
-            return 1
-        except KeyboardInterrupt:
-            print("fmops: interrupted", file=sys.stderr)
-            return 130
-    return 0
+        return _run(args)
 
-if __name__ == '__main__' and 'IPython' not in sys.modules: sys.exit(main()) # `python -m fmops_nb.cli`, as cron lines use it
+# `python -m fmops_nb.cli`, as cron lines use it
+if __name__ == '__main__' and 'IPython' not in sys.modules: sys.exit(main())

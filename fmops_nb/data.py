@@ -8,8 +8,7 @@ import datetime as _dt, hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
-from .errors import ValidationError
-from .errors import Uncomparable
+from .errors import ValidationError, Uncomparable
 
 # %% auto #0
 __all__ = ['KINDS', 'Column', 'Dataset', 'load']
@@ -22,7 +21,9 @@ class Column:
     "One column of a dataset, normalized for its kind."
     name: str
     kind: str
-    values: np.ndarray # float64 (numeric, datetime); int32 codes, -1 missing (categorical, boolean); object str (text); float32 (n, d) (embedding)
+    # float64 (numeric, datetime); int32 codes, -1 missing (categorical, boolean); object str (text); float32 (n, d)
+    # (embedding)
+    values: np.ndarray
     categories: np.ndarray|None = None # sorted category labels that the codes index (categorical, boolean)
     source_type: str = '' # numeric columns: the type they were stored as ('integer', 'float', 'decimal', 'boolean')
 
@@ -79,7 +80,8 @@ class Dataset:
         for name, c in sorted(self.columns.items()):
             h.update(f"{name}\0{c.kind}\0{len(c)}\0".encode())
             v = c.labels()
-            if v.dtype == object: h.update('\0'.join('\x01' if x is None else str(x) for x in v).encode('utf-8', 'surrogatepass'))
+            if v.dtype == object:
+                h.update('\0'.join('\x01' if x is None else str(x) for x in v).encode('utf-8', 'surrogatepass'))
             else: h.update(np.ascontiguousarray(v).tobytes())
         return 'sha256:' + h.hexdigest()
 
@@ -245,7 +247,8 @@ def _decode_texts(vals, name:str):
             try: x = x.decode('utf-8')
             except UnicodeDecodeError as e:
                 raise ValidationError(f"Column {name!r}: row {i} is not valid UTF-8 ({e.reason} at byte {e.start}). "
-                                      f"Decode your texts with the right encoding (or errors='replace') before the check.") from None
+                                      f"Decode your texts with the right encoding (or errors='replace') before the "
+                                      f"check.") from None
         elif isinstance(x, (list, tuple, dict, np.ndarray)):
             raise Uncomparable(f"Column {name!r} is text but holds {type(x).__name__} values. Convert them to "
                                 f"strings, or leave the column out with columns=[...].")
@@ -276,7 +279,8 @@ def _embedding(vals, name:str) -> np.ndarray:
     if first is not None and np.asarray(first).dtype.kind not in 'iufb': raise _lists(name, 'lists of non-numbers')
     widths = {len(v) for v in vals if v is not None}
     if len(widths) > 1:
-        raise ValidationError(f"Column {name!r} holds vectors of different widths ({', '.join(map(str, sorted(widths)[:5]))}). "
+        raise ValidationError(f"Column {name!r} holds vectors of different widths "
+                              f"({', '.join(map(str, sorted(widths)[:5]))}). "
                               f"Embeddings must all have the same width: check that one model produced them all.")
     if not widths: return np.zeros((len(vals), 0), dtype=np.float32)
     d = widths.pop()
@@ -288,7 +292,8 @@ def _arrow_kind(t, name:str) -> str|None:
     "The kind an arrow type implies; None for strings (decided from the values)."
     import pyarrow as pa
     if pa.types.is_boolean(t): return 'boolean'
-    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t) or pa.types.is_null(t): return 'numeric'
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t) or pa.types.is_null(t):
+        return 'numeric'
     if pa.types.is_timestamp(t) or pa.types.is_date(t): return 'datetime'
     if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
         v = t.value_type
@@ -366,7 +371,8 @@ def _infer(vals) -> str:
     if isinstance(first, bytes): return 'text'
     if isinstance(first, (_dt.date, np.datetime64)): return 'datetime'
     if isinstance(first, (bool, np.bool_)): return 'boolean'
-    if isinstance(first, (int, float, np.number)) and all(isinstance(x, (int, float, np.number)) or x is None for x in vals): return 'numeric'
+    number = (int, float, np.number)
+    if isinstance(first, number) and all(isinstance(x, number) or x is None for x in vals): return 'numeric'
     return 'text' if _looks_like_text(vals) else 'categorical'
 
 # %% ../nbs/08_data.ipynb #551a1e73
@@ -419,31 +425,48 @@ def _column(name:str, vals, kind:str|None) -> Column:
     if kind == 'embedding': return Column(name, kind, _embedding(vals, name))
     if kind in ('numeric', 'datetime'):
         return Column(name, kind, _as_float(name, vals, kind), source_type=st if kind == 'numeric' else '')
-    v = np.asarray(vals, dtype=object) if not isinstance(vals, np.ndarray) or vals.dtype == object or vals.ndim != 1 else vals.astype(object)
+    plain = isinstance(vals, np.ndarray) and vals.dtype != object and vals.ndim == 1
+    v = vals.astype(object) if plain else np.asarray(vals, dtype=object)
     if kind == 'text': return Column(name, kind, _decode_texts(v, name))
     if kind == 'boolean': v = np.array([None if x is None else str(bool(x)) for x in v], dtype=object)
     return _encode(name, kind, v)
+
+# %% ../nbs/08_data.ipynb #25f9cf5b
+def _one_array(v):
+    "Categorical values as one arrow array: Python values as strings (None and NaN missing), chunks combined."
+    import pyarrow as pa
+    if not isinstance(v, (pa.Array, pa.ChunkedArray)):
+        return pa.array([None if _missing(x) else str(x) for x in v], type=pa.string())
+    if isinstance(v, pa.ChunkedArray):
+        v = (v.unify_dictionaries() if pa.types.is_dictionary(v.type) else v).combine_chunks()
+    return v
+
+# %% ../nbs/08_data.ipynb #fb7e971c
+def _dictionary_codes(name:str, kind:str, arr) -> Column|None:
+    "The column from the codes of a dictionary-encoded string array with distinct labels; None for any other array."
+    import pyarrow as pa, pyarrow.compute as pc
+    if not pa.types.is_dictionary(arr.type): return None
+    if not (pa.types.is_string(arr.type.value_type) or pa.types.is_large_string(arr.type.value_type)): return None
+    cats = np.array(arr.dictionary.to_pylist(), dtype=object)
+    if len(set(cats)) != len(cats): return None
+    idx = pc.cast(arr.indices, pa.int64()).fill_null(-1) # unsigned (polars: uint32) cannot hold -1
+    return _sorted_codes(name, kind, idx.to_numpy(zero_copy_only=False).astype(np.int32), cats)
 
 # %% ../nbs/08_data.ipynb #86db607c
 def _encode(name:str, kind:str, v) -> Column:
     "Categorical values as int32 codes into sorted string categories (-1: missing)."
     import pyarrow as pa, pyarrow.compute as pc
-    arr = v if isinstance(v, (pa.Array, pa.ChunkedArray)) else pa.array([None if x is None or (isinstance(x, float) and np.isnan(x)) else str(x) for x in v], type=pa.string())
-    if isinstance(arr, pa.ChunkedArray):
-        arr = (arr.unify_dictionaries() if pa.types.is_dictionary(arr.type) else arr).combine_chunks()
+    arr = _one_array(v)
     if pa.types.is_dictionary(arr.type) and _is_view(arr.type.value_type): arr = pc.cast(arr, pa.large_string())
-    if pa.types.is_dictionary(arr.type) and (pa.types.is_string(arr.type.value_type) or pa.types.is_large_string(arr.type.value_type)):
-        cats = np.array(arr.dictionary.to_pylist(), dtype=object)
-        if len(set(cats)) == len(cats): # already encoded (pandas Categorical, parquet dictionary): keep the codes
-            idx = pc.cast(arr.indices, pa.int64()).fill_null(-1) # unsigned (polars: uint32) cannot hold -1
-            return _sorted_codes(name, kind, idx.to_numpy(zero_copy_only=False).astype(np.int32), cats)
+    if (kept := _dictionary_codes(name, kind, arr)) is not None: return kept
     if not pa.types.is_string(arr.type) and not pa.types.is_large_string(arr.type):
         try: arr = pc.cast(pc.cast(arr, arr.type.value_type) if pa.types.is_dictionary(arr.type) else arr, pa.string())
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
             raise Uncomparable(f"Column {name!r} ({arr.type}) cannot be compared as {kind} values: {e}. Convert it, "
                                 f"or leave it out with columns=[...].") from None
     enc = pc.dictionary_encode(arr)
-    return _sorted_codes(name, kind, enc.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int32), np.array(enc.dictionary.to_pylist(), dtype=object))
+    codes = enc.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int32)
+    return _sorted_codes(name, kind, codes, np.array(enc.dictionary.to_pylist(), dtype=object))
 
 # %% ../nbs/08_data.ipynb #dc405dfa
 def _sorted_codes(name:str, kind:str, codes:np.ndarray, cats:np.ndarray) -> Column:
@@ -451,6 +474,17 @@ def _sorted_codes(name:str, kind:str, codes:np.ndarray, cats:np.ndarray) -> Colu
     order = np.argsort(cats.astype(str), kind='stable')
     remap = np.empty(len(cats) + 1, dtype=np.int32); remap[order] = np.arange(len(cats), dtype=np.int32); remap[-1] = -1
     return Column(name, kind, remap[codes], cats[order])
+
+# %% ../nbs/08_data.ipynb #18e6f214
+def _from_dataset(ds:Dataset, kinds:dict, columns, strict_columns:bool) -> Dataset:
+    "A `Dataset` given to `load`: the columns asked for, and those whose kind `kinds` changes converted again."
+    if columns is not None:
+        keep = _pick(list(ds.columns), columns, strict_columns, ds.source or 'the dataset')
+        ds = Dataset({c: ds[c] for c in keep}, ds.source, dict(ds.skipped), ds.available, ds.n_rows)
+    if not kinds: return ds
+    cols = {k: _column(k, c.labels(), kinds[k]) if k in kinds and kinds[k] != c.kind else c
+            for k, c in ds.columns.items()}
+    return Dataset(cols, ds.source, ds.skipped, ds.source_columns, ds.n_rows)
 
 # %% ../nbs/08_data.ipynb #32c829d5
 def load(data, # DataFrame (pandas/polars), pyarrow Table, numpy array, list of str, dict of columns, or a path
@@ -464,21 +498,15 @@ def load(data, # DataFrame (pandas/polars), pyarrow Table, numpy array, list of 
         ) -> Dataset:
     "Normalize `data` into a `Dataset` with one kind per column."
     kinds = dict(kinds or {})
-    if isinstance(data, Dataset):
-        ds = data
-        if columns is not None:
-            keep = _pick(list(data.columns), columns, strict_columns, data.source or 'the dataset')
-            ds = Dataset({c: data[c] for c in keep}, data.source, dict(data.skipped), data.available, data.n_rows)
-        if not kinds: return ds
-        cols = {k: _column(k, c.labels(), kinds[k]) if k in kinds and kinds[k] != c.kind else c
-                for k,c in ds.columns.items()}
-        return Dataset(cols, ds.source, ds.skipped, ds.source_columns, ds.n_rows)
+    if isinstance(data, Dataset): return _from_dataset(data, kinds, columns, strict_columns)
     src = source or (str(data) if isinstance(data, (str, Path)) else type(data).__name__)
     tbl, every, n_rows = _to_arrow(data, lambda names: _pick(names, columns, strict_columns, src), kinds)
     names = list(tbl.column_names) if hasattr(tbl, 'column_names') else list(tbl)
     if isinstance(data, (list, tuple)) and _texts(data): kinds.setdefault('text', 'text')
     if not strict_kinds: kinds = {k: v for k, v in kinds.items() if k in names}
-    if bad := set(kinds) - set(names): raise ValidationError(f"kinds names column(s) not in {src}: {', '.join(sorted(bad))}. Available: {', '.join(names)}.")
+    if bad := set(kinds) - set(names):
+        raise ValidationError(f"kinds names column(s) not in {src}: {', '.join(sorted(bad))}. "
+                              f"Available: {', '.join(names)}.")
     explicit = set(columns or ()) | set(kinds) if explicit is None else set(explicit)
     cols, skipped, n = {}, {}, None
     for name in names:
@@ -489,6 +517,8 @@ def load(data, # DataFrame (pandas/polars), pyarrow Table, numpy array, list of 
         except Uncomparable as e:
             if not skip_bad or name in explicit: raise ValidationError(str(e)) from None
             skipped[name] = str(e); continue
-        if n is not None and len(c) != n: raise ValidationError(f"Column {name!r} has {len(c)} rows, the others {n}. All columns must be the same length.")
+        if n is not None and len(c) != n:
+            raise ValidationError(f"Column {name!r} has {len(c)} rows, the others {n}. All columns must be the same "
+                                  f"length.")
         n, cols[name] = len(c), c
     return Dataset(cols, src, skipped, tuple(every), n_rows)

@@ -126,7 +126,7 @@ def unknown_key(kind:str, # what the key names, singular: "setting", "parameter"
                 key, # the key the user wrote
                 known, # the keys the mapping takes
                 where:str='', # the file or source the mapping came from
-                none:str='', # said instead of the list when nothing is known (e.g. " This template takes no parameters.")
+                none:str='', # said instead of the list when `known` is empty (" This template takes no parameters.")
                ) -> str:
     "The message for a key that a mapping does not take: the key, where, the closest known key, and every known key."
     known = [str(k) for k in known]
@@ -144,5 +144,5 @@ def require(module:str, # the module to import, e.g. "peft"
     try: return importlib.import_module(module)
     except ImportError as e:
         why = f" for {purpose}" if purpose else ''
-        raise MissingDependencyError(
-            f"{module} is needed{why} but is not installed ({e}). Install it with: pip install \"fmops_nb[{extra}]\"") from e
+        raise MissingDependencyError(f"{module} is needed{why} but is not installed ({e}). "
+                                     f"Install it with: pip install \"fmops_nb[{extra}]\"") from e

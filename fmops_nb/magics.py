@@ -23,8 +23,9 @@ from traitlets import Unicode, Bool
 # %% ../nbs/90_magics.ipynb #2e11fe87
 class _Parser(argparse.ArgumentParser):
     "An ArgumentParser whose errors raise `UsageError` instead of exiting the kernel."
-    def error(self, message): raise UsageError(f"{self.prog}: {message}. Usage: {self.format_usage().strip().removeprefix('usage: ')}. "
-                                               f"See `%fmops help {self.prog.split()[-1]}`.")
+    def error(self, message):
+        usage = self.format_usage().strip().removeprefix('usage: ')
+        raise UsageError(f"{self.prog}: {message}. Usage: {usage}. See `%fmops help {self.prog.split()[-1]}`.")
     def exit(self, status=0, message=None):
         if message: raise UsageError(message.strip())
 
@@ -78,10 +79,11 @@ class Context:
         ns = getattr(self.shell, 'user_ns', {}) or {}
         if name in ns: return ns[name]
         near = closest(name, [k for k in ns if not k.startswith('_')])
-        raise UsageError(f"No notebook variable named {name!r} for the {what}." + (f" Did you mean {near[0]!r}?" if near else ''))
+        raise UsageError(f"No notebook variable named {name!r} for the {what}."
+                         + (f" Did you mean {near[0]!r}?" if near else ''))
 
     def show_panel(self, result):
-        "Display `result`'s panel in the notebook; the returned result then does not repeat itself in this cell's output."
+        "Display `result`'s panel; the result returned then does not repeat itself in this cell's output."
         from fmops_nb.commands import panel
         if self.shell is None or not hasattr(self.shell, 'execution_count'): return
         from IPython.display import display
@@ -102,7 +104,8 @@ class Context:
 # %% ../nbs/90_magics.ipynb #7bed6a84
 def _split(line:str) -> list[str]:
     try: return shlex.split(line)
-    except ValueError as e: raise UsageError(f"Cannot read the arguments `{line.strip()}`: {e}. Check your quotes.") from None
+    except ValueError as e:
+        raise UsageError(f"Cannot read the arguments `{line.strip()}`: {e}. Check your quotes.") from None
 
 # %% ../nbs/90_magics.ipynb #33d8b39f
 def _spec(cell:str|None) -> dict|None:
@@ -112,16 +115,19 @@ def _spec(cell:str|None) -> dict|None:
     except yaml.YAMLError as e:
         where = getattr(e, 'problem_mark', None)
         at = f" at line {where.line + 1}, column {where.column + 1}" if where else ''
-        raise UsageError(f"The %%fmops cell body is not valid YAML{at}: {getattr(e, 'problem', e)}. Write the spec as `key: value` lines.") from None
+        raise UsageError(f"The %%fmops cell body is not valid YAML{at}: {getattr(e, 'problem', e)}. "
+                         f"Write the spec as `key: value` lines.") from None
     if not isinstance(spec, dict):
-        raise UsageError(f"The %%fmops cell body must be a YAML mapping (`key: value` lines), got a {type(spec).__name__}.")
+        raise UsageError(f"The %%fmops cell body must be a YAML mapping (`key: value` lines), "
+                         f"got a {type(spec).__name__}.")
     return spec
 
 # %% ../nbs/90_magics.ipynb #c841a5d5
 def lookup(name:str) -> Command:
     "The command called `name`, or a UsageError that names the valid commands."
     if name not in COMMANDS:
-        raise UsageError(str(not_found('%fmops command', name, COMMANDS.names(), hint='Run `%fmops help` for what each does.')))
+        hint = 'Run `%fmops help` for what each does.'
+        raise UsageError(str(not_found('%fmops command', name, COMMANDS.names(), hint=hint)))
     return COMMANDS.get(name)
 
 # %% ../nbs/90_magics.ipynb #8d6b87a7
@@ -145,9 +151,15 @@ def dispatch(line:str, # the text after `%fmops` / `%%fmops`
         if tracebacks: raise
         raise UsageError(str(e)) from None
 
+# %% ../nbs/90_magics.ipynb #6c0d9e3a
+class _Result:
+    "A `%fmops` result that renders twice: its `repr` as text, its `_repr_html_` as HTML."
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        return {'text/plain': repr(self), 'text/html': self._repr_html_()}
+
 # %% ../nbs/90_magics.ipynb #49b76ab1
 @dataclass
-class Help:
+class Help(_Result):
     "What `%fmops help` shows: the command list, or one command's usage."
     title: str
     text: str
@@ -157,9 +169,13 @@ class Help:
     def _repr_html_(self):
         if self.rows is None:
             return f"<div class='fmops-help'><b>{html.escape(self.title)}</b><pre>{html.escape(self.text)}</pre></div>"
-        trs = ''.join(f"<tr><td style='text-align:left'><code>%fmops {html.escape(n)}</code>{' / <code>%%fmops</code>' if c else ''}</td>"
-                      f"<td style='text-align:left'>{html.escape(s)}</td></tr>" for n,s,c in self.rows)
-        return (f"<div class='fmops-help'><b>{html.escape(self.title)}</b><table><tr><th style='text-align:left'>command</th><th style='text-align:left'>what it does</th></tr>{trs}</table>"
+        # hand-built, not fmops_nb.html.table: each command is shown as <code>
+        left = "style='text-align:left'"
+        trs = ''.join(f"<tr><td {left}><code>%fmops {html.escape(n)}</code>"
+                      f"{' / <code>%%fmops</code>' if c else ''}</td><td {left}>{html.escape(s)}</td></tr>"
+                      for n,s,c in self.rows)
+        return (f"<div class='fmops-help'><b>{html.escape(self.title)}</b>"
+                f"<table><tr><th {left}>command</th><th {left}>what it does</th></tr>{trs}</table>"
                 f"<p>Run <code>%fmops help COMMAND</code> for a command's arguments.</p></div>")
 
 # %% ../nbs/90_magics.ipynb #7d1729a5
@@ -168,7 +184,8 @@ def help_for(name:str|None=None) -> Help:
     if name is None:
         rows = [(n, COMMANDS.get(n).summary, COMMANDS.get(n).cell) for n in COMMANDS.names()]
         w = max(len(n) for n,_,_ in rows)
-        text = '\n'.join(f"  {n:<{w}}  {s}" for n,s,_ in rows) + "\n\nRun `%fmops help COMMAND` for a command's arguments."
+        text = ('\n'.join(f"  {n:<{w}}  {s}" for n,s,_ in rows)
+                + "\n\nRun `%fmops help COMMAND` for a command's arguments.")
         return Help("fmops commands", text, rows)
     cmd = lookup(name)
     text = cmd.parser().format_help().strip()
@@ -176,7 +193,8 @@ def help_for(name:str|None=None) -> Help:
     return Help(f"%fmops {cmd.name} — {cmd.summary}", text)
 
 # %% ../nbs/90_magics.ipynb #fd6b170c
-@command('help', 'List the commands, or show the arguments of one', args=lambda p: p.add_argument('command', nargs='?', help='a command name'))
+@command('help', 'List the commands, or show the arguments of one',
+         args=lambda p: p.add_argument('command', nargs='?', help='a command name'))
 def _help(ctx, args): return help_for(args.command)
 
 # %% ../nbs/90_magics.ipynb #c3ca917b
@@ -191,8 +209,8 @@ def _workspace_args(p):
 def _workspace(ctx, args):
     if args.path is None: return ctx.workspace()
     ws = Workspace.open(args.path, create=args.init)
-    if ctx.shell is not None and (m := getattr(ctx.shell, 'magics_manager', None)) and (fm := m.registry.get('FmopsMagics')):
-        fm.workspace = str(ws.root)
+    mm = getattr(ctx.shell, 'magics_manager', None)
+    if mm and (fm := mm.registry.get('FmopsMagics')): fm.workspace = str(ws.root)
     return ws
 
 # %% ../nbs/90_magics.ipynb #f91c9d58
@@ -238,15 +256,18 @@ def _versions(ctx, args):
 def _diff_args(p):
     p.add_argument('a', help='a version or alias: MODEL:vN or MODEL:ALIAS')
     p.add_argument('b', help='the version to compare with it')
-    p.add_argument('--probe', metavar='VAR', help='a notebook variable holding a fmops_nb.diff.Probe (inputs, predict, labels)')
+    p.add_argument('--probe', metavar='VAR',
+                   help='a notebook variable holding a fmops_nb.diff.Probe (inputs, predict, labels)')
 
 # %% ../nbs/90_magics.ipynb #2cb2f14a
-@command('diff', 'What changed between two model versions: config, metrics, data, weights per layer, behaviour', args=_diff_args)
+@command('diff', 'What changed between two model versions: config, metrics, data, weights per layer, behaviour',
+         args=_diff_args)
 def _diff(ctx, args):
     from fmops_nb.diff import Probe, diff
     probe = ctx.variable(args.probe, 'probe') if args.probe else None
     if probe is not None and not isinstance(probe, Probe):
-        raise UsageError(f"{args.probe!r} is a {type(probe).__name__}, not a Probe. Build one with fmops_nb.diff.Probe(inputs, predict, labels).")
+        raise UsageError(f"{args.probe!r} is a {type(probe).__name__}, not a Probe. "
+                         f"Build one with fmops_nb.diff.Probe(inputs, predict, labels).")
     d = diff(args.a, args.b, _registry(ctx), probe=probe)
     ctx.show_panel(d)
     return d
@@ -287,17 +308,21 @@ def _finetune_args(p):
     p.add_argument('--wait', action='store_true', help='block until the run ends')
 
 # %% ../nbs/90_magics.ipynb #d87857aa
-@command('finetune', 'Launch a fine-tune in the background (spec as YAML cell body or file); shows its live panel', args=_finetune_args, cell=True)
+@command('finetune', 'Launch a fine-tune in the background (spec as YAML cell body or file); shows its live panel',
+         args=_finetune_args, cell=True)
 def _finetune(ctx, args):
     from fmops_nb.finetune import FinetuneSpec, launch
     from dataclasses import replace
     from pathlib import Path
-    if args.spec: spec = FinetuneSpec.from_file(args.spec) # as `fmops finetune run` reads it: paths relative to the file
+    # a file is read as `fmops finetune run` reads it: paths relative to the file
+    if args.spec: spec = FinetuneSpec.from_file(args.spec)
     elif ctx.spec: spec = FinetuneSpec.from_dict(ctx.spec)
-    else: raise UsageError("Give the fine-tune spec as the %%fmops finetune cell body (YAML) or as a file: %fmops finetune spec.yaml")
+    else: raise UsageError("Give the fine-tune spec as the %%fmops finetune cell body (YAML) or as a file: "
+                           "%fmops finetune spec.yaml")
     for k in ('train', 'eval'): # a notebook variable's name stands for the data it holds
         v = getattr(spec, k)
-        if isinstance(v, str) and v.isidentifier() and not Path(v).exists(): spec = replace(spec, **{k: ctx.variable(v, f'{k} data')})
+        if isinstance(v, str) and v.isidentifier() and not Path(v).exists():
+            spec = replace(spec, **{k: ctx.variable(v, f'{k} data')})
     run = launch(spec, ws=ctx.workspace())
     ctx.show_panel(run)
     if args.wait: run.wait()
@@ -327,7 +352,8 @@ def _runs(ctx, args):
 # %% ../nbs/90_magics.ipynb #c9543047
 def _report_args(p):
     from fmops_nb.commands import dry_run_argument, param_arguments
-    p.add_argument('action', choices=['run', 'ls', 'show', 'rerun'], help='run a template, list runs, show or rerun one')
+    p.add_argument('action', choices=['run', 'ls', 'show', 'rerun'],
+                   help='run a template, list runs, show or rerun one')
     p.add_argument('target', nargs='?', help='the template (run, ls) or the run (show, rerun)')
     param_arguments(p)
     p.add_argument('--timeout', type=int, help='seconds a cell may run')
@@ -335,16 +361,20 @@ def _report_args(p):
     p.add_argument('--no-wandb', action='store_true', help='do not log to W&B')
 
 # %% ../nbs/90_magics.ipynb #8f0a3e5f
-@command('report', 'Run a maintenance report template (papermill, saved as notebook + HTML, logged to W&B), or list, show, rerun runs', args=_report_args)
+@command('report', 'Run a maintenance report template (papermill, saved as notebook + HTML, logged to W&B), '
+                   'or list, show, rerun runs', args=_report_args)
 def _report(ctx, args):
     from fmops_nb.commands import collect_params
     from fmops_nb import reports as R
     ws = ctx.workspace()
     if args.action == 'run':
-        if not args.target: raise UsageError("Name the template: %fmops report run maintenance_report -p current data/today.parquet")
-        return R.run_report(args.target, collect_params(args.param, args.params_file), ws=ws, timeout=args.timeout, dry_run=args.dry_run, log=not args.no_wandb)
+        if not args.target:
+            raise UsageError("Name the template: %fmops report run maintenance_report -p current data/today.parquet")
+        return R.run_report(args.target, collect_params(args.param, args.params_file), ws=ws, timeout=args.timeout,
+                            dry_run=args.dry_run, log=not args.no_wandb)
     if args.action == 'ls': return ReportList(R.report_runs(ws, args.target))
-    if not args.target: raise UsageError(f"Name the run: %fmops report {args.action} TEMPLATE/STAMP (see %fmops report ls)")
+    if not args.target:
+        raise UsageError(f"Name the run: %fmops report {args.action} TEMPLATE/STAMP (see %fmops report ls)")
     return R.get_report(args.target, ws) if args.action == 'show' else R.rerun(args.target, ws, log=not args.no_wandb)
 
 # %% ../nbs/90_magics.ipynb #14cd8572
@@ -362,54 +392,60 @@ def _alerts(ctx, args):
 
 # %% ../nbs/90_magics.ipynb #bfb120ed
 @dataclass
-class ReportList:
+class ReportList(_Result):
     "What `%fmops report ls` shows."
     runs: list
-    def __repr__(self): return '\n'.join(f"{r.id:<48} {r.status:<9} {r.error}" for r in self.runs) or "No report runs yet: %fmops report run maintenance_report"
+    def __repr__(self):
+        return ('\n'.join(f"{r.id:<48} {r.status:<9} {r.error}" for r in self.runs)
+                or "No report runs yet: %fmops report run maintenance_report")
     def _repr_html_(self):
+        rows = [[r.id, r.status, len(r.values), r.error] for r in self.runs]
         return (f"<div class='fmops-reports'><b>{len(self.runs)} report runs</b>"
-                + table('fmops-reports', ['run', 'status', 'values', 'note'], [[r.id, r.status, len(r.values), r.error] for r in self.runs],
-                         [r.status != 'finished' for r in self.runs]) + "</div>")
+                + table('fmops-reports', ['run', 'status', 'values', 'note'], rows,
+                        [r.status != 'finished' for r in self.runs]) + "</div>")
 
 # %% ../nbs/90_magics.ipynb #0d5293e5
 @dataclass
-class AlertList:
+class AlertList(_Result):
     "What `%fmops alerts` shows."
     alerts: list
     def __repr__(self):
-        return '\n'.join(f"{a['id']:>4} {a['at'][:19]} {a['severity']:<8} {a['policy']:<22} {a['message']}" + (f" -> {a['outcome']}" if a['outcome'] else '')
-                         for a in self.alerts) or "No open alerts."
+        return '\n'.join(f"{a['id']:>4} {a['at'][:19]} {a['severity']:<8} {a['policy']:<22} {a['message']}"
+                         + (f" -> {a['outcome']}" if a['outcome'] else '') for a in self.alerts) or "No open alerts."
     def _repr_html_(self):
+        rows = [[a['id'], a['at'][:19], a['severity'], a['policy'], a['message'], a['outcome'], a['state']]
+                for a in self.alerts]
         return (f"<div class='fmops-alerts'><b>{len(self.alerts)} alerts</b>"
-                + table('fmops-alerts', ['id', 'at', 'severity', 'policy', 'message', 'outcome', 'state'],
-                         [[a['id'], a['at'][:19], a['severity'], a['policy'], a['message'], a['outcome'], a['state']] for a in self.alerts],
-                         [a['severity'] == 'critical' for a in self.alerts]) + "</div>")
+                + table('fmops-alerts', ['id', 'at', 'severity', 'policy', 'message', 'outcome', 'state'], rows,
+                        [a['severity'] == 'critical' for a in self.alerts]) + "</div>")
 
 # %% ../nbs/90_magics.ipynb #cdae04f4
 @dataclass
-class RunList:
+class RunList(_Result):
     "What `%fmops runs` shows."
     runs: list
     def __repr__(self):
         return '\n'.join(repr(r) for r in self.runs) or "No fine-tune runs yet. Start one with %%fmops finetune."
     def _repr_html_(self):
-        rows = ''.join(f"<tr><td style='text-align:left'><code>{html.escape(r.id)}</code></td><td>{r.status}</td><td>{html.escape(r.spec['recipe'])}</td>"
-                       f"<td>{r.step}/{r.info.get('total_steps', '?')}</td><td>{html.escape(r.info.get('version') or '')}</td>"
-                       f"<td style='text-align:left'>{html.escape(r.info.get('reason') or '')}</td></tr>" for r in self.runs)
-        return (f"<div class='fmops-runs'><b>{len(self.runs)} fine-tune runs</b><table><tr><th>run</th><th>status</th><th>recipe</th>"
-                f"<th>step</th><th>version</th><th>note</th></tr>{rows}</table></div>")
+        rows = [[r.id, r.status, r.spec['recipe'], f"{r.step}/{r.info.get('total_steps', '?')}",
+                 r.info.get('version') or '', r.info.get('reason') or ''] for r in self.runs]
+        return (f"<div class='fmops-runs'><b>{len(self.runs)} fine-tune runs</b>"
+                + table('fmops-runs', ['run', 'status', 'recipe', 'step', 'version', 'note'], rows) + "</div>")
 
 # %% ../nbs/90_magics.ipynb #fd9b0fa7
 @magics_class
 class FmopsMagics(Magics):
     "The `%fmops` / `%%fmops` magic."
-    workspace = Unicode('', help="Workspace folder for %fmops commands; empty: FMOPS_HOME, pyproject.toml, or ./.fmops").tag(config=True)
-    show_tracebacks = Bool(False, help="Show full tracebacks for fmops errors (for debugging fmops itself)").tag(config=True)
+    workspace = Unicode('', help="Workspace folder for %fmops commands; empty: FMOPS_HOME, pyproject.toml, "
+                                 "or ./.fmops").tag(config=True)
+    show_tracebacks = Bool(False, help="Show full tracebacks for fmops errors "
+                                       "(for debugging fmops itself)").tag(config=True)
 
     @line_cell_magic
     def fmops(self, line:str, cell:str|None=None):
         "Keep deployed models healthy: `%fmops help` lists the commands."
-        return dispatch(line, cell, Context(shell=self.shell, workspace_path=self.workspace), tracebacks=self.show_tracebacks)
+        ctx = Context(shell=self.shell, workspace_path=self.workspace)
+        return dispatch(line, cell, ctx, tracebacks=self.show_tracebacks)
 
 # %% ../nbs/90_magics.ipynb #712aecaf
 def load_ipython_extension(ip):
@@ -423,5 +459,6 @@ def unload_ipython_extension(ip):
     mm = ip.magics_manager
     inst = mm.registry.pop('FmopsMagics', None)
     for kind in ('line', 'cell'):
-        if inst is not None and mm.magics[kind].get('fmops') == inst.magics[kind].get('fmops'): mm.magics[kind].pop('fmops', None)
+        if inst is not None and mm.magics[kind].get('fmops') == inst.magics[kind].get('fmops'):
+            mm.magics[kind].pop('fmops', None)
     if inst is not None and inst in ip.configurables: ip.configurables.remove(inst)

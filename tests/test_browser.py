@@ -107,7 +107,7 @@ def test_drift_panel_in_jupyterlab(lab, tmp_path):
     cells = panel.locator("svg.fmops-timeline rect")
     assert cells.count() == 6
     fills = [cells.nth(i).get_attribute("fill") for i in range(6)]
-    assert fills[3:] == ["#c62828"] * 3 and "#c62828" not in fills[:3], fills
+    assert fills[3:] == ["#b00020"] * 3 and "#b00020" not in fills[:3], fills
     assert "unseen_categories" in panel.locator(".fmops-quality").inner_text()
     assert screenshot(panel, tmp_path / "drift-panel.png").stat().st_size > 10_000
 

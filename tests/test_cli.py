@@ -1,3 +1,4 @@
+import pytest
 """The `fmops` console command, run as a user runs it."""
 import json
 import os
@@ -13,6 +14,7 @@ def fmops(*args, cwd=None):
     return subprocess.run([*FMOPS, *args], capture_output=True, text=True, cwd=cwd, timeout=300)
 
 
+@pytest.mark.slow
 def test_help_and_version():
     r = fmops("--help")
     assert r.returncode == 0 and "workspace" in r.stdout and "demo" in r.stdout
@@ -21,6 +23,7 @@ def test_help_and_version():
     assert r.returncode == 0 and r.stdout.strip() == f"fmops_nb {fmops_nb.__version__}"
 
 
+@pytest.mark.slow
 def test_workspace_prints_where_everything_lives(tmp_path, isolated_workspace):
     r = fmops("workspace", "--json", cwd=tmp_path)
     d = json.loads(r.stdout)
@@ -31,6 +34,7 @@ def test_workspace_prints_where_everything_lives(tmp_path, isolated_workspace):
     assert (tmp_path / "explicit" / "fmops.db").is_file()
 
 
+@pytest.mark.slow
 def test_user_error_is_one_line_and_exit_1(tmp_path):
     ws = tmp_path / "ws"
     assert fmops("-w", str(ws), "workspace", "--init").returncode == 0
@@ -42,6 +46,7 @@ def test_user_error_is_one_line_and_exit_1(tmp_path):
     assert r.returncode == 2 and "invalid choice: 'nosuch'" in r.stderr
 
 
+@pytest.mark.slow
 def test_demo_runs_the_maintenance_report_and_rolls_back_the_worse_release(tmp_path):
     r = fmops("demo", "--dir", str(tmp_path / "demo"), "--rows", "2000")
     assert r.returncode == 0, r.stderr

@@ -27,6 +27,7 @@ def windows(tmp_path):
     return ref, cur, paths
 
 
+@pytest.mark.slow
 def test_cli_drift_json_and_html(tmp_path):
     _, _, (refp, curp) = windows(tmp_path)
     r = subprocess.run([shutil.which("fmops"), "drift", str(refp), str(curp), "--json", "--html", str(tmp_path / "r.html")],
@@ -71,6 +72,7 @@ def test_magic_drift_on_variables_and_quoted_paths(tmp_path):
         InteractiveShell.clear_instance()
 
 
+@pytest.mark.slow
 def test_cli_drift_timeline_from_parquet_row_groups_and_log(tmp_path, isolated_workspace):
     import pandas as pd
     from fmops_nb.tracking import read_run

@@ -19,6 +19,8 @@ from fmops_nb.finetune import FinetuneSpec, get_run, launch, runs
 from fmops_nb.registry import Registry
 from fmops_nb.audit import audit_log
 
+pytestmark = pytest.mark.slow  # torch training in background processes: the full tier only
+
 MODULES = ["json", "csv", "pathlib", "shutil", "asyncio.tasks", "asyncio.locks", "threading"]
 
 

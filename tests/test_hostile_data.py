@@ -330,6 +330,7 @@ def test_repeated_column_names_are_a_clear_error(hostile):
 
 
 # ------------------------------------------------------------------------------------------- watch
+@pytest.mark.slow
 def test_significant_shifts_below_the_effect_threshold_are_named_to_watch(hostile):
     hostile("four small real shifts in 25 columns of 200,000 rows")
     g = np.random.default_rng(9)
@@ -591,6 +592,7 @@ def levels(k):
     return np.array([f"L{i}" for i in range(k)], dtype=object)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("k", [2000, 5000])
 def test_high_cardinality_categoricals_from_one_distribution_do_not_alarm(k, hostile):
     hostile(f"two samples of 20,000 rows from one distribution over {k:,} categories")

@@ -74,6 +74,7 @@ def test_a_spec_file_with_a_quoted_time_budget_is_refused_by_the_cli(tmp_path, h
     ({"accuracy": math.nan}, {"accuracy": 0.8}, "not promoted: accuracy is nan for the candidate and 0.8 for m:production, which cannot be compared"),
     ({"accuracy": 0.9}, {"accuracy": math.nan}, "not promoted: accuracy is 0.9 for the candidate and nan for m:production, which cannot be compared"),
 ])
+@pytest.mark.slow
 def test_promote_if_better_fails_closed_on_missing_or_nan_metrics(cand, ref, why, hostile):
     import torch
     hostile(f"promote_if_better with candidate {cand} against {ref}")

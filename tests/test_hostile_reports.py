@@ -95,6 +95,7 @@ def md5_b64(path: Path) -> str:
 
 # ---------------------------------------------------------------- 8. every failure is an FmopsError
 
+@pytest.mark.slow
 @pytest.mark.hostile
 def test_a_template_that_is_not_a_notebook_is_refused_without_its_bytes(tmp_path, hostile):
     cases = {"binary.ipynb": b"\x89PNG\r\n\x1a\n" + b"SECRET-BYTES" * 50, "list.ipynb": b'["SECRET-BYTES"]',
@@ -129,6 +130,7 @@ def test_a_template_file_name_that_is_not_a_safe_name_is_refused(tmp_path, hosti
     assert not any(Workspace.open().reports_dir.iterdir())
 
 
+@pytest.mark.slow
 @pytest.mark.hostile
 def test_values_inside_list_and_dict_parameters_must_be_json_plain(tmp_path, hostile):
     tpl = template(tmp_path / "t.ipynb", "columns: list = []\nlimits: dict = {}\nthreshold: float = 0.1",
@@ -161,6 +163,7 @@ def test_values_inside_list_and_dict_parameters_must_be_json_plain(tmp_path, hos
     assert not any(Workspace.open().reports_dir.iterdir()) and schedule.schedules() == []
 
 
+@pytest.mark.slow
 @pytest.mark.hostile
 def test_a_cron_expression_that_never_fires_is_refused_and_one_stored_before_reads_never(tmp_path, hostile):
     tpl = tick(tmp_path)
@@ -832,6 +835,7 @@ def test_a_gate_blocks_a_missing_candidate_metric_on_a_first_promotion_whatever_
     assert reg.promote("g2:v3", "production").aliases == ["production"]
 
 
+@pytest.mark.slow
 @pytest.mark.hostile
 def test_policies_with_a_wrong_typed_field_or_a_runaway_when_are_refused_clearly(tmp_path, hostile):
     ws = Workspace.open()
@@ -924,6 +928,7 @@ def bomb(depth: int = 9) -> str:
     return "columns: [" + ", ".join(levels) + "]\n"
 
 
+@pytest.mark.slow
 @pytest.mark.hostile
 def test_report_parameters_are_read_by_one_yaml_reader_that_refuses_aliases_and_huge_values(tmp_path, hostile):
     import yaml

@@ -96,6 +96,7 @@ def rechain(con, start_mac=None):
 
 # ---------------------------------------------------------------- 5. the audit log is evidence
 
+@pytest.mark.slow
 @pytest.mark.hostile
 def test_edits_behind_the_registrys_back_are_named_by_verify(hostile):
     reg = small_registry()
@@ -266,6 +267,7 @@ def test_anchor_detects_a_cut_tail(hostile):
     assert stored(reg.ws)["blobs"] == blobs
 
 
+@pytest.mark.slow
 @pytest.mark.hostile
 def test_emptied_database_is_refused_by_the_anchor(hostile):
     reg = small_registry()
@@ -315,6 +317,7 @@ def test_wandb_runs_anchor_the_head_too(hostile):
     assert c.ok and sum(accepted in n for n in c.notes) == 2, c
 
 
+@pytest.mark.slow
 @pytest.mark.hostile
 @pytest.mark.parametrize("damage", ["missing", "empty", "garbage", "malformed"])
 def test_lost_or_corrupt_database_beside_blobs_is_refused(damage, hostile):
@@ -749,6 +752,7 @@ def test_read_only_workspace_can_still_be_read(tmp_path, hostile):
         shutil.rmtree(base, ignore_errors=True)
 
 
+@pytest.mark.slow
 @pytest.mark.hostile
 def test_terminal_escapes_in_stored_names_are_not_replayed_to_the_terminal(monkeypatch, hostile):
     hostile("FMOPS_USER holding terminal escape sequences")
@@ -777,6 +781,7 @@ def problems_of(ws) -> str:
     return "\n".join(verify_audit(ws).problems)
 
 
+@pytest.mark.slow
 @pytest.mark.hostile
 def test_a_metric_edited_behind_the_registrys_back_cannot_pass_a_gate(monkeypatch, tmp_path, hostile):
     from fmops_nb.monitor import PromotionBlocked
@@ -855,6 +860,7 @@ def _three_and_a_promotion(tmp_path, model="h") -> Registry:
     return reg
 
 
+@pytest.mark.slow
 @pytest.mark.hostile
 def test_an_edited_alias_history_cannot_steer_a_rollback(tmp_path, hostile):
     reg = _three_and_a_promotion(tmp_path)
@@ -1124,6 +1130,7 @@ BAD_SETTINGS = [  # (config.toml, what is tried, the words the error must hold)
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.hostile
 @pytest.mark.parametrize("toml,what,words", BAD_SETTINGS, ids=[w for _, w, _ in BAD_SETTINGS])
 def test_a_malformed_setting_is_a_config_error_everywhere(toml, what, words, tmp_path, hostile):

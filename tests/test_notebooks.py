@@ -1,15 +1,37 @@
 """Each module notebook in nbs/ runs as one test, so the examples beside the code count in pytest's summary."""
+import atexit
 from pathlib import Path
+
 import pytest
+from IPython.core.interactiveshell import InteractiveShell
 from nbdev.test import test_nb as run_nb
 
 NBS = sorted((Path(__file__).resolve().parents[1] / "nbs").glob("*.ipynb"))
 
 
+def _drop_shell():
+    """nbdev runs each notebook in a fresh CaptureShell, which registers IPython's exit hook: a full `gc.collect` per
+    shell when the interpreter exits (a quarter of a second each beside torch). The shell is done with: drop it."""
+    sh = InteractiveShell._instance
+    if type(sh).__name__ == "CaptureShell":
+        atexit.unregister(sh.atexit_operations)
+        sh.close()
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("nb", NBS, ids=[p.stem for p in NBS])
 def test_notebook(nb):
     ok, secs = run_nb(nb, skip_flags=["notest", "slow"])
+    _drop_shell()
     assert ok, f"{nb.name} failed; run `nbdev-test {nb}` to see the failing cell"
+
+
+@pytest.mark.parametrize("nb", NBS, ids=[p.stem for p in NBS])
+def test_notebook_without_its_heavy_cells(nb):
+    "The fast tier runs every notebook with the cells tagged `#| heavy` left out (training, kernels, subprocesses)."
+    ok, secs = run_nb(nb, skip_flags=["notest", "slow", "heavy"])
+    _drop_shell()
+    assert ok, f"{nb.name} failed without its heavy cells; run `nbdev-test {nb}` to see the failing cell"
 
 
 def test_there_are_notebooks():

@@ -11,6 +11,8 @@ import pytest
 from fmops_nb.core import Workspace
 from fmops_nb.registry import Registry, verify_audit
 
+pytestmark = pytest.mark.slow  # two processes, SIGKILL: the full tier only
+
 WRITER = r"""
 import sys, torch
 from fmops_nb.core import Workspace
@@ -50,6 +52,7 @@ import sys, numpy as np
 from safetensors.numpy import save_file
 from fmops_nb.core import Workspace
 from fmops_nb.registry import Registry
+
 reg = Registry(Workspace.open(sys.argv[1]), log=False)
 print('ready', flush=True)
 reg.register('big', sys.argv[2], metrics={'accuracy': 0.9})

@@ -1,3 +1,4 @@
+import pytest
 """Report templates under real papermill: typed parameters round-trip, values read back from the output notebook."""
 import datetime as dt
 
@@ -27,6 +28,7 @@ def template(path):
     return path
 
 
+@pytest.mark.slow
 def test_typed_parameters_round_trip_through_papermill(tmp_path):
     import papermill as pm
     tpl = template(tmp_path / "t.ipynb")

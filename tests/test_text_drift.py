@@ -1,9 +1,12 @@
 """Text drift with the packaged all-MiniLM-L6-v2 (the `fm` extra): real embeddings, a real topic shift, the cache."""
 import numpy as np
+import pytest
 
 from fmops_nb.drift import drift
 from fmops_nb.embeddings import EmbeddingCache, MiniLM
 from stdlib_text import docstrings, require_fm
+
+pytestmark = pytest.mark.slow  # loads MiniLM: the full tier only
 
 require_fm()
 

@@ -26,6 +26,7 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_log_and_read_back_offline_without_touching_home(tmp_path, isolated_workspace):
     home = tmp_path / "home"
     home.mkdir()
@@ -56,6 +57,7 @@ def test_log_and_read_back_offline_without_touching_home(tmp_path, isolated_work
     assert list(home.rglob("*")) == []
 
 
+@pytest.mark.slow
 def test_killed_run_reads_back_as_unfinished(tmp_path):
     from fmops_nb import tracking
     with tracking.run("example", announce=False) as r:
