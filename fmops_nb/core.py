@@ -690,4 +690,4 @@ def call(self:PluginRegistry, name:str, *args, **kwargs):
     except Exception as e:
         raise PluginError(f"The {self.kind} {name!r} failed: {type(e).__name__}: {e}. It is a plug-in"
                           f"{' from ' + self._entry_points()[name].value if name in self._entry_points() else ''}; "
-                          f"fix or remove it.", self.kind, name) from e
+                          f"fix or remove it.", self.kind, name, type(e).__name__, str(e)) from e

@@ -16,6 +16,7 @@ from .html import display_unless_shown, svg_timeline, column_detail, column_tabl
 from .tracking import run
 from .embeddings import EmbeddingDrift, embed_texts, get_embedder, SampleSummary
 from .core import version
+from .errors import PluginError
 
 # %% auto #0
 __all__ = ['N_BINS', 'EXACT_VALUES', 'ID_MIN_ROWS', 'QUANTILE_SAMPLE', 'METHODS', 'SCHEMA', 'MAX_CHUNKS', 'sample_rows',
@@ -904,9 +905,9 @@ def _plugin(self:DriftDetector, m:Method, name:str, r, c) -> dict:
     "The statistics a third-party method computes, or an error that names the method and the column."
     try: out = m.compute(r, c, self.bins.get(name))
     except Exception as e:
-        raise ExecutionError(f"Drift method {m.name!r} failed on column {name!r}: {type(e).__name__}: {e}. Fix the "
-                             f"method, or decide with another one (method=...).", ename=type(e).__name__,
-                             evalue=str(e)) from e
+        raise PluginError(f"Drift method {m.name!r} failed on column {name!r}: {type(e).__name__}: {e}. Fix the "
+                          f"method, or decide with another one (method=...).", 'drift method', m.name,
+                          type(e).__name__, str(e)) from e
     if not isinstance(out, dict):
         raise ExecutionError(f"Drift method {m.name!r} returned a {type(out).__name__} for column {name!r}: its "
                              f"compute must return a dict of statistics.")

@@ -48,10 +48,10 @@ class ExecutionError(FmopsError):
         self.cell_index,self.ename,self.evalue = cell_index,ename,evalue
 
 # %% ../nbs/00_errors.ipynb #648331aa
-class PluginError(WorkspaceError):
-    "A plug-in (a drift method, task, alert sink, recipe, gate) failed to load or to run; names the plug-in."
-    def __init__(self, msg:str, kind:str='', name:str=''):
-        super().__init__(msg)
+class PluginError(ExecutionError, WorkspaceError):
+    "A plug-in (a drift method, task, alert sink, gate) failed to load or to run; names the plug-in and its error."
+    def __init__(self, msg:str, kind:str='', name:str='', ename:str|None=None, evalue:str|None=None):
+        super().__init__(msg, ename=ename, evalue=evalue)
         self.kind, self.name = kind, name
 
 # %% ../nbs/00_errors.ipynb #33d36100

@@ -1045,6 +1045,6 @@ def live_metrics(task:str, version, rows, label_column:str) -> dict:
     if label_column not in rows[0]:
         raise ValidationError(f"Column {label_column!r} is not in the current data ({', '.join(rows[0])}).")
     labels = [r[label_column] for r in rows]
-    preds = list(TASKS.get(task)(version, [{k: v for k, v in r.items() if k != label_column} for r in rows]))
+    preds = list(TASKS.call(task, version, [{k: v for k, v in r.items() if k != label_column} for r in rows]))
     return {'version': version.id, 'accuracy': float(sum(p == y for p, y in zip(preds, labels)) / len(rows)),
             'n': len(rows)}
