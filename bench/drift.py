@@ -1,8 +1,13 @@
-"""Drift checks side by side: fmops_nb against Evidently, NannyML and alibi-detect (issue 3).
+"""Drift checks side by side: fmops_nb against Evidently, NannyML and alibi-detect (issues 3 and 13).
 
-    python bench/drift.py                       # everything (about 15 minutes on 2 cores)
+    python bench/drift.py                       # everything once (about 15 minutes on 2 cores)
     python bench/drift.py --skip evidently      # leave a peer out
     python bench/drift.py --rows 100000         # smaller table
+    python bench/drift.py --only fmops,scipy,alibi,fmops-big --runs 5   # issue 13's table: medians, paired ratios
+
+With --runs N every planned measurement runs N times, interleaved (run 1 of every tool, then run 2, ...), so that each
+run of fmops_nb has the peers' runs of the same round next to it; the summary gives medians and the median of the
+paired ratios (peer seconds / fmops seconds, round by round), and the load average seen by each run.
 
 Needs the peers in the same environment (a separate venv is easiest, see bench/README.md):
     pip install -e . "evidently>=0.7,<0.8" "nannyml>=0.13" "alibi-detect[torch]>=0.13"
@@ -91,12 +96,20 @@ class Measure:
 # --------------------------------------------------------------------------------------------------- tools
 def tool_fmops(case, data, mode):
     from fmops_nb.drift import drift, DecisionRule
-    import scipy.stats, pyarrow.compute  # noqa: F401  (imports are not timed, for any tool)
+    import scipy.stats as ss, pyarrow.compute  # noqa: F401  (imports are not timed, for any tool)
     rule = DecisionRule() if mode == 'default' else DecisionRule(mode='p_value', correction='bonferroni')
     ref, cur = data
     with Measure() as m:
         rep = drift(ref, cur, rule=rule)
-    return m, rep.drifted, {'rule': rep.rule}
+    # not timed: the binned KS statistic against scipy's exact one, on every numeric column
+    err = max(abs(rep.columns[c].stats['ks'] - ss.ks_2samp(ref[c].to_numpy(), cur[c].to_numpy()).statistic)
+              for c in ref.columns if c.startswith('n'))
+    return m, rep.drifted, {'rule': rep.rule, 'ks_max_abs_error': float(err)}
+
+
+def tool_fmops_big(case, data, mode):
+    """fit on the 1M-row reference + score a current table of many rows (case 'big-<rows>'), p-value mode."""
+    return tool_fmops(case, data, 'p_value')
 
 
 def tool_scipy(case, data, _):
@@ -232,7 +245,7 @@ def calibration(case, data, mode):
         'worst_column': worst[0], 'worst_rate': worst[1]['false_alarm_rate']}
 
 
-TOOLS = {'fmops': tool_fmops, 'scipy': tool_scipy, 'alibi': tool_alibi_tabular, 'nannyml': tool_nannyml, 'evidently': tool_evidently,
+TOOLS = {'fmops': tool_fmops, 'fmops-big': tool_fmops_big, 'scipy': tool_scipy, 'alibi': tool_alibi_tabular, 'nannyml': tool_nannyml, 'evidently': tool_evidently,
          'fmops-mmd': tool_fmops_mmd, 'fmops-mmd-test': tool_fmops_mmd_test_only, 'alibi-mmd': tool_alibi_mmd,
          'fmops-magic': tool_magic, 'fmops-calibrate': calibration}
 
@@ -245,13 +258,16 @@ def load_case(folder: Path, case: str):
         return make_table(rows, 1, False), make_table(rows, 2 if case == 'table' else 3, case == 'table')
     if case == 'table-ref':
         return (make_table(rows, 1, False),)
+    if case.startswith('big-'):  # the reference of table (a), a current table of many more rows
+        return make_table(rows, 1, False), make_table(int(case[4:]), 2, True)
     x = make_embeddings(emb_rows, dim, 11, 0)
     if case == 'emb-ref':
         return ({'embedding': x},)
     return x, make_embeddings(emb_rows, dim, 12 if case == 'emb-shift' else 13, shift if case == 'emb-shift' else 0)
 
 
-IMPORTS = {'fmops': ['fmops_nb.drift', 'scipy.stats', 'pyarrow.compute'], 'scipy': ['scipy.stats'], 'alibi': ['alibi_detect.cd', 'torch'],
+IMPORTS = {'fmops': ['fmops_nb.drift', 'scipy.stats', 'pyarrow.compute'],
+           'fmops-big': ['fmops_nb.drift', 'scipy.stats', 'pyarrow.compute'], 'scipy': ['scipy.stats'], 'alibi': ['alibi_detect.cd', 'torch'],
            'nannyml': ['nannyml'], 'evidently': ['evidently', 'evidently.presets'], 'fmops-mmd': ['fmops_nb.drift', 'scipy.stats'],
            'fmops-mmd-test': ['fmops_nb.embeddings'], 'alibi-mmd': ['alibi_detect.cd', 'torch'],
            'fmops-magic': ['fmops_nb.drift', 'fmops_nb.widgets', 'fmops_nb.magics', 'IPython', 'scipy.stats', 'pyarrow.compute'],
@@ -272,7 +288,9 @@ def worker(tool: str, case: str, mode: str, folder: Path):
     gc.collect()
     loaded = _status_kb('VmRSS') / 1024
     m, flagged, extra = TOOLS[tool](case, data, mode)
-    print(json.dumps({'tool': tool, 'mode': mode, 'case': case, 'seconds': round(m.seconds, 3), 'peak_rss_mb': round(m.peak_mb - base, 1),
+    print(json.dumps({'tool': tool, 'mode': mode, 'case': case, 'seconds': round(m.seconds, 3),
+                      'load': [float(x) for x in Path('/proc/loadavg').read_text().split()[:3]],
+                      'peak_rss_mb': round(m.peak_mb - base, 1),
                       'data_mb': round(loaded - base, 1), 'extra_mb': round(m.peak_mb - loaded, 1),
                       'flagged': sorted(flagged), **extra}, default=float))
 
@@ -288,6 +306,8 @@ PLAN = [  # (tool, case, mode, peer?)
     ('fmops-mmd', 'emb-shift', '-', False), ('fmops-mmd', 'emb-control', '-', False),
     ('alibi-mmd', 'emb-shift', '-', True), ('alibi-mmd', 'emb-control', '-', True),
     ('fmops-calibrate', 'emb-ref', 'default', False),
+    ('fmops-big', 'big-2000000', 'p_value', False), ('fmops-big', 'big-5000000', 'p_value', False),
+    ('fmops-big', 'big-10000000', 'p_value', False),
 ]
 
 
@@ -298,12 +318,15 @@ def main():
     p.add_argument('--dim', type=int, default=384)
     p.add_argument('--shift', type=float, default=0.3, help='embedding mean shift along a 2-d subspace, in sds (default 0.3)')
     p.add_argument('--skip', default='', help='comma-separated tools to leave out, e.g. evidently,nannyml')
+    p.add_argument('--only', default='', help='comma-separated tools to run (default: all but --skip)')
+    p.add_argument('--runs', type=int, default=1, help='rounds of every measurement, interleaved (default 1)')
     p.add_argument('--out', help='write the JSON results here')
     p.add_argument('--worker', nargs=4, metavar=('TOOL', 'CASE', 'MODE', 'DIR'), help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.worker:
         return worker(a.worker[0], a.worker[1], a.worker[2], Path(a.worker[3]))
     skip = {s.strip() for s in a.skip.split(',') if s.strip()}
+    only = {s.strip() for s in a.only.split(',') if s.strip()}
     import platform
     env = {'python': platform.python_version(), 'cpus': os.cpu_count(), 'rows': a.rows, 'emb_rows': a.emb_rows, 'dim': a.dim,
            'shift': a.shift, 'date': time.strftime('%Y-%m-%d')}
@@ -316,8 +339,8 @@ def main():
     results = []
     with tempfile.TemporaryDirectory(prefix='fmops-bench-') as d:
         write_data(Path(d), a.rows, a.emb_rows, a.dim, a.shift)
-        for tool, case, mode, _ in PLAN:
-            if tool in skip or tool.split('-')[0] in skip:
+        for rnd, (tool, case, mode, _) in ((r, x) for r in range(a.runs) for x in PLAN):
+            if tool in skip or tool.split('-')[0] in skip or (only and tool not in only):
                 continue
             r = subprocess.run([sys.executable, __file__, '--worker', tool, case, mode, d], capture_output=True, text=True,
                                env={**os.environ, 'OMP_NUM_THREADS': os.environ.get('OMP_NUM_THREADS', '2'),
@@ -326,13 +349,53 @@ def main():
                 res = {'tool': tool, 'case': case, 'mode': mode, 'error': r.stderr.strip().splitlines()[-1] if r.stderr.strip() else f'exit {r.returncode}'}
             else:
                 res = json.loads(r.stdout.strip().splitlines()[-1])
+            res['round'] = rnd
             print(json.dumps(res), file=sys.stderr, flush=True)
             results.append(res)
-    doc = {'environment': env, 'planted': PLANTED, 'results': results}
+    doc = {'environment': env, 'planted': PLANTED, 'results': results, 'summary': summary(results)}
     if a.out:
         Path(a.out).write_text(json.dumps(doc, indent=2))
     print(json.dumps(doc, indent=2))
     print(table(doc))
+    print(summary_table(doc['summary']))
+
+
+def summary(results) -> list:
+    """Per (tool, case, mode): the median seconds over the rounds, the spread, the load seen, and for a peer the median
+    of its paired ratios to fmops_nb in the same mode-free comparison (p-value mode: same flags as the peers)."""
+    ok = [r for r in results if 'error' not in r]
+    keys = list(dict.fromkeys((r['tool'], r['case'], r['mode']) for r in ok))
+    ours = {(r['case'], r['round']): r['seconds'] for r in ok if r['tool'] == 'fmops' and r['mode'] == 'p_value'}
+    out = []
+    for tool, case, mode in keys:
+        rs = [r for r in ok if (r['tool'], r['case'], r['mode']) == (tool, case, mode)]
+        secs = [r['seconds'] for r in rs]
+        row = {'tool': tool, 'case': case, 'mode': mode, 'runs': len(rs), 'median_s': float(np.median(secs)),
+               'min_s': min(secs), 'max_s': max(secs), 'load_1min': [r['load'][0] for r in rs if 'load' in r],
+               'flagged_every_run': sorted(set.intersection(*(set(r['flagged']) for r in rs))),
+               'flagged_any_run': sorted(set.union(*(set(r['flagged']) for r in rs)))}
+        pairs = [r['seconds'] / ours[(case, r['round'])] for r in rs if (case, r['round']) in ours]
+        if tool != 'fmops' and pairs:
+            row['paired_ratio_to_fmops_median'] = float(np.median(pairs))
+            row['paired_ratios'] = [round(x, 2) for x in pairs]
+        if 'ks_max_abs_error' in rs[0]:
+            row['ks_max_abs_error'] = max(r['ks_max_abs_error'] for r in rs)
+        if 'peak_rss_mb' in rs[0]:
+            row['extra_mb_median'] = float(np.median([r['extra_mb'] for r in rs]))
+        out.append(row)
+    return out
+
+
+def summary_table(rows) -> str:
+    lines = ['| tool | mode | case | runs | median s (min–max) | peer / fmops, paired median | flagged | load (1 min) |',
+             '|---|---|---|---|---|---|---|---|']
+    for r in rows:
+        ratio = f"{r['paired_ratio_to_fmops_median']:.1f}× ({min(r['paired_ratios'])}–{max(r['paired_ratios'])})" \
+            if 'paired_ratio_to_fmops_median' in r else ''
+        load = f"{min(r['load_1min']):.1f}–{max(r['load_1min']):.1f}" if r['load_1min'] else ''
+        lines.append(f"| {r['tool']} | {r['mode']} | {r['case']} | {r['runs']} | {r['median_s']:.3f} ({r['min_s']:.3f}–"
+                     f"{r['max_s']:.3f}) | {ratio} | {', '.join(r['flagged_every_run']) or 'none'} | {load} |")
+    return '\n'.join(lines)
 
 
 def table(doc) -> str:

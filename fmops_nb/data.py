@@ -21,8 +21,8 @@ class Column:
     "One column of a dataset, normalized for its kind."
     name: str
     kind: str
-    # float64 (numeric, datetime); int32 codes, -1 missing (categorical, boolean); object str (text); float32 (n, d)
-    # (embedding)
+    # float64 (numeric, datetime); signed integer codes, -1 missing (categorical, boolean: int32, or a pandas
+    # categorical's own); object str (text); float32 (n, d) (embedding)
     values: np.ndarray
     categories: np.ndarray|None = None # sorted category labels that the codes index (categorical, boolean)
     source_type: str = '' # numeric columns: the type they were stored as ('integer', 'float', 'decimal', 'boolean')
@@ -146,10 +146,23 @@ def _read_path(p:Path, pick):
 # %% ../nbs/08_data.ipynb #61916ac1
 def _missing(x) -> bool: return x is None or (isinstance(x, float) and np.isnan(x))
 
+# %% ../nbs/08_data.ipynb #5ed8938f
+def _pandas_categorical(name:str, s, kind:str|None) -> Column|None:
+    """A pandas categorical column of distinct string labels as a `Column`, straight from its codes; None for any other
+    (the general path), and for long free texts unless declared categorical (a text column, as `_from_arrow` says)."""
+    labels = s.cat.categories.to_numpy(dtype=object)
+    if not all(isinstance(x, str) for x in labels) or len(set(labels)) != len(labels): return None
+    codes = s.cat.codes.to_numpy().view() # signed (int8 for up to 127 labels), -1 for missing: no copy
+    codes.flags.writeable = False # a view of the caller's frame: never written through
+    head = codes[:2000]
+    if kind is None and _looks_like_text(list(labels[head[head >= 0]])): return None
+    return _sorted_codes(name, 'categorical', codes, labels)
+
 # %% ../nbs/08_data.ipynb #3967710c
 def _from_pandas(df, names:list, kinds:dict) -> dict:
-    """The columns `names` of `df`: numpy views for plain numeric, boolean and datetime columns (no copy), arrow arrays
-    for the rest; a column that cannot be compared holds its `Uncomparable` error instead."""
+    """The columns `names` of `df`: numpy views for plain numeric, boolean and datetime columns (no copy), string
+    categoricals as their codes, arrow arrays for the rest; a column that cannot be compared holds its `Uncomparable`
+    error instead."""
     import pyarrow as pa
     by_name = {str(c): c for c in df.columns}
     out = {}
@@ -157,6 +170,8 @@ def _from_pandas(df, names:list, kinds:dict) -> dict:
         s = df[by_name[name]]
         if type(s.dtype).__name__ == 'SparseDtype': s = s.sparse.to_dense() # a storage format: the values are plain
         if isinstance(s.dtype, np.dtype) and s.dtype.kind in 'fiubM': out[name] = s.to_numpy(); continue
+        if (str(s.dtype) == 'category' and kinds.get(name) in (None, 'categorical')
+                and (col := _pandas_categorical(name, s, kinds.get(name))) is not None): out[name] = col; continue
         if s.dtype == object:
             types = {type(x).__name__ for x in s.dropna().iloc[:100000]}
             if types and types <= {'ndarray', 'list'}: out[name] = list(s); continue
@@ -414,6 +429,7 @@ def _column(name:str, vals, kind:str|None) -> Column:
     import pyarrow as pa
     if kind is not None and kind not in KINDS:
         raise ValidationError(f"Kind {kind!r} for column {name!r} is not one of {', '.join(KINDS)}.")
+    if isinstance(vals, Column): return vals # made whole by the reader (a pandas categorical)
     st = ''
     if isinstance(vals, (pa.ChunkedArray, pa.Array)):
         st = _source_type(vals.type)
@@ -449,7 +465,8 @@ def _dictionary_codes(name:str, kind:str, arr) -> Column|None:
     if not (pa.types.is_string(arr.type.value_type) or pa.types.is_large_string(arr.type.value_type)): return None
     cats = np.array(arr.dictionary.to_pylist(), dtype=object)
     if len(set(cats)) != len(cats): return None
-    idx = pc.cast(arr.indices, pa.int64()).fill_null(-1) # unsigned (polars: uint32) cannot hold -1
+    if arr.null_count == 0: idx = arr.indices # no missing value: the codes as they are
+    else: idx = pc.cast(arr.indices, pa.int64()).fill_null(-1) # unsigned (polars: uint32) cannot hold -1
     return _sorted_codes(name, kind, idx.to_numpy(zero_copy_only=False).astype(np.int32), cats)
 
 # %% ../nbs/08_data.ipynb #86db607c
@@ -472,6 +489,7 @@ def _encode(name:str, kind:str, v) -> Column:
 def _sorted_codes(name:str, kind:str, codes:np.ndarray, cats:np.ndarray) -> Column:
     "Renumber codes so that they index the categories in sorted order."
     order = np.argsort(cats.astype(str), kind='stable')
+    if (order == np.arange(len(cats))).all(): return Column(name, kind, codes, cats) # already sorted: as they are
     remap = np.empty(len(cats) + 1, dtype=np.int32); remap[order] = np.arange(len(cats), dtype=np.int32); remap[-1] = -1
     return Column(name, kind, remap[codes], cats[order])
 

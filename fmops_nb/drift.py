@@ -25,11 +25,12 @@ __all__ = ['N_BINS', 'EXACT_VALUES', 'ID_MIN_ROWS', 'QUANTILE_SAMPLE', 'METHODS'
            'DriftReport', 'batches', 'DriftDetector', 'score_chunks', 'drift', 'Calibration', 'calibrate']
 
 # %% ../nbs/11_drift.ipynb #22277ba1
-N_BINS = 512 # quantile bins kept per numeric column
+N_BINS = 2048 # quantile bins kept per numeric column (the binned KS is then within 0.001 of the exact one)
 EXACT_VALUES = 128 # a reference column with at most this many distinct values gets one slot per value (exact binning)
 ID_MIN_ROWS = 1000 # a numeric column is taken for an identifier only from at least this many sampled reference values
 _GRID = 1 << 16 # cells of the uniform lookup grid
-_BLOCK = 1 << 16 # values binned per block
+_BLOCK = 1 << 17 # values binned per block (a block and its cell numbers stay in the CPU's cache)
+_HEAD = 1024 # sampled values that first tell a column with many distinct values from one with few
 QUANTILE_SAMPLE = 100_000 # reference rows the bin edges (and the reference spread) are computed from
 
 def _quantiles(srt:np.ndarray, q:np.ndarray) -> np.ndarray:
@@ -41,6 +42,14 @@ def _quantiles(srt:np.ndarray, q:np.ndarray) -> np.ndarray:
     bad = ~np.isfinite(out) # a gap wider than the largest float (-1e308 to 1e308): weigh the two ends instead
     out[bad] = (srt[i] * (1 - f) + srt[j] * f)[bad]
     return out
+
+# %% ../nbs/11_drift.ipynb #34d41835
+def _quantiles_of(x:np.ndarray, q:np.ndarray) -> np.ndarray:
+    "Quantiles `q` of the unsorted array `x`, as `_quantiles` of it sorted, from a partial sort."
+    if not len(x): raise ValidationError("no values to take quantiles of")
+    pos = q * (len(x) - 1)
+    i = np.floor(pos).astype(np.int64)
+    return _quantiles(np.partition(x, np.unique(np.r_[i, np.minimum(i + 1, len(x) - 1)])), q) # only ranks i, i+1 read
 
 # %% ../nbs/11_drift.ipynb #e7cdbffd
 def _fine(lo:float, width:float) -> bool:
@@ -64,11 +73,14 @@ class NumericSummary:
     lo: float = math.inf # smallest value below the reference minimum (inf: none)
     hi: float = -math.inf # largest value above the reference maximum (-inf: none)
     types: tuple = () # the storage types seen ('integer', 'float', ...): a change between the sides is a finding
+    sums: np.ndarray|None = None # per slot, the sum of the values binned exactly (beyond the grid, or every value)
     @property
     def n(self) -> int: return int(self.counts.sum())
     def __add__(self, o):
+        sums = None if self.sums is None or o.sums is None else self.sums + o.sums
         return NumericSummary(self.counts + o.counts, self.n_missing + o.n_missing, self.n_inf + o.n_inf,
-                              min(self.lo, o.lo), max(self.hi, o.hi), tuple(sorted(set(self.types) | set(o.types))))
+                              min(self.lo, o.lo), max(self.hi, o.hi), tuple(sorted(set(self.types) | set(o.types))),
+                              sums)
 
 # %% ../nbs/11_drift.ipynb #71cd6967
 @dataclass
@@ -83,6 +95,14 @@ class CategoricalSummary:
         for k,v in o.counts.items(): c[k] = c.get(k, 0) + v
         return CategoricalSummary(c, self.n_missing + o.n_missing)
 
+# %% ../nbs/11_drift.ipynb #6d40d33e
+def _distinct(sample:np.ndarray, exact_values:int, integral:bool) -> np.ndarray|None:
+    """The sorted distinct values of `sample` where their number matters (few of them; or whole numbers that may all
+    differ); None where its first `_HEAD` values already show more than `exact_values` and (whole numbers) a repeat."""
+    head = np.unique(sample[:_HEAD])
+    if len(head) > exact_values and (not integral or len(head) < min(len(sample), _HEAD)): return None
+    return np.unique(sample)
+
 # %% ../nbs/11_drift.ipynb #80218eda
 class NumericBins:
     """Quantile bins of a reference column, with a uniform-grid lookup for fast binning; or, when the reference has
@@ -93,15 +113,18 @@ class NumericBins:
         if len(sample) == 0: raise ValidationError("no finite reference values")
         with np.errstate(over='ignore', invalid='ignore'): self.sd = float(np.std(sample)) # normalizes Wasserstein
         if not math.isfinite(self.sd): self.sd = 0.0 # values near ±1e308: no usable spread
-        srt = np.sort(sample)
-        distinct = srt[np.r_[True, srt[1:] != srt[:-1]]]
-        self.n_sample, self.n_distinct = len(srt), len(distinct) # for the identifier and time checks
-        self.integral = bool(np.all(np.floor(distinct) == distinct))
-        self.span = tuple(float(x) for x in _quantiles(srt, np.array([0.01, 0.99]))) # where the bulk of the values lie
-        self.points, self.table, self._lookup = None, None, None
-        if len(distinct) <= exact_values and len(pts := np.unique(np.r_[lo, distinct, hi])) <= exact_values:
+        self.n_sample = len(sample)
+        self.integral = bool(np.all(np.floor(sample) == sample))
+        distinct = _distinct(sample, exact_values, self.integral)
+        self.n_distinct = None if distinct is None else len(distinct) # for the identifier and time checks
+        self.points, self.table, self._lookup, self._runs = None, None, None, None
+        self.grid = None # the range the grid spans (None: exact bins)
+        self.whole = None # the slots whose every value is binned exactly (their sums make Wasserstein exact)
+        if (distinct is not None and len(distinct) <= exact_values
+                and len(pts := np.unique(np.r_[lo, distinct, hi])) <= exact_values):
+            self.span = tuple(float(x) for x in _quantiles_of(sample, np.array([0.01, 0.99])))
             self._fit_exact(pts)
-        else: self._fit_quantiles(srt, lo, hi, n_bins)
+        else: self._fit_quantiles(sample, lo, hi, n_bins) # sets `span` from its grid
 
     @classmethod
     def of(cls, ref:np.ndarray, seed:int=0, n_bins:int=N_BINS) -> NumericBins:
@@ -113,6 +136,10 @@ class NumericBins:
 
     @property
     def n_slots(self) -> int: return len(self.edges) + 1 # below min, len(edges)-1 bins, above max
+    @property
+    def many(self) -> bool: return self.n_distinct is None or self.n_distinct > EXACT_VALUES # more than exact bins take
+    @property
+    def all_distinct(self) -> bool: return self.n_distinct == self.n_sample # no value of the sample repeats
 
 # %% ../nbs/11_drift.ipynb #6fe345f1
 @patch
@@ -130,38 +157,128 @@ def _fit_exact(self:NumericBins, pts:np.ndarray):
         self.scale, cell = 1 / step, np.rint(cell).astype(np.intp)
         cells = pts[0] + np.arange(cell[-1] + 1) * step; cells[cell] = pts # each cell's value; points exactly
         self.table = self._exact(cells).astype(np.int32)
-        self._lookup, self._cells = np.r_[-1, self.table, -1].astype(np.intp), np.r_[np.nan, cells, np.nan]
+        self._lookup, self._values = np.r_[-1, self.table, -1].astype(np.intp), np.r_[np.nan, cells, np.nan]
+
+# %% ../nbs/11_drift.ipynb #2356b542
+_CENTRAL = (0.0005, 0.005, 0.02, 0.05) # the grid's central ranges, widest first: 99.9% to 90% of the sample
+_CELL_MASS = 3e-4 # the most of the sample a grid cell may hold (repeated values aside)
+
+def _too_coarse(sample:np.ndarray, g_lo:float, g_hi:float) -> bool:
+    """Whether a grid over `g_lo` to `g_hi` puts more than `_CELL_MASS` of `sample` (besides a repeated value) into one
+    cell."""
+    with np.errstate(over='ignore', invalid='ignore'): width = (g_hi - g_lo) / _GRID
+    if len(sample) < 20_000 or not (width > 0 and _fine(g_lo, width)): return False # too few values to tell
+    c = ((sample - g_lo) / width).clip(-1, _GRID).astype(np.intp)
+    heavy = np.flatnonzero(np.bincount(c + 1, minlength=_GRID + 2)[1:-1] > _CELL_MASS * len(sample))
+    if len(heavy) > 64: return True
+    for h in heavy: # few: atoms (allowed), or a dense stretch of distinct values (not)
+        v = sample[c == h]
+        if len(v) - np.unique(v, return_counts=True)[1].max() > _CELL_MASS * len(sample): return True
+    return False
+
+# %% ../nbs/11_drift.ipynb #2d3349b4
+def _grid_range(sample:np.ndarray, lo:float, hi:float) -> tuple[float, float]:
+    "Where the grid lies: the reference's range `lo` to `hi` if its tails are short, else a central range of `sample`."
+    sub = sample[::5] # every fifth sampled value, spread over all the rows
+    q = _quantiles_of(sub, np.r_[_CENTRAL, 1 - np.array(_CENTRAL)])
+    ranges = [(float(q[i]), float(q[len(_CENTRAL) + i])) for i in range(len(_CENTRAL))]
+    with np.errstate(over='ignore', invalid='ignore'):
+        if hi - lo <= 4 * (ranges[0][1] - ranges[0][0]): ranges.insert(0, (lo, hi))
+    return next((r for r in ranges if not _too_coarse(sample, *r)), ranges[-1])
 
 # %% ../nbs/11_drift.ipynb #303643f9
 @patch
-def _fit_quantiles(self:NumericBins, srt:np.ndarray, lo:float, hi:float, n_bins:int):
-    "Edges at `n_bins` quantiles of the sorted sample `srt` (the ends at `lo` and `hi`), and the grid lookup."
-    self.edges = np.unique(_quantiles(srt, np.linspace(0, 1, n_bins + 1)))
-    self.edges[0], self.edges[-1] = lo, hi
-    self.edges = np.unique(self.edges)
-    lo, hi = _quantiles(srt, np.array([0.0005, 0.9995])) if len(self.edges) > 2 else (self.edges[0], self.edges[-1])
-    with np.errstate(over='ignore'): width = (hi - lo) / _GRID
-    self.lo, self.scale = float(lo), (1 / width if _fine(float(lo), width) else 0.0)
-    cells = self.lo + np.arange(_GRID + 1) / self.scale if self.scale else np.array([self.lo])
-    b = self._exact(cells) if self.scale else None # the slot of every cell boundary
-    self.table = np.where(b[:-1] == b[1:], b[:-1], -1).astype(np.int32) if self.scale else None
-    # grid cells shifted by one, with a -1 sentinel on each side: values outside the grid go to the exact path
-    self._lookup = np.r_[-1, self.table, -1].astype(np.intp) if self.scale else None
+def _fit_quantiles(self:NumericBins, sample:np.ndarray, lo:float, hi:float, n_bins:int):
+    """Edges at `n_bins` quantiles of `sample` — on the boundaries of a uniform grid inside it, at sampled values
+    outside — the outer ends at `lo` and `hi`; each grid cell's slot, and the slots beyond the grid (`whole`)."""
+    g_lo, g_hi = _grid_range(sample, lo, hi)
+    with np.errstate(over='ignore', invalid='ignore'): width = (g_hi - g_lo) / _GRID
+    self.lo, self.scale, self.grid = g_lo, 0.0, (g_lo, g_hi)
+    if not (g_hi > g_lo and _fine(g_lo, width)): # no usable grid: exact quantiles, and the exact path for every value
+        srt = np.sort(sample)
+        self.span = tuple(float(x) for x in _quantiles(srt, np.array([0.01, 0.99])))
+        self.edges = np.unique(_quantiles(srt, np.linspace(0, 1, n_bins + 1)))
+        self.edges[0], self.edges[-1] = lo, hi
+        self.edges = np.unique(self.edges)
+        self.whole = np.ones(self.n_slots, bool); return
+    self.lo, self.scale = g_lo - width, 1 / width # cells are numbered from the one below the grid (no +1 per value)
+    value, b = self._sample_quantiles(sample, width)
+    self.span = tuple(float(value(q * len(sample))) for q in (0.01, 0.99))
+    tails = value(np.arange(1, n_bins) * (len(sample) / n_bins), edges=True) # fills `b`
+    b = np.unique(np.r_[0, b, _GRID]) # the grid boundaries that are bin edges
+    on_grid = (self.lo + (b + 1) * width).clip(lo, hi)
+    self.edges = np.unique(np.r_[lo, tails, on_grid, hi].clip(lo, hi))
+    first = int(np.searchsorted(self.edges, on_grid[0], side='left')) # the edge at the grid's low end
+    slot = first + np.arange(1, len(b)) # the slot of the cells from b[i] to b[i+1]
+    self.table = np.repeat(slot, np.diff(b)).astype(np.int32)
+    self._lookup = np.r_[-1, self.table, -1].astype(np.intp) # shifted by one; -1: outside the grid, the exact path
+    self._runs = (b[:-1], slot)
+    self.whole = np.ones(self.n_slots, bool); self.whole[slot] = False # beyond the grid: the exact path only
+
+# %% ../nbs/11_drift.ipynb #7ccb5d1f
+@patch
+def _sample_quantiles(self:NumericBins, sample:np.ndarray, width:float) -> tuple:
+    """A function from a count `t` to the value below which about `t` sampled values lie (with `edges=True`, the grid
+    boundaries only as boundary numbers, collected in the returned list)."""
+    cells = self._cells(sample)
+    below = np.cumsum(np.bincount(cells, minlength=_GRID + 2))[:_GRID + 1] # sampled values below each boundary
+    low, high = np.sort(sample[cells == 0]), np.sort(sample[cells == _GRID + 1])
+    on_grid = []
+    def value(t, edges:bool=False):
+        t = np.atleast_1d(np.asarray(t, dtype=np.float64))
+        k = np.searchsorted(below, t, side='left').clip(0, _GRID)
+        out = self.lo + (k + 1) * width
+        under, over = t <= below[0], t > below[-1]
+        if len(low): out[under] = low[np.minimum(t[under].astype(np.int64), len(low) - 1)]
+        if len(high): out[over] = high[np.minimum((t[over] - below[-1]).astype(np.int64), len(high) - 1)]
+        if edges: on_grid.extend(k[~under & ~over].tolist()); out = out[under | over]
+        return out if len(out) != 1 or edges else out[0]
+    return value, on_grid
+
+# %% ../nbs/11_drift.ipynb #e6fd702f
+@patch
+def _cells(self:NumericBins, x:np.ndarray, buf:np.ndarray|None=None, out:np.ndarray|None=None) -> np.ndarray:
+    "The grid cell of every finite value in `x`, shifted by one (0: below the grid, `_GRID + 1`: at or above its top)."
+    g = np.subtract(x, self.lo, out=None if buf is None else buf[:len(x)])
+    g *= self.scale # `lo` is the start of the cell below the grid: that cell is 0
+    np.clip(g, 0, _GRID + 1, out=g)
+    c = np.empty(len(x), np.intp) if out is None else out[:len(x)]
+    c[:] = g # truncation
+    return c
+
+# %% ../nbs/11_drift.ipynb #02937826
+@patch
+def _grid_count(self:NumericBins, x:np.ndarray, cells:np.ndarray, buf:np.ndarray, ib:np.ndarray) -> np.ndarray|None:
+    """Add the grid cells of the values `x` to `cells`; return the values outside the grid (they may be ±inf, or NaN
+    where a NaN becomes cell 0), or None, adding nothing, when a NaN made a cell number negative."""
+    with np.errstate(invalid='ignore'): c = self._cells(x, buf, ib) # a NaN stays NaN through the clip
+    try: per = np.bincount(c, minlength=_GRID + 2)
+    except ValueError: return None # a negative number: a NaN, cast
+    cells += per
+    return x[(c == 0) | (c == _GRID + 1)] if per[0] or per[-1] else x[:0]
 
 # %% ../nbs/11_drift.ipynb #68e72bcb
 @patch
 def summarize(self:NumericBins, v:np.ndarray) -> NumericSummary:
     "The summary of the values `v`: counts per slot, NaN and ±inf counted apart, the extremes beyond the reference."
-    fin = np.isfinite(v); every = bool(fin.all())
-    x = v if every else v[fin]
-    if not len(x):
-        return NumericSummary(np.zeros(self.n_slots, dtype=np.int64), int(np.isnan(v).sum()), int(np.isinf(v).sum()))
-    s = self.slots(x)
-    counts = np.bincount(s, minlength=self.n_slots).astype(np.int64)
-    n_nan = 0 if every else int(np.isnan(v).sum())
-    return NumericSummary(counts, n_nan, 0 if every else len(v) - len(x) - n_nan,
-                          float(x[s == 0].min()) if counts[0] else math.inf,
-                          float(x[s == self.n_slots - 1].max()) if counts[-1] else -math.inf)
+    counts, cells = np.zeros(self.n_slots, np.int64), (np.zeros(_GRID + 2, np.int64) if self._runs else None)
+    sums = np.zeros(self.n_slots) if self.whole is not None else None
+    n_nan = n_inf = 0; lo, hi = math.inf, -math.inf
+    buf, ib = (np.empty(min(len(v), _BLOCK)), np.empty(min(len(v), _BLOCK), np.intp)) if cells is not None else (0, 0)
+    for s in range(0, len(v), _BLOCK):
+        x = rest = v[s:s + _BLOCK]
+        if cells is not None and (rest := self._grid_count(x, cells, buf, ib)) is not None: x = rest
+        if len(x) and not (fin := np.isfinite(x)).all(): # NaN and ±inf: counted, never binned
+            nan = int(np.isnan(x).sum()); n_nan += nan; n_inf += len(x) - int(fin.sum()) - nan; x = x[fin]
+            if rest is None: x = self._grid_count(x, cells, buf, ib) # the block again, without its NaNs
+        if not len(x): continue
+        sl = self.slots(x) if cells is None else self._exact(x)
+        per = np.bincount(sl, minlength=self.n_slots); counts += per
+        if sums is not None: sums += np.bincount(sl, x, self.n_slots)
+        if per[0]: lo = min(lo, float(x[sl == 0].min()))
+        if per[-1]: hi = max(hi, float(x[sl == self.n_slots - 1].max()))
+    if cells is not None: counts[self._runs[1]] += np.add.reduceat(cells[1:-1], self._runs[0])
+    return NumericSummary(counts, n_nan, n_inf, lo, hi, sums=sums)
 
 # %% ../nbs/11_drift.ipynb #80521ce2
 @patch
@@ -183,16 +300,17 @@ def slots(self:NumericBins, v:np.ndarray) -> np.ndarray:
     n, B, top, exact = len(v), _BLOCK, len(self._lookup) - 1, self.points is not None
     out = np.empty(n, dtype=np.intp)
     g, gi = np.empty(min(n, B)), np.empty(min(n, B), dtype=np.intp)
-    for s in range(0, n, B): # in blocks that stay in cache: a few passes over 64K values instead of over the column
+    for s in range(0, n, B): # in blocks that stay in cache: a few passes over a block instead of over the column
         k = min(B, n - s); gb, ib = g[:k], gi[:k]
+        if not exact: np.take(self._lookup, self._cells(v[s:s + k], gb, ib), out=out[s:s + k]); continue
         np.subtract(v[s:s + k], self.lo, out=gb)
         if self.scale != 1.0: gb *= self.scale
-        if exact: np.rint(gb, out=gb) # the nearest cell; its value is checked below
+        np.rint(gb, out=gb) # the nearest cell; its value is checked below
         gb += 1
         np.maximum(gb, 0, out=gb); np.minimum(gb, top, out=gb)
         ib[:] = gb # truncation: the grid cell, shifted by one
         np.take(self._lookup, ib, out=out[s:s + k])
-        if exact: out[s:s + k][self._cells[ib] != v[s:s + k]] = -1 # not a cell's value: the exact path
+        out[s:s + k][self._values[ib] != v[s:s + k]] = -1 # not a cell's value: the exact path
     todo = np.flatnonzero(out < 0)
     if len(todo): out[todo] = self._exact(v[todo])
     return out
@@ -268,14 +386,20 @@ def null_mean(cells, p:np.ndarray, q:np.ndarray, points:int=41) -> float:
     return float(np.sum(k[grp] * wt * cells(a / n, (cc - a) / m)))
 
 # %% ../nbs/11_drift.ipynb #ee7d9cf9
-def debiased(p:np.ndarray, q:np.ndarray) -> dict:
+def debiased(p:np.ndarray, q:np.ndarray, only:str|None=None) -> dict:
     """PSI and the Jensen–Shannon distance of two count vectors less what samples of these sizes from one
-    distribution show by chance (`null_mean`), and both as measured (`psi_raw`, `jensenshannon_raw`)."""
+    distribution show by chance (`null_mean`), and both as measured (`psi_raw`, `jensenshannon_raw`); `only`: just
+    'psi' or just 'jensenshannon' (each null mean costs a sum over every cell's possible counts)."""
     x, y = p / p.sum(), q / q.sum()
-    jsd, ps = float(np.sum(_js_cells(x, y))), float(np.sum(_psi_cells(x, y)))
-    return {'psi': max(0.0, ps - null_mean(_psi_cells, p, q)), 'psi_raw': ps,
-            'jensenshannon': math.sqrt(max(0.0, jsd - null_mean(_js_cells, p, q))),
-            'jensenshannon_raw': math.sqrt(max(0.0, jsd))}
+    out = {}
+    if only in (None, 'psi'):
+        ps = float(np.sum(_psi_cells(x, y)))
+        out |= {'psi': max(0.0, ps - null_mean(_psi_cells, p, q)), 'psi_raw': ps}
+    if only in (None, 'jensenshannon'):
+        jsd = float(np.sum(_js_cells(x, y)))
+        out |= {'jensenshannon': math.sqrt(max(0.0, jsd - null_mean(_js_cells, p, q))),
+                'jensenshannon_raw': math.sqrt(max(0.0, jsd))}
+    return out
 
 # %% ../nbs/11_drift.ipynb #515c0c42
 def ks_from_counts(p:np.ndarray, q:np.ndarray) -> tuple[float, float]:
@@ -287,24 +411,40 @@ def ks_from_counts(p:np.ndarray, q:np.ndarray) -> tuple[float, float]:
     pv = float(kstwo.sf(d, round(en))) if en < 10_000 else float(kstwobign.sf(d * math.sqrt(en)))
     return d, pv
 
+# %% ../nbs/11_drift.ipynb #e53e32d9
+def _whole_slots(p:np.ndarray, q:np.ndarray, sp:np.ndarray, sq:np.ndarray, e:np.ndarray) -> np.ndarray:
+    """The area between the two CDFs over every slot, from the counts `p`, `q` and the sums of the values `sp`, `sq`
+    per slot (right for the slots whose sums hold all their values); slot 0 ends at e[0], the last starts at e[-1]."""
+    n, m = p.sum(), q.sum()
+    gap = np.r_[0.0, np.cumsum(p)[:-1] / n - np.cumsum(q)[:-1] / m] # F_ref - F_cur at each slot's left end
+    right = np.r_[e, e[-1]] # the last slot (above the range) is measured from its left end instead
+    inside = lambda k, s, t: k / t * right - s / t # m(b - mean) per slot
+    area = gap * (right - np.r_[e[0], e]) + inside(p, sp, n) - inside(q, sq, m)
+    above = sq[-1] / m - q[-1] / m * e[-1] # ∫ from e[-1] of (1 - F_cur): only the current reaches there
+    return np.abs(np.r_[area[:-1], above])
+
 # %% ../nbs/11_drift.ipynb #078dde2d
-def numeric_stats(ref:NumericSummary, cur:NumericSummary, bins:NumericBins) -> dict:
-    "All numeric statistics of `cur` against `ref` (the Wasserstein distance is None when the reference has no spread)."
-    p, q = ref.counts.astype(np.float64), cur.counts.astype(np.float64)
+def numeric_stats(r:NumericSummary, c:NumericSummary, bins:NumericBins) -> dict:
+    "All numeric statistics of `c` against `r` (the Wasserstein distance is None when the reference has no spread)."
+    p, q = r.counts.astype(np.float64), c.counts.astype(np.float64)
     d, pv = ks_from_counts(p, q)
     e = bins.edges
-    lo, hi = min(cur.lo, e[0]), max(cur.hi, e[-1])
+    lo, hi = min(c.lo, e[0]), max(c.hi, e[-1])
     widths = np.r_[e[0] - lo, np.diff(e), hi - e[-1]]
-    cdf_gap = np.abs(np.cumsum(p) / p.sum() - np.cumsum(q) / q.sum())
-    # mass in the slot is spread evenly; the gap at a slot's right end approximates the gap over it
+    gap = np.cumsum(p) / p.sum() - np.cumsum(q) / q.sum() # at each slot's right end
+    # mass in a slot is spread evenly, so the gap moves linearly across it: its mean is that of the two ends
+    cdf_gap = np.abs(np.r_[gap[0], (gap[1:] + gap[:-1]) / 2]) if bins.points is None else np.abs(gap)
     if bins.points is not None: # exact bins: a value's slot has no width; between two values the gap is flat (the mean
         left = np.r_[0.0, cdf_gap[:-1]] # of both ends if a current value falls there); values below and above the
         cdf_gap = np.r_[cdf_gap[0], (cdf_gap[1:-1] + left[1:-1]) / 2, left[-1]] # reference's sit at lo and hi
-    w1 = float(np.sum(cdf_gap * widths))
+    terms = cdf_gap * widths
+    if bins.whole is not None and r.sums is not None and c.sums is not None: # slots binned value by value: exact
+        terms = np.where(bins.whole, _whole_slots(p, q, r.sums, c.sums, e), terms)
+    w1 = float(np.sum(terms))
     w = w1 / bins.sd if bins.sd > 0 else None # a constant reference: a distance in reference sds is undefined
     if bins.points is None: coarse = lambda g: (_coarse(p, g), _coarse(q, g))
     else: coarse = lambda g: (p, q) if len(bins.points) <= g else _by_mass(p, q, g) # up to g values: a bin per value
-    ten, twenty = debiased(*coarse(10)), debiased(*coarse(20))
+    ten, twenty = debiased(*coarse(10), only='psi'), debiased(*coarse(20), only='jensenshannon')
     return {'ks': d, 'p_value': pv, 'wasserstein': w if w is None or math.isfinite(w) else None,
             'psi': ten['psi'], 'jensenshannon': twenty['jensenshannon'], 'psi_raw': ten['psi_raw'],
             'jensenshannon_raw': twenty['jensenshannon_raw']}
@@ -627,13 +767,16 @@ def _n_rows(data) -> int|None:
 class _Monotone:
     "Whether a column's finite values only rise (or only fall) through the reference in row order, chunk after chunk."
     def __init__(self): self.up, self.down, self.last = True, True, None
-    def update(self, fin:np.ndarray, sample:np.ndarray):
-        for x in (sample, fin): # the chunk's sampled rows (in row order) first: they rule most columns out cheaply
+    def update(self, v:np.ndarray, sample:np.ndarray):
+        "Follow the chunk `v` (its sampled rows `sample` first: they rule most columns out without reading `v`)."
+        for x in (sample, None):
             if not (self.up or self.down): return
+            if x is None: x = v[np.isfinite(v)] # only a column still rising or falling is read in full
             if not len(x): continue
             with np.errstate(over='ignore'): d = np.diff(x if self.last is None else np.r_[self.last, x]) # inf: a sign
             self.up, self.down = self.up and bool((d >= 0).all()), self.down and bool((d <= 0).all())
-        if len(fin): self.last = fin[-1]
+            if not (self.up or self.down): return
+        if len(x): self.last = x[-1]
 
 # %% ../nbs/11_drift.ipynb #08b73b1c
 _EPOCH_UNITS = (('seconds', 's', 1), ('milliseconds', 'ms', 10**3), ('microseconds', 'us', 10**6),
@@ -643,7 +786,7 @@ _EPOCH_SPAN = (631_152_000, 4_102_444_800) # 1990-01-01 and 2100-01-01, in secon
 def _epoch(b:NumericBins) -> tuple|None:
     """(unit, pandas unit, ticks per second) in which the whole numbers of a column with many values read as times
     between 1990 and 2100 (at least 98% of them: a sentinel such as 0 does not hide a time); None: they do not."""
-    if not b.integral or b.n_distinct <= EXACT_VALUES: return None
+    if not b.integral or not b.many: return None
     lo, hi = b.span
     return next((u for u in _EPOCH_UNITS if _EPOCH_SPAN[0] * u[2] <= lo and hi <= _EPOCH_SPAN[1] * u[2]), None)
 
@@ -675,9 +818,9 @@ def _identifier(name:str, kind:str, b:NumericBins, mono:_Monotone|None, declared
                 f"(kinds={{{name!r}: 'numeric'}})")
     if mono is None or b.n_sample < ID_MIN_ROWS: return None
     moving = f"{'rises' if mono.up else 'falls'} row by row through the whole reference" if mono.up or mono.down else ''
-    if b.integral and b.n_distinct == b.n_sample:
+    if b.integral and b.all_distinct:
         why = f"its {b.n_sample:,} sampled reference values are all different whole numbers"
-    elif moving and b.n_distinct > EXACT_VALUES: why = moving
+    elif moving and b.many: why = moving
     else: return None
     return (f"{why}: likely an identifier (a row id, or a time in seconds), not compared (new ids look like drift "
             f"in every window). Leave it out with columns=[...], declare its kind to check it anyway "
@@ -796,6 +939,18 @@ def _reference_parts(self:DriftDetector, reference) -> tuple:
     if n_total == 0: raise ValidationError("The reference has no rows. Pass the data the model was validated on.")
     return n_total, parts, reference
 
+# %% ../nbs/11_drift.ipynb #4b8cb18d
+def _finite_range(v:np.ndarray) -> tuple[float, float]:
+    "The smallest and largest finite value of `v`; (inf, -inf) when it has none."
+    if not len(v): return math.inf, -math.inf
+    a, b = float(v.min()), float(v.max())
+    if math.isfinite(a) and math.isfinite(b): return a, b
+    a, b = math.inf, -math.inf
+    for s in range(0, len(v), _BLOCK):
+        x = v[s:s + _BLOCK]; x = x[np.isfinite(x)]
+        if len(x): a, b = min(a, float(x.min())), max(b, float(x.max()))
+    return a, b
+
 # %% ../nbs/11_drift.ipynb #94e9e546
 @patch
 def _scan(self:DriftDetector, parts, n_total:int, numeric:list, kinds:dict) -> tuple:
@@ -807,10 +962,10 @@ def _scan(self:DriftDetector, parts, n_total:int, numeric:list, kinds:dict) -> t
     for ds in parts():
         sel = idx[(idx >= off) & (idx < off + ds.n_rows)] - off
         for k in numeric:
-            v = ds[k].values; fin = v[np.isfinite(v)]
-            if len(fin): lo[k], hi[k] = min(lo[k], float(fin.min())), max(hi[k], float(fin.max()))
+            v = ds[k].values; a, b = _finite_range(v)
+            lo[k], hi[k] = min(lo[k], a), max(hi[k], b)
             s = v[sel]; s = s[np.isfinite(s)]; picked[k].append(s)
-            if k in mono: mono[k].update(fin, s)
+            if k in mono: mono[k].update(v, s)
         off += ds.n_rows
     return picked, lo, hi, mono
 
@@ -879,9 +1034,13 @@ def _summarize_column(self:DriftDetector, name:str, col):
         return ('kind', col.kind) if col.kind != kind else SampleSummary.of(col.values, self.max_rows, self.seed, kind)
     codes, cats = col.values, col.categories
     if cats is None: return ('kind', col.kind)
-    counts = np.bincount(codes[codes >= 0], minlength=len(cats))
+    counts, missing = np.zeros(len(cats), np.int64), 0
+    for s in range(0, len(codes), _BLOCK): # in blocks: bincount widens its input to 64 bits, a copy per block only
+        x = codes[s:s + _BLOCK]
+        if x.min() < 0: missing += int((x < 0).sum()); x = x[x >= 0] # -1: a missing value
+        counts += np.bincount(x, minlength=len(cats))
     nz = np.flatnonzero(counts)
-    return CategoricalSummary(dict(zip(cats[nz].astype(str).tolist(), counts[nz].tolist())), int((codes < 0).sum()))
+    return CategoricalSummary(dict(zip(cats[nz].astype(str).tolist(), counts[nz].tolist())), missing)
 
 # %% ../nbs/11_drift.ipynb #57998256
 @patch

@@ -1,0 +1,133 @@
+"""The drift check's approximations against the exact statistics (issue 13).
+
+Numeric columns are summarized on 2,048 quantile bins laid on a uniform grid of 65,536 cells, values counted per cell
+in blocks: the KS statistic from those bins must stay within 0.001 of scipy's exact two-sample statistic whatever the
+data, the grid's counts must equal binning every value exactly, and memory must not grow with the rows.
+"""
+import math
+import tracemalloc
+
+import numpy as np
+import pytest
+import scipy.stats as ss
+
+from fmops_nb.drift import _BLOCK, _GRID, DriftDetector, NumericBins, drift
+
+N = 200_000
+
+
+def _cases():
+    "(name, reference, current): shapes that bin differently — heavy tails, atoms, concentration, nothing in common."
+    g = np.random.default_rng(7)
+    n = lambda: g.normal(size=N)
+    return [
+        ("mean shift 0.05 sd", n(), n() + 0.05),
+        ("scale x1.1", n(), n() * 1.1),
+        ("5% mixture", n(), np.where(g.random(N) < 0.05, g.normal(2, 0.5, N), g.normal(size=N))),
+        ("no change", n(), n()),
+        ("lognormal, shifted", g.lognormal(size=N), g.lognormal(0.1, 1, N)),
+        ("student t, 2 dof (long tails)", g.standard_t(2, N), g.standard_t(2, N) * 1.2),
+        ("cauchy", g.standard_cauchy(N), g.standard_cauchy(N) + 0.2),
+        ("pareto", g.pareto(1.5, N), g.pareto(1.3, N)),
+        ("uniform", g.random(N), g.random(N) ** 1.1),
+        ("bimodal, weights moved", np.r_[g.normal(-3, 1, N // 2), g.normal(3, 1, N // 2)],
+         np.r_[g.normal(-3, 1, N // 3), g.normal(3, 1, N - N // 3)]),
+        ("zero-inflated amounts", np.where(g.random(N) < 0.3, 0.0, g.exponential(50, N)),
+         np.where(g.random(N) < 0.4, 0.0, g.exponential(60, N))),
+        ("whole numbers 0..9999", g.integers(0, 10_000, N).astype(float), g.integers(0, 12_000, N).astype(float)),
+        ("current at one value", n(), np.full(N // 10, 0.1234)),
+        ("current narrow", n(), g.normal(0, 0.01, N)),
+        ("current above the reference", n(), g.normal(10, 1, N)),
+        ("current below, partly", n(), g.normal(-4, 2, N)),
+    ]
+
+
+CASES = _cases()
+
+
+@pytest.mark.parametrize("name,ref,cur", CASES, ids=[c[0] for c in CASES])
+def test_binned_ks_is_within_0_001_of_scipys_exact_statistic(name, ref, cur):
+    col = drift({"x": ref}, {"x": cur}).columns["x"]
+    exact = ss.ks_2samp(ref, cur).statistic
+    assert abs(col.stats["ks"] - exact) <= 1e-3, (name, col.stats["ks"], exact)
+
+
+@pytest.mark.parametrize("name,ref,cur", CASES, ids=[c[0] for c in CASES])
+def test_binned_wasserstein_is_close_to_the_exact_distance(name, ref, cur):
+    """Wasserstein (in reference sds): within 3% or 0.002 sd of scipy's on the same data — long tails and values beyond
+    the reference's range included (their slots keep the sums of their values)."""
+    col = drift({"x": ref}, {"x": cur}).columns["x"]
+    exact = ss.wasserstein_distance(ref, cur) / col_sd(ref)
+    assert col.stats["wasserstein"] == pytest.approx(exact, rel=0.03, abs=2e-3), name
+
+
+def col_sd(ref):
+    "The spread the report divides by: that of the seeded reference sample the bins are fitted on."
+    return DriftDetector().fit({"x": ref}).bins["x"].sd
+
+
+def _exact_counts(b: NumericBins, v: np.ndarray) -> np.ndarray:
+    fin = v[np.isfinite(v)]
+    return np.bincount(b._exact(fin), minlength=b.n_slots)
+
+
+@pytest.mark.parametrize("n", [1, 999, _BLOCK - 1, _BLOCK, 3 * _BLOCK + 17])
+def test_grid_counts_equal_binning_every_value_exactly(n):
+    g = np.random.default_rng(n)
+    ref = g.lognormal(size=50_000)
+    b = NumericBins.of(ref)
+    assert b.scale and b._runs is not None  # the grid path
+    v = g.lognormal(0.2, 1.3, n)
+    v[g.random(n) < 0.01] = np.nan
+    v[g.random(n) < 0.005] = np.inf
+    v[g.random(n) < 0.005] = -np.inf
+    v[:3] = [ref.min(), ref.max(), -1.0][:len(v[:3])]  # the reference's ends, and one value below them all
+    s = b.summarize(v)
+    assert np.array_equal(s.counts, _exact_counts(b, v))
+    assert s.n_missing == int(np.isnan(v).sum()) and s.n_inf == int(np.isinf(v).sum())
+    fin = v[np.isfinite(v)]
+    below, above = fin[fin < b.edges[0]], fin[fin > b.edges[-1]]
+    assert s.lo == (below.min() if len(below) else math.inf) and s.hi == (above.max() if len(above) else -math.inf)
+
+
+def test_grid_covers_the_whole_range_when_the_tails_are_short_and_the_centre_when_they_are_long():
+    g = np.random.default_rng(3)
+    short, long = g.normal(size=100_000), g.standard_cauchy(100_000)
+    bs, bl = NumericBins.of(short), NumericBins.of(long)
+    assert bs.grid == (short.min(), short.max())  # a value like the reference never leaves the grid
+    assert long.min() < bl.grid[0] < bl.grid[1] < long.max()  # a central range only
+    assert bl.grid[1] - bl.grid[0] == pytest.approx(_GRID / bl.scale)
+    for b, ref in ((bs, short), (bl, long)):
+        counts = b.summarize(ref).counts
+        assert counts[0] == 0 and counts[-1] == 0  # nothing below the minimum or above the maximum
+        inner = counts[1:-1] / counts.sum()
+        assert inner.max() < 0.001  # no bin holds more than 0.1% of the reference: the KS bound
+
+
+def test_summaries_of_chunks_add_up_to_the_summary_of_the_whole():
+    g = np.random.default_rng(5)
+    ref, cur = g.normal(size=100_000), np.r_[g.normal(0.3, 1, 150_000), [np.nan, np.inf]]
+    b = NumericBins.of(ref)
+    whole = b.summarize(cur)
+    parts = b.summarize(cur[:70_001]) + b.summarize(cur[70_001:])
+    assert np.array_equal(whole.counts, parts.counts)
+    assert (whole.n_missing, whole.n_inf, whole.lo, whole.hi) == (parts.n_missing, parts.n_inf, parts.lo, parts.hi)
+
+
+def test_memory_does_not_grow_with_the_rows():
+    "Scoring 4M rows takes no more memory beyond its inputs than 1M rows: no temporary the size of a column."
+    g = np.random.default_rng(11)
+    det = DriftDetector().fit({"a": g.normal(size=200_000), "b": g.lognormal(size=200_000)})
+
+    def peak(n):
+        data = {"a": g.normal(size=n), "b": np.where(g.random(n) < 0.01, np.nan, g.lognormal(size=n))}
+        tracemalloc.start()
+        det.score(data)
+        _, top = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        return top
+
+    small, large = peak(1_000_000), peak(4_000_000)
+    # one float64 column of the 3M extra rows is 24 MB; the blocks and the bins are a few MB whatever the rows
+    assert large - small < 4 * 2**20, (small / 2**20, large / 2**20)
+    assert large < 16 * 2**20
