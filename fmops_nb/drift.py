@@ -44,12 +44,18 @@ def _quantiles(srt:np.ndarray, q:np.ndarray) -> np.ndarray:
     return out
 
 # %% ../nbs/11_drift.ipynb #34d41835
+def _distinct_ints(x:np.ndarray) -> np.ndarray:
+    "The sorted distinct values of the integers `x` (a sort: numpy's hashing `unique` is slower on them)."
+    s = np.sort(x)
+    return s[np.r_[True, s[1:] != s[:-1]]] if len(s) else s
+
 def _quantiles_of(x:np.ndarray, q:np.ndarray) -> np.ndarray:
     "Quantiles `q` of the unsorted array `x`, as `_quantiles` of it sorted, from a partial sort."
     if not len(x): raise ValidationError("no values to take quantiles of")
     pos = q * (len(x) - 1)
     i = np.floor(pos).astype(np.int64)
-    return _quantiles(np.partition(x, np.unique(np.r_[i, np.minimum(i + 1, len(x) - 1)])), q) # only ranks i, i+1 read
+    ranks = _distinct_ints(np.r_[i, np.minimum(i + 1, len(x) - 1)]) # `_quantiles` reads only ranks i and i+1
+    return _quantiles(np.partition(x, ranks), q)
 
 # %% ../nbs/11_drift.ipynb #e7cdbffd
 def _fine(lo:float, width:float) -> bool:
@@ -163,50 +169,53 @@ def _fit_exact(self:NumericBins, pts:np.ndarray):
 _CENTRAL = (0.0005, 0.005, 0.02, 0.05) # the grid's central ranges, widest first: 99.9% to 90% of the sample
 _CELL_MASS = 3e-4 # the most of the sample a grid cell may hold (repeated values aside)
 
-def _too_coarse(sample:np.ndarray, g_lo:float, g_hi:float) -> bool:
-    """Whether a grid over `g_lo` to `g_hi` puts more than `_CELL_MASS` of `sample` (besides a repeated value) into one
-    cell."""
-    with np.errstate(over='ignore', invalid='ignore'): width = (g_hi - g_lo) / _GRID
-    if len(sample) < 20_000 or not (width > 0 and _fine(g_lo, width)): return False # too few values to tell
-    c = ((sample - g_lo) / width).clip(-1, _GRID).astype(np.intp)
-    heavy = np.flatnonzero(np.bincount(c + 1, minlength=_GRID + 2)[1:-1] > _CELL_MASS * len(sample))
+def _too_coarse(sample:np.ndarray, cells:np.ndarray, counts:np.ndarray) -> bool:
+    """Whether a grid puts more than `_CELL_MASS` of `sample` (besides a repeated value) into one cell, from the
+    sampled values' `cells` and the `counts` per cell."""
+    if len(sample) < 20_000: return False # too few values to tell
+    heavy = np.flatnonzero(counts[1:-1] > _CELL_MASS * len(sample)) + 1
     if len(heavy) > 64: return True
     for h in heavy: # few: atoms (allowed), or a dense stretch of distinct values (not)
-        v = sample[c == h]
+        v = sample[cells == h]
         if len(v) - np.unique(v, return_counts=True)[1].max() > _CELL_MASS * len(sample): return True
     return False
 
 # %% ../nbs/11_drift.ipynb #2d3349b4
-def _grid_range(sample:np.ndarray, lo:float, hi:float) -> tuple[float, float]:
-    "Where the grid lies: the reference's range `lo` to `hi` if its tails are short, else a central range of `sample`."
+def _grid_ranges(sample:np.ndarray, lo:float, hi:float) -> list:
+    """The ranges the grid may span, widest first: the reference's range `lo` to `hi` if its tails are short, then the
+    central ranges of `sample`."""
     sub = sample[::5] # every fifth sampled value, spread over all the rows
     q = _quantiles_of(sub, np.r_[_CENTRAL, 1 - np.array(_CENTRAL)])
     ranges = [(float(q[i]), float(q[len(_CENTRAL) + i])) for i in range(len(_CENTRAL))]
     with np.errstate(over='ignore', invalid='ignore'):
         if hi - lo <= 4 * (ranges[0][1] - ranges[0][0]): ranges.insert(0, (lo, hi))
-    return next((r for r in ranges if not _too_coarse(sample, *r)), ranges[-1])
+    return ranges
 
 # %% ../nbs/11_drift.ipynb #303643f9
 @patch
 def _fit_quantiles(self:NumericBins, sample:np.ndarray, lo:float, hi:float, n_bins:int):
     """Edges at `n_bins` quantiles of `sample` — on the boundaries of a uniform grid inside it, at sampled values
     outside — the outer ends at `lo` and `hi`; each grid cell's slot, and the slots beyond the grid (`whole`)."""
-    g_lo, g_hi = _grid_range(sample, lo, hi)
-    with np.errstate(over='ignore', invalid='ignore'): width = (g_hi - g_lo) / _GRID
-    self.lo, self.scale, self.grid = g_lo, 0.0, (g_lo, g_hi)
-    if not (g_hi > g_lo and _fine(g_lo, width)): # no usable grid: exact quantiles, and the exact path for every value
+    self.lo, self.scale = lo, 0.0
+    ranges = _grid_ranges(sample, lo, hi)
+    for i, (g_lo, g_hi) in enumerate(ranges): # the widest grid whose cells are fine enough
+        with np.errstate(over='ignore', invalid='ignore'): width = (g_hi - g_lo) / _GRID
+        if not (g_hi > g_lo and _fine(g_lo, width)): break # (a narrower one would not be usable either)
+        self.lo, self.scale, self.grid = g_lo - width, 1 / width, (g_lo, g_hi) # origin: the cell below the grid
+        cells = self._cells(sample); counts = np.bincount(cells, minlength=_GRID + 2)
+        if i == len(ranges) - 1 or not _too_coarse(sample, cells, counts): break
+    if self.grid is None: # no usable grid: exact quantiles, and the exact path for every value
         srt = np.sort(sample)
         self.span = tuple(float(x) for x in _quantiles(srt, np.array([0.01, 0.99])))
         self.edges = np.unique(_quantiles(srt, np.linspace(0, 1, n_bins + 1)))
         self.edges[0], self.edges[-1] = lo, hi
         self.edges = np.unique(self.edges)
         self.whole = np.ones(self.n_slots, bool); return
-    self.lo, self.scale = g_lo - width, 1 / width # cells are numbered from the one below the grid (no +1 per value)
-    value, b = self._sample_quantiles(sample, width)
+    value, b = self._sample_quantiles(sample, cells, counts, 1 / self.scale)
     self.span = tuple(float(value(q * len(sample))) for q in (0.01, 0.99))
     tails = value(np.arange(1, n_bins) * (len(sample) / n_bins), edges=True) # fills `b`
-    b = np.unique(np.r_[0, b, _GRID]) # the grid boundaries that are bin edges
-    on_grid = (self.lo + (b + 1) * width).clip(lo, hi)
+    b = _distinct_ints(np.r_[0, b, _GRID]) # the grid boundaries that are bin edges
+    on_grid = (self.lo + (b + 1) / self.scale).clip(lo, hi)
     self.edges = np.unique(np.r_[lo, tails, on_grid, hi].clip(lo, hi))
     first = int(np.searchsorted(self.edges, on_grid[0], side='left')) # the edge at the grid's low end
     slot = first + np.arange(1, len(b)) # the slot of the cells from b[i] to b[i+1]
@@ -217,11 +226,11 @@ def _fit_quantiles(self:NumericBins, sample:np.ndarray, lo:float, hi:float, n_bi
 
 # %% ../nbs/11_drift.ipynb #7ccb5d1f
 @patch
-def _sample_quantiles(self:NumericBins, sample:np.ndarray, width:float) -> tuple:
+def _sample_quantiles(self:NumericBins, sample:np.ndarray, cells:np.ndarray, counts:np.ndarray,
+                      width:float) -> tuple:
     """A function from a count `t` to the value below which about `t` sampled values lie (with `edges=True`, the grid
-    boundaries only as boundary numbers, collected in the returned list)."""
-    cells = self._cells(sample)
-    below = np.cumsum(np.bincount(cells, minlength=_GRID + 2))[:_GRID + 1] # sampled values below each boundary
+    boundaries only as boundary numbers, collected in the returned list), from the sample's `cells` and `counts`."""
+    below = np.cumsum(counts)[:_GRID + 1].astype(np.float64) # sampled values below each boundary
     low, high = np.sort(sample[cells == 0]), np.sort(sample[cells == _GRID + 1])
     on_grid = []
     def value(t, edges:bool=False):
