@@ -1120,6 +1120,7 @@ def _score_column(self:DriftDetector, name:str, kind:str, cur:dict) -> tuple:
         return (ColumnDrift(kind, m.name, None, None, None, False, 'insufficient_data', r.n, c.n, stats, note=note),
                 quality, False)
     value, pv = stats.get(d.statistic), stats.get('p_value')
+    stats['test'] = d.test # how it was decided, for charts: 'p_value' (corrected p < alpha) or 'effect' (>= threshold)
     col = ColumnDrift(kind, d.name, value if _number(value) else None, th, pv if _number(pv) else None, False, 'ok',
                       r.n, c.n, stats, note=note, profile=self._profile(name, kind, r, c))
     if d.test != 'p_value': col.drifted = bool(value >= th)
@@ -1231,9 +1232,12 @@ def _vector_stats(self:DriftDetector, name:str, c) -> dict:
 @patch
 def _profile(self:DriftDetector, name:str, kind:str, r, c) -> dict:
     """A compact distribution of both sides for panels: one bar per value of an exactly binned column, 20
-    reference-quantile groups of another numeric one, or the top categories."""
+    reference-quantile groups of another numeric one (the current values beyond the reference's range counted apart),
+    or the top categories."""
     if kind in _NUMERIC:
-        b = self.bins[name]
+        b, below, above = self.bins[name], int(c.counts[0]), int(c.counts[-1])
+        outside = {'below': below, 'above': above, # current values beyond the reference's range, and the farthest
+                   'lowest': c.lo if below else None, 'highest': c.hi if above else None}
         if b.points is not None:
             at = 2 * np.arange(len(b.points)) + 1
             ref, cur = r.counts[at].tolist(), c.counts[at].tolist()
@@ -1241,11 +1245,12 @@ def _profile(self:DriftDetector, name:str, kind:str, r, c) -> dict:
             if (r.n - sum(ref)) or (c.n - sum(cur)): # values between or outside the reference's values
                 labels, ref, cur = labels + ['other'], ref + [r.n - sum(ref)], cur + [c.n - sum(cur)]
             return {'values': b.points.tolist(), 'labels': labels, 'reference': ref, 'current': cur,
-                    'reference_total': r.n, 'current_total': c.n}
+                    'reference_total': r.n, 'current_total': c.n, **outside}
         e = b.edges
-        cuts = np.linspace(0, len(e) - 1, 21).round().astype(int)
-        return {'edges': e[cuts].tolist(), 'reference': _coarse(r.counts, 20).tolist(),
-                'current': _coarse(c.counts, 20).tolist()}
+        cuts = np.arange(len(e)) if len(e) <= 21 else np.linspace(0, len(e) - 1, 21).round().astype(int) # as _coarse
+        inside = lambda s: _coarse(np.r_[0, s.counts[1:-1], 0], 20).tolist() # the outer slots apart, in `outside`
+        return {'edges': e[cuts].tolist(), 'reference': inside(r), 'current': inside(c),
+                'reference_total': r.n, 'current_total': c.n, **outside}
     if kind in _CATEGORICAL:
         share = lambda k: r.counts.get(k, 0) / r.n + c.counts.get(k, 0) / c.n
         top = sorted(set(r.counts) | set(c.counts), key=lambda k: -share(k))[:12]
@@ -1375,7 +1380,9 @@ def _timeline(det:DriftDetector, per:dict, expected:list) -> list:
         st = 'drift' if r.drifted else ('insufficient_data' if statuses == {'insufficient_data'} else 'ok')
         out.append({'chunk': str(label), 'n': r.n_current, 'status': st, 'drifted': r.drifted,
                     'columns': {k: {'statistic': c.statistic, 'p_value': c.p_value, 'drifted': c.drifted,
-                                    'status': c.status} for k, c in r.columns.items() if c.status != 'skipped'}})
+                                    'status': c.status, 'method': c.method, 'threshold': c.threshold,
+                                    'test': c.stats.get('test'), 'p_adjusted': c.stats.get('p_adjusted')}
+                                for k, c in r.columns.items() if c.status != 'skipped'}})
     return out
 
 # %% ../nbs/11_drift.ipynb #a9c3267f

@@ -4,11 +4,12 @@
 
 # %% ../nbs/07_html.ipynb #f5f5b20e
 from __future__ import annotations
-import html, math
+import datetime, html, math
 
 # %% auto #0
-__all__ = ['RED', 'BLUE', 'GREY', 'GREEN', 'AMBER', 'num', 'esc', 'display_unless_shown', 'svg_bars', 'svg_timeline',
-           'column_table', 'column_detail', 'quality_html', 'table', 'svg_modules', 'diff_html']
+__all__ = ['RED', 'BLUE', 'GREY', 'GREEN', 'AMBER', 'num', 'esc', 'display_unless_shown', 'decided_by', 'vs_threshold',
+           'svg_bars', 'svg_quantile_bins', 'svg_timeline', 'column_table', 'column_detail', 'quality_html', 'table',
+           'svg_modules', 'diff_html']
 
 # %% ../nbs/07_html.ipynb #7cf87b48
 # RED: drift and failures (and the current data in charts); BLUE: the reference; GREY: no data; GREEN: ok;
@@ -45,6 +46,55 @@ def display_unless_shown(obj):
     elif hasattr(obj, '_repr_html_'): bundle['text/html'] = obj._repr_html_()
     display(bundle, raw=True)
 
+# %% ../nbs/07_html.ipynb #0a7d2c31
+def _get(c, k:str, default=None):
+    "Field `k` of a column result: an attribute of a `ColumnDrift`, a key of a chunk's entry."
+    return c.get(k, default) if isinstance(c, dict) else getattr(c, k, default)
+
+# %% ../nbs/07_html.ipynb #83fd2b58
+_P_VALUE_METHODS = ('ks', 'chi2', 'mmd') # the built-in methods, for reports that do not say how they decided
+_EFFECT_METHODS = ('wasserstein', 'psi', 'jensenshannon', 'unseen', 'classifier')
+
+def decided_by(c) -> str|None:
+    """How a column result (a `ColumnDrift`, or a column's entry in a chunk) was decided: 'p_value' (its corrected
+    p-value against alpha) or 'effect' (its statistic against a threshold); None when that is not known."""
+    t = _get(c, 'test') if isinstance(c, dict) else (_get(c, 'stats') or {}).get('test')
+    if t in ('p_value', 'effect'): return t
+    m = _get(c, 'method')
+    return 'p_value' if m in _P_VALUE_METHODS else 'effect' if m in _EFFECT_METHODS else None
+
+# %% ../nbs/07_html.ipynb #46346baa
+def vs_threshold(c) -> float|None:
+    """A column's evidence relative to its own threshold (1 at the threshold, above 1 past it): statistic ÷ threshold
+    for an effect size, log p ÷ log alpha for a p-value test. None when the column was not decided."""
+    t, th = decided_by(c), _get(c, 'threshold')
+    if t == 'p_value':
+        p = _get(c, 'p_adjusted') if isinstance(c, dict) else (_get(c, 'stats') or {}).get('p_adjusted')
+        p = p if _real(p) else _get(c, 'p_value')
+        if not (_real(p) and _real(th) and 0 < th < 1): return None
+        return math.log(min(max(p, 1e-300), 1.0)) / math.log(th)
+    s = _get(c, 'statistic')
+    if t != 'effect' or not (_real(s) and _real(th) and th > 0): return None
+    return s / th
+
+# %% ../nbs/07_html.ipynb #3c0e5a1d
+_BOLD = " font-weight='bold'"
+# red text: the theme's error colour where the page has JupyterLab's variables, RED where it has not (or where a
+# sanitizer dropped the style)
+_RED_INK = f"fill='{RED}' style='fill:var(--jp-error-color1, {RED})'"
+
+def _text(x:float, y:float, s, size:int=10, anchor:str='start', extra:str='') -> str:
+    "An SVG label in the colour of the surrounding text, escaped."
+    return (f"<text x='{x:.1f}' y='{y:.1f}' font-size='{size}' fill='currentColor' text-anchor='{anchor}'{extra}>"
+            f"{esc(s)}</text>")
+
+# %% ../nbs/07_html.ipynb #6f2b8e1a
+def _legend(width:int) -> str:
+    "The reference and current swatches of a bar chart `width` wide."
+    sides = ((190, BLUE, 'reference'), (110, RED, 'current'))
+    return ''.join(f"<rect x='{width - x}' y='6' width='10' height='10' fill='{col}'/>"
+                   + _text(width - x + 14, 15, what, 11) for x, col, what in sides)
+
 # %% ../nbs/07_html.ipynb #c41167f8
 def svg_bars(labels:list, reference:list, current:list, # labels and counts of both sides
              title:str='', width:int=560, height:int=190) -> str:
@@ -63,35 +113,311 @@ def svg_bars(labels:list, reference:list, current:list, # labels and counts of b
                         f"width='{max((bw - 2) / 2, 0.5):.1f}' height='{h:.1f}' fill='{col}' fill-opacity='0.75'>"
                         f"<title>{esc(labels[i])}: reference {a:.1%}, current {b:.1%}</title></rect>")
     step = max(1, math.ceil(n / 10))
-    ticks = ''.join(f"<text x='{pad + i * bw + bw / 2:.1f}' y='{base + 14}' font-size='10' text-anchor='middle'>"
-                    f"{esc(str(labels[i])[:10])}</text>" for i in range(0, len(labels), step))
-    legend = (f"<rect x='{width - 190}' y='6' width='10' height='10' fill='{BLUE}'/>"
-              f"<text x='{width - 176}' y='15' font-size='11'>reference</text>"
-              f"<rect x='{width - 110}' y='6' width='10' height='10' fill='{RED}'/>"
-              f"<text x='{width - 96}' y='15' font-size='11'>current</text>")
+    ticks = ''.join(_text(pad + i * bw + bw / 2, base + 14, str(labels[i])[:10], anchor='middle')
+                    for i in range(0, len(labels), step))
     return (f"<svg class='fmops-bars' xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' role='img' "
-            f"aria-label='{esc(title)}'><text x='{pad}' y='15' font-size='12' font-weight='bold'>{esc(title)}</text>"
-            f"{legend}"
-            f"<line x1='{pad}' y1='{base}' x2='{width - pad}' y2='{base}' stroke='#333'/>{''.join(bars)}{ticks}</svg>")
+            f"aria-label='{esc(title)}'>{_text(pad, 15, title, 12, extra=_BOLD)}{_legend(width)}"
+            f"<line x1='{pad}' y1='{base}' x2='{width - pad}' y2='{base}' stroke='currentColor' stroke-opacity='0.6'/>"
+            f"{''.join(bars)}{ticks}</svg>")
 
-# %% ../nbs/07_html.ipynb #d4aedb96
-def svg_timeline(chunks:list, width:int=560, height:int=70) -> str:
-    "One cell per chunk, coloured by status (red: drift, green: ok, grey: insufficient data), as inline SVG."
-    if not chunks: return ''
-    n = len(chunks); pad = 10; cw = (width - 2 * pad) / n
+# %% ../nbs/07_html.ipynb #5b0d7c2e
+def _edge_labels(edges:list, kind:str='numeric') -> list:
+    "Labels of bin edges with just enough digits to tell neighbours apart; dates and times for a datetime column."
+    distinct = len(set(edges))
+    if kind == 'datetime' and all(_real(v) for v in edges):
+        try: when = [datetime.datetime.fromtimestamp(v, datetime.timezone.utc) for v in edges]
+        except (OverflowError, OSError, ValueError): when = None
+        for fmt in ('%Y-%m-%d', '%Y-%m-%d %H:%M', '%Y-%m-%d %H:%M:%S'):
+            if when and len({w.strftime(fmt) for w in when}) == distinct: return [w.strftime(fmt) for w in when]
+        if when: return [w.isoformat() for w in when]
+    for d in range(3, 10):
+        out = [num(v, f'.{d}g') for v in edges]
+        if len(set(out)) == distinct: return out
+    return [num(v, '.12g') for v in edges]
+
+# %% ../nbs/07_html.ipynb #7d3e9f40
+def _thin(xs:list, widths:list, gap:float=6) -> list:
+    """The indices of labels at positions `xs` (centred, `widths` wide) to draw so that none overlaps another: the
+    first, the last (unless it overlaps the first), and the others left to right where they fit between them."""
+    if not xs: return []
+    keep, last = [0], len(xs) - 1
+    for i in range(1, last + 1):
+        clear = lambda j: xs[i] - widths[i] / 2 >= xs[j] + widths[j] / 2 + gap
+        if i == last:
+            while len(keep) > 1 and not clear(keep[-1]): keep.pop()
+            if clear(keep[-1]): keep.append(i)
+        elif clear(keep[-1]) and xs[last] - widths[last] / 2 >= xs[i] + widths[i] / 2 + gap: keep.append(i)
+    return keep
+
+# %% ../nbs/07_html.ipynb #8a4f1b53
+def svg_quantile_bins(edges:list, reference:list, current:list, # bin edges (one more than bins) and counts per bin
+                      title:str='', kind:str='numeric', # 'datetime': edges in seconds, labelled as dates
+                      below:int|None=None, above:int|None=None, # current values below / above the reference's range
+                      width:int=600, height:int=215) -> str:
+    """Reference and current shares per reference-quantile bin, edges labelled, with the current values outside the
+    reference's range in bars of their own, as inline SVG."""
+    n = len(reference)
+    labels = _edge_labels(edges, kind) if len(edges) == n + 1 else [''] * (n + 1)
+    below, above = below or 0, above or 0
+    rs, cs = max(sum(reference), 1), max(sum(current) + below + above, 1)
+    r, c = [x / rs for x in reference], [x / cs for x in current]
+    outer = [(k, v) for k, v in (('below', below), ('above', above)) if v]
+    top = max(r + c + [v / cs for _, v in outer] + [1e-12])
+    left, right, base, ob = 44, 10, height - 50, 34
+    gap = [max(14, 2.7 * len(labels[k]) + 4) for k in (0, -1)] # room for the end edges' labels
+    x0 = left + (ob + gap[0] if below else 0)
+    bw = max((width - right - (ob + gap[1] if above else 0) - x0) / max(n, 1), 1)
+    y = lambda share: base - (base - 30) * share / top
+    bars = []
+    for i in range(n):
+        span = f"{labels[i]} – {labels[i + 1]}" if labels[i] else f"bin {i + 1}"
+        for j, (v, col) in enumerate(((r[i], BLUE), (c[i], RED))):
+            bars.append(f"<rect x='{x0 + i * bw + 1 + j * (bw - 2) / 2:.1f}' y='{y(v):.1f}' "
+                        f"width='{max((bw - 2) / 2, 0.5):.1f}' height='{base - y(v):.1f}' fill='{col}' "
+                        f"fill-opacity='0.75'><title>{esc(span)}: reference {r[i]:.1%}, current {c[i]:.1%}</title>"
+                        "</rect>")
+    for k, v in outer: # the values beyond the reference's range: hatched by a dashed outline, count written on top
+        x = left if k == 'below' else width - right - ob
+        edge = labels[0] if k == 'below' else labels[-1]
+        what = f"{v:,} current values " + ('below the reference minimum' if k == 'below' else 'above its maximum')
+        bars.append(f"<rect class='fmops-out-of-range' x='{x + 4:.1f}' y='{y(v / cs):.1f}' width='{ob - 8}' "
+                    f"height='{base - y(v / cs):.1f}' fill='{RED}' fill-opacity='0.6' stroke='{RED}' "
+                    f"stroke-dasharray='3 2'><title>{esc(what)} {esc(edge)}: {v / cs:.1%}</title></rect>"
+                    + _text(x + ob / 2, y(v / cs) - 3, f"{v:,}", 9, 'middle')
+                    + _text(x + ob / 2, base + 14, '< min' if k == 'below' else '> max', 9, 'middle'))
+    xs = [x0 + i * bw for i in range(n + 1)]
+    keep = _thin(xs, [5.4 * len(s) for s in labels]) if labels[0] else []
+    ticks = ''.join(f"<line x1='{xs[i]:.1f}' y1='{base}' x2='{xs[i]:.1f}' y2='{base + 4}' stroke='currentColor'/>"
+                    + _text(xs[i], base + 14, labels[i], 9, 'middle') for i in keep)
+    axis = (f"<line x1='{x0}' y1='{base}' x2='{x0 + n * bw:.1f}' y2='{base}' stroke='currentColor' "
+            f"stroke-opacity='0.6'/>" + _text(left - 4, base, '0%', 9, 'end')
+            + _text(left - 4, y(top) + 8, f"{top:.0%}" if top >= 0.1 else f"{top:.1%}", 9, 'end')
+            + _text(x0 + n * bw / 2, base + 38, 'reference-quantile bin edges' + (' (UTC)' if kind == 'datetime'
+                    else ''), 9, 'middle', " fill-opacity='0.7'"))
+    return (f"<svg class='fmops-bars fmops-quantile-bins' xmlns='http://www.w3.org/2000/svg' width='{width}' "
+            f"height='{height}' role='img' aria-label='{esc(title)}'>"
+            f"{_text(left, 15, title, 12, extra=_BOLD)}{_legend(width)}{axis}{''.join(bars)}{ticks}</svg>")
+
+# %% ../nbs/07_html.ipynb #9b5a2c64
+def _range_note(p:dict, low:str, high:str, kind:str) -> str:
+    "A line on the current values outside the reference's range [`low`, `high`] of a profile `p`."
+    if 'below' not in p:
+        return (f"Current values outside the reference's range [{low}, {high}], if any, are counted in the first and "
+                f"last bars.")
+    far = lambda what, v: f" (the {what} {_edge_labels([v], kind)[0]})" if _real(v) else ''
+    out = [f"{p['below']:,} below the reference minimum {low}{far('lowest', p.get('lowest'))}" if p['below'] else '',
+           f"{p['above']:,} above its maximum {high}{far('highest', p.get('highest'))}" if p['above'] else '']
+    out = [x for x in out if x]
+    if not out: return f"No current value outside the reference's range [{low}, {high}]."
+    total = p.get('current_total') or (sum(p['current']) + p['below'] + p['above'])
+    share = (p['below'] + p['above']) / total if total else 0
+    return f"Current values outside the reference's range: {' and '.join(out)} ({share:.1%} of the current values)."
+
+# %% ../nbs/07_html.ipynb #0c6b3d75
+def _value_bars(p:dict) -> tuple:
+    """The labels and counts of a profile with a bar per value, the values outside the reference's range apart: below
+    its minimum first, above its maximum last, and those between two reference values as 'between'."""
+    labels, ref, cur = list(p['labels']), list(p['reference']), list(p['current'])
+    below, above = p.get('below'), p.get('above')
+    if below is None or above is None or not labels or labels[-1] != 'other': return labels, ref, cur
+    (ro, co), labels, ref, cur = (ref[-1], cur[-1]), labels[:-1], ref[:-1], cur[:-1]
+    if ro or co - below - above: labels, ref, cur = labels + ['between'], ref + [ro], cur + [co - below - above]
+    if below: labels, ref, cur = [f"< {labels[0]}"] + labels, [0] + ref, [below] + cur
+    if above: labels, ref, cur = labels + [f"> {p['labels'][-2]}"], ref + [0], cur + [above]
+    return labels, ref, cur
+
+# %% ../nbs/07_html.ipynb #fd136877
+def _profile_bars(name:str, p:dict, kind:str='numeric') -> str:
+    "A column's profile as bars: per reference-quantile bin, per value or per top category ('' without a profile)."
+    if 'edges' in p:
+        e = p['edges']; low, high = _edge_labels([e[0], e[-1]], kind) if e else ('', '')
+        svg = svg_quantile_bins(e, p['reference'], p['current'], f"{name}: share per reference-quantile bin", kind,
+                                p.get('below'), p.get('above'))
+        each = f"Each bin holds about {1 / len(p['reference']):.0%} of the reference. " if p['reference'] else ''
+        return svg + f"<div class='fmops-range'><small>{esc(each + _range_note(p, low, high, kind))}</small></div>"
+    if 'values' in p:
+        svg = svg_bars(*_value_bars(p), title=f"{name}: share per value")
+        if 'below' not in p or not p['values']: return svg
+        low, high = _edge_labels([p['values'][0], p['values'][-1]], kind)
+        return svg + f"<div class='fmops-range'><small>{esc(_range_note(p, low, high, kind))}</small></div>"
+    if 'labels' in p:
+        return svg_bars(p['labels'], p['reference'], p['current'],
+                        title=f"{name}: share per category (top {len(p['labels'])})")
+    return ''
+
+# %% ../nbs/07_html.ipynb #1e7c4e86
+def _column_scale(entries:list) -> tuple:
+    """How to draw one column's chunk entries: (value of an entry, threshold on that scale or None, what the axis
+    is in words, the label of the threshold)."""
+    decided = [e for e in entries if e and _real(vs_threshold(e))]
+    kinds = {(decided_by(e), e.get('method'), e.get('threshold')) for e in decided}
+    if not decided:
+        raw = lambda e: e.get('statistic') if _real(e.get('statistic')) else None
+        return raw, None, 'statistic (threshold not recorded)', ''
+    if len(kinds) > 1:
+        methods = ', '.join(dict.fromkeys(str(e.get('method')) for e in decided)) # in the order of the chunks
+        return vs_threshold, 1.0, f"÷ own threshold: {methods}", '1×'
+    test, method, th = kinds.pop()
+    if test == 'effect':
+        stat = lambda e: e.get('statistic') if _real(vs_threshold(e)) else None
+        return stat, th, f"{method} ≥ {num(th, 'g')}", num(th, '.3g')
+    def logp(e):
+        r = vs_threshold(e)
+        return None if r is None else -r * math.log10(th) # log p ÷ log alpha, times -log10 alpha
+    return logp, -math.log10(th), f"{method}: p < {num(th, 'g')}", f"p {num(th, 'g')}"
+
+# %% ../nbs/07_html.ipynb #2f8d5f97
+def _timeline_columns(chunks:list, max_columns:int) -> tuple:
+    "The columns to chart (drifting most often first, else the closest to their thresholds), and the drifted rest."
+    per = lambda k: [(c.get('columns') or {}).get(k) or {} for c in chunks]
+    names = list(dict.fromkeys(k for c in chunks for k in (c.get('columns') or {})))
+    drifts = {k: sum(bool(e.get('drifted')) for e in per(k)) for k in names}
+    peak = {k: max([r for e in per(k) if e and (r := vs_threshold(e)) is not None] or [-1.0]) for k in names}
+    moved = sorted((k for k in names if drifts[k]), key=lambda k: (-drifts[k], -peak[k]))
+    if moved: return moved[:max_columns], moved[max_columns:]
+    return sorted(names, key=lambda k: -peak[k])[:min(3, max_columns)], []
+
+# %% ../nbs/07_html.ipynb #3a9e6fa8
+_TL_LEFT, _TL_RIGHT, _TL_ROW = 180, 64, 56 # the timeline's label column, threshold labels and height per column
+
+def _status_strip(chunks:list, width:int, legend:bool=False) -> str:
+    "The timeline's strip: a cell per chunk coloured by status, the chunks' labels under it; the points' legend."
+    n = len(chunks); cw = (width - _TL_LEFT - _TL_RIGHT) / n
     col = {'drift': RED, 'ok': GREEN}
-    cells = ''.join(f"<rect x='{pad + i * cw:.1f}' y='20' width='{max(cw - 1, 0.5):.1f}' height='26' "
+    gap = 1 if cw >= 5 else -0.3 # dense: cells touch (a hairline between each would stripe the strip)
+    cells = ''.join(f"<rect x='{_TL_LEFT + i * cw:.1f}' y='22' width='{cw - gap:.1f}' height='16' "
                     f"fill='{col.get(c['status'], GREY)}'>"
                     f"<title>{esc(c['chunk'])}: {esc(c['status'])}, {esc(num(c['n'], ','))} rows"
                     f"{': ' + esc(', '.join(map(str, c['drifted']))) if c['drifted'] else ''}</title></rect>"
                     for i, c in enumerate(chunks))
-    first, last = esc(chunks[0]['chunk']), esc(chunks[-1]['chunk'])
+    names = [str(c['chunk'])[:19] for c in chunks]
+    xs = [_TL_LEFT + (i + 0.5) * cw for i in range(n)]
+    labels = ''.join(_text(xs[i], 51, names[i], 9, 'middle') for i in _thin(xs, [5.4 * len(s) for s in names]))
     alerts = sum(c['status'] == 'drift' for c in chunks)
-    return (f"<svg class='fmops-timeline' xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' "
+    key = ''.join(f"<circle cx='{width - 170 + 56 * i}' cy='10' r='3.2' {paint}/>"
+                  + _text(width - 164 + 56 * i, 13, what, 9)
+                  for i, (paint, what) in enumerate(((f"fill='{RED}'", 'drift'), (f"fill='{AMBER}'", 'watch'),
+                                                     (f"fill='none' stroke='{GREEN}'", 'ok')))) if legend else ''
+    return (f"<svg class='fmops-timeline' xmlns='http://www.w3.org/2000/svg' width='{width}' height='58' "
             f"role='img' aria-label='chunk timeline'>"
-            f"<text x='{pad}' y='14' font-size='12' font-weight='bold'>Timeline: {alerts} of {n} chunks alert</text>"
-            f"{cells}<text x='{pad}' y='62' font-size='10'>{first}</text>"
-            f"<text x='{width - pad}' y='62' font-size='10' text-anchor='end'>{last}</text></svg>")
+            + _text(0, 14, f"Timeline: {alerts} of {n} chunks alert", 12, extra=_BOLD)
+            + _text(_TL_LEFT - 8, 34, 'any column', 10, 'end') + f"{key}{cells}{labels}</svg>")
+
+# %% ../nbs/07_html.ipynb #4b0f7b09
+def _point_title(name:str, chunk, e:dict) -> str:
+    "The tooltip of one chunk's point: the column, the chunk, the method, statistic, threshold, p-value and status."
+    p = e.get('p_adjusted') if _real(e.get('p_adjusted')) else e.get('p_value')
+    th = f", threshold {num(e.get('threshold'), 'g')}" if _real(e.get('threshold')) else ''
+    return esc(f"{name}, {chunk}: {e.get('method') or 'statistic'} {num(e.get('statistic'))}{th}, "
+               f"p {num(p, '.3g')}: {e.get('status', '')}")
+
+# %% ../nbs/07_html.ipynb #5c1f8c1a
+def _chart_label(name, axis:str, drifted:int, n:int, y0:float) -> str:
+    "The label of a column's chart: its name, its method and threshold, how many of the `n` chunks drifted."
+    short = str(name) if len(str(name)) <= 26 else str(name)[:25] + '…'
+    ink = _RED_INK if drifted else "fill='currentColor'"
+    return (f"<g class='fmops-timeline-column'><title>{esc(name)}</title>"
+            + _text(_TL_LEFT - 8, y0 + 16, short, 11, 'end', _BOLD) + _text(_TL_LEFT - 8, y0 + 28, axis[:34], 9, 'end')
+            + f"<text x='{_TL_LEFT - 8}' y='{y0 + 40}' font-size='9' text-anchor='end' {ink}>"
+              f"drift in {drifted} of {n} chunks</text></g>")
+
+# %% ../nbs/07_html.ipynb #7e2c9d13
+def _threshold_line(y:float, label:str, width:int) -> str:
+    "The dashed threshold line of a column's chart at height `y`, labelled with its value."
+    return (f"<line class='fmops-threshold' x1='{_TL_LEFT}' y1='{y:.1f}' x2='{width - _TL_RIGHT}' y2='{y:.1f}' "
+            f"stroke='{RED}' style='stroke:var(--jp-error-color1, {RED})' stroke-dasharray='4 3'/>"
+            f"<text x='{width - _TL_RIGHT + 4}' y='{y + 3:.1f}' font-size='9' {_RED_INK}>{esc(label)}</text>")
+
+# %% ../nbs/07_html.ipynb #8f3d0e24
+def _chart_line(xs:list, ys:list) -> str:
+    "Polylines through the points (`xs`, `ys`), broken where `ys` is None."
+    out, run = [], []
+    for x, y in zip(xs + [None], ys + [None]):
+        if y is not None: run.append(f"{x:.1f},{y:.1f}"); continue
+        if len(run) > 1: out.append(f"<polyline points='{' '.join(run)}' fill='none' stroke='currentColor' "
+                                    f"stroke-opacity='0.55' stroke-width='1.2'/>")
+        run = []
+    return ''.join(out)
+
+# %% ../nbs/07_html.ipynb #9a4e1f35
+def _chart_points(name, chunks:list, entries:list, xs:list, ys:list, past:list, r:float, y_top:float) -> str:
+    """A point per chunk with a value (`ys[i]` not None) at (`xs[i]`, `ys[i]`), coloured by status; a triangle at
+    `y_top` where `past[i]` (the value is beyond the chart)."""
+    out = []
+    for i, (e, x, y) in enumerate(zip(entries, xs, ys)):
+        if y is None: continue
+        st = e.get('status'); tip = f"<title>{_point_title(name, chunks[i]['chunk'], e)}</title>"
+        fill = {'drift': RED, 'watch': AMBER}.get(st)
+        if past[i]:
+            out.append(f"<polygon class='fmops-point fmops-{esc(st)}' points='{x - r:.1f},{y_top + r:.1f} "
+                       f"{x + r:.1f},{y_top + r:.1f} {x:.1f},{y_top - r:.1f}' fill='{fill or GREEN}'>{tip}</polygon>")
+        else:
+            paint = f"fill='{fill}'" if fill else f"fill='none' stroke='{GREEN}' stroke-width='1.2'"
+            out.append(f"<circle class='fmops-point fmops-{esc(st)}' cx='{x:.1f}' cy='{y:.1f}' r='{r:.1f}' "
+                       f"{paint}>{tip}</circle>")
+    return ''.join(out)
+
+# %% ../nbs/07_html.ipynb #ab5f2a46
+def _chart_runs(name, chunks:list, entries:list, xs:list, cw:float, y0:float) -> str:
+    "A red band per run of consecutive chunks in which the column drifted, with its first and last chunk."
+    out, flags = [], [bool(e and e.get('drifted')) for e in entries] + [False]
+    start = None
+    for i, f in enumerate(flags):
+        if f and start is None: start = i
+        if f or start is None: continue
+        a, b = chunks[start]['chunk'], chunks[i - 1]['chunk']
+        what = f"{name}: drift in {a}" + (f" to {b} ({i - start} chunks)" if i - 1 > start else '')
+        out.append(f"<rect class='fmops-drift-run' x='{xs[start] - cw / 2:.1f}' y='{y0 + 4}' "
+                   f"width='{(i - start) * cw:.1f}' height='{_TL_ROW - 12}' fill='{RED}' fill-opacity='0.3'>"
+                   f"<title>{esc(what)}</title></rect>")
+        start = None
+    return ''.join(out)
+
+# %% ../nbs/07_html.ipynb #bc6a2b57
+def _column_chart(name, chunks:list, y0:float, width:int) -> str:
+    "One column's row of the timeline: label, threshold, its values per chunk (a band per drifting run when dense)."
+    entries = [(c.get('columns') or {}).get(name) for c in chunks]
+    value, th, axis, th_label = _column_scale(entries)
+    n = len(chunks); cw = (width - _TL_LEFT - _TL_RIGHT) / n
+    vals = [value(e) if e else None for e in entries]
+    vals = [v if _real(v) else None for v in vals]
+    top = max([v for v in vals if v is not None] + [1e-12]) * 1.08
+    if th: top = max(1.6 * th, min(top, 6 * th))
+    lo, hi = y0 + _TL_ROW - 10, y0 + 6
+    ys = [None if v is None else lo - (lo - hi) * min(v, top) / top for v in vals]
+    xs = [_TL_LEFT + (i + 0.5) * cw for i in range(n)]
+    drifted = sum(bool(e and e.get('drifted')) for e in entries)
+    out = [_chart_label(name, axis, drifted, n, y0),
+           f"<line x1='{_TL_LEFT}' y1='{lo}' x2='{width - _TL_RIGHT}' y2='{lo}' stroke='currentColor' "
+           f"stroke-opacity='0.35'/>"]
+    if cw < 5: out.append(_chart_runs(name, chunks, entries, xs, cw, y0)) # too dense for a point per chunk
+    if th: out.append(_threshold_line(lo - (lo - hi) * th / top, th_label, width))
+    out.append(_chart_line(xs, ys))
+    if cw >= 5:
+        past = [v is not None and v > top for v in vals]
+        out.append(_chart_points(name, chunks, entries, xs, ys, past, max(1.2, min(3.2, cw / 3)), hi))
+    return ''.join(out)
+
+# %% ../nbs/07_html.ipynb #d4aedb96
+def svg_timeline(chunks:list, width:int=640, # the chunks of `DriftReport.chunks`, in order
+                 max_columns:int=8, # at most this many column charts; the other drifting columns are named
+                ) -> str:
+    """When and where a chunked drift report moved, as inline SVG: a strip with a cell per chunk coloured by status,
+    and for each column that drifted in some chunk its statistic per chunk against its threshold."""
+    if not chunks: return ''
+    shown, rest = _timeline_columns(chunks, max_columns)
+    if not shown: return f"<div class='fmops-timeline-block'>{_status_strip(chunks, width)}</div>"
+    calm = not any(e.get('drifted') for c in chunks for e in (c.get('columns') or {}).values())
+    head = ("No column crossed its threshold in any chunk; the closest:" if calm
+            else "Per column: its statistic per chunk against its threshold (dashed; p-value tests as −log₁₀ p)")
+    h = 22 + _TL_ROW * len(shown) + (16 if rest else 4)
+    more = (_text(0, h - 5, f"and {len(rest)} more column{'s' if len(rest) > 1 else ''} drifted in some chunk: "
+                  + ', '.join(map(str, rest[:12])) + (', …' if len(rest) > 12 else ''), 10) if rest else '')
+    charts = ''.join(_column_chart(k, chunks, 18 + _TL_ROW * i, width) for i, k in enumerate(shown))
+    return (f"<div class='fmops-timeline-block'>{_status_strip(chunks, width, legend=True)}"
+            f"<svg class='fmops-timeline-columns' xmlns='http://www.w3.org/2000/svg' width='{width}' height='{h}' "
+            f"role='img' aria-label='statistic per chunk and column'>{_text(0, 12, head, 11)}{charts}{more}"
+            f"</svg></div>")
 
 # %% ../nbs/07_html.ipynb #e5683ac3
 def _row_style(c) -> str:
@@ -102,17 +428,40 @@ def _row_style(c) -> str:
 # %% ../nbs/07_html.ipynb #7cc61ff3
 def _column_key(sort_by:str):
     """The sort key of a (name, column result) pair for `column_table`. By 'status': drift, watch, insufficient data,
-    missing, ok, and within a status the strongest evidence first (the smallest p-value where a test decides, else
-    the largest statistic). A statistic or p-value that is not a number sorts as the weakest."""
+    missing, ok, and within a status the strongest evidence against its own threshold first. A statistic, p-value or
+    evidence that is not a number sorts as the weakest."""
     def key(item):
         k, c = item
         if sort_by == 'column': return k
         if sort_by == 'statistic': return c.statistic if _real(c.statistic) else -math.inf
         if sort_by == 'p_value': return c.p_value if _real(c.p_value) else math.inf
-        rank = _STATUS_ORDER.get(c.status, 9)
-        if c.method in ('ks', 'chi2', 'mmd'): return (rank, c.p_value if _real(c.p_value) else 1)
-        return (rank, -c.statistic if _real(c.statistic) else 0)
+        r = vs_threshold(c)
+        if sort_by == 'vs_threshold': return r if r is not None else -math.inf
+        return (_STATUS_ORDER.get(c.status, 9), -r if r is not None else math.inf)
     return key
+
+# %% ../nbs/07_html.ipynb #6d2a9d1b
+def _vs_cell(c, cap:float=3.0) -> str:
+    """A table cell with a column's evidence against its own threshold: a bar (the tick is the threshold; past `cap`
+    times it, the bar ends in an arrow) and the decisive number."""
+    r = vs_threshold(c)
+    if r is None: return "<td class='fmops-vs'></td>"
+    w = 80; bar = min(r, cap) / cap * (w - 6); tick = (w - 6) / cap
+    p = (c.stats or {}).get('p_adjusted')
+    p = p if _real(p) else c.p_value
+    test = decided_by(c)
+    text = f"p {num(p, '.2g')}" if test == 'p_value' else f"{num(r, '.2g')}×"
+    how = (f"corrected p-value {num(p, '.3g')} against alpha {num(c.threshold, 'g')} (log p ÷ log alpha = {r:.3g})"
+           if test == 'p_value' else f"{c.method} {num(c.statistic, '.4g')} is {r:.3g}× its threshold "
+           f"{num(c.threshold, 'g')}")
+    colour = {'drift': RED, 'watch': AMBER}.get(c.status, GREEN)
+    arrow = (f"<polygon points='{w - 6},1 {w},5 {w - 6},9' fill='{colour}'/>" if r > cap else '')
+    return (f"<td class='fmops-vs' style='text-align:left;white-space:nowrap'>"
+            f"<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='10' style='vertical-align:middle'>"
+            f"<title>{esc(how)}</title>"
+            f"<rect x='0' y='1' width='{bar:.1f}' height='8' fill='{colour}' fill-opacity='0.8'/>{arrow}"
+            f"<line x1='{tick:.1f}' y1='0' x2='{tick:.1f}' y2='10' stroke='currentColor' stroke-width='1.5'/></svg> "
+            f"{esc(text)}</td>")
 
 # %% ../nbs/07_html.ipynb #47f98f27
 def _column_row(name, c) -> str:
@@ -120,15 +469,27 @@ def _column_row(name, c) -> str:
     cells = [c.kind, c.status, c.method, num(c.statistic), num(c.threshold, 'g'), num(c.p_value, '.3g'),
              num(c.n_reference, ','), num(c.n_current, ',')]
     return (f"<tr class='fmops-{esc(c.status)}' style='{_row_style(c)}'><td style='text-align:left'>{esc(name)}</td>"
-            + ''.join(f"<td>{esc(x)}</td>" for x in cells) + "</tr>")
+            + ''.join(f"<td>{esc(x)}</td>" for x in cells) + _vs_cell(c) + "</tr>")
 
 # %% ../nbs/07_html.ipynb #b4c5cbde
 def column_table(report, sort_by:str='status', descending:bool=False) -> str:
-    "The per-column table as HTML, sorted by 'status', 'statistic', 'p_value' or 'column'."
+    "The per-column table as HTML, sorted by 'status', 'vs_threshold', 'statistic', 'p_value' or 'column'."
     items = sorted(report.columns.items(), key=_column_key(sort_by), reverse=descending)
+    vs = ("<th title='each column against its own threshold (the tick): statistic ÷ threshold for an effect size, "
+          "log p ÷ log alpha for a p-value test'>vs threshold</th>")
     return ("<table class='fmops-columns'><thead><tr><th>column</th><th>kind</th><th>status</th><th>method</th>"
-            "<th>statistic</th><th>threshold</th><th>p-value</th><th>n ref</th><th>n cur</th></tr></thead>"
+            f"<th>statistic</th><th>threshold</th><th>p-value</th><th>n ref</th><th>n cur</th>{vs}</tr></thead>"
             f"<tbody>{''.join(_column_row(k, c) for k, c in items)}</tbody></table>")
+
+# %% ../nbs/07_html.ipynb #8e3b0e2c
+def _distinct_examples(ex:list) -> list:
+    "The examples with repeats folded into one, at the first (least similar) place, with their `count`."
+    out = {}
+    for x in ex:
+        k = str(x.get('row'))
+        if k in out: out[k]['count'] += x.get('count', 1)
+        else: out[k] = {**x, 'count': x.get('count', 1)}
+    return list(out.values())
 
 # %% ../nbs/07_html.ipynb #44e680bb
 def _vector_detail(s:dict) -> str:
@@ -138,9 +499,10 @@ def _vector_detail(s:dict) -> str:
                    f"<td>{esc(num(d.get('mean_shift_sd'), '+.3f'))}</td>"
                    f"<td>{esc(num(d.get('spread_ratio'), '.3f'))}</td></tr>"
                    for d in s.get('directions', []))
+    times = lambda x: f", {x['count']:,} times" if _real(x['count']) and x['count'] > 1 else ''
     ex = ''.join(f"<li>{esc(str(x.get('row'))[:200])} "
-                 f"<small>(similarity {esc(num(x.get('similarity'), '.3f'))})</small></li>"
-                 for x in s.get('least_like_reference', []))
+                 f"<small>(similarity {esc(num(x.get('similarity'), '.3f'))}{esc(times(x))})</small></li>"
+                 for x in _distinct_examples(s.get('least_like_reference', [])))
     auc = (f", domain-classifier AUC {esc(num(s['auc'], '.3f'))} (p={esc(num(s.get('auc_p_value'), '.3g'))})"
            if 'auc' in s else '')
     return (f"<br>MMD² {esc(num(s['mmd2'], '.3g'))} (permutation p={esc(num(s.get('p_value'), '.3g'))}, "
@@ -150,18 +512,6 @@ def _vector_detail(s:dict) -> str:
             f"<th>ref. variance</th><th>mean shift (sd)</th><th>spread ratio</th></tr>{dirs}</table>"
             f"<b>Current rows least like the reference</b><ol>{ex}</ol>")
 
-# %% ../nbs/07_html.ipynb #fd136877
-def _profile_bars(name:str, p:dict) -> str:
-    "A column's profile as bars: per reference-quantile bin, per value or per top category ('' without a profile)."
-    if 'edges' in p:
-        e = p['edges']; labels = [num(e[i], '.3g') for i in range(len(p['reference']))]
-        return svg_bars(labels, p['reference'], p['current'], title=f"{name}: share per reference-quantile bin")
-    if 'values' in p: return svg_bars(p['labels'], p['reference'], p['current'], title=f"{name}: share per value")
-    if 'labels' in p:
-        return svg_bars(p['labels'], p['reference'], p['current'],
-                        title=f"{name}: share per category (top {len(p['labels'])})")
-    return ''
-
 # %% ../nbs/07_html.ipynb #a60ba9d7
 def column_detail(report, name:str) -> str:
     """What moved in one column: the distributions side by side (a bar per value when it has few), or for embeddings
@@ -169,7 +519,7 @@ def column_detail(report, name:str) -> str:
     c = report.columns[name]
     head = (f"<div class='fmops-detail'><div><b>{esc(name)}</b> — {esc(c.kind)}, {esc(c.status)}"
             + (f": {esc(c.note)}" if c.note else '') + "</div>")
-    body = _profile_bars(name, c.profile) or (_vector_detail(c.stats) if 'mmd2' in c.stats else '')
+    body = _profile_bars(name, c.profile, c.kind) or (_vector_detail(c.stats) if 'mmd2' in c.stats else '')
     return head + body + '</div>'
 
 # %% ../nbs/07_html.ipynb #17c3061d

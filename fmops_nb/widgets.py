@@ -29,8 +29,8 @@ class DriftPanel(W.VBox):
                              f"<b style='font-size:1.1em'>{html.escape(report.headline())}</b><br>"
                              f"<small>Rule: {html.escape(report.rule)}. "
                              f"Seed {esc(report.seed)}, fmops_nb {esc(report.version)}.</small></div>")
-        self.sort_by = W.Dropdown(options=[('status', 'status'), ('statistic', 'statistic'), ('p-value', 'p_value'),
-                                           ('column', 'column')],
+        self.sort_by = W.Dropdown(options=[('status', 'status'), ('vs threshold', 'vs_threshold'),
+                                           ('statistic', 'statistic'), ('p-value', 'p_value'), ('column', 'column')],
                                   value='status', description='Sort by', layout=W.Layout(width='220px'))
         self.descending = W.ToggleButton(value=False, description='descending', icon='sort',
                                          layout=W.Layout(width='120px'))
@@ -41,9 +41,9 @@ class DriftPanel(W.VBox):
         self.quality = W.HTML(quality_html(report))
         self.sort_by.observe(self._resort, 'value'); self.descending.observe(self._resort, 'value')
         self.column.observe(lambda ch: setattr(self.detail, 'value', column_detail(report, ch['new'])), 'value')
-        parts = [self.header, W.HBox([self.sort_by, self.descending]), self.table, self.column, self.detail]
-        if report.chunks: parts.append(self.timeline)
-        super().__init__(parts + [self.quality])
+        parts = [self.header, W.HBox([self.sort_by, self.descending]), self.table] # what moved,
+        if report.chunks: parts.append(self.timeline) # when it moved,
+        super().__init__(parts + [self.column, self.detail, self.quality]) # and how
         self.add_class('fmops-drift-panel')
 
     def _resort(self, _=None):
