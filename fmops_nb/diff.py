@@ -5,8 +5,9 @@ on a probe set."""
 
 # %% ../nbs/21_diff.ipynb #8d7c97b1
 from __future__ import annotations
-import hashlib, math, os
+import hashlib, math, mmap, os, threading, time
 from dataclasses import dataclass, asdict
+import blake3
 import numpy as np
 from .errors import ValidationError
 from .registry import Registry, Version
@@ -17,6 +18,7 @@ from .blobs import DTYPES
 from .blobs import as_float
 from .blobs import same_module
 from .core import flatten
+from .progress import progress
 from fastcore.basics import patch
 
 # %% auto #0
@@ -65,7 +67,8 @@ def data_diff(a:dict, b:dict) -> list[dict]:
     return out
 
 # %% ../nbs/21_diff.ipynb #76e2773e
-_BLOCK_BYTES = 1 << 23 # bytes read per block (a multiple of every dtype's size)
+_BLOCK_BYTES = 1 << 20 # bytes hashed and reduced at a time (a multiple of every dtype's size): they stay in cache
+_DROP_BYTES = 1 << 22 # the pages of a tensor read so far are handed back every this many bytes
 
 @dataclass
 class TensorDiff:
@@ -85,58 +88,95 @@ class TensorDiff:
 
 # %% ../nbs/21_diff.ipynb #378ecd53
 class _Reader:
-    "Reads tensors of a version's blobs in blocks with pread: memory stays at one block, whatever the file size."
-    def __init__(self, reg:Registry, v:Version):
-        self.reg, self.v, self.fds = reg, v, {}
-    def _fd(self, file:str) -> int:
-        if file not in self.fds:
-            self.fds[file] = os.open(self.reg.blobs.path(self.v.files[file]['sha256']), os.O_RDONLY)
-        return self.fds[file]
-    def blocks(self, file:str, t:dict, nbytes:int=_BLOCK_BYTES):
-        fd = self._fd(file)
+    "A version's blobs, each memory-mapped once, read tensor by tensor."
+    def __init__(self, reg:Registry, v:Version): self.reg, self.v, self.maps = reg, v, {}
+    def close(self): self.maps = {} # a map is unmapped when its last view goes
+
+# %% ../nbs/21_diff.ipynb #27db73b4
+@patch
+def _map(self:_Reader, file:str) -> tuple:
+    "The map of `file`'s blob and a view of all of it (an empty blob: no map, an empty view)."
+    if file not in self.maps:
+        sha, what = self.v.files[file]['sha256'], f"{file} of {self.v.id}"
+        try:
+            with open(self.reg.blobs.path(sha), 'rb') as f:
+                m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if os.fstat(f.fileno()).st_size else None
+        except FileNotFoundError: raise self.reg.blobs._missing(sha, what) from None
+        except PermissionError as e: raise self.reg.blobs.unreadable(sha, what, e) from None
+        self.maps[file] = (m, memoryview(m) if m is not None else memoryview(b''))
+    return self.maps[file]
+
+# %% ../nbs/21_diff.ipynb #c67908ab
+def _drop(m:mmap.mmap|None, begin:int, end:int):
+    "Hand back the whole pages of bytes [begin, end) of map `m`."
+    lo, hi = -(-begin // mmap.PAGESIZE) * mmap.PAGESIZE, end // mmap.PAGESIZE * mmap.PAGESIZE
+    if m is not None and hi > lo and hasattr(m, 'madvise'): m.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+
+# %% ../nbs/21_diff.ipynb #1c8ca9b5
+@patch
+def blocks(self:_Reader, file:str, t:dict, name:str, nbytes:int=_BLOCK_BYTES):
+    "The bytes of tensor `name` (record `t` in `file`), a view of at most `nbytes` at a time."
+    m, view = self._map(file)
+    kept = t['begin'] # pages from here on are still mapped in
+    try:
         for off in range(t['begin'], t['end'], nbytes):
-            yield os.pread(fd, min(nbytes, t['end'] - off), off)
-    def read(self, file:str, t:dict) -> np.ndarray:
-        "A whole (small) tensor, checked against its recorded hash."
-        raw = b''.join(self.blocks(file, t))
-        if hashlib.sha256(raw).hexdigest() != t['sha256']: raise _corrupt(file, self.v)
-        return np.frombuffer(raw, dtype=DTYPES[t['dtype']])
-    def close(self):
-        for fd in self.fds.values(): os.close(fd)
-        self.fds = {}
+            b = view[off:min(off + nbytes, t['end'])]
+            if len(b) != min(nbytes, t['end'] - off): raise _corrupt(name, self.v)
+            yield b
+            if off + nbytes - kept >= _DROP_BYTES: _drop(m, kept, off + nbytes); kept = off + nbytes
+    finally: _drop(m, kept, t['end']) # also when the caller stops early
 
 # %% ../nbs/21_diff.ipynb #9823cb44
 def _corrupt(name:str, v:Version) -> CorruptBlobError:
     return CorruptBlobError(f"Tensor {name!r} of {v.id} is corrupted: its bytes no longer match the hash recorded at "
                             f"registration. Restore the workspace's blobs from a backup or re-register {v.id}.")
 
-# %% ../nbs/21_diff.ipynb #6848fe5e
-_SUB = 1 << 15 # elements per dot product: float32 sums stay accurate to ~1e-8, and they run at memory speed
+# %% ../nbs/21_diff.ipynb #6ac3de91
+def _check(t:dict) -> tuple:
+    "A fresh hash to check tensor record `t` with, and the digest it must reach."
+    return (blake3.blake3(), t['blake3']) if t.get('blake3') is not None else (hashlib.sha256(), t['sha256'])
 
+# %% ../nbs/21_diff.ipynb #9630e05f
+@patch
+def array(self:_Reader, file:str, t:dict, name:str) -> np.ndarray:
+    "Tensor `name` (record `t` in `file`), checked against its recorded hash."
+    raw = b''.join(self.blocks(file, t, name))
+    h, want = _check(t)
+    h.update(raw)
+    if h.hexdigest() != want: raise _corrupt(name, self.v)
+    return np.frombuffer(raw, dtype=DTYPES[t['dtype']])
+
+# %% ../nbs/21_diff.ipynb #6848fe5e
+_ROW = 8192 # elements per float32 dot product: accurate to about 1e-7, and BLAS keeps it on the calling thread
+_rowdot = getattr(np, 'vecdot', None) or (lambda a, b: np.einsum('ij,ij->i', a, b)) # numpy < 2 has no vecdot
+
+def _sq(x:np.ndarray) -> float:
+    "‖x‖²: float32 dot products over rows of `_ROW` elements, added up in float64."
+    k = len(x) - len(x) % _ROW
+    rows = x[:k].reshape(-1, _ROW)
+    return float(_rowdot(rows, rows).sum(dtype=np.float64)) + float(np.dot(x[k:], x[k:]))
+
+# %% ../nbs/21_diff.ipynb #e72f5eb7
 def _sums(xa:np.ndarray, xb:np.ndarray) -> np.ndarray:
-    "‖a‖², ‖b‖², ‖Δ‖² and the changed elements of one block, summed in float64 over short float32 dot products."
-    out = np.zeros(4)
-    for i in range(0, len(xa), _SUB):
-        a, b = xa[i:i + _SUB], xb[i:i + _SUB]
-        d = b - a
-        out += (np.dot(a, a), np.dot(b, b), np.dot(d, d), np.count_nonzero(d))
-    return out
+    "‖a‖², ‖b‖², ‖Δ‖² and the changed elements of one block."
+    d = xb - xa
+    return np.array([_sq(xa), _sq(xb), _sq(d), np.count_nonzero(d != 0)])
 
 # %% ../nbs/21_diff.ipynb #fb51663b
 class _Acc:
     "The running hashes and sums of one tensor pair, fed block by block in order."
     def __init__(self, fa, fb, ta, tb, name):
         self.ta, self.tb, self.name = ta, tb, name
-        self.ha, self.hb, self.s, self.n = hashlib.sha256(), hashlib.sha256(), np.zeros(4), 0
-        self.dt = DTYPES[ta['dtype']]
-    def add(self, ba:bytes, bb:bytes):
+        (self.ha, self.want_a), (self.hb, self.want_b) = _check(ta), _check(tb)
+        self.s, self.n, self.dt = np.zeros(4), 0, DTYPES[ta['dtype']]
+    def add(self, ba, bb):
         self.ha.update(ba); self.hb.update(bb)
         xa = as_float(np.frombuffer(ba, self.dt), self.ta['dtype'])
         xb = as_float(np.frombuffer(bb, self.dt), self.tb['dtype'])
         self.s += _sums(xa, xb); self.n += len(xa)
     def finish(self, va:Version, vb:Version) -> TensorDiff:
-        for h, t, v in ((self.ha, self.ta, va), (self.hb, self.tb, vb)):
-            if h.hexdigest() != t['sha256']: raise _corrupt(self.name, v)
+        for h, want, v in ((self.ha, self.want_a, va), (self.hb, self.want_b, vb)):
+            if h.hexdigest() != want: raise _corrupt(self.name, v)
         s, n = self.s, self.n
         na, nb, nd = math.sqrt(s[0]), math.sqrt(s[1]), math.sqrt(s[2])
         cos = (s[0] + s[1] - s[2]) / (2 * na * nb) if na and nb else None
@@ -145,39 +185,50 @@ class _Acc:
                           nd / na if na else (math.inf if nd else 0.0), cos, s[3] / n if n else 0.0)
 
 # %% ../nbs/21_diff.ipynb #fad76080
+def _pair(ra:_Reader, rb:_Reader, job:tuple, stop:threading.Event, count:list) -> TensorDiff|None:
+    "One tensor pair (a job of `_compare`), hashed and reduced; None if `stop` is set meanwhile."
+    fa, fb, xa, xb, name = job
+    acc = _Acc(*job)
+    for ba, bb in zip(ra.blocks(fa, xa, name), rb.blocks(fb, xb, name)):
+        if stop.is_set(): return None
+        acc.add(ba, bb); count[0] += len(ba) + len(bb)
+    return acc.finish(ra.v, rb.v)
+
+# %% ../nbs/21_diff.ipynb #9de51063
 def _pipeline(ra:_Reader, rb:_Reader, jobs:list, workers:int) -> list[TensorDiff]:
-    """One thread reads the changed tensors in file order (sequential I/O); each of `workers` threads owns every
-    `workers`-th tensor and hashes and reduces its blocks as they arrive. Bounded queues keep memory at a few blocks."""
-    import queue, threading
-    qs = [queue.Queue(maxsize=3) for _ in range(workers)]
-    results, errors, stop = [None] * len(jobs), [], threading.Event()
-    def read():
+    "Every job of `_compare` done on `workers` threads, in order of the jobs."
+    results, errors, stop, lock = [None] * len(jobs), [], threading.Event(), threading.Lock()
+    todo, counts = iter(enumerate(jobs)), [[0] for _ in range(workers)] # counts: bytes done by each worker
+    def work(count:list):
         try:
-            for k, (fa, fb, xa, xb, name) in enumerate(jobs):
-                q = qs[k % workers]
-                for ba, bb in zip(ra.blocks(fa, xa), rb.blocks(fb, xb)):
-                    if stop.is_set(): return
-                    q.put((k, ba, bb))
-                q.put((k, None, None))
+            while not stop.is_set():
+                with lock: k, job = next(todo, (None, None))
+                if job is None: return
+                results[k] = _pair(ra, rb, job, stop, count)
         except BaseException as e: errors.append(e); stop.set()
-        finally:
-            for q in qs: q.put(None)
-    def work(q):
-        acc = {}
-        while (item := q.get()) is not None:
-            if stop.is_set(): continue # drain, so the reader never blocks
-            k, ba, bb = item
-            try:
-                a = acc.setdefault(k, _Acc(*jobs[k]))
-                if ba is None: results[k] = acc.pop(k).finish(ra.v, rb.v)
-                else: a.add(ba, bb)
-            except BaseException as e: errors.append(e); stop.set()
-    threads = [threading.Thread(target=read, name='fmops-diff-read')]
-    threads += [threading.Thread(target=work, args=(q,), name='fmops-diff-work') for q in qs]
+    threads = [threading.Thread(target=work, args=(c,), name='fmops-diff') for c in counts]
     for t in threads: t.start()
-    for t in threads: t.join()
+    _wait(threads, counts, 2 * sum(j[2]['end'] - j[2]['begin'] for j in jobs), stop)
     if errors: raise errors[0]
     return results
+
+# %% ../nbs/21_diff.ipynb #83731b14
+def _wait(threads:list, counts:list, total:int, stop:threading.Event):
+    "Wait for the worker threads, with a progress bar of the bytes compared once they have taken a second."
+    bar, start = None, time.monotonic()
+    try:
+        for t in threads:
+            while t.is_alive():
+                t.join(0.2)
+                if bar is None and time.monotonic() - start > 1:
+                    bar = progress(total, 'comparing weights', unit='B', unit_scale=True, delay=1.0)
+                if bar is not None: bar.update(sum(c[0] for c in counts) - bar.n)
+    except BaseException:
+        stop.set()
+        for t in threads: t.join()
+        raise
+    finally:
+        if bar is not None: bar.close()
 
 # %% ../nbs/21_diff.ipynb #5ca0aae2
 def _compare(n:str, ta:dict, tb:dict) -> TensorDiff|tuple:
@@ -286,8 +337,8 @@ def lora_deltas(reg:Registry, v:Version, base:Version|None=None) -> list[dict]:
             if '.lora_A.' not in n: continue
             nb = n.replace('.lora_A.', '.lora_B.')
             if nb not in ts: continue
-            A = as_float(rd.read(*ts[n]), ts[n][1]['dtype']).astype(np.float64).reshape(ts[n][1]['shape'])
-            B = as_float(rd.read(*ts[nb]), ts[nb][1]['dtype']).astype(np.float64).reshape(ts[nb][1]['shape'])
+            A = as_float(rd.array(*ts[n], n), ts[n][1]['dtype']).astype(np.float64).reshape(ts[n][1]['shape'])
+            B = as_float(rd.array(*ts[nb], nb), ts[nb][1]['dtype']).astype(np.float64).reshape(ts[nb][1]['shape'])
             r = A.shape[0]
             scale = (alpha / r) if not cfg.get('use_rslora') else alpha / math.sqrt(r)
             norm, rank = _delta_norm_rank(A, B, scale)
@@ -299,7 +350,7 @@ def lora_deltas(reg:Registry, v:Version, base:Version|None=None) -> list[dict]:
                 w = next((k for k in base_t if k.endswith('.weight') and same_module(module, k[:-len('.weight')])),
                          None)
                 if w is not None:
-                    W = as_float(rbase.read(*base_t[w]), base_t[w][1]['dtype']).astype(np.float64)
+                    W = as_float(rbase.array(*base_t[w], w), base_t[w][1]['dtype']).astype(np.float64)
                     rel = norm / float(np.sqrt(W @ W)) if W.size else None
             out.append({'module': module, 'rank': rank, 'r': r, 'scale': scale, 'norm_delta': norm, 'rel_delta': rel})
     finally:

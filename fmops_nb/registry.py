@@ -310,16 +310,23 @@ class Registry:
         return json.loads(self.blobs.read(v.manifest, f"manifest of {v.id}"))
 
     def tensors(self, ref:str|Version) -> dict:
-        "{(file, tensor name): {'dtype', 'shape', 'sha256', 'begin', 'end'}} of a version, checked with its manifest."
+        "{(file, tensor name): {'dtype', 'shape', 'sha256', 'begin', 'end'[, 'blake3']}}, checked with the manifest."
         v = ref if isinstance(ref, Version) else self.get(ref)
         with closing(self.ws.connect()) as con:
             rows = con.execute("SELECT * FROM tensors WHERE version=?", (v.id,)).fetchall()
-        if _tensor_rows(rows) != _manifest_tensors(self.manifest(v)):
+        man = self.manifest(v)
+        if _tensor_rows(rows) != _manifest_tensors(man):
             raise WorkspaceError(f"{v.id} cannot be compared or loaded: {_tensors_changed(v.id)}. Nothing was read "
                                  f"from them; run `fmops audit verify`, and restore fmops.db from a backup.")
-        return {(r['file'], r['name']): {'dtype': r['dtype'], 'shape': tuple(json.loads(r['shape'])),
-                                         'sha256': r['sha256'], 'begin': r['begin_at'], 'end': r['end_at']}
-                for r in rows}
+        # BLAKE3 is in the manifest only (versions registered before it was have none): as safe as the rest of it
+        fast = {(t['file'], t['name']): t['blake3'] for t in man.get('tensors') or [] if 'blake3' in t}
+        out = {}
+        for r in rows:
+            k = (r['file'], r['name'])
+            out[k] = {'dtype': r['dtype'], 'shape': tuple(json.loads(r['shape'])), 'sha256': r['sha256'],
+                      'begin': r['begin_at'], 'end': r['end_at']}
+            if k in fast: out[k]['blake3'] = fast[k]
+        return out
 
     def versions(self, model:str|None=None) -> list[Version]:
         "The versions of `model` (or of every model), oldest first."
@@ -459,10 +466,10 @@ def _store_weights(self:Registry, got:dict, headers:dict) -> tuple[dict, dict]:
         if infos != checked:
             raise ValidationError(f"{got['files'][rel]} changed while it was being registered. Register it "
                                   f"again once nothing writes to it.")
-        for name, sha in tensor_hashes(blob, infos).items():
-            t = infos[name]
-            tensors[(rel, name)] = {'dtype': t.dtype, 'shape': list(t.shape), 'sha256': sha, 'begin': t.begin,
-                                    'end': t.end}
+        for name, h in tensor_hashes(blob, infos).items():
+            t = infos[name] # the manifest records BLAKE3 too (a diff checks it, faster); the database only SHA-256
+            tensors[(rel, name)] = {'dtype': t.dtype, 'shape': list(t.shape), 'sha256': h['sha256'],
+                                    'blake3': h['blake3'], 'begin': t.begin, 'end': t.end}
     return stored, tensors
 
 # %% ../nbs/20_registry.ipynb #97fcbe24
