@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, asdict
 from pathlib import Path, PurePosixPath
 from .core import Workspace, utcnow, current_user, check_name, file_mode
 from .errors import (FmopsError, ValidationError, NotFoundError, WorkspaceError, TrackingError,
-                     TrackingWarning, StoreWarning, not_found)
+                     TrackingWarning, StoreWarning, closest, not_found)
 from fastcore.basics import patch
 from .data import load
 from .errors import PromotionBlocked
@@ -553,7 +553,7 @@ def register(self:Registry, model:str, # the model's name: letters, digits, '.',
             ) -> Version:
     "Register a new immutable version `model:vN`."
     check_name(model, 'model name')
-    for a in aliases: self._check_alias(a)
+    for a in aliases: self._check_alias(a, model)
     metrics, data = _metrics(metrics), _data_info(data)
     base_v, parent_v = (self.get(base) if base else None), (self.get(parent) if parent else None)
     if self.ws.readonly: raise self.ws._readonly_error()
@@ -591,10 +591,20 @@ def _set_aliases(self:Registry, vid:str, aliases) -> list[str]:
 
 # %% ../nbs/20_registry.ipynb #0d6a2c46
 @patch
-def _check_alias(self:Registry, alias:str) -> str:
+def _check_alias(self:Registry, alias:str,
+                 model:str|None=None, # refuse an alias that differs only in case from one this model has
+                ) -> str:
     check_name(alias, 'alias')
     if alias[0] == 'v' and alias[1:].isdigit():
         raise ValidationError(f"Alias {alias!r} looks like a version number; choose another name (e.g. 'production').")
+    if model is not None: # `Production` next to `production` is a slip, not a new alias
+        with closing(self.ws.connect()) as con:
+            have = [r['alias'] for r in con.execute("SELECT alias FROM aliases WHERE model=?", (model,))]
+        twins = [a for a in have if a.casefold() == alias.casefold()]
+        if twins and alias not in have:
+            raise ValidationError(f"Alias {alias!r} differs only in case from {model}'s alias {twins[0]!r}. Did you "
+                                  f"mean '{model}:{twins[0]}'? Aliases are case-sensitive: a new one must differ by "
+                                  f"more than case.")
     return alias
 
 # %% ../nbs/20_registry.ipynb #b791138b
@@ -674,7 +684,7 @@ def _promote(self:Registry, ref:str, to:str, reason:str, force:bool, log:bool) -
     if model != v.model:
         raise ValidationError(f"{v.id} is a version of {v.model!r}, not of {model!r}: promote a {model} version to "
                               f"{model}:{alias}.")
-    self._check_alias(alias)
+    self._check_alias(alias, model)
     if alias in v.aliases: return v
     with closing(self.ws.connect()) as con:
         writable_key(con) # a keyed log without its key: refused first
@@ -697,8 +707,12 @@ def resolve_alias(self:Registry, alias:str) -> str:
     if ':' in alias: return alias
     with closing(self.ws.connect()) as con:
         owners = [r['model'] for r in con.execute("SELECT model FROM aliases WHERE alias=? ORDER BY model", (alias,))]
+        known = sorted({r['alias'] for r in con.execute("SELECT alias FROM aliases")})
     if len(owners) == 1: return f"{owners[0]}:{alias}"
-    if not owners: raise NotFoundError(f"No model has an alias {alias!r}. `fmops registry ls` shows the aliases.")
+    if not owners:
+        near = [a for a in known if a.casefold() == alias.casefold()] or closest(alias, known)
+        raise NotFoundError(f"No model has an alias {alias!r}." + (f" Did you mean {near[0]!r}?" if near else '')
+                            + " `fmops registry ls` shows the aliases.")
     raise ValidationError(f"Several models have an alias {alias!r} ({', '.join(owners)}): name one, e.g. "
                           f"{owners[0]}:{alias}.")
 
