@@ -1,16 +1,39 @@
-"""The overhead of `fmops report run` over the notebook's own compute (issue 6; target: at most 2 s, median of several runs).
+"""The overhead of `fmops report run` over the notebook's own compute (issue 6: at most 2 s; issue 13: at most 1.5 s,
+median of seven, paired), and of a run inside `fmops schedule serve`, whose kernel was started ahead.
 
-A template does a fixed amount of work (a drift check of two 20,000-row tables, ~1 s). For each run we take the wall
-time of the whole `fmops report run` command (a fresh process: imports, parameter validation, kernel start, parameter
-injection, execution, HTML export, W&B logging in offline mode) and subtract the time the notebook's cells took
-(papermill's per-cell durations in the output notebook). The split of the overhead comes from the run's record.json.
-Also measured: the cost of `import nbformat` in a fresh interpreter, and whether the template's kernel ever imports it.
+A template does a fixed amount of work (a drift check of two 10 x 20,000 tables, ~1 s). Each iteration runs:
 
-Run: python bench/report.py [--runs N] [--out FILE]
+- `fmops report run` as a shell command, a fresh process (imports, parameter validation, kernel start, parameter
+  injection, execution, HTML export, W&B logging in offline mode). Its overhead is its wall time minus the time the
+  notebook's cells took (papermill's per-cell durations in the output notebook), so each run is paired with its own
+  compute. The split comes from the run's record.json: `prepare_s` (run_report's start to the execution: starting the
+  kernel, the checks, the run's folder), `execute_minus_cells_s` (papermill's import, waiting for the kernel to finish
+  booting, papermill's bookkeeping), `after_execute_s` (HTML, W&B), and `cli_outside_run_report_s` (interpreter start,
+  the CLI's imports, the exit).
+- the same cells as one plain `python -c` (no kernel, no papermill, no W&B): the floor. `wall - floor` is a second
+  paired overhead, measured next to the run. It is the conservative one on a busy machine: the W&B start and the
+  imports the run's end needs run in threads while the kernel computes, and where no core is free they slow the cells
+  (papermill's durations grow, so `wall - cells` shrinks), but not the floor.
+
+The 1-minute load average is read before each run. The first iteration warms the file cache and is dropped.
+
+Then, in one process that does what `schedule serve` does each round (a `KernelPool` of one kernel, refilled after
+each run, and `schedule.run_due`), the same template runs as a schedule `runs + 1` times: from the trigger (the call
+of `run_due`, the kernel ready as it is between two due schedules) to the finished run (its final status written).
+The first of those imports papermill, wandb and pandas into the process and is reported apart.
+
+Variants, each run in the same iterations as the command (so every figure is paired with the others):
+- `--freeze-at-exit`: the command as `fmops_nb.cli.main` with `atexit.register(gc.freeze)` — what the proposed change
+  to `cli.main` does — instead of `python -m fmops_nb.cli`;
+- `--baseline DIR`: the command from another copy of the package (`DIR/fmops_nb`, e.g. the last commit's reports.py
+  and schedule.py over this tree's other modules), for a before/after ratio measured under the same load.
+
+Run: python bench/report.py [--runs N] [--out FILE] [--freeze-at-exit] [--baseline DIR] [--no-serve]
 """
 import argparse, json, os, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
 
+PARAMS = "rows: int = 20000\nseed: int = 0"
 CELLS = [
     "import sys\nfrom fmops_nb.reports import record, uses\nimport numpy as np\nfrom fmops_nb.drift import drift",
     "rng = np.random.default_rng(seed)\nref = {f'x{i}': rng.normal(size=rows) for i in range(10)}\n"
@@ -18,15 +41,59 @@ CELLS = [
     "record('n_drifted', len(rep.drifted))\nrecord('drift', [{'column': k, 'statistic': c.statistic} for k, c in rep.columns.items()])\n"
     "record('nbformat_in_kernel', 'nbformat' in sys.modules)\nrep",
 ]
+FREEZE_ENTRY = "import atexit, gc, sys; atexit.register(gc.freeze); from fmops_nb.cli import main; sys.exit(main(sys.argv[1:]))"
+BASELINE_ENTRY = ("import sys; sys.meta_path[:] = [f for f in sys.meta_path if not getattr(f, '__module__', '').startswith('__editable__')]; "
+                  "sys.path.insert(0, sys.argv.pop(1)); from fmops_nb.cli import main; sys.exit(main(sys.argv[1:]))")
+
+SERVE = r'''
+import datetime as dt, json, sys, time
+from fmops_nb.core import Workspace
+from fmops_nb import schedule
+from fmops_nb.reports import KernelPool, get_report
+from jupyter_core.utils import run_sync
+template, n = sys.argv[1], int(sys.argv[2])
+
+def ready(pool):
+    "Wait until the pool's kernel answers: between two due schedules, serve's kernel has long finished booting."
+    kc = pool.ready[0].client(); kc.start_channels()
+    try: run_sync(kc.wait_for_ready)(timeout=60)
+    finally: kc.stop_channels()
+
+ws = Workspace.open()
+schedule.add("bench", "* * * * *", template, {"seed": 0}, ws=ws, replace=True)
+first = dt.datetime.now().replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
+rows = []
+with KernelPool(ws) as pool:
+    pool.refill()
+    for i in range(n + 1):
+        ready(pool)
+        load = float(open("/proc/loadavg").read().split()[0])
+        t = time.perf_counter()
+        done = schedule.run_due(ws, now=first + dt.timedelta(minutes=i), kernels=pool)
+        wall = time.perf_counter() - t
+        assert [r["status"] for r in done] == ["finished"], done
+        rec = get_report(done[0]["report"], ws).record
+        tm = rec["timings"]
+        rows.append({"trigger_to_finished_s": wall, "cells_s": tm["cells_s"], "overhead_s": wall - tm["cells_s"],
+                     "prepare_s": tm["prepare_s"], "execute_minus_cells_s": tm["execute_s"] - tm["cells_s"], "html_s": tm["html_s"],
+                     "wandb_s": tm["wandb_s"], "outside_run_report_s": wall - tm["total_s"] - tm["prepare_s"],
+                     "warm_kernel": rec["kernel"]["warm"], "load_1min": load})
+    started = list(pool.started)
+print(json.dumps({"rows": rows, "kernels_started": len(started)}))
+'''
 
 
 def make_template(path: Path):
     import nbformat
-    p = nbformat.v4.new_code_cell("rows: int = 20000\nseed: int = 0")
+    p = nbformat.v4.new_code_cell(PARAMS)
     p.metadata["tags"] = ["parameters"]
     nb = nbformat.v4.new_notebook(cells=[p] + [nbformat.v4.new_code_cell(c) for c in CELLS])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, str(path))
+
+
+def load_1min() -> float:
+    return float(Path("/proc/loadavg").read_text().split()[0])
 
 
 def fresh(code: str) -> float:
@@ -34,39 +101,96 @@ def fresh(code: str) -> float:
     return float(out.strip().splitlines()[-1])
 
 
+def cli_run(d: Path, env: dict, seed: int, entry: list) -> dict:
+    "One `fmops report run` (a fresh process), timed from outside; its overhead and its split from record.json."
+    load = load_1min()
+    t = time.perf_counter()
+    r = subprocess.run([sys.executable, *entry, "report", "run", str(d / "bench_report.ipynb"), "-p", "seed", str(seed), "--json"],
+                       capture_output=True, text=True, env=env, cwd=d)
+    wall = time.perf_counter() - t
+    if r.returncode: sys.exit(r.stderr)
+    out = json.loads(r.stdout)
+    rec, tm = out["record"], out["record"]["timings"]
+    in_run = tm["total_s"] + tm.get("prepare_s", 0.0)  # an older run_report has no prepare_s: its total_s began there
+    return {"wall_s": wall, "cells_s": tm["cells_s"], "overhead_s": wall - tm["cells_s"], "in_run_report_s": in_run,
+            "prepare_s": tm.get("prepare_s"), "execute_minus_cells_s": tm["execute_s"] - tm["cells_s"], "html_s": tm["html_s"],
+            "wandb_s": tm["wandb_s"], "after_execute_s": tm["total_s"] - tm["execute_s"],
+            "cli_outside_run_report_s": wall - in_run, "nbformat_in_kernel": out["values"]["nbformat_in_kernel"], "load_1min": load}
+
+
+def floor_run(seed: int) -> dict:
+    "The cells alone in a fresh `python -c`: interpreter start, the same imports, the same compute."
+    code = "\n".join([f"rows = 20000\nseed = {seed}", *CELLS])
+    load = load_1min()
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    return {"wall_s": time.perf_counter() - t, "load_1min": load}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--out")
+    ap.add_argument("--freeze-at-exit", action="store_true", help="also run the command with gc.freeze at exit (the proposed cli.main change)")
+    ap.add_argument("--baseline", metavar="DIR", help="also run the command from DIR/fmops_nb (an older version), paired")
+    ap.add_argument("--no-serve", action="store_true", help="skip the runs inside a serve-like process")
     a = ap.parse_args()
     d = Path(tempfile.mkdtemp(prefix="fmops-bench-report-"))
     make_template(d / "bench_report.ipynb")
     env = {**os.environ, "FMOPS_HOME": str(d / ".fmops"), "WANDB_MODE": "offline", "WANDB_SILENT": "true",
            **{v: str(d / "wandb" / s) for v, s in [("WANDB_DIR", ""), ("WANDB_CACHE_DIR", "cache"), ("WANDB_CONFIG_DIR", "config"),
                                                    ("WANDB_DATA_DIR", "data"), ("WANDB_ARTIFACT_DIR", "artifacts")]}}
-    rows = []
-    for i in range(a.runs + 1):  # the first run warms the file cache and is dropped
-        t = time.perf_counter()
-        r = subprocess.run([sys.executable, "-m", "fmops_nb.cli", "report", "run", str(d / "bench_report.ipynb"), "-p", "seed", str(i), "--json"],
-                           capture_output=True, text=True, env=env, cwd=d)
-        wall = time.perf_counter() - t
+    variants = {"run": ["-m", "fmops_nb.cli"]}
+    if a.freeze_at_exit: variants["freeze_at_exit"] = ["-c", FREEZE_ENTRY]
+    if a.baseline: variants["baseline"] = ["-c", BASELINE_ENTRY, str(Path(a.baseline).resolve())]
+    rows, floors = {k: [] for k in variants}, []
+    load_start = Path("/proc/loadavg").read_text().split()[:3]
+    for i in range(a.runs + 1):  # the first iteration warms the file cache and is dropped
+        floors.append(floor_run(i))
+        for kind, entry in variants.items():
+            r = cli_run(d, env, i, entry)
+            r["minus_floor_s"] = r["wall_s"] - floors[-1]["wall_s"]
+            rows[kind].append(r)
+            print(f"{kind} {i}: wall {r['wall_s']:.2f} cells {r['cells_s']:.2f} overhead {r['overhead_s']:.2f} "
+                  f"(floor {floors[-1]['wall_s']:.2f}, load {r['load_1min']})", file=sys.stderr)
+    rows, floors = {k: v[1:] for k, v in rows.items()}, floors[1:]
+    med = lambda xs, k: round(statistics.median(x[k] for x in xs), 3)
+    keys = ("wall_s", "cells_s", "overhead_s", "minus_floor_s", "in_run_report_s", "prepare_s", "execute_minus_cells_s", "html_s",
+            "wandb_s", "after_execute_s", "cli_outside_run_report_s", "load_1min")
+    summary = lambda xs: {"median": {k: med(xs, k) for k in keys if all(x.get(k) is not None for x in xs)},
+                          "overhead_s_range": [round(min(x["overhead_s"] for x in xs), 3), round(max(x["overhead_s"] for x in xs), 3)]}
+    res = {"runs": a.runs, "template": "drift check, 10 columns x 20,000 rows per side", "target_overhead_s": 1.5,
+           "command": "python -m fmops_nb.cli report run bench_report.ipynb -p seed I --json (WANDB_MODE=offline)",
+           **summary(rows["run"]), "floor_wall_s_median": med(floors, "wall_s"),
+           "nbformat_in_kernel": sorted({x["nbformat_in_kernel"] for x in rows["run"]}), "per_run": rows["run"], "floor_per_run": floors}
+    if "freeze_at_exit" in rows:
+        res["freeze_at_exit"] = {"command": f"python -c {FREEZE_ENTRY!r} report run ...", **summary(rows["freeze_at_exit"]),
+                                 "per_run": rows["freeze_at_exit"]}
+    if "baseline" in rows:
+        b = rows["baseline"]
+        res["baseline"] = {"package": str(Path(a.baseline).resolve()), **summary(b), "per_run": b,
+                           "paired_overhead_ratio_run_over_baseline_median": round(statistics.median(
+                               x["overhead_s"] / y["overhead_s"] for x, y in zip(rows["run"], b)), 3),
+                           "paired_overhead_difference_s_median": round(statistics.median(
+                               x["overhead_s"] - y["overhead_s"] for x, y in zip(rows["run"], b)), 3)}
+        if "freeze_at_exit" in rows:
+            res["baseline"]["paired_overhead_ratio_freeze_over_baseline_median"] = round(statistics.median(
+                x["overhead_s"] / y["overhead_s"] for x, y in zip(rows["freeze_at_exit"], b)), 3)
+    if not a.no_serve:
+        r = subprocess.run([sys.executable, "-c", SERVE, str(d / "bench_report.ipynb"), str(a.runs)], capture_output=True, text=True,
+                           env=env, cwd=d)
         if r.returncode: sys.exit(r.stderr)
-        rec = json.loads(r.stdout)["record"]
-        tm = rec["timings"]
-        rows.append({"wall_s": wall, "cells_s": tm["cells_s"], "overhead_s": wall - tm["cells_s"],
-                     "in_run_report_s": tm["total_s"], "execute_minus_cells_s": tm["execute_s"] - tm["cells_s"],
-                     "html_s": tm["html_s"], "wandb_s": tm["wandb_s"], "cli_outside_run_report_s": wall - tm["total_s"],
-                     "nbformat_in_kernel": json.loads(r.stdout)["values"]["nbformat_in_kernel"]})
-    rows = rows[1:]
-    med = lambda k: round(statistics.median(x[k] for x in rows), 3)
+        s = json.loads(r.stdout.strip().splitlines()[-1])
+        res["serve"] = {"how": "one process: KernelPool(ws) of one kernel, refilled after each run, and schedule.run_due per round "
+                               "(what `fmops schedule serve` does), timed from the call of run_due to its return",
+                        "first_run": s["rows"][0], "median": {k: med(s["rows"][1:], k) for k in s["rows"][0] if k != "warm_kernel"},
+                        "warm_kernel": [x["warm_kernel"] for x in s["rows"]], "kernels_started": s["kernels_started"],
+                        "per_run": s["rows"][1:]}
     imp = [fresh("import time; t = time.perf_counter(); import nbformat; print(time.perf_counter() - t)") for _ in range(5)]
     base = [fresh("import time; t = time.perf_counter(); import fmops_nb.reports; print(time.perf_counter() - t)") for _ in range(5)]
-    res = {"runs": a.runs, "template": "drift check, 10 columns x 20,000 rows per side",
-           "median": {k: med(k) for k in ("wall_s", "cells_s", "overhead_s", "in_run_report_s", "execute_minus_cells_s", "html_s", "wandb_s",
-                                           "cli_outside_run_report_s")},
-           "target_overhead_s": 2.0, "nbformat_in_kernel": sorted({x["nbformat_in_kernel"] for x in rows}),
-           "import_nbformat_s_median": round(statistics.median(imp), 4), "import_fmops_nb_reports_s_median": round(statistics.median(base), 4),
-           "per_run": rows, "python": sys.version.split()[0], "when": time.strftime("%Y-%m-%d %H:%M")}
+    res |= {"import_nbformat_s_median": round(statistics.median(imp), 4), "import_fmops_nb_reports_s_median": round(statistics.median(base), 4),
+            "load_avg_start": load_start, "load_avg_end": Path("/proc/loadavg").read_text().split()[:3], "cpus": os.cpu_count(),
+            "python": sys.version.split()[0], "when": time.strftime("%Y-%m-%d %H:%M")}
     print(json.dumps(res, indent=2))
     if a.out: Path(a.out).write_text(json.dumps(res, indent=2) + "\n")
 

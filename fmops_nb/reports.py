@@ -5,7 +5,7 @@ and read back from its output."""
 
 # %% ../nbs/40_reports.ipynb #6971cfb2
 from __future__ import annotations
-import ast, datetime as _dt, html, json, math, re, string
+import ast, datetime as _dt, functools, html, json, math, re, string
 from dataclasses import dataclass
 from pathlib import Path
 from fastcore.basics import patch
@@ -21,9 +21,9 @@ from .errors import unknown_key
 
 # %% auto #0
 __all__ = ['TYPES', 'MAX_PARAMS', 'INPUT_MIME', 'BUILTIN', 'IGNORED', 'Param', 'schema', 'read_yaml', 'validate', 'typed', 'uses',
-           'read_inputs', 'report_html', 'template_dirs', 'find_template', 'ReportRun', 'run_report', 'report_runs',
-           'get_report', 'Rerun', 'rerun', 'Safe', 'fmt', 'show', 'html_table', 'bar_chart', 'line_chart', 'read_table',
-           'drift_rows', 'previous_version', 'live_metrics']
+           'read_inputs', 'report_html', 'template_dirs', 'find_template', 'ReportRun', 'KernelPool', 'run_report',
+           'report_runs', 'get_report', 'Rerun', 'rerun', 'Safe', 'fmt', 'show', 'html_table', 'bar_chart',
+           'line_chart', 'read_table', 'drift_rows', 'previous_version', 'live_metrics']
 
 # %% ../nbs/40_reports.ipynb #3523565a
 TYPES = {'str': str, 'int': int, 'float': float, 'bool': bool, 'list': list, 'dict': dict, 'date': _dt.date,
@@ -375,10 +375,11 @@ def _text(v) -> str: return ''.join(map(str, v)) if isinstance(v, list) else str
 def report_html(nb, title:str='', show_code:bool=False) -> str:
     "A notebook as one static HTML page: markdown, HTML, PNG and text outputs, code if `show_code`; no scripts or URLs."
     import html as _h
-    from nbconvert.filters import markdown2html
     parts = []
     for c in nb.cells:
-        if c.cell_type == 'markdown': parts.append(f"<div class='md'>{_inert(markdown2html(c.source))}</div>"); continue
+        if c.cell_type == 'markdown':
+            from nbconvert.filters import markdown2html # imported only when there is markdown (~0.2 s)
+            parts.append(f"<div class='md'>{_inert(markdown2html(c.source))}</div>"); continue
         if c.cell_type != 'code': continue
         if show_code and 'remove-input' not in c.metadata.get('tags', []) and c.source.strip():
             parts.append(f"<pre class='in'>{_h.escape(c.source)}</pre>")
@@ -585,21 +586,51 @@ def _sweep(parent:Path):
         except (OSError, ValueError): continue # not ours, or not written yet
         if not pid_alive(pid, start if start != 'None' else None): shutil.rmtree(d, ignore_errors=True)
 
-# %% ../nbs/40_reports.ipynb #857487f9
-def _start_kernel(cwd, env:dict|None=None) -> object:
-    "Start a python3 kernel in `cwd`; its connection file and sockets live in a private folder, gone when it stops."
-    import os, shutil
+# %% ../nbs/40_reports.ipynb #8e442443
+@functools.cache
+def _kernel_classes() -> tuple:
+    "A kernel manager on Unix sockets, and its client class, whose `wait_for_ready` skips the last 0.2 s of listening."
+    import time, queue
+    from jupyter_client.asynchronous import AsyncKernelClient
     from jupyter_client.manager import AsyncKernelManager
-    from jupyter_core.utils import run_sync
     from traitlets import CaselessStrEnum
+    class Client(AsyncKernelClient):
+        async def wait_for_ready(self, timeout:float|None=None):
+            "The kernel answered kernel_info and IOPub is connected (a message arrived on it)."
+            end = time.monotonic() + (float('inf') if timeout is None else timeout)
+            while True:
+                self.kernel_info()
+                try: msg = await self.shell_channel.get_msg(timeout=1)
+                except queue.Empty: msg = None
+                if msg is not None and msg['msg_type'] == 'kernel_info_reply':
+                    try: await self.iopub_channel.get_msg(timeout=0.2)
+                    except queue.Empty: pass
+                    else: return self._handle_kernel_info_reply(msg)
+                if not await self.parent.is_alive(): raise RuntimeError("Kernel died before replying to kernel_info")
+                if time.monotonic() > end: raise RuntimeError(f"Kernel didn't respond in {timeout} s")
     class LocalKernelManager(AsyncKernelManager):
         transport = CaselessStrEnum(['tcp', 'ipc'], default_value='ipc', config=True)
+        def client(self, **kw):
+            "A client of this kernel, kept so that `_stop_kernel` stops its channels."
+            c = super().client(**kw)
+            self.fmops_clients.append(c)
+            return c
+    return LocalKernelManager, Client
+
+# %% ../nbs/40_reports.ipynb #857487f9
+def _start_kernel(cwd, env:dict) -> object:
+    "Start a python3 kernel in `cwd`; its connection file and sockets live in a private folder, gone when it stops."
+    import os, shutil
+    from jupyter_core.utils import run_sync
+    manager, client = _kernel_classes()
     d, km = _private_dir(), None
     try:
-        km = LocalKernelManager(kernel_name='python3', ip=os.path.join(d, 'k'),
-                                connection_file=os.path.join(d, 'kernel.json'))
-        km.fmops_dir = d
+        km = manager(kernel_name='python3', ip=os.path.join(d, 'k'), connection_file=os.path.join(d, 'kernel.json'),
+                     client_factory=client)
+        km.fmops_dir, km.fmops_cwd, km.fmops_env, km.fmops_warm = d, Path(cwd), dict(env), False
+        km.fmops_clients = []
         run_sync(km.start_kernel)(cwd=str(cwd), env=env, extra_arguments=['--HistoryManager.hist_file=:memory:'])
+        km.fmops_pid = km.provisioner.pid
     except BaseException:
         if km is not None: _stop_kernel(km)
         shutil.rmtree(d, ignore_errors=True)
@@ -608,14 +639,123 @@ def _start_kernel(cwd, env:dict|None=None) -> object:
 
 # %% ../nbs/40_reports.ipynb #7b4ee4bd
 def _stop_kernel(km):
-    "Stop a kernel now (all its outputs are in, or it hung or died) and remove its private folder."
+    "Stop a kernel now (its outputs are in, or it hung or died), and its clients' channels; remove its private folder."
     import shutil
     from jupyter_core.utils import run_sync
     if km is None: return
+    for c in getattr(km, 'fmops_clients', []): # first, while the kernel still answers their heartbeat
+        try: c.stop_channels()
+        except Exception: pass
     try: run_sync(km.shutdown_kernel)(now=True)
     except Exception: pass
     finally:
         if getattr(km, 'fmops_dir', None): shutil.rmtree(km.fmops_dir, ignore_errors=True)
+
+# %% ../nbs/40_reports.ipynb #35b010f4
+def _stop_later(km, then=None):
+    "Stop a kernel in a thread while the run writes its files, then call `then`; the run joins it before returning."
+    import threading
+    def stop():
+        _stop_kernel(km)
+        if then is not None: then()
+    t = threading.Thread(target=stop, name='fmops-kernel-stop')
+    t.start()
+    return t
+
+# %% ../nbs/40_reports.ipynb #e931116d
+def _kernel_cwd(cwd=None) -> Path:
+    "The kernel's working directory: `cwd` resolved, or the current one; a folder that is not there is refused."
+    cwd = Path(cwd).expanduser().resolve() if cwd else Path.cwd()
+    if not cwd.is_dir(): raise ValidationError(f"The working directory {cwd} does not exist: pass an existing folder.")
+    return cwd
+
+# %% ../nbs/40_reports.ipynb #f2007eea
+def _base_env(ws) -> dict:
+    "The environment a report's kernel starts with: ours without our W&B service's socket, and the workspace's home."
+    import os
+    return {k: v for k, v in os.environ.items() if k != 'WANDB_SERVICE'} | {'FMOPS_HOME': str(ws.root)}
+
+# %% ../nbs/40_reports.ipynb #99ec5292
+def _bind(km, env:dict, timeout:float=60.0):
+    "Put `env` in a started kernel's `os.environ` silently (no output, history or count), once it answers."
+    import time, queue
+    from jupyter_core.utils import run_sync
+    code = f"__import__('os').environ.update({env!r})" # the same again if sent twice: harmless
+    async def go():
+        kc = km.client()
+        kc.start_channels(shell=True, iopub=False, stdin=False, hb=False, control=False)
+        sent, deadline = set(), time.monotonic() + timeout
+        try:
+            while True:
+                sent.add(kc.execute(code, silent=True, store_history=False, allow_stdin=False))
+                try: reply = await kc.get_shell_msg(timeout=1)
+                except queue.Empty:
+                    if not await km.is_alive(): raise RuntimeError("the kernel died as it started") from None
+                    if time.monotonic() > deadline: raise TimeoutError(f"no answer in {timeout} s") from None
+                    continue
+                if reply['parent_header'].get('msg_id') in sent: return reply['content']
+        finally: kc.stop_channels()
+    r = run_sync(go)()
+    if r.get('status') != 'ok':
+        raise ExecutionError(f"The report's kernel did not take the run's environment: {r.get('ename')}: "
+                             f"{r.get('evalue')}.")
+
+# %% ../nbs/40_reports.ipynb #4420386f
+def _bound(km, cwd:Path, base:dict, env:dict):
+    "`km` (started ahead; None: none) bound to its run by `_bind`; if it does not answer, a kernel started now."
+    if km is not None:
+        try: _bind(km, env); return km
+        except BaseException as e:
+            _stop_kernel(km)
+            if not isinstance(e, Exception): raise # Ctrl-C
+    km = _start_kernel(cwd, base)
+    try: _bind(km, env)
+    except BaseException: _stop_kernel(km); raise
+    return km
+
+# %% ../nbs/40_reports.ipynb #7a8d62a0
+class KernelPool:
+    "Kernels started ahead of the runs that take them, each used by one run, then stopped (`schedule serve` keeps one)."
+    def __init__(self, ws, # the workspace of its runs (the kernels' FMOPS_HOME)
+                 size:int=1, # kernels kept started
+                 cwd=None, # the kernels' working directory (default: the current one), as their runs' must be
+                ):
+        import threading
+        self.ws, self.size, self.cwd = ws, size, _kernel_cwd(cwd)
+        self.ready, self.started = [], [] # kernels no run took yet; the pid of every kernel started, in order
+        self.lock, self.closed = threading.Lock(), False
+    def __repr__(self): return f"KernelPool({len(self.ready)} of {self.size} ready, {len(self.started)} started)"
+    def __enter__(self): return self
+    def __exit__(self, *exc): self.close()
+
+# %% ../nbs/40_reports.ipynb #9bf2a620
+@patch
+def refill(self:KernelPool):
+    "Start kernels until `size` are ready (after a run's own kernel stopped); a pool closed meanwhile stops its kernel."
+    while not self.closed and len(self.ready) < self.size:
+        try: km = _start_kernel(self.cwd, _base_env(self.ws))
+        except Exception: return # the next run starts its own kernel, and reports why that fails
+        km.fmops_warm = True
+        with self.lock:
+            self.started.append(km.fmops_pid)
+            if not self.closed: self.ready.append(km); continue
+        _stop_kernel(km)
+
+# %% ../nbs/40_reports.ipynb #a9dd7cf4
+@patch
+def take(self:KernelPool, cwd:Path, env:dict):
+    "A ready kernel started in `cwd` with `env`, for one run; None if there is none (one that differs is stopped)."
+    with self.lock: km = self.ready.pop(0) if self.ready else None
+    if km is None or (km.fmops_cwd, km.fmops_env) == (Path(cwd), env): return km
+    _stop_kernel(km)
+    return None
+
+# %% ../nbs/40_reports.ipynb #40fe75bb
+@patch
+def close(self:KernelPool):
+    "Stop the kernels no run took; from now on a refill stops what it starts. No kernel of the pool is left running."
+    with self.lock: self.closed, kms, self.ready = True, self.ready, []
+    for km in kms: _stop_kernel(km)
 
 # %% ../nbs/40_reports.ipynb #a5eacd18
 def _stamp() -> str:
@@ -654,6 +794,12 @@ def _write_status(job:_Job, **fields):
     "Replace the run's status.json with the job's identifying keys and `fields`."
     atomic_write(job.out / 'status.json', json.dumps(job.base | fields))
 
+# %% ../nbs/40_reports.ipynb #4030b53d
+def _run_env(job:_Job, dry_run:bool=False, pins:dict|None=None) -> dict:
+    "The run's own variables for its kernel: its folder, its template, dry run or not, the references a rerun pins."
+    return {'FMOPS_REPORT_DIR': str(job.out), 'FMOPS_TEMPLATE': job.template.stem,
+            'FMOPS_DRY_RUN': '1' if dry_run else '', 'FMOPS_PINS': json.dumps(pins or {})}
+
 # %% ../nbs/40_reports.ipynb #d05d9a22
 def _prepare(template, params:dict|None, ws, cwd=None, timeout=None, retries=None, backoff_s=None) -> _Job:
     "Check the template, parameters, limits and working directory; then make the run's folder and its `running` status."
@@ -667,8 +813,7 @@ def _prepare(template, params:dict|None, ws, cwd=None, timeout=None, retries=Non
     backoff_s = cfg['reports.backoff_s'] if backoff_s is None else backoff_s
     if timeout <= 0 or retries < 0 or backoff_s < 0:
         raise ValidationError("timeout must be > 0 seconds, retries and backoff ≥ 0.")
-    cwd = Path(cwd).expanduser().resolve() if cwd else Path.cwd()
-    if not cwd.is_dir(): raise ValidationError(f"The working directory {cwd} does not exist: pass an existing folder.")
+    cwd = _kernel_cwd(cwd)
     injected = {k: v.isoformat() if isinstance(v, (_dt.date, _dt.datetime)) else v for k, v in typed_params.items()}
     out = _new_run_dir(ws.reports_dir / template.stem)
     base = {'template': str(template), 'pid': os.getpid(), 'pid_start': process_start(os.getpid()),
@@ -678,25 +823,22 @@ def _prepare(template, params:dict|None, ws, cwd=None, timeout=None, retries=Non
     return job
 
 # %% ../nbs/40_reports.ipynb #7e2e522d
-def _execute(job:_Job, ws, dry_run:bool=False, pins:dict|None=None) -> dict:
-    "Run the template with papermill, retrying with back-off; how it ended: status, error, attempts, which cell raised."
-    import os, time
-    env = {k: v for k, v in os.environ.items() if k != 'WANDB_SERVICE'} | { # not our W&B service's socket
-        'FMOPS_HOME': str(ws.root), 'FMOPS_REPORT_DIR': str(job.out), 'FMOPS_TEMPLATE': job.template.stem,
-        'FMOPS_DRY_RUN': '1' if dry_run else '', 'FMOPS_PINS': json.dumps(pins or {})}
-    try: km = _start_kernel(job.cwd, env) # it boots while papermill is imported
-    except Exception: km = None # tried again, and reported, in the attempt below
+def _execute(job:_Job, base:dict, env:dict, km=None, kernels=None, later:list|None=None) -> dict:
+    "Run the template with papermill, retrying with back-off; how it ended: status, error, attempts, cell, kernel."
+    import time
     import papermill as pm
     ended = {}
     for attempt in range(job.retries + 1):
         ended = {'status': 'failed', 'error': '', 'attempts': attempt + 1}
         _write_status(job, status='running', attempt=attempt + 1)
+        ahead, km = km, None
         try:
-            km = km or _start_kernel(job.cwd, env)
+            km = _bound(ahead, job.cwd, base, env)
+            ended['kernel'] = {'pid': km.fmops_pid, 'warm': km.fmops_warm}
             pm.execute_notebook(str(job.template), str(job.out / 'output.ipynb'), parameters=job.params, km=km,
                                 kernel_name='python3', progress_bar=False, cwd=str(job.cwd),
                                 execution_timeout=job.timeout, log_output=False)
-            return ended | {'status': 'finished'}
+            ended['status'] = 'finished'
         except pm.PapermillExecutionError as e:
             ended |= {'error': f"cell {e.cell_index}: {e.ename}: {e.evalue}", 'cell_index': e.cell_index,
                       'ename': e.ename, 'evalue': e.evalue}
@@ -704,11 +846,14 @@ def _execute(job:_Job, ws, dry_run:bool=False, pins:dict|None=None) -> dict:
             msg = str(e).strip().splitlines()
             late = f" (a cell ran past the {job.timeout} s timeout)" if 'Timeout' in type(e).__name__ else ''
             ended['error'] = f"{type(e).__name__}: {msg[0] if msg else ''}{late}"
-        finally:
-            _stop_kernel(km); km = None
-        if attempt < job.retries:
-            _write_status(job, status='retrying', attempt=attempt + 1, error=ended['error'])
-            time.sleep(job.backoff_s * 2 ** attempt)
+        except BaseException: _stop_kernel(km); raise
+        if ended['status'] == 'finished' or attempt == job.retries: break
+        _stop_kernel(km); km = None
+        _write_status(job, status='retrying', attempt=attempt + 1, error=ended['error'])
+        time.sleep(job.backoff_s * 2 ** attempt)
+    stopping = _stop_later(km, kernels.refill if kernels is not None else None)
+    if later is not None: later.append(stopping)
+    else: stopping.join()
     return ended
 
 # %% ../nbs/40_reports.ipynb #15714a34
@@ -730,7 +875,8 @@ def _collect(job:_Job, ended:dict, env:dict, timings:dict, show_code:bool=False,
     rec = {'schema': 'fmops.report/1', 'template': str(job.template), 'template_sha256': file_sha256(job.template),
            'params': job.params, 'inputs': inputs, 'seeds': {k: v for k, v in job.params.items() if 'seed' in k},
            'env': env, 'cwd': str(job.cwd), 'timeout': job.timeout, 'attempts': ended['attempts'],
-           'status': ended['status'], 'state_values': state_names(nb) if nb is not None else [], **(extra or {})}
+           'kernel': ended.get('kernel'), 'status': ended['status'],
+           'state_values': state_names(nb) if nb is not None else [], **(extra or {})}
     run = ReportRun(out, ended['status'], values, job.params, ended['error'], str(job.template), rec,
                     ended.get('cell_index'), ended.get('ename'), ended.get('evalue'))
     atomic_write(out / 'record.json', json.dumps(rec, indent=1, default=str))
@@ -751,6 +897,31 @@ def _finish(job:_Job, run:ReportRun, tracker:_Tracker|None, timings:dict, t0:flo
     _write_status(job, status=run.status, error=run.error, attempts=run.record['attempts'], cell_index=run.cell_index,
                   ename=run.ename, evalue=run.evalue, finished_at=utcnow())
 
+# %% ../nbs/40_reports.ipynb #445503c1
+def _early_kernel(template, cwd, ws, base:dict, kernels=None):
+    "The first try's kernel, started now so it boots while the run is checked: a pool's, else a new one; else None."
+    try: cwd = (find_template(template, ws), _kernel_cwd(cwd))[1]
+    except FmopsError: return None
+    if kernels is not None and (km := kernels.take(cwd, base)) is not None: return km
+    try: return _start_kernel(cwd, base)
+    except Exception: return None
+
+# %% ../nbs/40_reports.ipynb #68e80e9b
+def _warm_imports(template:Path, tracker=None):
+    "Import in a thread, while the kernel works, what the run's end needs: pandas for W&B, nbconvert for markdown."
+    import threading
+    def warm():
+        try:
+            if tracker is not None:
+                tracker.thread.join()
+                import pandas # noqa: F401 — wandb imports it to log any value
+            if any(c.get('cell_type') == 'markdown' for c in json.loads(template.read_text())['cells']):
+                from nbconvert.filters import markdown2html # noqa: F401
+        except Exception: pass
+    t = threading.Thread(target=warm, name='fmops-warm-imports')
+    t.start()
+    return t
+
 # %% ../nbs/40_reports.ipynb #67112dce
 def run_report(template, # a template name (`maintenance_report`) or a notebook path
                params:dict|None=None, # parameters (checked against the template's schema)
@@ -766,11 +937,19 @@ def run_report(template, # a template name (`maintenance_report`) or a notebook 
                show_code:bool=False, # include the code in report.html
                extra:dict|None=None, # more to keep in record.json (e.g. the run this reruns)
                progress=None, # called with a line of text when the validated run starts (the CLI prints it)
+               kernels:KernelPool|None=None, # kernels started ahead (`schedule serve`): the first try takes one
               ) -> ReportRun:
     "Execute a template with papermill into the workspace's reports folder; returns the run, `finished` or `failed`."
     import time
+    t_in = time.perf_counter()
     ws = ws or Workspace.open()
-    job = _prepare(template, params, ws, cwd, timeout, retries, backoff_s)
+    base, later = _base_env(ws), [] # `later`: threads joined before returning
+    km = _early_kernel(template, cwd, ws, base, kernels) # it boots while the request is checked
+    try: job = _prepare(template, params, ws, cwd, timeout, retries, backoff_s)
+    except BaseException:
+        _stop_kernel(km)
+        if kernels is not None: kernels.refill()
+        raise
     try:
         dry = " (dry run: policies only say what they would do)" if dry_run else ''
         if progress: progress(f"Running {job.template.stem} into {job.out}{dry} ...")
@@ -778,10 +957,13 @@ def run_report(template, # a template name (`maintenance_report`) or a notebook 
         atomic_write(job.out / 'params.json', json.dumps(job.params, indent=1))
         atomic_write(job.out / 'env.json', json.dumps(env, indent=1))
         t0 = time.perf_counter()
+        import papermill # noqa: F401 — before the W&B thread imports wandb: the kernel needs papermill first
         stem = job.template.stem
         tracker = _Tracker(stem, f"{stem}-{job.out.name}", job.params, group, ws) if log else None
-        ended = _execute(job, ws, dry_run, pins)
-        timings = {'execute_s': time.perf_counter() - t0}
+        later.append(_warm_imports(job.template, tracker))
+        ahead, km = km, None # `_execute` stops it from here on
+        ended = _execute(job, base, _run_env(job, dry_run, pins), ahead, kernels, later)
+        timings = {'prepare_s': t0 - t_in, 'execute_s': time.perf_counter() - t0}
         run = _collect(job, ended, env, timings, show_code, extra)
         _finish(job, run, tracker, timings, t0)
     except KeyboardInterrupt:
@@ -793,6 +975,10 @@ def run_report(template, # a template name (`maintenance_report`) or a notebook 
         if isinstance(e, FmopsError): raise
         raise ExecutionError(f"The report {job.template.stem}/{job.out.name} could not run: {why}. "
                              f"What it wrote is in {job.out}.") from e
+    finally:
+        _stop_kernel(km)
+        for t in later: t.join()
+        if kernels is not None: kernels.refill() # done already in the usual case; not when the run failed early
     return run
 
 # %% ../nbs/40_reports.ipynb #e241f1c0

@@ -11,7 +11,7 @@ from pathlib import Path
 from .core import Workspace, check_name, utcnow, current_user, pid_alive, process_start
 from .errors import ValidationError, not_found, FmopsError
 from fastcore.basics import patch
-from .reports import find_template, schema, validate, run_report
+from .reports import find_template, schema, validate, run_report, KernelPool
 from .errors import CronError
 
 # %% auto #0
@@ -260,7 +260,7 @@ def _skipped(s:Schedule, due_at:str, why:str) -> dict:
     return {'schedule': s.name, 'due_at': due_at, 'status': 'skipped', 'why': why}
 
 # %% ../nbs/60_schedule.ipynb #402b8c9c
-def _run_slot(ws:Workspace, s:Schedule, due:_dt.datetime, log:bool=True) -> dict|None:
+def _run_slot(ws:Workspace, s:Schedule, due:_dt.datetime, log:bool=True, kernels=None) -> dict|None:
     "Run `s` for its slot `due` under its lock and record the outcome; None when the slot was claimed already."
     import sqlite3
     lock = _Lock(ws.root / 'locks' / f"schedule-{s.name}.lock")
@@ -273,7 +273,7 @@ def _run_slot(ws:Workspace, s:Schedule, due:_dt.datetime, log:bool=True) -> dict
                                   "pid_start) VALUES (?,?,?,?,?,?)", row).lastrowid
         except sqlite3.IntegrityError: return None # this slot ran already (or is running)
         try:
-            r = run_report(s.template, s.params, ws=ws, group=f"schedule-{s.name}", log=log)
+            r = run_report(s.template, s.params, ws=ws, group=f"schedule-{s.name}", log=log, kernels=kernels)
             status, report, error = r.status, r.id, r.error
         except FmopsError as e: status, report, error = 'failed', None, str(e)
         with ws.transaction() as con:
@@ -283,7 +283,12 @@ def _run_slot(ws:Workspace, s:Schedule, due:_dt.datetime, log:bool=True) -> dict
     finally: lock.release()
 
 # %% ../nbs/60_schedule.ipynb #528b59f6
-def run_due(ws:Workspace|None=None, now:_dt.datetime|None=None, only:str|None=None, log:bool=True) -> list[dict]:
+def run_due(ws:Workspace|None=None, # the workspace (default: the current one)
+            now:_dt.datetime|None=None, # the time to run for (default: now)
+            only:str|None=None, # run this schedule only
+            log:bool=True, # log the reports to W&B
+            kernels:KernelPool|None=None, # kernels started ahead (`serve`'s): each run takes one
+           ) -> list[dict]:
     "Run every schedule that is due and not yet run for its latest slot; returns what was run or skipped."
     ws = _ws(ws)
     now = now or _dt.datetime.now()
@@ -298,7 +303,7 @@ def run_due(ws:Workspace|None=None, now:_dt.datetime|None=None, only:str|None=No
         except (CronError, ValueError) as e: # stored by an older fmops, or edited by hand: the others still run
             out.append(_skipped(s, '', s.problem() or str(e))); continue
         if due is None or due < created: continue
-        if (ran := _run_slot(ws, s, due, log)) is not None: out.append(ran)
+        if (ran := _run_slot(ws, s, due, log, kernels)) is not None: out.append(ran)
     return out
 
 # %% ../nbs/60_schedule.ipynb #078f9164
@@ -308,24 +313,33 @@ def _log_line(r:dict) -> str:
             + f" {r.get('error') or r.get('why') or ''}")
 
 # %% ../nbs/60_schedule.ipynb #3f047321
-def serve(ws:Workspace|None=None, interval:float=60.0, max_loops:int|None=None, log:bool=True, out=print):
-    "Run due schedules in the foreground until SIGTERM / Ctrl-C (or `max_loops` rounds)."
+def serve(ws:Workspace|None=None, # the workspace (default: the current one)
+          interval:float=60.0, # the longest sleep between two looks at the schedules, seconds
+          max_loops:int|None=None, # stop after this many rounds (default: run until SIGTERM / Ctrl-C)
+          log:bool=True, # log the reports to W&B
+          out=print, # where each line of the log goes
+          kernels:KernelPool|None=None, # kernels started ahead (default: one); closed when serve stops
+         ):
+    "Run due schedules in the foreground until SIGTERM / Ctrl-C (or `max_loops` rounds), a kernel started ahead."
     import signal, threading
     ws = _ws(ws)
+    kernels = KernelPool(ws) if kernels is None else kernels
     stop = threading.Event()
     main = threading.current_thread() is threading.main_thread() # only the main thread may set a signal handler
     prev = signal.signal(signal.SIGTERM, lambda *a: stop.set()) if main else None
     out(f"fmops schedule serve: {len(schedules(ws))} schedules in {ws.root}; Ctrl-C or SIGTERM stops.")
     loops = 0
     try:
+        kernels.refill()
         while not stop.is_set() and (max_loops is None or loops < max_loops):
-            for r in run_due(ws, log=log): out(_log_line(r))
+            for r in run_due(ws, log=log, kernels=kernels): out(_log_line(r))
             loops += 1
             nxt = min((n for s in schedules(ws) if (n := s.next_due())), default=None)
             wait = interval if nxt is None else max(1.0, min(interval, (nxt - _dt.datetime.now()).total_seconds() + 1))
             stop.wait(wait)
     except KeyboardInterrupt: pass
     finally:
+        kernels.close() # no kernel outlives serve
         if prev is not None: signal.signal(signal.SIGTERM, prev)
     out("fmops schedule serve: stopped.")
 
