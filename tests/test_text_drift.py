@@ -71,3 +71,42 @@ def test_default_embedder_is_minilm_cached_in_the_workspace(isolated_workspace):
     assert rep.columns["doc"].status == "ok"
     cache = EmbeddingCache(isolated_workspace / "cache" / "embeddings.db")
     assert len(cache) == len(set(ref) | set(cur))
+
+
+def test_the_model_loads_once_per_process(monkeypatch):
+    "Every MiniLM (each `drift` call makes its own) shares one loaded model: two checks, one load."
+    import transformers
+    from fmops_nb import embeddings
+    monkeypatch.setattr(embeddings, "_MODELS", {})
+    loads = []
+    real = transformers.AutoModel.from_pretrained
+    monkeypatch.setattr(transformers.AutoModel, "from_pretrained", lambda *a, **k: loads.append(a) or real(*a, **k))
+    for _ in range(2):
+        drift({"doc": FILES[:30]}, {"doc": CONCURRENCY[:30]}, cache=False)
+    assert len(loads) == 1
+    assert MiniLM(batch_size=8)._load() is MiniLM(threads=1)._load()
+
+
+def test_a_percent_fmops_drift_cell_shows_no_loading_output(monkeypatch):
+    "The model loads in the cell, and nothing of transformers' (its 'Loading weights' bar, warnings) reaches the output."
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
+    from fmops_nb import embeddings
+    monkeypatch.setattr(embeddings, "_MODELS", {})  # not loaded yet in this process: the cell loads it
+    monkeypatch.setattr(embeddings, "PROGRESS_DELAY", 0)  # and our own bar shows, at once
+    monkeypatch.setenv("FMOPS_PROGRESS", "1")
+    ip = InteractiveShell.instance()
+    try:
+        ip.run_line_magic("load_ext", "fmops_nb")
+        ip.user_ns.update(ref={"doc": FILES[:40]}, cur={"doc": CONCURRENCY[:40]})
+        with capture_output() as out:
+            res = ip.run_cell("report = %fmops drift ref cur", store_history=True)
+        assert res.success, res.error_in_exec
+        assert embeddings._MODELS, "the model was loaded in the cell"
+        assert "Loading" not in out.stdout + out.stderr and "Warning" not in out.stdout + out.stderr, out.stderr
+        bars = [s for s in out.stderr.replace("\r", "\n").splitlines() if s.strip()]
+        assert bars and all(s.startswith("embedding texts") for s in bars), bars  # only our bar, on stderr
+        assert out.stdout == ""
+    finally:
+        ip.run_line_magic("unload_ext", "fmops_nb")
+        InteractiveShell.clear_instance()
