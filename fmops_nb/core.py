@@ -5,7 +5,7 @@ point uses."""
 
 # %% ../nbs/01_core.ipynb #f459763c
 from __future__ import annotations
-import os, re, json, math, sqlite3, tempfile, tomllib, contextlib, getpass, hmac, hashlib, warnings
+import os, re, json, math, functools, sqlite3, tempfile, tomllib, contextlib, getpass, hmac, hashlib, warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from importlib.metadata import entry_points
@@ -589,6 +589,7 @@ def _repr_mimebundle_(self:Workspace, include=None, exclude=None):
     return {'text/plain': repr(self), 'text/html': self._repr_html_()}
 
 # %% ../nbs/01_core.ipynb #9fd91842
+@functools.cache # reading the installed metadata walks sys.path: once per process
 def version() -> str:
     "The installed fmops_nb version ('0+unknown' when running from a folder that was never installed)."
     from importlib.metadata import version as _v, PackageNotFoundError

@@ -417,8 +417,11 @@ def ks_from_counts(p:np.ndarray, q:np.ndarray) -> tuple[float, float]:
     n, m = p.sum(), q.sum()
     d = float(np.max(np.abs(np.cumsum(p) / n - np.cumsum(q) / m)))
     en = n * m / (n + m)
-    from scipy.stats import kstwo, kstwobign
-    pv = float(kstwo.sf(d, round(en))) if en < 10_000 else float(kstwobign.sf(d * math.sqrt(en)))
+    if en >= 10_000: # Kolmogorov's limit distribution (scipy's kstwobign.sf), as its ufunc: no rv_continuous overhead
+        from scipy.special import kolmogorov
+        return d, float(kolmogorov(d * math.sqrt(en)))
+    from scipy.stats import kstwo
+    pv = float(kstwo.sf(d, round(en)))
     return d, pv
 
 # %% ../nbs/11_drift.ipynb #e53e32d9
@@ -971,11 +974,12 @@ def _scan(self:DriftDetector, parts, n_total:int, numeric:list, kinds:dict) -> t
     mono = {k: _Monotone() for k in numeric if k not in self.declared and kinds[k] == 'numeric'}
     for ds in parts():
         sel = idx[(idx >= off) & (idx < off + ds.n_rows)] - off
-        for k in numeric:
-            v = ds[k].values; a, b = _finite_range(v)
-            lo[k], hi[k] = min(lo[k], a), max(hi[k], b)
-            s = v[sel]; s = s[np.isfinite(s)]; picked[k].append(s)
+        def one(k): # a column's range, sampled values and rise or fall in this part (each column on its own thread)
+            v = ds[k].values; s = v[sel]; s = s[np.isfinite(s)]
             if k in mono: mono[k].update(v, s)
+            return _finite_range(v), s
+        for k, ((a, b), s) in zip(numeric, _map(one, numeric, ds.n_rows)):
+            lo[k], hi[k] = min(lo[k], a), max(hi[k], b); picked[k].append(s)
         off += ds.n_rows
     return picked, lo, hi, mono
 
@@ -1373,6 +1377,7 @@ def _chunk_columns(det:DriftDetector, current, chunk_by:str|None, chunk_size:int
 def _timeline(det:DriftDetector, per:dict, expected:list) -> list:
     "The timeline: a result per chunk with rows (`per`: label -> summaries) and per `expected` period, in order."
     out, labels = [], sorted(set(per) | set(expected), key=_sort_key)
+    if not labels: return out # no timeline: no bar (and no tqdm to import)
     with progress(len(labels), 'scoring chunks', unit='chunks') as bar: # a bar once the timeline takes 2 s
         for label in labels:
             bar.update()
