@@ -1,9 +1,23 @@
 """Shared fixtures: every test gets its own workspace and W&B folders; nothing is written under $HOME."""
-import os, sys, subprocess
+import os, sys, subprocess, tempfile
 from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Built models (the small generative model) go to one folder per test session, shared with the subprocesses the tests
+# start; set FMOPS_CACHE yourself to reuse a build across sessions.
+_OWN_CACHE = None if os.environ.get("FMOPS_CACHE") else tempfile.mkdtemp(prefix="fmops-test-cache-")
+os.environ.setdefault("FMOPS_CACHE", _OWN_CACHE or "")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_own_cache():
+    "The session's model cache goes when the session ends (one set by the caller stays)."
+    yield
+    if _OWN_CACHE:
+        import shutil
+        shutil.rmtree(_OWN_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
