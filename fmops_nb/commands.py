@@ -90,16 +90,26 @@ def drift_arguments(p:argparse.ArgumentParser, where:str='file'):
     p.add_argument('--seed', type=int, default=0, help='seed of sampling and permutations (default: 0)')
     p.add_argument('--embedder',
                    help='text embedder: minilm (default, needs the fm extra), hashing, or a registered name')
+    p.add_argument('--descriptors', metavar='COLS', nargs='?', const='all',
+                   help='check text descriptors (length, empty, refusal, script, new words) of every text column, '
+                        'or of COLS (comma-separated); LLM traffic columns (prompt, response, ...) get them anyway')
+    p.add_argument('--no-descriptors', action='store_true', help='no text descriptors, not even for LLM traffic')
+    p.add_argument('--reference-lm', metavar='PATH',
+                   help="a causal LM's folder (or tinylm): each described text's perplexity under it")
     p.add_argument('--log', action='store_true',
                    help='log the report to W&B (offline unless configured): summary, table, HTML artifact')
 
 # %% ../nbs/75_commands.ipynb #19696544
 def run_drift(args, reference, current, ws=None):
     "Run the drift check that `drift_arguments` describe; log it when asked. Returns the report."
-    cols = [c.strip() for c in args.columns.split(',') if c.strip()] if args.columns else None
+    split = lambda v: [c.strip() for c in v.split(',') if c.strip()]
+    cols = split(args.columns) if args.columns else None
+    described = (False if getattr(args, 'no_descriptors', False) else True if args.descriptors == 'all'
+                 else split(args.descriptors) if args.descriptors else None)
     rep = drift(reference, current, columns=cols, method=args.method,
                 rule=DecisionRule(mode=args.mode, correction=args.correction), seed=args.seed,
-                chunk_by=args.chunk_by, chunk_size=args.chunk_size, period=args.period, embedder=args.embedder)
+                chunk_by=args.chunk_by, chunk_size=args.chunk_size, period=args.period, embedder=args.embedder,
+                descriptors=described, reference_lm=args.reference_lm)
     if args.log: rep.logged_to = rep.log(ws=ws() if callable(ws) else ws)
     return rep
 

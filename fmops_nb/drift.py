@@ -18,6 +18,8 @@ from .embeddings import EmbeddingDrift, embed_texts, get_embedder, SampleSummary
 from .core import version
 from .errors import PluginError
 from .progress import progress
+from .descriptors import TextDescriptors, described_columns
+from .lm import tiny_lm
 
 # %% auto #0
 __all__ = ['N_BINS', 'EXACT_VALUES', 'ID_MIN_ROWS', 'QUANTILE_SAMPLE', 'METHODS', 'SCHEMA', 'MAX_CHUNKS', 'sample_rows',
@@ -881,11 +883,14 @@ class DriftDetector:
                  n_permutations:int=100, # permutations of the MMD test
                  max_categories:int=10_000, # categorical columns with more reference levels are skipped (ids?)
                  cache=True, # text embedding cache: True (the workspace's), False, or an `EmbeddingCache`
+                 descriptors=None, # text columns to describe (length, refusals, ...): None LLM traffic, True all
+                 reference_lm=None, # a causal LM's folder: text perplexity as a descriptor (None: none)
                 ):
         self.rule, self.columns, self.kinds = rule or DecisionRule(), _check_columns(columns), kinds
         self.seed = _check_seed(seed)
         self.embedder, self.max_rows, self.n_permutations = embedder, max_rows, n_permutations
         self.max_categories, self.cache = max_categories, cache
+        self.descriptors, self.reference_lm, self.described = descriptors, reference_lm, None
         self.ignore = set() # current columns that are not data (the chunking column)
         self.declared = dict(kinds or {}) # kinds the user declared: such a column is checked whatever it looks like
         self.explicit = set(self.columns or ()) | set(self.declared) # asked for: an error, not skipped
@@ -904,8 +909,9 @@ class DriftDetector:
 
     def summarize(self, data) -> dict:
         "Mergeable summaries of one in-memory chunk of `data` on the fitted bins: add two of them with `merge`."
-        ds = data if isinstance(data, Dataset) else load(data, kinds=self.kinds, columns=list(self.ref_kinds),
+        ds = data if isinstance(data, Dataset) else load(data, kinds=self.kinds, columns=self._wanted(data),
                                                          strict_kinds=False, strict_columns=False, **self._opts())
+        ds = self._describe(ds)
         out = {'__rows__': ds.n_rows, '__columns__': ds.available}
         names = [n for n in self.ref_kinds if n in ds]
         out |= dict(zip(names, _map(lambda n: self._summarize_column(n, ds[n]), names, ds.n_rows)))
@@ -926,6 +932,10 @@ def fit(self:DriftDetector, reference) -> DriftDetector:
     self.ref_kinds, self.bins, self.skipped, self.vector, self.ref_summary = {}, {}, {}, {}, None
     n_total, parts, reference = self._reference_parts(reference)
     first = next(iter(parts()))
+    self.described = self._fit_descriptors(parts, first) # text columns' descriptor columns
+    if self.described is not None:
+        raw, first = parts, self._describe(first)
+        parts = lambda: (self._describe(ds) for ds in raw())
     kinds = dict(first.kinds)
     self.skipped.update(first.skipped)
     self.kinds = kinds | self.declared
@@ -937,6 +947,33 @@ def fit(self:DriftDetector, reference) -> DriftDetector:
         raise ValidationError("No column of the reference can be checked: " + ('; '.join(
             f"{k}: {v.rstrip('.')}" for k, v in self.skipped.items()) or "it has no columns") + ".")
     return self
+
+# %% ../nbs/11_drift.ipynb #6b6c526b
+@patch
+def _fit_descriptors(self:DriftDetector, parts, first:Dataset) -> TextDescriptors|None:
+    "The fitted descriptors of the reference's described text columns (None when no column is described)."
+    cols = described_columns({k: v for k, v in (first.kinds | self.declared).items() if k in first}, self.descriptors)
+    if not cols: return None
+    lm = self.reference_lm
+    if isinstance(lm, str) and lm == 'tinylm': lm = tiny_lm() # the small model fmops_nb builds
+    d = TextDescriptors(cols, lm)
+    for ds in parts():
+        for c in cols: d.fit(c, ds[c].values)
+    return d.freeze()
+
+# %% ../nbs/11_drift.ipynb #69480031
+@patch
+def _describe(self:DriftDetector, ds:Dataset) -> Dataset:
+    "`ds` with the descriptor columns of its described text columns added (as it is without any)."
+    d = self.described
+    if d is None: return ds
+    todo = [c for c in d.columns if c in ds and not all(n in ds for n in d.names(c))]
+    if not todo: return ds
+    cols, kinds = {}, {}
+    for c in todo: cols |= d.describe(c, ds[c].values); kinds |= d.names(c)
+    extra = load(cols, kinds=kinds)
+    names = tuple(ds.source_columns) + tuple(n for n in extra.columns if n not in ds.source_columns)
+    return Dataset(ds.columns | extra.columns, ds.source, ds.skipped, names if ds.source_columns else (), ds.n_rows)
 
 # %% ../nbs/11_drift.ipynb #d4866067
 @patch
@@ -1071,7 +1108,8 @@ def _summarize_all(self:DriftDetector, data) -> dict:
 @patch
 def _wanted(self:DriftDetector, data):
     "The columns to read: those the detector checks (decided before the reference's summaries are made)."
-    return list(self.ref_kinds)
+    extra = [c for c in (self.described.columns if self.described else []) if c not in self.ref_kinds]
+    return list(self.ref_kinds) + extra # and the texts the descriptor columns come from
 
 # %% ../nbs/11_drift.ipynb #d8204be0
 @patch
@@ -1404,6 +1442,7 @@ def score_chunks(det:DriftDetector, current, chunk_by:str|None=None, chunk_size:
     _check_chunking(chunk_size, max_chunks)
     want = _chunk_columns(det, current, chunk_by, chunk_size, max_chunks)
     for ds in batches(current, det.kinds, want, strict_columns=False, **det._opts()):
+        ds = det._describe(ds) # before the chunks are cut: each text described once
         keys = _chunk_keys(ds, chunk_by, chunk_size, period, offset)
         offset += ds.n_rows
         if keys is not None: # bounded before anything is built for the chunks
