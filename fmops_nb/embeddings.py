@@ -16,7 +16,7 @@ from .progress import progress
 # %% auto #0
 __all__ = ['MAX_ROWS', 'EMBEDDERS', 'PROGRESS_DELAY', 'MEMO_LIMIT', 'vector_keys', 'text_keys', 'SampleSummary',
            'median_bandwidth', 'kernel_sums', 'subsample', 'mmd_test', 'domain_classifier', 'Directions',
-           'HashingEmbedder', 'MiniLM', 'get_embedder', 'EmbeddingCache', 'default_cache', 'embed_texts',
+           'HashingEmbedder', 'MiniLM', 'get_embedder', 'EmbeddingCache', 'default_cache', 'embed_texts', 'projection',
            'EmbeddingDrift']
 
 # %% ../nbs/10_embeddings.ipynb #894e39e8
@@ -394,6 +394,27 @@ def embed_texts(texts, # a list or array of str
         for h in list(memo)[:max(0, len(memo) - MEMO_LIMIT)]: del memo[h]
     return np.stack([found[h] for h in shas]) if shas else np.zeros((0, 0), np.float32)
 
+# %% ../nbs/10_embeddings.ipynb #5e7a1c20
+def projection(d:Directions, x:np.ndarray, y:np.ndarray, # reference directions; reference and current rows
+               marked:list, # rows of `y` to keep in the sample whatever it draws (the least like the reference)
+               n:int=300, seed:int=0) -> dict:
+    """A seeded sample of at most `n` rows per side for a chart: across, the reference's first principal direction;
+    up, the direction from the reference's mean to the current's, square to it (rows new to the reference move along
+    it even when no principal direction of the reference sees them). `marked`: the places of the marked rows."""
+    g = np.random.default_rng([seed, 2])
+    xi = np.sort(g.choice(len(x), min(n, len(x)), replace=False))
+    yi = np.union1d(g.choice(len(y), min(n, len(y)), replace=False), np.asarray(marked, dtype=np.int64))
+    pc1 = d.components[0]
+    up = y.astype(np.float64).mean(0) - x.astype(np.float64).mean(0)
+    up -= (up @ pc1) * pc1
+    shift = float(np.linalg.norm(up))
+    if shift < 1e-12: return {} # the means coincide off the first direction: nothing to draw it along
+    axes = np.stack([pc1, up / shift])
+    on = lambda z: np.round((z.astype(np.float64) - d.mean) @ axes.T, 5).tolist()
+    return {'reference': on(x[xi]), 'current': on(y[yi]), 'marked': [int(np.searchsorted(yi, i)) for i in marked],
+            'axes': [f"PC1 of the reference ({d.explained[0]:.0%} of its variance)",
+                     "from the reference's mean toward the current's"], 'shift': shift}
+
 # %% ../nbs/10_embeddings.ipynb #93325975
 @dataclass
 class EmbeddingDrift:
@@ -438,11 +459,13 @@ def score(self:EmbeddingDrift, y:np.ndarray, labels=None) -> dict:
         out.update(auc=c['auc'], auc_p_value=c['auc_p_value'])
     sim = t['similarity_to_reference']
     rows = np.arange(len(y)) if yi is None else yi
-    least = {} # the least similar rows first; a text that repeats is listed once, with how often it came
+    least, marked = {}, [] # the least similar rows first; a text that repeats is listed once, with how often it came
     for i in np.argsort(sim):
         row = labels[rows[i]] if labels is not None else int(rows[i])
         if row in least: least[row]['count'] += 1
-        elif len(least) < self.n_examples: least[row] = {'row': row, 'similarity': float(sim[i]), 'count': 1}
+        elif len(least) < self.n_examples:
+            least[row] = {'row': row, 'similarity': float(sim[i]), 'count': 1}; marked.append(int(i))
         elif labels is None: break # row numbers never repeat
     out['least_like_reference'] = list(least.values())
+    out['projection'] = projection(self.directions, self.x, ys, marked, seed=self.seed) # both samples, for a chart
     return out

@@ -6,25 +6,26 @@ with events, checkpoints, stop and resume, and a registered candidate at the end
 # %% ../nbs/30_finetune.ipynb #2c372380
 from __future__ import annotations
 import json, math, os, signal, subprocess, sys, time, secrets
-from dataclasses import dataclass, field, asdict, fields, MISSING
+from dataclasses import dataclass, field, fields, MISSING
 from pathlib import Path
 import numpy as np
 from .core import Workspace, PluginRegistry, atomic_write, utcnow, check_name, pid_alive, process_start
-from .errors import ValidationError, NotFoundError, ExecutionError, not_found, require, closest
+from .errors import FmopsError, ValidationError, NotFoundError, ExecutionError, not_found, require, closest
 from fastcore.basics import patch
 from .reports import read_yaml
 from .registry import Registry
 from .tracking import run
-from .data import load
+from .data import load, _read_path
 from .html import display_unless_shown
 from .blobs import safe_files
 from .errors import PromotionBlocked
 from .errors import unknown_key
 
 # %% auto #0
-__all__ = ['EVAL_METRICS', 'SPEC_EXAMPLE', 'RECIPES', 'BASES', 'FINAL', 'FinetuneSpec', 'spec_keys', 'Recipe', 'HFClassifier',
-           'ScriptRecipe', 'run_dir', 'report', 'save_checkpoint', 'latest_checkpoint', 'save_model', 'worker',
-           'launch', 'Run', 'runs', 'get_run', 'script_main']
+__all__ = ['EVAL_METRICS', 'SPEC_EXAMPLE', 'RECIPES', 'SCRIPT_CONTRACT', 'BASES', 'FINAL', 'FinetuneSpec', 'spec_keys', 'Recipe',
+           'HFClassifier', 'ScriptRecipe', 'run_dir', 'run_spec', 'report', 'report_eval', 'stop_requested',
+           'save_checkpoint', 'latest_checkpoint', 'load_checkpoint', 'reference', 'save_model', 'worker', 'launch',
+           'Run', 'runs', 'get_run', 'script_main']
 
 # %% ../nbs/30_finetune.ipynb #76be5b8e
 @dataclass
@@ -35,7 +36,8 @@ class FinetuneSpec:
     eval: object = None # evaluation data, like train; default: `eval_fraction` of train, held out
     model: str = '' # the registry name of the result; default: the base version's model, else 'finetuned'
     recipe: str = 'lora' # what is trained: lora (an adapter), full (every weight), head (the classifier), or script
-    script: str = '' # your training script, for recipe script
+    script: str = '' # your training script, for recipe script (what it is given: `fmops finetune --help`)
+    script_args: list = field(default_factory=list) # command-line arguments of your script, e.g. [--hidden, 64]
     text_column: str = 'text' # the column of the data holding the input texts
     label_column: str = 'label' # the column of the data holding the labels
     eval_fraction: float = 0.2 # the share of train held out for evaluation when eval is not given
@@ -124,6 +126,11 @@ def validate(self:FinetuneSpec) -> FinetuneSpec:
     need(0 <= self.lora_dropout < 1, f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}.")
     need(all(isinstance(t, str) and t for t in self.target_modules),
          f"target_modules must be a list of module names, got {self.target_modules!r}.")
+    need(all(isinstance(a, (str, int, float)) and not isinstance(a, bool) for a in self.script_args),
+         f"script_args must be a list of strings or numbers (the script's command line), got {self.script_args!r}.")
+    need(not self.script_args or self.recipe == 'script',
+         f"script_args is for recipe script (your own script's command line); the {self.recipe} recipe has none.")
+    self.script_args = [str(a) for a in self.script_args]
     if self.recipe == 'script':
         need(bool(self.script), "Recipe 'script' needs `script`: the path of your training script.")
         need(Path(self.script).expanduser().is_file(), f"The script {self.script} does not exist.")
@@ -145,7 +152,8 @@ def validate(self:FinetuneSpec) -> FinetuneSpec:
 EVAL_METRICS = ('accuracy', 'eval_loss')
 
 # the type each setting must have: 'int', 'num' (int or float, finite), 'str', 'bool', 'list'; train/eval take any data
-_SPEC_TYPES = {'base': 'str', 'model': 'str', 'recipe': 'str', 'script': 'str', 'text_column': 'str',
+_SPEC_TYPES = {'base': 'str', 'model': 'str', 'recipe': 'str', 'script': 'str', 'script_args': 'list',
+               'text_column': 'str',
                'label_column': 'str', 'eval_fraction': 'num', 'learning_rate': 'num', 'batch_size': 'int',
                'max_length': 'int', 'max_steps': 'int', 'epochs': 'num', 'warmup_steps': 'int', 'weight_decay': 'num',
                'lora_r': 'int', 'lora_alpha': 'int', 'lora_dropout': 'num', 'target_modules': 'list', 'seed': 'int',
@@ -155,7 +163,7 @@ _TYPE_WORDS = {'int': 'a whole number', 'num': 'a finite number', 'str': 'a stri
                'list': 'a list'}
 _EXAMPLES = {'time_budget_s': '3600', 'learning_rate': '0.0005', 'batch_size': '16', 'max_steps': '300', 'epochs': '1',
              'register': 'true', 'target_modules': '[query, value]', 'eval_fraction': '0.2', 'seed': '0',
-             'base': 'intent:production'}
+             'base': 'intent:production', 'script_args': '[--hidden, 64]'}
 
 def _is(v, want:str) -> bool:
     "Does `v` have the type `want` of `_SPEC_TYPES` (booleans are not numbers; numbers are finite)?"
@@ -164,6 +172,11 @@ def _is(v, want:str) -> bool:
     if want == 'int': return isinstance(v, int)
     if want == 'num': return isinstance(v, (int, float)) and math.isfinite(v)
     return isinstance(v, {'str': str, 'list': list}[want])
+
+# %% ../nbs/30_finetune.ipynb #434c2ff3
+def _settings(spec:FinetuneSpec) -> dict:
+    "The spec's settings: every field but the data (`train`, `eval`), which is not copied."
+    return {f.name: getattr(spec, f.name) for f in fields(spec) if f.name not in ('train', 'eval')}
 
 # %% ../nbs/30_finetune.ipynb #ce779e67
 _KEY_TYPES = {'int': 'integer', 'num': 'number', 'str': 'string', 'bool': 'bool', 'list': 'list'}
@@ -253,11 +266,35 @@ def _head_names(model) -> list:
 
 # %% ../nbs/30_finetune.ipynb #ddc93ed9
 class ScriptRecipe(Recipe):
-    "Your own training script, run with FMOPS_RUN_DIR and FMOPS_SPEC set; it calls `report` and `save_model`."
+    "Your own training script: given the spec, data and base as files, it reports through `report`, `save_model`..."
     name = 'script'
 
 for _r in (HFClassifier('lora'), HFClassifier('full'), HFClassifier('head'), ScriptRecipe()):
     RECIPES.register(_r.name, _r)
+
+# %% ../nbs/30_finetune.ipynb #63f997c2
+SCRIPT_CONTRACT = """\
+recipe: script runs your program as the run's training process; only the training loop is yours.
+  from fmops_nb.finetune import (run_spec, report, report_eval, stop_requested, save_checkpoint,
+                                 latest_checkpoint, load_checkpoint, reference, save_model)
+  settings  run_spec() (or the JSON file $FMOPS_SPEC): learning_rate, batch_size, max_steps, seed, ...
+            script_args is the script's command line; $FMOPS_TOTAL_STEPS: max_steps, or epochs x rows / batch_size
+  data      train and eval, written as parquet with every column as given (eval_fraction of train held out when
+            eval is not given): run_spec()['train'] and ['eval'], also $FMOPS_TRAIN and $FMOPS_EVAL
+  weights   the spec's base (a registry version, a packaged name or a folder), exported into the folder $FMOPS_BASE
+  progress  report(step, loss=..., **metrics) once a step: events.jsonl, the panel and W&B
+  stop      `fmops finetune stop` and time_budget_s send SIGTERM; stop_requested() turns it into a flag: save a
+            checkpoint and return. A script that never asks is ended by it. Either way the run is `stopped`.
+  resume    save_checkpoint(state, step, optim) every checkpoint_every steps. After `fmops finetune resume`,
+            $FMOPS_RESUME is 1 and load_checkpoint() gives back the latest one (latest_checkpoint() is its folder)
+  result    save_model(model, tokenizer) (or a state dict, or a folder) at the end; exit status 0 registers it
+            with its base or parent, data fingerprints, settings and metrics; another status fails the run
+  gate      report_eval(step, accuracy=..., ...) on the eval data: the version's metrics, which promote_if_better
+            compares with production's. Evaluate reference() (production, else the base: an id and a folder) and
+            report it with report_eval(step, version=ID, ...); else production's registered metrics count when
+            they were measured on the same eval data, and otherwise nothing is promoted
+  torchrun  with nproc > 1 the script runs under torchrun: report and save from rank 0 only
+"""
 
 # %% ../nbs/30_finetune.ipynb #2768a883
 def run_dir() -> Path:
@@ -265,6 +302,13 @@ def run_dir() -> Path:
     d = os.environ.get('FMOPS_RUN_DIR')
     if not d: raise ExecutionError("FMOPS_RUN_DIR is not set: this code runs outside an fmops fine-tune run.")
     return Path(d)
+
+# %% ../nbs/30_finetune.ipynb #5fd663d0
+def run_spec() -> dict:
+    "The run's spec as a dict, with `train` and `eval` the paths of the run's data files (None when it has none)."
+    d = run_dir()
+    spec = json.loads((d / 'spec.json').read_text())
+    return spec | {k: str(d / f"{k}.parquet") if (d / f"{k}.parquet").exists() else None for k in ('train', 'eval')}
 
 # %% ../nbs/30_finetune.ipynb #b2135b36
 def _append(path:Path, rec:dict):
@@ -277,9 +321,35 @@ def report(step:int, loss:float|None=None, **metrics):
                                         'time': time.time(), **({'loss': float(loss)} if loss is not None else {}),
                                         **{k: float(v) for k, v in metrics.items()}})
 
+# %% ../nbs/30_finetune.ipynb #30b8960d
+_EVENT_KEYS = ('kind', 'step', 'time', 'version') # an event's own keys; the rest are metrics
+
+def report_eval(step:int, # the step the model was evaluated at (at the end: the last step)
+                version:str='candidate', # 'candidate' (what this run trained), or the version id `reference()` gave
+                **metrics): # name=value on the eval data; a name holding loss, error or perplexity: lower is better
+    "Record an evaluation on the eval data: the candidate's metrics are what its version carries and the gate compares."
+    for k in metrics:
+        if k in _EVENT_KEYS: raise ValidationError(f"{k!r} cannot be a metric name: it is a key of every event.")
+        check_name(k, 'metric name')
+    _append(run_dir() / 'events.jsonl', {'kind': 'eval', 'step': int(step), 'time': time.time(),
+                                        'version': str(version), **{k: float(v) for k, v in metrics.items()}})
+
+# %% ../nbs/30_finetune.ipynb #1cee017c
+_STOP = {'asked': False, 'handled': False} # set by the SIGTERM handler that `stop_requested` installs
+
+def stop_requested() -> bool:
+    "Has the run been asked to stop (`fmops finetune stop`, the time budget)? Then save a checkpoint and return."
+    if not _STOP['handled']:
+        try:
+            signal.signal(signal.SIGTERM, lambda *_: _STOP.update(asked=True))
+            _STOP['handled'] = True
+        except ValueError: pass # not the main thread: SIGTERM keeps its default and ends the script
+    return _STOP['asked']
+
 # %% ../nbs/30_finetune.ipynb #9fc551f6
 def save_checkpoint(state:dict, step:int, optim:dict|None=None) -> Path:
-    "Save a dict of tensors (and plain values) as checkpoint `step`, with optimizer/scheduler/RNG state, atomically."
+    """Save a dict of tensors (and plain values) as checkpoint `step`, with optimizer/scheduler/RNG state, atomically;
+    status.json records its step, where a resume starts."""
     import torch
     from safetensors.torch import save_file
     d = run_dir() / 'checkpoints'; d.mkdir(exist_ok=True)
@@ -293,6 +363,7 @@ def save_checkpoint(state:dict, step:int, optim:dict|None=None) -> Path:
     final = d / f"step-{step:06d}"
     if final.exists(): import shutil; shutil.rmtree(final)
     os.replace(tmp, final)
+    _set_status(run_dir(), step=step)
     return final
 
 # %% ../nbs/30_finetune.ipynb #42060346
@@ -301,6 +372,49 @@ def latest_checkpoint(folder:Path|None=None) -> Path|None:
     d = (folder or run_dir()) / 'checkpoints'
     done = sorted(p for p in d.glob('step-*') if (p / 'meta.json').exists()) if d.is_dir() else []
     return done[-1] if done else None
+
+# %% ../nbs/30_finetune.ipynb #1e750ec7
+def load_checkpoint(ck:Path|None=None, # a checkpoint folder; default: the run's `latest_checkpoint()`
+                   ) -> tuple[dict, dict|None]:
+    "What `save_checkpoint` saved: its tensors and plain values (with `step`), and the optimizer state (or None)."
+    ck = Path(ck) if ck is not None else latest_checkpoint()
+    if ck is None or not (ck / 'meta.json').exists():
+        raise NotFoundError(f"No checkpoint {'in ' + str(ck) if ck else 'yet'}: `latest_checkpoint()` is None "
+                            f"until the first `save_checkpoint`; start from scratch then.")
+    import torch
+    from safetensors.torch import load_file
+    state = json.loads((ck / 'meta.json').read_text()) | load_file(str(ck / 'trainable.safetensors'))
+    return state, (torch.load(ck / 'optim.pt', weights_only=True) if (ck / 'optim.pt').exists() else None)
+
+# %% ../nbs/30_finetune.ipynb #39b01001
+def _checkpoint_step(folder:Path) -> int:
+    "The step of a run's latest checkpoint (0 without one)."
+    ck = latest_checkpoint(folder)
+    return json.loads((ck / 'meta.json').read_text())['step'] if ck else 0
+
+# %% ../nbs/30_finetune.ipynb #835040eb
+def _against(reg, meta:dict) -> tuple[str|None, str|None]:
+    "What a run's result is compared with, as (name, version id): its model's production, else its base; or Nones."
+    alias = f"{meta['model']}:production"
+    try: return alias, reg.get(alias).id
+    except NotFoundError: pass
+    b = meta.get('base_version')
+    return b, b
+
+# %% ../nbs/30_finetune.ipynb #ad19e15b
+def reference() -> tuple[str|None, Path|None]:
+    "The version a script's candidate is compared with, and a folder holding it to evaluate; (None, None) without one."
+    import shutil
+    d = run_dir(); reg = Registry(Workspace.open())
+    vid = _against(reg, json.loads((d / 'run.json').read_text()))[1]
+    if vid is None: return None, None
+    out = d / 'reference' / vid.replace(':', '-')
+    if not out.exists():
+        tmp = out.with_name(out.name + '.tmp'); shutil.rmtree(tmp, ignore_errors=True)
+        v = reg.get(vid); reg.export(v.id, tmp)
+        if v.format == 'peft': reg.export(v.base, tmp / 'base')
+        os.replace(tmp, out)
+    return vid, out
 
 # %% ../nbs/30_finetune.ipynb #c1ee5d59
 def save_model(model_or_folder, tokenizer=None):
@@ -437,15 +551,14 @@ def _resume(job:_Job):
     "Load the latest checkpoint, if any: trainable tensors, optimizer, schedule, RNG state and step."
     import torch
     if (ck := latest_checkpoint(job.folder)) is None: return
-    from safetensors.torch import load_file
-    state = load_file(str(ck / 'trainable.safetensors'))
+    state, extra = load_checkpoint(ck)
     named = dict(job.model.named_parameters())
     with torch.no_grad():
-        for k, v in state.items(): named[k].copy_(v)
-    extra = torch.load(ck / 'optim.pt', weights_only=True)
+        for k, v in state.items():
+            if isinstance(v, torch.Tensor): named[k].copy_(v)
     job.opt.load_state_dict(extra['optimizer']); job.sched.load_state_dict(extra['scheduler'])
     torch.set_rng_state(extra['rng'])
-    job.step = json.loads((ck / 'meta.json').read_text())['step']
+    job.step = state['step']
     if job.main: _append(job.folder / 'events.jsonl', {'kind': 'resume', 'step': job.step, 'time': time.time()})
 
 # %% ../nbs/30_finetune.ipynb #6bf18874
@@ -519,13 +632,14 @@ def _checkpoint(job:_Job):
     import torch
     save_checkpoint(job.recipe.trainable(job.model), job.step, {'optimizer': job.opt.state_dict(),
                     'scheduler': job.sched.state_dict(), 'rng': torch.get_rng_state()})
-    _set_status(job.folder, step=job.step)
 
 # %% ../nbs/30_finetune.ipynb #257fcf51
 def _wandb_start(folder, spec, meta):
+    "Open the run's W&B run: the same one again when the run is resumed (`wandb_id` in run.json)."
     cm = run('finetune', name=spec.name or folder.name, group=folder.name, announce=False,
-             config={k: v for k, v in asdict(spec).items() if k not in ('train', 'eval')}
-                    | {'run_id': folder.name, 'labels': meta['labels']})
+             run_id=meta.get('wandb_id'), resume='allow' if meta.get('wandb_id') else None,
+             config=_settings(spec) | {'run_id': folder.name}
+                    | ({'labels': meta['labels']} if 'labels' in meta else {}))
     tr = cm.__enter__(); tr._cm = cm
     return tr
 
@@ -565,28 +679,48 @@ def _classifier(reg, vid:str, tmp:Path):
 def _reference(job:_Job, reg) -> tuple[str, dict]:
     "What the candidate is compared with (production, else the base version), and its metrics on the eval data."
     import tempfile
-    ex, ey = job.eval
+    (ex, ey), labels = job.eval, job.meta['labels']
     against = f"{job.meta['model']}:production"
-    try: reg.get(against)
-    except NotFoundError: against = None
-    if against is not None:
+    try: v = reg.get(against)
+    except NotFoundError: v = None
+    if v is not None:
+        order = _version_head(reg, v)
+        if order is None or set(order) != set(labels): return against, {}
+        pos = {l: i for i, l in enumerate(order)}
         with tempfile.TemporaryDirectory(dir=job.folder) as t:
-            m, tk = _classifier(reg, against, Path(t)); return against, _evaluate(m, tk, ex, ey, job.spec)
-    m, tk = RECIPES.get('head').build(job.spec, job.folder / 'base', job.meta['labels'])
+            m, tk = _classifier(reg, against, Path(t))
+            return against, _evaluate(m, tk, ex, [pos[labels[y]] for y in ey], job.spec)
+    m, tk = RECIPES.get('head').build(job.spec, job.folder / 'base', labels)
     return job.meta['base_version'], _evaluate(m, tk, ex, ey, job.spec)
 
 # %% ../nbs/30_finetune.ipynb #7e949c69
 def _register(job:_Job, reg, out:Path, kind:str, cand:dict):
     "Register the saved result with its metrics, data fingerprints, config and lineage; return the version."
     spec, meta, folder = job.spec, job.meta, job.folder
-    metrics = {'accuracy': cand['accuracy'], 'eval_loss': (cand['eval_loss'], 'lower')}
-    data = {'train': meta['fingerprints']['train'], 'eval': meta['fingerprints']['eval']}
-    cfg = {k: v for k, v in asdict(spec).items() if k not in ('train', 'eval')}
-    common = dict(metrics=metrics, data=data, run_id=folder.name, config=cfg,
-                  description=f"{spec.recipe} fine-tune of {meta['base_version']} (run {folder.name})")
-    if kind == 'peft': return reg.register(meta['model'], out, base=meta['base_version'], **common)
-    parent = meta['base_version'] if reg.get(meta['base_version']).format != 'peft' else None
-    return reg.register(meta['model'], out, parent=parent, check_names=False, **common)
+    return _register_result(reg, meta['model'], out, kind == 'peft', meta['base_version'], metrics=_directed(cand),
+                            data={'train': meta['fingerprints']['train'], 'eval': meta['fingerprints']['eval']},
+                            run_id=folder.name, config=_settings(spec),
+                            description=f"{spec.recipe} fine-tune of {meta['base_version']} (run {folder.name})")
+
+# %% ../nbs/30_finetune.ipynb #19147f76
+def _register_result(reg, model:str, src:Path, peft:bool, base:str|None, **common):
+    "Register a run's result: an adapter on its base; anything else as a child of the base (unless that is an adapter)."
+    if peft:
+        if not base: raise ValidationError("The result is a PEFT adapter, but the run has no base to attach it to: "
+                                           "set `base:` in the spec.")
+        return reg.register(model, src, base=base, **common)
+    parent = base if base and reg.get(base).format != 'peft' else None
+    return reg.register(model, src, parent=parent, check_names=False, **common)
+
+# %% ../nbs/30_finetune.ipynb #0c8f15d7
+def _lower(k:str) -> bool:
+    "Is metric `k` better when lower (a loss, an error, a perplexity)?"
+    return any(w in k for w in ('loss', 'error', 'perplexity'))
+
+# %% ../nbs/30_finetune.ipynb #fe0c50fb
+def _directed(metrics:dict) -> dict:
+    "Metrics with the direction the registry stores: {'eval_loss': (0.3, 'lower'), 'accuracy': (0.9, 'higher')}."
+    return {k: (v, 'lower' if _lower(k) else 'higher') for k, v in metrics.items()}
 
 # %% ../nbs/30_finetune.ipynb #981f7288
 def _finish(job:_Job) -> str:
@@ -640,7 +774,7 @@ def _promote_if_better(reg, v, k:str, cand:dict, ref:dict, against:str):
         return f"not promoted: {'the candidate' if a is None else against} has no {k!r} to compare"
     if not (math.isfinite(a) and math.isfinite(b)):
         return f"not promoted: {k} is {a} for the candidate and {b} for {against}, which cannot be compared"
-    if not (a < b if k.endswith('loss') else a > b): return False
+    if not (a < b if _lower(k) else a > b): return False
     try:
         reg.promote(v.id, to='production', reason=f"promote_if_better {k}: {a:.4g} vs {b:.4g} ({against})")
         return True
@@ -668,25 +802,126 @@ def _packaged_base(reg, name:str):
                         description=f"{BASES.get(name).__doc__ or name} Registered from {folder} by `base: {name}`.")
 
 # %% ../nbs/30_finetune.ipynb #74310408
-def _base_dir(reg, spec:FinetuneSpec, folder:Path) -> tuple[str, str]:
-    "Put the base model in folder/base; return its registry version and the result's model name."
+def _base_dir(reg, spec:FinetuneSpec, folder:Path, meta:dict) -> tuple[str|None, str]:
+    "Put the base in folder/base once the recipe's checks pass; return its registry version and the result's name."
+    if not spec.base: return None, spec.model or 'finetuned' # a script without a base
     p = Path(str(spec.base)).expanduser()
     if p.is_dir():
-        if not (p / 'config.json').is_file():
-            raise ValidationError(f"{p} is not a Hugging Face model directory (no config.json).")
-        _check_tokenizer(p) # before anything is registered
         name = spec.model or 'finetuned'
-        base_model = f"{name}-base"
-        v = reg.register(base_model, p, description=f"base model from {p}", check_names=False)
+        _check_base(reg, spec, p, meta, name) # before anything is registered
+        v = reg.register(f"{name}-base", p, description=f"base model from {p}", check_names=False)
+        reg.export(v.id, folder / 'base')
     else:
         v = _packaged_base(reg, str(spec.base)) or reg.get(str(spec.base))
-        if v.format != 'hf':
-            raise ValidationError(f"{v.id} is a {v.format} version; the base of a fine-tune must be a Hugging Face "
-                                  f"model directory version.")
         name = spec.model or ('finetuned' if f'packaged:{v.model}' in v.tags else v.model)
-    reg.export(v.id, folder / 'base')
-    if not p.is_dir(): _check_tokenizer(folder / 'base')
+        reg.export(v.id, folder / 'base')
+        _check_base(reg, spec, folder / 'base', meta, name, v)
     return v.id, name
+
+# %% ../nbs/30_finetune.ipynb #7c3319ac
+def _check_base(reg, spec:FinetuneSpec, d:Path, meta:dict, model:str, v=None):
+    """Refuse, before training, a base this recipe cannot train or a production it could not be compared with; a base
+    that is already a classifier of these labels keeps its head, and the run its label order (`meta['labels']`)."""
+    if spec.recipe == 'script': return
+    if v is not None and v.format != 'hf':
+        raise ValidationError(f"{v.id} is a {v.format} version; the base of a fine-tune must be a Hugging Face "
+                              f"model directory version.")
+    if not (d / 'config.json').is_file():
+        raise ValidationError(f"{spec.base} is not a Hugging Face model directory (no config.json).")
+    cfg = json.loads((d / 'config.json').read_text())
+    _check_task(cfg, spec)
+    _check_tokenizer(d)
+    if (labels := _head_labels(cfg)) is not None:
+        if set(labels) != set(meta['labels']):
+            raise ValidationError(f"The base {spec.base} is a classifier of {_some(labels)}, but the training data is "
+                                  f"labelled {_some(meta['labels'])}. Train it on data with its labels, or start "
+                                  f"from the encoder it was trained from (e.g. `base: minilm`).")
+        meta['labels'] = labels
+    _check_production(reg, spec, model, meta['labels'])
+    _check_targets(spec, d)
+
+# %% ../nbs/30_finetune.ipynb #7304d38e
+def _some(xs:list, n:int=6) -> str:
+    "A few items of a list, for a message: 'a, b, c and 4 more'."
+    xs = [str(x) for x in xs]
+    return ', '.join(xs[:n]) + (f" and {len(xs) - n} more" if len(xs) > n else '')
+
+# %% ../nbs/30_finetune.ipynb #14486f27
+def _check_task(cfg:dict, spec:FinetuneSpec):
+    "Refuse a base that transformers cannot make a sequence classifier of: the built-in recipes train one."
+    require('transformers', 'fm', f"the {spec.recipe} recipe")
+    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES as known
+    kind = cfg.get('model_type')
+    if kind not in known:
+        arch = ', '.join(cfg.get('architectures') or []) or 'no architecture recorded'
+        raise ValidationError(f"The base is a {kind or 'model of unknown type'} model ({arch}), which transformers "
+                              f"cannot make a sequence classifier of; the {spec.recipe} recipe trains one. Start from "
+                              f"a text encoder (e.g. `base: minilm`), or train it your own way with `recipe: script`.")
+
+# %% ../nbs/30_finetune.ipynb #604b7960
+def _head_labels(cfg:dict, classifier:bool=False) -> list|None:
+    "The labels of a classifier's config in its head's order; None when the config is not a sequence classifier's."
+    if not (classifier or any(str(a).endswith('ForSequenceClassification') for a in cfg.get('architectures') or [])):
+        return None
+    names = cfg.get('id2label') or {}
+    return [str(names.get(str(i), names.get(i, i))) for i in range(len(names))] or None
+
+# %% ../nbs/30_finetune.ipynb #49a2431e
+def _version_json(reg, v, name:str) -> dict:
+    "A JSON file of a registered version (its config.json, say), checked against its hash; {} when it has none."
+    f = v.files.get(name)
+    return json.loads(Path(reg.blobs.verify(f['sha256'], f"{name} of {v.id}")).read_text()) if f else {}
+
+# %% ../nbs/30_finetune.ipynb #aa84f6e2
+def _version_head(reg, v) -> list|None:
+    "The labels of a registered classifier (a model or a classifier's adapter) in its head's order; else None."
+    if v.format == 'peft':
+        seq = _version_json(reg, v, 'adapter_config.json').get('task_type') == 'SEQ_CLS'
+        return _head_labels(_version_json(reg, v, 'config.json'), classifier=True) if seq else None
+    return _head_labels(_version_json(reg, v, 'config.json')) if v.format == 'hf' else None
+
+# %% ../nbs/30_finetune.ipynb #eef626f6
+def _check_production(reg, spec:FinetuneSpec, model:str, labels:list):
+    "Refuse a result that could not be compared with its model's production version at the end of the run."
+    alias = f"{model}:production"
+    try: v = reg.get(alias)
+    except NotFoundError: return
+    have = _version_head(reg, v)
+    if have is not None and set(have) == set(labels): return
+    if have is None:
+        arch = ', '.join(_version_json(reg, v, 'config.json').get('architectures') or []) or v.format
+        what = f"which is not a sequence classifier ({arch})"
+    else: what = f"a classifier of {_some(have)}, while the training data is labelled {_some(labels)}"
+    raise ValidationError(f"The result would be a new version of {model!r}, compared at the end with {alias} ({v.id}), "
+                          f"{what}: that comparison would fail after all the training. Name the result with `model:` "
+                          f"(e.g. `model: {model}-classifier`) to start a model of its own"
+                          + (f", or train on data labelled like {alias}." if have else '.'))
+
+# %% ../nbs/30_finetune.ipynb #98ed7b54
+def _tensor_names(d:Path) -> set:
+    "The tensor names in a model folder's safetensors files, read from their headers (no weights are loaded)."
+    out = set()
+    for f in sorted(Path(d).glob('*.safetensors')):
+        try:
+            with open(f, 'rb') as fh:
+                n = int.from_bytes(fh.read(8), 'little')
+                if 0 < n <= 1 << 27: out |= set(json.loads(fh.read(n))) - {'__metadata__'}
+        except (OSError, ValueError): pass # an unreadable file: loading it in the run says what is wrong
+    return out
+
+# %% ../nbs/30_finetune.ipynb #ad734895
+def _check_targets(spec:FinetuneSpec, d:Path):
+    "Refuse LoRA target modules that the base model does not have."
+    if spec.recipe != 'lora': return
+    mods = {n.rsplit('.', 1)[0] for n in _tensor_names(d)}
+    if not mods: return # no safetensors weights to read: the run checks when it builds the model
+    heads = ('classifier', 'score', 'head', 'pre_classifier')
+    missing = [t for t in spec.target_modules
+               if t not in heads and not any(m == t or m.endswith('.' + t) for m in mods)]
+    if missing:
+        names = sorted({m.rsplit('.', 1)[-1] for m in mods} - {str(i) for i in range(1000)})
+        raise ValidationError(f"target_modules {missing} are not modules of the base model. "
+                              f"Some of its modules: {', '.join(names[:12])}.")
 
 # %% ../nbs/30_finetune.ipynb #bc53665d
 def _check_tokenizer(d:Path):
@@ -741,25 +976,24 @@ def _prepare_data(spec:FinetuneSpec, ws:Workspace, folder:Path) -> dict:
 
 # %% ../nbs/30_finetune.ipynb #40b390d0
 def launch(spec:FinetuneSpec|None=None, # a spec, or its fields as keyword arguments
-           ws:Workspace|None=None, wait:bool=False, **kw) -> Run:
-    "Validate `spec`, prepare its run folder and start it in the background; return the run."
+           ws:Workspace|None=None, wait:bool=False,
+           allow_duplicate:bool=False, # start even while a run of the very same spec is active
+           **kw) -> Run:
+    "Validate `spec` and check it against its data, base and production; prepare its run folder and start it."
     spec = (spec or FinetuneSpec(**kw)).validate()
     ws = ws or Workspace.open()
     reg = Registry(ws)
     rid = _new_run_id(); folder = ws.runs_dir / rid
     folder.mkdir(parents=True)
     try:
-        meta = {'run_id': rid, 'created_at': utcnow()}
-        if spec.recipe != 'script':
-            meta |= _prepare_data(spec, ws, folder)
-            meta['base_version'], meta['model'] = _base_dir(reg, spec, folder)
-        else:
-            meta |= {'total_steps': spec.max_steps, 'model': spec.model or 'finetuned',
-                     'script': str(Path(spec.script).expanduser().resolve())}
-            if spec.base:
-                try: meta['base_version'] = reg.get(str(spec.base)).id
-                except (NotFoundError, ValidationError): meta['base_version'] = None
-        stored = asdict(spec) | {'train': None, 'eval': None}
+        meta = {'run_id': rid, 'created_at': utcnow(), 'wandb_id': f"{rid}-{secrets.token_hex(3)}"}
+        meta |= _prepare_script(spec, ws, folder) if spec.recipe == 'script' else _prepare_data(spec, ws, folder)
+        meta['spec_key'] = _spec_key(spec, meta)
+        if not allow_duplicate: _refuse_duplicate(ws, rid, meta['spec_key'])
+        meta['base_version'], meta['model'] = _base_dir(reg, spec, folder, meta)
+        files = {k: str(folder / f"{k}.parquet") if (folder / f"{k}.parquet").exists() else None
+                 for k in ('train', 'eval')}
+        stored = {f.name: files[f.name] if f.name in files else getattr(spec, f.name) for f in fields(spec)}
         atomic_write(folder / 'spec.json', json.dumps(stored, indent=1, default=str))
         atomic_write(folder / 'run.json', json.dumps(meta, indent=1, default=str))
         _set_status(folder, status='created', step=0, total_steps=meta['total_steps'])
@@ -800,6 +1034,93 @@ def _texts(ds, spec, label=False) -> list:
 def _write_split(path:Path, texts, labels, spec):
     import pyarrow as pa, pyarrow.parquet as pq
     pq.write_table(pa.table({spec.text_column: texts, spec.label_column: labels}), path)
+
+# %% ../nbs/30_finetune.ipynb #14c9cfd0
+def _prepare_script(spec:FinetuneSpec, ws:Workspace, folder:Path) -> dict:
+    "A script run's meta: its script (path and content hash) and, when the spec has data, the data written as files."
+    import hashlib
+    p = Path(spec.script).expanduser().resolve()
+    meta = {'script': str(p), 'script_sha256': hashlib.sha256(p.read_bytes()).hexdigest(),
+            'total_steps': spec.max_steps}
+    return meta | _materialise(spec, ws, folder)
+
+# %% ../nbs/30_finetune.ipynb #8fa4f2f2
+def _materialise(spec:FinetuneSpec, ws:Workspace, folder:Path) -> dict:
+    "Write a script run's train and eval data into `folder` as parquet, every column as given; return their meta."
+    import pyarrow.parquet as pq
+    tables = {k: _table(getattr(spec, k), ws, k) for k in ('train', 'eval') if getattr(spec, k) is not None}
+    if 'train' in tables and 'eval' not in tables: # held out as `_prepare_data` holds it out
+        t = tables['train']
+        if t.num_rows < 2:
+            raise ValidationError(f"The training data has {t.num_rows} row(s), too few to hold eval data out of. "
+                                  f"Pass `eval` too.")
+        idx = np.random.default_rng(spec.seed).permutation(t.num_rows)
+        k = max(1, int(round(t.num_rows * spec.eval_fraction)))
+        tables = {'train': t.take(np.sort(idx[k:])), 'eval': t.take(np.sort(idx[:k]))}
+    meta = {'fingerprints': {}}
+    for k, t in tables.items():
+        if t.num_rows == 0: raise ValidationError(f"The {k} data has no rows.")
+        pq.write_table(t, folder / f"{k}.parquet")
+        meta[f"n_{k}"], meta['fingerprints'][k] = t.num_rows, _fingerprint(folder / f"{k}.parquet")
+    if 'train' in tables and not spec.max_steps:
+        meta['total_steps'] = max(1, math.ceil(spec.epochs * meta['n_train'] / (spec.batch_size * spec.nproc)))
+    return meta
+
+# %% ../nbs/30_finetune.ipynb #cc90f1a9
+def _table(data, ws:Workspace, what:str):
+    "Data as a pyarrow Table with every column as given: a file as it reads; a DataFrame or dict of columns converted."
+    import pyarrow as pa
+    data = _dataset(data, ws)
+    if isinstance(data, (str, Path)): return _read_path(Path(data).expanduser(), lambda names: names)[0]
+    if type(data).__module__.split('.')[0] == 'polars': data = data.to_arrow()
+    try:
+        if isinstance(data, pa.Table): return data
+        if hasattr(data, 'columns') and hasattr(data, 'to_dict'):
+            return pa.Table.from_pandas(data, preserve_index=False)
+        if isinstance(data, dict): return pa.table(data)
+        if isinstance(data, (list, tuple)) and data and all(isinstance(x, str) for x in data):
+            return pa.table({'text': list(data)})
+    except (pa.ArrowException, TypeError, ValueError) as e:
+        raise ValidationError(f"The {what} data cannot be written as a parquet file for the script: {e}. Give every "
+                              f"column one type.") from None
+    raise ValidationError(f"The {what} data is a {type(data).__name__}; a script run takes a DataFrame, a pyarrow "
+                          f"Table, a dict of columns, a list of texts, or a parquet, csv or jsonl file.")
+
+# %% ../nbs/30_finetune.ipynb #ad89cdfe
+def _fingerprint(path:Path) -> dict:
+    "A data file's fingerprint as the built-in recipes record theirs; for columns `data.load` refuses, the file's hash."
+    try:
+        ds = load(path)
+        return {'fingerprint': ds.fingerprint(), 'rows': ds.n_rows, 'schema': ds.kinds}
+    except FmopsError:
+        import hashlib, pyarrow.parquet as pq
+        return {'fingerprint': 'sha256:' + hashlib.sha256(path.read_bytes()).hexdigest(),
+                'rows': pq.read_metadata(path).num_rows, 'schema': {}}
+
+# %% ../nbs/30_finetune.ipynb #656099a2
+def _spec_key(spec:FinetuneSpec, meta:dict) -> str:
+    "What makes two launches the same run: every setting, the data by fingerprint, the base as written, the script."
+    import hashlib
+    fps = meta.get('fingerprints') or {}
+    base = Path(str(spec.base)).expanduser()
+    d = _settings(spec) | {k: (fps.get(k) or {}).get('fingerprint') for k in ('train', 'eval')}
+    d |= {'base': str(base.resolve()) if spec.base and base.is_dir() else spec.base,
+          'script': meta.get('script_sha256')}
+    return 'sha256:' + hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
+
+# %% ../nbs/30_finetune.ipynb #143adbc0
+def _refuse_duplicate(ws:Workspace, rid:str, key:str):
+    "Refuse to launch a spec while a run of the very same spec (`_spec_key`) is active."
+    for r in runs(ws):
+        try: same = r.id != rid and r.meta.get('spec_key') == key
+        except (OSError, ValueError): continue # a damaged run.json: not a run of this spec
+        if same and (s := r.status) in ('created', 'running', 'evaluating'):
+            raise ValidationError(
+                f"Run {r.id} is already {s} with this very spec (the same settings, data and base"
+                f"{', and script' if r.spec.get('recipe') == 'script' else ''}), at step {r.step}/"
+                f"{r.info.get('total_steps') or '?'}. Follow it with `fmops finetune show {r.id}`, stop it with "
+                f"`fmops finetune stop {r.id}`, or start a second one anyway with --allow-duplicate "
+                f"(`%%fmops finetune --allow-duplicate`; in Python `launch(..., allow_duplicate=True)`).")
 
 # %% ../nbs/30_finetune.ipynb #b7dc49f1
 FINAL = ('finished', 'failed', 'stopped', 'killed')
@@ -849,7 +1170,7 @@ class Run:
             raise ValidationError(f"Run {self.id} is {s}; only a stopped, killed or failed run can be resumed.")
         if self.spec['recipe'] != 'script' and latest_checkpoint(self.dir) is None and s != 'failed':
             raise ValidationError(f"Run {self.id} has no checkpoint to resume from; launch it again instead.")
-        _set_status(self.dir, status='running' if s != 'failed' else 'created')
+        _set_status(self.dir, status='running' if s != 'failed' else 'created', step=_checkpoint_step(self.dir))
         return self._start(resume=True)
 
     def stop(self, timeout:float=120) -> str:
@@ -936,47 +1257,194 @@ def get_run(run_id:str, ws:Workspace|None=None) -> Run:
     return Run(p)
 
 # %% ../nbs/30_finetune.ipynb #c1b24754
-def script_main(folder):
-    "Run a user's training script for the run in `folder`; register what it saved with `save_model`."
-    folder = Path(folder); meta = json.loads((folder / 'run.json').read_text())
-    spec = FinetuneSpec(**json.loads((folder / 'spec.json').read_text()))
-    _set_status(folder, status='running', pid=os.getpid(), pid_start=process_start(os.getpid()))
-    env = {**os.environ, 'FMOPS_RUN_DIR': str(folder), 'FMOPS_SPEC': str(folder / 'spec.json')}
-    t0 = time.time()
-    p = subprocess.Popen([sys.executable, meta['script']], env=env, cwd=folder)
-    def _term(*_):
-        try: p.send_signal(signal.SIGTERM)
+@dataclass
+class _Script:
+    "A script run as its run's process sees it: the script's process, why it was asked to stop, what was read of it."
+    folder: Path
+    spec: FinetuneSpec
+    meta: dict # run.json: the script, total_steps, model, base_version, fingerprints, wandb_id
+    proc: object = None # the script's process
+    stop: str|None = None # why the script was asked to stop: by request, or the time budget
+    asked: float = 0.0 # when it was asked, for the grace period before a kill
+    t0: float = 0.0 # when its first step (of this start) was reported: the time budget counts from it
+    seen: int = 0 # bytes of events.jsonl already followed
+    step: int = 0 # the last step it reported
+    tracked: object = None # the W&B run
+
+# %% ../nbs/30_finetune.ipynb #7445751c
+def script_main(folder, resume:bool=False) -> int:
+    "Run a user's training script for the run in `folder`, as the run's process; return its exit status."
+    s = _script_setup(folder, resume)
+    try:
+        s.tracked = _wandb_start(s.folder, s.spec, s.meta)
+        if s.stop is None: # a stop during the set-up: the script never starts
+            s.proc = subprocess.Popen(_script_cmd(s), env=_script_env(s, resume), cwd=s.folder)
+        return _script_end(s, _follow(s) if s.proc else 0)
+    except BaseException as e:
+        import traceback
+        traceback.print_exc(); sys.stdout.flush()
+        _set_status(s.folder, status='failed', reason=f"{type(e).__name__}: {e}", step=s.step)
+        raise
+    finally:
+        if s.proc is not None and s.proc.poll() is None: s.proc.kill(); s.proc.wait()
+        if s.tracked is not None: _wandb_end(s.tracked)
+
+# %% ../nbs/30_finetune.ipynb #69d2edb3
+def _script_setup(folder, resume:bool) -> _Script:
+    "Read the run, mark it running from its resume step, and make SIGTERM a request to stop."
+    folder = Path(folder)
+    os.environ['FMOPS_RUN_DIR'] = str(folder)
+    s = _Script(folder, FinetuneSpec(**json.loads((folder / 'spec.json').read_text())),
+                json.loads((folder / 'run.json').read_text()))
+    ev = folder / 'events.jsonl'
+    s.seen = ev.stat().st_size if ev.exists() else 0
+    s.step = _checkpoint_step(folder) if resume else 0
+    if resume and latest_checkpoint(folder): _append(ev, {'kind': 'resume', 'step': s.step, 'time': time.time()})
+    _set_status(folder, status='running', pid=os.getpid(), pid_start=process_start(os.getpid()), step=s.step,
+                total_steps=s.meta['total_steps'], reason='', started_at=utcnow())
+    signal.signal(signal.SIGTERM, lambda *_: _ask_stop(s, 'stopped by request'))
+    return s
+
+# %% ../nbs/30_finetune.ipynb #87555001
+def _ask_stop(s:_Script, why:str):
+    "Ask the script to stop (SIGTERM, which `stop_requested()` turns into a flag); the first reason is the one kept."
+    if s.stop is None: s.stop, s.asked = why, time.time()
+    if s.proc is not None and s.proc.poll() is None:
+        try: s.proc.send_signal(signal.SIGTERM)
         except ProcessLookupError: pass
-    signal.signal(signal.SIGTERM, _term)
-    try: code = p.wait(timeout=spec.time_budget_s or None)
-    except subprocess.TimeoutExpired:
-        p.send_signal(signal.SIGTERM)
-        try: p.wait(30)
-        except subprocess.TimeoutExpired: p.kill(); p.wait()
-        _set_status(folder, status='stopped', reason=f"time budget of {spec.time_budget_s:g}s spent"); return 1
+
+# %% ../nbs/30_finetune.ipynb #8ebd3287
+def _script_cmd(s:_Script) -> list:
+    "The script's command line: Python on the script with `script_args`, under torchrun when `nproc` > 1."
+    py = ([sys.executable, '-m', 'torch.distributed.run', '--standalone', f"--nproc_per_node={s.spec.nproc}"]
+          if s.spec.nproc > 1 else [sys.executable])
+    return py + [s.meta['script'], *map(str, s.spec.script_args)]
+
+# %% ../nbs/30_finetune.ipynb #8fe01b25
+def _script_env(s:_Script, resume:bool) -> dict:
+    "The script's environment: where its run, spec, data and base are, its steps, and whether it resumes."
+    f = s.folder
+    env = {**_detached_env(), 'FMOPS_RUN_DIR': str(f), 'FMOPS_SPEC': str(f / 'spec.json'),
+           'FMOPS_RESUME': '1' if resume else '0', 'FMOPS_TOTAL_STEPS': str(s.meta['total_steps'])}
+    env |= {f"FMOPS_{k.upper()}": str(f / f"{k}.parquet") for k in ('train', 'eval') if (f / f"{k}.parquet").exists()}
+    if (f / 'base').is_dir(): env['FMOPS_BASE'] = str(f / 'base')
+    return env
+
+# %% ../nbs/30_finetune.ipynb #32c4e825
+_GRACE_S = 60 # seconds a script has to checkpoint and exit after a stop, before it is killed
+
+def _follow(s:_Script, poll:float=0.2) -> int:
+    "Wait for the script to exit, logging its events to W&B and keeping the time budget; return its exit status."
+    budget, killed = s.spec.time_budget_s, False
+    while True:
+        try: code = s.proc.wait(timeout=poll); break
+        except subprocess.TimeoutExpired: pass
+        _read_events(s)
+        now = time.time()
+        if budget and s.t0 and s.stop is None and now - s.t0 > budget: _ask_stop(s, 'time budget spent')
+        if s.stop and not killed and now - s.asked > _GRACE_S: s.proc.kill(); killed = True
+    _read_events(s)
+    return code
+
+# %% ../nbs/30_finetune.ipynb #8ec4c402
+def _read_events(s:_Script):
+    "Follow the events the script appended since the last call: steps and evaluations into W&B, the budget's start."
+    p = s.folder / 'events.jsonl'
+    if not p.exists(): return
+    with open(p, 'rb') as f: f.seek(s.seen); chunk = f.read()
+    chunk = chunk[:chunk.rfind(b'\n') + 1] # a line still being written is read next time
+    s.seen += len(chunk)
+    for line in chunk.splitlines():
+        try: e = json.loads(line)
+        except ValueError: continue
+        if not isinstance(e, dict) or e.get('kind') not in ('step', 'metrics', 'eval'): continue
+        if e['kind'] == 'eval' and e.get('version', 'candidate') != 'candidate': continue # a reference: the summary
+        step = e.get('step', s.step)
+        if e['kind'] == 'step': s.step, s.t0 = step, s.t0 or time.time()
+        pre = 'eval/' if e['kind'] == 'eval' else ''
+        vals = {pre + k: v for k, v in e.items()
+                if k not in _EVENT_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool)}
+        if vals: s.tracked = _track(s.tracked, step=step, **vals)
+
+# %% ../nbs/30_finetune.ipynb #548d9b24
+def _script_end(s:_Script, code:int) -> int:
+    "Record how the script ended: stopped (resumable), failed with its exit status, or finished through the gate."
+    total = s.meta['total_steps']
+    done = code == 0 and total and s.step >= total and (s.folder / 'final').exists()
+    if s.stop and not done:
+        _set_status(s.folder, status='stopped', reason=s.stop, step=_checkpoint_step(s.folder))
+        return 0
     if code != 0:
-        _set_status(folder, status='failed', reason=f"the script exited with status {code}"
-                    + (' (stopped by request)' if code == -signal.SIGTERM else ''))
-        return code
-    final = folder / 'final'
-    if spec.register and final.exists():
-        hf = (final / 'config.json').exists() or (final / 'adapter_config.json').exists()
-        src = final if hf else final / 'model.safetensors'
-        try:
-            reg = Registry(Workspace.open())
-            v = reg.register(meta['model'], src, parent=meta.get('base_version'), run_id=folder.name, check_names=False,
-                             description=f"script fine-tune (run {folder.name})")
-        except Exception as e:
-            _set_status(folder, status='failed', reason=f"registering the result failed: {e}"); return 1
-        _set_status(folder, status='finished', version=v.id, **_candidate_alias(reg, v))
-    else: _set_status(folder, status='finished')
+        why = (f"the script was ended by {signal.Signals(-code).name}" if code < 0 and -code in signal.valid_signals()
+               else f"the script exited with status {code}")
+        _set_status(s.folder, status='failed', reason=why, step=s.step)
+        if s.tracked: s.tracked.failed = True
+        return 1
+    return _script_finish(s)
+
+# %% ../nbs/30_finetune.ipynb #36f08e85
+def _script_finish(s:_Script) -> int:
+    "After a clean exit: the gate on the script's evaluations, and what it saved registered with its lineage."
+    folder, spec, meta = s.folder, s.spec, s.meta
+    evs = Run(folder).events('eval')
+    reg = Registry(Workspace.open())
+    cand, (against, vid) = _evaluation(evs, 'candidate'), _against(reg, meta)
+    ref = (_evaluation(evs, vid) or _recorded(reg, vid, meta)) if vid else {}
+    end = {'status': 'finished', 'step': s.step}
+    if against: end['comparison'] = {'against': against, 'candidate': cand, 'reference': ref}
+    if s.tracked:
+        s.tracked.summary(**{f"candidate/{k}": v for k, v in cand.items()},
+                          **{f"reference/{k}": v for k, v in ref.items()})
+    if not spec.register: _set_status(folder, **end); return 0
+    if not (folder / 'final').exists():
+        _set_status(folder, **end, reason="the script saved no model (save_model): nothing was registered"); return 0
+    if bad := sorted(k for k, x in cand.items() if not math.isfinite(x)):
+        _set_status(folder, **end | {'status': 'failed'}, reason=f"the candidate's {' and '.join(bad)} is not a finite "
+                    f"number: training diverged. Nothing was registered.")
+        if s.tracked: s.tracked.failed = True
+        return 1
+    try: v = _register_script(reg, s, cand)
+    except Exception as e:
+        _set_status(folder, status='failed', reason=f"registering the result failed: {e}"); return 1
+    k = spec.promote_if_better
+    promoted = (False if not k else _promote_if_better(reg, v, k, cand, ref, against) if against
+                else "not promoted: there is no production version or base to compare with")
+    _set_status(folder, **end, version=v.id, promoted=promoted, **_candidate_alias(reg, v))
     return 0
+
+# %% ../nbs/30_finetune.ipynb #5bf50c9f
+def _evaluation(evs:list, version) -> dict:
+    "The metrics of the eval events of `version` ('candidate', or a version id), later values winning."
+    out = {}
+    for e in evs:
+        if e.get('version', 'candidate') == version: out |= {k: v for k, v in e.items() if k not in _EVENT_KEYS}
+    return out
+
+# %% ../nbs/30_finetune.ipynb #28e3d6f2
+def _recorded(reg, vid:str, meta:dict) -> dict:
+    "A version's registered metrics when they were measured on this run's eval data (the same fingerprint); else {}."
+    v = reg.get(vid)
+    fp = ((meta.get('fingerprints') or {}).get('eval') or {}).get('fingerprint')
+    if not fp or ((v.meta.get('data') or {}).get('eval') or {}).get('fingerprint') != fp: return {}
+    return {k: m['value'] for k, m in v.metrics.items()}
+
+# %% ../nbs/30_finetune.ipynb #b64ae387
+def _register_script(reg, s:_Script, cand:dict):
+    "Register what the script saved, with the lineage a built-in recipe's result has: base, data, metrics, settings."
+    meta, final = s.meta, s.folder / 'final'
+    peft, hf = (final / 'adapter_config.json').exists(), (final / 'config.json').exists()
+    src = final if peft or hf or not (final / 'model.safetensors').exists() else final / 'model.safetensors'
+    base = meta.get('base_version')
+    return _register_result(reg, meta['model'], src, peft, base, metrics=_directed(cand),
+                            data=meta.get('fingerprints') or None, run_id=s.folder.name,
+                            config=_settings(s.spec) | {'script_sha256': meta.get('script_sha256')},
+                            description=f"script fine-tune{' of ' + base if base else ''} (run {s.folder.name})")
 
 # %% ../nbs/30_finetune.ipynb #b8802ad9
 def _main(argv:list):
     what, folder, *rest = argv
     if what == 'worker': return worker(folder, resume='--resume' in rest)
-    if what == 'script': sys.exit(script_main(folder))
+    if what == 'script': sys.exit(script_main(folder, resume='--resume' in rest))
     raise SystemExit(f"unknown command {what!r}")
 
 if __name__ == '__main__' and 'IPython' not in sys.modules: _main(sys.argv[1:])

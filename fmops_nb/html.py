@@ -4,12 +4,13 @@
 
 # %% ../nbs/07_html.ipynb #f5f5b20e
 from __future__ import annotations
-import datetime, html, math
+import datetime, html, math, re
 
 # %% auto #0
-__all__ = ['RED', 'BLUE', 'GREY', 'GREEN', 'AMBER', 'num', 'esc', 'display_unless_shown', 'decided_by', 'vs_threshold',
-           'svg_bars', 'svg_quantile_bins', 'svg_timeline', 'column_table', 'column_detail', 'quality_html', 'table',
-           'svg_modules', 'diff_html']
+__all__ = ['RED', 'BLUE', 'GREY', 'GREEN', 'AMBER', 'STYLE', 'num', 'esc', 'style_tag', 'panel', 'head_html', 'section', 'empty',
+           'moved', 'display_unless_shown', 'decided_by', 'vs_threshold', 'svg_bars', 'svg_quantile_bins',
+           'svg_timeline', 'column_table', 'svg_projection', 'column_detail', 'quality_html', 'table', 'svg_modules',
+           'generation_html', 'diff_html', 'sort_versions', 'versions_html', 'card_html']
 
 # %% ../nbs/07_html.ipynb #7cf87b48
 # RED: drift and failures (and the current data in charts); BLUE: the reference; GREY: no data; GREEN: ok;
@@ -28,13 +29,110 @@ def esc(x) -> str:
     "`x` as text for HTML, attributes included: names, labels, kinds, methods and messages come from data or plug-ins."
     return html.escape(str(x))
 
+# %% ../nbs/07_html.ipynb #4594140c
+STYLE = ' '.join("""
+.fmops{font-family:var(--jp-ui-font-family, system-ui, sans-serif);font-size:var(--jp-ui-font-size1, 13px);
+ color:var(--jp-content-font-color1, #212121);line-height:1.45}
+.fmops table{border-collapse:collapse;margin:4px 0 8px;font-size:inherit;color:inherit}
+.fmops table th,.fmops table td{padding:3px 10px;text-align:right;vertical-align:top;border:0;
+ border-bottom:1px solid var(--jp-border-color2, #e0e0e0);white-space:nowrap;font-variant-numeric:tabular-nums;
+ background:transparent;color:inherit;line-height:1.45}
+.fmops table th{font-weight:600;border-bottom:1px solid var(--jp-border-color1, #bdbdbd)}
+.fmops table .fmops-text{text-align:left;white-space:normal;overflow-wrap:break-word;max-width:40em}
+.fmops table tbody tr{background:transparent}
+.fmops table tbody tr:hover{background:var(--jp-rendermime-table-row-hover-background, #e1f5fe)}
+.fmops table tbody tr.fmops-drift,.fmops table tbody tr.fmops-bad{color:var(--jp-error-color1, #b00020);
+ font-weight:600}
+.fmops table tbody tr.fmops-watch{color:var(--jp-warn-color1, #ef6c00);font-weight:600}
+.fmops table tbody tr.fmops-selected{background:var(--jp-rendermime-table-row-hover-background, #e1f5fe);
+ box-shadow:inset 3px 0 0 var(--jp-brand-color1, #1976d2)}
+.fmops table th.fmops-sortable{cursor:pointer;user-select:none}
+.fmops table th[aria-sort]{color:var(--jp-brand-color1, #1976d2)}
+.fmops table td.fmops-vs{text-align:left}
+.fmops table td.fmops-vs svg{vertical-align:middle}
+.fmops .fmops-head{border-left:6px solid var(--jp-brand-color1, #1976d2);padding:2px 0 2px 8px;margin:2px 0 8px}
+.fmops .fmops-head-drift,.fmops .fmops-head-bad{border-left-color:var(--jp-error-color1, #b00020)}
+.fmops .fmops-head-watch{border-left-color:var(--jp-warn-color1, #ef6c00)}
+.fmops .fmops-head-ok{border-left-color:var(--jp-success-color1, #2e7d32)}
+.fmops .fmops-title{font-weight:600;font-size:1.1em}
+.fmops small,.fmops .fmops-muted{color:var(--jp-content-font-color2, #616161)}
+.fmops .fmops-section{margin-top:12px}
+.fmops .fmops-section-title{font-weight:600;margin:4px 0 2px}
+.fmops .fmops-empty{color:var(--jp-content-font-color2, #616161);font-style:italic;margin:2px 0}
+.fmops .fmops-bad-text{color:var(--jp-error-color1, #b00020)}
+.fmops .fmops-watch-text{color:var(--jp-warn-color1, #ef6c00)}
+.fmops .fmops-ok-text{color:var(--jp-success-color1, #2e7d32)}
+.fmops code{font-family:var(--jp-code-font-family, monospace);font-size:0.92em;color:inherit;
+ background:var(--jp-layout-color2, #eeeeee);padding:0 4px;border-radius:3px}
+.fmops pre{font-family:var(--jp-code-font-family, monospace);font-size:0.92em;color:inherit;white-space:pre-wrap;
+ background:var(--jp-layout-color2, #eeeeee);padding:6px 8px;border-radius:3px;margin:4px 0}
+.fmops a{color:var(--jp-brand-color1, #1976d2)}
+.fmops svg{max-width:100%;overflow:visible}
+.fmops svg .fmops-bad-ink{fill:var(--jp-error-color1, #b00020)}
+.fmops svg .fmops-threshold{stroke:var(--jp-error-color1, #b00020)}
+.fmops dl.fmops-fields{display:grid;grid-template-columns:max-content 1fr;gap:2px 14px;margin:4px 0 10px}
+.fmops dl.fmops-fields dt{color:var(--jp-content-font-color2, #616161)}
+.fmops dl.fmops-fields dd{margin:0;overflow-wrap:anywhere}
+.fmops .fmops-card{max-width:60em}
+.fmops .fmops-card h1{font-size:1.3em;margin:6px 0}
+.fmops .fmops-card h2{font-size:1.1em;margin:12px 0 4px}
+.fmops .fmops-card table th,.fmops .fmops-card table td{text-align:left;white-space:normal}
+.fmops table td.fmops-best{font-weight:600}
+""".split())
+
+# %% ../nbs/07_html.ipynb #3738f468
+def style_tag() -> str:
+    "The stylesheet as a `<style>` element: once per panel or page."
+    return f"<style>{STYLE}</style>"
+
+# %% ../nbs/07_html.ipynb #98243852
+def panel(body:str, # the panel's HTML (already escaped)
+          cls:str='', # more classes of the root element, e.g. 'fmops-diff'
+         ) -> str:
+    "`body` in the root element of one panel (class `fmops`), with the stylesheet once."
+    return f"<div class='{esc(('fmops ' + cls).strip())}'>{style_tag()}{body}</div>"
+
+# %% ../nbs/07_html.ipynb #e415948b
+def head_html(title:str, # the headline (text)
+              status:str='', # 'drift', 'watch', 'ok' or 'bad': the colour of the bar on its left
+              sub:str='', # HTML under the headline (already escaped)
+              cls:str='', # another class, e.g. 'fmops-diff-head'
+             ) -> str:
+    "A panel's first line: its headline, a bar on its left in the colour of `status`, and a line of detail under it."
+    classes = ' '.join(['fmops-head'] + ([f"fmops-head-{status}"] if status else []) + ([cls] if cls else []))
+    return (f"<div class='{esc(classes)}'><div class='fmops-title'>{esc(title)}</div>"
+            + (f"<small>{sub}</small>" if sub else '') + "</div>")
+
+# %% ../nbs/07_html.ipynb #cb042e5d
+def section(title:str, # the part's title (text)
+            body:str, # its HTML (already escaped)
+           ) -> str:
+    "A titled part of a panel or report."
+    return f"<div class='fmops-section'><div class='fmops-section-title'>{esc(title)}</div>{body}</div>"
+
+# %% ../nbs/07_html.ipynb #14b436ac
+def empty(text:str) -> str:
+    "An empty part of a panel or report, said in one line."
+    return f"<p class='fmops-empty'>{esc(text)}</p>"
+
+# %% ../nbs/07_html.ipynb #3b92ef67
+def moved(alias:str, # the alias as named: 'production' or 'tickets:production'
+          to:str|None, # the version it points at now ('tickets:v2'); None: removed
+          previous:str|None=None, # the version it pointed at before
+         ) -> str:
+    "An alias move in the one wording of every panel: 'production → v2', 'tickets:production → v2 (was v1)'."
+    short = lambda v: str(v).split(':', 1)[1] if ':' in str(v) else str(v)
+    return f"{alias} → {short(to) if to else '(removed)'}" + (f" (was {short(previous)})" if previous else '')
+
 # %% ../nbs/07_html.ipynb #c67fc7aa
 def _real(v) -> bool: return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 # %% ../nbs/07_html.ipynb #6e515dbc
+_PANEL = re.compile(r"<div class='fmops( [^']*)?'><style>") # what `panel` writes first
+
 def display_unless_shown(obj):
-    """Display `obj` (its `_repr_mimebundle_`, else text and `_repr_html_`), except in the cell where a `%fmops`
-    command has just shown its panel (`obj._shown_in`)."""
+    """Display `obj` (its `_repr_mimebundle_`, else text and `_repr_html_`), its HTML as one styled panel, except in
+    the cell where a `%fmops` command has just shown its panel (`obj._shown_in`)."""
     from IPython import get_ipython
     from IPython.display import display
     ip = get_ipython()
@@ -44,6 +142,8 @@ def display_unless_shown(obj):
         b = obj._repr_mimebundle_() or {}
         bundle.update(b[0] if isinstance(b, tuple) else b) # (data, metadata) is a bundle too
     elif hasattr(obj, '_repr_html_'): bundle['text/html'] = obj._repr_html_()
+    if bundle.get('text/html') and not _PANEL.match(str(bundle['text/html'])):
+        bundle['text/html'] = panel(str(bundle['text/html']))
     display(bundle, raw=True)
 
 # %% ../nbs/07_html.ipynb #0a7d2c31
@@ -79,9 +179,8 @@ def vs_threshold(c) -> float|None:
 
 # %% ../nbs/07_html.ipynb #3c0e5a1d
 _BOLD = " font-weight='bold'"
-# red text: the theme's error colour where the page has JupyterLab's variables, RED where it has not (or where a
-# sanitizer dropped the style)
-_RED_INK = f"fill='{RED}' style='fill:var(--jp-error-color1, {RED})'"
+# red text: the theme's error colour where the stylesheet applies (`fmops-bad-ink`), RED where it does not
+_RED_INK = f"fill='{RED}' class='fmops-bad-ink'"
 
 def _text(x:float, y:float, s, size:int=10, anchor:str='start', extra:str='') -> str:
     "An SVG label in the colour of the surrounding text, escaped."
@@ -325,7 +424,7 @@ def _chart_label(name, axis:str, drifted:int, n:int, y0:float) -> str:
 def _threshold_line(y:float, label:str, width:int) -> str:
     "The dashed threshold line of a column's chart at height `y`, labelled with its value."
     return (f"<line class='fmops-threshold' x1='{_TL_LEFT}' y1='{y:.1f}' x2='{width - _TL_RIGHT}' y2='{y:.1f}' "
-            f"stroke='{RED}' style='stroke:var(--jp-error-color1, {RED})' stroke-dasharray='4 3'/>"
+            f"stroke='{RED}' stroke-dasharray='4 3'/>"
             f"<text x='{width - _TL_RIGHT + 4}' y='{y + 3:.1f}' font-size='9' {_RED_INK}>{esc(label)}</text>")
 
 # %% ../nbs/07_html.ipynb #8f3d0e24
@@ -419,12 +518,6 @@ def svg_timeline(chunks:list, width:int=640, # the chunks of `DriftReport.chunks
             f"role='img' aria-label='statistic per chunk and column'>{_text(0, 12, head, 11)}{charts}{more}"
             f"</svg></div>")
 
-# %% ../nbs/07_html.ipynb #e5683ac3
-def _row_style(c) -> str:
-    "The style of a column's row: bold red when it drifted, bold amber when it is to watch."
-    if c.drifted: return f"color:{RED};font-weight:bold"
-    return f"color:{AMBER};font-weight:bold" if c.status == 'watch' else ''
-
 # %% ../nbs/07_html.ipynb #7cc61ff3
 def _column_key(sort_by:str):
     """The sort key of a (name, column result) pair for `column_table`. By 'status': drift, watch, insufficient data,
@@ -456,8 +549,7 @@ def _vs_cell(c, cap:float=3.0) -> str:
            f"{num(c.threshold, 'g')}")
     colour = {'drift': RED, 'watch': AMBER}.get(c.status, GREEN)
     arrow = (f"<polygon points='{w - 6},1 {w},5 {w - 6},9' fill='{colour}'/>" if r > cap else '')
-    return (f"<td class='fmops-vs' style='text-align:left;white-space:nowrap'>"
-            f"<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='10' style='vertical-align:middle'>"
+    return (f"<td class='fmops-vs'><svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='10'>"
             f"<title>{esc(how)}</title>"
             f"<rect x='0' y='1' width='{bar:.1f}' height='8' fill='{colour}' fill-opacity='0.8'/>{arrow}"
             f"<line x1='{tick:.1f}' y1='0' x2='{tick:.1f}' y2='10' stroke='currentColor' stroke-width='1.5'/></svg> "
@@ -466,19 +558,21 @@ def _vs_cell(c, cap:float=3.0) -> str:
 # %% ../nbs/07_html.ipynb #47f98f27
 def _column_row(name, c) -> str:
     "One column's row of `column_table`."
-    cells = [c.kind, c.status, c.method, num(c.statistic), num(c.threshold, 'g'), num(c.p_value, '.3g'),
-             num(c.n_reference, ','), num(c.n_current, ',')]
-    return (f"<tr class='fmops-{esc(c.status)}' style='{_row_style(c)}'><td style='text-align:left'>{esc(name)}</td>"
-            + ''.join(f"<td>{esc(x)}</td>" for x in cells) + _vs_cell(c) + "</tr>")
+    text = ''.join(f"<td class='fmops-text'>{esc(x)}</td>" for x in (name, c.kind, c.status, c.method))
+    nums = [num(c.statistic), num(c.threshold, 'g'), num(c.p_value, '.3g'), num(c.n_reference, ','),
+            num(c.n_current, ',')]
+    return (f"<tr class='fmops-{esc(c.status)}'>{text}" + ''.join(f"<td>{esc(x)}</td>" for x in nums)
+            + _vs_cell(c) + "</tr>")
 
 # %% ../nbs/07_html.ipynb #b4c5cbde
 def column_table(report, sort_by:str='status', descending:bool=False) -> str:
     "The per-column table as HTML, sorted by 'status', 'vs_threshold', 'statistic', 'p_value' or 'column'."
     items = sorted(report.columns.items(), key=_column_key(sort_by), reverse=descending)
-    vs = ("<th title='each column against its own threshold (the tick): statistic ÷ threshold for an effect size, "
-          "log p ÷ log alpha for a p-value test'>vs threshold</th>")
-    return ("<table class='fmops-columns'><thead><tr><th>column</th><th>kind</th><th>status</th><th>method</th>"
-            f"<th>statistic</th><th>threshold</th><th>p-value</th><th>n ref</th><th>n cur</th>{vs}</tr></thead>"
+    vs = ("<th title='each column against its own threshold (the tick): statistic ÷ threshold for "
+          "an effect size, log p ÷ log alpha for a p-value test' class='fmops-text'>vs threshold</th>")
+    text = ''.join(f"<th class='fmops-text'>{h}</th>" for h in ('column', 'kind', 'status', 'method'))
+    return (f"<table class='fmops-columns'><thead><tr>{text}<th>statistic</th><th>threshold</th>"
+            f"<th>p-value</th><th>n ref</th><th>n cur</th>{vs}</tr></thead>"
             f"<tbody>{''.join(_column_row(k, c) for k, c in items)}</tbody></table>")
 
 # %% ../nbs/07_html.ipynb #8e3b0e2c
@@ -491,35 +585,83 @@ def _distinct_examples(ex:list) -> list:
         else: out[k] = {**x, 'count': x.get('count', 1)}
     return list(out.values())
 
+# %% ../nbs/07_html.ipynb #facfaa83
+def svg_projection(p:dict, # 'reference' and 'current' [[x, y], ...], 'marked' (places in current), 'axes' (names)
+                   labels:list|None=None, # the number to write next to each marked point (default 1, 2, ...)
+                   title:str='', width:int=440, height:int=340) -> str:
+    """Reference and current rows on two directions (`p['axes']`; else the reference's first two principal ones) as an
+    inline SVG scatter, the current rows least like the reference ringed and numbered."""
+    ok = lambda q: isinstance(q, (list, tuple)) and len(q) == 2 and _real(q[0]) and _real(q[1])
+    ref, cur = [q for q in p.get('reference') or [] if ok(q)], [q if ok(q) else None for q in p.get('current') or []]
+    pts = ref + [q for q in cur if q]
+    if not pts: return ''
+    (x0, x1), (y0, y1) = [(min(q[k] for q in pts), max(q[k] for q in pts)) for k in (0, 1)]
+    left, right, top, bottom = 34, 14, 50, 34
+    sx = lambda x: left + (x - x0) / ((x1 - x0) or 1) * (width - left - right)
+    sy = lambda y: height - bottom - (y - y0) / ((y1 - y0) or 1) * (height - top - bottom)
+    dots = [f"<circle class='fmops-ref' cx='{sx(x):.1f}' cy='{sy(y):.1f}' r='3.2' fill='none' stroke='{BLUE}' "
+            "stroke-opacity='0.7'/>" for x, y in ref] # rings: a current point on top of one shows inside it
+    dots += [f"<circle class='fmops-cur' cx='{sx(q[0]):.1f}' cy='{sy(q[1]):.1f}' r='2' fill='{RED}' "
+             "fill-opacity='0.6'/>" for q in cur if q]
+    marked = [i for i in p.get('marked') or [] if isinstance(i, int) and 0 <= i < len(cur) and cur[i]]
+    placed = [] # label positions so far: a label that would overlap one moves down
+    for k, i in enumerate(marked):
+        (x, y), n = cur[i], (labels[k] if labels and k < len(labels) else k + 1)
+        lx, ly = sx(x) + 8, sy(y) - 5
+        while any(abs(lx - a) < 14 and abs(ly - b) < 11 for a, b in placed): ly += 11
+        placed.append((lx, ly))
+        dots.append(f"<g class='fmops-marked'><title>least like the reference: #{esc(n)}</title>"
+                    f"<circle cx='{sx(x):.1f}' cy='{sy(y):.1f}' r='6' fill='none' stroke='currentColor' "
+                    f"stroke-width='1.5'/>" + _text(lx, ly, n, 10, extra=_BOLD) + "</g>")
+    ev, names = list(p.get('explained') or []) + [None, None], list(p.get('axes') or [])
+    axis = lambda k: str(names[k]) if k < len(names) else f"PC{k + 1}" + (
+        f" ({ev[k]:.0%} of the reference's variance)" if _real(ev[k]) else '')
+    swatches = ((f"fill='none' stroke='{BLUE}'", 'reference'), (f"fill='{RED}'", 'current'),
+                ("fill='none' stroke='currentColor'", 'least like it'))
+    key = ''.join(f"<circle cx='{left + 4 + 96 * i}' cy='29' r='3.5' {paint}/>" + _text(left + 11 + 96 * i, 33, s, 10)
+                  for i, (paint, s) in enumerate(swatches))
+    frame = (f"<rect x='{left}' y='{top - 6}' width='{width - left - right}' height='{height - top - bottom + 12}' "
+             "fill='none' stroke='currentColor' stroke-opacity='0.3'/>")
+    mid = (top + height - bottom) / 2
+    return (f"<svg class='fmops-projection' xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' "
+            f"role='img' aria-label='{esc(title or 'projection')}'>{_text(0, 15, title, 12, extra=_BOLD)}{key}{frame}"
+            + ''.join(dots) + _text((left + width - right) / 2, height - 8, axis(0), 10, 'middle')
+            + f"<text x='12' y='{mid:.1f}' font-size='10' fill='currentColor' text-anchor='middle' "
+              f"transform='rotate(-90 12 {mid:.1f})'>{esc(axis(1))}</text></svg>")
+
 # %% ../nbs/07_html.ipynb #44e680bb
-def _vector_detail(s:dict) -> str:
-    "MMD, the domain classifier, the directions that moved and the current rows least like the reference, as HTML."
+def _vector_detail(s:dict, projection:dict|None=None, name:str='') -> str:
+    "MMD, the domain classifier, the projection, the directions that moved and the rows least like the reference."
     pc = lambda d: d['component'] + 1 if isinstance(d.get('component'), int) else d.get('component')
-    dirs = ''.join(f"<tr><td>PC{esc(pc(d))}</td><td>{esc(num(d.get('explained_variance'), '.1%'))}</td>"
-                   f"<td>{esc(num(d.get('mean_shift_sd'), '+.3f'))}</td>"
-                   f"<td>{esc(num(d.get('spread_ratio'), '.3f'))}</td></tr>"
-                   for d in s.get('directions', []))
+    dirs = table('fmops-directions', ['direction', 'ref. variance', 'mean shift (sd)', 'spread ratio'],
+                 [[f"PC{pc(d)}", num(d.get('explained_variance'), '.1%'), num(d.get('mean_shift_sd'), '+.3f'),
+                   num(d.get('spread_ratio'), '.3f')] for d in s.get('directions', [])])
     times = lambda x: f", {x['count']:,} times" if _real(x['count']) and x['count'] > 1 else ''
+    distinct = _distinct_examples(s.get('least_like_reference', []))
     ex = ''.join(f"<li>{esc(str(x.get('row'))[:200])} "
                  f"<small>(similarity {esc(num(x.get('similarity'), '.3f'))}{esc(times(x))})</small></li>"
-                 for x in _distinct_examples(s.get('least_like_reference', [])))
+                 for x in distinct)
     auc = (f", domain-classifier AUC {esc(num(s['auc'], '.3f'))} (p={esc(num(s.get('auc_p_value'), '.3g'))})"
            if 'auc' in s else '')
-    return (f"<br>MMD² {esc(num(s['mmd2'], '.3g'))} (permutation p={esc(num(s.get('p_value'), '.3g'))}, "
+    place = {str(x.get('row')): k + 1 for k, x in enumerate(distinct)} # a repeated row: the number of its first place
+    numbers = [place.get(str(x.get('row')), '') for x in s.get('least_like_reference', [])]
+    chart = svg_projection(projection, numbers, f"{name}: reference and current rows") if projection else ''
+    return (f"<div>MMD² {esc(num(s['mmd2'], '.3g'))} (permutation p={esc(num(s.get('p_value'), '.3g'))}, "
             f"{esc(s.get('n_permutations', ''))} permutations, samples {esc(num(s.get('sample_reference'), ','))}/"
-            f"{esc(num(s.get('sample_current'), ','))}){auc}"
-            "<br><b>Directions that moved most</b> (reference principal components)<table><tr><th>direction</th>"
-            f"<th>ref. variance</th><th>mean shift (sd)</th><th>spread ratio</th></tr>{dirs}</table>"
-            f"<b>Current rows least like the reference</b><ol>{ex}</ol>")
+            f"{esc(num(s.get('sample_current'), ','))}){auc}</div>{chart}"
+            + section('Directions that moved most (reference principal components)', dirs)
+            + section('Current rows least like the reference', f"<ol>{ex}</ol>" if ex else empty('None listed.')))
 
 # %% ../nbs/07_html.ipynb #a60ba9d7
 def column_detail(report, name:str) -> str:
     """What moved in one column: the distributions side by side (a bar per value when it has few), or for embeddings
-    the directions and examples."""
+    and texts the projection, the directions and the examples."""
     c = report.columns[name]
+    stats, profile = c.stats or {}, c.profile or {}
     head = (f"<div class='fmops-detail'><div><b>{esc(name)}</b> — {esc(c.kind)}, {esc(c.status)}"
             + (f": {esc(c.note)}" if c.note else '') + "</div>")
-    body = _profile_bars(name, c.profile, c.kind) or (_vector_detail(c.stats) if 'mmd2' in c.stats else '')
+    proj = profile.get('projection') or stats.get('projection') # kept with the chart data, or with the statistics
+    body = _profile_bars(name, profile, c.kind) or (_vector_detail(stats, proj, name) if 'mmd2' in stats else '')
     return head + body + '</div>'
 
 # %% ../nbs/07_html.ipynb #17c3061d
@@ -531,40 +673,118 @@ def quality_html(report) -> str:
     n = len(report.quality)
     return f"<div class='fmops-quality'><b>Data quality</b> ({n} finding{'' if n == 1 else 's'})<ul>{items}</ul></div>"
 
+# %% ../nbs/07_html.ipynb #722e40e9
+_NUMBER = re.compile(r"[+\-−]?(\d{1,3}(,\d{3})+|\d+)?(\.\d+)?([eE][+\-]?\d+)?\s?(%|×|x|s|MiB|GiB)?")
+
+def _is_number(c) -> bool:
+    "Is a table cell a number (or the text of one: '1,234', '-0.5', '12.5%', '3×')? Those are right-aligned."
+    if isinstance(c, bool): return False
+    if isinstance(c, (int, float)): return True
+    s = str(c).strip()
+    return any(ch.isdigit() for ch in s) and bool(_NUMBER.fullmatch(s)) or s in ('nan', 'inf', '-inf')
+
+# %% ../nbs/07_html.ipynb #d979b5f8
+def _cell_text(c) -> str:
+    "A table cell's text (not escaped): the one number format of every table, yes or no for a boolean."
+    if c is None: return ''
+    if isinstance(c, bool): return 'yes' if c else 'no'
+    if isinstance(c, int): return f"{c:,}"
+    if isinstance(c, float): return num(c)
+    return str(c)
+
 # %% ../nbs/07_html.ipynb #92b47218
-def table(cls:str, head:list, rows:list, marked:list|None=None) -> str:
-    "A static table; rows whose `marked` entry is true are shown in bold red."
-    th = ''.join(f"<th>{html.escape(str(h))}</th>" for h in head)
-    red = f" style='color:{RED};font-weight:bold'"
-    td = lambda c: f"<td style='text-align:left'>{html.escape('' if c is None else str(c))}</td>"
-    trs = ''.join(f"<tr{red if marked and marked[i] else ''}>" + ''.join(td(c) for c in r) + '</tr>'
+def table(cls:str, # the table's class, e.g. 'fmops-metrics'
+          head:list, # the column headers
+          rows:list, # the rows, each a list of cells (numbers, text, None)
+          marked:list|None=None, # per row: true to mark it (`fmops-bad`: the theme's error colour)
+         ) -> str:
+    "A static table: every cell escaped, numbers right-aligned in one format, text left-aligned, marked rows flagged."
+    width = max([len(head)] + [len(r) for r in rows])
+    text = [any(not _is_number(r[j]) for r in rows if j < len(r) and r[j] not in (None, '')) for j in range(width)]
+    tc = lambda j: " class='fmops-text'" if text[j] else ''
+    bad = " class='fmops-bad'"
+    th = ''.join(f"<th{tc(j)}>{esc(h)}</th>" for j, h in enumerate(head))
+    trs = ''.join(f"<tr{bad if marked and marked[i] else ''}>"
+                  + ''.join(f"<td{tc(j)}>{esc(_cell_text(c))}</td>" for j, c in enumerate(r)) + '</tr>'
                   for i, r in enumerate(rows))
-    return f"<table class='{html.escape(cls)}'><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
+    return f"<table class='{esc(cls)}'><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
+
+# %% ../nbs/07_html.ipynb #2e437e81
+def _common_prefix(names:list) -> str:
+    "The leading dotted segments every name shares, with the dot ('' for fewer than two names); a name keeps its last."
+    if len(names) < 2: return ''
+    parts, k = [str(n).split('.') for n in names], 0
+    while all(len(p) > k + 1 and p[k] == parts[0][k] for p in parts): k += 1
+    return '.'.join(parts[0][:k]) + '.' if k else ''
+
+# %% ../nbs/07_html.ipynb #439043e1
+def _fit(s:str, n:int) -> str:
+    "`s` in at most `n` characters, its middle elided: the start and the end (which part of a layer) both show."
+    return s if len(s) <= n else s[:n // 2 - 1] + '…' + s[len(s) - (n - n // 2):]
+
+# %% ../nbs/07_html.ipynb #c445e7b3
+def _ticks(top:float, n:int=4) -> list:
+    "Round values from 0 to at most `top` for an axis: steps of 1, 2, 2.5 or 5 times a power of ten."
+    if not (_real(top) and top > 0): return [0.0]
+    step = 10 ** math.floor(math.log10(top / n))
+    step *= next(m for m in (1, 2, 2.5, 5, 10) if top / (m * step) <= n)
+    return [i * step for i in range(int(top / step + 1e-9) + 1)]
+
+# %% ../nbs/07_html.ipynb #d3b3b6af
+def _module_row(m:dict, label:str, y:float, x0:float, span:float, scale:float, key:str) -> str:
+    "One module's row of `svg_modules` at height `y`: its label, a bar `span` wide at `scale`, and its number."
+    what = ('‖ΔW‖' if m.get('lora') else '‖Δ‖') + ('/‖W‖' if key == 'rel_delta' else '')
+    v = m.get(key)
+    tip = (f"{m['module']}: {what} {num(v, '.3g') if _real(v) else '—'}, {m['changed']} of {m['tensors']} tensors "
+           "changed" + ('; ' + '; '.join(map(str, m['structural'])) if m['structural'] else '')
+           + ('; a LoRA module: the change of ΔW = (α/r)·B·A' if m.get('lora') else ''))
+    out = [f"<g class='fmops-module' data-module='{esc(m['module'])}'><title>{esc(tip)}</title>",
+           _text(x0 - 6, y + 9, label, 10, 'end')]
+    if m['structural']:
+        kinds = ', '.join(dict.fromkeys(str(s).rsplit(' ', 1)[-1] for s in m['structural']))
+        n = len(m['structural'])
+        out.append(f"<rect x='{x0}' y='{y + 1}' width='8' height='10' fill='{AMBER}'/>"
+                   + _text(x0 + 12, y + 9, f"{kinds} ({n} tensor{'' if n == 1 else 's'})", 10))
+    else:
+        w = span * (v if _real(v) else 0.0) / scale
+        out.append(f"<rect x='{x0}' y='{y + 1}' width='{max(w, 0.5):.1f}' height='10' fill='{BLUE}' "
+                   f"fill-opacity='{0.55 if m.get('lora') else 0.85}'/>"
+                   + _text(x0 + max(w, 0.5) + 4, y + 9, (num(v, '.3g') if _real(v) else '—')
+                           + (' ΔW' if m.get('lora') else ''), 10))
+    return ''.join(out) + '</g>'
 
 # %% ../nbs/07_html.ipynb #5fc0075e
-def svg_modules(modules:list, width:int=640, bar_h:int=14, top:int=40) -> str:
-    "Horizontal bars of ‖Δ‖/‖W‖ per module (only modules that changed; the top `top`), as inline SVG."
-    ch = [m for m in modules if m['changed']]
-    if not ch: return "<p class='fmops-modules'>No module changed.</p>"
-    rel = lambda m: m['rel_delta'] if _real(m['rel_delta']) else 0
-    ch = sorted(ch, key=lambda m: -rel(m))[:top]
-    mx = max(rel(m) for m in ch) or 1.0
-    label_w = 300; h = 22 + bar_h * len(ch) + 6
-    rows = []
-    for i, m in enumerate(ch):
-        y = 20 + i * bar_h; w = (width - label_w - 70) * rel(m) / mx
-        col = RED if m['structural'] else BLUE
-        structural = '; ' + esc('; '.join(map(str, m['structural']))) if m['structural'] else ''
-        rel_text = esc(num(m['rel_delta'], '.3g'))
-        rows.append(f"<text x='{label_w - 4}' y='{y + bar_h - 4}' font-size='10' text-anchor='end'>"
-                    f"{esc(str(m['module'])[-48:])}</text>"
-                    f"<rect x='{label_w}' y='{y + 2}' width='{max(w, 0.5):.1f}' height='{bar_h - 4}' fill='{col}'>"
-                    f"<title>{esc(m['module'])}: ‖Δ‖/‖W‖ {rel_text}, {esc(m['changed'])}/{esc(m['tensors'])} "
-                    f"tensors changed{structural}</title></rect>"
-                    f"<text x='{label_w + w + 4:.1f}' y='{y + bar_h - 4}' font-size='10'>{rel_text}</text>")
+def svg_modules(modules:list, # per-module aggregates of a diff (`VersionDiff.modules`), in network order
+                width:int=680, top:int=40, # at most `top` rows: those that changed most
+               ) -> str:
+    "The modules that changed, a bar each in network order, on one axis (‖Δ‖/‖W‖, else ‖Δ‖), as inline SVG."
+    ch = [m for m in modules if m['changed'] or m.get('lora') and _real(m.get('norm_delta')) and m['norm_delta'] > 0]
+    if not ch: return "<p class='fmops-empty fmops-modules'>No module changed.</p>"
+    key = 'rel_delta' if all(_real(m.get('rel_delta')) for m in ch if not m['structural']) else 'norm_delta'
+    val = lambda m: m.get(key) if _real(m.get(key)) and not m['structural'] else 0.0
+    shown = ch
+    if len(ch) > top:
+        keep = {id(m) for m in sorted(ch, key=lambda m: -val(m))[:top]}
+        shown = [m for m in ch if id(m) in keep]
+    prefix = _common_prefix([m['module'] for m in modules])
+    labels = [_fit(str(m['module'])[len(prefix):], 48) for m in shown]
+    x0 = min(330, max(90, 5.6 * max(len(s) for s in labels) + 14))
+    ticks = _ticks(max(val(m) for m in shown) * 1.02)
+    scale = max(max(val(m) for m in shown), ticks[-1]) or 1.0
+    span, y0, row = width - x0 - 70, 46, 16
+    h = y0 + row * len(shown) + 6
+    axis = '‖Δ‖/‖W‖, the change relative to the weight' if key == 'rel_delta' else '‖Δ‖, the size of the change'
+    note = (f"{len(ch)} of {len(modules)} modules changed" + (f"; the {top} that changed most, " if len(ch) > top
+            else '; ') + "in network order" + (f"; names under {prefix[:-1]}" if prefix else '')
+            + ('; LoRA modules (ΔW): the product B·A' if any(m.get('lora') for m in shown) else ''))
+    grid = ''.join(f"<line x1='{x0 + span * t / scale:.1f}' y1='{y0 - 4}' x2='{x0 + span * t / scale:.1f}' "
+                   f"y2='{h - 4}' stroke='currentColor' stroke-opacity='0.15'/>"
+                   + _text(x0 + span * t / scale, y0 - 7, num(t, '.3g'), 9, 'middle') for t in ticks)
+    rows = ''.join(_module_row(m, s, y0 + row * i, x0, span, scale, key) for i, (m, s) in enumerate(zip(shown, labels)))
+    dim = " fill-opacity='0.75'"
     return (f"<svg class='fmops-modules' xmlns='http://www.w3.org/2000/svg' width='{width}' height='{h}' role='img' "
-            f"aria-label='change per module'><text x='0' y='13' font-size='12' font-weight='bold'>Change per module, "
-            f"‖Δ‖/‖W‖ ({len(ch)} of {len(modules)} modules changed)</text>{''.join(rows)}</svg>")
+            f"aria-label='change per module'>{_text(0, 13, 'Weight change per module: ' + axis, 12, extra=_BOLD)}"
+            f"{_text(0, 27, note, 10, extra=dim)}{grid}{rows}</svg>")
 
 # %% ../nbs/07_html.ipynb #dc21c50d
 def _behaviour_html(b:dict) -> str:
@@ -574,32 +794,124 @@ def _behaviour_html(b:dict) -> str:
            f"({esc(b['fixed'])} fixed, {esc(b['broken'])} broken)" if labelled else '')
     flips = (table('fmops-flips', ['#', 'input', 'a', 'b'] + (['label'] if labelled else []),
                    [[f['index'], f['input'], f['a'], f['b']] + ([f['label']] if 'label' in f else [])
-                    for f in b['flipped']]) if b['flipped'] else '')
-    return (f"<b>Behaviour on {esc(b['probe'])}</b>: agreement {esc(num(b['agreement'], '.1%'))} of "
-            f"{esc(b['n'])}{acc}" + flips)
+                    for f in b['flipped']]) if b['flipped'] else empty('No input changed its output.'))
+    return (f"<div>Agreement {esc(num(b['agreement'], '.1%'))} of {esc(b['n'])} inputs of {esc(b['probe'])}{acc}"
+            f"</div>{flips}")
+
+# %% ../nbs/07_html.ipynb #6e0a4c1d
+def _generation_flags(r:dict) -> str:
+    "The flags of one prompt's answers: empty or refusal, on either side."
+    flags = (('empty a', 'empty_a'), ('empty b', 'empty_b'), ('refusal a', 'refusal_a'), ('refusal b', 'refusal_b'))
+    return ', '.join(f for f, k in flags if r[k])
+
+# %% ../nbs/07_html.ipynb #6e0a4c1e
+def generation_html(g:dict, # `VersionDiff.generation`: a generation diff on a prompt probe
+                    top:int=50, # at most this many prompts: those answered differently first
+                   ) -> str:
+    "Both versions' answers to each prompt side by side, with agreement, similarity, length, flags and verdicts."
+    ppl, labelled = g['perplexity'], bool(g['match'])
+    sim = num(g['mean_similarity'], '.3f') if g['mean_similarity'] is not None else g['similarity']
+    line = (f"Agreement {num(g['agreement'], '.1%')} of {g['n']} prompts of {g['probe']} ({g['decoding']}, "
+            f"{g['max_new_tokens']} new tokens); mean similarity {sim}"
+            + (f"; right {g['right_a']} → {g['right_b']} of {g['labelled']} ({g['match']}): {g['fixed']} fixed, "
+               f"{g['broken']} broken" if labelled else '')
+            + f"; perplexity {num(ppl['a'])} → {num(ppl['b'])} on {ppl['texts']} texts ({ppl['on']})")
+    rows = sorted(g['rows'], key=lambda r: (r['same'], r['index']))[:top]
+    head = ['#', 'prompt', 'answer a', 'answer b', 'same', 'similarity', 'Δ length', 'flags']
+    body = [[r['index'], r['prompt'], r['a'], r['b'], r['same'], num(r['similarity'], '.3f'), r['length_change'],
+             _generation_flags(r)] + ([r['expected'], r['verdict']] if labelled else []) for r in rows]
+    more = (empty(f"{g['n'] - top} more prompts in to_dict()['generation']['rows'].") if g['n'] > top else '')
+    return (f"<div>{esc(line)}</div>" + table('fmops-generation', head + (['expected', 'verdict'] if labelled else []),
+                                              body, [r['verdict'] == 'broken' for r in rows]) + more)
 
 # %% ../nbs/07_html.ipynb #4140214d
 def diff_html(d) -> str:
-    "A version diff as static HTML (no scripts): headline, per-module chart, tables, flipped examples."
+    "A version diff as one static panel (no scripts): headline, per-module chart, tables, flipped examples."
     cost = d.cost or {}
     mib = cost.get('bytes_read', 0) / 2**20 if _real(cost.get('bytes_read', 0)) else cost.get('bytes_read')
-    parts = [f"<div class='fmops-diff'><b class='fmops-diff-head'>{esc(d.headline())}</b><br><small>{esc(d.lineage)}; "
-             f"{esc(cost.get('skipped_by_hash', 0))} tensors skipped by hash, {esc(num(mib, '.1f'))} MiB read.</small>"]
-    if d.tensors: parts.append(svg_modules(d.modules))
-    if d.metrics:
-        parts.append('<b>Metrics</b>' + table('fmops-metrics', ['metric', 'a', 'b', 'delta', 'better', 'verdict'],
-                     [[m['metric'], num(m['a']), num(m['b']), num(m['delta'], '+.4g'), m['direction'], m['verdict']]
-                      for m in d.metrics]))
-    parts.append('<b>Config</b>' + (table('fmops-config', ['key', 'change', 'a', 'b'],
-                                          [[c['key'], c['change'], c['a'], c['b']] for c in d.config])
-                                    if d.config else ': no change'))
-    if d.data:
-        parts.append('<b>Data</b>' + table('fmops-data', ['role', 'same', 'rows a', 'rows b', 'schema changes'],
-                     [[x['role'], 'yes' if x['same'] else 'no', x['rows_a'], x['rows_b'],
-                       '; '.join(map(str, x['schema_changes']))] for x in d.data]))
+    read = (f"{cost.get('skipped_by_hash', 0)} tensors skipped by hash, {num(mib, '.1f')} MiB read" if d.tensors
+            else cost.get('note') or 'no weights compared')
+    parts = [head_html(d.headline(), '', esc(f"{d.lineage}; {read}."), 'fmops-diff-head')]
+    parts.append(section('Weights', svg_modules(d.modules) if d.modules else empty('No weights compared.')))
+    parts.append(section('Metrics', table('fmops-metrics', ['metric', 'a', 'b', 'delta', 'better', 'verdict'],
+        [[m['metric'], num(m['a']), num(m['b']), num(m['delta'], '+.4g'), m['direction'], m['verdict']]
+         for m in d.metrics], [m['verdict'] == 'worse' for m in d.metrics])
+        if d.metrics else empty('No metrics recorded on either version.')))
+    parts.append(section('Config', table('fmops-config', ['key', 'change', 'a', 'b'],
+        [[c['key'], c['change'], c['a'], c['b']] for c in d.config]) if d.config else empty('No config change.')))
+    parts.append(section('Data', table('fmops-data', ['role', 'same', 'rows a', 'rows b', 'schema changes'],
+        [[x['role'], x['same'], x['rows_a'], x['rows_b'], '; '.join(map(str, x['schema_changes']))] for x in d.data])
+        if d.data else empty('No data fingerprints recorded on either version.')))
     for vid, mods in d.lora.items():
-        parts.append(f"<b>LoRA ΔW of {esc(vid)}</b>" + table('fmops-lora', ['module', 'rank', '‖ΔW‖', '‖ΔW‖/‖W‖'],
-                     [[m['module'], f"{m['rank']}/{m['r']}", num(m['norm_delta'], '.3g'), num(m['rel_delta'], '.3g')]
-                      for m in mods]))
-    if d.behaviour: parts.append(_behaviour_html(d.behaviour))
-    return parts[0] + ''.join(f"<div style='margin-top:6px'>{x}</div>" for x in parts[1:]) + '</div>'
+        parts.append(section(f"LoRA ΔW of {vid}", table('fmops-lora', ['module', 'rank', '‖ΔW‖', '‖ΔW‖/‖W‖'],
+            [[m['module'], f"{m['rank']}/{m['r']}", num(m['norm_delta'], '.3g'), num(m['rel_delta'], '.3g')]
+             for m in mods])))
+    gen = getattr(d, 'generation', None) # a causal LM's answers on a prompt probe
+    parts.append(section('Behaviour', generation_html(gen) if gen else _behaviour_html(d.behaviour) if d.behaviour
+                         else empty('No probe run: pass a probe to compare the outputs of both versions.')))
+    return panel(''.join(parts), 'fmops-diff')
+
+# %% ../nbs/07_html.ipynb #dc6bba41
+def sort_versions(rows:list, # the rows of `registry.version_table`
+                  by:str='version', # 'version' (its number), 'created', 'format', 'from', 'by' or a metric's name
+                  descending:bool=False) -> list:
+    "The rows of a version table in the order of column `by`; a row without a value there last, either way."
+    if by == 'version': value = lambda r: (str(r.get('model', '')), r.get('number') or 0)
+    elif by in ('created', 'format', 'from', 'by'): value = lambda r: r.get(by) or None
+    else: value = lambda r: v if _real(v := (r.get('metrics') or {}).get(by)) else None
+    have = [r for r in rows if value(r) is not None]
+    return sorted(have, key=value, reverse=descending) + [r for r in rows if value(r) is None]
+
+# %% ../nbs/07_html.ipynb #f6b2ff26
+def _sort_header(key:str, label:str, sort_by:str, descending:bool, text:bool=True, tip:str='') -> str:
+    "A sortable header: `data-sort` names its column; the one the table is sorted by has `aria-sort` and an arrow."
+    on = key == sort_by
+    cls = 'fmops-sortable' + (' fmops-text' if text else '')
+    aria = f" aria-sort='{'descending' if descending else 'ascending'}'" if on else ''
+    arrow = (' ▼' if descending else ' ▲') if on else ''
+    return (f"<th class='{cls}' data-sort='{esc(key)}'{aria} title='{esc(tip or 'sort by ' + label)}'>"
+            f"{esc(label)}{arrow}</th>")
+
+# %% ../nbs/07_html.ipynb #8b0cf20f
+def versions_html(t:dict, # `registry.version_table(...)`: {'metrics': [{'name', 'direction'}], 'rows': [...]}
+                  selected:str|None=None, # the version to highlight
+                  sort_by:str='version', descending:bool=False) -> str:
+    "A model's versions as a table: a column per metric (its best value bold), sortable headers, `selected` marked."
+    metrics, rows = t.get('metrics', []), sort_versions(t.get('rows', []), sort_by, descending)
+    if not rows: return empty('No versions registered yet.')
+    best = {}
+    for m in metrics:
+        vals = [v for r in rows if _real(v := (r.get('metrics') or {}).get(m['name']))]
+        if vals: best[m['name']] = (min if m.get('direction') == 'lower' else max)(vals)
+    head = (_sort_header('version', 'version', sort_by, descending) + "<th class='fmops-text'>aliases</th>"
+            + ''.join(_sort_header(k, k, sort_by, descending) for k in ('format', 'from', 'created', 'by')))
+    head += ''.join(_sort_header(m['name'], m['name'], sort_by, descending, False,
+                                 f"{m['name']}: {m.get('direction', 'higher')} is better") for m in metrics)
+    def row(r):
+        sel = r['version'] == selected
+        cells = [f"<td class='fmops-text'><b>{esc(r['version'])}</b></td>",
+                 f"<td class='fmops-text'>{' '.join(f'<code>{esc(a)}</code>' for a in r.get('aliases') or [])}</td>"]
+        cells += [f"<td class='fmops-text'>{esc(r.get(k) or '')}</td>" for k in ('format', 'from', 'created', 'by')]
+        for m in metrics:
+            v = (r.get('metrics') or {}).get(m['name'])
+            top = " class='fmops-best'" if _real(v) and v == best.get(m['name']) and len(rows) > 1 else ''
+            cells.append(f"<td{top}>{esc(num(v) if _real(v) else '')}</td>")
+        return (f"<tr data-version='{esc(r['version'])}'" + (" class='fmops-selected' aria-selected='true'" if sel
+                else '') + f">{''.join(cells)}</tr>")
+    return (f"<table class='fmops-versions'><thead><tr>{head}</tr></thead>"
+            f"<tbody>{''.join(row(r) for r in rows)}</tbody></table>")
+
+# %% ../nbs/07_html.ipynb #11d11b15
+def _card_link(url:str) -> bool:
+    "May a model card link to `url`? Only web and mail addresses, and places in the page."
+    return str(url).strip().lower().startswith(('http://', 'https://', 'mailto:', '#'))
+
+# %% ../nbs/07_html.ipynb #9d9346c1
+def card_html(text:str) -> str:
+    "A model card (Markdown) as HTML: raw HTML in it shown as text, images as their alt text, links only to the web."
+    try: from markdown_it import MarkdownIt
+    except ImportError: return f"<div class='fmops-card'><pre>{esc(text)}</pre></div>"
+    md = MarkdownIt('commonmark', {'html': False}).enable('table')
+    md.validateLink = _card_link
+    md.add_render_rule('image', lambda self, tokens, i, options, env: esc(f"[image: {tokens[i].content}]"))
+    return f"<div class='fmops-card'>{md.render(str(text))}</div>"

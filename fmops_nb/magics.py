@@ -10,7 +10,7 @@ from typing import Callable
 from IPython.core.error import UsageError
 from .core import PluginRegistry, Workspace, resolve_home
 from .errors import FmopsError, FmopsWarning, closest, not_found
-from .html import display_unless_shown, table
+from .html import display_unless_shown, moved, table, panel, versions_html
 
 # %% auto #0
 __all__ = ['COMMANDS', 'Command', 'command', 'Context', 'lookup', 'dispatch', 'notebook_advice', 'Help', 'help_for', 'ReportList',
@@ -200,7 +200,7 @@ def _run(cmd:Command, ctx:Context, args:argparse.Namespace, tracebacks:bool):
 class _Result:
     "A `%fmops` result that renders twice: its `repr` as text, its `_repr_html_` as HTML."
     def _repr_mimebundle_(self, include=None, exclude=None):
-        return {'text/plain': repr(self), 'text/html': self._repr_html_()}
+        return {'text/plain': repr(self), 'text/html': panel(self._repr_html_())} # one panel, styled once
 
 # %% ../nbs/90_magics.ipynb #49b76ab1
 @dataclass
@@ -304,19 +304,24 @@ def _versions(ctx, args):
 def _diff_args(p):
     p.add_argument('a', help='a version or alias: MODEL:vN or MODEL:ALIAS')
     p.add_argument('b', help='the version to compare with it')
-    p.add_argument('--probe', metavar='VAR',
-                   help='a notebook variable holding a fmops_nb.diff.Probe (inputs, predict, labels)')
+    p.add_argument('--probe', metavar='VAR|PATH',
+                   help='a notebook variable holding a fmops_nb.diff.Probe (inputs, predict, labels) for classifiers '
+                        'or a PromptProbe, or a jsonl file of prompts ({"prompt", "expected"} a line) for causal LMs')
+    p.add_argument('--max-new-tokens', type=int, default=32, metavar='N',
+                   help='with a prompt probe: the budget of each greedy answer, in new tokens (default: 32)')
 
 # %% ../nbs/90_magics.ipynb #2cb2f14a
 @command('diff', 'What changed between two model versions: config, metrics, data, weights per layer, behaviour',
          args=_diff_args)
 def _diff(ctx, args):
-    from fmops_nb.diff import Probe, diff
-    probe = ctx.variable(args.probe, 'probe') if args.probe else None
-    if probe is not None and not isinstance(probe, Probe):
-        raise UsageError(f"{args.probe!r} is a {type(probe).__name__}, not a Probe. "
-                         f"Build one with fmops_nb.diff.Probe(inputs, predict, labels).")
-    d = diff(args.a, args.b, _registry(ctx), probe=probe)
+    from pathlib import Path
+    from fmops_nb.diff import Probe, PromptProbe, diff
+    probe = ctx.variable_or_path(args.probe, 'probe') if args.probe else None
+    if probe is not None and not isinstance(probe, (Probe, PromptProbe, Path, str)):
+        raise UsageError(f"{args.probe!r} is a {type(probe).__name__}, not a Probe nor a prompt probe. For "
+                         f"classifiers build a fmops_nb.diff.Probe(inputs, predict, labels); for causal LMs pass a "
+                         f"jsonl file of prompts.")
+    d = diff(args.a, args.b, _registry(ctx), probe=probe, max_new_tokens=args.max_new_tokens)
     ctx.show_panel(d)
     return d
 
@@ -331,7 +336,7 @@ def _promote_args(p):
 @command('promote', 'Point an alias (production, staging, ...) at a version, audited', args=_promote_args)
 def _promote(ctx, args):
     v = _registry(ctx).promote(args.version, to=args.to, reason=args.reason or '', force=args.force)
-    print(f"{args.to} -> {v.id}")
+    print(moved(args.to, v.id)) # the wording of every panel: 'production → v2'
     return v
 
 # %% ../nbs/90_magics.ipynb #822ffb86
@@ -347,21 +352,24 @@ def _rollback(ctx, args):
     reg = _registry(ctx)
     ref = reg.resolve_alias(args.alias)
     v = reg.rollback(ref, to=args.to, reason=args.reason or '')
-    print(f"{ref} -> {v.id}")
+    print(moved(args.alias, v.id))
     return v
 
 # %% ../nbs/90_magics.ipynb #f11e1113
 def _finetune_args(p):
     p.add_argument('spec', nargs='?', help='a YAML spec file (or use the cell body)')
     p.add_argument('--wait', action='store_true', help='block until the run ends')
+    p.add_argument('--allow-duplicate', action='store_true',
+                   help='start even while a run of the very same spec is active')
 
 # %% ../nbs/90_magics.ipynb #4e7de66c
 def _finetune_help(ctx) -> list:
     "The end of `%fmops help finetune`: every spec key (type, default, meaning) and a complete spec."
     from fmops_nb.commands import spec_reference
-    from fmops_nb.finetune import SPEC_EXAMPLE, spec_keys
+    from fmops_nb.finetune import SCRIPT_CONTRACT, SPEC_EXAMPLE, spec_keys
     keys = table('fmops-spec-keys', ['key', 'type', 'default', 'meaning'], spec_keys())
     return [('Spec keys (the YAML cell body, or a spec file)', spec_reference(), keys),
+            ('Your own training script (recipe: script)', SCRIPT_CONTRACT, ''),
             ('A complete spec', f"%%fmops finetune\n{SPEC_EXAMPLE}", '')]
 
 # %% ../nbs/90_magics.ipynb #d87857aa
@@ -380,7 +388,7 @@ def _finetune(ctx, args):
         v = getattr(spec, k)
         if isinstance(v, str) and v.isidentifier() and not Path(v).exists():
             spec = replace(spec, **{k: ctx.variable(v, f'{k} data')})
-    run = launch(spec, ws=ctx.workspace())
+    run = launch(spec, ws=ctx.workspace(), allow_duplicate=args.allow_duplicate)
     ctx.show_panel(run)
     if args.wait: run.wait()
     return run
@@ -397,9 +405,10 @@ def _runs_args(p):
 def _runs(ctx, args):
     from fmops_nb.finetune import get_run, runs
     ws = ctx.workspace()
-    if args.run is None:
-        rs = runs(ws)
-        return RunList(rs)
+    if args.run is None: # a table whose run ids open each run's panel
+        rl = RunList(runs(ws))
+        ctx.show_panel(rl, 'result', rl.runs)
+        return rl
     r = get_run(args.run, ws)
     if args.stop: r.stop()
     elif args.resume: r.resume()
@@ -445,12 +454,15 @@ def _report(ctx, args):
                              "(`%fmops report templates` lists them)")
         r = R.run_report(args.target, collect_params(args.param, args.params_file), ws=ws, timeout=args.timeout,
                          dry_run=args.dry_run, log=not args.no_wandb)
+        ctx.show_panel(r) # its links open the report and the notebook in JupyterLab
         _show_failure(r)
         return r
     if args.action == 'ls': return ReportList(R.report_runs(ws, args.target))
     if not args.target:
         raise UsageError(f"Name the run: %fmops report {args.action} TEMPLATE/STAMP (see %fmops report ls)")
-    return R.get_report(args.target, ws) if args.action == 'show' else R.rerun(args.target, ws, log=not args.no_wandb)
+    r = R.get_report(args.target, ws) if args.action == 'show' else R.rerun(args.target, ws, log=not args.no_wandb)
+    ctx.show_panel(r)
+    return r
 
 # %% ../nbs/90_magics.ipynb #14cd8572
 def _alerts_args(p):
@@ -506,6 +518,7 @@ class RunList(_Result):
                  r.info.get('version') or '', r.info.get('reason') or ''] for r in self.runs]
         return (f"<div class='fmops-runs'><b>{len(self.runs)} fine-tune runs</b>"
                 + table('fmops-runs', ['run', 'status', 'recipe', 'step', 'version', 'note'], rows) + "</div>")
+    def _ipython_display_(self): display_unless_shown(self)
 
 # %% ../nbs/90_magics.ipynb #bc49ef32
 @dataclass
@@ -520,11 +533,10 @@ class VersionList(_Result):
     def __repr__(self):
         return '\n'.join(repr(v) for v in self.versions) or "No versions registered yet."
     def _repr_html_(self):
-        rows = [[v.id, ' '.join(v.aliases), v.format, v.parent or v.base or '', v.created_at[:16],
-                 ', '.join(f"{k}={m['value']:.4g}" for k, m in v.metrics.items())] for v in self.versions]
+        from fmops_nb.registry import version_table # a column per metric, sortable (html.versions_html)
         of = f" of {html.escape(self.model)}" if self.model else ''
-        head = ['version', 'aliases', 'format', 'from', 'created', 'metrics']
-        return f"<div class='fmops-versions'><b>{len(rows)} versions{of}</b>{table('fmops-versions', head, rows)}</div>"
+        return (f"<div class='fmops-versions'><b>{len(self.versions)} versions{of}</b>"
+                f"{versions_html(version_table(self.versions))}</div>")
     def _ipython_display_(self): display_unless_shown(self)
 
 # %% ../nbs/90_magics.ipynb #fd9b0fa7

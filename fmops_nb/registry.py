@@ -20,10 +20,10 @@ from .audit import AuditCheck, append_audit, check_log, ensure_audit, writable_k
 from .blobs import BlobStore, read_header, safe_files, tensor_hashes, same_module
 from .core import PluginRegistry
 from .errors import CorruptBlobError
-from .html import table, esc
+from .html import table, esc, num, panel, empty
 
 # %% auto #0
-__all__ = ['METRIC_DIRECTIONS', 'GATES', 'Version', 'Registry', 'verify_audit']
+__all__ = ['METRIC_DIRECTIONS', 'GATES', 'Version', 'version_table', 'Registry', 'verify_audit']
 
 # %% ../nbs/20_registry.ipynb #3f7d1eda
 _SCHEMA = ["""
@@ -79,21 +79,34 @@ class Version:
 # %% ../nbs/20_registry.ipynb #37116984
 @patch
 def _repr_html_(self:Version) -> str:
-    "The version as static HTML: id, aliases, lineage, and a table of its metrics."
+    "The version as one static panel: id, aliases, lineage, and a table of its metrics."
     ms = self.metrics
-    metrics = table('fmops-metrics', ['metric', 'value', ''],
-                    [[k, f"{m['value']:.4g}", f"{m['direction']} is better"] for k, m in ms.items()]) if ms else ''
+    metrics = (table('fmops-metrics', ['metric', 'value', ''],
+                     [[k, num(m['value']), f"{m['direction']} is better"] for k, m in ms.items()]) if ms
+               else empty('No metrics recorded.'))
     aliases = ' '.join(f'<code>{esc(a)}</code>' for a in self.aliases)
-    return (f"<div class='fmops-version'><b>{esc(self.id)}</b> {aliases}<br><small>{self.format}, {len(self.files)} "
-            f"files, registered by {esc(self.created_by)} at {self.created_at[:19]}"
-            + (f", parent {esc(self.parent)}" if self.parent else '')
-            + (f", base {esc(self.base)}" if self.base else '') + f"</small>{metrics}</div>")
+    return panel(f"<div class='fmops-version'><b>{esc(self.id)}</b> {aliases}<br><small>{esc(self.format)}, "
+                 f"{len(self.files)} files, registered by {esc(self.created_by)} at {esc(self.created_at[:19])}"
+                 + (f", parent {esc(self.parent)}" if self.parent else '')
+                 + (f", base {esc(self.base)}" if self.base else '') + f"</small>{metrics}</div>")
 
 # %% ../nbs/20_registry.ipynb #23df4e87
 @patch
 def _repr_mimebundle_(self:Version, include=None, exclude=None) -> dict:
     "The text and the HTML view together: Jupyter shows the HTML, a terminal or a log the text."
     return {'text/plain': repr(self), 'text/html': self._repr_html_()}
+
+# %% ../nbs/20_registry.ipynb #574ea403
+def version_table(versions:list) -> dict:
+    """Versions as the rows of a table: id, aliases, format, what each came from, when and by whom, and one value per
+    metric; with the metrics (in the order first seen) and the direction that is better."""
+    directions = {}
+    for v in versions:
+        for k, m in v.metrics.items(): directions.setdefault(k, m.get('direction', 'higher'))
+    rows = [{'version': v.id, 'model': v.model, 'number': v.number, 'aliases': list(v.aliases), 'format': v.format,
+             'from': v.parent or v.base or '', 'created': str(v.created_at)[:16].replace('T', ' '), 'by': v.created_by,
+             'metrics': {k: m.get('value') for k, m in v.metrics.items()}} for v in versions]
+    return {'metrics': [{'name': k, 'direction': d} for k, d in directions.items()], 'rows': rows}
 
 # %% ../nbs/20_registry.ipynb #81ed6b3c
 def _split_ref(ref:str) -> tuple[str, str|None]:

@@ -12,7 +12,7 @@ from fastcore.basics import patch
 from .core import check_name, file_sha256, pid_alive, process_start, Workspace, atomic_write, utcnow
 from .errors import FmopsError, ValidationError, not_found, TrackingError, WorkspaceError, ExecutionError
 from .registry import Registry
-from .html import table, esc, RED, GREEN
+from .html import table, esc, RED, GREEN, STYLE, head_html, display_unless_shown
 from . import tracking
 from .tasks import TASKS
 # templates import these from here (`from fmops_nb.reports import record`)
@@ -21,9 +21,10 @@ from .errors import unknown_key
 
 # %% auto #0
 __all__ = ['TYPES', 'MAX_PARAMS', 'INPUT_MIME', 'BUILTIN', 'IGNORED', 'Param', 'schema', 'read_yaml', 'validate', 'typed', 'uses',
-           'read_inputs', 'report_html', 'template_dirs', 'find_template', 'ReportRun', 'KernelPool', 'run_report',
-           'report_runs', 'get_report', 'Rerun', 'rerun', 'Safe', 'fmt', 'show', 'html_table', 'bar_chart',
-           'line_chart', 'read_table', 'drift_rows', 'previous_version', 'live_metrics']
+           'read_inputs', 'report_header', 'report_html', 'chunk_window', 'data_window', 'template_dirs',
+           'find_template', 'ReportRun', 'KernelPool', 'run_report', 'report_runs', 'get_report', 'Rerun', 'rerun',
+           'Safe', 'fmt', 'show', 'html_table', 'bar_chart', 'line_chart', 'read_table', 'drift_rows',
+           'previous_version', 'live_metrics']
 
 # %% ../nbs/40_reports.ipynb #3523565a
 TYPES = {'str': str, 'int': int, 'float': float, 'bool': bool, 'list': list, 'dict': dict, 'date': _dt.date,
@@ -371,11 +372,82 @@ def _inert(text:str) -> str:
 # %% ../nbs/40_reports.ipynb #1fa87262
 def _text(v) -> str: return ''.join(map(str, v)) if isinstance(v, list) else str(v) # text, or a list of its lines
 
+# %% ../nbs/40_reports.ipynb #3a1a61fa
+def _subject(params:dict, values:dict) -> str:
+    "What a report is about: its model and alias, the two versions it compares, or a fine-tune's version ('': none)."
+    p, short = params or {}, lambda v: str(v).split(':', 1)[-1]
+    if p.get('model'):
+        ref = f"{p['model']}:{p['alias']}" if p.get('alias') else str(p['model'])
+        return ref + (f" ({short(values['production_version'])})" if values.get('production_version') else '')
+    if p.get('a') and p.get('b'): return f"{p['a']} → {p['b']}"
+    run = values.get('run_id') or p.get('run_id')
+    if values.get('version'): return f"{values['version']}, from fine-tune run {run}"
+    return f"fine-tune run {run}, no version registered" if run else ''
+
+# %% ../nbs/40_reports.ipynb #4a735dc4
+def _period(values:dict) -> str:
+    "The period a report's data covers, in words, from its recorded `window` ('' when it recorded none)."
+    w = values.get('window')
+    if not isinstance(w, dict) or not w.get('from'): return ''
+    span = str(w['from']) if w['from'] == w.get('to') else f"{w['from']} to {w.get('to')}"
+    return span + (f" ({w['by']})" if w.get('by') else '')
+
+# %% ../nbs/40_reports.ipynb #5ef05ff2
+def _ran(nb) -> str:
+    "When a report ran (UTC) and how long its cells took, from papermill's metadata."
+    pm = nb.metadata.get('papermill') or {}
+    start, took = pm.get('start_time'), pm.get('duration')
+    when = f"{str(start)[:16].replace('T', ' ')} UTC" if start else ''
+    return ', '.join(x for x in (when, f"{took:.1f} s" if isinstance(took, (int, float)) else '') if x)
+
+# %% ../nbs/40_reports.ipynb #76c930be
+def _wandb_html(w:dict|None) -> str:
+    "Where a report's W&B run is, as HTML: a link online, the `wandb sync` command offline, or why there is none."
+    w = w or {}
+    if str(w.get('url') or '').startswith('https://'): return f"<a href='{esc(w['url'])}'>{esc(w['url'])}</a>"
+    if w.get('sync'): return f"saved offline; upload it with <code>{esc(w['sync'])}</code>"
+    return esc(f"not logged: {w['error']}" if w.get('error') else 'not logged')
+
+# %% ../nbs/40_reports.ipynb #64eaa6c2
+def report_header(nb, title:str='', # the output notebook, and the report's title
+                  params:dict|None=None, # the run's parameters (default: those papermill injected)
+                  status:str='', error:str='', # how the run ended, and why it failed
+                  tracking:dict|None=None, # its W&B run: {'url'} online, {'sync'} offline, {'error'}
+                 ) -> str:
+    "The head of a report's page: what it is about, its period, parameters, when it ran, and where its W&B run is."
+    params = params if params is not None else dict((nb.metadata.get('papermill') or {}).get('parameters') or {})
+    values = read_values(nb)
+    text = lambda v: json.dumps(v, default=str) if isinstance(v, (list, dict)) else str(v)
+    ps = ' '.join(f"<code>{esc(k)}={esc(text(v)[:80])}</code>" for k, v in params.items()) or 'defaults only'
+    fields = [('Model', esc(_subject(params, values) or 'none: a check of the data only')),
+              ('Period', esc(_period(values) or 'not known: the data has no time column, or it was not chunked by '
+                                                 'time')),
+              ('Parameters', ps), ('Ran', esc(_ran(nb) or 'not recorded')), ('W&B', _wandb_html(tracking))]
+    bad = status in ('failed', 'killed')
+    head = head_html(title or 'Report', 'bad' if bad else 'ok' if status == 'finished' else '',
+                     esc(f"{status}: {error}" if bad and error else status))
+    return (f"<header class='fmops-report-head'>{head}<dl class='fmops-fields'>"
+            + ''.join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in fields) + "</dl></header>")
+
+# %% ../nbs/40_reports.ipynb #853ec31f
+_PAGE = ' '.join("""
+body{max-width:1100px;margin:auto;padding:8px 16px;background:var(--jp-layout-color0, #ffffff)}
+pre.out,pre.in{background:var(--jp-layout-color2, #f5f5f5)} pre.err{color:var(--jp-error-color1, #b00020)}
+.md table td,.md table th{text-align:left;white-space:normal} .md a.anchor-link{display:none}
+.fmops-report-head{margin:4px 0 14px;padding-bottom:6px;border-bottom:1px solid var(--jp-border-color2, #e0e0e0)}
+@media (prefers-color-scheme: dark){:root{--jp-layout-color0:#111111;--jp-layout-color2:#424242;
+--jp-content-font-color1:#ffffff;--jp-content-font-color2:rgba(255,255,255,.7);--jp-border-color1:#616161;
+--jp-border-color2:#424242;--jp-error-color1:#f44336;--jp-warn-color1:#ff9800;--jp-success-color1:#4caf50;
+--jp-brand-color1:#2196f3;--jp-rendermime-table-row-hover-background:rgba(3,169,244,.2)}}
+""".split())
+
 # %% ../nbs/40_reports.ipynb #206e4d43
-def report_html(nb, title:str='', show_code:bool=False) -> str:
-    "A notebook as one static HTML page: markdown, HTML, PNG and text outputs, code if `show_code`; no scripts or URLs."
+def report_html(nb, title:str='', show_code:bool=False, # the output notebook, the page's title, code shown
+                params:dict|None=None, status:str='', error:str='', tracking:dict|None=None, # for `report_header`
+               ) -> str:
+    "A notebook as one static HTML page: its head, markdown, HTML, PNG and text outputs, code if `show_code`; inert."
     import html as _h
-    parts = []
+    parts = [report_header(nb, title, params, status, error, tracking)]
     for c in nb.cells:
         if c.cell_type == 'markdown':
             from nbconvert.filters import markdown2html # imported only when there is markdown (~0.2 s)
@@ -394,11 +466,33 @@ def report_html(nb, title:str='', show_code:bool=False) -> str:
             elif 'image/png' in d and re.fullmatch(r'[A-Za-z0-9+/=]*', png := ''.join(_text(d['image/png']).split())):
                 parts.append(f"<img src='data:image/png;base64,{png}'>")
             elif 'text/plain' in d: parts.append(f"<pre class='out'>{_h.escape(_text(d['text/plain']))}</pre>")
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:auto} pre.in{background:#f5f5f5;padding:6px} "
-             "pre.err{color:#b00020} table{border-collapse:collapse} "
-             "td,th{padding:2px 8px;border-bottom:1px solid #ddd}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{_h.escape(title)}</title>"
-            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
+            f"<style>{STYLE} {_PAGE}</style></head><body class='fmops fmops-report-page'>{''.join(parts)}"
+            "</body></html>")
+
+# %% ../nbs/40_reports.ipynb #c6ae1229
+def chunk_window(report) -> dict|None:
+    "The period a drift report's timeline covers, its first to its last chunk, when its chunks are periods of time."
+    chunks = getattr(report, 'chunks', None) or []
+    if not chunks or not str(getattr(report, 'chunking', '')).startswith('by '): return None
+    first, last = str(chunks[0]['chunk']), str(chunks[-1]['chunk'])
+    if not all(re.fullmatch(r'\d{4}(-\d{2}(-\d{2}([ T]\d{2}(:\d{2}){0,2})?)?)?(/\d{4}-\d{2}-\d{2})?', x)
+               for x in (first, last)): return None # a category, not a period
+    return {'from': first, 'to': last, 'by': report.chunking}
+
+# %% ../nbs/40_reports.ipynb #7ae8c214
+def data_window(ds) -> dict|None:
+    "The span of the first datetime column of a `Dataset` (from `fmops_nb.data.load`), in UTC; None without one."
+    import numpy as np
+    for name, c in ds.columns.items():
+        if c.kind != 'datetime': continue
+        v = np.asarray(c.values, dtype=float)
+        v = v[np.isfinite(v)]
+        if not len(v): continue
+        when = [_dt.datetime.fromtimestamp(float(x), _dt.timezone.utc) for x in (v.min(), v.max())]
+        fmt = '%Y-%m-%d' if all(w.hour == w.minute == 0 for w in when) else '%Y-%m-%d %H:%M'
+        return {'from': when[0].strftime(fmt), 'to': when[1].strftime(fmt), 'by': f"the {name} column"}
+    return None
 
 # %% ../nbs/40_reports.ipynb #d898e28b
 _PKG = Path(__file__).resolve().parent if '__file__' in globals() else Path('../fmops_nb').resolve()
@@ -467,6 +561,9 @@ class ReportRun:
     def _repr_mimebundle_(self, include=None, exclude=None):
         "The text and the HTML view together: Jupyter shows the richest it can."
         return {'text/plain': repr(self), 'text/html': self._repr_html_()}
+    def _ipython_display_(self):
+        "Text and HTML; skipped in the cell where `%fmops report` has just shown this run's panel."
+        display_unless_shown(self)
 
 # %% ../nbs/40_reports.ipynb #41f3ca44
 @patch(cls_method=True)
@@ -856,8 +953,19 @@ def _execute(job:_Job, base:dict, env:dict, km=None, kernels=None, later:list|No
     else: stopping.join()
     return ended
 
+# %% ../nbs/40_reports.ipynb #65e26c16
+def _tracking(tracker:_Tracker|None) -> dict:
+    "Where a report's W&B run is, for its page: {'url'} online, {'sync'} offline, {'error'} if it could not start."
+    if tracker is None: return {}
+    tracker.thread.join()
+    if tracker.tr is None: return {'error': str(tracker.error or 'the W&B run did not start')}
+    tr = tracker.tr
+    url = getattr(tr.run, 'url', None) if tr.mode == 'online' else None
+    return {'url': url} if url else {'sync': tr.sync_command()} if tr.mode == 'offline' else {'error': f"W&B {tr.mode}"}
+
 # %% ../nbs/40_reports.ipynb #15714a34
-def _collect(job:_Job, ended:dict, env:dict, timings:dict, show_code:bool=False, extra:dict|None=None) -> ReportRun:
+def _collect(job:_Job, ended:dict, env:dict, timings:dict, show_code:bool=False, extra:dict|None=None,
+             tracking:dict|None=None) -> ReportRun:
     "Values, inputs and HTML from the output notebook, and the record, into the run's folder; adds to `timings`."
     import time
     out, nb = job.out, None
@@ -870,13 +978,17 @@ def _collect(job:_Job, ended:dict, env:dict, timings:dict, show_code:bool=False,
     timings['cells_s'] = sum((c.metadata.get('papermill') or {}).get('duration') or 0 for c in cells)
     atomic_write(out / 'values.json', json.dumps(values, indent=1))
     t1 = time.perf_counter()
-    if nb is not None: atomic_write(out / 'report.html', report_html(nb, f"{job.template.stem} {out.name}", show_code))
+    if nb is not None:
+        page = report_html(nb, f"{job.template.stem} {out.name}", show_code, job.params, ended['status'],
+                           ended['error'], tracking)
+        atomic_write(out / 'report.html', page)
     timings['html_s'] = time.perf_counter() - t1
     rec = {'schema': 'fmops.report/1', 'template': str(job.template), 'template_sha256': file_sha256(job.template),
            'params': job.params, 'inputs': inputs, 'seeds': {k: v for k, v in job.params.items() if 'seed' in k},
            'env': env, 'cwd': str(job.cwd), 'timeout': job.timeout, 'attempts': ended['attempts'],
            'kernel': ended.get('kernel'), 'status': ended['status'],
-           'state_values': state_names(nb) if nb is not None else [], **(extra or {})}
+           'state_values': state_names(nb) if nb is not None else [],
+           **({'wandb_url': tracking['url']} if (tracking or {}).get('url') else {}), **(extra or {})}
     run = ReportRun(out, ended['status'], values, job.params, ended['error'], str(job.template), rec,
                     ended.get('cell_index'), ended.get('ename'), ended.get('evalue'))
     atomic_write(out / 'record.json', json.dumps(rec, indent=1, default=str))
@@ -964,7 +1076,7 @@ def run_report(template, # a template name (`maintenance_report`) or a notebook 
         ahead, km = km, None # `_execute` stops it from here on
         ended = _execute(job, base, _run_env(job, dry_run, pins), ahead, kernels, later)
         timings = {'prepare_s': t0 - t_in, 'execute_s': time.perf_counter() - t0}
-        run = _collect(job, ended, env, timings, show_code, extra)
+        run = _collect(job, ended, env, timings, show_code, extra, _tracking(tracker))
         _finish(job, run, tracker, timings, t0)
     except KeyboardInterrupt:
         _write_status(job, status='killed', error='interrupted (Ctrl-C)')

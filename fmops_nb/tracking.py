@@ -156,6 +156,8 @@ def run(job_type:str, # what kind of work this run records: "report", "finetune"
         notes:str|None=None,
         ws:Workspace|None=None, # workspace the run is stored in (default: the current one)
         announce:bool=True, # print the `wandb sync` command after an offline run
+        run_id:str|None=None, # the W&B run id (default: a new one); with `resume`, the run to continue
+        resume:str|None=None, # 'allow': continue the run `run_id` when it exists (a resumed fine-tune), else start it
        ):
     "A W&B run that is always finished, with exit code 1 if the block raised; its config records the audit log's head."
     ws = ws or Workspace.open()
@@ -167,7 +169,7 @@ def run(job_type:str, # what kind of work this run records: "report", "finetune"
     try:
         r = wandb.init(dir=str(ws.root), project=ws.config['wandb.project'], entity=ws.config['wandb.entity'] or None,
                        job_type=job_type, name=name, config=config, tags=tags, group=group, notes=notes,
-                       mode=mode, settings=settings, reinit='create_new')
+                       mode=mode, settings=settings, reinit='create_new', id=run_id, resume=resume)
     except Exception as e:
         raise TrackingError(f"Could not start a W&B run in {mode} mode: {e}. Check WANDB_MODE and your W&B login, "
                             f"or set WANDB_MODE=offline.") from e

@@ -5,57 +5,395 @@ engine lacks."""
 
 # %% ../nbs/80_widgets.ipynb #cb95aead
 from __future__ import annotations
-import html, math
+import html, math, os, shlex, shutil, threading, time, urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
 import ipywidgets as W
-from .drift import DriftReport
-from .html import (RED, GREEN, BLUE, AMBER, num, esc, svg_timeline, column_table, column_detail, quality_html,
-                   diff_html, table)
 from fastcore.basics import patch
-from .diff import VersionDiff
-from .finetune import Run
+from . import html as H
+from .drift import DriftReport
+from .html import (RED, GREEN, BLUE, AMBER, num, esc, svg_timeline, column_detail, quality_html, diff_html,
+                           table, moved, style_tag, card_html)
+from .diff import VersionDiff, diff
+from .errors import FmopsError, ValidationError
+from .finetune import Run, FINAL, latest_checkpoint
+from .registry import version_table
+from .reports import ReportRun
+from .tracking import read_run
 
 # %% auto #0
-__all__ = ['DriftPanel', 'panel_for', 'DiffPanel', 'RegistryPanel', 'svg_curve', 'FinetunePanel']
+__all__ = ['PANEL_CSS', 'NUMBERS', 'TIMES', 'TEXT', 'style', 'Column', 'number_column', 'Grid', 'notebook_dir', 'visible_copy',
+           'Link', 'file_link', 'wandb_link', 'links_view', 'drift_columns', 'DriftPanel', 'panel_for', 'DiffPanel',
+           'version_columns', 'RegistryPanel', 'Confirm', 'svg_curve', 'rate', 'FinetunePanel', 'finetune_wandb',
+           'progress_text', 'ReportPanel', 'run_columns', 'RunsPanel']
+
+# %% ../nbs/80_widgets.ipynb #d53ee76b
+PANEL_CSS = """
+.fmops-panel { color: var(--jp-ui-font-color1, #222); }
+.fmops-panel .widget-html-content { line-height: 1.45; }
+.fmops-panel .jupyter-button.fmops-th, .fmops-panel .jupyter-button.fmops-rowbutton { width: auto;
+  min-width: max-content; overflow: visible; }
+.fmops-panel .fmops-grid-box { grid-gap: 0; align-items: stretch; margin: 4px 0; }
+.fmops-panel .fmops-cell { margin: 0; padding: 1px 6px; height: auto; min-height: 24px; line-height: 22px;
+  border-bottom: 1px solid var(--jp-border-color2, #e0e0e0); color: var(--jp-ui-font-color1, #222); }
+.fmops-panel .fmops-cell .widget-html-content { line-height: 22px; white-space: nowrap; }
+.fmops-panel .fmops-num { text-align: right; font-variant-numeric: tabular-nums; }
+.fmops-panel .fmops-num .widget-html-content { text-align: right; }
+.fmops-panel .jupyter-button.fmops-th { background: transparent; box-shadow: none; border: none; border-radius: 0;
+  border-bottom: 2px solid var(--jp-border-color1, #bdbdbd); font-weight: bold; text-align: left; padding: 1px 6px;
+  color: var(--jp-ui-font-color1, #222); height: auto; min-height: 26px; }
+.fmops-panel .jupyter-button.fmops-th.fmops-sorted { color: var(--jp-brand-color1, #1976d2); }
+.fmops-panel .jupyter-button.fmops-th.fmops-fixed { cursor: default; }
+.fmops-panel .jupyter-button.fmops-rowbutton { background: transparent; box-shadow: none; border: none;
+  border-radius: 0; border-bottom: 1px solid var(--jp-border-color2, #e0e0e0); text-align: left; padding: 1px 6px;
+  color: var(--jp-content-link-color, #1976d2); text-decoration: underline; height: auto; min-height: 24px; }
+.fmops-panel .fmops-selected, .fmops-panel .jupyter-button.fmops-selected {
+  background: var(--jp-layout-color2, #eeeeee); }
+.fmops-panel .jupyter-button.fmops-rowbutton.fmops-selected { font-weight: bold; text-decoration: none;
+  color: var(--jp-ui-font-color0, #000); }
+.fmops-panel .fmops-row-drift, .fmops-panel .fmops-row-failed, .fmops-panel .fmops-row-killed {
+  color: var(--jp-error-color1, #b00020); font-weight: bold; }
+.fmops-panel .fmops-row-watch, .fmops-panel .fmops-row-stopped { color: var(--jp-warn-color1, #ef6c00);
+  font-weight: bold; }
+.fmops-panel .fmops-caption { color: var(--jp-ui-font-color2, #555); font-size: 0.92em; }
+.fmops-panel .fmops-links { margin: 4px 0; line-height: 1.8; }
+.fmops-panel .fmops-links a { color: var(--jp-content-link-color, #1976d2); text-decoration: underline; }
+.fmops-panel .fmops-links code, .fmops-panel .fmops-confirm code { background: var(--jp-layout-color2, #eee);
+  padding: 0 3px; }
+.fmops-panel .fmops-confirm { border: 1px solid var(--jp-border-color1, #bdbdbd); padding: 6px 10px; margin: 4px 0;
+  background: var(--jp-layout-color1, #fff); }
+.fmops-panel .fmops-ok { color: var(--jp-success-color1, #2e7d32); }
+.fmops-panel .fmops-error { color: var(--jp-error-color1, #b00020); }
+.fmops-panel .fmops-report-frame { width: 100%; height: 640px; border: 1px solid var(--jp-border-color2, #ddd);
+  background: #fff; }
+.fmops-panel .fmops-curves { display: flex; flex-wrap: wrap; gap: 12px; }
+.fmops-panel .fmops-eta .widget-html-content { white-space: nowrap; }
+"""
+
+def style() -> W.HTML:
+    "The stylesheet of every panel: the shared one of `fmops_nb.html`, then the rules only widgets need."
+    w = W.HTML(f"{style_tag()}<style>{PANEL_CSS}</style>", layout=W.Layout(height='0px', margin='0'))
+    w.add_class('fmops-style')
+    return w
+
+# %% ../nbs/80_widgets.ipynb #733f5cee
+@dataclass
+class Column:
+    "A column of a `Grid`: its heading, how an item shows in it, and how items sort by it."
+    title: str # the heading (and the name `Grid.sort` takes)
+    cell: Callable|None = None # cell(id, item) -> the cell's HTML, escaped; None for the first column (the id)
+    key: Callable|None = None # key(id, item) -> what it sorts by, None when the item has no value; None: fixed
+    orders: tuple = ('A → Z', 'Z → A') # how the ascending and the descending order read
+    first: bool = False # the order of a first click on the heading: False ascending, True descending
+    numeric: bool = False # right-aligned, tabular figures
+
+# %% ../nbs/80_widgets.ipynb #acd8fec3
+NUMBERS, TIMES, TEXT = ('lowest first', 'highest first'), ('oldest first', 'newest first'), ('A → Z', 'Z → A')
+
+def number_column(title:str, value:Callable, spec:str='.4g', # value(id, item) -> the number; its format
+                  best:str|None=None, # 'higher' or 'lower' when the number is a metric: orders read best/worst
+                 ) -> Column:
+    "A right-aligned column of numbers, highest first on the first click (lowest first for a lower-is-better metric)."
+    def key(i, x):
+        v = value(i, x)
+        return v if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+    orders = {'higher': ('worst first', 'best first'), 'lower': ('best first', 'worst first')}.get(best, NUMBERS)
+    return Column(title, lambda i, x: esc(num(value(i, x), spec)), key, orders, first=best != 'lower', numeric=True)
+
+# %% ../nbs/80_widgets.ipynb #8f97f2b1
+class Grid(W.VBox):
+    "A table of widgets: a click on a heading sorts by it (again: the other way), a click on a row's name selects it."
+    def __init__(self, columns:list, # `Column`s; the first shows each row's id as a button
+                 rows:dict, # {id: item}: the rows, each shown by its id in the first column
+                 sort_by:str|None=None, descending:bool=False, # the column sorted by first, and its order
+                 on_select:Callable|None=None, # on_select(id): called when a row is selected
+                 page:int=25, # rows shown before "show all"
+                 row_class:Callable|None=None, # row_class(id, item) -> a CSS class for the whole row, or None
+                 picker:str='Row', # the label of the picker under the table
+                ):
+        self.on_select, self.page, self.row_class = on_select, page, row_class
+        self.sort_by, self.descending, self.selected, self.show_all = sort_by, descending, None, False
+        self._cell = W.Layout(width='auto') # one layout for every cell: fewer widget models
+        self.caption = W.HTML(); self.caption.add_class('fmops-caption')
+        self.box = W.GridBox(layout=W.Layout(width='max-content', max_width='100%', overflow='auto'))
+        self.box.add_class('fmops-grid-box')
+        self.more = W.Button(layout=W.Layout(width='auto'))
+        self.more.on_click(lambda _: self.toggle_all())
+        self.picker = W.Dropdown(description=picker, layout=W.Layout(width='360px'))
+        self.picker.observe(lambda ch: ch['new'] is not None and ch['new'] != self.selected and self.select(ch['new']),
+                            'value')
+        self.slots, self._shown = [], []
+        super().__init__([self.caption, self.box, self.more, self.picker])
+        self.add_class('fmops-grid')
+        self.set_items(rows, columns)
+
+# %% ../nbs/80_widgets.ipynb #35cd11e7
+@patch
+def set_items(self:Grid, rows:dict, columns:list|None=None):
+    "Show `rows` ({id: item}; and `columns`, when given); keep the selection if its row is still there."
+    if columns is not None:
+        self.columns = list(columns)
+        self.heads = [self._heading(c) for c in self.columns]
+        self.box.layout.grid_template_columns = ' '.join(['max-content'] * len(self.columns))
+        self.slots = [] # the rows' widgets follow the columns
+    self.items = dict(rows)
+    if self.selected not in self.items: self.selected = None
+    self.picker.options = list(self.items)
+    self.picker.value = self.selected
+    self._fill()
+
+# %% ../nbs/80_widgets.ipynb #7a59076f
+@patch
+def _heading(self:Grid, c:Column) -> W.Button:
+    "The heading of column `c`: a button that sorts by it (a fixed one when the column cannot sort)."
+    b = W.Button(description=c.title, layout=self._cell, tooltip=f"sort by {c.title}" if c.key else '')
+    b.add_class('fmops-th')
+    if c.key: b.on_click(lambda _: self.sort(c.title))
+    else: b.add_class('fmops-fixed')
+    return b
+
+# %% ../nbs/80_widgets.ipynb #87adadda
+@patch
+def order(self:Grid) -> list:
+    "Every row id in the order shown: by the sort column (rows without a value last), else as given."
+    col = next((c for c in self.columns if c.title == self.sort_by and c.key), None)
+    if col is None: return list(self.items)
+    keyed = [(col.key(i, x), i) for i, x in self.items.items()]
+    have = sorted([p for p in keyed if p[0] is not None], key=lambda p: p[0], reverse=self.descending)
+    return [i for _, i in have] + [i for k, i in keyed if k is None]
+
+# %% ../nbs/80_widgets.ipynb #0a06d0e5
+@patch
+def sort(self:Grid, title:str, # a column's heading
+         descending:bool|None=None, # None: the column's first order, or the other way when it is sorted already
+        ) -> list:
+    "Sort by the column `title` (a click on its heading); returns the row ids in their new order."
+    col = next((c for c in self.columns if c.title == title), None)
+    if col is None or col.key is None:
+        have = [c.title for c in self.columns if c.key]
+        raise ValidationError(f"Cannot sort by {title!r}: the table sorts by {', '.join(map(repr, have))}.")
+    if descending is None: descending = (not self.descending) if self.sort_by == title else col.first
+    self.sort_by, self.descending = title, bool(descending)
+    self._fill()
+    return self.order()
+
+# %% ../nbs/80_widgets.ipynb #2fbdb51e
+@patch
+def select(self:Grid, rid:str):
+    "Select the row `rid` (a click on its name): highlight it and tell `on_select`."
+    if rid not in self.items:
+        raise ValidationError(f"No row {rid!r} in this table; it has {', '.join(map(repr, list(self.items)[:8]))}"
+                              + (', ...' if len(self.items) > 8 else '') + '.')
+    self.selected = rid
+    if self.picker.value != rid: self.picker.value = rid
+    self._fill()
+    if self.on_select: self.on_select(rid)
+
+# %% ../nbs/80_widgets.ipynb #c59e045d
+@patch
+def toggle_all(self:Grid):
+    "Show every row, or only the first `page` again."
+    self.show_all = not self.show_all
+    self._fill()
+
+# %% ../nbs/80_widgets.ipynb #01ecb93b
+@patch
+def button(self:Grid, rid:str) -> W.Button:
+    "The button that selects row `rid` where it is shown now (a row past the page is shown first)."
+    if rid not in self._shown and rid in self.items: self.toggle_all()
+    return self.slots[self._shown.index(rid)][0]
+
+# %% ../nbs/80_widgets.ipynb #dca440d5
+@patch
+def _slot(self:Grid) -> list:
+    "The widgets of one row: its name as a button (a click selects the row shown there), HTML for the other cells."
+    n = len(self.slots)
+    name = W.Button(layout=self._cell)
+    name.on_click(lambda _: self.select(self._shown[n]))
+    return [name] + [W.HTML(layout=self._cell) for _ in self.columns[1:]]
+
+# %% ../nbs/80_widgets.ipynb #167c2a56
+@patch
+def _fill(self:Grid):
+    "Write the rows in the current order into their widgets; mark the selection and the sort on headings and caption."
+    ids = self.order()
+    shown = ids if self.show_all else ids[:self.page]
+    col = next((c for c in self.columns if c.title == self.sort_by and c.key), None)
+    for b, c in zip(self.heads, self.columns): # the headings and the caption first: they say what the rows show
+        on = c is col
+        b.description = c.title + ((' ▼' if self.descending else ' ▲') if on else '')
+        if c.key: b.tooltip = (f"sorted {c.orders[self.descending]}; click for {c.orders[not self.descending]}" if on
+                               else f"sort by {c.title}, {c.orders[c.first]}")
+        b._dom_classes = tuple(x for x in b._dom_classes if x != 'fmops-sorted') + (('fmops-sorted',) if on else ())
+    how = f"Sorted by {col.title}, {col.orders[self.descending]}. " if col else ''
+    part = f"Showing {len(shown)} of {len(ids)} rows. " if len(shown) < len(ids) else ''
+    self.caption.value = esc(f"{how}{part}Click a heading to sort by it, a name to select it.")
+    while len(self.slots) < len(shown): self.slots.append(self._slot())
+    for row, rid in zip(self.slots, shown):
+        item = self.items[rid]
+        marks = (('fmops-selected',) if rid == self.selected else ()) + tuple(
+            c for c in [self.row_class(rid, item) if self.row_class else None] if c)
+        row[0].description, row[0].tooltip = str(rid), f"select {rid}"
+        row[0]._dom_classes = ('fmops-cell', 'fmops-rowbutton') + marks
+        for w, c in zip(row[1:], self.columns[1:]):
+            w.value = c.cell(rid, item)
+            w._dom_classes = ('fmops-cell',) + (('fmops-num',) if c.numeric else ()) + marks
+    self._shown = shown
+    self.box.children = tuple(self.heads) + tuple(w for row in self.slots[:len(shown)] for w in row)
+    self.more.description = f"Show all {len(ids)} rows" if not self.show_all else f"Show the first {self.page}"
+    self.more.layout.display = None if len(ids) > self.page else 'none'
+
+# %% ../nbs/80_widgets.ipynb #d11baff3
+def notebook_dir() -> Path:
+    "The folder of the notebook this kernel serves (`JPY_SESSION_NAME`, set by Jupyter), else the working directory."
+    p = os.environ.get('JPY_SESSION_NAME', '')
+    return Path(p).parent if os.path.isabs(p) and p.endswith('.ipynb') else Path.cwd()
+
+# %% ../nbs/80_widgets.ipynb #830e338e
+def visible_copy(src:Path, # the file to link to
+                 *where:str, # its place under fmops-reports/ (e.g. the template and the run's stamp)
+                 home:Path|None=None, # the notebook's folder (default: `notebook_dir()`)
+                ) -> Path|None:
+    "A path to `src` that the Jupyter server serves: `src` itself when visible, else a fresh copy; None if neither."
+    src, home = Path(src), Path(home or notebook_dir())
+    if not src.is_file(): return None
+    try:
+        rel = src.resolve().relative_to(home.resolve())
+        if not any(p.startswith('.') for p in rel.parts): return src
+    except ValueError: pass
+    dest = home / 'fmops-reports' / Path(*where) / src.name
+    try:
+        s = src.stat()
+        if not (dest.is_file() and dest.stat().st_size == s.st_size and dest.stat().st_mtime_ns == s.st_mtime_ns):
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.with_name(f".{dest.name}.tmp")
+            shutil.copy2(src, tmp); os.replace(tmp, dest)
+    except OSError: return None # a read-only folder: the panel still shows the report inline
+    return dest
+
+# %% ../nbs/80_widgets.ipynb #5e85e539
+@dataclass
+class Link:
+    "One entry of a panel's link bar."
+    what: str # 'Report', 'Notebook', 'W&B run'
+    label: str # the text of the link
+    href: str|None = None # a path relative to the notebook's folder, or an http(s) address
+    command: str|None = None # a shell command to run instead, when there is no address
+    path: str|None = None # the file on disk, for the text view
+    note: str = '' # a few words after it
+
+    def html(self) -> str:
+        "The entry as HTML: a link (a web address opens in a new tab), or the command to run."
+        out = f"<b>{esc(self.what)}</b>: "
+        if self.href and self.href.startswith(('http://', 'https://')):
+            out += f"<a href='{esc(self.href)}' target='_blank' rel='noopener'>{esc(self.label)}</a>"
+        elif self.href: out += f"<a href='{esc(self.href)}' title='{esc(self.path or '')}'>{esc(self.label)}</a>"
+        else: out += esc(self.label)
+        if self.command: out += f" — run <code>{esc(self.command)}</code>"
+        return out + (f" <small>({esc(self.note)})</small>" if self.note else '')
+
+    def text(self) -> str:
+        "The entry as a line of text."
+        where = self.href if (self.href or '').startswith('http') else self.path or self.href or ''
+        return f"{self.what}: {self.label}" + (f" {where}" if where and where != self.label else '') + (
+            f" (run: {self.command})" if self.command else '') + (f" ({self.note})" if self.note else '')
+
+# %% ../nbs/80_widgets.ipynb #8cb997de
+def file_link(what:str, src:Path, *where:str, home:Path|None=None) -> Link:
+    "A `Link` to the file `src`, relative to the notebook's folder, through a visible copy when `src` is hidden."
+    home = Path(home or notebook_dir())
+    if not Path(src).is_file(): return Link(what, f"{Path(src).name} (not written)", path=str(src))
+    dest = visible_copy(src, *where, home=home)
+    if dest is None: return Link(what, Path(src).name, path=str(src), note='cannot be copied next to the notebook')
+    rel = os.path.relpath(dest.resolve(), home.resolve()).replace(os.sep, '/')
+    return Link(what, Path(src).name, href=urllib.parse.quote(rel), path=str(dest))
+
+# %% ../nbs/80_widgets.ipynb #ea866d73
+def wandb_link(path, # the run's local folder (`offline-run-...` or `run-...`), or a list of them, oldest first
+               url:str|None=None, # its address, when it was logged online
+              ) -> Link|None:
+    "A `Link` to a W&B run: its address online, the `wandb sync` command that uploads it offline; None without one."
+    paths = [Path(p) for p in ([path] if isinstance(path, (str, Path)) else path or [])]
+    last = str(paths[-1]) if paths else None
+    if url: return Link('W&B run', paths[-1].name if paths else 'open in W&B', href=url, path=last)
+    if not paths: return None
+    if paths[-1].name.startswith('offline-run-'):
+        return Link('W&B run', f"offline ({paths[-1].name})", path=last,
+                    command='wandb sync ' + ' '.join(shlex.quote(str(p)) for p in paths))
+    return Link('W&B run', paths[-1].name, path=last, note='online; its address was not recorded')
+
+# %% ../nbs/80_widgets.ipynb #81850705
+def links_view(links:list) -> W.Output:
+    "The link bar of a panel: an `Output` holding the links as HTML (opened by JupyterLab) and as text."
+    out = W.Output(layout=W.Layout(margin='0'))
+    out.add_class('fmops-links-view')
+    links = [x for x in links if x is not None]
+    if links:
+        body = ' &nbsp;·&nbsp; '.join(f"<span>{x.html()}</span>" for x in links)
+        out.outputs = ({'output_type': 'display_data', 'metadata': {},
+                        'data': {'text/html': f"<div class='fmops-links'>{body}</div>",
+                                 'text/plain': '\n'.join(x.text() for x in links)}},)
+    return out
+
+# %% ../nbs/80_widgets.ipynb #e7335b4f
+_SEVERITY = {'drift': 4, 'watch': 3, 'insufficient_data': 2, 'missing': 1, 'ok': 0}
+
+def _evidence(c) -> float|None:
+    "A column's evidence against its own threshold (1 at the threshold), or None when it was not decided."
+    return H.vs_threshold(c)
+
+def drift_columns() -> list:
+    "The columns of the drift panel's table."
+    ev = lambda i, c: _evidence(c)
+    by_status = lambda i, c: (_SEVERITY.get(c.status, -1), ev(i, c) if ev(i, c) is not None else -math.inf)
+    bar = lambda i, c: H._vs_cell(c).split('>', 1)[1].rsplit('</td>', 1)[0] # the cell's bar, without its <td>
+    return [Column('column', key=lambda i, c: str(i)),
+            Column('kind', lambda i, c: esc(c.kind), lambda i, c: c.kind),
+            Column('status', lambda i, c: esc(c.status), by_status, ('least severe first', 'most severe first'),
+                   first=True),
+            Column('method', lambda i, c: esc(c.method), lambda i, c: c.method),
+            number_column('statistic', lambda i, c: c.statistic),
+            number_column('threshold', lambda i, c: c.threshold, 'g'),
+            number_column('p-value', lambda i, c: c.p_value, '.3g'),
+            number_column('n ref', lambda i, c: c.n_reference, ','),
+            number_column('n cur', lambda i, c: c.n_current, ','),
+            Column('vs threshold', bar, ev, ('weakest first', 'strongest first'), first=True)]
 
 # %% ../nbs/80_widgets.ipynb #dd83e051
 class DriftPanel(W.VBox):
-    "An interactive view of a `DriftReport`."
+    "An interactive view of a `DriftReport`: columns to sort and select, the timeline, the selected column, quality."
     def __init__(self, report:DriftReport):
         self.report = report
-        cols = list(report.columns)
-        first = (report.drifted or cols or [None])[0]
         colour = RED if report.dataset_drift else (AMBER if report.watch else GREEN)
         self.header = W.HTML(f"<div class='fmops-drift-head' style='border-left:6px solid {colour};padding-left:8px'>"
                              f"<b style='font-size:1.1em'>{html.escape(report.headline())}</b><br>"
                              f"<small>Rule: {html.escape(report.rule)}. "
                              f"Seed {esc(report.seed)}, fmops_nb {esc(report.version)}.</small></div>")
-        self.sort_by = W.Dropdown(options=[('status', 'status'), ('vs threshold', 'vs_threshold'),
-                                           ('statistic', 'statistic'), ('p-value', 'p_value'), ('column', 'column')],
-                                  value='status', description='Sort by', layout=W.Layout(width='220px'))
-        self.descending = W.ToggleButton(value=False, description='descending', icon='sort',
-                                         layout=W.Layout(width='120px'))
-        self.table = W.HTML(column_table(report))
-        self.column = W.Dropdown(options=cols, value=first, description='Column', layout=W.Layout(width='320px'))
-        self.detail = W.HTML(column_detail(report, first) if first else '')
+        self.table = Grid(drift_columns(), report.columns, sort_by='status', descending=True, on_select=self._show,
+                          picker='Column', row_class=lambda i, c: f"fmops-row-{c.status}")
+        self.column = self.table.picker
+        self.detail = W.HTML()
         self.timeline = W.HTML(svg_timeline(report.chunks))
         self.quality = W.HTML(quality_html(report))
-        self.sort_by.observe(self._resort, 'value'); self.descending.observe(self._resort, 'value')
-        self.column.observe(lambda ch: setattr(self.detail, 'value', column_detail(report, ch['new'])), 'value')
-        parts = [self.header, W.HBox([self.sort_by, self.descending]), self.table] # what moved,
+        parts = [style(), self.header, self.table] # what moved,
         if report.chunks: parts.append(self.timeline) # when it moved,
-        super().__init__(parts + [self.column, self.detail, self.quality]) # and how
-        self.add_class('fmops-drift-panel')
+        super().__init__(parts + [self.detail, self.quality]) # and how
+        self.add_class('fmops'); self.add_class('fmops-panel'); self.add_class('fmops-drift-panel')
+        first = (report.drifted or report.watch or list(report.columns) or [None])[0]
+        if first is not None: self.table.select(first)
 
-    def _resort(self, _=None):
-        self.table.value = column_table(self.report, self.sort_by.value, self.descending.value)
+    def _show(self, name:str): self.detail.value = column_detail(self.report, name)
     def __repr__(self): return repr(self.report)
 
 # %% ../nbs/80_widgets.ipynb #a940bb54
 def panel_for(result):
-    "The panel that shows `result` (a `DriftReport`, ...)."
+    "The panel that shows `result`: a `DriftReport`, `VersionDiff`, `Run`, `ReportRun`, or a list of `Run`s."
     if isinstance(result, DriftReport): return DriftPanel(result)
     if isinstance(result, VersionDiff): return DiffPanel(result)
     if isinstance(result, Run): return FinetunePanel(result)
+    if isinstance(result, ReportRun): return ReportPanel(result)
+    if isinstance(result, (list, tuple)) and all(isinstance(r, Run) for r in result): return RunsPanel(list(result))
     raise TypeError(f"No panel for a {type(result).__name__}.")
 
 # %% ../nbs/80_widgets.ipynb #c289c1f0
@@ -69,8 +407,8 @@ class DiffPanel(W.VBox):
                                  layout=W.Layout(width='520px'))
         self.tensors = W.HTML(self._tensors(self.module.value))
         self.module.observe(lambda ch: setattr(self.tensors, 'value', self._tensors(ch['new'])), 'value')
-        super().__init__([self.summary] + ([self.module, self.tensors] if changed else []))
-        self.add_class('fmops-diff-panel')
+        super().__init__([style(), self.summary] + ([self.module, self.tensors] if changed else []))
+        self.add_class('fmops'); self.add_class('fmops-panel'); self.add_class('fmops-diff-panel')
     def _tensors(self, module:str) -> str:
         shape = lambda s: 'x'.join(map(str, s or ()))
         rows = [[t.name, t.change, shape(t.shape_a), shape(t.shape_b), num(t.norm_delta, '.3g'),
@@ -80,105 +418,352 @@ class DiffPanel(W.VBox):
                      rows)
     def __repr__(self): return repr(self.diff)
 
-# %% ../nbs/80_widgets.ipynb #4935278f
-def _metrics_text(v) -> str: return ', '.join(f"{k}={num(m.get('value'))}" for k, m in v.metrics.items())
+# %% ../nbs/80_widgets.ipynb #a99a02aa
+def version_columns(metrics:list, # the `metrics` of a `version_table`: [{'name', 'direction'}]
+                   ) -> list:
+    "The columns of the versions table: the version, its aliases and origin, then one column per metric."
+    text = lambda k: Column(k, lambda i, r: esc(r.get(k) or ''), lambda i, r: r.get(k) or None)
+    chips = lambda i, r: ' '.join(f"<code>{esc(a)}</code>" for a in r['aliases'])
+    value = lambda k: lambda i, r: r['metrics'].get(k)
+    return ([Column('version', key=lambda i, r: (r['model'], r['number']), orders=TIMES),
+             Column('aliases', chips, lambda i, r: ' '.join(r['aliases']) or None),
+             text('format'), text('from'), Column('created', text('created').cell, text('created').key, TIMES),
+             text('by')]
+            + [number_column(m['name'], value(m['name']), best=m.get('direction', 'higher')) for m in metrics])
 
 # %% ../nbs/80_widgets.ipynb #0f4a7670
 class RegistryPanel(W.VBox):
-    "An interactive view of a model's versions."
+    "A model's versions (or every model's) to sort and select; the selected one's details; diff, promote, roll back."
     def __init__(self, reg, model:str|None=None):
         self.reg, self.model = reg, model
-        vs = reg.versions(model)
-        head = f"{model}: {len(vs)} versions" if model else f"{len(reg.models())} models, {len(vs)} versions"
-        # hand-built, not fmops_nb.html.table: the version is bold and each alias a <code> chip
-        rows = ''.join(f"<tr><td style='text-align:left'><b>{html.escape(v.id)}</b></td>"
-                       f"<td>{' '.join(f'<code>{html.escape(a)}</code>' for a in v.aliases)}</td>"
-                       f"<td>{esc(v.format)}</td><td>{esc(v.parent or v.base or '')}</td>"
-                       f"<td>{esc(str(v.created_at)[:16])}</td><td>{esc(v.created_by)}</td>"
-                       f"<td style='text-align:left'>{html.escape(_metrics_text(v))}</td></tr>" for v in vs)
-        self.table = W.HTML(f"<div class='fmops-registry'><b>{html.escape(head)}</b><table class='fmops-versions'>"
-                            f"<thead><tr><th>version</th><th>aliases</th><th>format</th><th>from</th><th>created</th>"
-                            f"<th>by</th><th>metrics</th></tr></thead><tbody>{rows}</tbody></table></div>")
-        self.version = W.Dropdown(options=[v.id for v in vs], value=vs[-1].id if vs else None, description='Version',
-                                  layout=W.Layout(width='360px'))
-        self.detail = W.HTML(self._detail(self.version.value) if vs else '')
-        self.version.observe(lambda ch: setattr(self.detail, 'value', self._detail(ch['new'])), 'value')
-        super().__init__([self.table, self.version, self.detail] if vs else [self.table])
-        self.add_class('fmops-registry-panel')
-    def _detail(self, vid:str) -> str:
-        lin = self.reg.lineage(vid)
-        chain = ' ← '.join([vid] + [a['id'] for a in lin['ancestors']])
-        hist = self.reg.history(vid.split(':')[0])
-        moves = ''.join(f"<li>{esc(str(h['at'])[:19])} {esc(h['by'])}: <code>{esc(h['alias'])}</code> "
-                        f"{esc(h['previous'] or '—')} → {esc(h['version'] or '—')} ({esc(h['action'])})"
-                        f"{': ' + esc(h['reason']) if h['reason'] else ''}</li>" for h in hist[-10:])
-        derived = f"; derived: {html.escape(', '.join(lin['children']))}" if lin['children'] else ''
-        return (f"<div class='fmops-lineage'><b>Lineage</b>: {html.escape(chain)}{derived}</div>"
-                f"<div class='fmops-aliases'><b>Alias history</b><ul>{moves or '<li>none</li>'}</ul></div>"
-                f"<details><summary>Model card</summary>"
-                f"<pre style='white-space:pre-wrap'>{html.escape(self.reg.card(vid))}</pre></details>")
+        self.head = W.HTML()
+        self.table = Grid([], {}, sort_by='version', on_select=self._show, picker='Version')
+        self.version = self.table.picker
+        self.detail = W.HTML()
+        self.alias = W.Combobox(description='Alias', ensure_option=False, layout=W.Layout(width='240px'),
+                                tooltip='the alias to diff against, promote or roll back')
+        self.alias.observe(lambda _: self._label(), 'value')
+        self.diff_button, self.promote_button, self.rollback_button = (
+            W.Button(description=d, icon=i, layout=W.Layout(width='auto')) for d, i in
+            (('Diff', 'columns'), ('Promote…', 'arrow-up'), ('Roll back…', 'undo')))
+        self.diff_button.on_click(lambda _: self.show_diff())
+        self.promote_button.on_click(lambda _: self.ask('promote'))
+        self.rollback_button.on_click(lambda _: self.ask('rollback'))
+        self.actions = W.HBox([self.alias, self.diff_button, self.promote_button, self.rollback_button])
+        self.confirm = Confirm(self._do)
+        self.message = W.HTML(); self.diff_view = W.VBox()
+        super().__init__([style(), self.head, self.table, self.detail, self.actions, self.confirm, self.message,
+                          self.diff_view])
+        self.add_class('fmops'); self.add_class('fmops-panel'); self.add_class('fmops-registry-panel')
+        self.reload()
 
-# %% ../nbs/80_widgets.ipynb #0ff93c5a
-def svg_curve(points:list, width:int=560, height:int=150, title:str='loss') -> str:
-    "A polyline of (step, value) points, as inline SVG."
-    points = [(x, y) for x, y in points if all(isinstance(a, (int, float)) and math.isfinite(a) for a in (x, y))]
+    def __repr__(self):
+        return '\n'.join(repr(self.reg.get(v)) for v in self.table.items) or "No versions registered yet."
+
+# %% ../nbs/80_widgets.ipynb #009bdf56
+@patch
+def reload(self:RegistryPanel):
+    "Reread the versions and their aliases; keep the selection (the newest version at first)."
+    t = version_table(self.reg.versions(self.model))
+    rows = t['rows']
+    models = len({r['model'] for r in rows})
+    self.head.value = (f"<div class='fmops-registry'><b>" + esc(f"{self.model}: {len(rows)} versions" if self.model
+                       else f"{models} models, {len(rows)} versions") + "</b></div>")
+    self.table.set_items({r['version']: r for r in rows}, version_columns(t['metrics']))
+    self.actions.layout.display = None if rows else 'none'
+    if rows and self.table.selected is None: self.table.select(rows[-1]['version'])
+    elif self.table.selected: self._show(self.table.selected)
+
+# %% ../nbs/80_widgets.ipynb #9eb6cce9
+@patch
+def _show(self:RegistryPanel, vid:str):
+    "Show the details of the version `vid` and offer the aliases of its model."
+    model = self.table.items[vid]['model']
+    have = sorted({a for r in self.table.items.values() if r['model'] == model for a in r['aliases']})
+    self.alias.options = tuple(dict.fromkeys(have + ['production', 'staging', 'candidate']))
+    if not self.alias.value: self.alias.value = 'production'
+    self.detail.value = self._detail(vid)
+    self.confirm.close_box(); self._label()
+
+# %% ../nbs/80_widgets.ipynb #704cf6fc
+def _move_text(h:dict) -> str:
+    "One row of a model's alias history as a line: when, who, the move, how and why."
+    return (f"{str(h['at'])[:19].replace('T', ' ')} {h['by']}: {moved(h['alias'], h['version'], h['previous'])} "
+            f"({h['action']}" + (f": {h['reason']}" if h['reason'] else '') + ")")
+
+# %% ../nbs/80_widgets.ipynb #11e5df8b
+@patch
+def _detail(self:RegistryPanel, vid:str) -> str:
+    "The lineage, alias history and model card of version `vid`, as HTML."
+    lin = self.reg.lineage(vid)
+    chain = ' ← '.join([vid] + [a['id'] for a in lin['ancestors']])
+    model = vid.split(':')[0]
+    moves = ''.join(f"<li>{esc(_move_text(h))}</li>" for h in self.reg.history(model)[-10:])
+    derived = f"; derived: {esc(', '.join(lin['children']))}" if lin['children'] else ''
+    return (f"<div class='fmops-lineage'><b>Lineage</b>: {esc(chain)}{derived}</div>"
+            f"<div class='fmops-aliases'><b>Alias history</b> of {esc(model)}<ul>{moves or '<li>none</li>'}</ul></div>"
+            f"<details><summary>Model card</summary>{card_html(self.reg.card(vid))}</details>")
+
+# %% ../nbs/80_widgets.ipynb #c5a2c781
+@patch
+def target(self:RegistryPanel, alias:str|None=None) -> str|None:
+    "The version the alias (default: the picked one) of the selected version's model points at, or None."
+    r = self.table.items.get(self.table.selected)
+    if r is None: return None
+    alias = alias or self.alias.value
+    return next((x['version'] for x in self.table.items.values() if x['model'] == r['model'] and alias in x['aliases']),
+                None)
+
+# %% ../nbs/80_widgets.ipynb #8dc83065
+@patch
+def _label(self:RegistryPanel):
+    "Name the buttons after the selected version and the picked alias."
+    sel, alias, now = self.table.selected, self.alias.value or 'production', self.target()
+    self.diff_button.description = f"Diff with {alias}" if now and now != sel else 'Diff with its parent'
+    self.promote_button.description = f"Promote to {alias}…"
+    self.promote_button.disabled = now == sel
+    self.rollback_button.description = f"Roll back {alias}…"
+    self.rollback_button.disabled = now is None
+
+# %% ../nbs/80_widgets.ipynb #b807746d
+@patch
+def show_diff(self:RegistryPanel) -> VersionDiff|None:
+    "Diff the picked alias's version (or the selected version's parent) against the selected version; show it."
+    vid, r = self.table.selected, self.table.items[self.table.selected]
+    now = self.target()
+    a = now if now and now != vid else (r['from'] or None)
+    if a is None:
+        self.say(f"{vid} has no parent, and {r['model']}:{self.alias.value} is not another version: nothing to "
+                 f"compare.")
+        return None
+    try: d = diff(a, vid, self.reg)
+    except FmopsError as e: self.say(str(e), ok=False); return None
+    self.diff_view.children = (DiffPanel(d),)
+    self.say(f"What changed from {a} to {vid}: below.")
+    return d
+
+# %% ../nbs/80_widgets.ipynb #edb2e8a0
+@patch
+def ask(self:RegistryPanel, action:str # 'promote' or 'rollback'
+       ) -> str:
+    "Ask to confirm promoting the selected version, or rolling the picked alias back; return the question."
+    vid, alias = self.table.selected, self.alias.value or 'production'
+    ref, now = f"{self.table.items[vid]['model']}:{alias}", self.target()
+    if action == 'promote':
+        q = (f"Promote {vid} to {ref}" + (f" (now {now})" if now else '') + "? The promotion gates run first; the "
+             "move is audited.")
+        self.confirm.open_box(action, q, force=True, go=f"Promote to {alias}")
+    else:
+        q = (f"Roll {ref} back from {now} to the version it pointed at before?" if now == vid else
+             f"Roll {ref} back to {vid} (now {now})?") + " The move is audited."
+        self.confirm.open_box(action, q, force=False, go=f"Roll back {alias}")
+    return q
+
+# %% ../nbs/80_widgets.ipynb #9e82e773
+@patch
+def promote(self:RegistryPanel, reason:str='', force:bool=False):
+    "Promote the selected version to the picked alias (`Registry.promote`, audited); say what moved, or why not."
+    vid, alias, was = self.table.selected, self.alias.value or 'production', self.target()
+    if force and not reason.strip():
+        return self.say("Give a reason to force past a gate: it goes into the audit log.", ok=False)
+    try: out = self.reg.promote(vid, to=alias, reason=reason.strip(), force=force)
+    except FmopsError as e:
+        return self.say(f"{e}" + ('' if force else " To override, tick 'force' and give a reason."), ok=False)
+    self.reload(); self.say(moved(f"{out.model}:{alias}", out.id, was))
+    return out
+
+# %% ../nbs/80_widgets.ipynb #26ce39a2
+@patch
+def rollback(self:RegistryPanel, reason:str=''):
+    "Roll the picked alias back (`Registry.rollback`, audited): to its previous version, or to the selected one."
+    vid, alias, was = self.table.selected, self.alias.value or 'production', self.target()
+    ref = f"{self.table.items[vid]['model']}:{alias}"
+    try: out = self.reg.rollback(ref, to=None if was == vid else vid, reason=reason.strip())
+    except FmopsError as e: return self.say(str(e), ok=False)
+    self.reload(); self.say(moved(ref, out.id, was))
+    return out
+
+# %% ../nbs/80_widgets.ipynb #33f0cb29
+@patch
+def _do(self:RegistryPanel, action:str, reason:str, force:bool):
+    "Carry out a confirmed action."
+    return self.promote(reason, force) if action == 'promote' else self.rollback(reason)
+
+# %% ../nbs/80_widgets.ipynb #e086b733
+@patch
+def say(self:RegistryPanel, text:str, ok:bool=True):
+    "Say how an action ended, under the buttons."
+    self.message.value = f"<div class='{'fmops-ok' if ok else 'fmops-error'}'>{esc(text)}</div>"
+
+# %% ../nbs/80_widgets.ipynb #c0be0af2
+class Confirm(W.VBox):
+    "A confirmation: a question, a reason, maybe 'force', and Confirm / Cancel; `act(action, reason, force)` on yes."
+    def __init__(self, act:Callable):
+        self.act, self.action = act, None
+        self.question = W.HTML()
+        self.reason = W.Text(description='Reason', placeholder='why (goes into the audit log)',
+                             layout=W.Layout(width='520px'))
+        self.force = W.Checkbox(description='force past a blocking gate (needs a reason; audited)', indent=False,
+                                layout=W.Layout(width='auto'))
+        self.go = W.Button(description='Confirm', button_style='warning', layout=W.Layout(width='auto'))
+        self.cancel = W.Button(description='Cancel', layout=W.Layout(width='auto'))
+        self.go.on_click(lambda _: self.yes()); self.cancel.on_click(lambda _: self.close_box())
+        super().__init__([self.question, self.reason, self.force, W.HBox([self.go, self.cancel])])
+        self.add_class('fmops-confirm'); self.layout.display = 'none'
+
+    def open_box(self, action:str, question:str, force:bool, go:str):
+        "Ask `question`; Confirm then does `action`."
+        self.action, self.question.value, self.go.description = action, f"<b>{esc(question)}</b>", go
+        self.force.value, self.force.layout.display = False, None if force else 'none'
+        self.layout.display = None
+
+    def close_box(self): self.action = None; self.reason.value = ''; self.layout.display = 'none'
+
+    def yes(self):
+        "Confirmed: close, then act."
+        action, reason, force = self.action, self.reason.value, self.force.value
+        if action is None: return None
+        self.close_box()
+        return self.act(action, reason, force)
+
+# %% ../nbs/80_widgets.ipynb #4fe70826
+def _ticks(lo:float, hi:float, n:int=5) -> list:
+    "About `n` round values from `lo` to `hi` (steps of 1, 2 or 5 times a power of ten)."
+    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo: return [lo]
+    raw = (hi - lo) / max(n - 1, 1)
+    p = 10 ** math.floor(math.log10(raw))
+    step = next(m * p for m in (1, 2, 5, 10) if m * p >= raw)
+    first = math.ceil(lo / step) * step
+    return [round(first + k * step, 12) for k in range(int((hi - first) / step + 1e-9) + 1)]
+
+# %% ../nbs/80_widgets.ipynb #e04b5a51
+def svg_curve(points:list, # (step, value) pairs
+              width:int=400, height:int=170, title:str='loss',
+              empty:str='waiting for the first step', # what the chart says without a point
+              reference:tuple|None=None, # (value, label): a dashed horizontal line, e.g. production's accuracy
+              x_range:tuple|None=None, # (first, last) step of the axis; default: the points'
+             ) -> str:
+    "A line of (step, value) points against a step axis, as inline SVG."
+    ok = lambda a: isinstance(a, (int, float)) and not isinstance(a, bool) and math.isfinite(a)
+    points = [(x, y) for x, y in points if ok(x) and ok(y)]
     if not points:
-        return (f"<svg class='fmops-curve' width='{width}' height='{height}'><text x='10' y='20' font-size='12'>"
-                f"{html.escape(title)}: waiting for the first step</text></svg>")
-    xs, ys = [p[0] for p in points], [p[1] for p in points]
-    x0, x1, y0, y1 = min(xs), max(xs) or 1, min(ys), max(ys)
-    sx = (width - 50) / max(x1 - x0, 1); sy = (height - 40) / max(y1 - y0, 1e-12)
-    pts = ' '.join(f"{40 + (x - x0) * sx:.1f},{height - 20 - (y - y0) * sy:.1f}" for x, y in points)
+        return (f"<svg class='fmops-curve' xmlns='http://www.w3.org/2000/svg' width='{width}' height='40'>"
+                f"<text x='4' y='20' font-size='12' fill='currentColor'>{esc(title)}: {esc(empty)}</text></svg>")
+    xs, ys = [p[0] for p in points], [p[1] for p in points] + ([reference[0]] if reference and ok(reference[0]) else [])
+    x0, x1 = x_range or (min(xs), max(xs)); x1 = max(x1, x0 + 1)
+    y0, y1 = min(ys), max(ys)
+    if y1 - y0 < 1e-12: y0, y1 = y0 - 0.5, y1 + 0.5
+    L, R, T, B = 46, 10, 24, 34
+    X = lambda x: L + (x - x0) * (width - L - R) / (x1 - x0)
+    Y = lambda y: height - B - (y - y0) * (height - T - B) / (y1 - y0)
+    line = lambda x_1, y_1, x_2, y_2, extra='': (f"<line x1='{x_1:.1f}' y1='{y_1:.1f}' x2='{x_2:.1f}' y2='{y_2:.1f}' "
+                                                  f"stroke='currentColor' {extra}/>")
+    text = lambda x, y, s, a='middle', extra='': (f"<text x='{x:.1f}' y='{y:.1f}' font-size='10' fill='currentColor' "
+                                                  f"text-anchor='{a}'{extra}>{esc(s)}</text>")
+    out = [f"<text x='{L}' y='14' font-size='12' font-weight='bold' fill='currentColor'>{esc(title)} "
+           f"(last {num(points[-1][1])} at step {esc(points[-1][0])})</text>",
+           line(L, height - B, width - R, height - B, "stroke-opacity='0.6'"),
+           line(L, T, L, height - B, "stroke-opacity='0.6'")]
+    for t in _ticks(x0, x1):
+        out += [line(X(t), height - B, X(t), height - B + 4), text(X(t), height - B + 15, num(t, 'g'))]
+    out.append(text((L + width - R) / 2, height - 4, 'step', extra=" fill-opacity='0.7'"))
+    for t in _ticks(y0, y1, 4):
+        out += [line(L - 4, Y(t), L, Y(t)), text(L - 6, Y(t) + 3, num(t, '.3g'), 'end'),
+                line(L, Y(t), width - R, Y(t), "stroke-opacity='0.12'")]
+    if reference and ok(reference[0]):
+        out += [f"<line x1='{L}' y1='{Y(reference[0]):.1f}' x2='{width - R}' y2='{Y(reference[0]):.1f}' "
+                f"stroke='{AMBER}' stroke-dasharray='5 3'><title>{esc(reference[1])}: {num(reference[0])}</title>"
+                "</line>", text(width - R, Y(reference[0]) - 3, f"{reference[1]} {num(reference[0])}", 'end')]
+    pts = ' '.join(f"{X(x):.1f},{Y(y):.1f}" for x, y in points)
+    out.append(f"<polyline fill='none' stroke='{BLUE}' stroke-width='1.5' points='{pts}'/>")
+    if len(points) <= 40: out += [f"<circle cx='{X(x):.1f}' cy='{Y(y):.1f}' r='2.2' fill='{BLUE}'/>" for x, y in points]
     return (f"<svg class='fmops-curve' xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' role='img' "
-            f"aria-label='{html.escape(title)}'>"
-            f"<text x='40' y='14' font-size='12' font-weight='bold'>{html.escape(title)} (last {ys[-1]:.4g} at step "
-            f"{esc(xs[-1])})</text>"
-            f"<text x='36' y='{height - 20}' font-size='10' text-anchor='end'>{y0:.3g}</text>"
-            f"<text x='36' y='28' font-size='10' text-anchor='end'>{y1:.3g}</text>"
-            f"<polyline fill='none' stroke='{BLUE}' stroke-width='1.5' points='{pts}'/></svg>")
+            f"aria-label='{esc(title)} per step'>{''.join(out)}</svg>")
 
-# %% ../nbs/80_widgets.ipynb #1d9a45fa
-_FINAL = ('finished', 'failed', 'stopped', 'killed')
+# %% ../nbs/80_widgets.ipynb #eea5b81d
+def rate(events:list) -> float|None:
+    "Steps per second of the process now writing `events` (a run's events, in order); None before it did a step."
+    start = max([i + 1 for i, e in enumerate(events) if e.get('kind') == 'resume'], default=0)
+    steps = [e for e in events[start:] if e.get('kind') == 'step' and isinstance(e.get('time'), (int, float))]
+    cut = max([0] + [i for i in range(1, len(steps)) if steps[i]['step'] <= steps[i - 1]['step']])
+    pts = steps[cut:]
+    if len(pts) < 2 or pts[-1]['time'] <= pts[0]['time']: return None
+    return (pts[-1]['step'] - pts[0]['step']) / (pts[-1]['time'] - pts[0]['time'])
 
+# %% ../nbs/80_widgets.ipynb #3fa48fc6
 class FinetunePanel(W.VBox):
-    "Live view of a fine-tune run."
+    "Live view of a fine-tune run: progress and time left, curves, Stop and Resume, its W&B link, its log, its result."
     def __init__(self, run, poll:float=1.0, live:bool=True):
-        self.run, self.poll = run, poll
+        self.run, self.poll, self.live, self._closed, self._thread = run, poll, live, False, None
         self.head = W.HTML()
         self.bar = W.IntProgress(min=0, max=max(1, run.info.get('total_steps') or 1), description='steps',
                                  layout=W.Layout(width='420px'))
-        self.eta = W.HTML()
+        self.eta = W.HTML(); self.eta.add_class('fmops-eta')
         self.stop_button = W.Button(description='Stop', icon='stop', button_style='danger',
                                     tooltip='checkpoint and stop the run')
-        self.stop_button.on_click(lambda _: self._stop())
-        self.curve = W.HTML(); self.log_view = W.HTML(); self.result = W.HTML()
-        super().__init__([self.head, W.HBox([self.bar, self.eta, self.stop_button]), self.curve, self.result,
-                          self.log_view])
-        self.add_class('fmops-finetune-panel')
+        self.stop_button.on_click(lambda _: self.stop())
+        self.resume_button = W.Button(description='Resume', icon='play', button_style='success',
+                                      tooltip='continue from the last checkpoint to the same final step')
+        self.resume_button.on_click(lambda _: self.resume())
+        self.curve, self.log_view, self.result, self.message = W.HTML(), W.HTML(), W.HTML(), W.HTML()
+        self.links, self._wandb = links_view([]), None
+        super().__init__([style(), self.head, W.HBox([self.bar, self.eta, self.stop_button, self.resume_button]),
+                          self.message, self.curve, self.result, self.links, self.log_view])
+        self.add_class('fmops'); self.add_class('fmops-panel'); self.add_class('fmops-finetune-panel')
         self.refresh()
-        self._thread = None
-        if live and run.status not in _FINAL:
-            import threading
-            self._thread = threading.Thread(target=self._follow, daemon=True, name=f'fmops-panel-{run.id}')
-            self._thread.start()
+        self.follow()
 
     def __repr__(self): return repr(self.run)
 
-# %% ../nbs/80_widgets.ipynb #35cd11e7
+# %% ../nbs/80_widgets.ipynb #52a97395
 @patch
-def _stop(self:FinetunePanel):
-    self.stop_button.disabled = True; self.stop_button.description = 'Stopping...'
-    import threading
-    threading.Thread(target=self.run.stop, daemon=True).start()
+def follow(self:FinetunePanel):
+    "Follow the run on a background thread while it goes on (not for a run that has ended)."
+    if self.live and self.run.status not in FINAL and not (self._thread and self._thread.is_alive()):
+        self._thread = threading.Thread(target=self._follow, daemon=True, name=f'fmops-panel-{self.run.id}')
+        self._thread.start()
 
-# %% ../nbs/80_widgets.ipynb #44fa4986
+# %% ../nbs/80_widgets.ipynb #fc6673f0
 @patch
 def _follow(self:FinetunePanel):
-    import time
-    while True:
+    while not self._closed:
         time.sleep(self.poll)
+        if self._closed: return
         self.refresh()
-        if self.run.status in _FINAL: self.refresh(); return
+        if self.run.status in FINAL: self.refresh(); return
+
+# %% ../nbs/80_widgets.ipynb #2ca6fa3b
+@patch
+def close(self:FinetunePanel):
+    "Stop following the run, and close the widgets."
+    self._closed = True
+    super(FinetunePanel, self).close()
+
+# %% ../nbs/80_widgets.ipynb #793ff7f6
+@patch
+def stop(self:FinetunePanel):
+    "Ask the run to checkpoint and stop (the Stop button); the panel follows it to `stopped`."
+    self.stop_button.disabled = True; self.stop_button.description = 'Stopping...'
+    threading.Thread(target=self.run.stop, daemon=True).start()
+
+# %% ../nbs/80_widgets.ipynb #19faef70
+@patch
+def resume(self:FinetunePanel):
+    "Resume a stopped, killed or failed run from its last checkpoint (the Resume button), and follow it again."
+    self.resume_button.disabled = True
+    try: self.run.resume()
+    except FmopsError as e:
+        self.message.value = f"<div class='fmops-error'>{esc(e)}</div>"; self.refresh(); return None
+    self.message.value = ''
+    self.refresh(); self.follow()
+    return self.run
+
+# %% ../nbs/80_widgets.ipynb #da060f77
+@patch
+def resumable(self:FinetunePanel, status:str) -> bool:
+    "Whether `Run.resume` would take this run now."
+    if status not in ('stopped', 'killed', 'failed'): return False
+    return self.run.spec.get('recipe') == 'script' or status == 'failed' or latest_checkpoint(self.run.dir) is not None
 
 # %% ../nbs/80_widgets.ipynb #4b8e2d61
 def _comparison_html(info:dict) -> str:
@@ -195,32 +780,158 @@ def _comparison_html(info:dict) -> str:
             + (f"What changed: <code>%fmops diff {html.escape(cmp['against'])} {html.escape(v)}</code>" if v else '')
             + "</div>")
 
-# %% ../nbs/80_widgets.ipynb #bb01fe16
+# %% ../nbs/80_widgets.ipynb #46847915
+def finetune_wandb(run) -> Link|None:
+    "The link to a fine-tune run's W&B run, when there is one."
+    meta, info = run.meta, run.info
+    url, wid = info.get('wandb_url') or meta.get('wandb_url'), meta.get('wandb_id')
+    root = run.dir.parent.parent / 'wandb'
+    if wid:
+        found = sorted(p for p in root.glob(f"*run-*-{wid}") if p.is_dir()) # one folder per process, by start time
+        return wandb_link(found, url) if found or url else None
+    if run.status not in FINAL: return None
+    for p in sorted(root.glob('*run-*'), reverse=True)[:50]: # newest first
+        try: rec = read_run(p)
+        except Exception: continue # another run's damaged or unfinished file is not this panel's concern
+        if rec.group == run.id and rec.job_type == 'finetune': return wandb_link(str(p))
+    return None
+
+# %% ../nbs/80_widgets.ipynb #7f6028cb
+def _duration(s:float) -> str:
+    "Seconds as a person reads them: '45 s', '3 min 20 s', '1 h 05 min'."
+    s = max(0, round(s))
+    if s < 60: return f"{s} s"
+    if s < 3600: return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+# %% ../nbs/80_widgets.ipynb #06684359
+def progress_text(status:str, step:int, total:int, events:list) -> str:
+    "The progress line of a run: step, rate and time left while it goes; where it ended once it has."
+    if status == 'finished': return f"finished: {step} of {total} steps"
+    if status in FINAL: return f"{status} at step {step} of {total}"
+    if status in ('created', 'queued') and not step: return f"starting — step 0 of {total}"
+    if status == 'evaluating': return f"evaluating the candidate — {step} of {total} steps done"
+    r = rate(events)
+    if r is None or r <= 0: return f"step {step} of {total}"
+    return f"step {step} of {total}, {r:.2f} steps/s, about {_duration((total - step) / r)} left"
+
+# %% ../nbs/80_widgets.ipynb #140a6abe
+def _curves(status:str, step:int, total:int, steps:list, evals:list, against:str|None) -> str:
+    "The loss curve and the evaluation curve of a run, side by side, as HTML."
+    where = ({'finished': 'no loss was reported'} | {s: f"{s} at step {step}" for s in ('stopped', 'killed', 'failed')}
+             ).get(status, 'waiting for the first step')
+    seen = [e['step'] for e in steps + evals if isinstance(e.get('step'), (int, float))]
+    rng = (0, max(seen + [1])) # one step axis for both charts: a point of the loss and an evaluation line up
+    loss = svg_curve([(e['step'], e.get('loss')) for e in steps], title='training loss', empty=where, x_range=rng)
+    mine = [e for e in evals if e.get('version') in (None, 'candidate')]
+    k = 'accuracy' if any('accuracy' in e for e in mine) else 'eval_loss'
+    ref = next((e.get(k) for e in evals if e.get('version') == against and against), None)
+    ev = (svg_curve([(e['step'], e.get(k)) for e in mine], title=f"eval {k.removeprefix('eval_')}",
+                    reference=(ref, against) if ref is not None else None, x_range=rng) if mine else '')
+    return f"<div class='fmops-curves'>{loss}{ev}</div>"
+
+# %% ../nbs/80_widgets.ipynb #887d132a
 @patch
 def refresh(self:FinetunePanel):
-    r = self.run; info = r.info; status = r.status
-    steps = r.events('step')
-    total = info.get('total_steps') or 1
-    self.bar.max = max(1, total); self.bar.value = min(r.step, total)
+    "Redraw the panel from the run folder."
+    r = self.run; info = r.info; status = r.status; events = r.events()
+    steps, evals = [e for e in events if e.get('kind') == 'step'], [e for e in events if e.get('kind') == 'eval']
+    total, step = info.get('total_steps') or 1, r.step
+    self.bar.max = max(1, total); self.bar.value = min(step, total)
     colour = {'finished': GREEN, 'failed': RED, 'killed': RED, 'stopped': AMBER}.get(status, BLUE)
     self.head.value = (f"<div class='fmops-finetune-head' style='border-left:6px solid {colour};padding-left:8px'>"
-                       f"<b>{html.escape(r.id)}</b>: "
-                       f"<span class='fmops-status'>{esc(status)}</span> — {esc(r.spec['recipe'])} on "
-                       f"{esc(r.meta.get('base_version') or r.spec['base'])}"
-                       + (f"<br><small>{html.escape(info['reason'])}</small>" if info.get('reason') else '') + "</div>")
-    if len(steps) >= 2 and status not in _FINAL:
-        rate = (steps[-1]['step'] - steps[0]['step']) / max(steps[-1]['time'] - steps[0]['time'], 1e-9)
-        left = (total - steps[-1]['step']) / rate if rate > 0 else float('nan')
-        self.eta.value = f"&nbsp;{esc(steps[-1]['step'])}/{esc(total)}, {rate:.2f} steps/s, ETA {left:.0f}s&nbsp;"
-    else: self.eta.value = f"&nbsp;{esc(r.step)}/{esc(total)}&nbsp;"
-    self.stop_button.disabled = status in _FINAL
-    if status in _FINAL: self.stop_button.description = 'Stopped' if status == 'stopped' else 'Stop'
-    self.curve.value = svg_curve([(e['step'], e['loss']) for e in steps]) + ''.join(
+                       f"<b>{esc(r.id)}</b>: <span class='fmops-status'>{esc(status)}</span> — "
+                       f"{esc(r.spec.get('recipe'))} on {esc(r.meta.get('base_version') or r.spec.get('base'))}"
+                       + (f"<br><small>{esc(info['reason'])}</small>" if info.get('reason') else '') + "</div>")
+    self.eta.value = f"&nbsp;{esc(progress_text(status, step, total, events))}&nbsp;"
+    final = status in FINAL
+    self.stop_button.layout.display = 'none' if final else None
+    self.resume_button.layout.display = None if self.resumable(status) else 'none'
+    self.resume_button.disabled = not self.resumable(status)
+    if not final: self.stop_button.disabled = self.stop_button.description == 'Stopping...'
+    else: self.stop_button.description = 'Stop'
+    against = (info.get('comparison') or {}).get('against')
+    during = [e for e in evals if not e.get('version')]
+    self.curve.value = _curves(status, step, total, steps, evals, against) + ''.join(
         f"<div class='fmops-eval'>eval at step {esc(e.get('step'))}: "
-        f"{esc(', '.join(f'{k} {num(v)}' for k, v in e.items() if k in ('accuracy', 'eval_loss')))}"
-        f"{' (' + html.escape(e['version']) + ')' if e.get('version') else ''}</div>" for e in r.events('eval'))
-    tail = r.tail(8)
+        f"{esc(', '.join(f'{k} {num(v)}' for k, v in e.items() if k not in ('kind', 'step', 'time', 'version')))}"
+        f"{' (' + esc(e['version']) + ')' if e.get('version') else ''}</div>"
+        for e in during[-1:] + [e for e in evals if e.get('version')]) # the latest; the curve has the others
+    link = finetune_wandb(r) if self._wandb is None or r.meta.get('wandb_id') else self._wandb # a glob: cheap
+    if link is not None and (self._wandb is None or link.text() != self._wandb.text()):
+        self._wandb = link
+        self.links.outputs = links_view([link]).outputs
     self.log_view.value = (f"<details class='fmops-log'{' open' if status in ('failed', 'killed') else ''}>"
                            f"<summary>log</summary><pre style='white-space:pre-wrap;font-size:11px'>"
-                           f"{html.escape(tail)}</pre></details>")
-    if status == 'finished' and info.get('comparison'): self.result.value = _comparison_html(info)
+                           f"{esc(r.tail(8))}</pre></details>")
+    self.result.value = _comparison_html(info) if status == 'finished' and info.get('comparison') else ''
+
+# %% ../nbs/80_widgets.ipynb #708c2333
+class ReportPanel(W.VBox):
+    "A report run: its status and values, links to its report, notebook and W&B run, and the report itself on request."
+    def __init__(self, run:ReportRun, home:Path|None=None # the notebook's folder (default: `notebook_dir()`)
+                ):
+        self.run, self.home = run, Path(home or notebook_dir())
+        self.summary = W.HTML(run._repr_html_())
+        where = (run.dir.parent.name, run.dir.name)
+        rec = run.record or {}
+        self.link_list = [file_link('Report', run.html, *where, home=self.home),
+                          file_link('Notebook', run.notebook, *where, home=self.home),
+                          wandb_link(rec.get('wandb_run'), rec.get('wandb_url'))]
+        self.links = links_view(self.link_list)
+        self.show_button = W.ToggleButton(description='Show the report here', icon='eye',
+                                          disabled=not run.html.is_file(), layout=W.Layout(width='max-content'))
+        self.show_button.observe(lambda ch: self.show(ch['new']), 'value')
+        self.frame = W.HTML()
+        super().__init__([style(), self.summary, self.links, self.show_button, self.frame])
+        self.add_class('fmops'); self.add_class('fmops-panel'); self.add_class('fmops-report-panel')
+
+    def __repr__(self): return repr(self.run)
+
+# %% ../nbs/80_widgets.ipynb #4d190cff
+@patch
+def show(self:ReportPanel, on:bool=True):
+    "Show the report inside the panel (a sandboxed iframe), or hide it."
+    if on and self.run.html.is_file():
+        page = self.run.html.read_text(encoding='utf-8', errors='replace')
+        self.frame.value = (f"<iframe class='fmops-report-frame' sandbox='' title='{esc(self.run.id)}' "
+                            f"srcdoc='{html.escape(page, quote=True)}'></iframe>")
+    else: self.frame.value = ''
+    if self.show_button.value != on: self.show_button.value = on
+    self.show_button.description = 'Hide the report' if on else 'Show the report here'
+
+# %% ../nbs/80_widgets.ipynb #f0d95b9e
+def run_columns() -> list:
+    "The columns of the table of runs."
+    st = lambda r: r.status
+    return [Column('run', key=lambda i, r: i, orders=TIMES), # ids start with their time: ft-YYYYmmdd-HHMMSS-...
+            Column('status', lambda i, r: esc(st(r)), lambda i, r: st(r)),
+            Column('recipe', lambda i, r: esc(r.spec.get('recipe')), lambda i, r: r.spec.get('recipe')),
+            number_column('step', lambda i, r: r.step, 'd'),
+            number_column('of', lambda i, r: r.info.get('total_steps'), 'd'),
+            Column('version', lambda i, r: esc(r.info.get('version') or ''), lambda i, r: r.info.get('version')),
+            Column('note', lambda i, r: esc((r.info.get('reason') or '')[:80]))]
+
+# %% ../nbs/80_widgets.ipynb #13681906
+class RunsPanel(W.VBox):
+    "Fine-tune runs, newest first; a click on a run's id opens its live panel below the list."
+    def __init__(self, runs:list):
+        self.runs = {r.id: r for r in runs}
+        self.head = W.HTML(f"<b>{len(runs)} fine-tune run{'' if len(runs) == 1 else 's'}</b>" if runs else
+                           "No fine-tune runs yet. Start one with <code>%%fmops finetune</code>.")
+        self.table = Grid(run_columns(), self.runs, sort_by='run', descending=True,
+                          on_select=self.show_run, picker='Run', row_class=lambda i, r: f"fmops-row-{r.status}")
+        self.detail = W.VBox()
+        super().__init__([style(), self.head] + ([self.table] if runs else []) + [self.detail])
+        self.add_class('fmops'); self.add_class('fmops-panel'); self.add_class('fmops-runs-panel')
+
+    def __repr__(self):
+        return ('\n'.join(repr(r) for r in self.runs.values())
+                or "No fine-tune runs yet. Start one with %%fmops finetune.")
+
+    def show_run(self, rid:str) -> FinetunePanel:
+        "Show the panel of run `rid` below the list (a click on its id)."
+        for old in self.detail.children: old.close()
+        p = FinetunePanel(self.runs[rid])
+        self.detail.children = (p,)
+        return p

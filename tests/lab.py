@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -76,6 +75,16 @@ class JupyterLab:
                 time.sleep(0.3)
         raise TimeoutError(f"jupyter lab did not answer in {timeout}s:\n{self.log.read_text()[-3000:]}")
 
+    def http_status(self, path: str) -> int:
+        "The HTTP status this server answers for `path` (e.g. `files/sub/x.html`), with the token."
+        import urllib.error
+        sep = "&" if "?" in path else "?"
+        try:
+            with urllib.request.urlopen(f"{self.url}/{path.lstrip('/')}{sep}token={self.token}", timeout=30) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+
     def pids(self) -> set[int]:
         "The server's pid and every process it started (kernels)."
         import psutil
@@ -139,6 +148,20 @@ class Browser:
             "() => { const w = window.jupyterapp.shell.currentWidget;"
             " const busy = [...document.querySelectorAll('.jp-InputPrompt')].some(e => e.textContent.includes('*'));"
             " return !busy && w.sessionContext.session.kernel.status === 'idle'; }", timeout=timeout_ms)
+
+    def set_theme(self, dark: bool, timeout_ms: int = 30_000):
+        "Switch JupyterLab to its dark (or light) theme, as Settings > Theme does, and wait until the page has it."
+        theme = "JupyterLab Dark" if dark else "JupyterLab Light"
+        self.page.evaluate(f"() => window.jupyterapp.commands.execute('apputils:change-theme', {{theme: '{theme}'}})")
+        self.page.wait_for_function(f"() => document.body.dataset.jpThemeLight === '{str(not dark).lower()}'"
+                                    " && getComputedStyle(document.body).getPropertyValue('--jp-layout-color0').trim() !== ''",
+                                    timeout=timeout_ms)
+        # the theme's stylesheet is swapped in: wait until the notebook's background follows it
+        want = "dark" if dark else "light"
+        self.page.wait_for_function(
+            "(want) => { const c = getComputedStyle(document.querySelector('.jp-Notebook')).backgroundColor;"
+            " const m = c.match(/\\d+/g); if (!m) return false; const l = (+m[0] + +m[1] + +m[2]) / 3;"
+            " return want === 'dark' ? l < 100 : l > 155; }", arg=want, timeout=timeout_ms)
 
     def outputs(self) -> list[str]:
         "The visible text of each cell's output area, in order."

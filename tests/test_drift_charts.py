@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from fmops_nb.drift import drift
-from fmops_nb.html import RED, column_detail, column_table, svg_timeline, vs_threshold
+from fmops_nb.html import RED, STYLE, column_detail, column_table, svg_timeline, vs_threshold
 
 XSS = "<img src=x onerror=alert(1)>"
 ESCAPED = "&lt;img src=x onerror=alert(1)&gt;"
@@ -124,7 +124,7 @@ def test_the_column_table_puts_each_method_against_its_own_threshold():
     assert (cols["ks_col"].method, cols["cat"].method) == ("ks", "chi2") and cols["cat"].statistic > 100
     assert cols["ks_col"].statistic < 1 and cols["ks_col"].drifted and not cols["calm"].drifted
     markup = column_table(rep)
-    rows = {re.search(r"<td style='text-align:left'>(.*?)</td>", r).group(1): r
+    rows = {re.search(r"<td class='fmops-text'>(.*?)</td>", r).group(1): r
             for r in re.findall(r"<tr class='fmops-.*?</tr>", markup)}
     assert "<th title=" in markup and ">vs threshold</th>" in markup
     for name, c in cols.items():
@@ -132,7 +132,8 @@ def test_the_column_table_puts_each_method_against_its_own_threshold():
         assert (width > tick) == c.drifted, (name, width, tick)  # past the tick exactly when it drifted
         assert f"<td>{c.statistic:.4g}</td>" in rows[name]  # the raw statistic stays in the table
     assert re.search(r"p \d\.\de-\d+</td>", rows["ks_col"])  # a test shows the corrected p-value that decided
-    order = re.findall(r"<td style='text-align:left'>(.*?)</td>", column_table(rep, "vs_threshold", True))
+    ordered = column_table(rep, "vs_threshold", True)
+    order = re.findall(r"<tr class='fmops-\w+'><td class='fmops-text'>(.*?)</td>", ordered)  # the name, first in a row
     assert order[-1] == "calm"
 
 
@@ -242,11 +243,11 @@ def test_chart_text_follows_the_theme():
     markup = svg_timeline(chunks) + column_detail(type("R", (), {"columns": {"x": C}})(), "x")
     for svg in svgs(markup):
         for t in svg.iter(f"{SVG}text"):
-            assert t.get("fill") == "currentColor" or "var(--jp-error-color1" in (t.get("style") or ""), \
-                ET.tostring(t)
+            assert t.get("fill") == "currentColor" or "fmops-bad-ink" in (t.get("class") or ""), ET.tostring(t)
         for line in svg.iter(f"{SVG}line"):
             assert line.get("stroke") in ("currentColor", RED)
     assert "#000" not in markup and "black" not in markup and "#333" not in markup
+    assert ".fmops svg .fmops-bad-ink{fill:var(--jp-error-color1," in STYLE  # red text: the theme's error colour
 
 
 def test_a_real_timeline_draws_each_drifting_column_with_its_threshold():

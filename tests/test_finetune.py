@@ -171,9 +171,9 @@ def test_bad_specs_are_refused_before_anything_starts(minilm, tmp_path, isolated
         (dict(learning_rate=-1e-3), "learning_rate must be a positive number"),
         (dict(batch_size=0), "batch_size must be a positive integer"),
         (dict(recipe="lorra"), "Did you mean 'lora'"),
-        (dict(recipe="lora", target_modules=["qkv_proj"]), None),  # caught in the run: see below
+        (dict(recipe="lora", target_modules=["qkv_proj"]), "target_modules ['qkv_proj'] are not modules of the base model"),
     ]
-    for over, msg in cases[:-1]:
+    for over, msg in cases:
         with pytest.raises(FmopsError, match=None) as e:
             launch(**small(minilm, **over))
         assert msg in str(e.value), (over, str(e.value))
@@ -185,12 +185,44 @@ def test_bad_specs_are_refused_before_anything_starts(minilm, tmp_path, isolated
     AutoTokenizer.from_pretrained(minilm).save_pretrained(tmp_path / "tiny")
     with pytest.raises(ValidationError, match="tokenizer has 30,522 tokens but its embeddings hold 64"):
         launch(**small(minilm, base=str(tmp_path / "tiny")))
-    # unknown target modules fail the run, with the reason, and register nothing
-    run = launch(**small(minilm, recipe="lora", target_modules=["qkv_proj"], max_steps=2))
-    assert run.wait(300) == "failed" and "target_modules ['qkv_proj'] are not modules of the base model" in run.info["reason"]
-    assert [r.id for r in runs()] == [run.id] and get_run(run.id).status == "failed"
-    with pytest.raises(NotFoundError):
-        Registry(log=False).get("modclf")
+    assert not list(Workspace.open().runs_dir.glob("ft-*"))
+    assert Registry(log=False).models() == []  # a folder base is registered only once every check has passed
+
+
+def test_a_base_or_production_the_recipe_cannot_use_is_refused_before_training(minilm, tmp_path):
+    """The reported mistake: a bare encoder is the production version of the model a LoRA result would join (no `model:`),
+    so the run trained fully and then failed evaluating it. Each such mistake is now an error at launch, naming the fix."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, ViTConfig
+    reg = Registry(log=False)
+    reg.register("encoder", minilm, aliases=["production"], check_names=False)
+    with pytest.raises(ValidationError) as e:
+        launch(**small(minilm, base="encoder:production", model="", recipe="lora", max_steps=2))
+    assert ("compared at the end with encoder:production (encoder:v1), which is not a sequence classifier (BertModel)"
+            in str(e.value)) and "`model: encoder-classifier`" in str(e.value)
+    labels = sorted(DATA.label.unique())
+    def classifier(folder, names):
+        AutoModelForSequenceClassification.from_pretrained(minilm, num_labels=len(names), id2label=dict(enumerate(names)),
+                                                           label2id={n: i for i, n in enumerate(names)}).save_pretrained(folder)
+        AutoTokenizer.from_pretrained(minilm).save_pretrained(folder)
+        return folder
+    # production classifies into other labels than the data's
+    reg.register("modclf", classifier(tmp_path / "spam", ["spam", "ham"]), aliases=["production"], check_names=False)
+    with pytest.raises(ValidationError, match="modclf:production .* a classifier of spam, ham, while the training data is labelled asyncio"):
+        launch(**small(minilm, recipe="head"))
+    # the base is a classifier of other labels
+    with pytest.raises(ValidationError, match="is a classifier of spam, ham, but the training data is labelled asyncio"):
+        launch(**small(minilm, base=str(tmp_path / "spam"), model="other"))
+    # the base is not a text model
+    ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37).save_pretrained(tmp_path / "vit")
+    with pytest.raises(ValidationError, match="The base is a vit model .* which transformers cannot make a sequence classifier of"):
+        launch(**small(minilm, base=str(tmp_path / "vit"), model="other"))
+    assert not list(Workspace.open().runs_dir.glob("ft-*")) and sorted(reg.models()) == ["encoder", "modclf"]
+    # a base that is a classifier of the same labels keeps its head and their order
+    order = labels[::-1]
+    run = launch(**small(minilm, base=str(classifier(tmp_path / "mine", order)), model="ordered", recipe="head", max_steps=1))
+    assert run.meta["labels"] == order
+    assert run.wait(300) == "finished", run.tail(30)
+    assert json.loads((run.dir / "final" / "config.json").read_text())["id2label"] == {str(i): n for i, n in enumerate(order)}
 
 
 def test_cli_runs_a_spec_file_and_lists_stops_resumes(minilm, tmp_path):

@@ -44,6 +44,9 @@ BAD_SETTINGS = [
     ("batch_size", 10**9, "batch_size is 1,000,000,000, more than 65,536"),
     ("lora_r", 0, "lora_r must be at least 1 for the lora recipe"),
     ("target_modules", [], "target_modules is empty"),
+    ("script_args", "--hidden 64", "script_args must be a list"),
+    ("script_args", ["--fast", True], "script_args must be a list of strings or numbers (the script's command line)"),
+    ("script_args", ["--hidden", "64"], "script_args is for recipe script (your own script's command line); the lora recipe has none"),
 ]
 
 
@@ -189,3 +192,43 @@ def test_a_run_whose_process_id_was_reused_reads_killed_and_stop_leaves_the_stra
         assert get_run(d.name, ws).status == "running"  # the same process: still the run's
     finally:
         stranger.kill(); stranger.wait()
+
+
+SCRIPT_DATA = [
+    (object(), "The train data is a object; a script run takes a DataFrame, a pyarrow Table"),
+    ("no-such-file.csv", "no-such-file.csv does not exist"),
+    (pd.DataFrame({"text": ["only one row"]}), "The training data has 1 row(s), too few to hold eval data out of"),
+    (pd.DataFrame({"mixed": [1, "one"]}), "The train data cannot be written as a parquet file for the script"),
+    (pd.DataFrame({"text": []}), "The training data has 0 row(s)"),
+]
+
+
+@pytest.mark.parametrize("train,words", SCRIPT_DATA, ids=["object", "missing-file", "one-row", "mixed-types", "empty"])
+def test_a_script_run_with_data_it_cannot_be_given_is_refused(train, words, tmp_path, hostile):
+    "A script's data is written as parquet before the run starts: data that cannot be is an error, and nothing is left."
+    hostile(f"recipe script with train={train!r}"[:120])
+    (tmp_path / "train.py").write_text("")
+    ws = Workspace.open()
+    with pytest.raises(FmopsError) as e:
+        launch(FinetuneSpec(base="", recipe="script", script=str(tmp_path / "train.py"), train=train), ws=ws)
+    assert words in str(e.value), str(e.value)
+    assert not list(ws.runs_dir.iterdir()) and Registry(ws, log=False).models() == []
+
+
+def test_report_eval_refuses_metric_names_that_are_not_metrics(tmp_path, monkeypatch, hostile):
+    "A script's evaluation: a name that shadows an event key, or one the registry would refuse, fails in the script."
+    from fmops_nb.finetune import load_checkpoint, report_eval
+    from fmops_nb.errors import NotFoundError
+    monkeypatch.setenv("FMOPS_RUN_DIR", str(tmp_path))
+    for name, words in (("time", "'time' cannot be a metric name"), ("kind", "'kind' cannot be a metric name"),
+                        ("acc<script>", "metric name 'acc<script>' is not allowed")):
+        hostile(f"report_eval(1, **{{{name!r}: 0.5}})")
+        with pytest.raises(ValidationError, match=words):
+            report_eval(1, **{name: 0.5})
+    assert not (tmp_path / "events.jsonl").exists()  # nothing half-written
+    report_eval(3, accuracy=0.5)
+    assert json.loads((tmp_path / "events.jsonl").read_text()) | {"time": 0} == {"kind": "eval", "step": 3, "time": 0,
+                                                                                "version": "candidate", "accuracy": 0.5}
+    hostile("load_checkpoint() before any save_checkpoint")
+    with pytest.raises(NotFoundError, match="latest_checkpoint\\(\\)` is None until the first `save_checkpoint`"):
+        load_checkpoint()

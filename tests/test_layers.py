@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "fmops_nb"
 LAYERS = {  # lowest first; a module may import its own layer (without cycles) and every layer below it
     "foundation": ["errors", "core", "progress", "tracking", "audit", "blobs", "record", "tasks", "html", "data"],
-    "engine": ["embeddings", "lm", "descriptors", "drift", "registry", "diff", "finetune", "reports", "monitor", "schedule", "demo"],
+    "engine": ["embeddings", "lm", "descriptors", "drift", "registry", "diff", "finetune", "reports", "monitor",
+               "schedule", "demo", "feedback"],
     "commands": ["commands"],
     "surface": ["widgets", "magics", "cli", "templates"],
 }
