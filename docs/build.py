@@ -645,6 +645,10 @@ def build(out:Path, jobs:int=2, run_heavy:bool=True, only:list[str]|None=None, k
     for k, sub in [('WANDB_DIR', ''), ('WANDB_DATA_DIR', 'data'), ('WANDB_CACHE_DIR', 'cache'),
                    ('WANDB_CONFIG_DIR', 'config'), ('WANDB_ARTIFACT_DIR', 'artifacts')]:
         os.environ.setdefault(k, str(scratch / 'wandb' / sub))
+    # and the notebooks' own temporary folders (each makes one, some hundreds of MB) go when the build ends
+    (scratch / 'tmp').mkdir()
+    saved = tempfile.tempdir, os.environ.get('TMPDIR')
+    tempfile.tempdir = os.environ['TMPDIR'] = str(scratch / 'tmp')
     ctx = multiprocessing.get_context('fork')
     try:
         with ctx.Pool(max(1, jobs), maxtasksperchild=1) as pool: # a fresh process per notebook: nothing leaks
@@ -652,7 +656,11 @@ def build(out:Path, jobs:int=2, run_heavy:bool=True, only:list[str]|None=None, k
                 log(f"  {slug}.html  {secs:.1f}s{'  FAILED' if err else ''}")
                 if err and not keep_going: pool.terminate(); raise RuntimeError(err)
                 if err: failed.append(err)
-    finally: shutil.rmtree(scratch, ignore_errors=True)
+    finally:
+        tempfile.tempdir = saved[0]
+        if saved[1] is None: os.environ.pop('TMPDIR', None)
+        else: os.environ['TMPDIR'] = saved[1]
+        shutil.rmtree(scratch, ignore_errors=True)
     fix_api_links(out)
     if failed: raise RuntimeError('\n\n'.join(failed) + f"\n{len(failed)} notebooks failed")
     log(f"built {len(todo)} pages into {out} in {time.time() - t0:.0f}s")

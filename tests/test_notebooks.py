@@ -18,6 +18,14 @@ def _drop_shell():
         sh.close()
 
 
+@pytest.fixture(autouse=True)
+def _notebook_temp_folders(tmp_path, monkeypatch):
+    "The notebook's own temporary folders (an example workspace can take 350 MB) go under the test's: pruned."
+    import tempfile
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("nb", NBS, ids=[p.stem for p in NBS])
 def test_notebook(nb):
