@@ -6,23 +6,30 @@
 from __future__ import annotations
 import argparse, atexit, gc, json, math, os, sys, textwrap, warnings
 from .core import Workspace, resolve_home, version
-from .errors import ExecutionError, FmopsError, FmopsWarning, WorkspaceError
+from .errors import ConfigError, ExecutionError, FmopsError, FmopsWarning, WorkspaceError
 from .audit import audit_log, reanchor_audit
 from .demo import make_demo
+from .demo_llm import make_llm_demo
 from .registry import Registry, verify_audit
 from .diff import diff
-from .finetune import FinetuneSpec, SPEC_EXAMPLE, SCRIPT_CONTRACT, launch, runs, get_run
+from .finetune import FinetuneSpec, SPEC_EXAMPLE, SFT_EXAMPLE, SCRIPT_CONTRACT, launch, runs, get_run
 from .reports import get_report
+from .governance import approve, check_role
 from . import reports as R
 from . import schedule as S
 from . import monitor as M
-from .commands import (HelpFormatter, chosen_parser, collect_params, drift_arguments, dry_run_argument,
+from . import feedback as FB
+from . import review as RV
+from .commands import diff_slice_arguments, slices_arguments, run_slices
+from .commands import (HelpFormatter, approve_arguments, chosen_parser, collect_params, drift_arguments,
+                       dry_run_argument,
                        force_argument, misspelt_flags, param_arguments, parse_metrics, reason_argument, run_drift,
                        spec_reference, templates)
 
 # %% auto #0
-__all__ = ['cmd_workspace', 'cmd_config', 'cmd_demo', 'cmd_drift', 'cmd_registry', 'cmd_diff', 'cmd_audit', 'cmd_finetune',
-           'cmd_report', 'cmd_schedule', 'cmd_monitor', 'cmd_alerts', 'parser', 'main']
+__all__ = ['cmd_workspace', 'cmd_workspace_migrate', 'cmd_config', 'cmd_demo', 'cmd_demo_llm', 'cmd_drift', 'cmd_registry',
+           'cmd_diff', 'cmd_audit', 'cmd_slices', 'cmd_finetune', 'cmd_report', 'cmd_schedule', 'cmd_monitor',
+           'cmd_alerts', 'cmd_approve', 'cmd_feedback', 'parser', 'main']
 
 # %% ../nbs/95_cli.ipynb #e75f8a76
 def _ws(args, create=True) -> Workspace: return Workspace.open(args.workspace, create=create)
@@ -44,6 +51,7 @@ def _print_json(obj):
 # %% ../nbs/95_cli.ipynb #4e49d6c5
 def cmd_workspace(args):
     "Print where the workspace keeps everything."
+    if args.action == 'migrate': return cmd_workspace_migrate(args)
     if args.init: ws = _ws(args)
     else:
         root, how = resolve_home(args.workspace)
@@ -52,6 +60,18 @@ def cmd_workspace(args):
     if args.json: return _print_json(d)
     print(repr(ws))
     if not ws.exists: print("\n(not created yet: it is created on first use, or now with `fmops workspace --init`)")
+
+# %% ../nbs/95_cli.ipynb #ef30212b
+def cmd_workspace_migrate(args):
+    "Move the workspace's metadata into PostgreSQL, checked by `audit verify` on both sides."
+    if not args.to:
+        raise ConfigError("Name the database to move to: `fmops workspace migrate --to postgresql://user@host/db`.")
+    ws = _ws(args, create=False)
+    out = ws.migrate_db(args.to, verify=verify_audit)
+    if args.json: return _print_json(out)
+    print(f"Moved {sum(out['rows'].values())} rows ({out['audit_rows']} audit rows) to {out['database']}; "
+          f"`audit verify` passed before and after. {ws.config_path} now points at it; the SQLite file was kept "
+          f"as {ws.db_path.name}.moved-to-postgresql.")
 
 # %% ../nbs/95_cli.ipynb #907b67f8
 def cmd_config(args):
@@ -64,14 +84,28 @@ def cmd_config(args):
 
 # %% ../nbs/95_cli.ipynb #e41e3355
 def cmd_demo(args):
-    "Create the demo workspace, model versions and policies, and run the maintenance report on it."
+    "Create the demo workspace, model versions and policies, and run the maintenance report on it (--llm: the LLM)."
+    if args.llm: return cmd_demo_llm(args)
+    folder, rows = args.dir or 'fmops-demo', 5000 if args.rows is None else args.rows
     if not args.json:
-        print(f"Creating the demo in {args.dir}: data, two versions of a ticket classifier, policies; "
+        print(f"Creating the demo in {folder}: data, two versions of a ticket classifier, policies; "
               f"then the maintenance report ...", flush=True)
-    res = make_demo(args.dir, n=args.rows, seed=args.seed, log=not args.no_wandb)
+    res = make_demo(folder, n=rows, seed=args.seed, log=not args.no_wandb)
     if args.json: _print_json(res.to_dict())
     else: print(repr(res))
     if res.status != 'finished': raise ExecutionError(f"The maintenance report {res.status}; see {res.html}")
+
+# %% ../nbs/95_cli.ipynb #b71d3e5a
+def cmd_demo_llm(args):
+    "The generative loop on the small generative model: traffic drifts, a LoRA SFT, a generation diff, the gate."
+    folder, rows = args.dir or 'fmops-llm-demo', 150 if args.rows is None else args.rows
+    if not args.json:
+        print(f"Creating the LLM demo in {folder}: the small generative model in production and its traffic; then "
+              f"the llm_report, whose policy launches a LoRA SFT, a generation diff and the gate ...", flush=True)
+    res = make_llm_demo(folder, n=rows, seed=args.seed, log=not args.no_wandb)
+    if args.json: _print_json(res.to_dict())
+    else: print(repr(res))
+    if res.status != 'finished': raise ExecutionError(f"The llm_report {res.status}; see {res.html}")
 
 # %% ../nbs/95_cli.ipynb #e030980c
 def cmd_drift(args):
@@ -86,7 +120,10 @@ def cmd_drift(args):
 # %% ../nbs/95_cli.ipynb #1d4b7b89
 def _workspace_parsers(sub):
     s = sub.add_parser('workspace', help='print where the workspace keeps everything')
+    s.add_argument('action', nargs='?', choices=['migrate'],
+                   help='migrate: move the metadata into the PostgreSQL database --to names (verified on both sides)')
     s.add_argument('--init', action='store_true', help='create the workspace if it does not exist')
+    s.add_argument('--to', metavar='URL', help='with migrate: a postgresql:// URL of an empty database or schema')
     s.add_argument('--json', action='store_true', help='print JSON')
     s.set_defaults(func=cmd_workspace)
     s = sub.add_parser('config', help='print the settings in force and where each came from')
@@ -105,9 +142,12 @@ def _drift_parser(sub):
 # %% ../nbs/95_cli.ipynb #c1c3ac90
 def _demo_parser(sub):
     s = sub.add_parser('demo', help='create the demo workspace and run the maintenance report on it')
-    s.add_argument('--dir', default='fmops-demo', help='folder to create the demo in (default: ./fmops-demo)')
+    s.add_argument('--llm', action='store_true', help='the generative loop instead: traffic of the small generative '
+                   'model drifts, a LoRA SFT, a generation diff, the gate (the fm extra)')
+    s.add_argument('--dir', help='folder to create the demo in (default: ./fmops-demo, with --llm ./fmops-llm-demo)')
     s.add_argument('--no-wandb', action='store_true', help='do not log to W&B')
-    s.add_argument('--rows', type=int, default=5000, help='rows per data window (default: 5000)')
+    s.add_argument('--rows', type=int, help='rows per data window (default: 5000; with --llm, traffic records per '
+                   'day: 150)')
     s.add_argument('--seed', type=int, default=0, help='random seed of the demo data (default: 0)')
     s.add_argument('--json', action='store_true', help='print JSON')
     s.set_defaults(func=cmd_demo)
@@ -171,6 +211,7 @@ def _collect_garbage(reg, args):
 def cmd_registry(args):
     "The `fmops registry ...` commands."
     reg, a = _registry(args), args.action
+    if a in ('register', 'rollback'): check_role(a, reg.ws) # promote: the approvals gate checks it
     if a == 'register': return _register_version(reg, args)
     if a in ('ls', 'show', 'lineage'): return _print_versions(reg, args)
     if a in ('promote', 'rollback'): return _move_alias(reg, args)
@@ -183,7 +224,8 @@ def cmd_registry(args):
 # %% ../nbs/95_cli.ipynb #9797809e
 def cmd_diff(args):
     "Print what changed between two versions."
-    d = diff(args.a, args.b, _registry(args, log=False), probe=args.probe, max_new_tokens=args.max_new_tokens)
+    d = diff(args.a, args.b, _registry(args, log=False), probe=args.probe, max_new_tokens=args.max_new_tokens,
+             slice_by=args.slice_by, redact=not args.no_redact)
     if args.json: _print_json(d.to_dict())
     else: print(repr(d))
 
@@ -248,7 +290,22 @@ def _diff_parser(sub):
                                                    'line): two causal-LM versions answer each one, side by side')
     s.add_argument('--max-new-tokens', type=int, default=32, metavar='N',
                    help='with --probe: the budget of each greedy answer, in new tokens (default: 32)')
+    diff_slice_arguments(s)
     s.set_defaults(func=cmd_diff)
+
+# %% ../nbs/95_cli.ipynb #ef015454
+def cmd_slices(args):
+    "Print the metrics per segment of a table of scored examples."
+    rep = run_slices(args, args.data)
+    if args.json: _print_json(rep.to_dict())
+    else: print(repr(rep))
+
+# %% ../nbs/95_cli.ipynb #fa5198a0
+def _slices_parser(sub):
+    s = sub.add_parser('slices', help='metrics per segment of a column: accuracy, selection rate, calibration, loss')
+    slices_arguments(s)
+    s.add_argument('--json', action='store_true', help='print JSON')
+    s.set_defaults(func=cmd_slices)
 
 # %% ../nbs/95_cli.ipynb #fe0f8ca5
 def _audit_parser(sub):
@@ -270,6 +327,7 @@ def _about(r) -> dict:
 # %% ../nbs/95_cli.ipynb #85f1325c
 def _finetune_run(ws, args):
     "`fmops finetune run`: launch a spec in the background; with --wait, follow it and fail unless it finished."
+    check_role('finetune', ws)
     run = launch(FinetuneSpec.from_file(args.spec), ws=ws, allow_duplicate=args.allow_duplicate)
     if not args.json:
         print(f"Started {run.id} ({run.dir}); follow it with: fmops finetune show {run.id}", flush=True)
@@ -312,6 +370,7 @@ def _finetune_epilog() -> str:
     return (f"spec keys (YAML, in the file `fmops finetune run SPEC.yaml` reads; paths relative to the file):\n"
             f"{spec_reference()}\n\nyour own training script:\n{SCRIPT_CONTRACT}\n"
             f"example spec.yaml:\n{textwrap.indent(SPEC_EXAMPLE, '  ')}\n"
+            f"example spec.yaml for a causal LM (sft-lora, sft-full):\n{textwrap.indent(SFT_EXAMPLE, '  ')}\n"
             f"run it with: fmops finetune run spec.yaml --wait")
 
 # %% ../nbs/95_cli.ipynb #41bfa529
@@ -338,6 +397,7 @@ def cmd_report(args):
     "The `fmops report ...` commands."
     ws = _ws(args)
     if args.action == 'run':
+        check_role('report', ws)
         r = R.run_report(args.template, collect_params(args.param, args.params_file), ws=ws, cwd=args.cwd,
                          timeout=args.timeout, retries=args.retries, dry_run=args.dry_run, log=not args.no_wandb,
                          show_code=args.show_code,
@@ -518,6 +578,59 @@ def _alerts_parser(sub):
     r = als.add_parser('ack', help='acknowledge an alert'); r.add_argument('id', type=int)
     s.set_defaults(func=cmd_alerts)
 
+# %% ../nbs/95_cli.ipynb #6c1a2b02
+def cmd_approve(args):
+    "`fmops approve`: sign a version off as the current user, audited; print the approval."
+    a = approve(args.version, args.reason or '', _ws(args))
+    return _print_json(a.to_dict()) if args.json else print(_printable(repr(a)))
+
+# %% ../nbs/95_cli.ipynb #6c1a2b03
+def _approve_parser(sub):
+    s = sub.add_parser('approve', help='sign a version off (a policy may require approvals before an alias moves)')
+    approve_arguments(s)
+    s.add_argument('--json', action='store_true', help='print JSON')
+    s.set_defaults(func=cmd_approve)
+
+# %% ../nbs/95_cli.ipynb #5abc8581
+def cmd_feedback(args):
+    "The `fmops feedback ...` commands."
+    ws = _ws(args)
+    if args.action in ('import', 'export'):
+        b = (FB.import_file(args.file, defaults={'queue': args.queue} if args.queue else None, ws=ws)
+             if args.action == 'import' else FB.export(args.file, queue=args.queue, ws=ws))
+        return _print_json(b.to_dict()) if args.json else print(repr(b))
+    if args.action == 'summary':
+        s = RV.summary(args.queue, ws)
+        return _print_json(s.to_dict()) if args.json else print(repr(s))
+    if args.action == 'metrics':
+        m = FB.metrics(queue=args.queue, version=args.version, by=args.by, ws=ws)
+        if args.json: return _print_json(m)
+        for k, v in (m.items() if args.by else [('all', m)]):
+            print(f"{k}: " + ', '.join(f"{n} {x:.4g}" if isinstance(x, float) else f"{n} {x}" for n, x in v.items()))
+        return
+    problems = FB.verify(ws)
+    for p in problems: print(p)
+    if problems: raise WorkspaceError(f"{len(problems)} feedback problems: the store does not match the audit log.")
+    print("Every stored judgement matches the audit log.")
+
+# %% ../nbs/95_cli.ipynb #9945e2ea
+def _feedback_parser(sub):
+    s = sub.add_parser('feedback', help='the feedback store: import, export, summary, metrics, verify')
+    fs = s.add_subparsers(dest='action', metavar='ACTION', required=True)
+    for name, what in (('import', 'store the judgements in a .jsonl or .parquet file'),
+                       ('export', 'write judgements to a .jsonl or .parquet file')):
+        r = fs.add_parser(name, help=what); r.add_argument('file')
+        r.add_argument('--queue', help='the queue (import: for rows without one; export: only this queue)')
+        r.add_argument('--json', action='store_true', help='print JSON')
+    r = fs.add_parser('summary', help="a review queue's progress and the reviewers' agreement (Cohen's kappa)")
+    r.add_argument('queue'); r.add_argument('--json', action='store_true', help='print JSON')
+    r = fs.add_parser('metrics', help='accuracy on reviewed items, correction rate, mean rating')
+    r.add_argument('--queue'); r.add_argument('--version', help="only this version ('model:vN')")
+    r.add_argument('--by', choices=('version', 'day', 'week', 'month'), help='one line per version or period')
+    r.add_argument('--json', action='store_true', help='print JSON')
+    fs.add_parser('verify', help='check every judgement against the audit log')
+    s.set_defaults(func=cmd_feedback)
+
 # %% ../nbs/95_cli.ipynb #a1a3f80a
 def parser() -> argparse.ArgumentParser:
     "The `fmops` argument parser."
@@ -528,8 +641,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument('-w', '--workspace', metavar='PATH',
                    help="workspace folder (default: FMOPS_HOME, [tool.fmops_nb] home, or ./.fmops)")
     sub = p.add_subparsers(dest='command', metavar='COMMAND')
-    for add in (_workspace_parsers, _drift_parser, _demo_parser, _registry_parser, _diff_parser, _audit_parser,
-                _finetune_parser, _report_parser, _schedule_parser, _monitor_parser, _alerts_parser):
+    for add in (_workspace_parsers, _drift_parser, _demo_parser, _registry_parser, _approve_parser, _diff_parser,
+                _slices_parser, _audit_parser, _finetune_parser, _report_parser, _schedule_parser, _monitor_parser,
+                _alerts_parser, _feedback_parser):
         add(sub) # in this order in `fmops --help`
     return p
 
@@ -590,4 +704,4 @@ def main(argv:list[str]|None=None) -> int:
         return _run(args)
 
 # `python -m fmops_nb.cli`, as cron lines use it
-if __name__ == '__main__' and 'IPython' not in sys.modules: sys.exit(main())
+if __name__ == '__main__' and str(globals().get('__file__', '')).endswith('cli.py'): sys.exit(main())

@@ -11,14 +11,16 @@ from pathlib import Path
 from .core import PluginRegistry, Workspace, resolve_home
 from .errors import FmopsError, ValidationError
 from .drift import drift, DecisionRule
+from .slices import slice_metrics, MIN_N
 from .reports import read_yaml, schema, template_dirs
 from .finetune import spec_keys
 from .html import esc, table
 
 # %% auto #0
-__all__ = ['PANELS', 'reason_argument', 'force_argument', 'dry_run_argument', 'param_arguments', 'collect_params',
-           'parse_metrics', 'drift_arguments', 'run_drift', 'misspelt_flags', 'chosen_parser', 'HelpFormatter',
-           'aligned', 'spec_reference', 'Templates', 'templates', 'panel']
+__all__ = ['PANELS', 'reason_argument', 'force_argument', 'approve_arguments', 'dry_run_argument', 'param_arguments',
+           'collect_params', 'parse_metrics', 'drift_arguments', 'run_drift', 'diff_slice_arguments',
+           'slices_arguments', 'run_slices', 'misspelt_flags', 'chosen_parser', 'HelpFormatter', 'aligned',
+           'spec_reference', 'Templates', 'templates', 'panel']
 
 # %% ../nbs/75_commands.ipynb #4c3f44a4
 def reason_argument(p, what:str='the audit log', # what the reason is recorded in
@@ -32,6 +34,12 @@ def force_argument(p):
     "`--force`: promote even when a promotion gate blocks it (needs --reason; audited)."
     p.add_argument('--force', action='store_true',
                    help='promote even when a promotion gate policy blocks it (needs --reason; audited)')
+
+# %% ../nbs/75_commands.ipynb #5e0a1d02
+def approve_arguments(p):
+    "The arguments of `fmops approve` and `%fmops approve`: the version to sign off and why."
+    p.add_argument('version', help='MODEL:vN (or MODEL:ALIAS) to sign off')
+    reason_argument(p, text='why it may ship (required): kept in the audit log with the approval')
 
 # %% ../nbs/75_commands.ipynb #a95cf67f
 def dry_run_argument(p, text:str='policies show what would fire and do nothing', # the help text
@@ -73,7 +81,8 @@ def parse_metrics(items:list|None) -> dict:
 # %% ../nbs/75_commands.ipynb #84cc76a9
 def drift_arguments(p:argparse.ArgumentParser, where:str='file'):
     "The arguments of `fmops drift` and `%fmops drift` (one definition for both)."
-    p.add_argument('reference', help=f'{where} (parquet, csv, jsonl) the model was validated on')
+    p.add_argument('reference', help=f'{where} (parquet, csv, jsonl; parquet also as a folder, glob or URL) '
+                                     f'the model was validated on')
     p.add_argument('current', help=f'{where} with the production window')
     p.add_argument('--columns', help='comma-separated columns to check (default: every column)')
     p.add_argument('--method', help='decide with one method where it applies: ks, wasserstein, psi, jensenshannon, '
@@ -96,8 +105,17 @@ def drift_arguments(p:argparse.ArgumentParser, where:str='file'):
     p.add_argument('--no-descriptors', action='store_true', help='no text descriptors, not even for LLM traffic')
     p.add_argument('--reference-lm', metavar='PATH',
                    help="a causal LM's folder (or tinylm): each described text's perplexity under it")
+    p.add_argument('--engine', default='local',
+                   help='where to compute: local (this process, default) or dask (a Dask cluster, needs the '
+                        'dask extra: pip install "fmops_nb[dask]")')
+    p.add_argument('--scheduler', metavar='ADDRESS',
+                   help='with --engine dask: the scheduler, e.g. tcp://10.0.0.5:8786 (default: a local cluster '
+                        'for the call)')
     p.add_argument('--log', action='store_true',
                    help='log the report to W&B (offline unless configured): summary, table, HTML artifact')
+    p.add_argument('--no-redact', action='store_true',
+                   help='keep personal data (emails, card numbers, ...) in the examples and categories the report '
+                        'shows and stores (default: redacted)')
 
 # %% ../nbs/75_commands.ipynb #19696544
 def run_drift(args, reference, current, ws=None):
@@ -106,12 +124,49 @@ def run_drift(args, reference, current, ws=None):
     cols = split(args.columns) if args.columns else None
     described = (False if getattr(args, 'no_descriptors', False) else True if args.descriptors == 'all'
                  else split(args.descriptors) if args.descriptors else None)
+    engine, scheduler = getattr(args, 'engine', 'local'), getattr(args, 'scheduler', None)
+    if scheduler and engine == 'local':
+        raise ValidationError(f"--scheduler {scheduler} needs --engine dask: the local engine has no scheduler.")
     rep = drift(reference, current, columns=cols, method=args.method,
                 rule=DecisionRule(mode=args.mode, correction=args.correction), seed=args.seed,
                 chunk_by=args.chunk_by, chunk_size=args.chunk_size, period=args.period, embedder=args.embedder,
-                descriptors=described, reference_lm=args.reference_lm)
+                descriptors=described, reference_lm=args.reference_lm, redact=not getattr(args, 'no_redact', False),
+                engine=engine, **({'scheduler': scheduler} if scheduler else {}))
     if args.log: rep.logged_to = rep.log(ws=ws() if callable(ws) else ws)
     return rep
+
+# %% ../nbs/75_commands.ipynb #5ae53ef5
+def diff_slice_arguments(p:argparse.ArgumentParser):
+    "The `--slice-by` and `--no-redact` flags of `fmops diff` and `%fmops diff` (one definition for both)."
+    p.add_argument('--slice-by', metavar='COL', action='append',
+                   help="compare the versions' stored per-segment metrics of this column (again for more; default: "
+                        "every column both have)")
+    p.add_argument('--no-redact', action='store_true',
+                   help='keep personal data in the flipped probe examples (default: redacted)')
+
+# %% ../nbs/75_commands.ipynb #f6c73778
+def slices_arguments(p:argparse.ArgumentParser, where:str='file'):
+    "The arguments of `fmops slices` and `%fmops slices` (one definition for both)."
+    p.add_argument('data', help=f'{where} (parquet, csv, jsonl) of scored examples, one row each')
+    p.add_argument('--slice-by', metavar='COL', action='append', required=True,
+                   help='a column to measure each segment (value) of; again for more columns')
+    p.add_argument('--label', default='label', help="the column of right answers (default: label)")
+    p.add_argument('--prediction', default='prediction', help="the column of the model's answers (default: prediction)")
+    p.add_argument('--score', metavar='COL', help="the model's confidence in its prediction: calibration (ECE)")
+    p.add_argument('--positive', help='the label counted as selected (default: 1 when the predictions are 0/1)')
+    p.add_argument('--loss', metavar='COL', help='a per-example loss (generative models)')
+    p.add_argument('--response', metavar='COL', help='the generated text: length and refusal rate')
+    p.add_argument('--min-n', type=int, default=MIN_N, metavar='N',
+                   help=f'segments with fewer rows are marked small (default: {MIN_N})')
+    p.add_argument('--no-redact', action='store_true', help='keep personal data in segment names (default: redacted)')
+
+# %% ../nbs/75_commands.ipynb #db7c3db7
+def run_slices(args, data):
+    "Measure the metrics per segment that `slices_arguments` describe. Returns the `SliceReport`."
+    positive = yaml.safe_load(args.positive) if args.positive is not None else None
+    return slice_metrics(data, by=args.slice_by, label=args.label, prediction=args.prediction, score=args.score,
+                         positive=positive, loss=args.loss, response=args.response, min_n=args.min_n,
+                         redact=not args.no_redact)
 
 # %% ../nbs/75_commands.ipynb #a11ef1d7
 def misspelt_flags(p:argparse.ArgumentParser, # the parser whose flags apply (the subcommand's)

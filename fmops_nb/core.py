@@ -14,6 +14,7 @@ from fastcore.basics import patch
 from .errors import FmopsError, PluginError
 from .errors import unknown_key
 from .html import table
+from .postgres import check_url, mask_url, pg_connect, copy_sqlite
 
 # %% auto #0
 __all__ = ['SETTINGS', 'CHOICES', 'GENESIS', 'find_pyproject', 'resolve_home', 'flatten', 'Config', 'config_template',
@@ -81,8 +82,14 @@ SETTINGS = {
                                   "Seconds the webhook sink waits for an answer; the alert is recorded either way."),
     'audit.key_file': ('', "A file holding the audit log's HMAC key (16+ bytes), outside the workspace folder. "
                            "FMOPS_AUDIT_KEY wins."),
+    'db.url': ('', "A PostgreSQL URL (postgresql://user@host:5432/db) that holds the workspace's metadata instead of "
+                   "fmops.db, so a team shares one registry; blobs stay in the workspace folder. FMOPS_DB_URL wins."),
+    'blobs.path': ('', "Where the content-addressed files live (default: blobs/ in the workspace folder); "
+                       "workspaces on several machines that share one db.url point it at one shared path."),
     'audit.anchor_file': ('', "Where the audit log's head is anchored (default: audit-head.json in the workspace); "
                               "point it outside the workspace to keep it from whoever can write there."),
+    'roles': ({}, "Who may do what, as a [roles] table of user = [roles] (viewer, maintainer, approver); empty: "
+                  "everyone may do everything. See fmops_nb.governance."),
 }
 
 CHOICES = {'wandb.mode': ('offline', 'online', 'disabled')}  # settings that take one of a few values
@@ -114,6 +121,7 @@ def _check_setting(key:str, value, source:str):
         raise ConfigError(f"Setting {key!r} in {source} must be one of {', '.join(CHOICES[key])}, got {value!r}.")
     if isinstance(value, float) and not math.isfinite(value): # TOML has nan and inf; no sleep or timeout takes them
         raise ConfigError(f"Setting {key!r} in {source} must be a finite number, got {value}. {SETTINGS[key][1]}")
+    if key == 'db.url' and value: check_url(value, f"Setting 'db.url' in {source}")
     if key == 'monitor.webhook_url' and value: # alerts are posted only to http(s): never file://, ftp://, ...
         from urllib.parse import urlsplit
         bad = lambda why: ConfigError(f"Setting 'monitor.webhook_url' in {source} {why}, got {value!r}. Write an "
@@ -160,9 +168,11 @@ class Config:
     def to_dict(self) -> dict: return dict(self.values)
     def __repr__(self):
         w = max(map(len, self.values))
-        return '\n'.join(f"{k:<{w}}  {v!r:<12} ({self.sources[k]})" for k,v in self.values.items())
+        return '\n'.join(f"{k:<{w}}  {v!r:<12} ({self.sources[k]})" for k,v in self._shown().items())
+    def _shown(self) -> dict: # the values as shown to a person: a database password masked
+        return self.values | ({'db.url': mask_url(self.values['db.url'])} if self.values['db.url'] else {})
     def _repr_html_(self):
-        rows = [[k, repr(v), self.sources[k], SETTINGS[k][1]] for k,v in self.values.items()]
+        rows = [[k, repr(v), self.sources[k], SETTINGS[k][1]] for k,v in self._shown().items()]
         return ("<div class='fmops-config'><b>fmops settings</b>"
                 + table('fmops-settings', ['setting', 'value', 'from', 'meaning'], rows) + "</div>")
 
@@ -279,7 +289,7 @@ class Workspace:
                  chosen_by:str='argument', # what chose this folder, shown by `describe`
                 ):
         self.root, self.chosen_by = Path(root).resolve(), chosen_by
-        self._config, self._readonly = None, None
+        self._config, self._readonly, self._db_url = None, None, None # _db_url: set only by migrate_db
 
     @classmethod
     def open(cls, path:str|Path|None=None, # explicit folder; else FMOPS_HOME, pyproject.toml, ./.fmops
@@ -297,17 +307,20 @@ class Workspace:
         return ws
 
     db_path = property(lambda self: self.root/'fmops.db')
-    blobs_dir = property(lambda self: self.root/'blobs'/'sha256')
+    blobs_dir = property(lambda self: (self._setting_path('blobs.path') if self.config['blobs.path']
+                                       else self.root/'blobs')/'sha256')
     runs_dir = property(lambda self: self.root/'runs')
     reports_dir = property(lambda self: self.root/'reports')
     wandb_dir = property(lambda self: self.root/'wandb')
     config_path = property(lambda self: self.root/'config.toml')
-    exists = property(lambda self: self.db_path.is_file())
+    exists = property(lambda self: self.config_path.is_file() if self.db_url else self.db_path.is_file())
 
     @property
     def readonly(self) -> bool:
         "Can this process only read the workspace (files or folder not writable)? Its connections then open read-only."
         if self._readonly is None:
+            if self.db_url: # the folder's permissions; the server decides about the database
+                return self.root.is_dir() and not os.access(self.root, os.W_OK)
             if not self.db_path.exists(): return False
             self._readonly = not (os.access(self.db_path, os.W_OK) and os.access(self.root, os.W_OK))
         return self._readonly
@@ -322,24 +335,43 @@ class Workspace:
         d = self.describe(); w = max(map(len, d))
         return '\n'.join(f"{k:<{w}}  {v}" for k,v in d.items())
 
+# %% ../nbs/01_core.ipynb #613a0ffe
+@patch(as_prop=True)
+def db_url(self:Workspace) -> str:
+    "The PostgreSQL URL holding this workspace's metadata ('' for its SQLite file): FMOPS_DB_URL, else `db.url`."
+    if self._db_url: return self._db_url
+    if env := os.environ.get('FMOPS_DB_URL'): return check_url(env, 'FMOPS_DB_URL')
+    return self.config['db.url']
+
+
+# %% ../nbs/01_core.ipynb #a63c8f82
+@patch(as_prop=True)
+def db_name(self:Workspace) -> str:
+    "The database, as messages name it: fmops.db's path, or the PostgreSQL URL with its password masked."
+    return mask_url(self.db_url) if self.db_url else str(self.db_path)
+
+
 # %% ../nbs/01_core.ipynb #6da5556b
 @patch
 def init(self:Workspace) -> Workspace:
     "Create the layout and the database if missing; an existing workspace is left as it is (and may be read-only)."
     if self.root.exists() and not self.root.is_dir():
         raise WorkspaceError(f"{self.root} exists and is not a folder. Choose another workspace path.")
-    self._check_not_lost()
+    self._check_not_lost() # with a database server: reached before anything is written
     if self.readonly: return self # nothing is created or upgraded in a workspace this user cannot write
     try:
         for d in (self.blobs_dir, self.runs_dir, self.reports_dir, self.wandb_dir):
             if not d.is_dir(): d.mkdir(parents=True, exist_ok=True)
         if not self.config_path.exists(): atomic_write(self.config_path, config_template())
-        if not self.db_path.exists():
+        if not self.db_url and not self.db_path.exists():
             with contextlib.suppress(FileExistsError): # created with fmops' file permissions, not SQLite's
                 os.close(os.open(self.db_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, file_mode()))
     except OSError as e: raise WorkspaceError(f"Cannot create the workspace at {self.root}: {e}") from e
     with contextlib.closing(self.connect()) as con:
-        if con.execute("PRAGMA journal_mode").fetchone()[0] != 'wal': con.execute("PRAGMA journal_mode=WAL")
+        if self.db_url: # AUTOINCREMENT's high-water marks (SQLite keeps them in sqlite_sequence)
+            con.execute("CREATE TABLE IF NOT EXISTS fmops_sequences "
+                        "(name TEXT PRIMARY KEY, col TEXT NOT NULL, seq INTEGER NOT NULL)")
+        elif con.execute("PRAGMA journal_mode").fetchone()[0] != 'wal': con.execute("PRAGMA journal_mode=WAL")
         con.execute("CREATE TABLE IF NOT EXISTS schema_versions "
                     "(component TEXT PRIMARY KEY, version INTEGER NOT NULL, applied_at TEXT NOT NULL)")
     return self
@@ -356,11 +388,11 @@ def _has_blobs(self:Workspace) -> bool:
 @patch
 def _check_not_lost(self:Workspace):
     "Refuse a missing, empty or emptied database when the blob store or the audit anchor show there was data."
-    db, what, rows = self.db_path, None, None
-    if db.exists() and not db.is_file():
+    db, what, rows = self.db_name, None, None
+    if not self.db_url and self.db_path.exists() and not self.db_path.is_file():
         raise WorkspaceError(f"{db} is not a file. Move it aside or restore fmops.db from a backup.")
-    if not db.exists(): what = 'is missing'
-    elif db.stat().st_size == 0: what = 'is empty (0 bytes)'
+    if not self.db_url and not self.db_path.exists(): what = 'is missing'
+    elif not self.db_url and self.db_path.stat().st_size == 0: what = 'is empty (0 bytes)'
     else:
         with contextlib.closing(self.connect()) as con:
             tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -381,7 +413,7 @@ def _check_not_lost(self:Workspace):
                              f"start over with an empty database: that would orphan every stored version, and "
                              f"`fmops registry gc` would then delete their files. Restore fmops.db from a backup, "
                              f"then run `fmops audit verify`. To start a new workspace instead, move {self.root} "
-                             f"aside.")
+                             f"aside{' (and point it at another database)' if self.db_url else ''}.")
 
 # %% ../nbs/01_core.ipynb #b7e2debf
 @patch
@@ -398,6 +430,7 @@ def reload(self:Workspace): self._config = None; return self
 @patch
 def connect(self:Workspace) -> sqlite3.Connection:
     "A new connection to the database (autocommit off; `transaction()` writes); read-only if the workspace is."
+    if self.db_url: return pg_connect(self.db_url, self)
     try:
         if self.readonly: # immutable, unless a WAL file may hold data not yet in the database file
             wal = os.path.exists(f"{self.db_path}-wal")
@@ -417,7 +450,7 @@ def transaction(self:Workspace):
     if self.readonly: raise self._readonly_error()
     con = self.connect()
     try:
-        con.execute("BEGIN IMMEDIATE")
+        con.execute("BEGIN IMMEDIATE") # PostgreSQL: BEGIN and the workspace's advisory lock, one writer at a time
         yield con
         con.execute("COMMIT")
     except BaseException:
@@ -457,14 +490,54 @@ def ensure_schema(self:Workspace, component:str, # who owns the tables, e.g. "re
         row = con.execute("SELECT version FROM schema_versions WHERE component=?", (component,)).fetchone()
         have = row['version'] if row else 0
         if have > len(migrations):
-            raise WorkspaceError(f"The {component} tables in {self.db_path} are at version {have}, newer than this "
+            raise WorkspaceError(f"The {component} tables in {self.db_name} are at version {have}, newer than this "
                                  f"fmops_nb knows ({len(migrations)}). Upgrade fmops_nb.")
         for script in migrations[have:]:
             for stmt in (s.strip() for s in script.split(';')):
                 if stmt: con.execute(stmt)
         if have < len(migrations):
-            con.execute("INSERT OR REPLACE INTO schema_versions VALUES (?,?,?)", (component, len(migrations), utcnow()))
+            con.execute("INSERT INTO schema_versions VALUES (?,?,?) ON CONFLICT (component) DO UPDATE SET "
+                        "version = excluded.version, applied_at = excluded.applied_at",
+                        (component, len(migrations), utcnow()))
     return len(migrations)
+
+# %% ../nbs/01_core.ipynb #5cdad4a4
+@patch
+def _write_db_url(self:Workspace, url:str):
+    "Add `[db] url = ...` to the workspace's config.toml (refused if it already has a [db] table)."
+    text = self.config_path.read_text(encoding='utf-8') if self.config_path.exists() else ''
+    if 'db' in tomllib.loads(text):
+        raise ConfigError(f"{self.config_path} already has a [db] table: remove it, then run the migration again.")
+    atomic_write(self.config_path, text.rstrip('\n') + f"\n\n[db]\nurl = {json.dumps(url)}\n")
+
+# %% ../nbs/01_core.ipynb #103d6a6e
+@patch
+def migrate_db(self:Workspace, url:str, # the PostgreSQL database to move to; it must hold no fmops tables yet
+               verify=None, # `verify(ws) -> check` with `.ok` and `.problems`, run on both sides (e.g. verify_audit)
+              ) -> dict:
+    "Move this SQLite workspace's metadata into PostgreSQL, verified on both sides; the files stay where they are."
+    check_url(url, '--to')
+    if self.db_url: raise ConfigError(f"This workspace already keeps its metadata in {self.db_name}.")
+    if not self.db_path.is_file(): raise WorkspaceError(f"No fmops.db at {self.db_path}: there is nothing to move.")
+    before = verify(self) if verify else None
+    if before is not None and not before.ok:
+        raise WorkspaceError(f"`fmops audit verify` fails on {self.db_path} ({'; '.join(before.problems[:3])}): fix "
+                             f"that first, so the copy does not carry it over. Nothing was moved.")
+    with self.transaction() as src, contextlib.closing(pg_connect(url, self)) as dst: # SQLite write lock: no writer
+        counts = copy_sqlite(src, dst)
+    target = Workspace(self.root, self.chosen_by)
+    target._db_url = url
+    after = verify(target) if verify else None
+    if after is not None and not after.ok:
+        raise WorkspaceError(f"The copy in {mask_url(url)} does not verify ({'; '.join(after.problems[:3])}); the "
+                             f"workspace still uses {self.db_path}. Drop the copied tables before trying again.")
+    self._write_db_url(url)
+    for side in ('', '-wal', '-shm'): # the old file, kept (renamed) as the backup of the move
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(f"{self.db_path}{side}", f"{self.db_path}.moved-to-postgresql{side}")
+    self.reload()
+    return {'database': mask_url(url), 'rows': counts, 'audit_rows': counts.get('audit', 0),
+            'verified': verify is not None}
 
 # %% ../nbs/01_core.ipynb #d402a61f
 # ---- the audit log's key and anchor (the log itself lives in fmops_nb.audit)
@@ -573,7 +646,7 @@ def write_anchor(self:Workspace, con=None, # a connection to read the head with 
 def describe(self:Workspace) -> dict:
     "Where everything lives, and what chose it."
     return {'workspace': str(self.root), 'chosen_by': self.chosen_by, 'config': str(self.config_path),
-            'database': str(self.db_path), 'blobs': str(self.blobs_dir), 'runs': str(self.runs_dir),
+            'database': self.db_name, 'blobs': str(self.blobs_dir), 'runs': str(self.runs_dir),
             'reports': str(self.reports_dir), 'wandb': str(self.wandb_dir)}
 
 # %% ../nbs/01_core.ipynb #2b4f91e4

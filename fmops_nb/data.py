@@ -4,14 +4,14 @@
 
 # %% ../nbs/08_data.ipynb #907ab405
 from __future__ import annotations
-import datetime as _dt, hashlib
+import datetime as _dt, glob as _glob, hashlib, re
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
-from .errors import ValidationError, Uncomparable
+from .errors import ValidationError, Uncomparable, require
 
 # %% auto #0
-__all__ = ['KINDS', 'Column', 'Dataset', 'load']
+__all__ = ['KINDS', 'Column', 'Dataset', 'parquet_files', 'ParquetSource', 'load']
 
 # %% ../nbs/08_data.ipynb #dbddd31b
 KINDS = ('numeric', 'categorical', 'boolean', 'datetime', 'text', 'embedding')
@@ -117,6 +117,67 @@ def _parquet_file(p:Path):
         raise ValidationError(f"Cannot read {p} as parquet: {e}. Check that it is a complete parquet file "
                               f"(a 0-byte or partly written file is not), or write it again.") from None
 
+# %% ../nbs/08_data.ipynb #a7c1e002
+def _natural(path:str) -> list:
+    "A sort key that puts part-2 before part-10 (the order in which Dask reads a folder's files)."
+    return [int(t) if t.isdigit() else t for t in re.split(r'(\d+)', path)]
+
+# %% ../nbs/08_data.ipynb #a7c1e003
+def parquet_files(data) -> tuple|None:
+    """(the parquet files in order, their fsspec filesystem or None for local files) when `data` is a folder, a glob or
+    an fsspec URL; None for anything else (one local file included)."""
+    if not isinstance(data, (str, Path)): return None
+    s = str(data)
+    url, pattern = '://' in s, any(c in s for c in '*?[')
+    if s.startswith('file://'): s, url = s[len('file://'):], False
+    p = Path(s).expanduser()
+    if not (url or pattern or p.is_dir()): return None
+    if url:
+        fsspec = require('fsspec', 'dask', f'reading {s}')
+        try:
+            fs, path = fsspec.core.url_to_fs(s)
+            files = fs.glob(path) if pattern else (fs.find(path) if fs.isdir(path) else [path])
+        except (ImportError, ValueError, OSError) as e:
+            raise ValidationError(f"Cannot list {s}: {e}. Check the URL, and install the package of its protocol "
+                                  f"(s3fs for s3://, gcsfs for gs://, ...).") from None
+    else: fs, files = None, (_glob.glob(str(p), recursive=True) if pattern else [str(f) for f in p.rglob('*')])
+    files = sorted((f for f in files if f.lower().endswith(('.parquet', '.pq'))
+                    and not Path(f).name.startswith(('_', '.'))), key=_natural)
+    if not files:
+        raise ValidationError(f"{data} holds no parquet file (.parquet, .pq). Pass a folder of parquet files, a glob "
+                              f"such as 'events/*.parquet', or a URL such as 's3://bucket/events/'.")
+    return files, fs
+
+# %% ../nbs/08_data.ipynb #a7c1e005
+class ParquetSource:
+    "Parquet read one row group at a time: one file, or the files of a folder, glob or URL, in order."
+    def __init__(self, data): # a parquet path, folder, glob or fsspec URL
+        import pyarrow.parquet as pq
+        self.src, found = str(data), parquet_files(data)
+        self.files, fs = ([str(Path(data).expanduser())], None) if found is None else found
+        self.parts = [_parquet_file(Path(f)) if fs is None else pq.ParquetFile(fs.open(f, 'rb')) for f in self.files]
+        schema = self.parts[0].schema_arrow
+        for f, pf in zip(self.files[1:], self.parts[1:]):
+            if not pf.schema_arrow.equals(schema):
+                cols = lambda s: ', '.join(f"{c.name}: {c.type}" for c in s)
+                raise ValidationError(f"{f} has columns ({cols(pf.schema_arrow)}), the first file of {self.src} "
+                                      f"({cols(schema)}): the files disagree on the schema. Rewrite the odd file "
+                                      f"with the dataset's columns and types, or leave it out.")
+        self.names = schema.names
+
+    @property
+    def num_rows(self) -> int: return sum(pf.metadata.num_rows for pf in self.parts)
+
+    def row_groups(self, columns:list|None=None):
+        "(file, row group number, Table of `columns`) for every row group, in order."
+        import pyarrow as pa
+        for f, pf in zip(self.files, self.parts):
+            for i in range(pf.num_row_groups):
+                try: yield f, i, pf.read_row_group(i, columns=columns)
+                except (pa.ArrowException, OSError) as e:
+                    raise ValidationError(f"Cannot read row group {i} of {f}: {e}. Check that it is a complete "
+                                          f"parquet file, or write it again.") from None
+
 # %% ../nbs/08_data.ipynb #5e107eaf
 def _read_path(p:Path, pick):
     "The columns `pick(names)` of a parquet, csv or jsonl file as a Table, and the names of all its columns."
@@ -215,6 +276,11 @@ def _to_arrow(obj, pick=lambda names: names, kinds:dict|None=None):
     """The columns `pick(names)` of `obj` as a pyarrow Table or a dict of arrays (for inputs arrow cannot hold as one
     table), the names of all its columns, and its number of rows. Only the picked columns are converted."""
     import pyarrow as pa
+    if isinstance(obj, (str, Path)) and parquet_files(obj) is not None: # a folder, glob or URL
+        src = ParquetSource(obj)
+        cols = pick(src.names)
+        tbl = pa.concat_tables([t for _, _, t in src.row_groups(cols)])
+        return tbl, src.names, tbl.num_rows
     if isinstance(obj, (str, Path)):
         tbl, names = _read_path(Path(obj).expanduser(), pick)
         return tbl, names, tbl.num_rows

@@ -24,6 +24,8 @@ from fastcore.basics import patch
 from .lm import generate, perplexity, _LOADED, _quiet_transformers
 from .descriptors import _REFUSAL
 from .embeddings import embed_texts
+from .pii import redact_all
+from .slices import compare_slices
 
 # %% auto #0
 __all__ = ['SCHEMA', 'config_diff', 'metrics_diff', 'data_diff', 'TensorDiff', 'weights_diff', 'by_module', 'Probe',
@@ -622,6 +624,7 @@ class VersionDiff:
     cost: dict
     lineage: str
     generation: dict|None = None # a causal LM's answers on a prompt probe, compared (`generation_diff`)
+    slices: dict|None = None # both versions' stored slices, per segment (`slices.compare_slices(...).to_dict()`)
 
     @property
     def changed_tensors(self) -> list[TensorDiff]: return [t for t in self.tensors if t.change != 'same']
@@ -649,6 +652,10 @@ class VersionDiff:
             lines += [f"LoRA ΔW of {vid}:"] + [
                 f"  {m['module']:<48} rank {m['rank']}/{m['r']}  ‖ΔW‖ {m['norm_delta']:.3g}"
                 + (f"  ‖ΔW‖/‖W‖ {m['rel_delta']:.3g}" if m['rel_delta'] is not None else '') for m in mods]
+        worse = [r for r in (self.slices or {}).get('rows', []) if r['worse'] and not r['small']]
+        if worse:
+            lines += ['Segments that got worse:'] + [f"  {r['column']}={r['segment']}: {r['metric']} {r['a']:.4g} -> "
+                                                     f"{r['b']:.4g} (n={r['n_b']:,})" for r in worse[:20]]
         if self.generation: lines += _generation_lines(self.generation)
         elif self.behaviour and self.behaviour['flipped']:
             lines += [f"Flipped on the probe ({self.behaviour['n_flipped']}):"] + [
@@ -674,14 +681,32 @@ def headline(self:VersionDiff) -> str:
     beh = (f"; {_generation_summary(self.generation)}" if self.generation else
            f"; agrees on {self.behaviour['agreement']:.1%} of {self.behaviour['n']} probe inputs" if self.behaviour
            else '')
+    worse = {(r['column'], r['segment']) for r in (self.slices or {}).get('rows', []) if r['worse'] and not r['small']}
+    seg = f"; worse for {len(worse)} segment{'s' if len(worse) != 1 else ''}" if worse else ''
     return (f"{self.a} → {self.b}: {w}; {len(self.config)} config change{'s' if len(self.config) != 1 else ''}"
-            + (f"; {', '.join(mets)}" if mets else '') + beh)
+            + (f"; {', '.join(mets)}" if mets else '') + beh + seg)
+
+# %% ../nbs/21_diff.ipynb #6d957016
+def _slice_diff(va:Version, vb:Version, slice_by:list|None) -> dict|None:
+    "The per-segment comparison of two versions' stored slices (None when either has none and none were asked for)."
+    if isinstance(slice_by, str): slice_by = [slice_by]
+    for v in (va, vb):
+        lack = [c for c in slice_by or [] if c not in (v.slices or {})]
+        if lack:
+            raise ValidationError(f"{v.id} has no slices by {', '.join(map(repr, lack))}"
+                                  f"{' (it has: ' + ', '.join(v.slices) + ')' if v.slices else ''}. Measure them with "
+                                  f"fmops_nb.slices.slice_metrics(data, by=...) and register the version with "
+                                  f"metrics={{'slices': report.to_metrics()}}.")
+    if va.slices is None or vb.slices is None: return None
+    return compare_slices(va.slices, vb.slices, columns=slice_by).to_dict()
 
 # %% ../nbs/21_diff.ipynb #191bbaf8
 def diff(a:str, b:str, # versions or aliases: 'model:v1', 'model:production'
          registry:Registry|None=None,
          probe:Probe|PromptProbe|str|Path|None=None, # a classifier's Probe; a PromptProbe or jsonl file for causal LMs
          max_new_tokens:int=32, # with a prompt probe: each answer's budget, in new tokens
+         slice_by:list|None=None, # compare the versions' stored slices of these columns only (default: all they share)
+         redact:bool=True, # personal data in the probe's inputs and outputs the diff keeps: redacted
         ) -> VersionDiff:
     "What changed from `a` to `b`: config, metrics, data, weights per tensor and module, behaviour on a probe."
     reg = registry or Registry(log=False)
@@ -699,9 +724,10 @@ def diff(a:str, b:str, # versions or aliases: 'model:v1', 'model:production'
     lin = _lineage(reg, va, vb)
     gen = generation_diff(reg, va, vb, probe, max_new_tokens) if isinstance(probe, PromptProbe) else None
     beh = _as_behaviour(gen) if gen else behaviour_diff(probe, va, vb) if probe is not None else None
+    if redact: gen, beh = redact_all(gen), redact_all(beh)
     return VersionDiff(va.id, vb.id, cfg, metrics_diff(va.metrics, vb.metrics),
                        data_diff(va.meta.get('data', {}), vb.meta.get('data', {})), tensors, modules, lora, beh, cost,
-                       lin, gen)
+                       lin, gen, _slice_diff(va, vb, slice_by))
 
 # %% ../nbs/21_diff.ipynb #ebca1fb5
 def _check_generative(reg:Registry, va:Version, vb:Version):

@@ -9,7 +9,7 @@ from pathlib import Path
 from dataclasses import dataclass, field, asdict
 import numpy as np
 from .core import PluginRegistry, atomic_write
-from .data import Dataset, load, _parquet_file, _pick
+from .data import Dataset, load, _pick, ParquetSource, parquet_files
 from .errors import ExecutionError, MissingDependencyError, ValidationError
 from fastcore.basics import patch
 from .html import display_unless_shown, svg_timeline, column_detail, column_table, quality_html, table, num, esc
@@ -21,12 +21,14 @@ from .errors import PluginError
 from .progress import progress
 from .descriptors import TextDescriptors, described_columns
 from .lm import tiny_lm
+from .pii import redact, count_values
 
 # %% auto #0
-__all__ = ['N_BINS', 'EXACT_VALUES', 'ID_MIN_ROWS', 'QUANTILE_SAMPLE', 'METHODS', 'SCHEMA', 'MAX_CHUNKS', 'sample_rows',
-           'NumericSummary', 'CategoricalSummary', 'NumericBins', 'psi', 'js_distance', 'null_mean', 'debiased',
-           'ks_from_counts', 'numeric_stats', 'categorical_stats', 'Method', 'DecisionRule', 'adjust', 'ColumnDrift',
-           'DriftReport', 'batches', 'DriftDetector', 'score_chunks', 'drift', 'Calibration', 'calibrate']
+__all__ = ['N_BINS', 'EXACT_VALUES', 'ID_MIN_ROWS', 'QUANTILE_SAMPLE', 'METHODS', 'SCHEMA', 'MAX_CHUNKS', 'ENGINES',
+           'sample_rows', 'NumericSummary', 'CategoricalSummary', 'NumericBins', 'psi', 'js_distance', 'null_mean',
+           'debiased', 'ks_from_counts', 'numeric_stats', 'categorical_stats', 'Method', 'DecisionRule', 'adjust',
+           'ColumnDrift', 'DriftReport', 'batches', 'DriftDetector', 'score_chunks', 'drift', 'Calibration',
+           'calibrate']
 
 # %% ../nbs/11_drift.ipynb #22277ba1
 N_BINS = 2048 # quantile bins kept per numeric column (the binned KS is then within 0.001 of the exact one)
@@ -745,39 +747,33 @@ def _map(fn, items:list, n_rows:int) -> list:
 
 # %% ../nbs/11_drift.ipynb #119fd7f2
 def _is_parquet(data) -> bool:
-    "Whether `data` is the path of an existing parquet file (read one row group at a time)."
+    "Whether `data` is an existing parquet file, or a folder, glob or URL of parquet (read one row group at a time)."
     return (isinstance(data, (str, Path)) and Path(data).suffix.lower() in ('.parquet', '.pq')
-            and Path(data).expanduser().exists())
+            and Path(data).expanduser().exists()) or parquet_files(data) is not None
 
 # %% ../nbs/11_drift.ipynb #d6c8c7d3
 def batches(data, kinds:dict|None=None, columns:list|None=None,
             **opts): # more `data.load` options: strict_columns, skip_bad, explicit
-    "`data` as a sequence of `Dataset`s: a parquet file one row group at a time, anything else at once."
+    "`data` as a sequence of `Dataset`s: parquet (a file, folder, glob, URL) a row group at a time, the rest at once."
     if isinstance(data, Dataset):
         yield data if columns is None else load(data, columns=columns, strict_columns=False); return
     if not _is_parquet(data): yield load(data, kinds=kinds, columns=columns, strict_kinds=False, **opts); return
-    import pyarrow as pa
-    path = Path(data).expanduser()
-    pf = _parquet_file(path)
-    names = pf.schema_arrow.names
-    if columns is not None: columns = _pick(names, columns, opts.pop('strict_columns', True), str(path))
+    src = ParquetSource(data)
+    names = src.names
+    if columns is not None: columns = _pick(names, columns, opts.pop('strict_columns', True), src.src)
     opts.pop('strict_columns', None)
     if opts.get('skip_bad') and opts.get('explicit') is None: opts['explicit'] = set(columns or ()) | set(kinds or ())
     fixed = dict(kinds or {})
-    for i in range(pf.num_row_groups):
-        try: tbl = pf.read_row_group(i, columns=columns)
-        except (pa.ArrowException, OSError) as e:
-            raise ValidationError(f"Cannot read row group {i} of {path}: {e}. Check that it is a complete parquet "
-                                  f"file, or write it again.") from None
-        ds = load(tbl, kinds=fixed, source=str(path), strict_kinds=False, **opts)
+    for _, _, tbl in src.row_groups(columns):
+        ds = load(tbl, kinds=fixed, source=src.src, strict_kinds=False, **opts)
         ds.source_columns = tuple(names)
         fixed = {k: ds.kinds.get(k, v) for k, v in (ds.kinds | fixed).items()} # the first row group decides the kinds
         yield ds
 
 # %% ../nbs/11_drift.ipynb #2d742723
 def _n_rows(data) -> int|None:
-    "The number of rows of a parquet file (from its metadata); None for anything else."
-    return _parquet_file(Path(data).expanduser()).metadata.num_rows if _is_parquet(data) else None
+    "The number of rows of parquet data (from the files' metadata); None for anything else."
+    return ParquetSource(data).num_rows if _is_parquet(data) else None
 
 # %% ../nbs/11_drift.ipynb #1c32b096
 class _Monotone:
@@ -886,12 +882,14 @@ class DriftDetector:
                  cache=True, # text embedding cache: True (the workspace's), False, or an `EmbeddingCache`
                  descriptors=None, # text columns to describe (length, refusals, ...): None LLM traffic, True all
                  reference_lm=None, # a causal LM's folder: text perplexity as a descriptor (None: none)
+                 redact:bool=True, # personal data in the examples and category labels a report keeps: redacted
                 ):
         self.rule, self.columns, self.kinds = rule or DecisionRule(), _check_columns(columns), kinds
         self.seed = _check_seed(seed)
         self.embedder, self.max_rows, self.n_permutations = embedder, max_rows, n_permutations
         self.max_categories, self.cache = max_categories, cache
         self.descriptors, self.reference_lm, self.described = descriptors, reference_lm, None
+        self.redact = redact
         self.ignore = set() # current columns that are not data (the chunking column)
         self.declared = dict(kinds or {}) # kinds the user declared: such a column is checked whatever it looks like
         self.explicit = set(self.columns or ()) | set(self.declared) # asked for: an error, not skipped
@@ -1273,6 +1271,8 @@ def _vector_stats(self:DriftDetector, name:str, c) -> dict:
                               f"{det.x.shape[1]}. Embed both sides with the same model.")
     st = det.score(y, labels=list(c.rows) if self.ref_kinds[name] == 'text' else None)
     st['examples_note'] = 'current rows least like the reference (lowest mean kernel similarity)'
+    if self.redact and self.ref_kinds[name] == 'text':
+        st['least_like_reference'] = [e | {'row': redact(e['row'])} for e in st['least_like_reference']]
     return st
 
 # %% ../nbs/11_drift.ipynb #ff3018fa
@@ -1301,7 +1301,8 @@ def _profile(self:DriftDetector, name:str, kind:str, r, c) -> dict:
     if kind in _CATEGORICAL:
         share = lambda k: r.counts.get(k, 0) / r.n + c.counts.get(k, 0) / c.n
         top = sorted(set(r.counts) | set(c.counts), key=lambda k: -share(k))[:12]
-        return {'labels': top, 'reference': [r.counts.get(k, 0) for k in top],
+        return {'labels': [redact(k) for k in top] if self.redact else top,
+                'reference': [r.counts.get(k, 0) for k in top],
                 'current': [c.counts.get(k, 0) for k in top], 'reference_total': r.n, 'current_total': c.n}
     return {}
 
@@ -1335,9 +1336,25 @@ def _quality(self:DriftDetector, name, kind, r, c) -> list:
         if unseen:
             share = sum(c.counts[k] for k in unseen) / c.n
             more = ', ...' if len(unseen) > 5 else ''
+            shown = [redact(k) if self.redact else k for k in unseen[:5]]
             find('unseen_categories', f"{len(unseen)} {'category' if len(unseen) == 1 else 'categories'} not in the "
-                 f"reference ({', '.join(map(repr, unseen[:5]))}{more}), {share:.1%} of current rows")
+                 f"reference ({', '.join(map(repr, shown))}{more}), {share:.1%} of current rows")
+    if (f := self._pii(name, kind, c)): out.append(f)
     return out
+
+# %% ../nbs/11_drift.ipynb #1a9fe95e
+@patch
+def _pii(self:DriftDetector, name:str, kind:str, c) -> dict|None:
+    "The `pii` finding of one column's current summary: values holding personal data, by kind; None when none do."
+    if kind in _CATEGORICAL: counts, of = count_values(list(c.counts), list(c.counts.values())), f"{c.n:,} values"
+    elif self.ref_kinds.get(name) == 'text':
+        counts, of = count_values(list(c.rows)), f"{len(c.rows):,} sampled texts"
+    else: return None
+    if not counts: return None
+    kinds = ', '.join(f"{k} in {n:,}" for k, n in counts.items())
+    return {'column': name, 'check': 'pii', 'counts': counts,
+            'message': f"personal data: {kinds} of {of}" + (" (redacted in what fmops shows and stores)"
+                                                            if self.redact else "") + ". Remove or mask it upstream"}
 
 # %% ../nbs/11_drift.ipynb #f74bfc71
 def _number(v) -> bool: return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
@@ -1408,7 +1425,7 @@ def _chunk_columns(det:DriftDetector, current, chunk_by:str|None, chunk_size:int
                   f"Use a chunk_size of at least {-(-n // max_chunks):,}.", max_chunks)
     want = det._wanted(current)
     if chunk_by is not None and _is_parquet(current):
-        names = _parquet_file(Path(current).expanduser()).schema_arrow.names
+        names = ParquetSource(current).names
         if chunk_by not in names:
             raise ValidationError(f"chunk_by column {chunk_by!r} is not in {current}. Available: {', '.join(names)}.")
     if chunk_by is not None and chunk_by not in want: want = [*want, chunk_by]
@@ -1489,6 +1506,9 @@ def _with_method(rule:DecisionRule, method:str) -> DecisionRule:
                  **({'categorical_method': m.name} if set(m.kinds) & set(_CATEGORICAL) else {})}
     return DecisionRule(**(asdict(rule) | upd))
 
+# %% ../nbs/11_drift.ipynb #f1e2d3c5
+ENGINES = PluginRegistry('drift engine', group='fmops_nb.drift_engines') # where summaries are computed, besides here
+
 # %% ../nbs/11_drift.ipynb #7d4a8e2b
 def drift(reference, current, # data in any form `data.load` accepts; a parquet path is read row group by row group
           columns:list|None=None, # columns to check (default: all columns)
@@ -1500,9 +1520,15 @@ def drift(reference, current, # data in any form `data.load` accepts; a parquet 
           chunk_size:int|None=None, # or into chunks of this many rows
           period:str='D', # the period of a datetime `chunk_by`
           max_chunks:int=MAX_CHUNKS, # a chunking that makes more chunks than this is an error
-          **detector, # more `DriftDetector` options: embedder, max_rows, n_permutations, max_categories, cache
+          engine:str='local', # 'local' (this process), or a registered engine: 'dask' (scheduler=...)
+          **detector, # more `DriftDetector` options (embedder, max_rows, n_permutations, max_categories, cache)
+                      # and the engine's own (Dask: scheduler, partitions)
          ) -> DriftReport:
     "Check `current` against `reference` for drift, column by column."
+    if engine != 'local':
+        return ENGINES.get(engine)(reference, current, columns=columns, method=method, rule=rule, kinds=kinds,
+                                   seed=seed, chunk_by=chunk_by, chunk_size=chunk_size, period=period,
+                                   max_chunks=max_chunks, **detector)
     rule = rule or DecisionRule()
     if method is not None: rule = _with_method(rule, method)
     if chunk_by is not None and chunk_size is not None: raise ValidationError("Use chunk_by or chunk_size, not both.")

@@ -9,8 +9,8 @@ import difflib, importlib
 # %% auto #0
 __all__ = ['FmopsError', 'ConfigError', 'WorkspaceError', 'ValidationError', 'NotFoundError', 'MissingDependencyError',
            'TrackingError', 'ExecutionError', 'PluginError', 'FmopsWarning', 'TrackingWarning', 'AuditWarning',
-           'StoreWarning', 'CorruptBlobError', 'PolicyError', 'PromotionBlocked', 'CronError', 'Uncomparable',
-           'Undecided', 'Missing', 'closest', 'not_found', 'unknown_key', 'require']
+           'StoreWarning', 'CorruptBlobError', 'PolicyError', 'PromotionBlocked', 'NotPermitted', 'CronError',
+           'Uncomparable', 'Undecided', 'Missing', 'closest', 'not_found', 'unknown_key', 'require']
 
 # %% ../nbs/00_errors.ipynb #470679dd
 class FmopsError(Exception):
@@ -81,6 +81,10 @@ class PolicyError(ValidationError):
 # %% ../nbs/00_errors.ipynb #86e370f6
 class PromotionBlocked(FmopsError):
     "A promotion gate refused a promotion."
+
+# %% ../nbs/00_errors.ipynb #3d1e7a02
+class NotPermitted(FmopsError):
+    "The acting user lacks the role a command needs (roles are declared in the workspace config)."
 
 # %% ../nbs/00_errors.ipynb #974d986f
 class CronError(ValidationError):

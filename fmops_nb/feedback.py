@@ -17,8 +17,8 @@ from .audit import append_audit, ensure_audit, json_object
 from .progress import progress
 
 # %% auto #0
-__all__ = ['KINDS', 'RATING_SCALE', 'LIMITS', 'FIELDS', 'verify', 'log', 'Batch', 'log_many', 'import_file', 'query',
-           'fingerprint', 'export']
+__all__ = ['KINDS', 'RATING_SCALE', 'LIMITS', 'FIELDS', 'GENERATION_LABELS', 'verify', 'log', 'Batch', 'log_many', 'import_file',
+           'query', 'fingerprint', 'export', 'training_set', 'metrics']
 
 # %% ../nbs/26_feedback.ipynb #02fc4c04
 _SCHEMA = ["""
@@ -500,3 +500,133 @@ def export(path, # where to write: a .jsonl or .parquet file
             else _parquet_bytes(rows))
     atomic_write(path, data)
     return Batch(len(rows), _digest(rows), [r['id'] for r in rows], path=str(path))
+
+# %% ../nbs/26_feedback.ipynb #be1580c6
+GENERATION_LABELS = ('A better', 'B better', 'both fine', 'both wrong') # a reviewer's verdict on two generations
+
+def _answer(r) -> object|None:
+    "The right output a judgement gives (None when it gives none): a label, a correction, an output thumbed up."
+    v = json.loads(r['value'])
+    meta = json.loads(r['meta']) if r['meta'] else {}
+    if r['kind'] == 'label' and 'other' in meta and v in GENERATION_LABELS: # two generations compared: the better
+        return {'A better': json.loads(r['output']), 'both fine': json.loads(r['output']),
+                'B better': meta['other']}.get(v)
+    if r['kind'] in ('label', 'correction'): return v
+    if r['kind'] == 'thumbs' and v == 'up' and r['output'] is not None: return json.loads(r['output'])
+    return None
+
+# %% ../nbs/26_feedback.ipynb #b3103f56
+def _queue_of(ref:str) -> str:
+    "The queue a `feedback:QUEUE` reference (or a bare queue name) names."
+    if not isinstance(ref, str): raise ValidationError(f"Name feedback data as 'feedback:QUEUE', got {ref!r:.60}.")
+    return check_name(ref.removeprefix('feedback:'), 'queue name')
+
+# %% ../nbs/26_feedback.ipynb #430c06ba
+def training_set(ref:str, # 'feedback:QUEUE' or a queue name
+                 input_columns=('text',), # the column(s) the item's input goes into
+                 answer_columns=('label',), # the column(s) the right answer goes into
+                 ws:Workspace|None=None, # the workspace (default: the current one)
+                ):
+    "The judgements of a queue as training rows (input, right answer), one per item; lineage in `df.attrs`."
+    import pandas as pd
+    queue = _queue_of(ref)
+    rows = _rows(ws, {'queue': queue})
+    latest = {} # (item, reviewer) -> the latest judgement that gives an answer or takes one back
+    for r in rows:
+        if r['kind'] in ('label', 'correction', 'thumbs'): latest[(r['item'], r['reviewer'])] = r
+    used, answers, inputs = [], {}, {}
+    for (item, _), r in latest.items():
+        a = _answer(r)
+        if a is None: continue
+        used.append(r); inputs[item] = json.loads(r['input'])
+        answers.setdefault(item, []).append((r['at'], r['seq'] if 'seq' in r.keys() else 0, _canon(a), a))
+    if not used:
+        raise NotFoundError(f"The queue {queue!r} has no judgements that give a right answer (a label, a correction, "
+                            f"or a thumbs up on an output). Review it first: `%fmops review {queue}`.")
+    out = {}
+    for item, given in answers.items():
+        counts = {}
+        for at, _, key, _ in given: counts[key] = counts.get(key, 0) + 1
+        best = max(given, key=lambda g: (counts[g[2]], g[0]))[3]
+        out[item] = best
+    items = list(out)
+    text = [x if isinstance(x, str) else _canon(x) for x in (inputs[i] for i in items)]
+    df = pd.DataFrame({**{c: text for c in input_columns}, **{c: [out[i] for i in items] for c in answer_columns},
+                       'item': items})
+    df.attrs['feedback'] = {'queue': queue, 'fingerprint': _digest(used), 'judgements': len(used), 'rows': len(df)}
+    return df
+
+# %% ../nbs/26_feedback.ipynb #6dd15835
+def _verdicts(r) -> list[tuple[str|None, bool]]:
+    "(version, right?) for each output a judgement says is right or wrong; [] when it says neither."
+    kind, v = r['kind'], json.loads(r['value'])
+    meta = json.loads(r['meta']) if r['meta'] else {}
+    out = json.loads(r['output']) if r['output'] is not None else None
+    if kind == 'thumbs': return [(r['version'], v == 'up')]
+    if kind == 'correction': return [(r['version'], False)]
+    if kind != 'label' or out is None: return []
+    if 'other' in meta and v in GENERATION_LABELS: # two generations compared
+        a, b = {'A better': (True, False), 'B better': (False, True), 'both fine': (True, True),
+                'both wrong': (False, False)}[v]
+        return [(r['version'], a), (meta.get('other_version'), b)]
+    found = [(r['version'], _canon(out) == _canon(v) or str(out) == str(v))]
+    if 'other' in meta: found.append((meta.get('other_version'), str(meta['other']) == str(v)))
+    return found
+
+# %% ../nbs/26_feedback.ipynb #c8634f06
+def _numbers(rows, version:str|None=None, # only what these judgements say of this version's outputs
+             every:bool=True, # False: only `version`'s (None: outputs with no version)
+            ) -> dict:
+    "The feedback metrics of judgements (each reviewer's latest of an item already picked)."
+    mine = lambda v: every or v == version
+    right = [ok for r in rows for v, ok in _verdicts(r) if mine(v)]
+    judged = [r for r in rows if r['kind'] in ('label', 'thumbs', 'correction') and mine(r['version'])]
+    fixed = sum(r['kind'] == 'correction' for r in judged)
+    ratings = [(json.loads(r['value']), json.loads(r['scale'])) for r in rows
+               if r['kind'] == 'rating' and mine(r['version'])]
+    scales = {tuple(s) for _, s in ratings}
+    return {'accuracy': sum(right) / len(right) if right else None,
+            'correction_rate': fixed / len(right) if right else None,
+            'mean_rating': sum(v for v, _ in ratings) / len(ratings) if len(scales) == 1 else None,
+            'rating_score': sum((v - lo) / (hi - lo) for v, (lo, hi) in ratings) / len(ratings) if ratings else None,
+            'reviewed': len(right), 'rated': len(ratings)}
+
+# %% ../nbs/26_feedback.ipynb #e772086c
+def _period(at:str, by:str) -> str:
+    "The start of the day, week (Monday) or month `at` falls in, as an ISO date."
+    from datetime import timedelta
+    d = datetime.fromisoformat(at).date()
+    if by == 'week': d -= timedelta(days=d.weekday())
+    elif by == 'month': d = d.replace(day=1)
+    return d.isoformat()
+
+# %% ../nbs/26_feedback.ipynb #4bc563b9
+def metrics(queue=None, # a queue name or a list (default: every queue)
+            version=None, # 'model:vN' or a list (default: every version)
+            since=None, # judgements at or after this time
+            until=None, # judgements before this time
+            by:str|None=None, # None: one set of numbers; 'version', 'day', 'week' or 'month': a set per group
+            ws:Workspace|None=None, # the workspace (default: the current one)
+           ) -> dict:
+    "Accuracy on reviewed items, correction rate and mean rating from the judgements (per version or period with `by`)."
+    if by not in (None, 'version', 'day', 'week', 'month'):
+        raise ValidationError(unknown_key('grouping', by, ('version', 'day', 'week', 'month')))
+    filters = {k: v for k, v in dict(queue=queue, since=since, until=until).items() if v is not None}
+    latest = {}
+    for r in _rows(ws, filters):
+        if r['kind'] != 'note': latest[(r['queue'], r['item'], r['reviewer'], r['kind'] == 'rating')] = r
+    rows = list(latest.values())
+    want = None if version is None else ([version] if isinstance(version, str) else list(version))
+    if by == 'version' or (by is None and want is not None):
+        seen = {v for r in rows for v in [r['version'], *(x for x, _ in _verdicts(r))]}
+        vs = sorted(seen if want is None else set(want), key=str)
+        per = {v: _numbers(rows, v, every=False) for v in vs}
+        if by == 'version': return per
+        return per[want[0]] if len(want) == 1 else _numbers([r for r in rows if r['version'] in want])
+    if by is None: return _numbers(rows)
+    groups = {}
+    for r in rows: groups.setdefault(_period(r['at'], by), []).append(r)
+    def pick(g): # the numbers of one period, for the versions asked for
+        if want is None: return _numbers(g)
+        return _numbers(g, want[0], every=False) if len(want) == 1 else _numbers([r for r in g if r['version'] in want])
+    return {k: pick(g) for k, g in sorted(groups.items())}

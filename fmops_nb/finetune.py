@@ -6,7 +6,7 @@ with events, checkpoints, stop and resume, and a registered candidate at the end
 # %% ../nbs/30_finetune.ipynb #2c372380
 from __future__ import annotations
 import json, math, os, signal, subprocess, sys, time, secrets
-from dataclasses import dataclass, field, fields, MISSING
+from dataclasses import dataclass, field, fields, MISSING, replace
 from pathlib import Path
 import numpy as np
 from .core import Workspace, PluginRegistry, atomic_write, utcnow, check_name, pid_alive, process_start
@@ -20,30 +20,37 @@ from .html import display_unless_shown
 from .blobs import safe_files
 from .errors import PromotionBlocked
 from .errors import unknown_key
+from .feedback import training_set
+from .costs import Cost, Meter, total, torchrun_args, check_nodes
 
 # %% auto #0
-__all__ = ['EVAL_METRICS', 'SPEC_EXAMPLE', 'RECIPES', 'SCRIPT_CONTRACT', 'BASES', 'FINAL', 'FinetuneSpec', 'spec_keys', 'Recipe',
-           'HFClassifier', 'ScriptRecipe', 'run_dir', 'run_spec', 'report', 'report_eval', 'stop_requested',
-           'save_checkpoint', 'latest_checkpoint', 'load_checkpoint', 'reference', 'save_model', 'worker', 'launch',
-           'Run', 'runs', 'get_run', 'script_main']
+__all__ = ['EVAL_METRICS', 'SPEC_EXAMPLE', 'SFT_EXAMPLE', 'RECIPES', 'SCRIPT_CONTRACT', 'BASES', 'FINAL', 'FinetuneSpec',
+           'spec_keys', 'Recipe', 'HFClassifier', 'ScriptRecipe', 'CausalLM', 'run_dir', 'run_spec', 'report',
+           'report_eval', 'stop_requested', 'save_checkpoint', 'latest_checkpoint', 'load_checkpoint', 'reference',
+           'save_model', 'worker', 'launch', 'Run', 'runs', 'get_run', 'script_main']
 
 # %% ../nbs/30_finetune.ipynb #76be5b8e
 @dataclass
 class FinetuneSpec:
     "A fine-tune, described before it starts."
-    base: str # the model to start from: `minilm` (packaged, the fm extra), a registry version/alias, or a model folder
+    base: str # the model to start from: `minilm` or `tinylm` (packaged, the fm extra), a registry version, or a folder
     train: object = None # training data: a DataFrame, a file (parquet, csv, jsonl), or an earlier run's `sha256:...`
     eval: object = None # evaluation data, like train; default: `eval_fraction` of train, held out
     model: str = '' # the registry name of the result; default: the base version's model, else 'finetuned'
-    recipe: str = 'lora' # what is trained: lora (an adapter), full (every weight), head (the classifier), or script
+    recipe: str = 'lora' # lora, full or head (a classifier); sft-lora or sft-full (a causal LM); or script
     script: str = '' # your training script, for recipe script (what it is given: `fmops finetune --help`)
     script_args: list = field(default_factory=list) # command-line arguments of your script, e.g. [--hidden, 64]
     text_column: str = 'text' # the column of the data holding the input texts
     label_column: str = 'label' # the column of the data holding the labels
+    prompt_column: str = 'prompt' # sft-*: the column of prompts; the loss falls on the responses only
+    response_column: str = 'response' # sft-*: the column of the responses (in eval: the expected answers)
+    messages_column: str = 'messages' # sft-*: the column of chats ([{role, content}]), in the chat template
+    packing: bool = False # sft-*: pack the examples end to end into max_length sequences (else pad each batch)
+    max_new_tokens: int = 32 # sft-*: tokens generated per eval prompt, for exact_match and contains
     eval_fraction: float = 0.2 # the share of train held out for evaluation when eval is not given
     learning_rate: float = 5e-4 # the peak learning rate (AdamW)
     batch_size: int = 16 # examples per step and process
-    max_length: int = 64 # tokens per text; longer texts are cut
+    max_length: int = 64 # tokens per text (sft-*: per sequence); longer ones are cut, and sft-* counts them
     max_steps: int = 0 # steps to train; 0: run `epochs` epochs
     epochs: float = 1.0 # passes over train, when max_steps is 0
     warmup_steps: int = 0 # steps of linear warm-up before the learning rate falls linearly to zero
@@ -51,10 +58,14 @@ class FinetuneSpec:
     lora_r: int = 8 # the LoRA adapter's rank
     lora_alpha: int = 16 # the LoRA scaling (alpha / r multiplies the update)
     lora_dropout: float = 0.0 # dropout on the LoRA input
-    target_modules: list = field(default_factory=lambda: ['query', 'value']) # the modules LoRA adapts
+    target_modules: list = field(default_factory=lambda: ['query', 'value']) # modules LoRA adapts; sft-lora: the LM's
     seed: int = 0 # seed of the head, the split and the batch order: the same seed, the same run
     nproc: int = 1 # processes (torchrun) when > 1
     threads: int = 1 # torch threads per process
+    nnodes: int = 1 # machines training together; > 1: launch the same spec on each, with its node_rank
+    node_rank: int = 0 # this machine's place, 0 to nnodes-1 (node 0 hosts the rendezvous and registers the result)
+    rdzv_endpoint: str = '' # HOST:PORT of node 0's rendezvous, the same on every node (when nnodes > 1)
+    rdzv_backend: str = 'static' # static: ranks follow node_rank; c10d: torch's elastic rendezvous numbers the nodes
     checkpoint_every: int = 50 # steps between checkpoints
     eval_every: int = 0 # steps between evaluations during training (0: only at the end)
     time_budget_s: float = 0 # stop (with a checkpoint) this many seconds after the first step; 0: no budget
@@ -103,7 +114,8 @@ def validate(self:FinetuneSpec) -> FinetuneSpec:
             raise ValidationError(f"{k} must be {_TYPE_WORDS[want]}, got {v!r} ({type(v).__name__}){quoted}. "
                                   f"Write e.g. {eg}.")
     if self.recipe not in RECIPES: raise not_found('recipe', self.recipe, RECIPES.names())
-    for k in ('batch_size', 'max_length', 'nproc', 'threads', 'checkpoint_every'):
+    check_nodes(self.nnodes, self.node_rank, self.rdzv_endpoint, self.rdzv_backend, self.nproc)
+    for k in ('batch_size', 'max_length', 'nproc', 'threads', 'checkpoint_every', 'max_new_tokens'):
         need(getattr(self, k) > 0, f"{k} must be a positive integer, got {getattr(self, k)!r}.")
     cpus = os.cpu_count() or 1 # processes and threads beyond the machine's cores only thrash it
     need(self.nproc <= cpus,
@@ -111,7 +123,7 @@ def validate(self:FinetuneSpec) -> FinetuneSpec:
     need(self.threads <= cpus, f"threads is {self.threads}, but this machine has {cpus} cores: use at most {cpus}.")
     for k, top in (('batch_size', 1 << 16), ('max_length', 1 << 17), ('max_steps', 1 << 40), ('lora_r', 1 << 16)):
         need(getattr(self, k) <= top, f"{k} is {getattr(self, k):,}, more than {top:,}: is it a typo?")
-    if self.recipe == 'lora':
+    if self.recipe in ('lora', 'sft-lora'):
         need(self.lora_r >= 1,
              f"lora_r must be at least 1 for the lora recipe (the adapter's rank), got {self.lora_r}.")
         need(bool(self.target_modules),
@@ -142,28 +154,32 @@ def validate(self:FinetuneSpec) -> FinetuneSpec:
     if self.model: check_name(self.model, 'model name')
     if self.promote_if_better:
         check_name(self.promote_if_better, 'metric name')
-        if self.recipe != 'script' and self.promote_if_better not in EVAL_METRICS:
+        measured = getattr(RECIPES.get(self.recipe), 'metrics', EVAL_METRICS)
+        if self.recipe != 'script' and self.promote_if_better not in measured:
             raise ValidationError(f"promote_if_better: {self.promote_if_better!r} is not a metric this recipe "
-                                  f"evaluates; use one of {', '.join(EVAL_METRICS)}.")
+                                  f"evaluates; use one of {', '.join(measured)}.")
     return self
 
 # %% ../nbs/30_finetune.ipynb #1e2118e9
-# what the built-in recipes measure on the eval data ('eval_loss': lower is better)
+# what the classifier recipes measure on the eval data ('eval_loss': lower is better); see `Recipe.metrics`
 EVAL_METRICS = ('accuracy', 'eval_loss')
 
 # the type each setting must have: 'int', 'num' (int or float, finite), 'str', 'bool', 'list'; train/eval take any data
 _SPEC_TYPES = {'base': 'str', 'model': 'str', 'recipe': 'str', 'script': 'str', 'script_args': 'list',
-               'text_column': 'str',
-               'label_column': 'str', 'eval_fraction': 'num', 'learning_rate': 'num', 'batch_size': 'int',
+               'text_column': 'str', 'label_column': 'str', 'prompt_column': 'str', 'response_column': 'str',
+               'messages_column': 'str', 'packing': 'bool', 'max_new_tokens': 'int',
+               'eval_fraction': 'num', 'learning_rate': 'num', 'batch_size': 'int',
                'max_length': 'int', 'max_steps': 'int', 'epochs': 'num', 'warmup_steps': 'int', 'weight_decay': 'num',
                'lora_r': 'int', 'lora_alpha': 'int', 'lora_dropout': 'num', 'target_modules': 'list', 'seed': 'int',
-               'nproc': 'int', 'threads': 'int', 'checkpoint_every': 'int', 'eval_every': 'int',
+               'nproc': 'int', 'threads': 'int', 'nnodes': 'int', 'node_rank': 'int', 'rdzv_endpoint': 'str',
+               'rdzv_backend': 'str', 'checkpoint_every': 'int', 'eval_every': 'int',
                'time_budget_s': 'num', 'promote_if_better': 'str', 'register': 'bool', 'name': 'str'}
 _TYPE_WORDS = {'int': 'a whole number', 'num': 'a finite number', 'str': 'a string', 'bool': 'true or false',
                'list': 'a list'}
 _EXAMPLES = {'time_budget_s': '3600', 'learning_rate': '0.0005', 'batch_size': '16', 'max_steps': '300', 'epochs': '1',
              'register': 'true', 'target_modules': '[query, value]', 'eval_fraction': '0.2', 'seed': '0',
-             'base': 'intent:production', 'script_args': '[--hidden, 64]'}
+             'base': 'intent:production', 'script_args': '[--hidden, 64]',
+             'rdzv_endpoint': 'node0.cluster:29400'}
 
 def _is(v, want:str) -> bool:
     "Does `v` have the type `want` of `_SPEC_TYPES` (booleans are not numbers; numbers are finite)?"
@@ -200,12 +216,27 @@ train: tickets.csv          # parquet, csv or jsonl with the columns below; in a
 text_column: text
 label_column: label
 model: tickets              # the result is registered as tickets:vN
-recipe: lora                # lora | full | head | script
+recipe: lora                # lora | full | head | sft-lora | sft-full | script
 max_steps: 20
 batch_size: 8
 max_length: 32
 learning_rate: 0.001
 promote_if_better: accuracy # move tickets:production to the result only when it is more accurate
+"""
+
+# %% ../nbs/30_finetune.ipynb #f4bc511f
+SFT_EXAMPLE = """\
+base: tinylm                # the small generative model fmops_nb builds, or a causal-LM version (lm:production)
+train: qa.jsonl             # prompt + response columns (the loss on the responses), or text, or messages (chats)
+model: assistant            # the result is registered as assistant:vN
+recipe: sft-lora            # sft-lora (a LoRA adapter) | sft-full (every weight)
+max_steps: 100
+batch_size: 8
+max_length: 128             # tokens of prompt and response; longer examples are cut, and counted
+packing: false              # true: the examples end to end in max_length sequences, instead of padded batches
+max_new_tokens: 16          # the eval's greedy answers, for exact_match and contains against the eval responses
+learning_rate: 0.005
+promote_if_better: eval_loss # move assistant:production to the result only when its held-out loss is lower
 """
 
 # %% ../nbs/30_finetune.ipynb #9c6a3ae7
@@ -214,9 +245,29 @@ RECIPES = PluginRegistry('fine-tune recipe', group='fmops_nb.recipes')
 class Recipe:
     "How to build, checkpoint and save one kind of fine-tune."
     name = ''
+    metrics = EVAL_METRICS # what `evaluate` measures: the metrics promote_if_better may name
+    causal = False # True for a recipe that trains a causal LM on text (the sft-* recipes)
     def build(self, spec:FinetuneSpec, base_dir:Path, labels:list): raise NotImplementedError
     def trainable(self, model) -> dict: return {k: v for k, v in model.named_parameters() if v.requires_grad}
     def save(self, model, tokenizer, out:Path) -> str: raise NotImplementedError # returns 'hf' or 'peft'
+
+    def examples(self, job) -> tuple:
+        "The train and eval examples of `job`'s run: (texts, label ids) each, labels numbered in the run's order."
+        lid = {l: i for i, l in enumerate(job.meta['labels'])}
+        (tx, ty), (ex, ey) = _load_split(job.folder, 'train', job.spec), _load_split(job.folder, 'eval', job.spec)
+        return (tx, [lid[y] for y in ty]), (ex, [lid[y] for y in ey])
+
+    def inputs(self, job, idx) -> dict:
+        "The model inputs of the training examples `idx`: tokenized texts (cut at max_length) and their labels."
+        import torch
+        tx, ty = job.train
+        enc = job.tok([tx[i] for i in idx], padding=True, truncation=True, max_length=job.spec.max_length,
+                      return_tensors='pt')
+        return {**enc, 'labels': torch.tensor([ty[i] for i in idx])}
+
+    def evaluate(self, model, tok, data, spec) -> dict:
+        "The metrics of `model` on the eval examples `data` (accuracy and eval_loss for a classifier)."
+        return _evaluate(model, tok, *data, spec)
 
 # %% ../nbs/30_finetune.ipynb #f6f284f3
 class HFClassifier(Recipe):
@@ -271,6 +322,231 @@ class ScriptRecipe(Recipe):
 
 for _r in (HFClassifier('lora'), HFClassifier('full'), HFClassifier('head'), ScriptRecipe()):
     RECIPES.register(_r.name, _r)
+
+# %% ../nbs/30_finetune.ipynb #80c2a2c4
+class CausalLM(Recipe):
+    "A transformers causal LM on the base, trained as `mode` says: an adapter (sft-lora) or every weight (sft-full)."
+    causal = True
+    metrics = ('eval_loss', 'perplexity', 'exact_match', 'contains')
+    def __init__(self, mode:str): self.mode, self.name = mode, f"sft-{mode}"
+
+    def build(self, spec, base_dir, labels):
+        require('transformers', 'fm', f"the {self.name} recipe")
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        import torch
+        tok = AutoTokenizer.from_pretrained(base_dir)
+        if tok.pad_token is None: tok.pad_token = tok.eos_token
+        torch.manual_seed(spec.seed) # the same fresh adapter for the same seed
+        model = AutoModelForCausalLM.from_pretrained(base_dir)
+        if self.mode == 'lora':
+            require('peft', 'fm', 'the sft-lora recipe')
+            from peft import LoraConfig, get_peft_model
+            model = get_peft_model(model, LoraConfig(task_type='CAUSAL_LM', r=spec.lora_r, lora_alpha=spec.lora_alpha,
+                                                     lora_dropout=spec.lora_dropout,
+                                                     target_modules=_sft_targets(spec, model.config.model_type)))
+        return model, tok
+
+    def save(self, model, tokenizer, out):
+        model.save_pretrained(out); tokenizer.save_pretrained(out)
+        return 'peft' if self.mode == 'lora' else 'hf'
+
+for _r in (CausalLM('lora'), CausalLM('full')): RECIPES.register(_r.name, _r)
+
+# %% ../nbs/30_finetune.ipynb #6dbdf47a
+def _sft_targets(spec:FinetuneSpec, model_type:str|None) -> list:
+    "The modules sft-lora adapts: the spec's, or — left at the default — the ones peft knows for the model family."
+    default = {f.name: f for f in fields(FinetuneSpec)}['target_modules'].default_factory()
+    if list(spec.target_modules) != default: return list(spec.target_modules)
+    from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as known
+    return list(known.get(model_type, default))
+
+# %% ../nbs/30_finetune.ipynb #42037dfb
+def _sft_format(cols:list, spec:FinetuneSpec, what:str) -> str:
+    "What the `what` data (train or eval) holds, by its columns: 'chat', 'pairs' (prompt and response) or 'text'."
+    if spec.messages_column in cols: return 'chat'
+    if spec.prompt_column in cols:
+        if spec.response_column in cols: return 'pairs'
+        raise ValidationError(f"The {what} data has prompts (column {spec.prompt_column!r}) but no responses (no "
+                              f"column {spec.response_column!r}): supervised fine-tuning learns the responses to the "
+                              f"prompts. Add them, name their column with response_column, or give plain text in a "
+                              f"{spec.text_column!r} column.")
+    if spec.text_column in cols: return 'text'
+    raise ValidationError(f"The {what} data has none of the columns an sft recipe reads (it has {_some(cols)}): plain "
+                          f"text in {spec.text_column!r}, prompts and responses in {spec.prompt_column!r} and "
+                          f"{spec.response_column!r}, or chats in {spec.messages_column!r}. Rename a column, or set "
+                          f"text_column, prompt_column and response_column, or messages_column.")
+
+# %% ../nbs/30_finetune.ipynb #a76953ec
+def _sft_row_ok(r:dict, fmt:str) -> bool:
+    "Can the row `r` of a `fmt` split be learned from: text, a prompt with a response, a chat with an assistant turn?"
+    if fmt == 'text': return isinstance(r['text'], str) and bool(r['text'])
+    if fmt == 'pairs':
+        return isinstance(r['prompt'], str) and isinstance(r['response'], str) and bool(r['response'].strip())
+    m = r['messages']
+    return (isinstance(m, list) and all(isinstance(x, dict) and isinstance(x.get('role'), str)
+                                        and isinstance(x.get('content'), str) for x in m)
+            and any(x['role'] == 'assistant' for x in m))
+
+# %% ../nbs/30_finetune.ipynb #dd80a1be
+_SFT_NEEDS = {'text': 'no text', 'pairs': 'a prompt without a response (or no prompt)',
+              'chat': 'no chat with an assistant turn (a list of {role, content} with a role assistant)'}
+
+def _sft_rows(path:Path, spec:FinetuneSpec, what:str) -> tuple[str, list]:
+    "The kind of the split in `path` and its rows ({'text'}, {'prompt', 'response'} or {'messages'}), each checked."
+    import pyarrow.parquet as pq
+    t = pq.read_table(path)
+    fmt = _sft_format(t.column_names, spec, what)
+    col = lambda c: t[c].to_pylist()
+    if fmt == 'text': rows = [{'text': x} for x in col(spec.text_column)]
+    elif fmt == 'pairs':
+        rows = [{'prompt': p, 'response': r} for p, r in zip(col(spec.prompt_column), col(spec.response_column))]
+    else: rows = [{'messages': m} for m in col(spec.messages_column)]
+    if bad := [i for i, r in enumerate(rows) if not _sft_row_ok(r, fmt)]:
+        raise ValidationError(f"{len(bad)} of the {len(rows)} rows of the {what} data have {_SFT_NEEDS[fmt]}: rows "
+                              f"{_some([i + 1 for i in bad])}. Fill them in or drop them.")
+    return fmt, rows
+
+# %% ../nbs/30_finetune.ipynb #a8b20dbc
+def _pair_tokens(tok, prompt:str, response:str, n:int) -> tuple[list, list, bool]:
+    "A prompt's and its response's tokens (the response ending in end-of-text) fitted into `n`; and whether cut."
+    p = tok(prompt)['input_ids']
+    end = [tok.eos_token_id] if tok.eos_token_id is not None else []
+    r = tok(response, add_special_tokens=False)['input_ids'] + end
+    cut = len(p) + len(r) > n
+    if cut and len(p) > n // 2: p = p[len(p) - n // 2:]
+    return p, r[:n - len(p)], cut
+
+# %% ../nbs/30_finetune.ipynb #9a1df517
+def _chat_tokens(tok, messages:list) -> tuple[list, list]:
+    "A chat in the tokenizer's chat template as token ids, and labels on the assistant's answers only (-100 elsewhere)."
+    render = lambda ms, gen=False: tok.apply_chat_template(ms, tokenize=False, add_generation_prompt=gen)
+    enc = lambda s: tok(s, add_special_tokens=False)['input_ids']
+    ids, labels, done = [], [], ''
+    for i, m in enumerate(messages):
+        pre = render(messages[:i], True) if m['role'] == 'assistant' else done
+        full = render(messages[:i + 1])
+        if not (pre.startswith(done) and full.startswith(pre)):
+            raise ValidationError("The tokenizer's chat template does not write a chat as the chat so far plus the "
+                                  "next message, so the assistant's tokens cannot be told apart. Give the data as "
+                                  "prompt/response columns instead.")
+        head, answer = enc(pre[len(done):]), enc(full[len(pre):])
+        ids += head + answer
+        labels += [-100] * len(head) + (answer if m['role'] == 'assistant' else [-100] * len(answer))
+        done = full
+    return ids, labels
+
+# %% ../nbs/30_finetune.ipynb #32e18728
+def _sft_example(tok, row:dict, fmt:str, n:int) -> tuple[list, list, bool]:
+    "One row as token ids and labels (-100 where no loss falls), at most `n` tokens; and whether it was cut."
+    if fmt == 'pairs':
+        p, r, cut = _pair_tokens(tok, row['prompt'], row['response'], n)
+        return p + r, [-100] * len(p) + r, cut
+    if fmt == 'text':
+        ids = tok(row['text'])['input_ids'] + ([tok.eos_token_id] if tok.eos_token_id is not None else [])
+        labels = list(ids)
+    else: ids, labels = _chat_tokens(tok, row['messages'])
+    return ids[:n], labels[:n], len(ids) > n
+
+# %% ../nbs/30_finetune.ipynb #b9456d62
+def _sft_sequences(tok, rows:list, fmt:str, n:int, pack:bool=False) -> tuple[list, list, dict]:
+    "The token ids and labels of a split's sequences (packed into `n`-token sequences when `pack`), and their counts."
+    made = [_sft_example(tok, r, fmt, n) for r in rows]
+    kept = [(i, l) for i, l, _ in made if any(x != -100 for x in l[1:])] # label 0 is never predicted
+    stats = {'examples': len(rows), 'truncated': sum(c for *_, c in made), 'dropped': len(made) - len(kept)}
+    if pack:
+        ids, labels = [x for i, _ in kept for x in i], [x for _, l in kept for x in l]
+        kept = [(ids[s:s + n], labels[s:s + n]) for s in range(0, len(ids), n)]
+        kept = [(i, l) for i, l in kept if any(x != -100 for x in l[1:])]
+    return [i for i, _ in kept], [l for _, l in kept], stats | {'sequences': len(kept)}
+
+# %% ../nbs/30_finetune.ipynb #3aef0bc3
+def _sft_prompts(tok, rows:list, fmt:str, n:int) -> tuple[list, list]:
+    "The prompts (token ids) of the eval rows that have an expected answer, and those answers."
+    prompts, expected = [], []
+    for r in rows:
+        if fmt == 'pairs': p, answer = _pair_tokens(tok, r['prompt'], r['response'], n)[0], r['response']
+        elif fmt == 'chat':
+            k = max(i for i, m in enumerate(r['messages']) if m['role'] == 'assistant')
+            text = tok.apply_chat_template(r['messages'][:k], tokenize=False, add_generation_prompt=True)
+            p, answer = tok(text, add_special_tokens=False)['input_ids'][-n:], r['messages'][k]['content']
+        else: continue
+        prompts.append(p); expected.append(answer)
+    return prompts, expected
+
+# %% ../nbs/30_finetune.ipynb #e5393c0a
+@patch
+def examples(self:CausalLM, job) -> tuple:
+    "The train sequences (ids, labels) and the eval ones with their prompts and expected answers (ids, labels, p, e)."
+    spec, n = job.spec, job.spec.max_length
+    tf, train = _sft_rows(job.folder / 'train.parquet', spec, 'train')
+    ef, ev = _sft_rows(job.folder / 'eval.parquet', spec, 'eval')
+    tx, tl, _ = _sft_sequences(job.tok, train, tf, n, pack=spec.packing)
+    ex, el, _ = _sft_sequences(job.tok, ev, ef, n)
+    return (tx, tl), (ex, el, *_sft_prompts(job.tok, ev, ef, n))
+
+# %% ../nbs/30_finetune.ipynb #88af7ff2
+def _collate(ids:list, labels:list, pad:int) -> dict:
+    "Sequences as a padded batch: input_ids, attention_mask, and labels -100 on the padding."
+    import torch
+    n = max(map(len, ids))
+    fill = lambda xs, v: [list(x) + [v] * (n - len(x)) for x in xs]
+    mask = [[1] * len(x) for x in ids]
+    return {'input_ids': torch.tensor(fill(ids, pad)), 'attention_mask': torch.tensor(fill(mask, 0)),
+            'labels': torch.tensor(fill(labels, -100))}
+
+# %% ../nbs/30_finetune.ipynb #71b7639b
+@patch
+def inputs(self:CausalLM, job, idx) -> dict:
+    "The padded batch of the training sequences `idx`; the model computes the loss on the labelled tokens."
+    ids, labels = job.train
+    return _collate([ids[i] for i in idx], [labels[i] for i in idx], job.tok.pad_token_id)
+
+# %% ../nbs/30_finetune.ipynb #0b4a3262
+def _lm_loss(model, ids:list, labels:list, pad:int, batch:int) -> float:
+    "The mean next-token loss of `model` over the labelled tokens of the sequences."
+    import torch
+    total, count = 0.0, 0
+    with torch.inference_mode():
+        for s in range(0, len(ids), batch):
+            b = _collate(ids[s:s + batch], labels[s:s + batch], pad)
+            logits = model(input_ids=b['input_ids'], attention_mask=b['attention_mask']).logits[:, :-1].float()
+            y = b['labels'][:, 1:]
+            total += float(torch.nn.functional.cross_entropy(logits.transpose(1, 2), y, ignore_index=-100,
+                                                             reduction='sum'))
+            count += int((y != -100).sum())
+    return total / max(count, 1)
+
+# %% ../nbs/30_finetune.ipynb #287446f8
+def _lm_answers(model, tok, prompts:list, max_new_tokens:int, batch:int) -> list[str]:
+    "The greedy answer of `model` to each prompt (token ids), the new text only."
+    import torch
+    pad, out = tok.pad_token_id, []
+    with torch.inference_mode():
+        for s in range(0, len(prompts), batch):
+            ps = prompts[s:s + batch]; n = max(map(len, ps))
+            x = torch.tensor([[pad] * (n - len(p)) + list(p) for p in ps])
+            mask = torch.tensor([[0] * (n - len(p)) + [1] * len(p) for p in ps])
+            y = model.generate(input_ids=x, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+                               pad_token_id=pad)
+            out += tok.batch_decode(y[:, n:], skip_special_tokens=True)
+    return out
+
+# %% ../nbs/30_finetune.ipynb #ca1eba21
+@patch
+def evaluate(self:CausalLM, model, tok, data, spec) -> dict:
+    "eval_loss and perplexity on the eval sequences; exact_match and contains when the eval data has expected answers."
+    ids, labels, prompts, expected = data
+    model.eval()
+    try:
+        loss = _lm_loss(model, ids, labels, tok.pad_token_id, spec.batch_size)
+        out = {'eval_loss': loss, 'perplexity': math.exp(min(loss, 700.0))}
+        if prompts:
+            said = _lm_answers(model, tok, prompts, spec.max_new_tokens, spec.batch_size)
+            norm = lambda s: ' '.join(s.split()).casefold()
+            out['exact_match'] = float(np.mean([norm(a) == norm(e) for a, e in zip(said, expected)]))
+            out['contains'] = float(np.mean([norm(e) in norm(a) for a, e in zip(said, expected)]))
+    finally: model.train()
+    return out
 
 # %% ../nbs/30_finetune.ipynb #63f997c2
 SCRIPT_CONTRACT = """\
@@ -531,12 +807,10 @@ def _setup(folder) -> _Job:
 def _build(job:_Job):
     "Load the run's data, build the recipe's model, and its optimizer and learning-rate schedule."
     import torch
-    spec, labels, total = job.spec, job.meta['labels'], job.meta['total_steps']
-    lid = {l: i for i, l in enumerate(labels)}
-    tx, ty = _load_split(job.folder, 'train', spec); ex, ey = _load_split(job.folder, 'eval', spec)
-    job.train, job.eval = (tx, [lid[y] for y in ty]), (ex, [lid[y] for y in ey])
+    spec, total = job.spec, job.meta['total_steps']
     job.recipe = RECIPES.get(spec.recipe)
-    job.model, job.tok = job.recipe.build(spec, job.folder / 'base', labels)
+    job.model, job.tok = job.recipe.build(spec, job.folder / 'base', job.meta.get('labels', []))
+    job.train, job.eval = job.recipe.examples(job)
     job.model.train()
     params = [p for p in job.model.parameters() if p.requires_grad]
     job.opt = torch.optim.AdamW(params, lr=spec.learning_rate, weight_decay=spec.weight_decay)
@@ -565,7 +839,7 @@ def _resume(job:_Job):
 def _train(job:_Job) -> bool:
     "Train from `job.step` to the last step; False when a stop request or the time budget ended it (with a checkpoint)."
     import torch, torch.distributed as dist
-    spec, total, (tx, ty) = job.spec, job.meta['total_steps'], job.train
+    spec, total, n = job.spec, job.meta['total_steps'], len(job.train[0])
     # the time budget counts training, from the first step on; loading the model is not in it
     job.last = t0 = time.time()
     while job.step < total:
@@ -577,28 +851,28 @@ def _train(job:_Job) -> bool:
         if why:
             if job.main: _checkpoint(job); _set_status(job.folder, status='stopped', reason=why, step=job.step)
             return False
-        idx = _batches(len(tx), spec.batch_size, spec.seed, job.rank, job.world, job.step)
-        enc = job.tok([tx[i] for i in idx], padding=True, truncation=True, max_length=spec.max_length,
-                      return_tensors='pt')
-        out = job.ddp(**enc, labels=torch.tensor([ty[i] for i in idx]))
+        idx = _batches(n, spec.batch_size, spec.seed, job.rank, job.world, job.step)
+        batch = job.recipe.inputs(job, idx)
+        out = job.ddp(**batch)
         out.loss.backward(); job.opt.step(); job.sched.step(); job.opt.zero_grad(set_to_none=True)
         job.step += 1
-        if job.main: _step_done(job, float(out.loss), len(idx))
+        if job.main: _step_done(job, float(out.loss), len(idx), int(batch['attention_mask'].sum()))
         if job.world > 1: dist.barrier()
     return True
 
 # %% ../nbs/30_finetune.ipynb #270ab858
-def _step_done(job:_Job, loss:float, n:int):
+def _step_done(job:_Job, loss:float, n:int, tokens:int):
     "Record a finished step: its event and W&B row, a checkpoint every `checkpoint_every`, an eval every `eval_every`."
     spec, step, now = job.spec, job.step, time.time()
     ev = {'kind': 'step', 'step': step, 'loss': loss, 'lr': job.sched.get_last_lr()[0], 'time': now,
-          'examples_per_s': n * job.world / max(now - job.last, 1e-9)}
+          'examples_per_s': n * job.world / max(now - job.last, 1e-9),
+          'tokens_per_s': tokens * job.world / max(now - job.last, 1e-9)}
     job.last = now
     _append(job.folder / 'events.jsonl', ev)
-    job.tracked = _track(job.tracked, step=step, loss=ev['loss'], lr=ev['lr'], examples_per_s=ev['examples_per_s'])
+    job.tracked = _track(job.tracked, step=step, **{k: ev[k] for k in ('loss', 'lr', 'examples_per_s', 'tokens_per_s')})
     if step % spec.checkpoint_every == 0 or step == job.meta['total_steps']: _checkpoint(job)
     if spec.eval_every and step % spec.eval_every == 0:
-        m = _evaluate(job.model, job.tok, *job.eval, spec)
+        m = job.recipe.evaluate(job.model, job.tok, job.eval, spec)
         _append(job.folder / 'events.jsonl', {'kind': 'eval', 'step': step, 'time': time.time(), **m})
         job.tracked = _track(job.tracked, step=step, **{f"eval/{k}": v for k, v in m.items()})
 
@@ -606,25 +880,71 @@ def _step_done(job:_Job, loss:float, n:int):
 def worker(folder, resume:bool=False):
     "Train the run in `folder` (called in the run's process; under torchrun, once per rank)."
     import torch.distributed as dist
+    meter = Meter().start()
     job = _setup(folder)
     try:
         _build(job)
         if resume: _resume(job)
-        if job.main:
+        if job.main or _node_lead():
             _set_status(job.folder, status='running', pid=os.getpid(), pid_start=process_start(os.getpid()),
                         step=job.step, total_steps=job.meta['total_steps'], reason='', started_at=utcnow())
+        if job.main:
             job.tracked = _wandb_start(job.folder, job.spec, job.meta)
-        if not _train(job): return 'stopped'
-        return _finish(job) if job.main else 'finished'
+            if 'sequences' in job.meta: # what was cut to fit max_length, counted (sft-*)
+                _append(job.folder / 'events.jsonl', {'kind': 'data', 'step': job.step, 'time': time.time(),
+                                                      **job.meta['sequences']})
+        if not _train(job): return _ended(job, meter, _node_costs(job, meter), 'stopped')
+        others = _node_costs(job, meter) # every rank, before rank 0 evaluates and registers alone
+        return _ended(job, meter, others, _finish(job) if job.main else 'finished')
     except BaseException as e:
         if job.main:
             import traceback
             traceback.print_exc(); sys.stdout.flush()
-            _set_status(job.folder, status='failed', reason=f"{type(e).__name__}: {e}", step=job.step)
+            _set_status(job.folder, status='failed', reason=f"{type(e).__name__}: {e}", step=job.step,
+                        cost=meter.read().to_dict())
         raise
     finally:
         if job.main and job.tracked is not None: _wandb_end(job.tracked)
         if job.world > 1 and dist.is_initialized(): dist.destroy_process_group()
+
+# %% ../nbs/30_finetune.ipynb #c05e0001
+def _node_lead() -> bool:
+    "Is this the first process of its node (torchrun's LOCAL_RANK 0)? It keeps its node's run status and cost."
+    return int(os.environ.get('LOCAL_RANK', 0)) == 0
+
+# %% ../nbs/30_finetune.ipynb #c05e0002
+def _other_node(spec:FinetuneSpec) -> str:
+    "Why a node's run registered nothing: another node's process had rank 0."
+    return (f"node {spec.node_rank} of {spec.nnodes} trained its part; the node whose process had rank 0 "
+            f"(node 0 with rdzv_backend static) evaluates and registers the result")
+
+# %% ../nbs/30_finetune.ipynb #c05e0003
+def _node_costs(job:_Job, meter:Meter) -> list:
+    "The costs of this node's other ranks at the end of training (every rank calls it: it is a collective)."
+    if job.world == 1: return []
+    import torch.distributed as dist
+    mine = (os.environ.get('GROUP_RANK', '0'), _node_lead(), meter.read().to_dict())
+    got = [None] * job.world
+    dist.all_gather_object(got, mine)
+    return [c for node, lead, c in got if node == mine[0] and not lead]
+
+# %% ../nbs/30_finetune.ipynb #c05e0004
+def _ended(job:_Job, meter:Meter, others:list, outcome:str) -> str:
+    "Record how this node's part ended: the cost of its ranks together, and the status of a node without rank 0."
+    if not _node_lead(): return outcome
+    if not job.main:
+        why = _other_node(job.spec) if outcome == 'finished' else job.stop or 'stopped with the other nodes'
+        _set_status(job.folder, status=outcome, step=job.step, reason=why)
+    _record_cost(job.folder, job.tracked, total([meter.read(), *others]))
+    return outcome
+
+# %% ../nbs/30_finetune.ipynb #c05e0005
+def _record_cost(folder:Path, tracked, cost):
+    "Keep what the run cost in its status and its W&B summary (cost/wall_s, cost/kwh, ...); W&B failing loses only W&B."
+    _set_status(folder, cost=cost.to_dict())
+    if tracked is None: return
+    try: tracked.summary(**cost.names(sep='/'))
+    except Exception as e: print(f"fmops: logging the run's cost to W&B failed ({type(e).__name__}: {e}).", flush=True)
 
 # %% ../nbs/30_finetune.ipynb #8230485e
 def _checkpoint(job:_Job):
@@ -679,6 +999,7 @@ def _classifier(reg, vid:str, tmp:Path):
 def _reference(job:_Job, reg) -> tuple[str, dict]:
     "What the candidate is compared with (production, else the base version), and its metrics on the eval data."
     import tempfile
+    if job.recipe.causal: return _lm_reference(job, reg)
     (ex, ey), labels = job.eval, job.meta['labels']
     against = f"{job.meta['model']}:production"
     try: v = reg.get(against)
@@ -689,17 +1010,45 @@ def _reference(job:_Job, reg) -> tuple[str, dict]:
         pos = {l: i for i, l in enumerate(order)}
         with tempfile.TemporaryDirectory(dir=job.folder) as t:
             m, tk = _classifier(reg, against, Path(t))
-            return against, _evaluate(m, tk, ex, [pos[labels[y]] for y in ey], job.spec)
+            return against, job.recipe.evaluate(m, tk, (ex, [pos[labels[y]] for y in ey]), job.spec)
     m, tk = RECIPES.get('head').build(job.spec, job.folder / 'base', labels)
-    return job.meta['base_version'], _evaluate(m, tk, ex, ey, job.spec)
+    return job.meta['base_version'], job.recipe.evaluate(m, tk, job.eval, job.spec)
+
+# %% ../nbs/30_finetune.ipynb #0dcbaa1a
+def _causal_lm(reg, vid:str, tmp:Path):
+    "A registered causal-LM version as a transformers model and tokenizer (a PEFT adapter on its base)."
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    v = reg.get(vid)
+    if v.format == 'peft':
+        from peft import PeftModel
+        reg.export(v.base, tmp / 'base'); reg.export(v.id, tmp / 'adapter')
+        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tmp / 'base'), tmp / 'adapter')
+        return model, AutoTokenizer.from_pretrained(tmp / 'base')
+    reg.export(v.id, tmp / 'model')
+    return AutoModelForCausalLM.from_pretrained(tmp / 'model'), AutoTokenizer.from_pretrained(tmp / 'model')
+
+# %% ../nbs/30_finetune.ipynb #c6ad4c4c
+def _lm_reference(job:_Job, reg) -> tuple[str, dict]:
+    "What an sft candidate is compared with (production, else its base) and its metrics on the same eval data."
+    import tempfile
+    against = f"{job.meta['model']}:production"
+    try: vid = reg.get(against).id
+    except NotFoundError: vid = None
+    if vid is None:
+        m, tk = CausalLM('full').build(job.spec, job.folder / 'base', [])
+        return job.meta['base_version'], job.recipe.evaluate(m, tk, job.eval, job.spec)
+    with tempfile.TemporaryDirectory(dir=job.folder) as t:
+        m, tk = _causal_lm(reg, vid, Path(t))
+        return against, job.recipe.evaluate(m, tk, job.eval, job.spec)
 
 # %% ../nbs/30_finetune.ipynb #7e949c69
 def _register(job:_Job, reg, out:Path, kind:str, cand:dict):
     "Register the saved result with its metrics, data fingerprints, config and lineage; return the version."
     spec, meta, folder = job.spec, job.meta, job.folder
+    config = _settings(spec) | {k: meta[k] for k in ('sequences',) if k in meta} # sft-*: what was cut to fit
     return _register_result(reg, meta['model'], out, kind == 'peft', meta['base_version'], metrics=_directed(cand),
                             data={'train': meta['fingerprints']['train'], 'eval': meta['fingerprints']['eval']},
-                            run_id=folder.name, config=_settings(spec),
+                            run_id=folder.name, config=config,
                             description=f"{spec.recipe} fine-tune of {meta['base_version']} (run {folder.name})")
 
 # %% ../nbs/30_finetune.ipynb #19147f76
@@ -728,7 +1077,7 @@ def _finish(job:_Job) -> str:
     import shutil
     folder, spec, meta, tracked = job.folder, job.spec, job.meta, job.tracked
     _set_status(folder, status='evaluating')
-    cand = _evaluate(job.model, job.tok, *job.eval, spec)
+    cand = job.recipe.evaluate(job.model, job.tok, job.eval, spec)
     _append(folder / 'events.jsonl',
             {'kind': 'eval', 'step': meta['total_steps'], 'time': time.time(), 'version': 'candidate', **cand})
     reg = Registry(Workspace.open())
@@ -739,11 +1088,13 @@ def _finish(job:_Job) -> str:
     if out.exists(): shutil.rmtree(out)
     kind = job.recipe.save(job.model, job.tok, out)
     comparison = {'against': against, 'candidate': cand, 'reference': ref}
+    seqs = {'sequences': meta['sequences']} if 'sequences' in meta else {} # what was cut to fit, counted (sft-*)
     if tracked:
         tracked.summary(**{f"candidate/{k}": v for k, v in cand.items()},
-                        **{f"reference/{k}": v for k, v in ref.items()})
+                        **{f"reference/{k}": v for k, v in ref.items()},
+                        **{f"data/{k}": v for k, v in seqs.get('sequences', {}).items()})
     if not spec.register:
-        _set_status(folder, status='finished', comparison=comparison); return 'finished'
+        _set_status(folder, status='finished', comparison=comparison, **seqs); return 'finished'
     # fail closed: never a candidate with NaN metrics
     if bad := sorted(k for k, x in cand.items() if not math.isfinite(x)):
         _set_status(folder, status='failed', comparison=comparison,
@@ -756,7 +1107,7 @@ def _finish(job:_Job) -> str:
     note = _candidate_alias(reg, v)
     promoted = (_promote_if_better(reg, v, spec.promote_if_better, cand, ref, against) if spec.promote_if_better
                 else False)
-    _set_status(folder, status='finished', version=v.id, promoted=promoted, comparison=comparison, **note)
+    _set_status(folder, status='finished', version=v.id, promoted=promoted, comparison=comparison, **seqs, **note)
     return 'finished'
 
 # %% ../nbs/30_finetune.ipynb #d7050e04
@@ -829,6 +1180,7 @@ def _check_base(reg, spec:FinetuneSpec, d:Path, meta:dict, model:str, v=None):
     if not (d / 'config.json').is_file():
         raise ValidationError(f"{spec.base} is not a Hugging Face model directory (no config.json).")
     cfg = json.loads((d / 'config.json').read_text())
+    if RECIPES.get(spec.recipe).causal: return _check_causal(reg, spec, d, cfg, model)
     _check_task(cfg, spec)
     _check_tokenizer(d)
     if (labels := _head_labels(cfg)) is not None:
@@ -857,6 +1209,33 @@ def _check_task(cfg:dict, spec:FinetuneSpec):
         raise ValidationError(f"The base is a {kind or 'model of unknown type'} model ({arch}), which transformers "
                               f"cannot make a sequence classifier of; the {spec.recipe} recipe trains one. Start from "
                               f"a text encoder (e.g. `base: minilm`), or train it your own way with `recipe: script`.")
+
+# %% ../nbs/30_finetune.ipynb #fabcec02
+def _is_causal(cfg:dict) -> bool:
+    "Is the model of this config a causal LM (its architecture one that generates text)?"
+    return any(str(a).endswith(('ForCausalLM', 'LMHeadModel')) for a in cfg.get('architectures') or [])
+
+# %% ../nbs/30_finetune.ipynb #d7344d37
+def _check_causal(reg, spec:FinetuneSpec, d:Path, cfg:dict, model:str):
+    "Refuse for an sft recipe a base that is not a causal LM, LoRA targets it lacks, or a production that is no LM."
+    if not _is_causal(cfg):
+        arch = ', '.join(cfg.get('architectures') or []) or 'no architecture recorded'
+        raise ValidationError(f"The base {spec.base} is a {cfg.get('model_type') or 'model of unknown type'} model "
+                              f"({arch}), not a causal language model: the {spec.recipe} recipe trains one to generate "
+                              f"text. Set `base: tinylm` (the small generative model fmops_nb builds) or a registered "
+                              f"causal-LM version; to train a classifier on this base, set `recipe: lora`.")
+    _check_tokenizer(d)
+    if spec.recipe == 'sft-lora':
+        require('peft', 'fm', 'the sft-lora recipe')
+        _check_targets(spec, d, _sft_targets(spec, cfg.get('model_type')))
+    try: v = reg.get(f"{model}:production")
+    except NotFoundError: return
+    ok = (_version_json(reg, v, 'adapter_config.json').get('task_type') == 'CAUSAL_LM' if v.format == 'peft'
+          else v.format == 'hf' and _is_causal(_version_json(reg, v, 'config.json')))
+    if not ok:
+        raise ValidationError(f"The result would be a new version of {model!r}, compared at the end with "
+                              f"{model}:production ({v.id}), which is not a causal LM: that comparison would fail "
+                              f"after all the training. Name the result with `model:` (e.g. `model: {model}-lm`).")
 
 # %% ../nbs/30_finetune.ipynb #604b7960
 def _head_labels(cfg:dict, classifier:bool=False) -> list|None:
@@ -910,13 +1289,13 @@ def _tensor_names(d:Path) -> set:
     return out
 
 # %% ../nbs/30_finetune.ipynb #ad734895
-def _check_targets(spec:FinetuneSpec, d:Path):
-    "Refuse LoRA target modules that the base model does not have."
-    if spec.recipe != 'lora': return
+def _check_targets(spec:FinetuneSpec, d:Path, targets:list|None=None):
+    "Refuse LoRA target modules (`targets`, default the spec's) that the base model does not have."
+    if spec.recipe != 'lora' and targets is None: return
     mods = {n.rsplit('.', 1)[0] for n in _tensor_names(d)}
     if not mods: return # no safetensors weights to read: the run checks when it builds the model
     heads = ('classifier', 'score', 'head', 'pre_classifier')
-    missing = [t for t in spec.target_modules
+    missing = [t for t in (targets or spec.target_modules)
                if t not in heads and not any(m == t or m.endswith('.' + t) for m in mods)]
     if missing:
         names = sorted({m.rsplit('.', 1)[-1] for m in mods} - {str(i) for i in range(1000)})
@@ -974,6 +1353,34 @@ def _prepare_data(spec:FinetuneSpec, ws:Workspace, folder:Path) -> dict:
                              'eval': {'fingerprint': ev.fingerprint(), 'rows': ev.n_rows, 'schema': ev.kinds}},
             'total_steps': spec.max_steps or max(1, math.ceil(spec.epochs * train.n_rows / per_step))}
 
+# %% ../nbs/30_finetune.ipynb #7027782e
+def _prepare_sft(spec:FinetuneSpec, ws:Workspace, folder:Path) -> dict:
+    "Write an sft run's data into `folder` (eval held out of train when not given), check its rows; return its meta."
+    meta = {'total_steps': spec.max_steps} | _materialise(spec, ws, folder)
+    meta['formats'] = {k: _sft_rows(folder / f"{k}.parquet", spec, k)[0] for k in ('train', 'eval')}
+    return meta
+
+# %% ../nbs/30_finetune.ipynb #356f5aa8
+def _sft_plan(spec:FinetuneSpec, folder:Path, meta:dict) -> dict:
+    "Tokenize an sft run's data with its base's tokenizer: the counts of what was cut or dropped, and the steps."
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(folder / 'base')
+    stats = {}
+    for split in ('train', 'eval'):
+        fmt, rows = _sft_rows(folder / f"{split}.parquet", spec, split)
+        if fmt == 'chat' and not tok.chat_template:
+            raise ValidationError(f"The {split} data holds chats (column {spec.messages_column!r}), but the base's "
+                                  f"tokenizer has no chat template to write them in. Give the data as prompt and "
+                                  f"response columns, or start from a base whose tokenizer has one (`base: tinylm`).")
+        ids, _, s = _sft_sequences(tok, rows, fmt, spec.max_length, pack=spec.packing and split == 'train')
+        if not ids:
+            raise ValidationError(f"No {split} example keeps a token to learn from within max_length "
+                                  f"{spec.max_length}: raise max_length.")
+        stats |= {f"{split}_{k}": v for k, v in s.items()}
+    per_step = spec.batch_size * spec.nproc
+    steps = spec.max_steps or max(1, math.ceil(spec.epochs * stats['train_sequences'] / per_step))
+    return {'sequences': stats, 'total_steps': steps}
+
 # %% ../nbs/30_finetune.ipynb #40b390d0
 def launch(spec:FinetuneSpec|None=None, # a spec, or its fields as keyword arguments
            ws:Workspace|None=None, wait:bool=False,
@@ -987,10 +1394,15 @@ def launch(spec:FinetuneSpec|None=None, # a spec, or its fields as keyword argum
     folder.mkdir(parents=True)
     try:
         meta = {'run_id': rid, 'created_at': utcnow(), 'wandb_id': f"{rid}-{secrets.token_hex(3)}"}
-        meta |= _prepare_script(spec, ws, folder) if spec.recipe == 'script' else _prepare_data(spec, ws, folder)
+        spec, judged = _feedback_train(spec, ws)
+        prepare = (_prepare_script if spec.recipe == 'script' else _prepare_sft if RECIPES.get(spec.recipe).causal
+                   else _prepare_data)
+        meta |= prepare(spec, ws, folder)
+        if judged: meta['fingerprints']['train']['feedback'] = judged # lineage back to the judgements
         meta['spec_key'] = _spec_key(spec, meta)
         if not allow_duplicate: _refuse_duplicate(ws, rid, meta['spec_key'])
         meta['base_version'], meta['model'] = _base_dir(reg, spec, folder, meta)
+        if RECIPES.get(spec.recipe).causal: meta |= _sft_plan(spec, folder, meta)
         files = {k: str(folder / f"{k}.parquet") if (folder / f"{k}.parquet").exists() else None
                  for k in ('train', 'eval')}
         stored = {f.name: files[f.name] if f.name in files else getattr(spec, f.name) for f in fields(spec)}
@@ -1021,6 +1433,14 @@ def _dataset(data, ws:Workspace):
                         f"used them."
                         + (f" Did you mean {near[0][:23]}...?" if near else '')
                         + " Pass the data itself (a DataFrame or a path) instead.")
+
+# %% ../nbs/30_finetune.ipynb #37f18d72
+def _feedback_train(spec:FinetuneSpec, ws:Workspace) -> tuple:
+    "For `train: feedback:QUEUE`: the spec with the queue's judgements as its training rows, and their lineage."
+    if not (isinstance(spec.train, str) and spec.train.startswith('feedback:')): return spec, None
+    df = training_set(spec.train, input_columns=dict.fromkeys((spec.text_column, spec.prompt_column)),
+                      answer_columns=dict.fromkeys((spec.label_column, spec.response_column)), ws=ws)
+    return replace(spec, train=df), df.attrs['feedback']
 
 # %% ../nbs/30_finetune.ipynb #7c3da39c
 def _texts(ds, spec, label=False) -> list:
@@ -1141,6 +1561,7 @@ class Run:
     meta = property(lambda self: json.loads((self.dir / 'run.json').read_text()))
     info = property(lambda self: _status(self.dir))
     version = property(lambda self: self.info.get('version'))
+    cost = property(lambda self: Cost.from_dict(c) if (c := self.info.get('cost')) else None) # once it ended
 
     @property
     def step(self) -> int:
@@ -1216,8 +1637,8 @@ def _start(self:Run, resume:bool):
     spec = self.spec
     mod = [sys.executable, '-m', 'fmops_nb.finetune']
     if spec['recipe'] == 'script': cmd = mod + ['script', str(self.dir)]
-    elif spec['nproc'] > 1:
-        cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', f"--nproc_per_node={spec['nproc']}",
+    elif spec['nproc'] > 1 or spec.get('nnodes', 1) > 1:
+        cmd = [sys.executable, '-m', 'torch.distributed.run', *torchrun_args(spec),
                '-m', 'fmops_nb.finetune', 'worker', str(self.dir)]
     else: cmd = mod + ['worker', str(self.dir)]
     if resume: cmd.append('--resume')
@@ -1274,16 +1695,20 @@ class _Script:
 # %% ../nbs/30_finetune.ipynb #7445751c
 def script_main(folder, resume:bool=False) -> int:
     "Run a user's training script for the run in `folder`, as the run's process; return its exit status."
+    meter = Meter().start() # this process and the script's (torchrun's ranks on this node included)
     s = _script_setup(folder, resume)
     try:
         s.tracked = _wandb_start(s.folder, s.spec, s.meta)
         if s.stop is None: # a stop during the set-up: the script never starts
             s.proc = subprocess.Popen(_script_cmd(s), env=_script_env(s, resume), cwd=s.folder)
-        return _script_end(s, _follow(s) if s.proc else 0)
+        code = _script_end(s, _follow(s) if s.proc else 0)
+        _record_cost(s.folder, s.tracked, meter.read())
+        return code
     except BaseException as e:
         import traceback
         traceback.print_exc(); sys.stdout.flush()
-        _set_status(s.folder, status='failed', reason=f"{type(e).__name__}: {e}", step=s.step)
+        _set_status(s.folder, status='failed', reason=f"{type(e).__name__}: {e}", step=s.step,
+                    cost=meter.read().to_dict())
         raise
     finally:
         if s.proc is not None and s.proc.poll() is None: s.proc.kill(); s.proc.wait()
@@ -1315,9 +1740,9 @@ def _ask_stop(s:_Script, why:str):
 
 # %% ../nbs/30_finetune.ipynb #8ebd3287
 def _script_cmd(s:_Script) -> list:
-    "The script's command line: Python on the script with `script_args`, under torchrun when `nproc` > 1."
-    py = ([sys.executable, '-m', 'torch.distributed.run', '--standalone', f"--nproc_per_node={s.spec.nproc}"]
-          if s.spec.nproc > 1 else [sys.executable])
+    "The script's command line: Python on the script with `script_args`, under torchrun when nproc or nnodes > 1."
+    py = ([sys.executable, '-m', 'torch.distributed.run', *torchrun_args(_settings(s.spec))]
+          if s.spec.nproc > 1 or s.spec.nnodes > 1 else [sys.executable])
     return py + [s.meta['script'], *map(str, s.spec.script_args)]
 
 # %% ../nbs/30_finetune.ipynb #8fe01b25
@@ -1391,6 +1816,8 @@ def _script_finish(s:_Script) -> int:
     cand, (against, vid) = _evaluation(evs, 'candidate'), _against(reg, meta)
     ref = (_evaluation(evs, vid) or _recorded(reg, vid, meta)) if vid else {}
     end = {'status': 'finished', 'step': s.step}
+    if spec.nnodes > 1 and not (folder / 'final').exists(): # another node's process had rank 0: it registers
+        _set_status(folder, **end, reason=_other_node(spec)); return 0
     if against: end['comparison'] = {'against': against, 'candidate': cand, 'reference': ref}
     if s.tracked:
         s.tracked.summary(**{f"candidate/{k}": v for k, v in cand.items()},

@@ -846,6 +846,14 @@ def diff_html(d) -> str:
         parts.append(section(f"LoRA ΔW of {vid}", table('fmops-lora', ['module', 'rank', '‖ΔW‖', '‖ΔW‖/‖W‖'],
             [[m['module'], f"{m['rank']}/{m['r']}", num(m['norm_delta'], '.3g'), num(m['rel_delta'], '.3g')]
              for m in mods])))
+    sl = getattr(d, 'slices', None) # both versions' stored slices, per segment
+    if sl is not None:
+        rows = sorted(sl['rows'], key=lambda r: (not (r['worse'] and not r['small']), -r['drop']))
+        parts.append(section('Slices', table('fmops-slice-diff', ['segment', 'metric', 'a', 'b', 'change', 'rows a',
+                                                                  'rows b', ''],
+            [[f"{r['column']}={r['segment']}", r['metric'], num(r['a']), num(r['b']), num(r['delta'], '+.4g'),
+              r['n_a'], r['n_b'], 'small' if r['small'] else ''] for r in rows],
+            [r['worse'] and not r['small'] for r in rows]) if rows else empty('The versions share no slices.')))
     gen = getattr(d, 'generation', None) # a causal LM's answers on a prompt probe
     parts.append(section('Behaviour', generation_html(gen) if gen else _behaviour_html(d.behaviour) if d.behaviour
                          else empty('No probe run: pass a probe to compare the outputs of both versions.')))
@@ -908,10 +916,15 @@ def _card_link(url:str) -> bool:
 
 # %% ../nbs/07_html.ipynb #9d9346c1
 def card_html(text:str) -> str:
-    "A model card (Markdown) as HTML: raw HTML in it shown as text, images as their alt text, links only to the web."
+    """A model card (Markdown) as HTML: its YAML metadata folded away as text, raw HTML in it shown as text, images as
+    their alt text, links only to the web."""
+    text, meta = str(text), ''
+    if text.startswith('---\n') and (end := text.find('\n---\n', 3)) > 0: # front matter, as Hugging Face cards have
+        meta = f"<details class='fmops-card-meta'><summary>metadata</summary><pre>{esc(text[4:end])}</pre></details>"
+        text = text[end + 5:]
     try: from markdown_it import MarkdownIt
-    except ImportError: return f"<div class='fmops-card'><pre>{esc(text)}</pre></div>"
+    except ImportError: return f"<div class='fmops-card'>{meta}<pre>{esc(text)}</pre></div>"
     md = MarkdownIt('commonmark', {'html': False}).enable('table')
     md.validateLink = _card_link
     md.add_render_rule('image', lambda self, tokens, i, options, env: esc(f"[image: {tokens[i].content}]"))
-    return f"<div class='fmops-card'>{md.render(str(text))}</div>"
+    return f"<div class='fmops-card'>{meta}{md.render(text)}</div>"

@@ -309,6 +309,8 @@ def _diff_args(p):
                         'or a PromptProbe, or a jsonl file of prompts ({"prompt", "expected"} a line) for causal LMs')
     p.add_argument('--max-new-tokens', type=int, default=32, metavar='N',
                    help='with a prompt probe: the budget of each greedy answer, in new tokens (default: 32)')
+    from fmops_nb.commands import diff_slice_arguments
+    diff_slice_arguments(p)
 
 # %% ../nbs/90_magics.ipynb #2cb2f14a
 @command('diff', 'What changed between two model versions: config, metrics, data, weights per layer, behaviour',
@@ -321,9 +323,22 @@ def _diff(ctx, args):
         raise UsageError(f"{args.probe!r} is a {type(probe).__name__}, not a Probe nor a prompt probe. For "
                          f"classifiers build a fmops_nb.diff.Probe(inputs, predict, labels); for causal LMs pass a "
                          f"jsonl file of prompts.")
-    d = diff(args.a, args.b, _registry(ctx), probe=probe, max_new_tokens=args.max_new_tokens)
+    d = diff(args.a, args.b, _registry(ctx), probe=probe, max_new_tokens=args.max_new_tokens, slice_by=args.slice_by,
+             redact=not args.no_redact)
     ctx.show_panel(d)
     return d
+
+# %% ../nbs/90_magics.ipynb #795a1618
+def _slices_args(p):
+    from fmops_nb.commands import slices_arguments
+    slices_arguments(p, where='notebook variable or file')
+
+# %% ../nbs/90_magics.ipynb #c22fa3d3
+@command('slices', 'Metrics per segment of a column: accuracy, selection rate, calibration, loss, refusals',
+         args=_slices_args)
+def _slices(ctx, args):
+    from fmops_nb.commands import run_slices
+    return run_slices(args, ctx.variable_or_path(args.data, 'data')) # shown by its own HTML: a table per column
 
 # %% ../nbs/90_magics.ipynb #2115c263
 def _promote_args(p):
@@ -349,11 +364,27 @@ def _rollback_args(p):
 # %% ../nbs/90_magics.ipynb #3bc38aeb
 @command('rollback', "Move an alias back to its previous version (or --to one), audited", args=_rollback_args)
 def _rollback(ctx, args):
+    from fmops_nb.governance import check_role
     reg = _registry(ctx)
+    check_role('rollback', reg.ws)
     ref = reg.resolve_alias(args.alias)
     v = reg.rollback(ref, to=args.to, reason=args.reason or '')
     print(moved(args.alias, v.id))
     return v
+
+# %% ../nbs/90_magics.ipynb #7d2b3c02
+def _approve_args(p):
+    from fmops_nb.commands import approve_arguments
+    approve_arguments(p)
+
+# %% ../nbs/90_magics.ipynb #7d2b3c03
+@command('approve', "Sign a version off as the current user (a policy may require approvals), audited",
+         args=_approve_args)
+def _approve(ctx, args):
+    from fmops_nb.governance import approve
+    a = approve(args.version, args.reason or '', ctx.workspace())
+    print(repr(a))
+    return a
 
 # %% ../nbs/90_magics.ipynb #f11e1113
 def _finetune_args(p):
@@ -366,11 +397,12 @@ def _finetune_args(p):
 def _finetune_help(ctx) -> list:
     "The end of `%fmops help finetune`: every spec key (type, default, meaning) and a complete spec."
     from fmops_nb.commands import spec_reference
-    from fmops_nb.finetune import SCRIPT_CONTRACT, SPEC_EXAMPLE, spec_keys
+    from fmops_nb.finetune import SCRIPT_CONTRACT, SFT_EXAMPLE, SPEC_EXAMPLE, spec_keys
     keys = table('fmops-spec-keys', ['key', 'type', 'default', 'meaning'], spec_keys())
     return [('Spec keys (the YAML cell body, or a spec file)', spec_reference(), keys),
             ('Your own training script (recipe: script)', SCRIPT_CONTRACT, ''),
-            ('A complete spec', f"%%fmops finetune\n{SPEC_EXAMPLE}", '')]
+            ('A complete spec', f"%%fmops finetune\n{SPEC_EXAMPLE}", ''),
+            ('A complete spec for a causal LM (sft-lora, sft-full)', f"%%fmops finetune\n{SFT_EXAMPLE}", '')]
 
 # %% ../nbs/90_magics.ipynb #d87857aa
 @command('finetune', 'Launch a fine-tune in the background (spec as YAML cell body or file); shows its live panel',
@@ -388,6 +420,8 @@ def _finetune(ctx, args):
         v = getattr(spec, k)
         if isinstance(v, str) and v.isidentifier() and not Path(v).exists():
             spec = replace(spec, **{k: ctx.variable(v, f'{k} data')})
+    from fmops_nb.governance import check_role
+    check_role('finetune', ctx.workspace())
     run = launch(spec, ws=ctx.workspace(), allow_duplicate=args.allow_duplicate)
     ctx.show_panel(run)
     if args.wait: run.wait()
@@ -452,6 +486,8 @@ def _report(ctx, args):
         if not args.target:
             raise UsageError("Name the template: %fmops report run maintenance_report -p current data/today.parquet "
                              "(`%fmops report templates` lists them)")
+        from fmops_nb.governance import check_role
+        check_role('report', ws)
         r = R.run_report(args.target, collect_params(args.param, args.params_file), ws=ws, timeout=args.timeout,
                          dry_run=args.dry_run, log=not args.no_wandb)
         ctx.show_panel(r) # its links open the report and the notebook in JupyterLab
@@ -476,6 +512,42 @@ def _alerts(ctx, args):
     ws = ctx.workspace()
     if args.ack is not None: M.acknowledge(args.ack, ws)
     return AlertList(M.alerts(ws, state=None if args.all else 'open'))
+
+# %% ../nbs/90_magics.ipynb #61cc27f9
+def _review_args(p):
+    p.add_argument('source', help='a queue name, or a notebook variable: drift report, version diff, or a table')
+    p.add_argument('--name', help='the queue name (default: from the source and its items)')
+    p.add_argument('--reviewer', help='who reviews (default: FMOPS_USER, else the login name)')
+    p.add_argument('--labels', help='the labels to choose from, comma-separated (keys 1-9)')
+    p.add_argument('--task', choices=('label', 'thumbs', 'rating'), help='how an item is judged (default: label '
+                   'with labels, else thumbs)')
+    p.add_argument('-n', type=int, default=20, help='at most this many items (default 20)')
+    p.add_argument('--confidence', metavar='COLUMN', help="a table's confidence column (default: confidence)")
+    p.add_argument('--sample', action='store_true', help='a table: a random sample of its rows')
+    p.add_argument('--seed', type=int, default=0, help="the sample's seed")
+    p.add_argument('--input', metavar='COLUMN', help="a table's input column (default: input, else the others)")
+    p.add_argument('--output', metavar='COLUMN', help="a table's output column (default: prediction)")
+    p.add_argument('--id-column', metavar='COLUMN', help="a table's column of request ids")
+    p.add_argument('--keep-pii', action='store_true', help='store the items as they are (default: personal data '
+                   'such as emails and card numbers replaced by placeholders)')
+    p.add_argument('--summary', action='store_true', help="the queue's progress and agreement instead of the panel")
+
+# %% ../nbs/90_magics.ipynb #d60909e2
+@command('review', 'Review model outputs one at a time (label, correct, rate, note); saved as you go',
+         args=_review_args)
+def _review(ctx, args):
+    from fmops_nb import review as RV
+    ws = ctx.workspace()
+    if args.summary: return RV.summary(args.source, ws)
+    ns = getattr(ctx.shell, 'user_ns', {}) or {}
+    how = {k: v for k, v in dict(n=args.n, confidence=args.confidence, random_sample=args.sample, seed=args.seed,
+                                 input=args.input, output=args.output, id_column=args.id_column).items()
+           if v is not None and v is not False}
+    source = ns[args.source] if args.source in ns else args.source
+    labels = [x.strip() for x in args.labels.split(',')] if args.labels else None
+    rv = RV.open_review(source, name=args.name, reviewer=args.reviewer, task=args.task, labels=labels, ws=ws,
+                        **(how | {'redact': not args.keep_pii} if not isinstance(source, str) else {}))
+    return RV.ReviewPanel(rv)
 
 # %% ../nbs/90_magics.ipynb #bfb120ed
 @dataclass

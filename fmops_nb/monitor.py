@@ -12,13 +12,15 @@ from .core import Workspace, PluginRegistry, check_name, utcnow
 from .errors import FmopsError, ValidationError, NotFoundError
 from .reports import read_yaml
 from .registry import Registry
-from .finetune import FinetuneSpec, launch
+from .finetune import FinetuneSpec, launch, runs, get_run
 from . import tracking
 from . import reports
+from . import feedback
 from .errors import Missing, PolicyError, PromotionBlocked, Undecided
 from .audit import append_audit
 from .errors import unknown_key
 from .html import RED, AMBER, esc
+from .slices import gate_names
 from fastcore.basics import patch
 
 # %% auto #0
@@ -197,6 +199,7 @@ class Policy:
     target: str|None = None
     spec: str|None = None
     sinks: list|None = None # default: the `monitor.sinks` setting
+    require: dict|None = None # sign-off before the alias moves (on: promote): {approvals: N, role: ROLE}
     source: str = ''
 
     @classmethod
@@ -223,6 +226,13 @@ class Policy:
         check_name(p.name, 'policy name')
         parse_expr(p.when, where)
         if p.on not in ('report', 'promote'): raise PolicyError(f"{where}`on` must be report or promote, got {p.on!r}.")
+        if p.require is not None: # the approvals gate (fmops_nb.governance) counts the sign-offs
+            r, n = p.require, p.require.get('approvals') if isinstance(p.require, dict) else None
+            if p.on != 'promote': raise PolicyError(f"{where}`require` (sign-off) only applies to `on: promote`.")
+            if (not isinstance(r, dict) or set(r) - {'approvals', 'role'} or not isinstance(n, int)
+                    or isinstance(n, bool) or n < 1 or not isinstance(r.get('role', ''), str)):
+                raise PolicyError(f"{where}`require` must be {{approvals: N, role: ROLE}} with a whole N ≥ 1 (role: "
+                                  f"viewer, maintainer or approver; default approver), got {r!r}.")
         if not isinstance(p.for_runs, int) or isinstance(p.for_runs, bool) or p.for_runs < 1:
             raise PolicyError(f"{where}`for` must be a whole number of runs ≥ 1, got {p.for_runs!r}.")
         if p.severity not in SEVERITIES:
@@ -538,6 +548,7 @@ def _not_applicable(p:Policy, why_not:str, newly_blind:bool, ws:Workspace, templ
 def _check_one(p:Policy, values:dict, template:str, ws:Workspace, dry_run:bool, subject:str) -> Firing:
     "Evaluate one policy on a report's values, count its streak, and fire (alert and act) when the streak says so."
     scope, why_not = template or '*', ''
+    if p.action == 'finetune' and 'cost' not in values: values = values | _estimated_cost(p.spec, ws)
     try: hit = bool(evaluate(p.when, values))
     except Missing as m: hit, why_not = False, f"no recorded value {m.name!r}" if not m.problem else str(m)
     except Exception as e: hit, why_not = False, f"{type(e).__name__}: {e}"
@@ -586,10 +597,34 @@ def check(values:dict|None=None, # recorded values (default: what this notebook 
     return res
 
 # %% ../nbs/50_monitor.ipynb #19d95e9a
-def _names(ver) -> dict:
+def _names(ver, ws) -> dict:
     "A version's metric values by name (and its id as `version`), for gate expressions."
     out = {k: m.get('value') if isinstance(m, dict) else m for k, m in (ver.metrics or {}).items()}
-    return out | {'version': ver.id}
+    return out | _run_cost(ver, ws) | {'version': ver.id}
+
+# %% ../nbs/50_monitor.ipynb #c05e0101
+def _run_cost(ver, ws) -> dict:
+    "{'cost': {...}} of the fine-tune run that produced `ver` (gates read `candidate.cost.kwh`); {} when unknown."
+    rid = (ver.meta or {}).get('run_id')
+    try: cost = get_run(rid, ws).info.get('cost') if rid else None
+    except (FmopsError, OSError, ValueError): cost = None # the run folder is gone or damaged: no cost to read
+    return {'cost': {k: v for k, v in cost.items() if isinstance(v, (int, float))}} if cost else {}
+
+# %% ../nbs/50_monitor.ipynb #c05e0102
+def _estimated_cost(spec_path, ws) -> dict:
+    """{'cost': {...}} a finetune policy's spec is expected to cost: what the latest finished run of the same model and
+    recipe cost, scaled by max_steps when both set it; {} without such a run (a `when` on `cost` then cannot decide)."""
+    try: spec = FinetuneSpec.from_file(spec_path)
+    except (FmopsError, OSError): return {}
+    for r in reversed(runs(ws)):
+        try: info, s = r.info, r.spec
+        except (OSError, ValueError): continue
+        if (info.get('status') != 'finished' or not info.get('cost') or s.get('model') != spec.model
+                or s.get('recipe') != spec.recipe): continue
+        k = spec.max_steps / s['max_steps'] if spec.max_steps and s.get('max_steps') else 1.0
+        return {'cost': {n: v * k if n in ('wall_s', 'cpu_s', 'gpu_s', 'kwh', 'co2e_kg') else v
+                         for n, v in info['cost'].items() if isinstance(v, (int, float))} | {'run': r.id}}
+    return {}
 
 # %% ../nbs/50_monitor.ipynb #99071551
 def _unusable(m:Missing, v, cur, model:str, alias:str) -> str:
@@ -612,13 +647,17 @@ def promotion_gate(reg, v, model:str, alias:str, path=None, enforce:bool=True,
                   ) -> list[str]:
     "Evaluate the `on: promote` gates on `v` for `model:alias`: a `block` that fires or cannot be evaluated blocks it."
     ws = reg.ws
-    ps = [p for p in policies(ws, path) if p.on == 'promote']
+    ps = [p for p in policies(ws, path) if p.on == 'promote' and not p.require] # `require:`: the approvals gate's
     if not ps: return []
     cur = None
     try: cur = reg.get(f"{model}:{alias}")
     except NotFoundError: pass # a first promotion: nothing to compare with
-    names = {'candidate': _names(v), 'alias': alias, **({'current': _names(cur)} if cur is not None else {})}
-    absent = ('current',) if cur is None else ()
+    names = {'candidate': _names(v, ws) | {'feedback': feedback.metrics(version=v.id, ws=ws)}, 'alias': alias,
+             **({'current': _names(cur, ws) | {'feedback': feedback.metrics(version=cur.id, ws=ws)}}
+                if cur is not None else {})}
+    # per-segment names (`slices.accuracy.max_drop`) compare with the current version's slices: without them, open
+    if cur is not None and cur.slices is not None: names['slices'] = gate_names(v.slices, cur.slices)
+    absent = (('current',) if cur is None else ()) + (('slices',) if 'slices' not in names else ())
     overridden = []
     for p in ps:
         try:

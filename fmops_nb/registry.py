@@ -21,9 +21,10 @@ from .blobs import BlobStore, read_header, safe_files, tensor_hashes, same_modul
 from .core import PluginRegistry
 from .errors import CorruptBlobError
 from .html import table, esc, num, panel, empty
+from .slices import check_slices
 
 # %% auto #0
-__all__ = ['METRIC_DIRECTIONS', 'GATES', 'Version', 'version_table', 'Registry', 'verify_audit']
+__all__ = ['METRIC_DIRECTIONS', 'GATES', 'CARDS', 'Version', 'version_table', 'Registry', 'verify_audit']
 
 # %% ../nbs/20_registry.ipynb #3f7d1eda
 _SCHEMA = ["""
@@ -67,6 +68,7 @@ class Version:
     metrics = property(lambda self: self.meta.get('metrics', {}))
     tags = property(lambda self: self.meta.get('tags', []))
     config = property(lambda self: self.meta.get('config', {}))
+    slices = property(lambda self: self.meta.get('slices')) # {column: {segment: {metric: value, 'n': n}}} or None
 
     def to_dict(self) -> dict: return asdict(self)
     def __repr__(self):
@@ -304,9 +306,12 @@ class Registry:
         ensure_audit(self.ws); self.ws.ensure_schema('registry', _SCHEMA)
         self.blobs, self.log = BlobStore(self.ws), log
 
-    def card(self, ref:str|Version) -> str:
-        "The version's model card (markdown)."
+    def card(self, ref:str|Version,
+             stored:bool=False, # the card stored at registration, not the one built from what is known now
+            ) -> str:
+        "The version's model card (markdown), built now by the `fmops_nb.cards` plug-in when one is installed."
         v = ref if isinstance(ref, Version) else self.get(ref)
+        if not stored and len(CARDS): return CARDS.call(CARDS.names()[0], self, v)
         return self.blobs.read(v.card, f"model card of {v.id}").decode()
 
     def load(self, ref:str) -> dict:
@@ -349,9 +354,18 @@ class Registry:
                 check_name(model, 'model name')
                 if con.execute("SELECT 1 FROM models WHERE name=?", (model,)).fetchone() is None:
                     raise not_found('model', model, self.models())
-            q = ("SELECT * FROM versions WHERE state='ready'" + (" AND model=?" if model else '')
-                 + " ORDER BY model, number")
-            return [self._read(con, r) for r in con.execute(q, (model,) if model else ())]
+            where, args = "state='ready'" + (" AND model=?" if model else ''), ((model,) if model else ())
+            ready = f"SELECT id FROM versions WHERE {where}"
+            con.execute("BEGIN") # one snapshot, three queries (not three per version: a database server is a hop away)
+            rows = con.execute(f"SELECT * FROM versions WHERE {where} ORDER BY model, number", args).fetchall()
+            aliases, files = {}, {}
+            for r in con.execute(f"SELECT version, alias FROM aliases WHERE version IN ({ready}) ORDER BY alias", args):
+                aliases.setdefault(r['version'], []).append(r['alias'])
+            for r in con.execute(f"SELECT version, path, sha256, size FROM files WHERE version IN ({ready}) "
+                                 f"ORDER BY path", args):
+                files.setdefault(r['version'], {})[r['path']] = {'sha256': r['sha256'], 'size': r['size']}
+            con.execute("COMMIT")
+            return [self._read(con, r, aliases.get(r['id'], []), files.get(r['id'], {})) for r in rows]
         finally: con.close()
 
     # ---- getting weights back
@@ -363,13 +377,18 @@ class Registry:
 # %% ../nbs/20_registry.ipynb #836559ea
 # ---- reading
 @patch
-def _read(self:Registry, con, row) -> Version:
+def _read(self:Registry, con, row,
+          aliases:list|None=None, files:dict|None=None, # read already (`versions` reads them for every row at once)
+         ) -> Version:
     d = dict(row)
     v = Version(**{k: d[k] for k in ('id', 'model', 'number', 'format', 'parent', 'base', 'manifest', 'card', 'state',
                                      'created_at', 'created_by')}, meta=json.loads(d['meta']))
-    v.aliases = [r['alias'] for r in con.execute("SELECT alias FROM aliases WHERE version=? ORDER BY alias", (v.id,))]
-    v.files = {r['path']: {'sha256': r['sha256'], 'size': r['size']}
-               for r in con.execute("SELECT path, sha256, size FROM files WHERE version=? ORDER BY path", (v.id,))}
+    if aliases is None:
+        aliases = [r['alias'] for r in con.execute("SELECT alias FROM aliases WHERE version=? ORDER BY alias", (v.id,))]
+    if files is None:
+        files = {r['path']: {'sha256': r['sha256'], 'size': r['size']}
+                 for r in con.execute("SELECT path, sha256, size FROM files WHERE version=? ORDER BY path", (v.id,))}
+    v.aliases, v.files = aliases, files
     return v
 
 # %% ../nbs/20_registry.ipynb #bd6e71ff
@@ -501,13 +520,13 @@ def _store_manifest(self:Registry, got:dict, stored:dict, tensors:dict) -> tuple
 
 # %% ../nbs/20_registry.ipynb #7c437940
 def _meta(metrics:dict, tags, description:str, data:dict, run_id, code_version, config, intended_use:str,
-          tensors:dict, skipped:list) -> tuple[dict, str]:
+          tensors:dict, skipped:list, slices:dict|None=None) -> tuple[dict, str]:
     "A version's recorded details, and their JSON; refused unless every value is plain."
     meta = {'metrics': metrics, 'tags': list(tags or []), 'description': description, 'data': data,
             'run_id': run_id, 'code_version': code_version, 'config': config or {},
             'intended_use': intended_use, 'n_tensors': len(tensors),
             'n_parameters': int(sum(math.prod(t['shape']) for t in tensors.values())),
-            'skipped_files': skipped}
+            'skipped_files': skipped, **({'slices': slices} if slices else {})}
     try: return meta, json.dumps(meta, sort_keys=True)
     except (TypeError, ValueError) as e:
         raise ValidationError(f"The version's details cannot be stored as JSON ({e}): pass tags, data and "
@@ -554,7 +573,7 @@ def register(self:Registry, model:str, # the model's name: letters, digits, '.',
              source, # nn.Module, state dict, .safetensors file (or torch .pt/.bin state dict), HF or PEFT directory
              base:str|None=None, # for a PEFT adapter: the registered version it adapts
              parent:str|None=None, # the version this one was derived from (fine-tuned from)
-             metrics:dict|None=None, # {'accuracy': 0.91, 'loss': (0.31, 'lower')}
+             metrics:dict|None=None, # {'accuracy': 0.91, 'loss': (0.31, 'lower'), 'slices': SliceReport.to_metrics()}
              tags:list|None=None, description:str='',
              data:dict|None=None, # {'train': dataset or fingerprint, 'eval': ...}
              run_id:str|None=None, # the fine-tune run that produced it
@@ -567,7 +586,8 @@ def register(self:Registry, model:str, # the model's name: letters, digits, '.',
     "Register a new immutable version `model:vN`."
     check_name(model, 'model name')
     for a in aliases: self._check_alias(a, model)
-    metrics, data = _metrics(metrics), _data_info(data)
+    slices = check_slices((metrics or {})['slices'], "metrics['slices']") if 'slices' in (metrics or {}) else None
+    metrics, data = _metrics({k: v for k, v in (metrics or {}).items() if k != 'slices'}), _data_info(data)
     base_v, parent_v = (self.get(base) if base else None), (self.get(parent) if parent else None)
     if self.ws.readonly: raise self.ws._readonly_error()
     with closing(self.ws.connect()) as con: writable_key(con) # a keyed log without its key: refused first
@@ -581,7 +601,7 @@ def register(self:Registry, model:str, # the model's name: letters, digits, '.',
         stored, tensors = self._store_weights(got, headers)
         manifest, manifest_sha = self._store_manifest(got, stored, tensors)
         meta, meta_json = _meta(metrics, tags, description, data, run_id, code_version, config, intended_use,
-                                tensors, got['skipped'])
+                                tensors, got['skipped'], slices)
         vid = self._commit(model, manifest, manifest_sha, tensors, meta, meta_json, parent_v, base_v)
     blocked = self._set_aliases(vid, aliases) # through the promotion gates, like any other alias move
     v = self.get(vid)
@@ -674,6 +694,7 @@ def promote(self:Registry, ref:str, # the version (or alias) to promote
 
 # %% ../nbs/20_registry.ipynb #7e78aab7
 GATES = PluginRegistry('promotion gate', group='fmops_nb.gates') # name -> gate(reg, v, model, alias, enforce, reason)
+CARDS = PluginRegistry('model card', group='fmops_nb.cards') # name -> card(reg, v) -> markdown (fmops_nb.cards)
 
 def _gates(reg, v, model:str, alias:str, force:bool, reason:str) -> list[str]:
     "Run every promotion gate on `v` for `model:alias`; returns the checks a forced promotion went past."
@@ -802,17 +823,21 @@ def delete(self:Registry, ref:str, reason:str='') -> Version:
 # %% ../nbs/20_registry.ipynb #9e82b4c0
 @patch
 def export(self:Registry, ref:str, path) -> Path:
-    "Write the version's files (an HF or PEFT directory, or model.safetensors) into the folder `path`."
+    "Write the version's files (an HF or PEFT directory, or model.safetensors) and its model card into `path`."
     dst = Path(path).expanduser()
     if dst.exists() and any(dst.iterdir()):
         raise ValidationError(f"{dst} is not empty. Export into a new or empty folder.")
-    for rel, src in self.files(ref).items():
+    files = self.files(ref)
+    for rel, src in files.items():
         if PurePosixPath(rel).is_absolute() or '..' in PurePosixPath(rel).parts:
             raise WorkspaceError(f"The recorded file path {rel!r} would leave {dst}: the database was edited. "
                                  f"Run `fmops audit verify`.")
         out = dst / rel
         out.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, out)
+    card = dst / ('MODEL_CARD.md' if 'README.md' in files else 'README.md') # the Hub reads a card from README.md
+    dst.mkdir(parents=True, exist_ok=True)
+    card.write_text(self.card(ref), encoding='utf-8')
     return dst
 
 # %% ../nbs/20_registry.ipynb #eee5f6f2

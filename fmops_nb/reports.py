@@ -18,6 +18,7 @@ from .tasks import TASKS
 # templates import these from here (`from fmops_nb.reports import record`)
 from .record import MIME, record, recorded, in_kernel, read_values, state_names, read_notebook # noqa: F401
 from .errors import unknown_key
+from .costs import Meter, Cost
 
 # %% auto #0
 __all__ = ['TYPES', 'MAX_PARAMS', 'INPUT_MIME', 'BUILTIN', 'IGNORED', 'Param', 'schema', 'read_yaml', 'validate', 'typed', 'uses',
@@ -542,6 +543,7 @@ class ReportRun:
     html = property(lambda self: self.dir / 'report.html')
     notebook = property(lambda self: self.dir / 'output.ipynb')
     wandb_run = property(lambda self: (self.record or {}).get('wandb_run'))
+    cost = property(lambda self: Cost.from_dict(c) if (c := (self.record or {}).get('cost')) else None)
 
     def to_dict(self) -> dict:
         return {'id': self.id, 'dir': str(self.dir), 'status': self.status, 'error': self.error,
@@ -640,7 +642,8 @@ class _Tracker:
             raise TrackingError(f"Could not start the report's W&B run: {self.error}")
         tr, stem = self.tr, run.dir.parent.name
         try:
-            tr.summary(**{k: v for k, v in _scalars(run.values).items() if v is not None}, report_status=run.status)
+            tr.summary(**{k: v for k, v in _scalars(run.values).items() if v is not None}, report_status=run.status,
+                       **(run.cost.names(sep='/') if run.cost else {}))
             for k, v in run.values.items():
                 if isinstance(v, list) and v and all(isinstance(r, dict) for r in v):
                     tr.table(k, [{c: (json.dumps(x) if isinstance(x, (list, dict)) else x) for c, x in r.items()}
@@ -1053,7 +1056,7 @@ def run_report(template, # a template name (`maintenance_report`) or a notebook 
               ) -> ReportRun:
     "Execute a template with papermill into the workspace's reports folder; returns the run, `finished` or `failed`."
     import time
-    t_in = time.perf_counter()
+    t_in, meter = time.perf_counter(), Meter().start()
     ws = ws or Workspace.open()
     base, later = _base_env(ws), [] # `later`: threads joined before returning
     km = _early_kernel(template, cwd, ws, base, kernels) # it boots while the request is checked
@@ -1076,7 +1079,9 @@ def run_report(template, # a template name (`maintenance_report`) or a notebook 
         ahead, km = km, None # `_execute` stops it from here on
         ended = _execute(job, base, _run_env(job, dry_run, pins), ahead, kernels, later)
         timings = {'prepare_s': t0 - t_in, 'execute_s': time.perf_counter() - t0}
-        run = _collect(job, ended, env, timings, show_code, extra, _tracking(tracker))
+        cost = meter.read(pids=[(ended.get('kernel') or {}).get('pid')]) # the kernel is still alive: from /proc
+        run = _collect(job, ended, env, timings, show_code, (extra or {}) | {'cost': cost.to_dict()},
+                       _tracking(tracker))
         _finish(job, run, tracker, timings, t0)
     except KeyboardInterrupt:
         _write_status(job, status='killed', error='interrupted (Ctrl-C)')

@@ -11,6 +11,7 @@ from pathlib import Path
 from .core import Workspace
 from .errors import ConfigError, TrackingError, ValidationError
 from fastcore.basics import patch
+from .pii import redact_all
 
 # %% auto #0
 __all__ = ['WANDB_MODES', 'wandb_mode', 'wandb_dirs', 'TrackedRun', 'run', 'RunRecord', 'read_run', 'find_runs']
@@ -83,8 +84,9 @@ def log(self:TrackedRun, step:int|None=None, **scalars):
 def table(self:TrackedRun, name:str, # key the table is logged under
           data, # a pandas DataFrame, a list of dicts, or a list of rows (with `columns`)
           columns:list[str]|None=None, # column names when `data` is a list of rows
+          redact:bool=True, # replace personal data in the cells (emails, card numbers, ...) by placeholders
          ):
-    "Log a table."
+    "Log a table, its text cells redacted of personal data unless `redact=False`."
     wandb = _wandb()
     if hasattr(data, 'to_dict') and hasattr(data, 'columns'):
         columns, rows = [str(c) for c in data.columns], data.astype(object).values.tolist()
@@ -97,6 +99,7 @@ def table(self:TrackedRun, name:str, # key the table is logged under
                                   f"or pass dicts or a DataFrame.")
         rows = [list(r) for r in data]
     rows = [[_jsonable(v) for v in r] for r in rows]
+    if redact: rows = redact_all(rows)
     self.run.log({name: wandb.Table(columns=list(columns), data=rows)})
 
 # %% ../nbs/02_tracking.ipynb #a41c24e9

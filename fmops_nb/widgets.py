@@ -21,6 +21,7 @@ from .finetune import Run, FINAL, latest_checkpoint
 from .registry import version_table
 from .reports import ReportRun
 from .tracking import read_run
+from .costs import gain_html
 
 # %% auto #0
 __all__ = ['PANEL_CSS', 'NUMBERS', 'TIMES', 'TEXT', 'style', 'Column', 'number_column', 'Grid', 'notebook_dir', 'visible_copy',
@@ -864,7 +865,9 @@ def refresh(self:FinetunePanel):
     self.log_view.value = (f"<details class='fmops-log'{' open' if status in ('failed', 'killed') else ''}>"
                            f"<summary>log</summary><pre style='white-space:pre-wrap;font-size:11px'>"
                            f"{esc(r.tail(8))}</pre></details>")
-    self.result.value = _comparison_html(info) if status == 'finished' and info.get('comparison') else ''
+    cmp = info.get('comparison') or {}
+    self.result.value = ((_comparison_html(info) if status == 'finished' and cmp else '') # what it gained ...
+                         + gain_html(info.get('cost'), cmp.get('candidate'), cmp.get('reference'))) # ... and cost
 
 # %% ../nbs/80_widgets.ipynb #708c2333
 class ReportPanel(W.VBox):
@@ -872,7 +875,7 @@ class ReportPanel(W.VBox):
     def __init__(self, run:ReportRun, home:Path|None=None # the notebook's folder (default: `notebook_dir()`)
                 ):
         self.run, self.home = run, Path(home or notebook_dir())
-        self.summary = W.HTML(run._repr_html_())
+        self.summary = W.HTML(run._repr_html_() + gain_html((run.record or {}).get('cost'), what='this report'))
         where = (run.dir.parent.name, run.dir.name)
         rec = run.record or {}
         self.link_list = [file_link('Report', run.html, *where, home=self.home),

@@ -61,7 +61,7 @@ def test_fmops_help_in_jupyterlab(lab, tmp_path):
     assert "Run %fmops help COMMAND for a command's arguments." in help_text
     err = out[2]
     assert "UsageError: Unknown %fmops command 'nosuch'" in err
-    assert "Available: alerts, config, diff, drift, finetune, help, promote, report, rollback, runs, versions, workspace." in err
+    assert "Available: alerts, approve, config, diff, drift, finetune, help, promote, report, review, rollback, runs, slices, versions, workspace." in err
     assert "Traceback" not in err
     # the help table is a real table a person can read, not a text dump
     rows = page.eval_on_selector_all(".fmops-help table tr", "els => els.length")

@@ -427,3 +427,129 @@ def test_a_process_killed_inside_an_import_leaves_nothing_and_the_store_usable(w
     assert check_log(ws).ok and feedback.verify(ws) == []
     b = feedback.import_file(src, ws=ws)  # the lock is free again, and the same file imports whole
     assert b.rows == 2000 and len(feedback.query(queue="bulk", ws=ws)) == 2000
+
+
+# ------------------------------------------------------------------------------------------ feedback as data (item 3)
+def test_a_queues_judgements_become_training_rows_with_their_fingerprint(ws):
+    for who, v in (("ann", "cat"), ("ben", "cat"), ("cy", "dog")):  # most reviewers say cat
+        feedback.log("purrs on the sofa", "dog", kind="label", value=v, queue="pets2", reviewer=who, item="p1", ws=ws)
+    feedback.log("barks at the door", "dog", kind="thumbs", value="up", queue="pets2", reviewer="ann", item="p2", ws=ws)
+    feedback.log("swims in a bowl", "cat", kind="correction", value="fish", queue="pets2", reviewer="ann", item="p3",
+                 ws=ws)
+    feedback.log("lays eggs", "cat", kind="thumbs", value="down", queue="pets2", reviewer="ann", item="p4", ws=ws)
+    feedback.log("hops", "frog", kind="label", value="rabbit", queue="pets2", reviewer="ann", item="p5", ws=ws)
+    feedback.log("hops", "frog", kind="label", value="frog", queue="pets2", reviewer="ann", item="p5", ws=ws)  # changed
+    feedback.log("ignored", "x", kind="label", value="y", queue="elsewhere", ws=ws)
+    ts = feedback.training_set("feedback:pets2", input_columns=("text", "prompt"), answer_columns=("label", "response"),
+                               ws=ws)
+    assert list(ts["text"]) == list(ts["prompt"]) == ["purrs on the sofa", "barks at the door", "swims in a bowl", "hops"]
+    assert list(ts["label"]) == list(ts["response"]) == ["cat", "dog", "fish", "frog"]
+    lineage = ts.attrs["feedback"]
+    assert lineage["queue"] == "pets2" and lineage["rows"] == 4 and lineage["judgements"] == 6
+    # the fingerprint is of exactly the judgements used: another judgement changes it, an unrelated queue does not
+    fp = lineage["fingerprint"]
+    feedback.log("other", "x", kind="label", value="y", queue="elsewhere", ws=ws)
+    assert feedback.training_set("pets2", ws=ws).attrs["feedback"]["fingerprint"] == fp
+    feedback.log("purrs on the sofa", "dog", kind="label", value="cat", queue="pets2", reviewer="dee", item="p1", ws=ws)
+    assert feedback.training_set("pets2", ws=ws).attrs["feedback"]["fingerprint"] != fp
+    with pytest.raises(NotFoundError, match="no judgements that give a right answer"):
+        feedback.training_set("feedback:empty", ws=ws)
+    with pytest.raises(ValidationError, match="queue name"):
+        feedback.training_set("feedback:../etc", ws=ws)
+
+
+def test_two_generations_compared_give_the_better_as_the_answer_and_count_for_each_version(ws):
+    reg, v1 = registered(ws, "lm")
+    v2 = reg.register("lm", ws.root.parent / "lm.safetensors", parent=v1.id)
+    pair = dict(output="Paris is in Germany.", version=v1.id, queue="gen",
+                meta={"other": "Paris is in France.", "other_version": v2.id})
+    feedback.log("Where is Paris?", kind="label", value="B better", item="q1", **pair, ws=ws)
+    feedback.log("Capital of Italy?", "Rome.", kind="label", value="both fine", item="q2", version=v1.id, queue="gen",
+                 meta={"other": "Rome", "other_version": v2.id}, ws=ws)
+    ts = feedback.training_set("gen", ws=ws)
+    assert list(ts["label"]) == ["Paris is in France.", "Rome."]
+    m = feedback.metrics(queue="gen", by="version", ws=ws)
+    assert m[v1.id]["accuracy"] == 0.5 and m[v2.id]["accuracy"] == 1.0
+
+
+@pytest.mark.slow  # two registered versions and a policy check (monitor imports the fine-tune engine)
+def test_feedback_metrics_by_version_and_over_time_feed_a_policy(ws, tmp_path):
+    reg, v1 = registered(ws, "clf")
+    v2 = reg.register("clf", ws.root.parent / "clf.safetensors", parent=v1.id)
+    week1, week2 = datetime(2026, 11, 2, 9, tzinfo=timezone.utc), datetime(2026, 11, 10, 9, tzinfo=timezone.utc)
+    rows = ([dict(input=f"a{i}", output="spam", kind="label", value="spam" if i < 3 else "ham", version=v1.id,
+                  at=week1) for i in range(4)]  # v1: 3 of 4 right
+            + [dict(input=f"b{i}", output="ham", kind="thumbs", value="up" if i else "down", version=v2.id, at=week2)
+               for i in range(4)]  # v2: 3 of 4 right
+            + [dict(input="c", output="hm", kind="correction", value="ham", version=v2.id, at=week2),
+               dict(input="d", output="long answer", kind="rating", value=2, version=v2.id, at=week2),
+               dict(input="e", output="ok", kind="rating", value=4, version=v2.id, at=week2),
+               dict(input="f", output="ok", kind="note", value="not a judgement of right or wrong", at=week2)])
+    feedback.log_many(rows, defaults={"queue": "live"}, ws=ws)
+    m = feedback.metrics(ws=ws)
+    assert (m["reviewed"], m["rated"]) == (9, 2)
+    assert m["accuracy"] == pytest.approx(6 / 9) and m["correction_rate"] == pytest.approx(1 / 9)
+    assert m["mean_rating"] == 3 and m["rating_score"] == pytest.approx(0.5)
+    by_version = feedback.metrics(by="version", ws=ws)
+    assert by_version[v1.id]["accuracy"] == 0.75 and by_version[v2.id]["accuracy"] == pytest.approx(3 / 5)
+    assert by_version[v2.id]["correction_rate"] == pytest.approx(1 / 5) and by_version[v1.id]["mean_rating"] is None
+    assert feedback.metrics(version=v2.id, ws=ws) == by_version[v2.id]
+    by_week = feedback.metrics(by="week", ws=ws)
+    assert list(by_week) == ["2026-11-02", "2026-11-09"] and by_week["2026-11-02"]["accuracy"] == 0.75
+    with pytest.raises(ValidationError, match="Unknown grouping 'hour'"):
+        feedback.metrics(by="hour", ws=ws)
+    # a policy reads them as the maintenance report records them: `feedback.accuracy`
+    from fmops_nb import monitor
+    pol = tmp_path / "policies.yaml"
+    pol.write_text("policies:\n  - name: reviewers-disagree-with-the-model\n    when: feedback.accuracy < 0.7\n"
+                   "    severity: critical\n")
+    fired = monitor.check({"feedback": feedback.metrics(version=v2.id, ws=ws)}, ws=ws, path=pol, display=False)
+    assert [f.state for f in fired.firings] == ["fired"]
+    assert "feedback.accuracy = 0.6" in monitor.alerts(ws)[0]["message"]
+    quiet = monitor.check({"feedback": feedback.metrics(version=v1.id, ws=ws)}, ws=ws, path=pol, display=False)
+    assert [f.state for f in quiet.firings] == ["quiet"]
+
+
+NUMPY_SCRIPT = textwrap.dedent("""
+    import zlib, tempfile, numpy as np, pyarrow.parquet as pq
+    from safetensors.numpy import save_file
+    from fmops_nb.finetune import run_spec, report, save_model
+    spec = run_spec()
+    t = pq.read_table(spec['train']).to_pydict()
+    texts, labels = t[spec['text_column']], t[spec['label_column']]
+    classes = sorted(set(labels))
+    x = np.zeros((len(texts), 64))
+    for i, s in enumerate(texts):
+        for w in s.lower().split(): x[i, zlib.crc32(w.encode()) % 64] += 1
+    y = np.array([classes.index(l) for l in labels], dtype=float)
+    w = np.zeros(64)
+    for step in range(1, 4):
+        p = 1 / (1 + np.exp(-x @ w))
+        report(step=step, loss=float(-np.mean(y * np.log(p + 1e-9) + (1 - y) * np.log(1 - p + 1e-9))))
+        w -= 0.5 * x.T @ (p - y) / len(y)
+    d = tempfile.mkdtemp()
+    save_file({'w': w.astype(np.float32)}, f"{d}/model.safetensors")
+    save_model(d)
+""")  # a user's training script: logistic regression on hashed words, three steps in numpy (no torch to import)
+
+
+@pytest.mark.slow  # a real fine-tune in its own process, a few seconds
+def test_a_fine_tune_trains_on_a_queue_and_the_registered_version_cites_the_judgements(ws, tmp_path):
+    from fmops_nb.finetune import launch
+    from fmops_nb.registry import Registry
+    words = {"good": "works great thanks", "bad": "broken again refund"}
+    rows = [dict(input=f"{words[lab]} {i}", output="good", kind="label", value=lab, item=f"t{i}")
+            for i, lab in enumerate(["good", "bad"] * 16)]
+    feedback.log_many(rows, defaults={"queue": "tickets", "reviewer": "ann"}, ws=ws)
+    script = tmp_path / "train_np.py"
+    script.write_text(NUMPY_SCRIPT)
+    run = launch(base="", recipe="script", script=str(script), train="feedback:tickets", model="np", batch_size=8,
+                 max_steps=3, seed=0, ws=ws, wait=True)
+    assert run.status == "finished", run.tail(30)
+    losses = [e["loss"] for e in run.events("step")]
+    assert len(losses) == 3 and losses[-1] < losses[0]  # it learned from the judgements
+    v = Registry(ws, log=False).get(run.version)
+    cited = v.meta["data"]["train"]["feedback"]
+    assert cited == feedback.training_set("tickets", ws=ws).attrs["feedback"]
+    assert cited["queue"] == "tickets" and cited["judgements"] == 32
+    assert cited["fingerprint"] == feedback.fingerprint(queue="tickets", ws=ws)  # every judgement of it was used

@@ -14,9 +14,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "fmops_nb"
 LAYERS = {  # lowest first; a module may import its own layer (without cycles) and every layer below it
-    "foundation": ["errors", "core", "progress", "tracking", "audit", "blobs", "record", "tasks", "html", "data"],
-    "engine": ["embeddings", "lm", "descriptors", "drift", "registry", "diff", "finetune", "reports", "monitor",
-               "schedule", "demo", "feedback"],
+    "foundation": ["errors", "postgres", "core", "progress", "tracking", "audit", "blobs", "record", "tasks", "html",
+                   "data", "pii", "costs"],
+    "engine": ["embeddings", "lm", "descriptors", "slices", "drift", "dask_drift", "registry", "diff", "finetune",
+               "reports", "monitor", "governance", "cards", "schedule", "demo", "demo_llm", "feedback", "review"],
     "commands": ["commands"],
     "surface": ["widgets", "magics", "cli", "templates"],
 }

@@ -54,7 +54,8 @@ def test_templates_are_clean_and_declare_typed_parameters():
     "Templates ship without outputs and each declares its parameters (validated before papermill runs it)."
     import nbformat
     from fmops_nb.reports import schema
-    assert {p.stem for p in TEMPLATES} == {"maintenance_report", "drift_report", "version_diff", "finetune_report"}
+    assert {p.stem for p in TEMPLATES} == {"maintenance_report", "drift_report", "version_diff", "finetune_report",
+                                              "compliance_report", "llm_report"}
     for p in TEMPLATES:
         nb = nbformat.read(str(p), as_version=4)
         assert all(not c.get("outputs") and c.get("execution_count") is None for c in nb.cells if c.cell_type == "code"), p.name
