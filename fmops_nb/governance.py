@@ -22,14 +22,18 @@ __all__ = ['ROLES', 'PERMITS', 'roles', 'check_role', 'Approval', 'approve', 'ap
 # %% ../nbs/22_governance.ipynb #c9fc3408
 ROLES = {'viewer': "reads: lists, shows, diffs, reports' results",
          'maintainer': "changes the registry and runs work: register, promote, roll back, delete, fine-tune, "
-                       "report runs",
+                       "report runs, schedules, alerts, feedback imports, re-anchoring, migrating",
          'approver': "signs versions off: approve"}
 
 # what each state-changing action needs, and how a message names it
 PERMITS = {'register': ('maintainer', 'register a version'), 'promote': ('maintainer', 'promote a version'),
            'rollback': ('maintainer', 'roll an alias back'), 'delete': ('maintainer', 'delete a version'),
            'finetune': ('maintainer', 'launch a fine-tune'), 'report': ('maintainer', 'run a report'),
-           'approve': ('approver', 'approve a version')}
+           'approve': ('approver', 'approve a version'),
+           'schedule': ('maintainer', 'change or run the report schedules'),
+           'alert': ('maintainer', 'acknowledge an alert'), 'audit': ('maintainer', 're-anchor the audit log'),
+           'migrate': ('maintainer', 'move the workspace to another database'),
+           'feedback': ('maintainer', 'import feedback')}
 
 # %% ../nbs/22_governance.ipynb #485bda8a
 def roles(ws:Workspace|None=None) -> dict:

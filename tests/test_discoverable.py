@@ -85,11 +85,16 @@ def test_help_finetune_lists_every_spec_key_with_type_default_meaning_and_an_exa
     for k, _, _, meaning in spec_keys():  # each with its one-line meaning
         assert meaning and meaning.split()[0] in text, k
     # a complete example, as a cell to copy, that is a valid spec
-    example = text.split("A complete spec:\n", 1)[1]
+    example, causal = text.split("A complete spec:\n", 1)[1].split("\nA complete spec for a causal LM", 1)
     assert example.startswith("%%fmops finetune\nbase: minilm ")
     import yaml
     spec = FinetuneSpec.from_dict(yaml.safe_load(example.split("\n", 1)[1])).validate()
     assert (spec.base, spec.recipe, spec.model) == ("minilm", "lora", "tickets")
+    # and one for a causal LM (the SFT recipes), valid too
+    causal = causal.split(":\n", 1)[1]
+    assert causal.startswith("%%fmops finetune\nbase: tinylm ")
+    spec = FinetuneSpec.from_dict(yaml.safe_load(causal.split("\n", 1)[1])).validate()
+    assert (spec.base, spec.recipe, spec.model) == ("tinylm", "sft-lora", "assistant")
     # the notebook shows the keys as a table
     page = h._repr_html_()
     assert "<table class='fmops-spec-keys'>" in page and page.count("<tr>") == len(keys) + 1

@@ -456,6 +456,18 @@ def test_a_queues_judgements_become_training_rows_with_their_fingerprint(ws):
         feedback.training_set("feedback:empty", ws=ws)
     with pytest.raises(ValidationError, match="queue name"):
         feedback.training_set("feedback:../etc", ws=ws)
+    # a query narrows the judgements: one reviewer's, and the filters are in the lineage
+    ann = feedback.training_set("feedback:pets2?reviewer=ann", ws=ws)
+    assert list(ann["label"]) == ["cat", "dog", "fish", "frog"] and ann.attrs["feedback"]["judgements"] == 4
+    assert ann.attrs["feedback"]["filters"] == {"reviewer": "ann"} and ann.attrs["feedback"]["fingerprint"] != fp
+    cy = feedback.training_set("feedback:pets2?reviewer=cy", ws=ws)
+    assert list(cy["label"]) == ["dog"]
+    with pytest.raises(NotFoundError, match="no judgements"):
+        feedback.training_set("feedback:pets2?since=2999-01-01T00:00:00Z", ws=ws)
+    for bad, why in (("feedback:pets2?reviwer=ann", "Did you mean 'reviewer'"), ("feedback:pets2?kind=label&kind=x",
+                                                                                   "given twice")):
+        with pytest.raises(ValidationError, match=why):
+            feedback.training_set(bad, ws=ws)
 
 
 def test_two_generations_compared_give_the_better_as_the_answer_and_count_for_each_version(ws):

@@ -7,6 +7,9 @@ from fmops_nb.errors import ConfigError, NotPermitted, PolicyError, PromotionBlo
 from fmops_nb.registry import Registry, verify_audit
 from fmops_nb.audit import audit_log
 from fmops_nb.governance import approve, approvals, approval_status, check_role, roles
+from fmops_nb.monitor import alerts, raise_alert
+from fmops_nb.schedule import schedules
+from fmops_nb.feedback import query
 
 POLICY = """
 [[monitor.policies]]
@@ -154,16 +157,25 @@ def test_fmops_approve_and_the_role_checks_of_the_command_line(reg, monkeypatch,
     assert main([*w, "approve", "tickets:v1", "--reason", "evaluated", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["reviewer"] == "bob"
     assert main([*w, "approve", "tickets:v1"]) == 1 and "needs a reason" in capsys.readouterr().err
+    alert = raise_alert(reg.ws, "accuracy-drop", "accuracy fell", sinks=[])["id"]
+    fb = reg.ws.root.parent / "fb.jsonl"
+    fb.write_text(json.dumps({"input": "hi", "kind": "label", "value": "spam", "queue": "q"}) + "\n")
     as_user(monkeypatch, "carol")
     assert main([*w, "approve", "tickets:v1", "--reason", "lgtm"]) == 1
     assert "carol may not approve a version: that needs the approver role" in capsys.readouterr().err
     for cmd in (["registry", "promote", "tickets:v1", "--to", "staging"], ["registry", "rollback", "tickets:staging"],
                 ["registry", "register", "tickets", str(reg.ws.root.parent / "w1.safetensors")],
-                ["report", "run", "compliance_report", "-p", "model", "tickets"]):
+                ["report", "run", "compliance_report", "-p", "model", "tickets"],
+                ["schedule", "add", "daily", "--cron", "0 6 * * *", "--template", "maintenance_report"],
+                ["schedule", "run-due"], ["alerts", "ack", str(alert)], ["audit", "reanchor", "--reason", "x"],
+                ["registry", "gc"], ["feedback", "import", str(fb)],
+                ["workspace", "migrate", "--to", "postgresql://u@127.0.0.1:9/x"]):
         assert main([*w, *cmd]) == 1, cmd
         assert "carol may not" in capsys.readouterr().err, cmd
     assert [v.id for v in reg.versions("tickets")] == ["tickets:v1"] and reg.get("tickets:v1").aliases == []
     assert not reg.ws.reports_dir.exists() or not any(reg.ws.reports_dir.iterdir())
+    assert [a["state"] for a in alerts(reg.ws, state=None)] == ["open"] and schedules(reg.ws) == []
+    assert len(query(ws=reg.ws)) == 0 and reg.ws.db_path.exists()
 
 
 def test_percent_fmops_approve_and_a_viewer_refused_in_the_notebook(reg, monkeypatch):

@@ -1240,7 +1240,20 @@ def test_every_json_output_is_strict_json(tmp_path, capsys, hostile):
         (("schedule", "run-due"), ["schedule", "run-due", "--no-wandb"], 0),
         (("schedule", "history"), ["schedule", "history"], 0), (("schedule", "rm"), ["schedule", "rm", "nightly"], 0),
         (("demo",), ["demo", "--dir", str(tmp_path / "demo"), "--rows", "300", "--no-wandb"], 0),
+        (("approve",), ["approve", "m:v2", "--reason", "checked <b>by hand</b>"], 0),
+        (("slices",), ["slices", "scored.csv", "--slice-by", "region"], 0),
+        (("feedback", "import"), ["feedback", "import", "fb.jsonl"], 0),
+        (("feedback", "export"), ["feedback", "export", "out.jsonl"], 0),
+        (("feedback", "summary"), ["feedback", "summary", "pair"], 0),
+        (("feedback", "metrics"), ["feedback", "metrics", "--queue", "q", "--by", "version"], 0),
     ]
+    (tmp_path / "scored.csv").write_text("region,label,prediction\n" + "".join(
+        f"{r},{i % 2},{(i // 3) % 2}\n" for i, r in enumerate(["north", "south", "<img onerror=x>"] * 40)))
+    (tmp_path / "fb.jsonl").write_text("".join(json.dumps(
+        {"input": f"t{i}", "output": "a", "kind": "label", "value": "a" if i % 3 else "b", "queue": "q",
+         "version": "m:v1", "reviewer": "ann", "item": f"i{i}"}) + "\n" for i in range(6)))
+    from fmops_nb import review
+    review.create("pair", [{"input": f"<b>x{i}</b>", "output": "a"} for i in range(4)], labels=["a", "b"], ws=ws)
     assert {path for path, _, _ in calls} == _json_commands()  # every command that takes --json is tried here
     assert {args[1] for path, args, _ in calls if path == ("audit",)} == {"verify", "show", "reanchor"}
     got = {}
@@ -1259,7 +1272,8 @@ def test_every_json_output_is_strict_json(tmp_path, capsys, hostile):
     assert got[("finetune", "run")][0]["status"] == "failed" and got[("finetune", "resume")][0]["status"] == "finished"
     assert got[("registry", "promote")][0]["alias"] == "m:production"
     assert got[("registry", "rollback")][0]["version"]["id"] == "m:v1"
-    assert got[("registry", "show")][1]["card"].startswith("# m:v2")
+    card = got[("registry", "show")][1]["card"]  # the Hugging Face layout: YAML front matter, then the title
+    assert card.startswith("---\n") and "\n# m:v2" in card
     assert got[("schedule", "rm")][0]["removed"] is True and "run-due" in got[("schedule", "crontab")][0]["crontab"]
     assert [t["name"] for t in got[("report", "templates")][0]][0] == "tiny"
     assert got[("audit",)][2]["anchor_file"] == str(ws.anchor_path) and verify_audit(ws).ok

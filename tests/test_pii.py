@@ -4,6 +4,7 @@ drift check and a report run leave behind (workspace, W&B run, report folder), u
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -119,3 +120,18 @@ def test_a_planted_email_and_card_appear_in_no_stored_file_or_html(tmp_path, iso
     assert "personal data" in out and EMAIL not in out
     main(["drift", str(rp), str(cp), "--embedder", "hashing", "--no-redact"])
     assert EMAIL in capsys.readouterr().out
+
+
+def test_a_timeline_chunked_by_a_column_of_personal_data_shows_no_address():
+    "Chunk labels come from the data too: a timeline by customer e-mail is redacted unless asked not to be."
+    import json
+    from fmops_nb.drift import drift
+    rng = np.random.default_rng(0)
+    ref = {"x": rng.normal(size=400)}
+    cur = {"x": rng.normal(size=400), "who": np.array(["ana.lopez@example.com", "li@corp.example.org"] * 200)}
+    kept = drift(ref, cur, chunk_by="who", redact=False)
+    assert "ana.lopez@example.com" in json.dumps(kept.to_dict()) and len(kept.to_dict()["chunks"]) == 2
+    shown = drift(ref, cur, chunk_by="who")
+    text = json.dumps(shown.to_dict()) + shown._repr_html_()
+    assert "ana.lopez@example.com" not in text and "li@corp.example.org" not in text
+    assert [c["n"] for c in shown.to_dict()["chunks"]] == [200, 200]

@@ -187,7 +187,7 @@ def test_what_a_script_is_given(tmp_path):
     assert env["FMOPS_TRAIN"] == seen["spec"]["train"] == str(run.dir / "train.parquet")
     assert env["FMOPS_EVAL"] == seen["spec"]["eval"] == str(run.dir / "eval.parquet")
     assert env["FMOPS_TOTAL_STEPS"] == "4" and env["FMOPS_RESUME"] == "0"  # 2 epochs of 8 rows in batches of 4
-    assert env["FMOPS_BASE"] == str(run.dir / "base") and seen["base"] == ["model.safetensors"]
+    assert env["FMOPS_BASE"] == str(run.dir / "base") and seen["base"] == ["README.md", "model.safetensors"]  # the weights and their model card
     assert seen["spec"]["batch_size"] == 4 and seen["spec"]["recipe"] == "script"
     v = reg.get(run.version)
     assert v.id == "seen:v1" and v.parent == base.id  # a child of its base, as a built-in recipe's result is
