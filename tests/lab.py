@@ -172,3 +172,26 @@ class Browser:
         self._pw.stop()
 
 
+
+
+def screenshot(locator, path: Path) -> Path:
+    "Screenshot `locator` into `path`, and copy it into $FMOPS_SCREENSHOTS when set (for closing notes)."
+    locator.screenshot(path=str(path))
+    if os.environ.get("FMOPS_SCREENSHOTS"):
+        import shutil
+        shutil.copy(path, Path(os.environ["FMOPS_SCREENSHOTS"]) / path.name)
+    return path
+
+
+def lab_session(tmp_path: Path, env: dict):
+    "A started JupyterLab and a browser on it, for a test fixture to yield; both stopped after, and nothing left."
+    server = JupyterLab(tmp_path, env=env).start()
+    browser = None
+    try:
+        browser = Browser()
+        yield server, browser
+    finally:
+        if browser is not None:
+            browser.close()
+        left = server.stop()
+        assert not left, f"processes left running after the server stopped: {left}"

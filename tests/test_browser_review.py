@@ -1,12 +1,11 @@
 """The review panel in JupyterLab in Chromium: judged by clicks and by keys, the kernel restarted mid-queue, the queue
 reopened — nothing lost, and it resumes at the first item not judged."""
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
-from lab import CHROMIUM, Browser, JupyterLab, write_notebook
+from lab import CHROMIUM, lab_session, screenshot, write_notebook
 
 pytestmark = pytest.mark.browser
 
@@ -18,26 +17,9 @@ if not Path(CHROMIUM).exists():
 from playwright.sync_api import expect  # noqa: E402  (after the skip: the fast tier has no browser)
 
 
-def screenshot(locator, path: Path) -> Path:
-    "Screenshot `locator` into `path`, and copy it into $FMOPS_SCREENSHOTS when set."
-    locator.screenshot(path=str(path))
-    if os.environ.get("FMOPS_SCREENSHOTS"):
-        shutil.copy(path, Path(os.environ["FMOPS_SCREENSHOTS"]) / path.name)
-    return path
-
-
 @pytest.fixture
 def lab(tmp_path, isolated_workspace):
-    server = JupyterLab(tmp_path, env={"FMOPS_HOME": str(isolated_workspace), "FMOPS_USER": "dana"}).start()
-    browser = None
-    try:
-        browser = Browser()
-        yield server, browser
-    finally:
-        if browser is not None:
-            browser.close()
-        left = server.stop()
-        assert not left, f"processes left running after the server stopped: {left}"
+    yield from lab_session(tmp_path, {"FMOPS_HOME": str(isolated_workspace), "FMOPS_USER": "dana"})
 
 
 SETUP = """

@@ -1,7 +1,6 @@
 """Model cards (issue 16, item 6): the Hugging Face layout, built from the registry when read — so approvals, alerts and
 rollbacks appear as they happen — rendered as Markdown in the panel with hostile text kept as text, and exported with
 the model."""
-import json, struct
 import yaml
 import pytest
 from fmops_nb.core import Workspace
@@ -10,16 +9,11 @@ from fmops_nb.governance import approve
 from fmops_nb.monitor import raise_alert
 from fmops_nb.cards import card_facts, model_card
 from fmops_nb.html import card_html
+from tiny import weights
 
 IMG = "<img src=x onerror=alert(1)>"
 
 
-def weights(path, values=(0.0, 1.0)):
-    "A real (tiny) safetensors file."
-    data = struct.pack(f"<{len(values)}f", *values)
-    head = json.dumps({"w": {"dtype": "F32", "shape": [len(values)], "data_offsets": [0, len(data)]}}).encode()
-    path.write_bytes(struct.pack("<Q", len(head)) + head + data)
-    return path
 
 
 @pytest.fixture

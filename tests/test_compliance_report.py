@@ -1,6 +1,6 @@
 """The compliance report (issue 16, item 6): for a model and a period, every release with who approved it, the gates
 and their evidence, the incidents, and the audit verification — run by papermill through `fmops report run`."""
-import json, os, sqlite3, struct, subprocess, sys
+import os, sqlite3, subprocess, sys
 from datetime import date, timedelta
 import pytest
 from fmops_nb.core import Workspace
@@ -9,6 +9,7 @@ from fmops_nb.governance import approve
 from fmops_nb.monitor import raise_alert
 from fmops_nb.errors import PromotionBlocked
 from fmops_nb.reports import report_runs
+from tiny import weights
 
 IMG = "<img src=x onerror=alert(1)>"
 CONFIG = """
@@ -25,11 +26,6 @@ require = {approvals = 2, role = "approver"}
 """
 
 
-def weights(path, values=(0.0, 1.0)):
-    data = struct.pack(f"<{len(values)}f", *values)
-    head = json.dumps({"w": {"dtype": "F32", "shape": [len(values)], "data_offsets": [0, len(data)]}}).encode()
-    path.write_bytes(struct.pack("<Q", len(head)) + head + data)
-    return path
 
 
 def history(tmp_path, monkeypatch) -> Workspace:

@@ -1,6 +1,6 @@
 """Roles and approvals (issue 16, item 4): a policy that wants two approvers holds a promotion until two distinct
 approvers signed the version off, every step is in the audit log, a force needs a reason, and a viewer cannot promote."""
-import json, struct
+import json
 import pytest
 from fmops_nb.core import Workspace
 from fmops_nb.errors import ConfigError, NotPermitted, PolicyError, PromotionBlocked, ValidationError
@@ -10,6 +10,7 @@ from fmops_nb.governance import approve, approvals, approval_status, check_role,
 from fmops_nb.monitor import alerts, raise_alert
 from fmops_nb.schedule import schedules
 from fmops_nb.feedback import query
+from tiny import weights
 
 POLICY = """
 [[monitor.policies]]
@@ -28,12 +29,6 @@ carol = ["viewer"]
 """
 
 
-def weights(path, values=(0.0, 1.0)):
-    "A real (tiny) safetensors file."
-    data = struct.pack(f"<{len(values)}f", *values)
-    head = json.dumps({"w": {"dtype": "F32", "shape": [len(values)], "data_offsets": [0, len(data)]}}).encode()
-    path.write_bytes(struct.pack("<Q", len(head)) + head + data)
-    return path
 
 
 def workspace(tmp_path, config: str):

@@ -6,17 +6,16 @@ import math
 import re
 import shutil
 import subprocess
-import time
 
 import pandas as pd
 import pytest
 
 from stdlib_text import docstrings
-from tiny import BOW_SCRIPT, DIST_SCRIPT, SEE_SCRIPT, WAIT_SCRIPT
+from tiny import BOW_SCRIPT, DIST_SCRIPT, SEE_SCRIPT, WAIT_SCRIPT, steps, wait_for_step
 
 from fmops_nb.data import load
 from fmops_nb.errors import ValidationError
-from fmops_nb.finetune import FINAL, FinetuneSpec, get_run, launch, runs
+from fmops_nb.finetune import FinetuneSpec, get_run, launch, runs
 from fmops_nb.registry import Registry
 from fmops_nb.tracking import find_runs, read_run
 
@@ -39,17 +38,6 @@ def bow_spec(script, **kw):
                 batch_size=32, learning_rate=3e-3, checkpoint_every=10, seed=0) | kw
 
 
-def steps(run):
-    return [e["step"] for e in run.events("step")]
-
-
-def wait_for_step(run, n, timeout=300):
-    "Wait until the run has reported step `n` (an event, not a fixed time)."
-    deadline = time.time() + timeout
-    while max(steps(run) or [0]) < n:
-        assert run.status not in FINAL, (run.status, run.info.get("reason"), run.tail(30))
-        assert time.time() < deadline, run.tail(30)
-        time.sleep(0.05)
 
 
 def fmops(*args):

@@ -5,7 +5,6 @@ loss mask on a batch, what is cut to fit max_length, and the bad inputs refused 
 import importlib
 import json
 import shutil
-import time
 
 import pandas as pd
 import pytest
@@ -15,10 +14,11 @@ from stdlib_text import require_fm
 require_fm()
 
 from fmops_nb.errors import ValidationError  # noqa: E402
-from fmops_nb.finetune import FINAL, Run, _causal_lm, _collate, _sft_example, _sft_sequences, launch, runs  # noqa: E402
+from fmops_nb.finetune import Run, _causal_lm, _collate, _sft_example, _sft_sequences, launch, runs  # noqa: E402
 from fmops_nb.lm import tiny_lm  # noqa: E402
 from fmops_nb.registry import Registry  # noqa: E402
 from fmops_nb.tracking import find_runs, read_run  # noqa: E402
+from tiny import steps, wait_for_step
 
 MODULES = ["json", "csv", "shutil", "textwrap", "random", "string", "heapq", "bisect", "base64", "fnmatch", "glob", "copy"]
 LONG = "Return a string of the text, wrapped and indented as the options say, every line of it at most width long. " * 3
@@ -39,17 +39,6 @@ SPEC = dict(base="tinylm", recipe="sft-lora", model="lm", max_steps=30, batch_si
             checkpoint_every=5, max_new_tokens=4, seed=0)
 
 
-def steps(run):
-    return [e["step"] for e in run.events("step")]
-
-
-def wait_for_step(run, n, timeout=300):
-    "Wait until the run has reported step `n` (an event, not a fixed time)."
-    deadline = time.time() + timeout
-    while max(steps(run) or [0]) < n:
-        assert run.status not in FINAL, (run.status, run.info.get("reason"), run.tail(30))
-        assert time.time() < deadline, run.tail(30)
-        time.sleep(0.05)
 
 
 def _env(home, mp):

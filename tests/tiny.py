@@ -1,5 +1,8 @@
 """Small real things several tests train or run."""
+import json
+import struct
 import textwrap
+import time
 
 TRAIN_SCRIPT = textwrap.dedent("""
     import torch
@@ -120,3 +123,26 @@ WAIT_SCRIPT = textwrap.dedent('''
     while not stop_requested(): time.sleep(0.05)
     save_checkpoint({"step_seen": 1}, 1)
 ''')  # run as recipe script: an active run that costs no CPU
+
+
+def weights(path, values=(0.0, 1.0)):
+    "A real (tiny) safetensors file: one float32 tensor `w` holding `values`."
+    data = struct.pack(f"<{len(values)}f", *values)
+    head = json.dumps({"w": {"dtype": "F32", "shape": [len(values)], "data_offsets": [0, len(data)]}}).encode()
+    path.write_bytes(struct.pack("<Q", len(head)) + head + data)
+    return path
+
+
+def steps(run) -> list:
+    "The steps a fine-tune run has reported, in order."
+    return [e["step"] for e in run.events("step")]
+
+
+def wait_for_step(run, n, timeout=300):
+    "Wait until the run has reported step `n` (an event, not a fixed time)."
+    from fmops_nb.finetune import FINAL
+    deadline = time.time() + timeout
+    while max(steps(run) or [0]) < n:
+        assert run.status not in FINAL, (run.status, run.info.get("reason"), run.tail(30))
+        assert time.time() < deadline, run.tail(30)
+        time.sleep(0.05)
