@@ -10,12 +10,12 @@ import hashlib, json, os
 from contextlib import closing
 from dataclasses import dataclass, field, asdict
 from .core import Workspace, utcnow, current_user, audit_mac, GENESIS, is_int
-from .errors import ConfigError, ValidationError
+from .errors import ConfigError, ValidationError, WorkspaceError
 from .tracking import find_runs, read_run
 
 # %% auto #0
-__all__ = ['NEWEST_RUNS', 'ensure_audit', 'writable_key', 'append_audit', 'AuditCheck', 'json_object', 'check_log',
-           'reanchor_audit', 'audit_log']
+__all__ = ['NEWEST_RUNS', 'ensure_audit', 'audited_tables', 'writable_key', 'append_audit', 'AuditCheck', 'json_object',
+           'check_log', 'reanchor_audit', 'audit_log']
 
 # %% ../nbs/03_audit.ipynb #34f7f15c
 _AUDIT = ["""
@@ -38,6 +38,22 @@ def ensure_audit(ws:Workspace):
     before = ws.schema_version('audit')
     ws.ensure_schema('audit', _AUDIT)
     if 0 < before < len(_AUDIT) and ws.read_anchor() is None: ws.write_anchor()
+
+# %% ../nbs/03_audit.ipynb #ae36b971
+def audited_tables(ws:Workspace, component:str, # who owns the tables, e.g. "feedback"
+                   migrations:list[str], # its schema scripts, as for `Workspace.ensure_schema`
+                   write:bool=True, # False: only read (a workspace without the tables gives None)
+                  ) -> Workspace|None:
+    "`ws` with the audit tables and `component`'s tables up to date; None when reading a workspace that has none yet."
+    have = ws.schema_version(component)
+    if have > len(migrations):
+        raise WorkspaceError(f"The {component} tables in {ws.db_path} are at schema version {have}, newer than this "
+                             f"fmops_nb knows ({len(migrations)}): a newer fmops_nb wrote them. Upgrade fmops_nb "
+                             f"(pip install -U fmops_nb); nothing was changed.")
+    if not write: return ws if have else None
+    ensure_audit(ws)
+    if have < len(migrations): ws.ensure_schema(component, migrations)
+    return ws
 
 # %% ../nbs/03_audit.ipynb #d5b01823
 def _audit_tables(con):

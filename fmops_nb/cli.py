@@ -27,9 +27,9 @@ from .commands import (HelpFormatter, approve_arguments, chosen_parser, collect_
                        spec_reference, templates)
 
 # %% auto #0
-__all__ = ['cmd_workspace', 'cmd_workspace_migrate', 'cmd_config', 'cmd_demo', 'cmd_demo_llm', 'cmd_drift', 'cmd_registry',
-           'cmd_diff', 'cmd_audit', 'cmd_slices', 'cmd_finetune', 'cmd_report', 'cmd_schedule', 'cmd_monitor',
-           'cmd_alerts', 'cmd_approve', 'cmd_feedback', 'parser', 'main']
+__all__ = ['cmd_workspace', 'cmd_workspace_migrate', 'cmd_config', 'cmd_demo', 'cmd_drift', 'cmd_registry', 'cmd_diff',
+           'cmd_audit', 'cmd_slices', 'cmd_finetune', 'cmd_report', 'cmd_schedule', 'cmd_monitor', 'cmd_alerts',
+           'cmd_approve', 'cmd_feedback', 'parser', 'main']
 
 # %% ../nbs/95_cli.ipynb #e75f8a76
 def _ws(args, create=True) -> Workspace: return Workspace.open(args.workspace, create=create)
@@ -84,29 +84,22 @@ def cmd_config(args):
     print(repr(cfg))
 
 # %% ../nbs/95_cli.ipynb #e41e3355
-def cmd_demo(args):
-    "Create the demo workspace, model versions and policies, and run the maintenance report on it (--llm: the LLM)."
-    if args.llm: return cmd_demo_llm(args)
-    folder, rows = args.dir or 'fmops-demo', 5000 if args.rows is None else args.rows
-    if not args.json:
-        print(f"Creating the demo in {folder}: data, two versions of a ticket classifier, policies; "
-              f"then the maintenance report ...", flush=True)
-    res = make_demo(folder, n=rows, seed=args.seed, log=not args.no_wandb)
-    if args.json: _print_json(res.to_dict())
-    else: print(repr(res))
-    if res.status != 'finished': raise ExecutionError(f"The maintenance report {res.status}; see {res.html}")
+_DEMOS = {False: ('fmops-demo', 5000,
+                  "data, two versions of a ticket classifier, policies; then the maintenance report",
+                  'maintenance report'),
+          True: ('fmops-llm-demo', 150, "the small generative model in production and its traffic; then the "
+                 "llm_report, whose policy launches a LoRA SFT, a generation diff and the gate", 'llm_report')}
 
-# %% ../nbs/95_cli.ipynb #b71d3e5a
-def cmd_demo_llm(args):
-    "The generative loop on the small generative model: traffic drifts, a LoRA SFT, a generation diff, the gate."
-    folder, rows = args.dir or 'fmops-llm-demo', 150 if args.rows is None else args.rows
-    if not args.json:
-        print(f"Creating the LLM demo in {folder}: the small generative model in production and its traffic; then "
-              f"the llm_report, whose policy launches a LoRA SFT, a generation diff and the gate ...", flush=True)
-    res = make_llm_demo(folder, n=rows, seed=args.seed, log=not args.no_wandb)
+def cmd_demo(args):
+    """Create the demo workspace, model versions and policies, and run the maintenance report on it (--llm: the
+    generative loop on the small generative model: traffic drifts, a LoRA SFT, a generation diff, the gate)."""
+    default_dir, default_rows, what, report = _DEMOS[bool(args.llm)]
+    folder, rows = args.dir or default_dir, default_rows if args.rows is None else args.rows
+    if not args.json: print(f"Creating the {'LLM ' if args.llm else ''}demo in {folder}: {what} ...", flush=True)
+    res = (make_llm_demo if args.llm else make_demo)(folder, n=rows, seed=args.seed, log=not args.no_wandb)
     if args.json: _print_json(res.to_dict())
     else: print(repr(res))
-    if res.status != 'finished': raise ExecutionError(f"The llm_report {res.status}; see {res.html}")
+    if res.status != 'finished': raise ExecutionError(f"The {report} {res.status}; see {res.html}")
 
 # %% ../nbs/95_cli.ipynb #e030980c
 def cmd_drift(args):

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field, asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from .core import Workspace, utcnow, current_user, check_name, atomic_write, is_int
-from .errors import ValidationError, NotFoundError, WorkspaceError, unknown_key
-from .audit import append_audit, ensure_audit, json_object
+from .errors import ValidationError, NotFoundError, unknown_key
+from .audit import append_audit, audited_tables, json_object
 from .progress import progress
 
 # %% auto #0
@@ -34,16 +34,7 @@ CREATE INDEX feedback_at ON feedback (at)
 # %% ../nbs/26_feedback.ipynb #bd991850
 def _store(ws:Workspace|None=None, write:bool=True) -> Workspace|None:
     "The workspace with its feedback tables up to date; None when reading a workspace that has none yet."
-    ws = ws or Workspace.open()
-    have = ws.schema_version('feedback')
-    if have > len(_SCHEMA):
-        raise WorkspaceError(f"The feedback tables in {ws.db_path} are at schema version {have}, newer than this "
-                             f"fmops_nb knows ({len(_SCHEMA)}): a newer fmops_nb wrote them. Upgrade fmops_nb "
-                             f"(pip install -U fmops_nb) before reading or writing feedback; nothing was changed.")
-    if not write and have == 0: return None
-    if write: ensure_audit(ws)
-    if have < len(_SCHEMA): ws.ensure_schema('feedback', _SCHEMA)
-    return ws
+    return audited_tables(ws or Workspace.open(), 'feedback', _SCHEMA, write)
 
 # %% ../nbs/26_feedback.ipynb #84df3a36
 KINDS = ('label', 'correction', 'rating', 'thumbs', 'note') # what a judgement can be

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import ipywidgets as W
 from fastcore.basics import patch
 from .core import Workspace, utcnow, current_user, check_name, is_int
-from .errors import ValidationError, NotFoundError, WorkspaceError, closest, unknown_key
-from .audit import append_audit, ensure_audit
+from .errors import ValidationError, NotFoundError, closest, unknown_key
+from .audit import append_audit, audited_tables
 from .html import esc, style_tag
 from .pii import redact as _redact_text
 from . import feedback
@@ -36,17 +36,7 @@ ITEM_KEYS = ('item', 'input', 'output', 'other', 'version', 'other_version', 'me
 # %% ../nbs/27_review.ipynb #5764b577
 def _store(ws:Workspace|None=None, write:bool=True) -> Workspace|None:
     "The workspace with its review tables up to date; None when reading a workspace that has none yet."
-    ws = ws or Workspace.open()
-    have = ws.schema_version('review')
-    if have > len(_SCHEMA):
-        raise WorkspaceError(f"The review tables in {ws.db_path} are at schema version {have}, newer than this "
-                             f"fmops_nb knows ({len(_SCHEMA)}). Upgrade fmops_nb (pip install -U fmops_nb); nothing "
-                             f"was changed.")
-    if not write and have == 0: return None
-    if write:
-        ensure_audit(ws)
-        if have < len(_SCHEMA): ws.ensure_schema('review', _SCHEMA)
-    return ws
+    return audited_tables(ws or Workspace.open(), 'review', _SCHEMA, write)
 
 # %% ../nbs/27_review.ipynb #be988693
 def _short(s:str, n:int=16) -> str: return hashlib.sha256(s.encode()).hexdigest()[:n]

@@ -195,3 +195,12 @@ def lab_session(tmp_path: Path, env: dict):
             browser.close()
         left = server.stop()
         assert not left, f"processes left running after the server stopped: {left}"
+
+
+def need_chromium():
+    "Skip the calling test module where Debian's chromium is not installed; in CI its absence is an error."
+    import pytest
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            raise RuntimeError(f"{CHROMIUM} is missing in CI: .ci/run installs it with `apt-get install -y chromium`")
+        pytest.skip(f"{CHROMIUM} not installed (apt-get install -y chromium)", allow_module_level=True)

@@ -1,18 +1,13 @@
 """The review panel in JupyterLab in Chromium: judged by clicks and by keys, the kernel restarted mid-queue, the queue
 reopened — nothing lost, and it resumes at the first item not judged."""
-import os
-from pathlib import Path
 
 import pytest
 
-from lab import CHROMIUM, lab_session, screenshot, write_notebook
+from lab import lab_session, need_chromium, screenshot, write_notebook
 
 pytestmark = pytest.mark.browser
 
-if not Path(CHROMIUM).exists():
-    if os.environ.get("CI"):
-        raise RuntimeError(f"{CHROMIUM} is missing in CI: .ci/run installs it with `apt-get install -y chromium`")
-    pytest.skip(f"{CHROMIUM} not installed (apt-get install -y chromium)", allow_module_level=True)
+need_chromium()
 
 from playwright.sync_api import expect  # noqa: E402  (after the skip: the fast tier has no browser)
 

@@ -4,28 +4,22 @@ file), with the kernel's CPU and memory counted; the figures a machine cannot me
 import subprocess
 import sys
 
-import nbformat
 import pytest
 
 from fmops_nb.costs import Cost, Meter, total
 from fmops_nb.reports import get_report, run_report
 from fmops_nb.tracking import read_run
 from fmops_nb.widgets import ReportPanel
+from tiny import template_notebook
 
 
 def burner(path, seconds=0.5, mb=120):
     "A report template whose kernel burns `seconds` of CPU and holds `mb` MB."
-    params = nbformat.v4.new_code_cell(f"seconds: float = {seconds}\nmb: int = {mb}\n")
-    params.metadata["tags"] = ["parameters"]
-    body = nbformat.v4.new_code_cell(
-        "import time\nfrom fmops_nb.reports import record\n"
-        "held = bytearray(mb * 2**20)\nfor i in range(0, len(held), 4096): held[i] = 1\n"
-        "t = time.process_time()\nwhile time.process_time() - t < seconds: pass\n"
-        "record('burned_s', time.process_time() - t)\n")
-    nb = nbformat.v4.new_notebook(cells=[params, body])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, str(path))
-    return path
+    return template_notebook(path, f"seconds: float = {seconds}\nmb: int = {mb}\n",
+                             "import time\nfrom fmops_nb.reports import record\n"
+                             "held = bytearray(mb * 2**20)\nfor i in range(0, len(held), 4096): held[i] = 1\n"
+                             "t = time.process_time()\nwhile time.process_time() - t < seconds: pass\n"
+                             "record('burned_s', time.process_time() - t)\n")
 
 
 @pytest.mark.slow

@@ -146,3 +146,14 @@ def wait_for_step(run, n, timeout=300):
         assert run.status not in FINAL, (run.status, run.info.get("reason"), run.tail(30))
         assert time.time() < deadline, run.tail(30)
         time.sleep(0.05)
+
+
+def template_notebook(path, parameters: str, *cells: str):
+    "A report template at `path`: a `parameters`-tagged cell, then code cells, with a python3 kernelspec."
+    import nbformat
+    params = nbformat.v4.new_code_cell(parameters)
+    params.metadata["tags"] = ["parameters"]
+    nb = nbformat.v4.new_notebook(cells=[params, *[nbformat.v4.new_code_cell(c) for c in cells]])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, str(path))
+    return path
