@@ -516,7 +516,11 @@ def _queue_of(ref:str) -> tuple[str, dict]:
     if not isinstance(ref, str): raise ValidationError(f"Name feedback data as 'feedback:QUEUE', got {ref!r:.60}.")
     name, _, query = ref.removeprefix('feedback:').partition('?')
     filters = {}
-    for k, v in parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)) if query else []:
+    try: pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True) if query else []
+    except ValueError:
+        raise ValidationError(f"The query of {ref[:200]!r} is not NAME=VALUE pairs joined by '&': write e.g. "
+                              f"feedback:{name}?reviewer=dana&since=2026-11-01T00:00:00Z.") from None
+    for k, v in pairs:
         if k not in _REF_FILTERS:
             raise ValidationError(unknown_key('feedback filter', k, _REF_FILTERS, where=ref[:200]))
         if k in filters: raise ValidationError(f"The feedback filter {k!r} is given twice in {ref[:200]!r}.")

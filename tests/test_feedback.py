@@ -465,7 +465,8 @@ def test_a_queues_judgements_become_training_rows_with_their_fingerprint(ws):
     with pytest.raises(NotFoundError, match="no judgements"):
         feedback.training_set("feedback:pets2?since=2999-01-01T00:00:00Z", ws=ws)
     for bad, why in (("feedback:pets2?reviwer=ann", "Did you mean 'reviewer'"), ("feedback:pets2?kind=label&kind=x",
-                                                                                   "given twice")):
+                                                                                   "given twice"),
+                     ("feedback:pets2?x", "not NAME=VALUE pairs")):
         with pytest.raises(ValidationError, match=why):
             feedback.training_set(bad, ws=ws)
 
