@@ -6,10 +6,11 @@
 from __future__ import annotations
 import argparse, atexit, gc, json, math, os, sys, textwrap, warnings
 from .core import Workspace, resolve_home, version
-from .errors import ConfigError, ExecutionError, FmopsError, FmopsWarning, WorkspaceError
+from .errors import ConfigError, ExecutionError, FmopsError, FmopsWarning, ValidationError, WorkspaceError
 from .audit import audit_log, reanchor_audit
 from .demo import make_demo
 from .demo_llm import make_llm_demo
+from .demo_text import make_text_demo
 from .registry import Registry, verify_audit
 from .diff import diff
 from .finetune import FinetuneSpec, SPEC_EXAMPLE, SFT_EXAMPLE, SCRIPT_CONTRACT, launch, runs, get_run
@@ -84,22 +85,29 @@ def cmd_config(args):
     print(repr(cfg))
 
 # %% ../nbs/95_cli.ipynb #e41e3355
-_DEMOS = {False: ('fmops-demo', 5000,
-                  "data, two versions of a ticket classifier, policies; then the maintenance report",
-                  'maintenance report'),
-          True: ('fmops-llm-demo', 150, "the small generative model in production and its traffic; then the "
-                 "llm_report, whose policy launches a LoRA SFT, a generation diff and the gate", 'llm_report')}
+_DEMOS = {'text': ('fmops-demo', 2000, make_text_demo, "ticket data whose text drifted, two versions of "
+                   "all-MiniLM-L6-v2 under a ticket classifier, policies; then the maintenance report",
+                   'maintenance report'),
+          'tabular': ('fmops-demo', 5000, make_demo, "data, two versions of a small tabular ticket classifier, "
+                      "policies; then the maintenance report", 'maintenance report'),
+          'llm': ('fmops-llm-demo', 150, make_llm_demo, "the small generative model in production and its traffic; "
+                  "then the llm_report, whose policy launches a LoRA SFT, a generation diff and the gate",
+                  'llm_report')}
 
 def cmd_demo(args):
-    """Create the demo workspace, model versions and policies, and run the maintenance report on it (--llm: the
-    generative loop on the small generative model: traffic drifts, a LoRA SFT, a generation diff, the gate)."""
-    default_dir, default_rows, what, report = _DEMOS[bool(args.llm)]
+    """Create the demo workspace, model versions and policies, and run the maintenance report on it: on
+    all-MiniLM-L6-v2 under a ticket classifier (the default), a small tabular classifier (--tabular), or the
+    generative loop on the small generative model (--llm: traffic drifts, a LoRA SFT, a generation diff, the gate)."""
+    if args.llm and args.tabular: raise ValidationError("Pass --llm or --tabular, not both.")
+    scenario = 'llm' if args.llm else 'tabular' if args.tabular else 'text'
+    default_dir, default_rows, make, what, report = _DEMOS[scenario]
     folder, rows = args.dir or default_dir, default_rows if args.rows is None else args.rows
     if not args.json: print(f"Creating the {'LLM ' if args.llm else ''}demo in {folder}: {what} ...", flush=True)
-    res = (make_llm_demo if args.llm else make_demo)(folder, n=rows, seed=args.seed, log=not args.no_wandb)
+    res = make(folder, n=rows, seed=args.seed, log=not args.no_wandb)
     if args.json: _print_json(res.to_dict())
     else: print(repr(res))
     if res.status != 'finished': raise ExecutionError(f"The {report} {res.status}; see {res.html}")
+
 
 # %% ../nbs/95_cli.ipynb #e030980c
 def cmd_drift(args):
@@ -138,10 +146,12 @@ def _demo_parser(sub):
     s = sub.add_parser('demo', help='create the demo workspace and run the maintenance report on it')
     s.add_argument('--llm', action='store_true', help='the generative loop instead: traffic of the small generative '
                    'model drifts, a LoRA SFT, a generation diff, the gate (the fm extra)')
+    s.add_argument('--tabular', action='store_true', help='the small tabular classifier instead of all-MiniLM-L6-v2 '
+                   '(no fm extra needed)')
     s.add_argument('--dir', help='folder to create the demo in (default: ./fmops-demo, with --llm ./fmops-llm-demo)')
     s.add_argument('--no-wandb', action='store_true', help='do not log to W&B')
-    s.add_argument('--rows', type=int, help='rows per data window (default: 5000; with --llm, traffic records per '
-                   'day: 150)')
+    s.add_argument('--rows', type=int, help='rows per data window (default: 2000; --tabular: 5000; --llm: traffic '
+                   'records per day, 150)')
     s.add_argument('--seed', type=int, default=0, help='random seed of the demo data (default: 0)')
     s.add_argument('--json', action='store_true', help='print JSON')
     s.set_defaults(func=cmd_demo)

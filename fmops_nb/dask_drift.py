@@ -118,6 +118,11 @@ def _head(pdf, det:DriftDetector, i:int, meta:dict, src:str, n:int=2000) -> Data
     ds = _load_part(pdf, det, det.columns, i, meta, src, strict=True)
     return ds.take(slice(0, n))
 
+# %% ../nbs/16_dask.ipynb #c7c7f9f0
+def _count_part(pdf, det:DriftDetector, i:int, meta:dict, src:str) -> tuple:
+    "(rows, the first rows as `_head` reads them when `i` is 0 and has rows, else None) of partition `i`."
+    return len(pdf), (_head(pdf, det, i, meta, src) if i == 0 and len(pdf) else None)
+
 # %% ../nbs/16_dask.ipynb #8e905820
 def _scan_part(pdf, det:DriftDetector, numeric:list, mono:list, sel:np.ndarray, i:int, meta:dict, src:str) -> dict:
     "Per numeric column of partition `i`: ((min, max), sampled values, (rises, falls, first, last) or None)."
@@ -126,7 +131,8 @@ def _scan_part(pdf, det:DriftDetector, numeric:list, mono:list, sel:np.ndarray, 
     for k in numeric:
         v = ds[k].values; s = v[sel]; s = s[np.isfinite(s)]
         m = None
-        if k in mono:
+        if k in mono and len(s) > 2 and ((d := np.diff(s)) < 0).any() and (d > 0).any(): m = (False, False, s[0], s[-1])
+        elif k in mono:
             f = v[np.isfinite(v)]
             m = (bool((f[1:] >= f[:-1]).all()), bool((f[1:] <= f[:-1]).all()), f[0] if len(f) else None,
                  f[-1] if len(f) else None)
@@ -165,13 +171,15 @@ def _chunk_part(pdf, det:DriftDetector, want:list, chunk_by, chunk_size, period:
     return total, per, ends, (name if ends is not None else None)
 
 # %% ../nbs/16_dask.ipynb #c97bde26
-def _each(client, ddf, fn, what:str, *args, per:list|None=None, only:list|None=None):
-    "`fn(partition, *args, *per[i], i, meta, src)` for every partition `i` (or those in `only`), in partition order."
+def _each(client, ddf, fn, what:str, *args, per:list|None=None, only:list|None=None, share:bool=True):
+    """`fn(partition, *args, *per[i], i, meta, src)` for every partition `i` (or those in `only`), in partition order; a
+    detector in `args` is sent to every worker once (`share`), or else inside each task."""
     import dask
     from distributed import KilledWorker
     meta = _dtypes(ddf)
     src = getattr(ddf, '_fmops_source', 'the dask DataFrame')
-    args = [client.scatter(a, broadcast=True, hash=False) if isinstance(a, DriftDetector) else a for a in args]
+    shared = lambda a: share and isinstance(a, DriftDetector)
+    args = [client.scatter(a, broadcast=True, hash=False) if shared(a) else a for a in args]
     parts = ddf.to_delayed()
     futs = client.compute([dask.delayed(fn)(parts[i], *args, *(per[i] if per else ()), i, meta, src)
                            for i in (range(len(parts)) if only is None else only)])
@@ -214,11 +222,23 @@ def _frame(self:DaskDriftDetector, data):
     ddf._fmops_source = str(data) if isinstance(data, (str, Path)) else 'the dask DataFrame'
     return ddf
 
+# %% ../nbs/16_dask.ipynb #ed3218ef
+def _known_sizes(ddf) -> list|None:
+    "The rows of each partition, when the source knows them without reading any; else None."
+    try:
+        from dask.dataframe.dask_expr._expr import Lengths, Literal # what `len(ddf)` asks the source
+        e = Lengths(ddf.expr).optimize()
+    except Exception: return None # a dask without it, or a source that cannot say: count on the workers
+    ok = isinstance(e, Literal) and len(e.value) == ddf.npartitions
+    return [int(n) for n in e.value] if ok else None
+
 # %% ../nbs/16_dask.ipynb #c20670fe
 @patch
 def _sizes(self:DaskDriftDetector, ddf) -> list:
-    "The number of rows of each partition."
-    return list(_each(self.client, ddf, lambda pdf, i, meta, src: len(pdf), 'counting rows'))
+    "The number of rows of each partition: from the source when it knows them, else counted on the workers."
+    known = _known_sizes(ddf)
+    return known if known is not None else list(_each(self.client, ddf, lambda pdf, i, meta, src: len(pdf),
+                                                         'counting rows'))
 
 # %% ../nbs/16_dask.ipynb #6e5d2a3f
 @patch
@@ -227,10 +247,14 @@ def _reference_parts(self:DaskDriftDetector, reference) -> tuple:
     decide the kinds) and the reference as a dask DataFrame."""
     ddf = self._frame(reference)
     _pick([str(c) for c in ddf.columns], self.columns, True, ddf._fmops_source) # a missing column: before any work
-    sizes = self._sizes(ddf)
+    sizes, first = _known_sizes(ddf), None
+    if sizes is None: # one pass counts the rows and brings the first rows of partition 0
+        counted = list(_each(self.client, ddf, _count_part, 'counting rows', self, share=False)) # unfitted: small
+        sizes, first = [n for n, _ in counted], (counted[0][1] if counted else None)
     if sum(sizes) == 0: raise ValidationError("The reference has no rows. Pass the data the model was validated on.")
-    i = next(j for j, n in enumerate(sizes) if n)
-    first = next(_each(self.client, ddf, _head, 'reading the first rows', self, only=[i])) # 2,000 rows travel
+    if first is None: # 2,000 rows travel
+        i = next(j for j, n in enumerate(sizes) if n)
+        first = next(_each(self.client, ddf, _head, 'reading the first rows', self, only=[i]))
     self._ref, self._ref_sizes = ddf, sizes
     return sum(sizes), (lambda: iter([first])), ddf
 

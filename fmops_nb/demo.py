@@ -16,7 +16,8 @@ from .reports import run_report
 
 # %% auto #0
 __all__ = ['CHANNELS', 'LANGUAGES', 'LABELS', 'NUMERIC', 'POLICIES', 'demo_tables', 'make_model', 'featurize', 'train_model',
-           'predict_tickets', 'accuracy', 'DemoResult', 'prepare_demo', 'demo_params', 'make_demo']
+           'predict_tickets', 'accuracy', 'DemoResult', 'check_demo_folder', 'demo_workspace', 'prepare_demo',
+           'demo_params', 'run_demo_report', 'make_demo']
 
 # %% ../nbs/70_demo.ipynb #baf7b525
 CHANNELS = np.array(['email', 'web', 'mobile', 'phone'])
@@ -142,8 +143,8 @@ class DemoResult:
         live = v.get('live') or {}
         return '\n'.join([f"fmops demo in {self.folder}",
                           f"  maintenance report  {self.status}: {self.html}",
-                          f"  W&B run             {self.wandb_run}",
-                          f"  upload it with      {self.sync_command}",
+                          f"  W&B run             {self.wandb_run or 'not logged (--no-wandb)'}",
+                          *([f"  upload it with      {self.sync_command}"] if self.sync_command else []),
                           f"  drift               {v.get('n_drifted', 0)} of {len(v.get('drift', []))} columns: "
                           f"{', '.join(v.get('drifted_columns', []))}",
                           *([f"  live accuracy       {live['production']['version']} "
@@ -169,14 +170,9 @@ def _demo_files(folder:Path) -> list[Path]:
     return [folder / n for n in ('policies.yaml', 'data/reference.parquet', 'data/production.parquet', '.fmops',
                                  'demo.json')]
 
-# %% ../nbs/70_demo.ipynb #b39ac358
-def prepare_demo(folder:str|Path='fmops-demo', # where to create the demo (its workspace is FOLDER/.fmops)
-                 n:int=5000, # rows per window
-                 seed:int=0,
-                 log:bool=True, # log registrations to W&B (offline by default)
-                ) -> tuple[Workspace, Path, Path]:
-    "What `make_demo` sets up before the report: data, policies, `tickets:v1` and the worse `tickets:v2` in production."
-    torch = _torch()
+# %% ../nbs/70_demo.ipynb #35870082
+def check_demo_folder(folder:str|Path) -> Path:
+    "The demo's folder, resolved, once it is sure a demo may be created there; else a WorkspaceError saying why."
     folder = Path(folder).resolve()
     if folder.exists() and not folder.is_dir():
         raise WorkspaceError(f"{folder} exists and is not a folder. Pass another --dir.")
@@ -187,13 +183,34 @@ def prepare_demo(folder:str|Path='fmops-demo', # where to create the demo (its w
     if mine := [str(p.relative_to(folder)) for p in _demo_files(folder) if p.exists()]:
         raise WorkspaceError(f"{folder} already holds {', '.join(mine)}, which the demo would overwrite. "
                              f"Pass a new folder with --dir (it is created).")
+    return folder
+
+
+# %% ../nbs/70_demo.ipynb #9d2a7849
+def demo_workspace(folder:Path, # a folder `check_demo_folder` passed
+                   ref:dict, prod:dict, # the reference and production windows, as columns
+                  ) -> tuple[Workspace, Path, Path]:
+    "The demo's workspace (reading `policies.yaml`) and its two windows as parquet files."
     ws = Workspace(folder / '.fmops', 'fmops demo').init()
     atomic_write(folder / 'policies.yaml', POLICIES)
     atomic_write(ws.config_path, ws.config_path.read_text() + '\n[monitor]\npolicy_file = "../policies.yaml"\n')
     ws.reload()
-    ref, prod = demo_tables(n, seed)
     refp, prodp = folder / 'data' / 'reference.parquet', folder / 'data' / 'production.parquet'
     _write_parquet(ref, refp); _write_parquet(prod, prodp)
+    return ws, refp, prodp
+
+
+# %% ../nbs/70_demo.ipynb #b39ac358
+def prepare_demo(folder:str|Path='fmops-demo', # where to create the demo (its workspace is FOLDER/.fmops)
+                 n:int=5000, # rows per window
+                 seed:int=0,
+                 log:bool=True, # log registrations to W&B (offline by default)
+                ) -> tuple[Workspace, Path, Path]:
+    "What `make_demo` sets up before the report: data, policies, `tickets:v1` and the worse `tickets:v2` in production."
+    torch = _torch()
+    folder = check_demo_folder(folder)
+    ref, prod = demo_tables(n, seed)
+    ws, refp, prodp = demo_workspace(folder, ref, prod)
     threads = torch.get_num_threads(); torch.set_num_threads(1)
     try:
         norm = {c: [float(np.log(ref[c]).mean()), float(np.log(ref[c]).std())] for c in NUMERIC}
@@ -225,6 +242,20 @@ def demo_params(refp, prodp, seed:int=0) -> dict:
     return {'reference': str(refp), 'current': str(prodp), 'model': 'tickets', 'task': 'demo-tickets',
             'label_column': 'label', 'seed': seed}
 
+# %% ../nbs/70_demo.ipynb #ef19d953
+def run_demo_report(ws:Workspace, refp:Path, prodp:Path, # the prepared workspace and its two windows
+                    params:dict, # the maintenance report's parameters
+                    info:dict, # what demo.json says about the demo (seed, rows, kind)
+                    log:bool=True) -> DemoResult:
+    "Run the maintenance report on a prepared demo workspace, write demo.json, and say where everything is."
+    folder = ws.root.parent
+    r = run_report('maintenance_report', params, ws=ws, cwd=folder, log=log)
+    atomic_write(folder / 'demo.json', json.dumps(info | {'report': r.id, 'wandb_run': r.wandb_run}, indent=2))
+    sync = f"wandb sync {r.wandb_run}" if r.wandb_run else ''
+    return DemoResult(str(folder), str(ws.root), str(refp), str(prodp), str(r.dir), str(r.html), r.wandb_run or '',
+                      sync, r.status, r.values, Registry(ws, log=False).get('tickets:production').id)
+
+
 # %% ../nbs/70_demo.ipynb #4fa37d1c
 def make_demo(folder:str|Path='fmops-demo', # where to create the demo (its workspace is FOLDER/.fmops)
               n:int=5000, # rows per window
@@ -233,10 +264,5 @@ def make_demo(folder:str|Path='fmops-demo', # where to create the demo (its work
              ) -> DemoResult:
     "Create the demo workspace, data, model versions and policies in `folder`, and run the maintenance report on it."
     ws, refp, prodp = prepare_demo(folder, n, seed, log)
-    folder = ws.root.parent
-    r = run_report('maintenance_report', demo_params(refp, prodp, seed), ws=ws, cwd=folder, log=log)
-    atomic_write(folder / 'demo.json',
-                 json.dumps({'seed': seed, 'rows': n, 'report': r.id, 'wandb_run': r.wandb_run}, indent=2))
-    sync = f"wandb sync {r.wandb_run}" if r.wandb_run else ''
-    return DemoResult(str(folder), str(ws.root), str(refp), str(prodp), str(r.dir), str(r.html), r.wandb_run or '',
-                      sync, r.status, r.values, Registry(ws, log=False).get('tickets:production').id)
+    return run_demo_report(ws, refp, prodp, demo_params(refp, prodp, seed),
+                           {'kind': 'tabular', 'seed': seed, 'rows': n}, log)

@@ -108,7 +108,9 @@ def text_perplexities(path, texts:list, batch_size:int=16) -> np.ndarray:
             enc = tok([texts[i] for i in idx], return_tensors='pt', padding=True, truncation=True,
                       max_length=model.config.max_position_embeddings)
             logits = model(**enc).logits[:, :-1].float()
-            target, mask = enc['input_ids'][:, 1:], enc['attention_mask'][:, 1:].float()
+            am = enc['attention_mask']
+            # a token right after a pad (a left-padded text's first) is predicted from nothing: not scored
+            target, mask = enc['input_ids'][:, 1:], (am[:, 1:] * am[:, :-1]).float()
             nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target, reduction='none') * mask
             n = mask.sum(1)
             ppl = torch.exp(nll.sum(1) / n.clamp(min=1)).numpy()

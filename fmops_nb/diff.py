@@ -5,7 +5,7 @@ on a probe set."""
 
 # %% ../nbs/21_diff.ipynb #8d7c97b1
 from __future__ import annotations
-import hashlib, json, math, mmap, os, re, tempfile, threading, time
+import copy, hashlib, json, math, mmap, os, re, tempfile, threading, time
 from pathlib import Path
 from dataclasses import dataclass, asdict
 import blake3
@@ -21,7 +21,7 @@ from .blobs import same_module
 from .core import flatten
 from .progress import progress
 from fastcore.basics import patch
-from .lm import generate, perplexity, _LOADED, _quiet_transformers
+from .lm import generate, perplexity, _quiet_transformers
 from .descriptors import _REFUSAL
 from .embeddings import embed_texts
 from .pii import redact_all
@@ -393,27 +393,60 @@ def is_causal_lm(reg:Registry, v:Version) -> bool:
     if not archs and v.format == 'peft' and v.base: return is_causal_lm(reg, reg.get(v.base, deleted=True))
     return any(str(a).endswith('ForCausalLM') for a in archs)
 
-# %% ../nbs/21_diff.ipynb #007609ef
-def _lm_folder(reg:Registry, v:Version, tmp:Path) -> Path:
-    "A new folder `tmp/model` holding version `v` as a plain causal LM with its tokenizer (an adapter merged in)."
-    out = tmp / 'model'
-    if v.format != 'peft': return reg.export(v.id, out)
-    require('peft', 'fm', 'generating with a LoRA adapter')
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    base, adapter = reg.export(v.base, tmp / 'base'), reg.export(v.id, tmp / 'adapter')
-    has_tok = any((adapter / f).exists() for f in ('tokenizer.json', 'tokenizer_config.json'))
-    with _quiet_transformers():
-        merged = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), adapter).merge_and_unload()
-        merged.save_pretrained(out)
-        AutoTokenizer.from_pretrained(adapter if has_tok else base).save_pretrained(out)
-    return out
+# %% ../nbs/21_diff.ipynb #16182c54
+def _lm_key(reg:Registry, v:Version) -> tuple:
+    "What version `v` generates from: the SHA-256 of each of its files, and of its base's for an adapter."
+    key = tuple(sorted((rel, f['sha256']) for rel, f in v.files.items()))
+    return key + _lm_key(reg, reg.get(v.base, deleted=True)) if v.format == 'peft' and v.base else key
 
-# %% ../nbs/21_diff.ipynb #7f1a57b6
-def _run_lm(folder:Path, prompts:list, texts:list, max_new_tokens:int) -> tuple[list, float]:
-    "The greedy answers of the causal LM in `folder` to `prompts` and its perplexity on `texts`; then it is unloaded."
-    try: return generate(folder, prompts, max_new_tokens), perplexity(folder, texts)
-    finally: _LOADED.pop(str(folder.resolve()), None)
+# %% ../nbs/21_diff.ipynb #02e6a32e
+def _load_version_lm(reg:Registry, v:Version) -> tuple:
+    "Version `v` as a (tokenizer, causal LM) pair in evaluation mode, a LoRA adapter merged into a copy of its base."
+    require('transformers', 'fm', 'generating with a causal LM')
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    with tempfile.TemporaryDirectory(prefix='fmops-lm-') as t, _quiet_transformers():
+        if v.format != 'peft':
+            folder = reg.export(v, Path(t) / 'model')
+            tok, model = AutoTokenizer.from_pretrained(folder), AutoModelForCausalLM.from_pretrained(folder)
+        else:
+            require('peft', 'fm', 'generating with a LoRA adapter')
+            from peft import PeftModel
+            tok, base = _base_copy(reg, reg.get(v.base, deleted=True))
+            adapter = reg.export(v, Path(t) / 'adapter')
+            if any((adapter / f).exists() for f in ('tokenizer.json', 'tokenizer_config.json')):
+                tok = AutoTokenizer.from_pretrained(adapter)
+            model = PeftModel.from_pretrained(base, adapter).merge_and_unload()
+    tok.padding_side = 'left'
+    if tok.pad_token is None: tok.pad_token = tok.eos_token
+    return tok, model.eval()
+
+# %% ../nbs/21_diff.ipynb #3d176616
+def _base_copy(reg:Registry, base:Version) -> tuple:
+    "An adapter's base as a (tokenizer, model) pair of its own to merge into: a copy of the kept one, else loaded."
+    with _LM_LOCK: kept = _VERSION_LMS.get(_lm_key(reg, base))
+    return (kept[0], copy.deepcopy(kept[1])) if kept else _load_version_lm(reg, base)
+
+# %% ../nbs/21_diff.ipynb #70f23087
+_KEEP_BYTES = 1 << 30 # the weights of the causal-LM versions a process keeps loaded, at most (bytes)
+_VERSION_LMS = {} # _lm_key -> (tokenizer, model), the least recently used first
+_LM_LOCK = threading.RLock()
+
+def _version_lm(reg:Registry, v:Version) -> tuple:
+    "Version `v`'s (tokenizer, causal LM), loaded once per process while the versions kept fit in `_KEEP_BYTES`."
+    key = _lm_key(reg, v)
+    size = lambda pair: sum(p.numel() * p.element_size() for p in pair[1].parameters())
+    with _LM_LOCK:
+        pair = _VERSION_LMS.pop(key, None) or _load_version_lm(reg, v)
+        if size(pair) > _KEEP_BYTES: return pair
+        _VERSION_LMS[key] = pair # the most recently used, last
+        while sum(map(size, _VERSION_LMS.values())) > _KEEP_BYTES: del _VERSION_LMS[next(iter(_VERSION_LMS))]
+        return pair
+
+# %% ../nbs/21_diff.ipynb #8a57186a
+def _answers(reg:Registry, v:Version, prompts:list, texts:list, max_new_tokens:int) -> tuple[list, float]:
+    "The greedy answers of version `v` to `prompts` and its perplexity on `texts`."
+    lm = _version_lm(reg, v)
+    return generate(lm, prompts, max_new_tokens), perplexity(lm, texts)
 
 # %% ../nbs/21_diff.ipynb #74deb33a
 def _similarities(a:list, b:list) -> tuple[list|None, str]:
@@ -457,9 +490,10 @@ def generation_diff(reg:Registry, a:Version, b:Version, probe:PromptProbe,
     if max_new_tokens < 1: raise ValidationError(f"max_new_tokens={max_new_tokens}: give at least 1.")
     exp = probe.expected or [None] * len(probe.prompts)
     texts = probe.reference or [p + (' ' + e if e else '') for p, e in zip(probe.prompts, exp)]
-    with tempfile.TemporaryDirectory(prefix='fmops-gen-') as t: # each version in its own folder, `a` and `b`
-        (ans_a, ppl_a), (ans_b, ppl_b) = (_run_lm(_lm_folder(reg, v, Path(t) / k), probe.prompts, texts,
-                                                  max_new_tokens) for k, v in (('a', a), ('b', b)))
+    keys, done = [_lm_key(reg, v) for v in (a, b)], {}
+    for k, v in zip(keys, (a, b)): # the same files give the same answers: run once
+        if k not in done: done[k] = _answers(reg, v, probe.prompts, texts, max_new_tokens)
+    (ans_a, ppl_a), (ans_b, ppl_b) = done[keys[0]], done[keys[1]]
     sims, how = _similarities(ans_a, ans_b)
     rows = [_generation_row(i, p, x, y, sims and sims[i], e, probe.match)
             for i, (p, x, y, e) in enumerate(zip(probe.prompts, ans_a, ans_b, exp))]

@@ -259,38 +259,46 @@ def load_lm(path) -> tuple:
         _LOADED[key] = tok, model.eval()
     return _LOADED[key]
 
+# %% ../nbs/12_lm.ipynb #7cd526d2
+def _pair(path) -> tuple:
+    "The (tokenizer, model) pair `path` is, or the pair `load_lm` loads from the folder `path`."
+    return tuple(path) if isinstance(path, tuple) else load_lm(path)
+
 # %% ../nbs/12_lm.ipynb #a5fac333
-def generate(path, # a causal LM's folder
+def generate(path, # a causal LM's folder, or its (tokenizer, model) pair
              prompts:list, # the texts to continue
              max_new_tokens:int=32, # the answer's budget, in tokens
              batch_size:int=16,
             ) -> list[str]:
     "The greedy continuation of each prompt by the model in `path` (the new text only), in order."
     import torch
-    tok, model = load_lm(path)
+    tok, model = _pair(path)
     room = model.config.max_position_embeddings - max_new_tokens
     out = []
     with torch.inference_mode():
         for s in range(0, len(prompts), batch_size):
             enc = tok(list(prompts[s:s + batch_size]), return_tensors='pt', padding=True, truncation=True,
-                      max_length=room)
+                      max_length=room, padding_side='left') # every answer starts right after its prompt
             ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
             out += tok.batch_decode(ids[:, enc['input_ids'].shape[1]:], skip_special_tokens=True)
     return out
 
 # %% ../nbs/12_lm.ipynb #54ce65ae
-def perplexity(path, # a causal LM's folder
+def perplexity(path, # a causal LM's folder, or its (tokenizer, model) pair
                texts:list, batch_size:int=16) -> float:
-    "exp(mean next-token loss) of the model in `path` over all tokens of `texts`."
+    "exp(mean next-token loss) of the model in `path` over every token of `texts` after each text's first."
     import torch
-    tok, model = load_lm(path)
+    tok, model = _pair(path)
     total, count = 0.0, 0
+    ids = tok(list(texts), truncation=True, max_length=model.config.max_position_embeddings)['input_ids']
+    order = sorted((i for i in range(len(ids)) if len(ids[i]) > 1), key=lambda i: len(ids[i])) # like lengths together
     with torch.inference_mode():
-        for s in range(0, len(texts), batch_size):
-            enc = tok(list(texts[s:s + batch_size]), return_tensors='pt', padding=True, truncation=True,
-                      max_length=model.config.max_position_embeddings)
+        for s in range(0, len(order), batch_size):
+            enc = tok.pad({'input_ids': [ids[i] for i in order[s:s + batch_size]]}, return_tensors='pt',
+                          padding_side='right')
             logits = model(**enc).logits[:, :-1].float()
-            target, mask = enc['input_ids'][:, 1:], enc['attention_mask'][:, 1:].bool()
+            am = enc['attention_mask'].bool()
+            target, mask = enc['input_ids'][:, 1:], am[:, 1:] & am[:, :-1] # a token after a pad is no prediction
             nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target, reduction='none')
             total += float(nll[mask].sum()); count += int(mask.sum())
     if not count: raise ValidationError("perplexity needs texts of at least two tokens.")

@@ -21,10 +21,10 @@ from .errors import unknown_key
 from .costs import Meter, Cost
 
 # %% auto #0
-__all__ = ['TYPES', 'MAX_PARAMS', 'INPUT_MIME', 'BUILTIN', 'IGNORED', 'Param', 'schema', 'read_yaml', 'validate', 'typed', 'uses',
-           'read_inputs', 'report_header', 'report_html', 'chunk_window', 'data_window', 'template_dirs',
-           'find_template', 'ReportRun', 'KernelPool', 'run_report', 'report_runs', 'get_report', 'Rerun', 'rerun',
-           'Safe', 'fmt', 'show', 'html_table', 'bar_chart', 'line_chart', 'read_table', 'drift_rows',
+__all__ = ['TYPES', 'MAX_PARAMS', 'INPUT_MIME', 'WIDGET_MIME', 'BUILTIN', 'IGNORED', 'Param', 'schema', 'read_yaml', 'validate',
+           'typed', 'uses', 'read_inputs', 'report_header', 'report_html', 'chunk_window', 'data_window',
+           'template_dirs', 'find_template', 'ReportRun', 'KernelPool', 'run_report', 'report_runs', 'get_report',
+           'Rerun', 'rerun', 'Safe', 'fmt', 'show', 'html_table', 'bar_chart', 'line_chart', 'read_table', 'drift_rows',
            'previous_version', 'live_metrics']
 
 # %% ../nbs/40_reports.ipynb #3523565a
@@ -443,6 +443,8 @@ pre.out,pre.in{background:var(--jp-layout-color2, #f5f5f5)} pre.err{color:var(--
 """.split())
 
 # %% ../nbs/40_reports.ipynb #206e4d43
+WIDGET_MIME = 'application/vnd.jupyter.widget-view+json'
+
 def report_html(nb, title:str='', show_code:bool=False, # the output notebook, the page's title, code shown
                 params:dict|None=None, status:str='', error:str='', tracking:dict|None=None, # for `report_header`
                ) -> str:
@@ -459,6 +461,7 @@ def report_html(nb, title:str='', show_code:bool=False, # the output notebook, t
         for o in c.get('outputs', []):
             d = o.get('data', {})
             if MIME in d or INPUT_MIME in d: continue # recorded values and inputs: in values.json and record.json
+            if WIDGET_MIME in d: continue # a live widget (a progress bar): its text is a stale snapshot
             esc = lambda k: _h.escape(_text(o.get(k, '')))
             if o.get('output_type') == 'stream': parts.append(f"<pre class='out'>{esc('text')}</pre>")
             elif o.get('output_type') == 'error':

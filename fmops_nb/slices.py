@@ -44,7 +44,7 @@ def ece(confidence:np.ndarray, # per row: the model's probability for the class 
        ) -> float:
     "Expected calibration error over `bins` equal-width confidence bins."
     conf, ok = np.asarray(confidence, float), np.asarray(correct, float)
-    keep = np.isfinite(conf)
+    keep = np.isfinite(conf) & np.isfinite(ok) # a row without a label (or a confidence) has no calibration
     conf, ok = conf[keep], ok[keep]
     if not len(conf): return float('nan')
     b = np.minimum((np.clip(conf, 0, 1) * bins).astype(int), bins - 1)
@@ -78,17 +78,18 @@ def _row_values(df, label:str, prediction:str, score:str|None, positive, loss:st
     "Per-row arrays of every metric this table has the columns for (NaN where a row has no value)."
     out = {}
     if prediction in df:
-        pred = df[prediction].to_numpy(object)
+        pred, predicted = df[prediction].to_numpy(object), df[prediction].notna().to_numpy()
         if label in df:
-            y = df[label].to_numpy(object)
-            has = np.array([v is not None and v == v for v in y])
-            right = np.array([a == b for a, b in zip(pred, y)], float)
+            y, has = df[label].to_numpy(object), predicted & df[label].notna().to_numpy() # labelled and predicted
+            right = np.array([bool(h) and bool(a == b) for a, b, h in zip(pred, y, has)], float)
             out['accuracy'] = np.where(has, right, np.nan)
             out['error_rate'] = np.where(has, 1 - right, np.nan)
             if score is not None:
                 out['ece'] = (pd_float(df[score]), out['accuracy'])
         pos = _positive(pred, positive)
-        if pos is not None: out['selection_rate'] = np.array([p == pos for p in pred], float)
+        if pos is not None:
+            out['selection_rate'] = np.where(predicted, [bool(h) and bool(p == pos) for p, h in zip(pred, predicted)],
+                                             np.nan)
     if loss is not None: out['loss'] = pd_float(df[loss])
     if response is not None:
         d = TextDescriptors([response]).freeze().describe(response, list(df[response]))
@@ -106,15 +107,25 @@ def pd_float(s) -> np.ndarray:
 
 # %% ../nbs/14_slices.ipynb #9e757446
 def _measure(values:dict, rows) -> dict:
-    "`{metric: value, 'n': rows}` of the rows `rows` (indices) from the per-row `values`."
-    out = {}
+    """`{metric: value, 'n': rows}` of the rows `rows` (indices) from the per-row `values`, with `'n_<metric>'` where a
+    metric was measured on fewer of them."""
+    out, counts = {}, {}
     for k, v in values.items():
-        if k == 'ece': m = ece(v[0][rows], v[1][rows])
+        if k == 'ece':
+            conf, ok = v[0][rows], v[1][rows]
+            m, used = ece(conf, ok), int((np.isfinite(conf) & np.isfinite(ok)).sum())
         else:
             x = v[rows]; x = x[np.isfinite(x)]
-            m = float(x.mean()) if len(x) else float('nan')
-        if math.isfinite(m): out[k] = m
-    return out | {'n': int(len(rows))}
+            m, used = (float(x.mean()) if len(x) else float('nan')), len(x)
+        if math.isfinite(m):
+            out[k] = m
+            if used < len(rows): counts[f'n_{k}'] = int(used)
+    return out | {'n': int(len(rows))} | counts
+
+# %% ../nbs/14_slices.ipynb #22025a80
+def _n(m:dict, metric:str) -> int:
+    "The rows of segment `m` that `metric` was measured on: its `n_<metric>`, else the segment's `n`."
+    return int(m.get(f'n_{metric}', m.get('n', 0)))
 
 # %% ../nbs/14_slices.ipynb #8714c62c
 @dataclass
@@ -168,18 +179,19 @@ def _best(metric:str, vals:list) -> float:
 # %% ../nbs/14_slices.ipynb #8784f6a2
 @patch
 def disparity(self:SliceReport, metric:str|None=None) -> list[dict]:
-    "Per column, segment and metric: value, n, interval, and difference and ratio to the best segment and to overall."
+    """Per column, segment and metric: value, n (the rows it was measured on; `rows`: the segment's), interval, and
+    difference and ratio to the best segment and to overall."""
     rows = []
     for c, segs in self.slices.items():
         for k in ([metric] if metric else self.metrics):
             have = {s: m for s, m in segs.items() if k in m}
-            big = [m[k] for m in have.values() if m['n'] >= self.min_n] or [m[k] for m in have.values()]
+            big = [m[k] for m in have.values() if _n(m, k) >= self.min_n] or [m[k] for m in have.values()]
             if not big: continue
             best, overall = _best(k, big), self.overall.get(k)
             for s, m in have.items():
-                v = m[k]
-                rows.append({'column': c, 'segment': s, 'metric': k, 'value': v, 'n': m['n'],
-                             'interval': wilson(v, m['n']) if k in RATES else None, 'small': m['n'] < self.min_n,
+                v, n = m[k], _n(m, k)
+                rows.append({'column': c, 'segment': s, 'metric': k, 'value': v, 'n': n, 'rows': m['n'],
+                             'interval': wilson(v, n) if k in RATES else None, 'small': n < self.min_n,
                              'diff_best': v - best, 'ratio_best': v / best if best else None,
                              'diff_overall': None if overall is None else v - overall,
                              'ratio_overall': v / overall if overall else None})
@@ -188,11 +200,11 @@ def disparity(self:SliceReport, metric:str|None=None) -> list[dict]:
 # %% ../nbs/14_slices.ipynb #67f9ada8
 @patch
 def summary(self:SliceReport) -> dict:
-    "`{column: {metric: {'max_gap', 'min_ratio', 'worst'}}}` over the segments of at least `min_n` rows."
+    "`{column: {metric: {'max_gap', 'min_ratio', 'worst'}}}` over segments measured on `min_n` rows or more."
     out = {}
     for c, segs in self.slices.items():
         for k in self.metrics:
-            big = {s: m[k] for s, m in segs.items() if k in m and m['n'] >= self.min_n}
+            big = {s: m[k] for s, m in segs.items() if k in m and _n(m, k) >= self.min_n}
             if len(big) < 2: continue
             hi, lo = max(big.values()), min(big.values())
             worst = {'lower': max, 'higher': min}.get(METRICS[k]) # no worst side for a selection rate or a length
@@ -201,18 +213,20 @@ def summary(self:SliceReport) -> dict:
     return out
 
 # %% ../nbs/14_slices.ipynb #37a8c5f9
-def _cell(metric:str, m:dict) -> str:
-    "A metric of a segment as text: the value, with its Wilson interval for a rate."
+def _cell(metric:str, m:dict, min_n:int=MIN_N) -> str:
+    """A metric of a segment as text: the value, with its Wilson interval for a rate, and the rows it was measured on
+    when fewer than the segment's (marked small below `min_n`)."""
     if metric not in m: return ''
-    v = m[metric]
-    if metric not in RATES: return num(v)
-    lo, hi = wilson(v, m['n'])
-    return f"{v:.3f} [{lo:.2f}, {hi:.2f}]"
+    v, n = m[metric], _n(m, metric)
+    rows = f" (n={n:,}{', small' if n < min_n <= m.get('n', 0) else ''})" if n != m.get('n', n) else ''
+    if metric not in RATES: return num(v) + rows
+    lo, hi = wilson(v, n)
+    return f"{v:.3f} [{lo:.2f}, {hi:.2f}]{rows}"
 
 # %% ../nbs/14_slices.ipynb #a568a35c
 @patch
 def __repr__(self:SliceReport) -> str:
-    cells = lambda m: ', '.join(f"{k} {_cell(k, m)}" for k in self.metrics if k in m)
+    cells = lambda m: ', '.join(f"{k} {_cell(k, m, self.min_n)}" for k in self.metrics if k in m)
     lines = [f"Slices over {self.overall['n']:,} rows: {cells(self.overall)}"]
     for c, segs in self.slices.items():
         lines.append(f"{c}:")
@@ -227,14 +241,14 @@ def _repr_html_(self:SliceReport) -> str:
     summ, parts = self.summary(), []
     for c, segs in self.slices.items():
         worst = {summ.get(c, {}).get(k, {}).get('worst') for k in self.metrics}
-        rows = [[s, m['n']] + [_cell(k, m) for k in self.metrics] + ['small' if m['n'] < self.min_n else '']
+        rows = [[s, m['n']] + [_cell(k, m, self.min_n) for k in self.metrics] + ['small' if m['n'] < self.min_n else '']
                 for s, m in segs.items()]
         gaps = '; '.join(f"{k}: gap {num(v['max_gap'])}" + (f", worst {v['worst']}" if v['worst'] else '')
                          for k, v in summ.get(c, {}).items())
         tab = table('fmops-slices', ['segment', 'rows', *self.metrics, ''], rows, [s in worst for s in segs])
         parts.append(section(f"by {c}", tab + (f"<small>{esc(gaps)}</small>" if gaps else '')))
     head = head_html(f"Slices over {self.overall['n']:,} rows", sub=esc(', '.join(
-        f"{k} {_cell(k, self.overall)}" for k in self.metrics)))
+        f"{k} {_cell(k, self.overall, self.min_n)}" for k in self.metrics)))
     return panel(head + (''.join(parts) or empty('No segments.')), 'fmops-slices')
 
 # %% ../nbs/14_slices.ipynb #b4801837
@@ -271,11 +285,10 @@ def compare_slices(a:dict|None, # the baseline's stored slices: {column: {segmen
         for s in sorted(set(sa) & set(sb)):
             for k in METRICS:
                 if k not in sa[s] or k not in sb[s]: continue
-                x, y = sa[s][k], sb[s][k]
-                small = min(sa[s].get('n', 0), sb[s].get('n', 0)) < min_n
+                x, y, na, nb = sa[s][k], sb[s][k], _n(sa[s], k), _n(sb[s], k) # the rows the metric was measured on
                 rows.append({'column': c, 'segment': s, 'metric': k, 'a': x, 'b': y, 'delta': y - x,
-                             'drop': _drop(k, x, y), 'n_a': sa[s].get('n', 0), 'n_b': sb[s].get('n', 0),
-                             'small': small, 'worse': _drop(k, x, y) > tolerance})
+                             'drop': _drop(k, x, y), 'n_a': na, 'n_b': nb, 'small': min(na, nb) < min_n,
+                             'worse': _drop(k, x, y) > tolerance})
     return SliceDiff(rows, tolerance, min_n)
 
 # %% ../nbs/14_slices.ipynb #c4dddec6
@@ -311,13 +324,13 @@ def diff_html(d:SliceDiff) -> str:
 # %% ../nbs/14_slices.ipynb #c71b607e
 def gate_names(candidate:dict|None, # the candidate's stored slices
                current:dict|None=None, # the current version's (None: no drops)
-               min_n:int=MIN_N, # only segments with at least this many rows (on both sides, for drops) count
+               min_n:int=MIN_N, # only segments measured on this many rows or more (both sides, for drops) count
               ) -> dict:
     "`{metric: {'max_drop', 'max_gap', 'min_ratio', 'min', 'max'}}` for policies (`slices.accuracy.max_drop`)."
     out = {}
     for c, segs in (candidate or {}).items():
         for k in METRICS:
-            vals = [m[k] for m in segs.values() if k in m and m.get('n', 0) >= min_n]
+            vals = [m[k] for m in segs.values() if k in m and _n(m, k) >= min_n]
             if not vals: continue
             o = out.setdefault(k, {})
             lo, hi = min(vals), max(vals)
@@ -343,7 +356,11 @@ def check_slices(s, where:str='slices') -> dict:
             if isinstance(n, bool) or not isinstance(n, int) or n < 0:
                 raise ValidationError(f"{where}[{c!r}][{seg!r}] needs 'n', its number of rows: {form}.")
             for k, v in m.items():
-                if k != 'n' and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
+                if k.startswith('n_') and (isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= n):
+                    raise ValidationError(f"{where}[{c!r}][{seg!r}][{k!r}] is {v!r}: the rows a metric was measured "
+                                          f"on are a whole number from 0 to its 'n' ({n}): {form}.")
+                number = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+                if k != 'n' and not k.startswith('n_') and not number:
                     raise ValidationError(f"{where}[{c!r}][{seg!r}][{k!r}] is {v!r}, not a finite number: {form}.")
     return s
 

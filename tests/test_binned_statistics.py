@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import scipy.stats as ss
 
-from fmops_nb.drift import _BLOCK, _GRID, DriftDetector, NumericBins, drift
+from fmops_nb.drift import _BLOCK, _GRID, QUANTILE_SAMPLE, DriftDetector, NumericBins, drift, sample_rows
 
 N = 200_000
 
@@ -88,6 +88,28 @@ def test_grid_counts_equal_binning_every_value_exactly(n):
     fin = v[np.isfinite(v)]
     below, above = fin[fin < b.edges[0]], fin[fin > b.edges[-1]]
     assert s.lo == (below.min() if len(below) else math.inf) and s.hi == (above.max() if len(above) else -math.inf)
+
+
+def test_values_whose_cell_number_overflows_take_the_exact_path():
+    """Cell numbers are cast to 32-bit integers: a value so far off that its number does not fit (or one just below
+    the grid, whose number truncates to 0) is found by the range check and binned exactly, never wrapped into the grid."""
+    g = np.random.default_rng(2)
+    ref = g.normal(size=50_000)
+    b = NumericBins.of(ref)
+    far = np.array([1e300, -1e300, 3e9, -3e9, 1e7, -1e7, np.nextafter(b.grid[0], -np.inf), b.grid[1], 5e-324])
+    v = np.r_[g.normal(size=_BLOCK + 5), far, np.nan, np.inf, -np.inf]
+    g.shuffle(v)
+    s = b.summarize(v)
+    assert np.array_equal(s.counts, _exact_counts(b, v))
+    assert (s.lo, s.hi, s.n_missing, s.n_inf) == (-1e300, 1e300, 1, 2)
+
+
+def test_the_sampled_rows_are_the_seeded_choice_in_order():
+    "The sample the bins are fitted on: `sample_rows` gives the rows numpy's seeded choice picks, in row order."
+    n = 1_000_003
+    want = np.sort(np.random.default_rng(9).choice(n, QUANTILE_SAMPLE, replace=False))
+    assert np.array_equal(sample_rows(n, 9), want)
+    assert np.array_equal(sample_rows(500, 9), np.arange(500))
 
 
 def test_grid_covers_the_whole_range_when_the_tails_are_short_and_the_centre_when_they_are_long():

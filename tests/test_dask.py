@@ -106,6 +106,18 @@ def test_parquet_folders_globs_and_urls(client, data, tmp_path):
                     scheduler=client).to_dict(), one)
 
 
+def test_a_source_that_does_not_know_its_row_counts(client, data):
+    "Rows counted on the workers: the count pass brings the first rows, or (partition 0 empty) they are read after it."
+    ref, cur = (d[CHEAP] for d in data)
+    one = drift(ref, cur, chunk_size=400).to_dict()
+    def unknown(df, cuts):  # from delayed pieces: dask cannot tell their row counts without computing them
+        return dd.from_delayed([dask.delayed(df.iloc[a:b]) for a, b in zip(cuts, cuts[1:])], meta=df.head(0),
+                               verify_meta=False)
+    for cuts in ([0, 700, 1500], [0, 0, 900, 1500]):
+        same(drift_dask(unknown(ref, cuts), unknown(cur, [0, 500, 1500]), chunk_size=400, scheduler=client).to_dict(),
+             one)
+
+
 
 
 @pytest.mark.slow

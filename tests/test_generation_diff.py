@@ -233,3 +233,29 @@ def test_a_lora_adapter_generates_merged_into_its_base(folders, tmp_path):
     assert [r["b"] for r in d.generation["rows"]] == generate(tmp_path / "merged", PROMPTS, TOKENS)
     assert [r["a"] for r in d.generation["rows"]] == generate(folders[0], PROMPTS, TOKENS)
     assert d.lora["lm:v2"]  # the adapter's ΔW view stays
+    back = diff("lm:v2", "lm:v1", reg, probe=PromptProbe(PROMPTS), max_new_tokens=TOKENS).generation  # both kept now
+    assert [(r["a"], r["b"]) for r in back["rows"]] == [(r["b"], r["a"]) for r in d.generation["rows"]]  # base unmerged
+
+
+@pytest.mark.slow
+def test_a_second_diff_loads_nothing_again_and_versions_are_told_apart_by_content(folders, tmp_path, monkeypatch):
+    from fmops_nb import diff as D
+    loads = []
+    real = D._load_version_lm
+    monkeypatch.setattr(D, "_load_version_lm", lambda reg, v: loads.append(v.id) or real(reg, v))
+    D._VERSION_LMS.clear()
+    reg = register(folders)
+    first = diff("lm:v1", "lm:v2", reg, probe=PromptProbe(PROMPTS), max_new_tokens=TOKENS).generation
+    assert loads == ["lm:v1", "lm:v2"]
+    again = diff("lm:v1", "lm:v2", reg, probe=PromptProbe(PROMPTS), max_new_tokens=TOKENS).generation
+    assert loads == ["lm:v1", "lm:v2"] and again["rows"] == first["rows"]  # the same answers, nothing loaded again
+    monkeypatch.setenv("FMOPS_HOME", str(tmp_path / "other" / ".fmops"))  # lm:v1 and lm:v2 the other way round here
+    other = Registry(log=False)
+    other.register("lm", folders[1]); other.register("lm", folders[0])
+    swapped = diff("lm:v1", "lm:v2", other, probe=PromptProbe(PROMPTS), max_new_tokens=TOKENS).generation
+    assert [(r["a"], r["b"]) for r in swapped["rows"]] == [(r["b"], r["a"]) for r in first["rows"]]
+    assert loads == ["lm:v1", "lm:v2"]  # the same files, known by their hashes: still nothing loaded
+    monkeypatch.setattr(D, "_KEEP_BYTES", 0)  # a model larger than what a process keeps: used, then let go
+    D._VERSION_LMS.clear()
+    big = diff("lm:v1", "lm:v2", reg, probe=PromptProbe(PROMPTS), max_new_tokens=TOKENS).generation
+    assert loads[2:] == ["lm:v1", "lm:v2"] and D._VERSION_LMS == {} and big["rows"] == first["rows"]

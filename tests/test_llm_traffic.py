@@ -102,3 +102,15 @@ def test_perplexity_under_the_reference_model_sees_garbled_answers():
     rep = drift(ref, cur, embedder="hashing", reference_lm="tinylm")
     col = rep.columns["response.perplexity"]
     assert col.status == "drift" and "response.perplexity" in rep.drifted
+
+
+@pytest.mark.slow
+def test_a_responses_perplexity_does_not_depend_on_the_texts_batched_with_it():
+    "Left padding: the first real token follows a pad and predicts nothing; a text scores the same alone or batched."
+    pytest.importorskip("transformers")
+    from fmops_nb.descriptors import text_perplexities
+    from fmops_nb.lm import tiny_lm
+    short, long, lm = ANSWERS[0], " ".join(ANSWERS[1:6]), tiny_lm()
+    alone = text_perplexities(lm, [short])[0]
+    batched = text_perplexities(lm, [short, long])[0]
+    assert np.isfinite(alone) and abs(batched - alone) < 1e-3 * alone, (alone, batched)

@@ -43,6 +43,19 @@ def test_the_head_names_model_period_parameters_run_time_and_wandb():
     assert "<a href='https://wandb.ai/team/fmops/runs/ab12'>" in online  # online: one click to the run
 
 
+def test_a_progress_bar_widget_is_not_frozen_into_the_static_page():
+    "tqdm's notebook bar is a widget whose text fallback is a snapshot (36% done): the HTML page leaves it out."
+    nb = output_notebook({}, {})
+    bar = nbformat.v4.new_output("display_data", data={
+        "application/vnd.jupyter.widget-view+json": {"model_id": "ab12", "version_major": 2, "version_minor": 0},
+        "text/plain": "embedding texts:  36%|###5      | 256/715 [00:04<00:08, 53.74texts/s]"})
+    printed = nbformat.v4.new_output("stream", name="stdout", text="the model's own print\n")
+    nb.cells.append(nbformat.v4.new_code_cell("drift(...)", outputs=[bar, printed]))
+    page = reports.report_html(nb, "maintenance_report x", status="finished")
+    assert "embedding texts" not in page and "36%" not in page
+    assert "the model&#x27;s own print" in page or "the model's own print" in page
+
+
 def test_a_failed_run_and_a_diff_say_so_in_the_head():
     nb = output_notebook({"a": "tickets:v1", "b": "tickets:v2"}, {})
     page = reports.report_html(nb, "version_diff x", status="failed", error="cell 3 raised KeyError: 'label'")

@@ -176,3 +176,30 @@ def test_slices_from_the_command_line_and_the_magic(tmp_path, isolated_workspace
         r = shell.run_line_magic("fmops", "slices scored --slice-by region --no-redact --slice-by who")
     assert r.slices["region"]["north"]["n"] == 200 and list(r.slices["who"]) == ["ann@example.com"]
     assert "south (n=60)" in repr(r) and not cap.stderr
+
+
+def test_a_segment_with_missing_labels_is_measured_on_its_labelled_rows():
+    "Rows without a label (or a prediction) weigh nothing in the metrics that need one: value, interval, small mark."
+    west_label = [1] * 30 + [0] * 10 + [None] * 40  # 80 rows, half labelled: 30 of the 40 labelled are right
+    north_label = [1] * 5 + [0] * 15 + [None] * 40  # 60 rows, 20 labelled: 5 right (too few labelled to count)
+    east_pred = [None] * 10 + [1] * 190  # 200 rows, all labelled 1; 10 were never scored
+    df = pd.DataFrame({"region": ["west"] * 80 + ["north"] * 60 + ["east"] * 200,
+                       "label": west_label + north_label + [1] * 200,
+                       "prediction": [1] * 140 + east_pred, "conf": 0.9})
+    r = slice_metrics(df, by="region", score="conf")
+    west, north, east = (r.slices["region"][s] for s in ("west", "north", "east"))
+    assert (west["n"], west["n_accuracy"], west["accuracy"]) == (80, 40, 0.75)
+    row = {(x["segment"], x["metric"]): x for x in r.disparity()}
+    assert row["west", "accuracy"]["interval"] == wilson(0.75, 40) and row["west", "accuracy"]["n"] == 40
+    assert row["west", "selection_rate"]["interval"] == wilson(1.0, 80)  # every west row has a prediction
+    assert west["ece"] == pytest.approx(0.15)  # |0.75 - 0.9| over the labelled rows (was NaN: dropped)
+    assert (east["n_accuracy"], east["n_selection_rate"], east["accuracy"]) == (190, 190, 1.0)  # unscored: not wrong
+    # north has 60 rows but 20 labels: its accuracy is small (shown, left out of gaps and gates), its selection rate not
+    assert row["north", "accuracy"]["small"] and not row["north", "selection_rate"]["small"]
+    assert r.summary()["region"]["accuracy"]["worst"] == "west"
+    assert gate_names(r.to_metrics())["accuracy"]["min"] == 0.75
+    assert "accuracy 0.750 [0.60, 0.86] (n=40)" in repr(r) and "(n=20, small)" in repr(r)
+    d = compare_slices(r.to_metrics(), r.to_metrics())
+    assert {(x["segment"], x["n_a"], x["small"]) for x in d.rows if x["metric"] == "accuracy"} == {
+        ("west", 40, False), ("north", 20, True), ("east", 190, False)}
+    assert json.loads(json.dumps(r.to_metrics())) == r.to_metrics()
