@@ -1239,7 +1239,7 @@ def test_every_json_output_is_strict_json(tmp_path, capsys, hostile):
         (("schedule", "ls"), ["schedule", "ls"], 0), (("schedule", "crontab"), ["schedule", "crontab"], 0),
         (("schedule", "run-due"), ["schedule", "run-due", "--no-wandb"], 0),
         (("schedule", "history"), ["schedule", "history"], 0), (("schedule", "rm"), ["schedule", "rm", "nightly"], 0),
-        (("demo",), ["demo", "--dir", str(tmp_path / "demo"), "--rows", "300", "--no-wandb"], 0),
+        (("demo",), ["demo", "--tabular", "--dir", str(tmp_path / "demo"), "--rows", "300", "--no-wandb"], 0),
         (("approve",), ["approve", "m:v2", "--reason", "checked <b>by hand</b>"], 0),
         (("slices",), ["slices", "scored.csv", "--slice-by", "region"], 0),
         (("feedback", "import"), ["feedback", "import", "fb.jsonl"], 0),
