@@ -35,8 +35,7 @@ N_BINS = 2048 # quantile bins kept per numeric column (the binned KS is then wit
 EXACT_VALUES = 128 # a reference column with at most this many distinct values gets one slot per value (exact binning)
 ID_MIN_ROWS = 1000 # a numeric column is taken for an identifier only from at least this many sampled reference values
 _GRID = 1 << 16 # cells of the uniform lookup grid
-_BLOCK = 1 << 15 # values binned per block (a block, its cell numbers and the grid's counts stay in cache)
-_CODES_BLOCK = 1 << 17 # categorical codes counted per block (`bincount` widens each block to 64 bits)
+_BLOCK = 1 << 17 # values binned per block (a block and its cell numbers stay in the CPU's cache)
 _HEAD = 1024 # sampled values that first tell a column with many distinct values from one with few
 QUANTILE_SAMPLE = 100_000 # reference rows the bin edges (and the reference spread) are computed from
 
@@ -74,8 +73,7 @@ def sample_rows(n:int, seed:int, k:int=QUANTILE_SAMPLE) -> np.ndarray:
     """Sorted row indices of a seeded sample of `k` of `n` rows (all rows when n <= k): the same in one pass or in
     chunks."""
     if n <= k: return np.arange(n)
-    mask = np.zeros(n, bool); mask[np.random.default_rng(seed).choice(n, k, replace=False)] = True
-    return np.flatnonzero(mask) # the picked rows in order (faster than sorting them)
+    return np.sort(np.random.default_rng(seed).choice(n, k, replace=False))
 
 # %% ../nbs/11_drift.ipynb #b120ce4b
 @dataclass
@@ -265,21 +263,14 @@ def _cells(self:NumericBins, x:np.ndarray, buf:np.ndarray|None=None, out:np.ndar
 
 # %% ../nbs/11_drift.ipynb #02937826
 @patch
-def _grid_count(self:NumericBins, x:np.ndarray, cells:np.ndarray, buf:np.ndarray, i32:np.ndarray,
-                ib:np.ndarray) -> np.ndarray:
-    """Add the grid cells of the values `x` to `cells` and return the values outside the grid (NaN and ±inf among
-    them), which the grid does not count; `buf` (float64), `i32` (int32) and `ib` (intp) are buffers at least as long
-    as `x`."""
-    n = len(x); c = ib[:n]
-    with np.errstate(invalid='ignore'): # NaN, ±inf and far values cast to any integer: the range check finds them
-        np.multiply(np.subtract(x, self.lo, out=buf[:n]), self.scale, out=i32[:n], casting='unsafe') # truncation
-    np.copyto(c, i32[:n]) # (a cast to 32 bits and a widening are faster than the cast to 64 bits)
-    rest = x[:0]
-    if n and (c.min() < 1 or c.max() > _GRID): # below or above the grid, or not a number
-        out = (c < 1) | (c > _GRID)
-        rest, c[out] = x[out], 0 # cell 0 is never read: these values take the exact path
-    np.add.at(cells, c, 1) # no output to allocate and clear per block, unlike `bincount`
-    return rest
+def _grid_count(self:NumericBins, x:np.ndarray, cells:np.ndarray, buf:np.ndarray, ib:np.ndarray) -> np.ndarray|None:
+    """Add the grid cells of the values `x` to `cells`; return the values outside the grid (they may be ±inf, or NaN
+    where a NaN becomes cell 0), or None, adding nothing, when a NaN made a cell number negative."""
+    with np.errstate(invalid='ignore'): c = self._cells(x, buf, ib) # a NaN stays NaN through the clip
+    try: per = np.bincount(c, minlength=_GRID + 2)
+    except ValueError: return None # a negative number: a NaN, cast
+    cells += per
+    return x[(c == 0) | (c == _GRID + 1)] if per[0] or per[-1] else x[:0]
 
 # %% ../nbs/11_drift.ipynb #68e72bcb
 @patch
@@ -288,13 +279,13 @@ def summarize(self:NumericBins, v:np.ndarray) -> NumericSummary:
     counts, cells = np.zeros(self.n_slots, np.int64), (np.zeros(_GRID + 2, np.int64) if self._runs else None)
     sums = np.zeros(self.n_slots) if self.whole is not None else None
     n_nan = n_inf = 0; lo, hi = math.inf, -math.inf
-    k = min(len(v), _BLOCK)
-    bufs = (np.empty(k), np.empty(k, np.int32), np.empty(k, np.intp)) if cells is not None else ()
+    buf, ib = (np.empty(min(len(v), _BLOCK)), np.empty(min(len(v), _BLOCK), np.intp)) if cells is not None else (0, 0)
     for s in range(0, len(v), _BLOCK):
-        x = v[s:s + _BLOCK]
-        if cells is not None: x = self._grid_count(x, cells, *bufs) # what is left: the values outside the grid
+        x = rest = v[s:s + _BLOCK]
+        if cells is not None and (rest := self._grid_count(x, cells, buf, ib)) is not None: x = rest
         if len(x) and not (fin := np.isfinite(x)).all(): # NaN and ±inf: counted, never binned
             nan = int(np.isnan(x).sum()); n_nan += nan; n_inf += len(x) - int(fin.sum()) - nan; x = x[fin]
+            if rest is None: x = self._grid_count(x, cells, buf, ib) # the block again, without its NaNs
         if not len(x): continue
         sl = self.slots(x) if cells is None else self._exact(x)
         per = np.bincount(sl, minlength=self.n_slots); counts += per
@@ -1095,8 +1086,8 @@ def _summarize_column(self:DriftDetector, name:str, col):
     codes, cats = col.values, col.categories
     if cats is None: return ('kind', col.kind)
     counts, missing = np.zeros(len(cats), np.int64), 0
-    for s in range(0, len(codes), _CODES_BLOCK): # in blocks: bincount widens its input, a copy per block only
-        x = codes[s:s + _CODES_BLOCK]
+    for s in range(0, len(codes), _BLOCK): # in blocks: bincount widens its input to 64 bits, a copy per block only
+        x = codes[s:s + _BLOCK]
         if x.min() < 0: missing += int((x < 0).sum()); x = x[x >= 0] # -1: a missing value
         counts += np.bincount(x, minlength=len(cats))
     nz = np.flatnonzero(counts)
