@@ -18,7 +18,7 @@ from fmops_nb.finetune import Run, _causal_lm, _collate, _sft_example, _sft_sequ
 from fmops_nb.lm import tiny_lm  # noqa: E402
 from fmops_nb.registry import Registry  # noqa: E402
 from fmops_nb.tracking import find_runs, read_run  # noqa: E402
-from tiny import steps, wait_for_step
+from tiny import isolated_env, steps, wait_for_step
 
 MODULES = ["json", "csv", "shutil", "textwrap", "random", "string", "heapq", "bisect", "base64", "fnmatch", "glob", "copy"]
 LONG = "Return a string of the text, wrapped and indented as the options say, every line of it at most width long. " * 3
@@ -41,20 +41,12 @@ SPEC = dict(base="tinylm", recipe="sft-lora", model="lm", max_steps=30, batch_si
 
 
 
-def _env(home, mp):
-    mp.setenv("FMOPS_HOME", str(home / ".fmops"))
-    mp.setenv("WANDB_MODE", "offline"); mp.setenv("WANDB_SILENT", "true"); mp.setenv("WANDB_CONSOLE", "off")
-    for var, sub in [("WANDB_DIR", ""), ("WANDB_DATA_DIR", "data"), ("WANDB_CACHE_DIR", "cache"),
-                     ("WANDB_CONFIG_DIR", "config"), ("WANDB_ARTIFACT_DIR", "artifacts")]:
-        mp.setenv(var, str(home / "wandb-env" / sub))
-
-
 @pytest.fixture(scope="module")
 def sft(tmp_path_factory):
     "One sft-lora run on tinylm, stopped after a few steps and resumed to its end: (workspace folder, run, stop step)."
     home = tmp_path_factory.mktemp("sft")
     with pytest.MonkeyPatch.context() as mp:
-        _env(home, mp)
+        isolated_env(home, mp)
         tiny_lm(threads=1)  # built once per session (FMOPS_CACHE)
         run = launch(train=questions(), **SPEC)
         wait_for_step(run, 3)
@@ -70,7 +62,7 @@ def sft(tmp_path_factory):
 def shared(sft, monkeypatch):
     "The shared run, with this test pointed at its workspace and W&B folders."
     home, run, stopped_at = sft
-    _env(home, monkeypatch)
+    isolated_env(home, monkeypatch)
     return Run(run.dir), stopped_at
 
 

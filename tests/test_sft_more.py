@@ -15,7 +15,7 @@ from fmops_nb.audit import audit_log  # noqa: E402
 from fmops_nb.finetune import Run, launch  # noqa: E402
 from fmops_nb.lm import tiny_lm  # noqa: E402
 from fmops_nb.registry import Registry  # noqa: E402
-from tiny import steps  # noqa: E402
+from tiny import isolated_env, steps  # noqa: E402
 
 pytestmark = pytest.mark.slow  # fine-tunes in background processes: the full tier only
 
@@ -38,20 +38,12 @@ SPEC = dict(base="tinylm", recipe="sft-lora", model="asst", train=TRAIN, eval=EV
             max_new_tokens=2, checkpoint_every=1000, threads=1, seed=0, promote_if_better="eval_loss")
 
 
-def _env(home, mp):
-    mp.setenv("FMOPS_HOME", str(home / ".fmops"))
-    mp.setenv("WANDB_MODE", "offline"); mp.setenv("WANDB_SILENT", "true"); mp.setenv("WANDB_CONSOLE", "off")
-    for var, sub in [("WANDB_DIR", ""), ("WANDB_DATA_DIR", "data"), ("WANDB_CACHE_DIR", "cache"),
-                     ("WANDB_CONFIG_DIR", "config"), ("WANDB_ARTIFACT_DIR", "artifacts")]:
-        mp.setenv(var, str(home / "wandb-env" / sub))
-
-
 @pytest.fixture(scope="module")
 def torchrun_sft(tmp_path_factory):
     "One sft-lora run on tinylm under torchrun with two processes, to its end: (workspace folder, run)."
     home = tmp_path_factory.mktemp("sft-torchrun")
     with pytest.MonkeyPatch.context() as mp:
-        _env(home, mp)
+        isolated_env(home, mp)
         tiny_lm(threads=1)  # built once per session (FMOPS_CACHE)
         run = launch(max_steps=8, learning_rate=1e-2, nproc=2, **SPEC)
         assert run.wait(600) == "finished", run.tail(40)
@@ -63,7 +55,7 @@ def torchrun_sft(tmp_path_factory):
 def shared(torchrun_sft, monkeypatch):
     "The shared run, with this test pointed at its workspace and W&B folders."
     home, run = torchrun_sft
-    _env(home, monkeypatch)
+    isolated_env(home, monkeypatch)
     return Run(run.dir)
 
 

@@ -157,3 +157,12 @@ def template_notebook(path, parameters: str, *cells: str):
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, str(path))
     return path
+
+
+def isolated_env(home, mp):
+    "Point FMOPS_HOME and every WANDB_*_DIR under `home` (W&B offline) through the monkeypatch `mp`."
+    mp.setenv("FMOPS_HOME", str(home / ".fmops"))
+    mp.setenv("WANDB_MODE", "offline"); mp.setenv("WANDB_SILENT", "true"); mp.setenv("WANDB_CONSOLE", "off")
+    for var, sub in [("WANDB_DIR", ""), ("WANDB_DATA_DIR", "data"), ("WANDB_CACHE_DIR", "cache"),
+                     ("WANDB_CONFIG_DIR", "config"), ("WANDB_ARTIFACT_DIR", "artifacts")]:
+        mp.setenv(var, str(home / "wandb-env" / sub))
