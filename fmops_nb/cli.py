@@ -99,6 +99,7 @@ def cmd_demo(args):
     all-MiniLM-L6-v2 under a ticket classifier (the default), a small tabular classifier (--tabular), or the
     generative loop on the small generative model (--llm: traffic drifts, a LoRA SFT, a generation diff, the gate)."""
     if args.llm and args.tabular: raise ValidationError("Pass --llm or --tabular, not both.")
+    if args.seed < 0: raise ValidationError(f"--seed {args.seed}: the seed is a whole number, 0 or more.")
     scenario = 'llm' if args.llm else 'tabular' if args.tabular else 'text'
     default_dir, default_rows, make, what, report = _DEMOS[scenario]
     folder, rows = args.dir or default_dir, default_rows if args.rows is None else args.rows

@@ -66,3 +66,12 @@ def test_without_the_fm_extra_the_demo_says_what_to_install_and_writes_nothing(t
     with pytest.raises(MissingDependencyError, match=r'pip install "fmops_nb\[fm\]"') as e:
         prepare_text_demo(tmp_path / "demo", log=False)
     assert "fmops demo --tabular" in str(e.value) and not (tmp_path / "demo").exists()
+
+
+def test_a_negative_seed_is_a_one_line_error_before_anything_is_written(tmp_path, capsys, hostile):
+    from fmops_nb.cli import main
+    hostile("fmops demo --seed -1")
+    for flags in ([], ["--tabular"], ["--llm"]):
+        assert main(["demo", *flags, "--seed", "-1", "--dir", str(tmp_path / "demo"), "--no-wandb"]) == 1
+        assert "--seed -1: the seed is a whole number, 0 or more." in capsys.readouterr().err
+    assert not (tmp_path / "demo").exists()
