@@ -74,6 +74,18 @@ def _rows(head:list, rows:list) -> list[str]:
 def _num(x) -> str:
     return f"{x:.4g}" if isinstance(x, (int, float)) and not isinstance(x, bool) else _cell(x)
 
+# %% ../nbs/23_cards.ipynb #77f8d6f9
+def _count(x) -> str:
+    "A number of rows as a whole number; anything else as a cell."
+    return str(x) if isinstance(x, int) and not isinstance(x, bool) else _cell(x)
+
+# %% ../nbs/23_cards.ipynb #411dab04
+def _measured(s:dict, # one segment's metrics: {metric: value, 'n': rows, 'n_<metric>': rows}
+              k:str) -> str:
+    "Metric `k` of segment `s`, with the rows it was measured on when they are fewer than the segment's."
+    used = s.get(f'n_{k}')
+    return _num(s.get(k)) if used is None else f"{_num(s.get(k))} (n={_count(used)})"
+
 # %% ../nbs/23_cards.ipynb #a9112123
 def _front_matter(f:dict) -> str:
     "The card's YAML metadata block."
@@ -92,18 +104,20 @@ def _front_matter(f:dict) -> str:
 
 # %% ../nbs/23_cards.ipynb #99e5e6c6
 def _evaluation(f:dict) -> list[str]:
-    "The evaluation section: metrics, then each slice column's segments with their sizes."
+    "The evaluation section: metrics, then each slice column's segments with their sizes and metrics."
     out = ['## Evaluation', '', '### Metrics', '']
     out += (_rows(['metric', 'value', 'better'], [[k, _num(m.get('value')), m.get('direction', '')]
                                                  for k, m in f['metrics'].items()])
             if f['metrics'] else ['_No metrics recorded._'])
     for col, segs in f['slices'].items():
-        names = [k for s in segs.values() if isinstance(s, dict) for k in s if k != 'n']
-        names = list(dict.fromkeys(names))
+        segs = {seg: s for seg, s in segs.items() if isinstance(s, dict)}
+        names = list(dict.fromkeys(k for s in segs.values() for k in s if k != 'n' and not k.startswith('n_')))
         out += ['', f"### Slices by {_cell(col)}", '',
                 *_rows(['segment', 'n', *map(_cell, names)],
-                       [[seg, _num(s.get('n')), *(_num(s.get(k)) for k in names)]
-                        for seg, s in segs.items() if isinstance(s, dict)])]
+                       [[seg, _count(s.get('n')), *(_measured(s, k) for k in names)] for seg, s in segs.items()])]
+        if any(k.startswith('n_') for s in segs.values() for k in s):
+            out += ['', "_n: the segment's rows. A metric measured on fewer of them (rows with no label) has that "
+                        "count beside its value: 0.82 (n=540) is 0.82 on 540 rows._"]
     if not f['slices']: out += ['', '_No per-slice metrics recorded (evaluate with `--slice-by COLUMN`)._']
     return out
 

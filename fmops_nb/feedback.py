@@ -10,6 +10,7 @@ import hashlib, json, math, sqlite3, unicodedata, uuid
 from contextlib import closing
 from dataclasses import dataclass, field, asdict
 from datetime import datetime, timezone
+from itertools import islice
 from pathlib import Path
 from .core import Workspace, utcnow, current_user, check_name, atomic_write, is_int
 from .errors import ValidationError, NotFoundError, unknown_key
@@ -66,7 +67,8 @@ def _name(s, what:str) -> str:
     if not s.strip(): raise ValidationError(f"{what} is empty. Give a non-empty name.")
     if len(s) > LIMITS['name_chars']:
         raise ValidationError(f"{what} is {len(s):,} characters long; the limit is {LIMITS['name_chars']}.")
-    if bad := next((c for c in s if unicodedata.category(c)[0] in 'CZ' and c != ' '), None):
+    if not s.isprintable(): # exactly the categories below (quick: every row of an import passes here thrice)
+        bad = next(c for c in s if unicodedata.category(c)[0] in 'CZ' and c != ' ')
         raise ValidationError(f"{what} {s!r:.80} holds the control or separator character {bad!r} "
                               f"(U+{ord(bad):04X}); use printable text.")
     return s
@@ -181,7 +183,7 @@ def _record(input, output=None, kind:str|None=None, value=None, version:str|None
 
 # %% ../nbs/26_feedback.ipynb #f7ff171b
 def _resolve(con, ref:str, cache:dict) -> str:
-    "The registered version `ref` names ('model:vN', or 'model:alias' resolved now), checked to exist."
+    "The version `ref` names ('model:vN', or 'model:alias' resolved now), checked to be registered and not deleted."
     if ref in cache: return cache[ref]
     model, _, tag = ref.partition(':')
     if not tag:
@@ -189,8 +191,9 @@ def _resolve(con, ref:str, cache:dict) -> str:
                               f"'model:alias'.")
     check_name(model, 'model name'); check_name(tag, 'version or alias')
     try:
-        if tag[0] == 'v' and tag[1:].isdigit(): row = con.execute("SELECT id FROM versions WHERE id=?", (ref,))
-        else: row = con.execute("SELECT version AS id FROM aliases WHERE model=? AND alias=?", (model, tag))
+        if tag[0] == 'v' and tag[1:].isdigit(): row = con.execute("SELECT id, state FROM versions WHERE id=?", (ref,))
+        else: row = con.execute("SELECT v.id, v.state FROM aliases a JOIN versions v ON v.id = a.version "
+                                "WHERE a.model=? AND a.alias=?", (model, tag))
         row = row.fetchone()
     except sqlite3.OperationalError as e: # a workspace where nothing was ever registered has no registry tables
         if 'no such table' not in str(e): raise
@@ -198,6 +201,11 @@ def _resolve(con, ref:str, cache:dict) -> str:
     if row is None:
         raise NotFoundError(f"The version {ref!r} is not registered in this workspace. `fmops registry ls` lists "
                             f"the versions; register the model first, or leave version out.")
+    if row['state'] != 'ready':
+        named = f"The version {ref!r}" + (f" points to {row['id']}, which" if row['id'] != ref else '')
+        raise NotFoundError(f"{named} was deleted from this workspace's registry, so feedback cannot be tied to it. "
+                            f"`fmops registry ls {model}` lists the versions that remain: name one of them, or "
+                            f"leave version out.")
     cache[ref] = row['id']
     return row['id']
 
@@ -206,32 +214,51 @@ def _same(row, rec:dict) -> bool:
     return all(row[k] == rec[k] for k in FIELDS)
 
 # %% ../nbs/26_feedback.ipynb #e15fd183
-def _write(ws:Workspace, recs:list, where=None, # `where(i)`: the name of record i in messages ("Line 4 of f.jsonl")
-           source:str|None=None) -> tuple[list, int]:
-    "Store checked records in one transaction with one audit row; the ids written, and how many were already there."
-    written, skipped, cache = {}, 0, {}
-    where = where or (lambda i: f"Record {i + 1}")
+_PENDING = 0 # the `batch` of rows a write in progress has inserted (audit rows are numbered from 1)
+_CHUNK = 200 # records checked against the store and inserted together (and Parquet rows read at a time)
+
+def _insert(con, chunk:list, # (name, record) pairs; the name says where a record came from ("Line 4 of f.jsonl")
+            cache:dict) -> tuple[list, int]:
+    "Insert the new records of `chunk` as pending rows; the records inserted, and how many were already stored."
+    for name, r in chunk:
+        try:
+            if r['version'] is not None: r['version'] = _resolve(con, r['version'], cache)
+        except (ValidationError, NotFoundError) as e: raise type(e)(f"{name}: {e}") from None
+    ids = list({r['id'] for _, r in chunk})
+    have = {row['id']: row for row in con.execute(f"SELECT {', '.join(FIELDS)} FROM feedback WHERE id IN "
+                                                  f"({', '.join('?' * len(ids))})", ids)}
+    new, skipped = {}, 0
+    for name, r in chunk:
+        old = new.get(r['id']) or have.get(r['id'])
+        if old is not None:
+            if _same(old, r): skipped += 1; continue
+            raise ValidationError(f"{name}: a different judgement with the id {r['id']!r} is already stored. "
+                                  f"An id names one judgement; give this one a new id (or none). Nothing was "
+                                  f"written.")
+        new[r['id']] = r
+    if new: con.executemany(f"INSERT INTO feedback (batch, {', '.join(FIELDS)}) VALUES "
+                            f"({', '.join('?' * (len(FIELDS) + 1))})", [(_PENDING, *(r[k] for k in FIELDS))
+                                                                        for r in new.values()])
+    return list(new.values()), skipped
+
+# %% ../nbs/26_feedback.ipynb #f0be3be7
+def _write(ws:Workspace, items, # (name, record) pairs, a list or a stream: ("Line 4 of f.jsonl", {...})
+           source:str|None=None, # the file the records came from, for the audit row
+          ) -> tuple[list, int, str]:
+    "Store checked records in one transaction with one audit row: the ids written, how many were there, their hash."
+    ids, skipped, queues, cache, items = [], 0, set(), {}, iter(items)
     with ws.transaction() as con:
-        for i, r in enumerate(recs):
-            try:
-                if r['version'] is not None: r['version'] = _resolve(con, r['version'], cache)
-            except (ValidationError, NotFoundError) as e: raise type(e)(f"{where(i)}: {e}") from None
-            old = (written.get(r['id'])
-                   or con.execute(f"SELECT {', '.join(FIELDS)} FROM feedback WHERE id=?", (r['id'],)).fetchone())
-            if old is not None:
-                if _same(old, r): skipped += 1; continue
-                raise ValidationError(f"{where(i)}: a different judgement with the id {r['id']!r} is already stored. "
-                                      f"An id names one judgement; give this one a new id (or none). Nothing was "
-                                      f"written.")
-            written[r['id']] = r
-        if written:
-            recs, queues = list(written.values()), sorted({r['queue'] for r in written.values()})
-            seq = append_audit(con, 'feedback', queues[0] if len(queues) == 1 else 'feedback', None,
-                               {'records': len(recs), 'first': recs[0]['id'], 'last': recs[-1]['id'],
-                                'sha256': _digest(recs), 'queues': queues} | ({'source': source} if source else {}))
-            con.executemany(f"INSERT INTO feedback (batch, {', '.join(FIELDS)}) VALUES "
-                            f"({', '.join('?' * (len(FIELDS) + 1))})", [(seq, *(r[k] for k in FIELDS)) for r in recs])
-    return list(written), skipped
+        after = con.execute("SELECT COALESCE(MAX(seq), 0) FROM feedback").fetchone()[0]
+        while chunk := list(islice(items, _CHUNK)):
+            new, same = _insert(con, chunk, cache)
+            ids += [r['id'] for r in new]; queues.update(r['queue'] for r in new); skipped += same
+        if not ids: return [], skipped, _digest([])
+        digest, queues = _pending_digest(con, after), sorted(queues)
+        seq = append_audit(con, 'feedback', queues[0] if len(queues) == 1 else 'feedback', None,
+                           {'records': len(ids), 'first': ids[0], 'last': ids[-1], 'sha256': digest,
+                            'queues': queues} | ({'source': source} if source else {}))
+        con.execute("UPDATE feedback SET batch=? WHERE seq > ? AND batch = ?", (seq, after, _PENDING))
+    return ids, skipped, digest
 
 # %% ../nbs/26_feedback.ipynb #4897c0bb
 def _line(r) -> str:
@@ -245,6 +272,17 @@ def _digest(rows) -> str:
     "The fingerprint of records: SHA-256 over their canonical lines in id order."
     h = hashlib.sha256()
     for _, line in sorted((r['id'], _line(r)) for r in rows): h.update(line.encode('utf-8') + b'\n')
+    return 'sha256:' + h.hexdigest()
+
+# %% ../nbs/26_feedback.ipynb #5e56387c
+def _pending_digest(con, after:int, # the largest `seq` before the write began
+                   ) -> str:
+    "The fingerprint of the rows a write in progress inserted, read back from the database in id order."
+    sql = f"SELECT {', '.join(FIELDS)} FROM feedback WHERE seq > ? AND batch = ? ORDER BY id"
+    h, last = hashlib.sha256(), None
+    for r in con.execute(sql, (after, _PENDING)):
+        if last is not None and r['id'] < last: return _digest(con.execute(sql, (after, _PENDING)).fetchall())
+        h.update(_line(r).encode('utf-8') + b'\n'); last = r['id']
     return 'sha256:' + h.hexdigest()
 
 # %% ../nbs/26_feedback.ipynb #f471d2fb
@@ -292,7 +330,7 @@ def log(input, # what the model was given: text, or any JSON value (a chat, a ro
        ) -> str:
     "Store one judgement; return its id."
     rec = _record(input, output, kind, value, version, reviewer, queue, at, item, scale, meta)
-    return _write(_store(ws), [rec], where=lambda i: "Feedback not stored")[0][0]
+    return _write(_store(ws), [("Feedback not stored", rec)])[0][0]
 
 # %% ../nbs/26_feedback.ipynb #d2e1a216
 @dataclass
@@ -321,16 +359,24 @@ def _from_dict(d, where:str, defaults:dict) -> dict:
     except ValidationError as e: raise ValidationError(f"{where}: {e}") from None
 
 # %% ../nbs/26_feedback.ipynb #105592c0
-def _records(rows, where, defaults:dict|None=None, desc:str='checking feedback') -> list:
-    "Every row checked into a record before anything is written; the first bad one raises, named by `where(i)`."
-    rows, out = list(rows), []
+def _checked(rows, # (name, mapping) pairs: ("Line 4 of f.jsonl", {...}); a list or a stream
+             defaults:dict|None=None, # values for the fields a row leaves out
+             bar=None, # a progress bar to move on by one per row
+            ):
+    "Each row as (name, record), checked as it is reached; the first bad one raises, named."
     defaults = defaults or {}
     if bad := [k for k in defaults if k not in _KEYS or k == 'id']:
         raise ValidationError(unknown_key('default', bad[0], [k for k in _KEYS if k != 'id']))
+    for name, d in rows:
+        yield name, _from_dict(d, name, defaults)
+        if bar is not None: bar.update()
+
+# %% ../nbs/26_feedback.ipynb #9ced0f0d
+def _records(rows, defaults:dict|None=None, desc:str='checking feedback') -> list:
+    "Every row checked into a (name, record) pair before anything is written; the first bad one raises, named."
+    rows = list(rows)
     with progress(len(rows), desc, unit='records') as bar:
-        for i, d in enumerate(rows):
-            out.append(_from_dict(d, where(i), defaults)); bar.update()
-    return out
+        return list(_checked(((f"Record {i + 1}", d) for i, d in enumerate(rows)), defaults, bar))
 
 # %% ../nbs/26_feedback.ipynb #0322e4af
 def log_many(records, # dicts with `log`'s arguments as keys, or a DataFrame with them as columns
@@ -340,15 +386,12 @@ def log_many(records, # dicts with `log`'s arguments as keys, or a DataFrame wit
     "Store many judgements in one transaction: all of them, or (on any bad record) none."
     if hasattr(records, 'to_dict') and hasattr(records, 'columns'): # a DataFrame: a missing cell is an absent field
         records = records.astype(object).where(records.notna(), None).to_dict('records')
-    recs = _records(records, lambda i: f"Record {i + 1}", defaults)
-    ids, skipped = _write(_store(ws), recs)
-    keep = set(ids)
-    return Batch(len(ids), _digest([r for r in recs if r['id'] in keep]), ids, skipped)
+    ids, skipped, digest = _write(_store(ws), _records(records, defaults))
+    return Batch(len(ids), digest, ids, skipped)
 
 # %% ../nbs/26_feedback.ipynb #918d542c
-def _jsonl_rows(path:Path) -> tuple[list, list]:
-    "The objects of a JSON Lines file and their line numbers; a line that is not UTF-8 or not JSON is named."
-    rows, lines = [], []
+def _jsonl_rows(path:Path):
+    "The objects of a JSON Lines file, one line at a time, named by line; a line that is not UTF-8 or JSON is named."
     with open(path, 'rb') as f:
         for n, raw in enumerate(f, 1):
             try: text = raw.decode('utf-8')
@@ -356,30 +399,36 @@ def _jsonl_rows(path:Path) -> tuple[list, list]:
                 raise ValidationError(f"Line {n} of {path} is not valid UTF-8 (byte {raw[e.start]:#04x} at column "
                                       f"{e.start + 1}). Nothing from the file was written; save it as UTF-8.") from None
             if not text.strip(): continue
-            try: rows.append(json.loads(text))
+            try: row = json.loads(text)
             except ValueError as e:
                 raise ValidationError(f"Line {n} of {path} is not valid JSON ({e}). Nothing from the file was "
                                       f"written.") from None
-            lines.append(n)
-    return rows, lines
+            yield f"Line {n} of {path}", row
 
 # %% ../nbs/26_feedback.ipynb #1d583cb2
 _JSON_COLUMNS = ('value', 'scale', 'input', 'output', 'meta') # held as JSON text in a Parquet file `export` wrote
 
-def _parquet_rows(path:Path) -> list:
-    "The rows of a Parquet file as dicts; the JSON columns of a file `export` wrote are read back as values."
+def _parquet_rows(path:Path):
+    "The rows of a Parquet file as dicts, a batch at a time, named by row; an `export` file's JSON columns as values."
     import pyarrow.parquet as pq
-    try: t = pq.read_table(path)
-    except Exception as e:
-        raise ValidationError(f"{path} cannot be read as Parquet ({type(e).__name__}: {e}). Nothing was "
-                              f"written.") from None
-    ours = b'fmops.feedback' in (t.schema.metadata or {})
-    rows = t.to_pylist()
-    if ours:
-        for r in rows:
-            for k in _JSON_COLUMNS:
-                if isinstance(r.get(k), str): r[k] = json.loads(r[k])
-    return rows
+    unreadable = lambda e: ValidationError(f"{path} cannot be read as Parquet ({type(e).__name__}: {e}). Nothing "
+                                           f"was written.")
+    try: f = pq.ParquetFile(path)
+    except Exception as e: raise unreadable(e) from None
+    ours, batches, n = b'fmops.feedback' in (f.schema_arrow.metadata or {}), f.iter_batches(batch_size=_CHUNK), 0
+    with f:
+        while True:
+            try: batch = next(batches, None)
+            except Exception as e: raise unreadable(e) from None
+            if batch is None: return
+            for r in batch.to_pylist():
+                n += 1
+                for k in _JSON_COLUMNS if ours else ():
+                    try: r[k] = json.loads(r[k]) if isinstance(r.get(k), str) else r.get(k)
+                    except ValueError as e:
+                        raise ValidationError(f"Row {n} of {path}: its {k} is not valid JSON ({e}), though the file "
+                                              f"says fmops exported it. Export it again.") from None
+                yield f"Row {n} of {path}", r
 
 # %% ../nbs/26_feedback.ipynb #f863e682
 def import_file(path, # a .jsonl (JSON Lines) or .parquet file, `log`'s arguments as keys or columns
@@ -390,21 +439,17 @@ def import_file(path, # a .jsonl (JSON Lines) or .parquet file, `log`'s argument
     path = Path(path)
     if not path.is_file(): raise NotFoundError(f"No feedback file at {path}.")
     suffix = path.suffix.lower()
-    if suffix in ('.jsonl', '.ndjson'):
-        rows, lines = _jsonl_rows(path)
-        where = lambda i: f"Line {lines[i]} of {path}"
-    elif suffix in ('.parquet', '.pq'):
-        rows = _parquet_rows(path)
-        where = lambda i: f"Row {i + 1} of {path}"
+    if suffix in ('.jsonl', '.ndjson'): rows = lambda: _jsonl_rows(path)
+    elif suffix in ('.parquet', '.pq'): rows = lambda: _parquet_rows(path)
     else: raise ValidationError(f"{path} is not a .jsonl or .parquet file; feedback imports from those two.")
     try:
-        recs = _records(rows, where, defaults, desc='checking feedback')
-        ws = _store(ws)
-        ids, skipped = _write(ws, recs, where=where, source=str(path))
+        with progress(None, 'checking feedback', unit='records') as bar: # pass one: every row checked, none kept
+            n = sum(1 for _ in _checked(rows(), defaults, bar))
+        with progress(n, 'storing feedback', unit='records') as bar: # pass two: read again, in one transaction
+            ids, skipped, digest = _write(_store(ws), _checked(rows(), defaults, bar), source=str(path))
     except (ValidationError, NotFoundError) as e:
         raise type(e)(f"{e} Nothing from the file was written." if 'Nothing' not in str(e) else str(e)) from None
-    keep = set(ids)
-    return Batch(len(ids), _digest([r for r in recs if r['id'] in keep]), ids, skipped, str(path))
+    return Batch(len(ids), digest, ids, skipped, str(path))
 
 # %% ../nbs/26_feedback.ipynb #5fa64e60
 def _where(queue=None, version=None, kind=None, reviewer=None, item=None, since=None, until=None) -> tuple[str, list]:

@@ -269,6 +269,7 @@ def generate(path, # a causal LM's folder, or its (tokenizer, model) pair
              prompts:list, # the texts to continue
              max_new_tokens:int=32, # the answer's budget, in tokens
              batch_size:int=16,
+             on_batch=None, # fn(start, answers): called with each batch's answers as soon as they are decoded
             ) -> list[str]:
     "The greedy continuation of each prompt by the model in `path` (the new text only), in order."
     import torch
@@ -280,18 +281,25 @@ def generate(path, # a causal LM's folder, or its (tokenizer, model) pair
             enc = tok(list(prompts[s:s + batch_size]), return_tensors='pt', padding=True, truncation=True,
                       max_length=room, padding_side='left') # every answer starts right after its prompt
             ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
-            out += tok.batch_decode(ids[:, enc['input_ids'].shape[1]:], skip_special_tokens=True)
+            said = tok.batch_decode(ids[:, enc['input_ids'].shape[1]:], skip_special_tokens=True)
+            out += said
+            if on_batch is not None: on_batch(s, said)
     return out
 
 # %% ../nbs/12_lm.ipynb #54ce65ae
 def perplexity(path, # a causal LM's folder, or its (tokenizer, model) pair
-               texts:list, batch_size:int=16) -> float:
+               texts:list,
+               batch_size:int|None=None, # texts per forward pass (default: 16, more while their logits fit 256 MB)
+              ) -> float:
     "exp(mean next-token loss) of the model in `path` over every token of `texts` after each text's first."
     import torch
     tok, model = _pair(path)
     total, count = 0.0, 0
     ids = tok(list(texts), truncation=True, max_length=model.config.max_position_embeddings)['input_ids']
     order = sorted((i for i in range(len(ids)) if len(ids[i]) > 1), key=lambda i: len(ids[i])) # like lengths together
+    if batch_size is None: # fewer, larger passes where the logits are small (a small model, short texts)
+        logits = 4 * model.config.vocab_size * max((len(ids[i]) for i in order), default=1) # bytes per text, float32
+        batch_size = min(128, max(16, (256 << 20) // logits))
     with torch.inference_mode():
         for s in range(0, len(order), batch_size):
             enc = tok.pad({'input_ids': [ids[i] for i in order[s:s + batch_size]]}, return_tensors='pt',

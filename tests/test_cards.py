@@ -98,3 +98,28 @@ def test_the_card_is_exported_with_the_model(reg, tmp_path):
     out = reg.export("tickets:v1", tmp_path / "out")
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "model.safetensors"]
     assert (out / "README.md").read_text() == reg.card("tickets:v1")
+
+
+def test_the_rows_a_slice_metric_was_measured_on_show_as_counts_not_as_metrics(reg, tmp_path):
+    import pandas as pd
+    from fmops_nb.slices import slice_metrics
+    # real slices of real predictions: two e-mail tickets have no label yet, so accuracy saw 4 of the 6
+    df = pd.DataFrame({"channel": ["email"] * 6 + ["chat"] * 4, "label": [1, 0, 1, None, None, 1, 0, 1, 0, 1],
+                       "prediction": [1, 0, 0, 1, 0, 1, 0, 1, 1, 1]})
+    rep = slice_metrics(df, by="channel", min_n=1)
+    assert rep.to_metrics()["channel"]["email"]["n_accuracy"] == 4  # what the card used to show as a metric column
+    hostile = {IMG: {"accuracy": 0.5, "n": 12345, "n_accuracy": 2000, IMG: 0.25, f"n_{IMG}": 7}}
+    v = reg.register("tickets", weights(tmp_path / "c.safetensors", (2.0, 1.0)), parent="tickets:v2",
+                     metrics={"accuracy": 0.75, "slices": {**rep.to_metrics(), "region": hostile}})
+    card = reg.card(v.id)
+    ev = card[card.index("## Evaluation"):card.index("## Lineage")]
+    assert "n_accuracy" not in ev and "n_error_rate" not in ev and "n_<img" not in ev
+    assert "| segment | n | accuracy | error_rate | selection_rate |" in ev
+    assert "| email | 6 | 0.75 (n=4) | 0.25 (n=4) | 0.5 |" in ev and "| chat | 4 | 0.75 | 0.25 | 0.75 |" in ev
+    assert f"| segment | n | {IMG} | accuracy |" in ev
+    assert f"| {IMG} | 12345 | 0.25 (n=7) | 0.5 (n=2000) |" in ev  # a count is written whole, never 1.234e+04
+    assert ev.count("0.82 (n=540) is 0.82 on 540 rows") == 2  # what the counts mean, under each table with them
+    html = card_html(card)
+    assert "<img" not in html and "<td>0.75 (n=4)</td>" in html and "<th>n_accuracy</th>" not in html
+    shown = "&lt;img src=x onerror=alert(1)&gt;"  # a hostile segment and metric name, as text
+    assert f"<td>{shown}</td>" in html and f"<th>{shown}</th>" in html

@@ -259,3 +259,13 @@ def test_a_second_diff_loads_nothing_again_and_versions_are_told_apart_by_conten
     D._VERSION_LMS.clear()
     big = diff("lm:v1", "lm:v2", reg, probe=PromptProbe(PROMPTS), max_new_tokens=TOKENS).generation
     assert loads[2:] == ["lm:v1", "lm:v2"] and D._VERSION_LMS == {} and big["rows"] == first["rows"]
+
+
+@pytest.mark.slow
+def test_answers_reach_on_batch_as_each_batch_is_decoded(folders):
+    "The diff embeds each batch of answers while the next one generates: `on_batch` sees every answer once, in order."
+    seen = []
+    out = generate(folders[0], PROMPTS + PROMPTS[:1], TOKENS, batch_size=2,
+                   on_batch=lambda s, said: seen.append((s, said)))
+    assert [s for s, _ in seen] == [0, 2, 4] and [x for _, said in seen for x in said] == out
+    assert out == generate(folders[0], PROMPTS + PROMPTS[:1], TOKENS, batch_size=2)
