@@ -14,6 +14,7 @@ from fmops_nb import feedback
 from fmops_nb.audit import check_log
 from fmops_nb.core import Workspace
 from fmops_nb.errors import FmopsError, NotFoundError, ValidationError
+from test_feedback import stored  # every feedback and audit row: what a refused call must leave unchanged
 
 
 @pytest.fixture
@@ -22,15 +23,6 @@ def ws(isolated_workspace, monkeypatch):
     return Workspace.open(isolated_workspace)
 
 
-def stored(ws) -> tuple:
-    "Every feedback row and audit row, read with a plain connection: what a refused call must leave unchanged."
-    con = sqlite3.connect(f"{ws.db_path.as_uri()}?mode=ro", uri=True)
-    try:
-        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        fb = con.execute("SELECT * FROM feedback ORDER BY seq").fetchall() if "feedback" in tables else []
-        return fb, con.execute("SELECT * FROM audit ORDER BY seq").fetchall()
-    finally:
-        con.close()
 
 
 def clf_with_a_deleted_version(ws):
