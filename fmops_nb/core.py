@@ -11,7 +11,7 @@ from pathlib import Path
 from importlib.metadata import entry_points
 from .errors import ConfigError, WorkspaceError, ValidationError, AuditWarning, not_found
 from fastcore.basics import patch
-from .errors import FmopsError, PluginError
+from .errors import FmopsError, PluginError, FmopsWarning
 from .errors import unknown_key
 from .html import table
 from .postgres import check_url, mask_url, pg_connect, copy_sqlite
@@ -743,7 +743,12 @@ def group_entry_points(group:str) -> dict:
     from importlib.metadata import Distribution
     out = {}
     for path in where.get(group, []):
-        for ep in Distribution.at(path).entry_points.select(group=group): out.setdefault(ep.name, ep)
+        try: eps = Distribution.at(path).entry_points.select(group=group)
+        except (OSError, UnicodeError, ValueError) as e: # one broken install must not stop every check
+            warnings.warn(f"Skipped the {group} plug-ins of {path}: its entry_points.txt cannot be read "
+                          f"({type(e).__name__}: {e}). Reinstall that package.", FmopsWarning, stacklevel=2)
+            continue
+        for ep in eps: out.setdefault(ep.name, ep)
     return out
 
 class PluginRegistry:

@@ -8,7 +8,7 @@ import pytest
 
 import fmops_nb.core as core
 from fmops_nb.core import PluginRegistry, declaring_distributions, group_entry_points
-from fmops_nb.errors import PluginError
+from fmops_nb.errors import FmopsWarning, PluginError
 
 
 def install_plugin(folder, module="acme_pii", group="fmops_nb.pii", value=None, broken=False):
@@ -85,3 +85,14 @@ def test_a_plugin_that_fails_to_load_is_named_with_the_fix(tmp_path, monkeypatch
 def test_version_is_the_running_codes():
     import fmops_nb
     assert core.version() == fmops_nb.__version__ and "importlib.metadata" not in core.version.__code__.co_names
+
+
+def test_a_broken_distribution_is_skipped_with_a_warning_naming_it(tmp_path, monkeypatch, fresh_discovery):
+    "An entry_points.txt that is not UTF-8 (a damaged install) must not stop every drift check that scans for PII."
+    info = install_plugin(tmp_path)
+    (info / "entry_points.txt").write_bytes(b"# \xff\xfe damaged\n[fmops_nb.pii]\nbadge = acme_pii:BADGE\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    recognizers = PluginRegistry("PII recognizer", "fmops_nb.pii")
+    with pytest.warns(FmopsWarning, match=re.escape(str(info)) + ".*Reinstall that package"):
+        names = recognizers.names()
+    assert "badge" not in names
