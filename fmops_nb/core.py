@@ -667,7 +667,10 @@ def version() -> str:
     """The version of the fmops_nb code that runs: `fmops_nb.__version__`, which the installed metadata is built from
     (and, unlike the metadata, is right in an editable install after a bump; reading it does not walk `sys.path`)."""
     import sys
-    return sys.modules[__package__].__version__ # the package is imported before any of its modules
+    if (v := getattr(sys.modules.get('fmops_nb'), '__version__', None)): return v # imported before any of its modules
+    from importlib.metadata import version as _v, PackageNotFoundError # (a notebook that defines this function)
+    try: return _v('fmops_nb')
+    except PackageNotFoundError: return '0+unknown'
 
 # %% ../nbs/01_core.ipynb #3565b2b5
 def utcnow() -> str:
