@@ -731,12 +731,13 @@ def declaring_distributions() -> dict|None:
         except OSError: continue # a path hook's name, a folder that is gone
         with it:
             for name in sorted(e.name for e in it if e.name.endswith(('.dist-info', '.egg-info'))):
+                folder = os.path.join(p or '.', name)
                 try:
-                    path = os.path.join(p or '.', name, 'entry_points.txt')
-                    with open(path, encoding='utf-8', errors='replace') as f: text = f.read()
+                    with open(os.path.join(folder, 'entry_points.txt'), encoding='utf-8', errors='replace') as f:
+                        text = f.read()
                 except OSError: continue
                 for m in re.finditer(r'^\s*\[([^\]]+)\]', text, re.M):
-                    found.setdefault(m.group(1).strip(), []).append(os.path.join(p or '.', name))
+                    found.setdefault(m.group(1).strip(), []).append(folder)
     return found
 
 def group_entry_points(group:str) -> dict:

@@ -430,16 +430,16 @@ def _base_copy(reg:Registry, base:Version) -> tuple:
 _KEEP_BYTES = 1 << 30 # the weights of the causal-LM versions a process keeps loaded, at most (bytes)
 _VERSION_LMS = {} # _lm_key -> (tokenizer, model), the least recently used first
 _LM_LOCK = threading.RLock()
+_weight_bytes = lambda pair: sum(p.numel() * p.element_size() for p in pair[1].parameters()) # of a (tokenizer, model)
 
 def _version_lm(reg:Registry, v:Version) -> tuple:
     "Version `v`'s (tokenizer, causal LM), loaded once per process while the versions kept fit in `_KEEP_BYTES`."
     key = _lm_key(reg, v)
-    size = lambda pair: sum(p.numel() * p.element_size() for p in pair[1].parameters())
     with _LM_LOCK:
         pair = _VERSION_LMS.pop(key, None) or _load_version_lm(reg, v)
-        if size(pair) > _KEEP_BYTES: return pair
+        if _weight_bytes(pair) > _KEEP_BYTES: return pair
         _VERSION_LMS[key] = pair # the most recently used, last
-        while sum(map(size, _VERSION_LMS.values())) > _KEEP_BYTES: del _VERSION_LMS[next(iter(_VERSION_LMS))]
+        while sum(map(_weight_bytes, _VERSION_LMS.values())) > _KEEP_BYTES: del _VERSION_LMS[next(iter(_VERSION_LMS))]
         return pair
 
 # %% ../nbs/21_diff.ipynb #8a57186a
@@ -517,8 +517,14 @@ def generation_diff(reg:Registry, a:Version, b:Version, probe:PromptProbe,
     exp = probe.expected or [None] * len(probe.prompts)
     texts = probe.reference or [p + (' ' + e if e else '') for p, e in zip(probe.prompts, exp)]
     same = _lm_key(reg, a) == _lm_key(reg, b) # the same files give the same answers: run once
-    lms = [_version_lm(reg, v) for v in ((a,) if same else (a, b))]
-    ans_a, ans_b, ppls, memo, missing = _answers(lms, probe.prompts, texts, max_new_tokens)
+    lm = _version_lm(reg, a)
+    if same or 2 * _weight_bytes(lm) <= _KEEP_BYTES: # two fit in what a process keeps: b's work runs beside a's
+        lms = [lm] if same else [lm, _version_lm(reg, b)]
+        ans_a, ans_b, ppls, memo, missing = _answers(lms, probe.prompts, texts, max_new_tokens)
+    else: # larger models, one loaded at a time: each let go before the next loads
+        ans_a, ppls, memo, missing = generate(lm, probe.prompts, max_new_tokens), [perplexity(lm, texts)], {}, False
+        lm = _version_lm(reg, b)
+        ans_b = generate(lm, probe.prompts, max_new_tokens); ppls.append(perplexity(lm, texts)); del lm
     ppl_a, ppl_b = ppls[0], ppls[-1]
     sims, how = (None, _NO_EMBEDDER) if missing else _similarities(ans_a, ans_b, memo)
     rows = [_generation_row(i, p, x, y, sims and sims[i], e, probe.match)

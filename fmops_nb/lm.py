@@ -298,7 +298,8 @@ def perplexity(path, # a causal LM's folder, or its (tokenizer, model) pair
     ids = tok(list(texts), truncation=True, max_length=model.config.max_position_embeddings)['input_ids']
     order = sorted((i for i in range(len(ids)) if len(ids[i]) > 1), key=lambda i: len(ids[i])) # like lengths together
     if batch_size is None: # fewer, larger passes where the logits are small (a small model, short texts)
-        logits = 4 * model.config.vocab_size * max((len(ids[i]) for i in order), default=1) # bytes per text, float32
+        vocab = getattr(model.config, 'vocab_size', None) or len(tok) # (a config may nest it)
+        logits = 4 * vocab * max((len(ids[i]) for i in order), default=1) # bytes per text, float32
         batch_size = min(128, max(16, (256 << 20) // logits))
     with torch.inference_mode():
         for s in range(0, len(order), batch_size):

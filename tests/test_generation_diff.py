@@ -259,6 +259,8 @@ def test_a_second_diff_loads_nothing_again_and_versions_are_told_apart_by_conten
     D._VERSION_LMS.clear()
     big = diff("lm:v1", "lm:v2", reg, probe=PromptProbe(PROMPTS), max_new_tokens=TOKENS).generation
     assert loads[2:] == ["lm:v1", "lm:v2"] and D._VERSION_LMS == {} and big["rows"] == first["rows"]
+    assert big["perplexity"]["a"] == pytest.approx(first["perplexity"]["a"])  # one at a time, the same numbers
+    assert big["perplexity"]["b"] == pytest.approx(first["perplexity"]["b"])
 
 
 @pytest.mark.slow
