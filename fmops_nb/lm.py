@@ -272,6 +272,8 @@ def generate(path, # a causal LM's folder, or its (tokenizer, model) pair
              on_batch=None, # fn(start, answers): called with each batch's answers as soon as they are decoded
             ) -> list[str]:
     "The greedy continuation of each prompt by the model in `path` (the new text only), in order."
+    if on_batch is not None and not callable(on_batch):
+        raise ValidationError(f"on_batch must be a function of (start, answers); got {type(on_batch).__name__}.")
     import torch
     tok, model = _pair(path)
     room = model.config.max_position_embeddings - max_new_tokens
@@ -292,6 +294,10 @@ def perplexity(path, # a causal LM's folder, or its (tokenizer, model) pair
                batch_size:int|None=None, # texts per forward pass (default: 16, more while their logits fit 256 MB)
               ) -> float:
     "exp(mean next-token loss) of the model in `path` over every token of `texts` after each text's first."
+    if batch_size is not None and (not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1):
+        raise ValidationError(f"batch_size={batch_size!r}: give a whole number of texts, at least 1 (or None).")
+    if (bad := next((t for t in texts if not isinstance(t, str)), None)) is not None:
+        raise ValidationError(f"perplexity is measured on texts; got a {type(bad).__name__} ({bad!r:.60}).")
     import torch
     tok, model = _pair(path)
     total, count = 0.0, 0

@@ -12,7 +12,7 @@ from stdlib_text import require_fm
 require_fm()
 
 from fmops_nb import lm  # noqa: E402
-from fmops_nb.errors import ExecutionError, WorkspaceError  # noqa: E402
+from fmops_nb.errors import ExecutionError, ValidationError, WorkspaceError  # noqa: E402
 from fmops_nb.lm import TinyLMRecipe, corpus, generate, load_lm, perplexity, tiny_lm, train_tokenizer  # noqa: E402
 
 SMALL = TinyLMRecipe(vocab_size=400, hidden=32, layers=1, heads=2, intermediate=64, seq_len=32, batch=4, steps=3)
@@ -59,6 +59,18 @@ def test_generation_is_greedy_and_perplexity_tells_docstrings_from_noise():
     held_out = corpus()[-40:]
     assert perplexity(path, held_out) < 0.5 * perplexity(path, ["qz jx vk wq " * 10] * 4)
 
+
+
+def test_bad_arguments_to_perplexity_and_generate_are_named():
+    path = tiny_lm(threads=1)
+    for bs in (0, -3, 2.5, True):
+        with pytest.raises(ValidationError, match="batch_size"):
+            perplexity(path, ["a text of some words"], batch_size=bs)
+    with pytest.raises(ValidationError, match="measured on texts; got a float"):
+        perplexity(path, ["a text", float("nan")])
+    with pytest.raises(ValidationError, match="on_batch must be a function"):
+        generate(path, ["Return the"], 4, on_batch="print")
+    assert perplexity(path, corpus()[-8:], batch_size=3) == pytest.approx(perplexity(path, corpus()[-8:]), rel=1e-4)
 
 @pytest.mark.slow
 def test_a_broken_entry_is_rebuilt_and_a_link_is_refused(tmp_path, monkeypatch):
