@@ -611,9 +611,11 @@ def static(out:Path):
 
 
 def build(out:Path, jobs:int=2, run_heavy:bool=True, only:list[str]|None=None, keep_going:bool=False,
-          log=print) -> list[Page]:
+          log=print, record:Path|None=None) -> list[Page]:
     """Build the site into `out` (emptied first); returns its pages. A notebook that fails stops the build with a
-    RuntimeError that shows the failing cell (`keep_going`: after building the others, naming every failure)."""
+    RuntimeError that shows the failing cell (`keep_going`: after building the others, naming every failure).
+    `record`: a JSON file (outside the site) that names each executed notebook with its seconds and error ('' if none):
+    the test suite's per-notebook tests read it instead of running every notebook a second time."""
     t0 = time.time()
     all_pages = pages()
     todo = [p for p in all_pages if not only or p.slug in only]
@@ -650,10 +652,13 @@ def build(out:Path, jobs:int=2, run_heavy:bool=True, only:list[str]|None=None, k
     saved = tempfile.tempdir, os.environ.get('TMPDIR')
     tempfile.tempdir = os.environ['TMPDIR'] = str(scratch / 'tmp')
     ctx = multiprocessing.get_context('fork')
+    ran, by_slug = {}, {p.slug: p.source.name for p in nbs}
     try:
         with ctx.Pool(max(1, jobs), maxtasksperchild=1) as pool: # a fresh process per notebook: nothing leaks
             for slug, secs, err in pool.imap_unordered(build_page, [(p, all_pages, out, run_heavy) for p in nbs]):
                 log(f"  {slug}.html  {secs:.1f}s{'  FAILED' if err else ''}")
+                ran[slug] = {'notebook': by_slug[slug], 'seconds': round(secs, 1), 'error': err}
+                if record: Path(record).write_text(json.dumps(ran, indent=1)) # as it goes: a stopped build says how far
                 if err and not keep_going: pool.terminate(); raise RuntimeError(err)
                 if err: failed.append(err)
     finally:
@@ -674,12 +679,13 @@ def main(argv=None) -> int:
     ap.add_argument('--skip-heavy', action='store_true', help='leave out the cells marked `#| heavy` (faster)')
     ap.add_argument('--only', nargs='*', help='build only these pages (slugs), e.g. drift cli')
     ap.add_argument('--keep-going', action='store_true', help='after a notebook fails, build the others, then fail')
+    ap.add_argument('--record', metavar='FILE', help="write each executed notebook's seconds and error to FILE (JSON)")
     ap.add_argument('--check-links', nargs='?', const='', metavar='SITE',
                     help='check the links of the built site (or of SITE, without building)')
     a = ap.parse_args(argv)
     if a.check_links:
         return 0 if print_links(check_links(Path(a.check_links))) else 1
-    try: build(Path(a.out), a.jobs, not a.skip_heavy, a.only, a.keep_going)
+    try: build(Path(a.out), a.jobs, not a.skip_heavy, a.only, a.keep_going, record=a.record)
     except RuntimeError as e:
         print(e, file=sys.stderr)
         if a.keep_going and a.check_links is not None: print_links(check_links(Path(a.out)))

@@ -1544,6 +1544,7 @@ def _refuse_duplicate(ws:Workspace, rid:str, key:str):
 
 # %% ../nbs/30_finetune.ipynb #b7dc49f1
 FINAL = ('finished', 'failed', 'stopped', 'killed')
+_EXIT_WAIT = 120 # s a run's processes get, after its final status, to close W&B and record the cost
 
 def _detached_env() -> dict:
     """This process's environment minus what ties a child to it: a run must outlive its launcher (a notebook kernel that
@@ -1606,11 +1607,16 @@ class Run:
         return self.wait(timeout)
 
     def wait(self, timeout:float|None=None, poll:float=0.5) -> str:
-        "Block until the run ends (or `timeout` seconds); return its status."
+        """Block until the run ends (or `timeout` seconds); return its status. Ended means its processes exited too:
+        they write the W&B run and the cost after the final status (at most `_EXIT_WAIT` s more without a timeout)."""
         end = None if timeout is None else time.time() + timeout
         while (s := self.status) not in FINAL:
             if end is not None and time.time() > end: return s
             time.sleep(poll)
+        end = min(end or math.inf, time.time() + _EXIT_WAIT)
+        while _owner_alive(self.info) and time.time() < end:
+            if self._proc is not None: self._proc.poll() # reap our own child
+            time.sleep(min(poll, 0.1))
         return s
 
 # %% ../nbs/30_finetune.ipynb #53652539

@@ -1,5 +1,6 @@
 """Shared fixtures: every test gets its own workspace and W&B folders; nothing is written under $HOME."""
-import os, sys, subprocess, tempfile
+import json, os, sys, subprocess, tempfile
+from dataclasses import dataclass
 from pathlib import Path
 import pytest
 
@@ -41,6 +42,31 @@ def _teardown_wandb():
     yield
     if "wandb" in sys.modules:
         sys.modules["wandb"].teardown()
+
+
+@dataclass
+class DocsSite:
+    out: Path  # the built site
+    result: subprocess.CompletedProcess  # of `docs/build.py --out ... --check-links --keep-going --record ...`
+    record: dict  # notebook file name -> {"seconds", "error"}: every notebook the build executed
+
+
+@pytest.fixture(scope="session")
+def docs_site(tmp_path_factory):
+    """The docs site built as CI builds it, every notebook executed with its heavy cells: once per session, for the
+    site's tests and for each notebook's own test (which used to run every notebook a second time)."""
+    tmp = tmp_path_factory.mktemp("docs")
+    env = {**os.environ, "FMOPS_HOME": str(tmp / ".fmops"), "WANDB_MODE": "offline", "WANDB_SILENT": "true",
+           "WANDB_CONSOLE": "off"}
+    for var, sub in [("WANDB_DIR", ""), ("WANDB_DATA_DIR", "data"), ("WANDB_CACHE_DIR", "cache"),
+                     ("WANDB_CONFIG_DIR", "config"), ("WANDB_ARTIFACT_DIR", "artifacts")]:
+        env[var] = str(tmp / "wandb-env" / sub)
+    out, record = tmp / "site", tmp / "record.json"
+    r = subprocess.run([sys.executable, str(ROOT / "docs" / "build.py"), "--out", str(out), "--check-links",
+                        "--keep-going", "--record", str(record)],
+                       capture_output=True, text=True, env=env, cwd=tmp, timeout=1800)
+    ran = json.loads(record.read_text()) if record.exists() else {}
+    return DocsSite(out, r, {v["notebook"]: v for v in ran.values()})
 
 
 def run_py(code: str, env_extra: dict | None = None, cwd=None, timeout=300) -> subprocess.CompletedProcess:

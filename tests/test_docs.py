@@ -81,18 +81,9 @@ def test_pages_and_their_order():
 
 # ------------------------------------------------------------------------------------------ the whole site
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    "The site built as CI builds it, heavy cells run, into a temporary folder."
-    tmp = tmp_path_factory.mktemp("docs")
-    env = {**os.environ, "FMOPS_HOME": str(tmp / ".fmops"), "WANDB_MODE": "offline", "WANDB_SILENT": "true",
-           "WANDB_CONSOLE": "off"}
-    for var, sub in [("WANDB_DIR", ""), ("WANDB_DATA_DIR", "data"), ("WANDB_CACHE_DIR", "cache"),
-                     ("WANDB_CONFIG_DIR", "config"), ("WANDB_ARTIFACT_DIR", "artifacts")]:
-        env[var] = str(tmp / "wandb-env" / sub)
-    out = tmp / "site"
-    r = subprocess.run([sys.executable, str(ROOT / "docs" / "build.py"), "--out", str(out), "--check-links"],
-                       capture_output=True, text=True, env=env, cwd=tmp, timeout=1800)
-    return out, r
+def site(docs_site):
+    "The site built as CI builds it, heavy cells run (`conftest.docs_site`, shared with `test_notebooks.py`)."
+    return docs_site.out, docs_site.result
 
 
 @pytest.mark.slow

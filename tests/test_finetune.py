@@ -44,6 +44,8 @@ def steps(run):
 def test_head_recipe_trains_registers_with_lineage_and_logs(minilm):
     run = launch(**small(minilm, recipe="head", max_steps=6, checkpoint_every=3))
     assert run.wait(300) == "finished", run.tail(30)
+    from fmops_nb.core import pid_alive  # wait() returns once the run's process is gone: W&B and the cost written
+    assert not pid_alive(run.info["pid"], run.info["pid_start"]) and run.cost is not None
     assert steps(run) == [1, 2, 3, 4, 5, 6]
     assert sorted(p.name for p in (run.dir / "checkpoints").iterdir()) == ["step-000003", "step-000006"]
     reg = Registry(log=False)

@@ -28,10 +28,13 @@ def _notebook_temp_folders(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("nb", NBS, ids=[p.stem for p in NBS])
-def test_notebook(nb):
-    ok, secs = run_nb(nb, skip_flags=["notest", "slow"])
-    _drop_shell()
-    assert ok, f"{nb.name} failed; run `nbdev-test {nb}` to see the failing cell"
+def test_notebook(nb, docs_site):
+    """Every cell but `notest`/`slow` ones, heavy cells included, as `nbdev-test --flags heavy` runs them: read from
+    the docs build, which executes each notebook that way in a fresh process (once for the site and for this test)."""
+    ran = docs_site.record.get(nb.name)
+    assert ran is not None, (f"the docs build did not execute {nb.name} (see test_docs.py::"
+                             f"test_site_builds_with_no_broken_links):\n{docs_site.result.stderr[-3000:]}")
+    assert not ran["error"], f"{nb.name} failed; run `nbdev-test --flags heavy {nb}` to see it again:\n{ran['error']}"
 
 
 @pytest.mark.parametrize("nb", NBS, ids=[p.stem for p in NBS])
