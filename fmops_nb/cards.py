@@ -59,10 +59,17 @@ def card_facts(ref:str|Version, # the version: 'model:vN', 'model:alias' or a `V
             'files': dict(v.files)}
 
 # %% ../nbs/23_cards.ipynb #ccdf269f
+_SHOWN = re.compile('[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]') # controls, direction marks
+_NO_LINK = re.compile(r'\]\((?!\s*(?:https?://|mailto:|#))', re.I) # a link to anything but the web, mail or the page
+
 def _cell(x) -> str:
-    "A value as one Markdown table cell: `|` escaped, line breaks folded, empty as —."
-    s = ' '.join(str('' if x is None else x).split())
-    return s.replace('\\', '\\\\').replace('|', '\\|') or '—'
+    r"""A value as Markdown that any renderer shows as the same text, formatting and web links aside: line breaks
+    folded, HTML, math and table characters escaped, links elsewhere (`javascript:`) and link definitions broken,
+    control and direction characters written as escapes (`\x1b`, `\u202e`), empty as —."""
+    s = ' '.join(str('' if x is None else x).split()).replace('\\', '\\\\')
+    s = _SHOWN.sub(lambda m: repr(m[0])[1:-1], s).replace('&', '&amp;').replace('<', '&lt;').replace('>', '&gt;')
+    s = _NO_LINK.sub(r']\\(', s.replace(']:', '\\]:'))
+    return s.replace('|', '\\|').replace('$', '\\$') or '—'
 
 # %% ../nbs/23_cards.ipynb #b076ce53
 def _rows(head:list, rows:list) -> list[str]:

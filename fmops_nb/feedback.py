@@ -6,7 +6,7 @@ DataFrame, exported, and fingerprinted so a training set built from it can cite 
 
 # %% ../nbs/26_feedback.ipynb #b0995bce
 from __future__ import annotations
-import hashlib, json, math, sqlite3, unicodedata, uuid
+import hashlib, json, math, sqlite3, sys, unicodedata, uuid
 from contextlib import closing
 from dataclasses import dataclass, field, asdict
 from datetime import datetime, timezone
@@ -99,7 +99,10 @@ def _plain(x, what:str):
 # %% ../nbs/26_feedback.ipynb #79ab58b3
 def _json(x, what:str, limit:bool=True) -> str:
     "`x` as canonical JSON text within the size limit."
-    s = _canon(_plain(x, what))
+    try: s = _canon(_plain(x, what))
+    except RecursionError: # a hostile file: [[[[...]]]] a thousand deep
+        raise ValidationError(f"{what} is nested too deeply (lists or objects about {sys.getrecursionlimit()} levels "
+                              f"deep). Store a flatter value, or a reference to it.") from None
     if limit and (n := len(s.encode('utf-8'))) > LIMITS['text_bytes']:
         raise ValidationError(f"{what} is {n:,} bytes as JSON; the limit is {LIMITS['text_bytes']:,} bytes "
                               f"(feedback.LIMITS['text_bytes']). Store a shorter excerpt, or a reference to it.")
@@ -157,11 +160,14 @@ def _utc(t, what:str='The time') -> str:
     if t.tzinfo is None or t.utcoffset() is None:
         raise ValidationError(f"{what} {t.isoformat()} has no timezone, so it cannot be placed in UTC. Add one "
                               f"(a trailing Z for UTC, or +01:00).")
-    t = t.astimezone(timezone.utc)
+    try: t = t.astimezone(timezone.utc)
+    except OverflowError: # 0001-01-01T00:00+14:00 is before the year 1 in UTC
+        raise ValidationError(f"{what} {t.isoformat()} is outside the times that can be kept (the years 1 to 9999 in "
+                              f"UTC). Check the source's clock and timezone.") from None
     return t.strftime('%Y-%m-%dT%H:%M:%S.%fZ')
 
 # %% ../nbs/26_feedback.ipynb #8f3f4e3c
-def _record(input, output=None, kind:str|None=None, value=None, version:str|None=None, reviewer:str|None=None,
+def _record(input=None, output=None, kind:str|None=None, value=None, version:str|None=None, reviewer:str|None=None,
             queue:str='default', at=None, item:str|None=None, scale=None, meta:dict|None=None,
             id:str|None=None) -> dict:
     "The row one judgement is stored as, every field checked (the version is resolved later, in the transaction)."
@@ -392,8 +398,13 @@ def log_many(records, # dicts with `log`'s arguments as keys, or a DataFrame wit
 # %% ../nbs/26_feedback.ipynb #918d542c
 def _jsonl_rows(path:Path):
     "The objects of a JSON Lines file, one line at a time, named by line; a line that is not UTF-8 or JSON is named."
+    cap = 16 * LIMITS['text_bytes'] + 2 ** 16 # longer than any record can be: refused before it is read whole
     with open(path, 'rb') as f:
-        for n, raw in enumerate(f, 1):
+        for n, raw in enumerate(iter(lambda: f.readline(cap + 1), b''), 1):
+            if len(raw) > cap:
+                raise ValidationError(f"Line {n} of {path} is longer than {cap:,} bytes, more than any record can "
+                                      f"hold (each text at most feedback.LIMITS['text_bytes'], "
+                                      f"{LIMITS['text_bytes']:,} bytes). Nothing from the file was written.")
             try: text = raw.decode('utf-8')
             except UnicodeDecodeError as e:
                 raise ValidationError(f"Line {n} of {path} is not valid UTF-8 (byte {raw[e.start]:#04x} at column "
@@ -403,6 +414,9 @@ def _jsonl_rows(path:Path):
             except ValueError as e:
                 raise ValidationError(f"Line {n} of {path} is not valid JSON ({e}). Nothing from the file was "
                                       f"written.") from None
+            except RecursionError:
+                raise ValidationError(f"Line {n} of {path} is nested too deeply to read (lists or objects thousands "
+                                      f"of levels deep). Nothing from the file was written.") from None
             yield f"Line {n} of {path}", row
 
 # %% ../nbs/26_feedback.ipynb #1d583cb2

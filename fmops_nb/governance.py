@@ -105,12 +105,17 @@ def approve(ref:str, # the version to sign off: 'model:vN' or 'model:alias'
            ) -> Approval:
     "Sign version `ref` off as the current user (who needs the approver role, where roles are declared); audited."
     ws = ws or Workspace.open()
-    have = check_role('approve', ws)
+    user = current_user()
+    if user != user.strip() or not user.isprintable(): # 'bob ' or 'bob\u200b' would count as a second reviewer
+        raise ValidationError(f"The acting user {user!r} has spaces at its ends or an invisible or control character, "
+                              f"so its approval would read like another person's. Set FMOPS_USER (or the login "
+                              f"name) to the reviewer's plain name.")
+    have = check_role('approve', ws, user)
     if not isinstance(reason, str) or not reason.strip():
         raise ValidationError("An approval needs a reason (`--reason '...'`): it goes into the audit log with it.")
     v = Registry(ws, log=False).get(ref)
     _schema(ws)
-    user, at = current_user(), utcnow()
+    at = utcnow()
     with ws.transaction() as con:
         row = con.execute("SELECT at FROM approvals WHERE version=? AND reviewer=?", (v.id, user)).fetchone()
         if row is not None:

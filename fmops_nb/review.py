@@ -147,6 +147,12 @@ def create(name:str, # the queue's name (letters, digits, '.', '_', '-')
                                   f"it by name (`%fmops review {name}`, review.open({name!r})) to go on with it, or "
                                   f"give the new queue another name.")
         if old is None:
+            cache = {}
+            for i, r in enumerate(rows): # an item of a version the registry lacks could never be judged
+                try:
+                    if r['version'] is not None: feedback._resolve(con, r['version'], cache)
+                except (ValidationError, NotFoundError) as e:
+                    raise type(e)(f"Item {i + 1}: {e} Nothing was stored.") from None
             con.execute("INSERT INTO review_queues (name, task, labels, scale, source, fingerprint, size, created_at, "
                         "created_by) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (name) DO NOTHING",
                         (name, task, None if labels is None else json.dumps(labels), None if scale is None
@@ -357,13 +363,25 @@ def judge(self:Review, value, # a label, 'up'/'down', a rating, or for kind='cor
     it, q = self.current_item, self.queue
     if it is None: raise ValidationError(f"The queue {q.name} is at its end: go back to an item to judge it.")
     kind = kind or q.task
+    if kind not in (q.task, 'correction', 'note'): # a 'label' in a thumbs queue would bypass the queue's choices
+        raise ValidationError(f"The queue {q.name} is judged by {q.task}, so a judgement here is a {q.task}, a "
+                              f"correction or a note, not a {kind!r}.")
+    if kind == 'rating': # the keys 1-5 (or 0-9) give whole numbers; 4.0 is stored as 4, as a key would give it
+        if isinstance(value, float) and value.is_integer(): value = int(value)
+        if not is_int(value) or not q.scale[0] <= value <= q.scale[1]:
+            raise ValidationError(f"A rating in the queue {q.name} is a whole number from {q.scale[0]} to "
+                                  f"{q.scale[1]}, got {value!r:.60}.")
     if kind == 'label' and q.labels and str(value) not in q.labels:
         raise ValidationError(f"{value!r} is not one of this queue's labels ({', '.join(q.labels)}).")
     meta = {'position': self.pos} | ({'other': it['other'], 'other_version': it['other_version']}
                                     if it['other'] is not None else {})
-    fid = feedback.log(it['input'], it['output'], kind=kind, value=str(value) if kind == 'label' else value,
-                       version=it['version'], reviewer=self.reviewer, queue=q.name, item=it['item'],
-                       scale=q.scale if kind == 'rating' else None, meta=meta, ws=self.ws)
+    try: fid = feedback.log(it['input'], it['output'], kind=kind, value=str(value) if kind == 'label' else value,
+                            version=it['version'], reviewer=self.reviewer, queue=q.name, item=it['item'],
+                            scale=q.scale if kind == 'rating' else None, meta=meta, ws=self.ws)
+    except NotFoundError: # its version was deleted after the queue was made
+        raise NotFoundError(f"Item {self.pos + 1} of the queue {q.name} is an output of {it['version']}, which has "
+                            f"been deleted from the registry since, so a judgement of it cannot be tied to its "
+                            f"version. Nothing was stored; skip it.") from None
     if kind != 'note':
         self.judged[it['item']] = (kind, value)
         self.pos += 1

@@ -167,8 +167,17 @@ def slice_metrics(data, # a DataFrame (or what pandas.DataFrame takes), or a par
                               f"name others with label=/prediction=), or loss=/response= columns (a generative model).")
     out = {}
     for c in by:
-        groups = df.groupby(df[c].astype(object).where(df[c].notna(), '(missing)').astype(str), sort=True).indices
-        out[str(c)] = {(_redact(s) if redact else s): _measure(values, rows) for s, rows in groups.items()}
+        have = df[c].notna().to_numpy()
+        named, at = df[c][have].astype(object).astype(str), np.flatnonzero(have)
+        groups = [('(missing)', np.flatnonzero(~have))] if not have.all() else [] # first: it keeps its name
+        groups += [(s, at[rows]) for s, rows in named.groupby(named.to_numpy(), sort=True).indices.items()]
+        segs, seen = {}, {}
+        for s, rows in groups: # values that read alike ('(missing)', or [EMAIL] once redacted) keep a segment each
+            name = _redact(s) if redact else s
+            k = seen[name] = seen.get(name, 0) + 1
+            while (shown := name if k == 1 else f"{name} #{k}") in segs: k = seen[name] = k + 1
+            segs[shown] = _measure(values, rows)
+        out[str(c)] = segs
     return SliceReport(out, _measure(values, np.arange(len(df))), min_n)
 
 # %% ../nbs/14_slices.ipynb #8f7f1d2f

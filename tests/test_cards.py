@@ -116,8 +116,9 @@ def test_the_rows_a_slice_metric_was_measured_on_show_as_counts_not_as_metrics(r
     assert "n_accuracy" not in ev and "n_error_rate" not in ev and "n_<img" not in ev
     assert "| segment | n | accuracy | error_rate | selection_rate |" in ev
     assert "| email | 6 | 0.75 (n=4) | 0.25 (n=4) | 0.5 |" in ev and "| chat | 4 | 0.75 | 0.25 | 0.75 |" in ev
-    assert f"| segment | n | {IMG} | accuracy |" in ev
-    assert f"| {IMG} | 12345 | 0.25 (n=7) | 0.5 (n=2000) |" in ev  # a count is written whole, never 1.234e+04
+    md = "&lt;img src=x onerror=alert(1)&gt;"  # in the Markdown as text, for renderers that pass HTML through
+    assert f"| segment | n | {md} | accuracy |" in ev and IMG not in card.split("---\n", 2)[2]
+    assert f"| {md} | 12345 | 0.25 (n=7) | 0.5 (n=2000) |" in ev  # a count is written whole, never 1.234e+04
     assert ev.count("0.82 (n=540) is 0.82 on 540 rows") == 2  # what the counts mean, under each table with them
     html = card_html(card)
     assert "<img" not in html and "<td>0.75 (n=4)</td>" in html and "<th>n_accuracy</th>" not in html
