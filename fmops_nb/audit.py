@@ -47,7 +47,7 @@ def audited_tables(ws:Workspace, component:str, # who owns the tables, e.g. "fee
     "`ws` with the audit tables and `component`'s tables up to date; None when reading a workspace that has none yet."
     have = ws.schema_version(component)
     if have > len(migrations):
-        raise WorkspaceError(f"The {component} tables in {ws.db_path} are at schema version {have}, newer than this "
+        raise WorkspaceError(f"The {component} tables in {ws.db_name} are at schema version {have}, newer than this "
                              f"fmops_nb knows ({len(migrations)}): a newer fmops_nb wrote them. Upgrade fmops_nb "
                              f"(pip install -U fmops_nb); nothing was changed.")
     if not write: return ws if have else None

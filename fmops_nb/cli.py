@@ -80,8 +80,11 @@ def cmd_config(args):
     "Print the settings in force."
     root, how = resolve_home(args.workspace)
     cfg = Workspace(root, how).config
-    if args.key is not None: return _print_json(cfg[args.key]) if args.json else print(cfg[args.key])
-    if args.json: return _print_json({k: {'value': v, 'from': cfg.sources[k]} for k,v in cfg.values.items()})
+    shown = cfg._shown() # a database password masked, in every form (as `repr` shows it)
+    if args.key is not None:
+        cfg[args.key] # an unknown key: its error
+        return _print_json(shown[args.key]) if args.json else print(shown[args.key])
+    if args.json: return _print_json({k: {'value': v, 'from': cfg.sources[k]} for k,v in shown.items()})
     print(repr(cfg))
 
 # %% ../nbs/95_cli.ipynb #e41e3355

@@ -6,7 +6,7 @@ several nodes under torchrun)."""
 
 # %% ../nbs/17_costs.ipynb #884f7063
 from __future__ import annotations
-import hashlib, json, os, re, resource, socket, threading, time, weakref
+import hashlib, json, math, os, re, resource, socket, threading, time, weakref
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from fastcore.basics import patch
@@ -33,54 +33,82 @@ def _constant(env:str, default:float) -> float:
         raise ValidationError(f"{env}={raw!r} is not a number of 0 or more. Unset it to use the default ({default}).")
     return v
 
+# %% ../nbs/17_costs.ipynb #31bb64b4
+_FIGURES = ('wall_s', 'cpu_s', 'peak_rss_mb', 'gpu_s', 'gpu_mem_mb', 'kwh', 'co2e_kg')
+
+def _figure(v) -> bool:
+    "Is `v` a usable figure: a finite number of 0 or more (not a bool, not text)?"
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+
 # %% ../nbs/17_costs.ipynb #0e320022
 @dataclass
 class Cost:
     "What a piece of work cost: time, memory, GPU, energy and CO2e, with which figures were measured or estimated."
-    wall_s: float = 0.0 # elapsed seconds
-    cpu_s: float = 0.0 # CPU seconds (user + system) of the process and its ended children
-    peak_rss_mb: float = 0.0 # the largest resident set of the process or one of its ended children
+    wall_s: float|None = 0.0 # elapsed seconds (None, like every figure: unknown, e.g. a damaged record)
+    cpu_s: float|None = 0.0 # CPU seconds (user + system) of the process and its ended children
+    peak_rss_mb: float|None = 0.0 # the largest resident set of the process or one of its ended children
     gpu_s: float|None = None # busy GPU seconds (utilization x time); None without a GPU
     gpu_mem_mb: float|None = None # peak GPU memory in use; None without a GPU
-    kwh: float = 0.0 # energy: CPU + memory + GPU
-    co2e_kg: float = 0.0 # kWh x the grid's carbon intensity
+    kwh: float|None = 0.0 # energy: CPU + memory + GPU
+    co2e_kg: float|None = 0.0 # kWh x the grid's carbon intensity
     parts: dict = field(default_factory=dict) # kWh by part: {'cpu': ..., 'memory': ..., 'gpu': ...}
     counters: dict = field(default_factory=dict) # figure -> how it was obtained ('measured: RAPL', 'estimated: ...')
     host: str = '' # the machine it was measured on
     processes: int = 1 # processes it adds up
 
+    def __post_init__(self): # a counter that reset or wrapped gives a figure below 0: unknown, never shown or logged
+        for k in _FIGURES:
+            if (v := getattr(self, k)) is not None and not _figure(v):
+                self.counters = {**self.counters, k: f"not a number of 0 or more ({str(v)[:40]}): left out"}
+                setattr(self, k, None)
+
     def to_dict(self) -> dict: return asdict(self)
 
     @classmethod
     def from_dict(cls, d:dict) -> Cost:
-        "A cost from `to_dict()` output; keys of a newer version are ignored."
-        return cls(**{k: v for k, v in (d or {}).items() if k in cls.__dataclass_fields__})
+        "A cost from `to_dict()` output; keys of a newer version are ignored, figures that are not numbers left out."
+        d = {k: v for k, v in (d or {}).items() if k in cls.__dataclass_fields__}
+        counters = dict(d['counters']) if isinstance(d.get('counters'), dict) else {}
+        for k in _FIGURES:
+            if k in d and not _figure(d[k]) and not (d[k] is None and k.startswith('gpu')): # None: no GPU
+                counters[k] = f"not a number of 0 or more in the record ({str(d[k])[:40]}): left out"
+                d[k] = None
+        parts = d['parts'] if isinstance(d.get('parts'), dict) else {}
+        d['parts'] = {p: v for p, v in parts.items() if _figure(v)}
+        ok = isinstance(d.get('processes', 1), int) and not isinstance(d.get('processes'), bool)
+        return cls(**d | {'counters': counters, 'host': str(d.get('host') or ''),
+                          'processes': d.get('processes', 1) if ok and d.get('processes', 1) >= 1 else 1})
 
 # %% ../nbs/17_costs.ipynb #d0953416
-_FIGURES = ('wall_s', 'cpu_s', 'peak_rss_mb', 'gpu_s', 'gpu_mem_mb', 'kwh', 'co2e_kg')
-
 @patch
 def names(self:Cost, sep:str='.') -> dict:
     "The figures as flat names, `cost.kwh` (policies) or with `sep='/'` `cost/kwh` (W&B); absent figures left out."
     return {f"cost{sep}{k}": getattr(self, k) for k in _FIGURES if getattr(self, k) is not None}
 
 # %% ../nbs/17_costs.ipynb #48081f89
-def duration(s:float) -> str:
-    "Seconds as a person reads them: 41 s, 12 min, 2.5 h."
+def duration(s:float|None) -> str:
+    "Seconds as a person reads them: 41 s, 12 min, 2.5 h; '?' when unknown."
+    if not _figure(s): return '?'
     if s < 90: return f"{s:.0f} s" if s >= 10 else f"{s:.1f} s"
     return f"{s / 60:.0f} min" if s < 5400 else f"{s / 3600:.1f} h"
 
 # %% ../nbs/17_costs.ipynb #aff62b2d
 def _kwh(x:float) -> str:
-    "Energy as a person reads it: 0.2 kWh, 14 kWh; below 0.01 kWh in Wh (3.1 Wh)."
+    "Energy as a person reads it: 0.2 kWh, 14 kWh; below 0.01 kWh in Wh (3.1 Wh); '? kWh' when unknown."
+    if not _figure(x): return '? kWh'
     return f"{x * 1000:.2g} Wh" if x < 0.01 else f"{x:.2g} kWh" if x < 10 else f"{x:.0f} kWh"
+
+# %% ../nbs/17_costs.ipynb #e08e4079
+def _fmt(v, spec:str, scale:float=1) -> str:
+    "`v` x `scale` formatted by `spec`, or '?' when the figure is unknown."
+    return format(v * scale, spec) if _figure(v) else '?'
 
 # %% ../nbs/17_costs.ipynb #726289f7
 @patch
 def __str__(self:Cost) -> str:
-    bits = [duration(self.wall_s), _kwh(self.kwh), f"{self.co2e_kg * 1000:.2g} g CO2e",
-            f"peak {self.peak_rss_mb:.0f} MB"]
-    if self.gpu_s is not None: bits.append(f"GPU {duration(self.gpu_s)}, {self.gpu_mem_mb:.0f} MB")
+    bits = [duration(self.wall_s), _kwh(self.kwh), f"{_fmt(self.co2e_kg, '.2g', 1000)} g CO2e",
+            f"peak {_fmt(self.peak_rss_mb, '.0f')} MB"]
+    if self.gpu_s is not None: bits.append(f"GPU {duration(self.gpu_s)}, {_fmt(self.gpu_mem_mb, '.0f')} MB")
     return ', '.join(bits)
 
 # %% ../nbs/17_costs.ipynb #9dcf2b04
@@ -94,12 +122,12 @@ def __repr__(self:Cost) -> str:
 def _repr_html_(self:Cost) -> str:
     rows = [('wall', duration(self.wall_s), self.counters.get('wall_s', '')),
             ('CPU', duration(self.cpu_s), self.counters.get('cpu_s', '')),
-            ('peak memory', f"{self.peak_rss_mb:.0f} MB", self.counters.get('peak_rss_mb', ''))]
+            ('peak memory', f"{_fmt(self.peak_rss_mb, '.0f')} MB", self.counters.get('peak_rss_mb', ''))]
     if self.gpu_s is not None:
         rows += [('GPU busy', duration(self.gpu_s), self.counters.get('gpu_s', '')),
-                 ('GPU memory', f"{self.gpu_mem_mb:.0f} MB", self.counters.get('gpu_mem_mb', ''))]
+                 ('GPU memory', f"{_fmt(self.gpu_mem_mb, '.0f')} MB", self.counters.get('gpu_mem_mb', ''))]
     rows += [(f"energy ({p})", _kwh(v), self.counters.get(f"energy.{p}", '')) for p, v in self.parts.items()]
-    rows += [('CO2e', f"{self.co2e_kg * 1000:.3g} g", self.counters.get('co2e_kg', ''))]
+    rows += [('CO2e', f"{_fmt(self.co2e_kg, '.3g', 1000)} g", self.counters.get('co2e_kg', ''))]
     body = ''.join(f"<tr><td>{esc(a)}</td><td>{esc(b)}</td><td style='color:#666'>{esc(c)}</td></tr>"
                    for a, b, c in rows)
     return (f"<table class='fmops-cost'><caption>cost on {esc(self.host or '?')}"
@@ -264,14 +292,17 @@ def total(costs:list) -> Cost:
             else: parts[p] = parts.get(p, 0.0) + v
     for (_, p), v in hosts.items(): parts[p] = parts.get(p, 0.0) + v
     gpus = [c for c in costs if c.gpu_s is not None]
-    kwh = sum(parts.values())
-    ci = costs[0].co2e_kg / costs[0].kwh if costs[0].kwh else _constant('FMOPS_CARBON_INTENSITY', CARBON_KG_PER_KWH)
-    hostnames = sorted({c.host for c in costs})
-    return Cost(wall_s=max(c.wall_s for c in costs), cpu_s=sum(c.cpu_s for c in costs),
-                peak_rss_mb=sum(c.peak_rss_mb for c in costs),
+    kwh, counters = sum(parts.values()), dict(costs[0].counters)
+    ci = next((c.co2e_kg / c.kwh for c in costs if _figure(c.co2e_kg) and _figure(c.kwh) and c.kwh), None)
+    def whole(k, how, cs=costs): # a figure one process lacks is unknown for all: never a silently partial sum
+        if (n := sum(getattr(c, k) is None for c in cs)):
+            counters[k] = f"unknown: not recorded by {n} of {len(cs)} processes"; return None
+        return how(getattr(c, k) for c in cs)
+    return Cost(wall_s=whole('wall_s', max), cpu_s=whole('cpu_s', sum), peak_rss_mb=whole('peak_rss_mb', sum),
                 gpu_s=sum(c.gpu_s for c in gpus) if gpus else None,
-                gpu_mem_mb=max(c.gpu_mem_mb for c in gpus) if gpus else None, kwh=kwh, co2e_kg=kwh * ci,
-                parts=parts, counters=costs[0].counters, host=', '.join(hostnames),
+                gpu_mem_mb=whole('gpu_mem_mb', max, gpus) if gpus else None, kwh=kwh,
+                co2e_kg=kwh * (ci if ci is not None else _constant('FMOPS_CARBON_INTENSITY', CARBON_KG_PER_KWH)),
+                parts=parts, counters=counters, host=', '.join(sorted({c.host for c in costs})),
                 processes=sum(c.processes for c in costs))
 
 # %% ../nbs/17_costs.ipynb #d67a1776
@@ -299,7 +330,7 @@ def gain_html(cost, candidate:dict|None=None, reference:dict|None=None, metric:s
     c = cost if isinstance(cost, Cost) else Cost.from_dict(cost)
     est = '; '.join(f"{k}: {v}" for k, v in c.counters.items() if str(v).startswith('estimated'))
     return (f"<div class='fmops-cost' title='{esc(est)}'>{esc(gain_line(c, candidate, reference, metric, what))}"
-            f" <small style='color:#666'>({esc(duration(c.cpu_s))} CPU, peak {c.peak_rss_mb:.0f} MB"
+            f" <small style='color:#666'>({esc(duration(c.cpu_s))} CPU, peak {_fmt(c.peak_rss_mb, '.0f')} MB"
             f"{', GPU ' + esc(duration(c.gpu_s)) if c.gpu_s is not None else ''})</small></div>")
 
 # %% ../nbs/17_costs.ipynb #b6b1faa1

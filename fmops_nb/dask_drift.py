@@ -18,6 +18,7 @@ from .drift import _chunk_keys, _groups, _timeline, _too_many, _check_chunking, 
 from .embeddings import embed_texts, get_embedder
 from .errors import ExecutionError, FmopsError, ValidationError, require
 from .lm import tiny_lm
+from .postgres import mask_url, mask_secrets
 from .progress import progress
 
 # %% auto #0
@@ -25,18 +26,25 @@ __all__ = ['dask_client', 'as_dask', 'DaskDriftDetector', 'score_chunks_dask', '
 
 # %% ../nbs/16_dask.ipynb #f1748a6f
 def _reachable(address:str, timeout:float) -> str:
-    "`address` as Dask spells it, once a TCP connection to it opens; else an error naming it."
+    "`address` as Dask spells it, once a TCP connection to it opens (and over tcp it greets); else an error naming it."
     u = urlparse(address if '://' in address else f'tcp://{address}')
     try: host, port = u.hostname, u.port
     except ValueError: host = port = None
     if u.scheme not in ('tcp', 'tls') or not host or not port:
-        raise ValidationError(f"{address!r} is not a Dask scheduler address. Pass one such as 'tcp://10.0.0.5:8786' "
-                              f"(--scheduler tcp://10.0.0.5:8786).")
-    try: socket.create_connection((host, port), timeout=timeout).close()
+        raise ValidationError(f"{mask_url(address)!r} is not a Dask scheduler address. Pass one such as "
+                              f"'tcp://10.0.0.5:8786' (--scheduler tcp://10.0.0.5:8786).")
+    try: conn = socket.create_connection((host, port), timeout=timeout)
     except OSError as e:
         raise ExecutionError(f"Cannot reach the Dask scheduler at {u.scheme}://{host}:{port}: "
                              f"{e.strerror or type(e).__name__}. Start it (`dask scheduler`) or check the address and "
                              f"that this machine may connect to it; nothing was computed.") from None
+    with conn: # a scheduler sends its handshake at once; a silent service would make the client wait for ever
+        try: greets = u.scheme != 'tcp' or conn.recv(1) != b''
+        except OSError: greets = False
+    if not greets:
+        raise ExecutionError(f"{u.scheme}://{host}:{port} accepts connections but does not answer as a Dask scheduler "
+                             f"within {timeout:g} s: is it another service (the dashboard, usually port 8787; a "
+                             f"database)? Pass the scheduler's address (usually port 8786); nothing was computed.")
     return f'{u.scheme}://{host}:{port}'
 
 # %% ../nbs/16_dask.ipynb #d0dd0066
@@ -46,7 +54,12 @@ def dask_client(scheduler=None, # a scheduler address, a `distributed.Client`, o
                ):
     "A `distributed.Client` for one drift call; one made here is closed at the end."
     distributed = require('distributed', 'dask', 'drift on a Dask cluster')
-    if isinstance(scheduler, distributed.Client): yield scheduler; return
+    if isinstance(scheduler, distributed.Client):
+        if scheduler.status != 'running': # closed, or its cluster shut down: its calls would fail on a None
+            raise ExecutionError(f"The Dask client passed is {scheduler.status}: it was closed, or its cluster shut "
+                                 f"down. Make a new one (client = Client(cluster) or Client('tcp://host:8786')); "
+                                 f"nothing was computed.")
+        yield scheduler; return
     if scheduler is None:
         try: yield distributed.get_client(); return
         except ValueError: pass # no client in this session: a local cluster for this call
@@ -56,9 +69,11 @@ def dask_client(scheduler=None, # a scheduler address, a `distributed.Client`, o
         return
     address = _reachable(str(scheduler), timeout)
     try: client = distributed.Client(address, timeout=timeout)
-    except (OSError, TimeoutError) as e:
-        raise ExecutionError(f"The Dask scheduler at {address} did not answer in {timeout:g} s ({e}). Check that it is "
-                             f"a Dask scheduler and that it is not overloaded; nothing was computed.") from None
+    except Exception as e: # OSError, TimeoutError; or a service that is no scheduler: whatever its bytes decode to
+        why = (f"did not answer in {timeout:g} s ({e})" if isinstance(e, (OSError, TimeoutError)) else
+               f"answered, but not as a Dask scheduler does ({type(e).__name__})")
+        raise ExecutionError(f"The Dask scheduler at {address} {why}. Check that it is a Dask scheduler (usually port "
+                             f"8786) and that it is not overloaded; nothing was computed.") from None
     try: yield client
     finally: client.close()
 
@@ -68,14 +83,20 @@ def as_dask(data, # a dask DataFrame, a parquet folder, glob or fsspec URL, or a
            ):
     "`data` as a dask DataFrame, its partitions in row order."
     dd = require('dask.dataframe', 'dask', 'drift on a Dask cluster')
+    import fsspec # dask's own dependency
     if isinstance(data, dd.DataFrame): return data
     if isinstance(data, (str, Path)):
-        try: return dd.read_parquet(str(data))
+        src, shown = str(data), mask_url(str(data)) # an fsspec URL may carry a key or token: never shown
+        try:
+            if any(c in src for c in '*?[') and not fsspec.core.get_fs_token_paths(src)[2]:
+                raise ValidationError(f"No files match {shown}: nothing to read. Check the path and the pattern "
+                                      f"(e.g. that the folder exists and the dates in the name are right).")
+            return dd.read_parquet(src)
         except FmopsError: raise
         except Exception as e:
-            raise ValidationError(f"Cannot read {data} as a parquet dataset: {type(e).__name__}: {e}. Pass a folder "
-                                  f"of parquet files, a glob ('events/*.parquet') or an fsspec URL "
-                                  f"('s3://bucket/events/').") from None
+            raise ValidationError(f"Cannot read {shown} as a parquet dataset: {type(e).__name__}: "
+                                  f"{mask_secrets(e, src)}. Pass a folder of parquet files, a glob "
+                                  f"('events/*.parquet') or an fsspec URL ('s3://bucket/events/').") from None
     import pandas as pd
     if hasattr(data, 'to_pandas') and not isinstance(data, pd.DataFrame): data = data.to_pandas() # polars, arrow
     if not isinstance(data, pd.DataFrame):
@@ -180,12 +201,12 @@ def _each(client, ddf, fn, what:str, *args, per:list|None=None, only:list|None=N
     src = getattr(ddf, '_fmops_source', 'the dask DataFrame')
     shared = lambda a: share and isinstance(a, DriftDetector)
     args = [client.scatter(a, broadcast=True, hash=False) if shared(a) else a for a in args]
-    parts = ddf.to_delayed()
-    futs = client.compute([dask.delayed(fn)(parts[i], *args, *(per[i] if per else ()), i, meta, src)
-                           for i in (range(len(parts)) if only is None else only)])
+    parts, i = ddf.to_delayed(), None
+    idx = list(range(len(parts)) if only is None else only)
+    futs = client.compute([dask.delayed(fn)(parts[i], *args, *(per[i] if per else ()), i, meta, src) for i in idx])
     try:
         with progress(len(futs), what, unit='partitions') as bar:
-            for f in futs:
+            for i, f in zip(idx, futs):
                 yield f.result(); bar.update()
     except FmopsError: raise
     except KilledWorker as e:
@@ -195,8 +216,9 @@ def _each(client, ddf, fn, what:str, *args, per:list|None=None, only:list|None=N
         lacks = isinstance(e, KeyError) and 'not in index' in str(e)
         hint = (" A partition lacks a column the dataset has: the partitions disagree on the schema; rewrite the odd "
                 "files with every column, or read only the columns they share (columns=[...]).") if lacks else ''
-        raise ExecutionError(f"{what.capitalize()} failed on the Dask cluster: {type(e).__name__}: {e}. Nothing was "
-                             f"merged; fix the cause and run again.{hint}") from None
+        raise ExecutionError(f"{what.capitalize()} failed on the Dask cluster, on partition {i} of {src}: "
+                             f"{type(e).__name__}: {e}. Nothing was merged; fix the cause and run again.{hint}"
+                            ) from None
     finally: client.cancel(futs)
 
 # %% ../nbs/16_dask.ipynb #e7aaa4d2
@@ -219,7 +241,7 @@ def _frame(self:DaskDriftDetector, data):
     "`data` as a dask DataFrame (in-memory data in two partitions per worker unless `partitions` says otherwise)."
     n = self.partitions or 2 * max(1, len(self.client.scheduler_info().get('workers', {})))
     ddf = as_dask(data, n)
-    ddf._fmops_source = str(data) if isinstance(data, (str, Path)) else 'the dask DataFrame'
+    ddf._fmops_source = mask_url(str(data)) if isinstance(data, (str, Path)) else 'the dask DataFrame'
     return ddf
 
 # %% ../nbs/16_dask.ipynb #ed3218ef

@@ -5,13 +5,13 @@
 # %% ../nbs/19_postgres.ipynb #2a927191
 from __future__ import annotations
 import os, re, sqlite3, functools, threading, contextlib
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit, unquote
 from fastcore.basics import patch
 from .errors import ConfigError, WorkspaceError, MissingDependencyError
 
 # %% auto #0
-__all__ = ['POOL_SIZE', 'is_postgres_url', 'mask_url', 'check_url', 'PgRow', 'PgCursor', 'translate', 'pg_connect',
-           'PgConnection', 'copy_sqlite']
+__all__ = ['POOL_SIZE', 'is_postgres_url', 'mask_url', 'mask_secrets', 'check_url', 'PgRow', 'PgCursor', 'translate',
+           'pg_connect', 'PgConnection', 'copy_sqlite']
 
 # %% ../nbs/19_postgres.ipynb #83aacc00
 def is_postgres_url(url:str) -> bool:
@@ -19,12 +19,29 @@ def is_postgres_url(url:str) -> bool:
     return isinstance(url, str) and url.split('://', 1)[0].lower() in ('postgresql', 'postgres') and '://' in url
 
 # %% ../nbs/19_postgres.ipynb #14196769
+_SECRET = r"[\w.-]*(?:password|passwd|pwd|token|secret|key|signature|credential)[\w.-]*" # names of secret values
+_SECRET_VALUE = re.compile(rf"((?:^|[?&;\s]){_SECRET}\s*=\s*)('(?:[^'\\]|\\.)*'|[^&;\s#]+)", re.I)
+
 def mask_url(url:str) -> str:
-    "`url` with its password (in the user part or the query) replaced by `***`, fit for messages and `describe()`."
-    try: u = urlsplit(url)
-    except ValueError: return '<an unparsable URL>'
-    if u.password is not None: u = u._replace(netloc=f"{u.username or ''}:***@{u.netloc.rsplit('@', 1)[1]}")
-    return urlunsplit(u._replace(query=re.sub(r"(^|&)password=[^&]*", r"\1password=***", u.query)))
+    """`url` with its secrets replaced by `***` (the password of its user part; a password, token, key or signature in
+    its query or in libpq's `key=value` form), fit for messages and `describe()`; an unparsable URL is masked too."""
+    s = _SECRET_VALUE.sub(r"\1***", str(url))
+    head, sep, rest = s.partition('://')
+    if not sep: return s
+    netloc, tail = re.match(r"([^/?#]*)(.*)", rest, re.S).groups()
+    user, at, host = netloc.rpartition('@') # the last @: a password may hold one
+    if at and ':' in user: netloc = f"{user.split(':', 1)[0]}:***@{host}"
+    return f"{head}://{netloc}{tail}"
+
+# %% ../nbs/19_postgres.ipynb #55bf42a9
+def mask_secrets(text:str, url:str) -> str:
+    "`text` (a message, perhaps a library's) with `url` and each secret it holds, as written or decoded, masked."
+    text = str(text).replace(url, mask_url(url)) # libpq and fsspec may quote the whole URL
+    found = [m[2] for m in _SECRET_VALUE.finditer(url)]
+    if (user := re.match(r"[^:]*://([^/?#]*)@", url)) and ':' in user[1]: found.append(user[1].split(':', 1)[1])
+    for v in sorted({s for v in found for s in (v, unquote(v))} - {''}, key=len, reverse=True):
+        text = text.replace(v, '***')
+    return text
 
 # %% ../nbs/19_postgres.ipynb #85f94916
 def check_url(url:str, source:str='db.url') -> str:
@@ -33,6 +50,11 @@ def check_url(url:str, source:str='db.url') -> str:
         shown = mask_url(url) if isinstance(url, str) else repr(url)
         raise ConfigError(f"{source} must be a PostgreSQL URL like postgresql://user@host:5432/dbname, got {shown!r}. "
                           f"Leave it empty to keep the workspace's metadata in its SQLite file fmops.db.")
+    try: urlsplit(url) # an unclosed [: refused here, not by a raw ValueError later (libpq reads several host:port)
+    except ValueError as e:
+        raise ConfigError(f"{source} {mask_url(url)!r} is not a well-formed URL ({e}). Write it like "
+                          f"postgresql://user:password@host:5432/dbname, with any @ : / in the password written "
+                          f"as %40 %3A %2F.") from None
     return url
 
 # %% ../nbs/19_postgres.ipynb #af6456ef
@@ -154,7 +176,7 @@ def _numeric_loader():
 def _unreachable(url:str, e:Exception) -> WorkspaceError:
     "The error for a database that cannot be reached: the URL (password masked), the cause, and what to check."
     why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    if (pw := urlsplit(url).password): why = why.replace(pw, '***')
+    why = mask_secrets(why, url)
     return WorkspaceError(f"Cannot reach the PostgreSQL database {mask_url(url)} ({why}); nothing was read or "
                           f"written. Check that the server runs and accepts this user, and that FMOPS_DB_URL or "
                           f"db.url in the workspace's config.toml names it.")
@@ -212,6 +234,16 @@ def close(self:PgConnection):
         while len(_POOL) > POOL_SIZE: _POOL.pop(0)[1].close()
 
 # %% ../nbs/19_postgres.ipynb #aed87148
+_REFUSED = { # what the server refuses for a reason in its setup, not in the statement: the fix is the user's
+    '3F000': "the URL's search_path names no schema that exists, or none this user may use. Create it (CREATE "
+             "SCHEMA name), grant this user USAGE and CREATE on it, or correct options=-csearch_path in FMOPS_DB_URL "
+             "or db.url.",
+    '25006': "the database is read-only for this connection (a standby, or default_transaction_read_only). Point "
+             "FMOPS_DB_URL or db.url at the primary, writable server.",
+    '42501': "this user lacks a privilege it needs. Grant it USAGE and CREATE on the schema and all rights on "
+             "fmops' tables, or use the role that created them.",
+}
+
 def _error(e:Exception, con:PgConnection) -> Exception:
     "A psycopg error as the error the engines already handle: sqlite3's classes and wording, or a `WorkspaceError`."
     msg, state = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__, getattr(e, 'sqlstate', None)
@@ -221,6 +253,9 @@ def _error(e:Exception, con:PgConnection) -> Exception:
     if state in ('55P03', '40P01', '40001'):
         return WorkspaceError(f"The PostgreSQL database {mask_url(con.url)} stayed locked by another fmops process "
                               f"for 30 s ({msg}); nothing was changed. Try again.")
+    if state in _REFUSED:
+        return WorkspaceError(f"The PostgreSQL database {mask_url(con.url)} refused fmops ({msg}): {_REFUSED[state]} "
+                              f"Nothing was changed.")
     if state is None and not isinstance(e, _psycopg().OperationalError): return sqlite3.ProgrammingError(msg)
     if state is None or state.startswith(('08', '57P')):
         return WorkspaceError(f"The connection to the PostgreSQL database {mask_url(con.url)} failed ({msg}); the "
@@ -313,16 +348,30 @@ def _sqlite_tables(src) -> list[tuple[str, str, str]]:
     return [(r[0], r[1], r[2]) for r in src.execute("SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL "
                                                     "AND name NOT LIKE 'sqlite_%' ORDER BY rowid")]
 
+# %% ../nbs/19_postgres.ipynb #04ec15a4
+def _same_copy(src, dst:PgConnection, have:set) -> dict|None:
+    """{table: rows} when `dst` holds exactly `src`'s tables, row counts and last audit row (a move killed after its
+    COMMIT, before the workspace switched over); else None."""
+    tables = [n for kind, n, _ in _sqlite_tables(src) if kind == 'table']
+    if set(tables) != have - {'fmops_sequences'} or 'audit' not in tables: return None
+    counts = {n: src.execute(f'SELECT COUNT(*) FROM "{n}"').fetchone()[0] for n in tables}
+    if any(dst.execute(f"SELECT COUNT(*) FROM {n}").fetchone()[0] != k for n, k in counts.items()): return None
+    last = lambda con: (con.execute("SELECT hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone() or [None])[0]
+    return counts if counts['audit'] and last(src) == last(dst) else None
+
 # %% ../nbs/19_postgres.ipynb #29a22ec1
 def copy_sqlite(src, # a sqlite3 connection to a workspace's fmops.db, inside a transaction (nobody writes meanwhile)
-                dst:PgConnection, # the target database; it must hold no fmops tables yet
+                dst:PgConnection, # the target database; no fmops tables yet (or this workspace's whole copy)
                ) -> dict:
     "Copy every table, index, row and AUTOINCREMENT mark of an SQLite workspace database in one transaction."
     have = {r[0] for r in dst.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     if have - {'fmops_sequences'} or (have and dst.execute("SELECT 1 FROM fmops_sequences LIMIT 1").fetchone()):
+        if (same := _same_copy(src, dst, have)) is not None: return same # a move killed after its COMMIT: it is whole
         raise ConfigError(f"The PostgreSQL database {mask_url(dst.url)} already holds tables "
                           f"({', '.join(sorted(have))}): fmops copies a workspace only into an empty database or "
-                          f"schema, and changed nothing. Create a new one (e.g. `createdb fmops`) and try again.")
+                          f"schema, and changed nothing. Create a new one (e.g. `createdb fmops`) and try again; if "
+                          f"it holds an older copy of this workspace from an interrupted move, drop that (DROP SCHEMA "
+                          f"name CASCADE, or dropdb) first.")
     counts = {}
     dst.execute("BEGIN IMMEDIATE")
     try:

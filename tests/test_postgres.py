@@ -370,3 +370,93 @@ def test_a_writer_killed_inside_its_transaction_leaves_nothing_and_blocks_no_one
     assert reg.models() == ["m"] and [r["action"] for r in audit_log(reg.ws)] == ["register", "register"]
     check = verify_audit(reg.ws)  # the killed writer's audit number was given back: the chain has no gap
     assert check.ok and check.rows == 2, check.problems
+
+
+MIGRATE_KILLED = r"""
+import os, signal, sys
+from fmops_nb import postgres
+from fmops_nb.core import Workspace
+from fmops_nb.registry import verify_audit
+real, made, when = postgres.PgConnection.execute, [], sys.argv[3]
+def execute(self, sql, params=()):  # the power goes out after the third table is filled, or right after the COMMIT
+    create = sql.lstrip().upper().startswith('CREATE TABLE')
+    if when == 'copying' and create and len(made) == 3: os.kill(os.getpid(), signal.SIGKILL)
+    made.extend([sql] if create else [])
+    out = real(self, sql, params)
+    if when == 'committed' and sql == 'COMMIT': os.kill(os.getpid(), signal.SIGKILL)
+    return out
+postgres.PgConnection.execute = execute
+Workspace.open(sys.argv[1]).migrate_db(sys.argv[2], verify=verify_audit)
+"""
+
+
+@pytest.mark.hostile
+def test_a_migration_killed_half_way_leaves_both_sides_as_they_were_and_runs_again(pg_url, tmp_path, hostile):
+    hostile("`fmops workspace migrate` killed half-way through the copy")
+    ws = Workspace.open(tmp_path / "ws")
+    reg = Registry(ws, log=False)
+    reg.promote(reg.register("m", weights(tmp_path / "w.safetensors", 1)).id, to="production")
+    config = ws.config_path.read_text() if ws.config_path.exists() else None
+    p = subprocess.run([sys.executable, "-c", MIGRATE_KILLED, str(ws.root), pg_url, "copying"], capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == -signal.SIGKILL, p.stderr
+    with psycopg.connect(pg_url, autocommit=True) as c:  # the server rolled the copy back: not one table is left
+        assert c.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = "
+                         "current_schema()").fetchall() == []
+    assert ws.db_path.is_file() and (ws.config_path.read_text() if ws.config_path.exists() else None) == config
+    again = Workspace.open(ws.root)
+    assert not again.db_url and Registry(again, log=False).get("m:production").id == "m:v1"
+    out = again.migrate_db(pg_url, verify=verify_audit)  # run again: it goes through
+    assert out["rows"]["versions"] == 1 and Workspace.open(ws.root).db_url == pg_url
+    assert Registry(Workspace.open(ws.root), log=False).get("m:production").id == "m:v1"
+
+
+@pytest.mark.hostile
+@pytest.mark.parametrize("options, says", [
+    ("?options=-csearch_path%3Dno_such_schema", "CREATE SCHEMA"),  # a typo in the schema's name
+    ("?options=-cdefault_transaction_read_only%3Don", "read-only"),  # a standby, or a read-only role
+])
+def test_a_database_fmops_cannot_write_is_a_clear_error_naming_it(pg_server, options, says, tmp_path, monkeypatch,
+                                                                  hostile):
+    hostile(f"FMOPS_DB_URL ending {options}")
+    monkeypatch.setenv("FMOPS_DB_URL", pg_server.replace("fmops@", "fmops:s3cr3t@") + options)
+    with pytest.raises(WorkspaceError) as e:
+        Registry(Workspace.open(tmp_path / "ws"), log=False)
+    msg = str(e.value)
+    assert "postgresql://fmops:***@127.0.0.1" in msg and says in msg and "s3cr3t" not in msg, msg
+
+
+@pytest.mark.hostile
+def test_a_user_without_rights_on_the_schema_is_told_what_to_grant(pg_server, tmp_path, monkeypatch, hostile):
+    hostile("FMOPS_DB_URL naming a role that may not create tables in the schema")
+    url = new_schema(pg_server)
+    with psycopg.connect(pg_server, autocommit=True) as c:
+        if not c.execute("SELECT 1 FROM pg_roles WHERE rolname = 'fmops_reader'").fetchone():
+            c.execute("CREATE ROLE fmops_reader LOGIN")
+        c.execute(f"GRANT USAGE ON SCHEMA {url.rsplit('%3D', 1)[1]} TO fmops_reader")  # it may look, not create
+    monkeypatch.setenv("FMOPS_DB_URL", url.replace("fmops@", "fmops_reader:s3cr3t@"))
+    with pytest.raises(WorkspaceError, match=r"fmops_reader:\*\*\*@.*refused fmops \(permission denied.*Grant it") as e:
+        Registry(Workspace.open(tmp_path / "ws"), log=False)
+    assert "s3cr3t" not in str(e.value)
+
+
+@pytest.mark.hostile
+def test_a_migration_killed_after_its_copy_committed_completes_when_run_again(pg_url, tmp_path, hostile):
+    "Killed between the copy's COMMIT and the switch of config.toml: the copy is whole, so running again completes it."
+    hostile("`fmops workspace migrate` killed after the copy committed, before the workspace switched over")
+    ws = Workspace.open(tmp_path / "ws")
+    reg = Registry(ws, log=False)
+    reg.promote(reg.register("m", weights(tmp_path / "w.safetensors", 1)).id, to="production")
+    p = subprocess.run([sys.executable, "-c", MIGRATE_KILLED, str(ws.root), pg_url, "committed"], capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == -signal.SIGKILL, p.stderr
+    assert not Workspace.open(ws.root).db_url and ws.db_path.is_file()  # not switched over yet
+    out = Workspace.open(ws.root).migrate_db(pg_url, verify=verify_audit)  # run again: verified, then switched
+    assert out["rows"]["versions"] == 1 and Workspace.open(ws.root).db_url == pg_url
+    moved = Registry(Workspace.open(ws.root), log=False)
+    assert moved.get("m:production").id == "m:v1" and verify_audit(moved.ws).ok
+    assert moved.register("m", weights(tmp_path / "w2.safetensors", 2)).number == 2
+    other = Workspace.open(tmp_path / "other")  # an interrupted copy of another workspace is still no place to pour
+    Registry(other, log=False).register("x", weights(tmp_path / "x.safetensors", 1))
+    with pytest.raises(ConfigError, match="already holds tables.*interrupted"):
+        other.migrate_db(pg_url, verify=verify_audit)
