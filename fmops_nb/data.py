@@ -464,6 +464,22 @@ def _seconds(v:np.ndarray) -> np.ndarray:
     out[np.isnat(a)] = np.nan
     return out
 
+# %% ../nbs/08_data.ipynb #a71be0c1
+def _times(v) -> np.ndarray:
+    """Times as datetime64 in UTC: dates and datetimes, or text in ISO 8601 with any UTC offset (None: NaT); a
+    ValueError (or TypeError) when a value is neither."""
+    if isinstance(next((x for x in v if x is not None), None), str):
+        import pandas as pd
+        t = pd.to_datetime(pd.Series(list(v), dtype=object), utc=True, format='ISO8601')
+        return t.dt.tz_localize(None).to_numpy()
+    return np.array([np.datetime64('NaT') if x is None else x for x in v], dtype='datetime64[us]')
+
+# %% ../nbs/08_data.ipynb #a71be0c2
+def _is_time(x) -> bool:
+    "Whether `x` reads as one point in time (`_times`): to name the value that does not."
+    try: _times([x]); return True
+    except (TypeError, ValueError, OverflowError): return False
+
 # %% ../nbs/08_data.ipynb #f9d01296
 def _as_float(name:str, vals, kind:str) -> np.ndarray:
     try: v = np.asarray(vals) if not isinstance(vals, list) else np.asarray(vals, dtype=object)
@@ -476,9 +492,9 @@ def _as_float(name:str, vals, kind:str) -> np.ndarray:
     if v.dtype.kind in 'fiub': return v.astype(np.float64, copy=False)
     if v.dtype != object: v = v.astype(object)
     first = next((x for x in v if x is not None), None)
-    if isinstance(first, (_dt.date, np.datetime64)):
-        try: return _seconds(np.array([np.datetime64('NaT') if x is None else x for x in v], dtype='datetime64[us]'))
-        except (TypeError, ValueError): pass
+    if isinstance(first, (_dt.date, np.datetime64)) or kind == 'datetime' and isinstance(first, str):
+        try: return _seconds(_times(v)) # text times too, where the column is declared datetime
+        except (TypeError, ValueError, OverflowError): pass
     try: return np.array([np.nan if x is None else x for x in v], dtype=np.float64)
     except OverflowError:
         raise Uncomparable(f"Column {name!r} holds a whole number too large for a float (over 1e308): an identifier? "
@@ -486,6 +502,7 @@ def _as_float(name:str, vals, kind:str) -> np.ndarray:
                             f"(kinds={{{name!r}: 'categorical'}}).") from None
     except (TypeError, ValueError):
         bad = next(x for x in v if x is not None and not isinstance(x, (int, float, np.number)))
+        if kind == 'datetime': bad = next((x for x in v if x is not None and not _is_time(x)), bad) # not the first
         raise Uncomparable(f"Column {name!r} is {kind} but holds {str(bad)[:60]!r}. Declare it categorical "
                             f"(kinds={{{name!r}: 'categorical'}}) or clean the values.") from None
 

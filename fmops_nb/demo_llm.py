@@ -10,7 +10,7 @@ from dataclasses import dataclass, asdict, field
 from pathlib import Path
 import numpy as np
 from .core import Workspace, atomic_write
-from .errors import ExecutionError, PromotionBlocked, WorkspaceError, require
+from .errors import ExecutionError, PromotionBlocked, ValidationError, WorkspaceError, require
 from .lm import tiny_lm, generate
 from .registry import Registry
 from .diff import diff
@@ -143,6 +143,11 @@ def prepare_llm_demo(folder:str|Path='fmops-llm-demo', # where to create the dem
                      log:bool=True, # log the registration to W&B (offline by default)
                     ) -> tuple[Workspace, dict]:
     "The LLM demo before its report: `assistant:v1` in production, its traffic logs, the SFT data, spec and policies."
+    if not isinstance(n, int) or isinstance(n, bool) or n < 10:
+        raise ValidationError(f"n={n!r} (--rows {n}): the demo needs at least 10 traffic records a day; fewer leave "
+                              f"its drift check too little to decide on.")
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise ValidationError(f"steps={steps!r}: give a whole number of SFT steps, at least 1.")
     import torch
     folder = Path(folder).resolve()
     if folder.exists() and not folder.is_dir():

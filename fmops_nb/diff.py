@@ -5,12 +5,13 @@ on a probe set."""
 
 # %% ../nbs/21_diff.ipynb #8d7c97b1
 from __future__ import annotations
-import copy, hashlib, json, math, mmap, os, re, tempfile, threading, time
+import codecs, copy, hashlib, json, math, mmap, os, re, tempfile, threading, time
+from contextlib import contextmanager
 from pathlib import Path
 from dataclasses import dataclass, asdict
 import blake3
 import numpy as np
-from .errors import ValidationError, MissingDependencyError, require
+from .errors import FmopsError, ValidationError, MissingDependencyError, require
 from .registry import Registry, Version
 from .html import diff_html, display_unless_shown
 from .tasks import TASKS
@@ -21,7 +22,7 @@ from .blobs import same_module
 from .core import flatten
 from .progress import progress
 from fastcore.basics import patch
-from .lm import generate, perplexity, _quiet_transformers
+from .lm import generate, perplexity, _quiet_transformers, _texts, causal_architecture
 from .descriptors import _REFUSAL
 from .embeddings import embed_texts
 from .pii import redact_all
@@ -361,9 +362,20 @@ def _probe_line(raw:bytes, i:int, where:str) -> dict|None:
     if not isinstance(row, dict) or not isinstance(row.get('prompt'), str):
         raise ValidationError(f"{where}, line {i}: no text under 'prompt'. Each line is an object like "
                               '{"prompt": "...", "expected": "..."} (expected and reference optional).')
+    if not row['prompt'].strip():
+        raise ValidationError(f"{where}, line {i}: the prompt is empty, so there is nothing to continue. Give it text "
+                              f"or remove the line.")
     for k in ('expected', 'reference'):
         if row.get(k) is not None and not isinstance(row[k], str):
             raise ValidationError(f"{where}, line {i}: {k!r} is a {type(row[k]).__name__}; write it as a string.")
+    if row.get('expected') is not None and not row['expected'].strip():
+        raise ValidationError(f"{where}, line {i}: 'expected' is empty, and every answer contains the empty text. "
+                              f"Leave 'expected' out (or null) for a prompt without a right answer.")
+    for k in ('prompt', 'expected', 'reference'):
+        try: (row.get(k) or '').encode('utf-8')
+        except UnicodeEncodeError as e:
+            raise ValidationError(f"{where}, line {i}: not valid Unicode: the {k!r} holds a lone surrogate "
+                                  f"{row[k][e.start]!r} (a \\u escape of half a character). Fix the line.") from None
     return row
 
 # %% ../nbs/21_diff.ipynb #2e269ee8
@@ -372,8 +384,10 @@ def read_probe(path, # a jsonl file: {"prompt": ..., "expected": ..., "reference
               ) -> PromptProbe:
     "The prompt probe in jsonl file `path`, checked line by line."
     p = Path(path).expanduser()
+    if p.is_dir(): raise ValidationError(f"The probe {p} is a folder. Pass a jsonl file of prompts.")
     if not p.is_file(): raise ValidationError(f"No probe file {p}. Pass a jsonl file of prompts.")
-    rows = [r for i, raw in enumerate(p.read_bytes().splitlines(), 1) if (r := _probe_line(raw, i, str(p)))]
+    data = p.read_bytes().removeprefix(codecs.BOM_UTF8) # the mark some editors put at the start of UTF-8
+    rows = [r for i, raw in enumerate(data.splitlines(), 1) if (r := _probe_line(raw, i, str(p)))]
     if not rows:
         raise ValidationError(f"The probe {p} holds no prompts. Write one JSON object a line, e.g. "
                               '{"prompt": "Return the", "expected": "path"}.')
@@ -388,16 +402,29 @@ def read_probe(path, # a jsonl file: {"prompt": ..., "expected": ..., "reference
 
 # %% ../nbs/21_diff.ipynb #5e985fa8
 def is_causal_lm(reg:Registry, v:Version) -> bool:
-    "Does version `v` (or, for an adapter, its base) generate text: an architecture in its config ends in ForCausalLM?"
+    "Does version `v` (or, for an adapter, its base) generate text: its config names a causal-LM architecture?"
     archs = (reg.manifest(v).get('config') or {}).get('architectures') or []
     if not archs and v.format == 'peft' and v.base: return is_causal_lm(reg, reg.get(v.base, deleted=True))
-    return any(str(a).endswith('ForCausalLM') for a in archs)
+    return causal_architecture(archs)
 
 # %% ../nbs/21_diff.ipynb #16182c54
 def _lm_key(reg:Registry, v:Version) -> tuple:
     "What version `v` generates from: the SHA-256 of each of its files, and of its base's for an adapter."
     key = tuple(sorted((rel, f['sha256']) for rel, f in v.files.items()))
     return key + _lm_key(reg, reg.get(v.base, deleted=True)) if v.format == 'peft' and v.base else key
+
+# %% ../nbs/21_diff.ipynb #e8b13f64
+@contextmanager
+def _loading(v:Version, what:str):
+    "An error of transformers or peft while loading version `v`'s files, as a ValidationError that names the version."
+    try: yield
+    except FmopsError: raise
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [''])[0][:300]
+        raise ValidationError(f"{v.id}'s files do not load as {what} ({type(e).__name__}: {first}). Its files: "
+                              f"{', '.join(sorted(v.files))}. Register the folder save_pretrained wrote (config, "
+                              f"weights and tokenizer of one model), which AutoTokenizer and AutoModelForCausalLM "
+                              f"load.") from e
 
 # %% ../nbs/21_diff.ipynb #02e6a32e
 def _load_version_lm(reg:Registry, v:Version) -> tuple:
@@ -407,15 +434,17 @@ def _load_version_lm(reg:Registry, v:Version) -> tuple:
     with tempfile.TemporaryDirectory(prefix='fmops-lm-') as t, _quiet_transformers():
         if v.format != 'peft':
             folder = reg.export(v, Path(t) / 'model')
-            tok, model = AutoTokenizer.from_pretrained(folder), AutoModelForCausalLM.from_pretrained(folder)
+            with _loading(v, 'a causal LM and its tokenizer'):
+                tok, model = AutoTokenizer.from_pretrained(folder), AutoModelForCausalLM.from_pretrained(folder)
         else:
             require('peft', 'fm', 'generating with a LoRA adapter')
             from peft import PeftModel
             tok, base = _base_copy(reg, reg.get(v.base, deleted=True))
             adapter = reg.export(v, Path(t) / 'adapter')
-            if any((adapter / f).exists() for f in ('tokenizer.json', 'tokenizer_config.json')):
-                tok = AutoTokenizer.from_pretrained(adapter)
-            model = PeftModel.from_pretrained(base, adapter).merge_and_unload()
+            with _loading(v, f'a LoRA adapter of {v.base}'):
+                if any((adapter / f).exists() for f in ('tokenizer.json', 'tokenizer_config.json')):
+                    tok = AutoTokenizer.from_pretrained(adapter)
+                model = PeftModel.from_pretrained(base, adapter).merge_and_unload()
     tok.padding_side = 'left'
     if tok.pad_token is None: tok.pad_token = tok.eos_token
     return tok, model.eval()
@@ -503,27 +532,55 @@ def _generation_row(i:int, prompt:str, a:str, b:str, sim, expected, match:str) -
             'expected': expected, 'right_a': ra, 'right_b': rb,
             'verdict': 'fixed' if ra is False and rb else 'broken' if ra and rb is False else None}
 
+# %% ../nbs/21_diff.ipynb #a9e4b6c3
+def _check_probe(probe:PromptProbe, max_new_tokens:int):
+    "Refuse a prompt probe, or an answer budget, that cannot be run, before anything is loaded or compared."
+    name = f"The probe {probe.name!r}"
+    prompts = _texts(probe.prompts, name)
+    if not prompts: raise ValidationError(f"{name} has no prompts.")
+    if (k := next((i for i, p in enumerate(prompts) if not p.strip()), None)) is not None:
+        raise ValidationError(f"{name}: prompt #{k} is empty, so there is nothing to continue. Give it text.")
+    if probe.expected is not None:
+        if isinstance(probe.expected, str) or len(probe.expected) != len(prompts):
+            raise ValidationError(f"{name} has {len(prompts)} prompts but {len(probe.expected)} expected answers; "
+                                  f"give one per prompt (None where there is none).")
+        for i, e in enumerate(probe.expected):
+            if e is not None and (not isinstance(e, str) or not e.strip()):
+                raise ValidationError(f"{name}: expected answer #{i} is {e!r:.60}. Give a text, or None for a "
+                                      f"prompt without a right answer (an empty text is in every answer).")
+        _texts([e or '' for e in probe.expected], f"{name}'s expected answers")
+    if probe.reference is not None: _texts(probe.reference, f"{name}'s reference texts")
+    if probe.match not in ('contains', 'exact'):
+        raise ValidationError(f"match={probe.match!r}: use 'contains' or 'exact'.")
+    if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
+        raise ValidationError(f"max_new_tokens={max_new_tokens!r}: give a whole number of tokens, at least 1.")
+
+# %% ../nbs/21_diff.ipynb #c7a2e9d5
+def _prompts_cut(lm:tuple, prompts:list, max_new_tokens:int) -> int:
+    "How many `prompts` the (tokenizer, model) pair `lm` cuts to fit its context beside the answer (keeping their end)."
+    tok, model = lm
+    context = getattr(model.config, 'max_position_embeddings', None)
+    return sum(len(x) > context - max_new_tokens for x in tok(prompts)['input_ids']) if context else 0
+
 # %% ../nbs/21_diff.ipynb #017829b1
 def generation_diff(reg:Registry, a:Version, b:Version, probe:PromptProbe,
                     max_new_tokens:int=32, # each answer's budget, in new tokens
                    ) -> dict:
     "Both causal-LM versions' greedy answers to every prompt of `probe`, compared, and their perplexity on its texts."
-    if not probe.prompts: raise ValidationError(f"The probe {probe.name!r} has no prompts.")
-    if probe.expected is not None and len(probe.expected) != len(probe.prompts):
-        raise ValidationError(f"The probe has {len(probe.prompts)} prompts but {len(probe.expected)} expected answers.")
-    if probe.match not in ('contains', 'exact'):
-        raise ValidationError(f"match={probe.match!r}: use 'contains' or 'exact'.")
-    if max_new_tokens < 1: raise ValidationError(f"max_new_tokens={max_new_tokens}: give at least 1.")
+    _check_probe(probe, max_new_tokens)
     exp = probe.expected or [None] * len(probe.prompts)
     texts = probe.reference or [p + (' ' + e if e else '') for p, e in zip(probe.prompts, exp)]
     same = _lm_key(reg, a) == _lm_key(reg, b) # the same files give the same answers: run once
     lm = _version_lm(reg, a)
+    cut = [_prompts_cut(lm, probe.prompts, max_new_tokens)]
     if same or 2 * _weight_bytes(lm) <= _KEEP_BYTES: # two fit in what a process keeps: b's work runs beside a's
         lms = [lm] if same else [lm, _version_lm(reg, b)]
+        cut.append(_prompts_cut(lms[-1], probe.prompts, max_new_tokens))
         ans_a, ans_b, ppls, memo, missing = _answers(lms, probe.prompts, texts, max_new_tokens)
     else: # larger models, one loaded at a time: each let go before the next loads
         ans_a, ppls, memo, missing = generate(lm, probe.prompts, max_new_tokens), [perplexity(lm, texts)], {}, False
         lm = _version_lm(reg, b)
+        cut.append(_prompts_cut(lm, probe.prompts, max_new_tokens))
         ans_b = generate(lm, probe.prompts, max_new_tokens); ppls.append(perplexity(lm, texts)); del lm
     ppl_a, ppl_b = ppls[0], ppls[-1]
     sims, how = (None, _NO_EMBEDDER) if missing else _similarities(ans_a, ans_b, memo)
@@ -542,6 +599,7 @@ def generation_diff(reg:Registry, a:Version, b:Version, probe:PromptProbe,
             'fixed': sum(r['verdict'] == 'fixed' for r in rows) if labelled else None,
             'broken': sum(r['verdict'] == 'broken' for r in rows) if labelled else None,
             'perplexity': {'a': ppl_a, 'b': ppl_b, 'texts': len(texts), 'on': on},
+            'prompts_cut': {'a': cut[0], 'b': cut[1]}, # longer than the context leaves beside the answer
             'rows': rows}
 
 # %% ../nbs/21_diff.ipynb #27b070cc
@@ -568,12 +626,21 @@ def _generation_summary(g:dict) -> str:
     return (f"answers agree on {g['agreement']:.1%} of {g['n']} prompts, {sim}{right}, "
             f"perplexity {ppl['a']:.4g} → {ppl['b']:.4g}")
 
+# %% ../nbs/21_diff.ipynb #d9b4c3f6
+def _cut_clause(cut:dict) -> str:
+    "'; 2 prompts cut to fit the context (their end kept)' for a diff's `prompts_cut` (per version if they differ)."
+    if not any(cut.values()): return ''
+    say = lambda k: (f"{k} prompt{'s' if k != 1 else ''} cut to fit the context "
+                     f"({'their' if k != 1 else 'its'} end kept)")
+    return '; ' + (say(cut['a']) if cut['a'] == cut['b'] else f"a: {say(cut['a'])}, b: {say(cut['b'])}")
+
 # %% ../nbs/21_diff.ipynb #8834bbd4
 def _generation_lines(g:dict, n:int=20) -> list[str]:
     "The text view of a generation diff: how it was run, then the answers to each prompt (the first `n`)."
     ppl = g['perplexity']
     out = [f"Generation on {g['probe']} ({g['decoding']}, {g['max_new_tokens']} new tokens): perplexity "
-           f"{ppl['a']:.4g} -> {ppl['b']:.4g} on {ppl['texts']} texts ({ppl['on']}); similarity: {g['similarity']}"]
+           f"{ppl['a']:.4g} -> {ppl['b']:.4g} on {ppl['texts']} texts ({ppl['on']}); similarity: {g['similarity']}"
+           + _cut_clause(g.get('prompts_cut') or {})]
     for r in g['rows'][:n]:
         flags = [f for f, on in (('empty a', r['empty_a']), ('empty b', r['empty_b']), ('refusal a', r['refusal_a']),
                                  ('refusal b', r['refusal_b']), (r['verdict'], r['verdict'])) if on]
@@ -779,7 +846,7 @@ def diff(a:str, b:str, # versions or aliases: 'model:v1', 'model:production'
     reg = registry or Registry(log=False)
     va, vb = reg.get(a), reg.get(b)
     if isinstance(probe, (str, Path)): probe = read_probe(probe)
-    if isinstance(probe, PromptProbe): _check_generative(reg, va, vb)
+    if isinstance(probe, PromptProbe): _check_probe(probe, max_new_tokens); _check_generative(reg, va, vb)
     runs = tuple(r for r in (va.meta.get('run_id'), vb.meta.get('run_id')) if r)
     cfg = config_diff(_configs(reg, va), _configs(reg, vb), runs)
     tensors, cost = _weights(reg, va, vb)

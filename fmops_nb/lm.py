@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_lm.ipynb #9e4902c5
 from __future__ import annotations
-import hashlib, inspect, json, math, os, shutil, tempfile, time
+import copy, hashlib, inspect, json, math, os, shutil, tempfile, time
 from contextlib import contextmanager
 from dataclasses import dataclass, asdict
 from pathlib import Path
@@ -14,7 +14,7 @@ from .progress import progress
 
 # %% auto #0
 __all__ = ['CORPUS_MODULES', 'SPECIAL_TOKENS', 'CHAT_TEMPLATE', 'corpus', 'TinyLMRecipe', 'recipe_key', 'train_tokenizer',
-           'pretrain', 'cache_dir', 'tiny_lm', 'load_lm', 'generate', 'perplexity']
+           'pretrain', 'cache_dir', 'tiny_lm', 'causal_architecture', 'load_lm', 'generate', 'perplexity']
 
 # %% ../nbs/12_lm.ipynb #7c92db80
 CORPUS_MODULES = ('abc argparse array ast asyncio.locks asyncio.queues asyncio.streams asyncio.tasks base64 binascii '
@@ -240,6 +240,32 @@ def tiny_lm(recipe:TinyLMRecipe=TinyLMRecipe(),
                                  f"tiny_lm() again, or tiny_lm(threads=1) on a busy machine.") from e
     return folder
 
+# %% ../nbs/12_lm.ipynb #a3d9c6e1
+def causal_architecture(archs:list) -> bool:
+    "Does a config's `architectures` name a causal LM: a class ending in ForCausalLM, or LMHeadModel (GPT-2's kind)?"
+    return any(str(a).endswith(('ForCausalLM', 'LMHeadModel')) for a in archs or [])
+
+# %% ../nbs/12_lm.ipynb #f6a2d8e3
+_TOKENIZER_FILES = ('tokenizer.json', 'tokenizer_config.json', 'tokenizer.model', 'vocab.json', 'vocab.txt')
+
+def _check_lm_folder(folder:Path):
+    "Refuse a folder that holds no causal LM and its tokenizer, saying what is missing, before transformers reads it."
+    cfg = folder / 'config.json'
+    if not cfg.is_file():
+        raise ValidationError(f"{folder} is not a model folder (no config.json). Pass the folder a causal LM was "
+                              f"saved to, e.g. tiny_lm() or a registered version's files.")
+    try: archs = json.loads(cfg.read_text()).get('architectures') or []
+    except (ValueError, AttributeError) as e:
+        raise ValidationError(f"{cfg} is not a model config ({e}). Save the model again (save_pretrained)."
+                              ) from None
+    if archs and not causal_architecture(archs):
+        raise ValidationError(f"{folder} holds no causal LM (its config's architectures: {', '.join(map(str, archs))})"
+                              f": generating text and scoring perplexity need one, e.g. tiny_lm() or the folder of a "
+                              f"…ForCausalLM model.")
+    if not any((folder / f).is_file() for f in _TOKENIZER_FILES):
+        raise ValidationError(f"{folder} has no tokenizer (none of {', '.join(_TOKENIZER_FILES)}). Save the model's "
+                              f"tokenizer beside it: tokenizer.save_pretrained(folder).")
+
 # %% ../nbs/12_lm.ipynb #d7223bd6
 _LOADED = {} # folder -> (tokenizer, model), loaded once per process
 
@@ -249,11 +275,14 @@ def load_lm(path) -> tuple:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     key = str(Path(path).resolve())
     if key not in _LOADED:
-        if not (Path(path) / 'config.json').is_file():
-            raise ValidationError(f"{path} is not a model folder (no config.json). Pass the folder a causal LM was "
-                                  f"saved to, e.g. tiny_lm() or a registered version's files.")
-        with _quiet_transformers():
-            tok, model = AutoTokenizer.from_pretrained(key), AutoModelForCausalLM.from_pretrained(key)
+        _check_lm_folder(Path(path))
+        try:
+            with _quiet_transformers():
+                tok, model = AutoTokenizer.from_pretrained(key), AutoModelForCausalLM.from_pretrained(key)
+        except Exception as e: # transformers' own, on files that are there but do not fit together
+            first = (str(e).strip().splitlines() or [''])[0][:300]
+            raise ValidationError(f"{path} does not load as a causal LM and its tokenizer ({type(e).__name__}: "
+                                  f"{first}). Pass the folder save_pretrained wrote for one model.") from e
         tok.padding_side = 'left'
         if tok.pad_token is None: tok.pad_token = tok.eos_token
         _LOADED[key] = tok, model.eval()
@@ -261,8 +290,34 @@ def load_lm(path) -> tuple:
 
 # %% ../nbs/12_lm.ipynb #7cd526d2
 def _pair(path) -> tuple:
-    "The (tokenizer, model) pair `path` is, or the pair `load_lm` loads from the folder `path`."
-    return tuple(path) if isinstance(path, tuple) else load_lm(path)
+    """The (tokenizer, model) pair `path` is, or the pair `load_lm` loads from the folder `path`; a pair's tokenizer
+    without a pad token is used as a copy that pads with its end-of-text token (the caller's is left as it is)."""
+    if not isinstance(path, tuple): return load_lm(path)
+    tok, model = path
+    if tok.pad_token is None:
+        if tok.eos_token is None:
+            raise ValidationError("The tokenizer has no pad token and no end-of-text token to pad with. Give it one "
+                                  "(tok.add_special_tokens({'pad_token': '<pad>'}), then "
+                                  "model.resize_token_embeddings(len(tok))).")
+        tok = copy.deepcopy(tok); tok.pad_token = tok.eos_token
+    return tok, model
+
+# %% ../nbs/12_lm.ipynb #c41d9e27
+def _texts(texts, what:str) -> list:
+    "`texts` as a list of strings UTF-8 can encode; a ValidationError naming the first item that is not one."
+    if isinstance(texts, (str, bytes)) or not hasattr(texts, '__iter__'):
+        hint = ' (one text: wrap it in a list, [text])' if isinstance(texts, (str, bytes)) else ''
+        raise ValidationError(f"{what} takes a list of texts; got a {type(texts).__name__}{hint}.")
+    out = list(texts)
+    for i, t in enumerate(out):
+        if not isinstance(t, str):
+            raise ValidationError(f"{what} takes a list of texts; got a {type(t).__name__} ({t!r:.60}) at #{i}.")
+        try: t.encode('utf-8')
+        except UnicodeEncodeError as e:
+            raise ValidationError(f"{what}: text #{i} is not valid Unicode (a lone surrogate {t[e.start]!r} at "
+                                  f"character {e.start}). Fix its source, or decode it with errors='replace'."
+                                  ) from None
+    return out
 
 # %% ../nbs/12_lm.ipynb #a5fac333
 def generate(path, # a causal LM's folder, or its (tokenizer, model) pair
@@ -272,18 +327,30 @@ def generate(path, # a causal LM's folder, or its (tokenizer, model) pair
              on_batch=None, # fn(start, answers): called with each batch's answers as soon as they are decoded
             ) -> list[str]:
     "The greedy continuation of each prompt by the model in `path` (the new text only), in order."
+    prompts = _texts(prompts, 'generate')
     if on_batch is not None and not callable(on_batch):
         raise ValidationError(f"on_batch must be a function of (start, answers); got {type(on_batch).__name__}.")
+    for name, v in (('max_new_tokens', max_new_tokens), ('batch_size', batch_size)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValidationError(f"{name}={v!r}: give a whole number, at least 1.")
     import torch
     tok, model = _pair(path)
-    room = model.config.max_position_embeddings - max_new_tokens
+    context = getattr(model.config, 'max_position_embeddings', None)
+    if context and max_new_tokens >= context:
+        raise ValidationError(f"max_new_tokens={max_new_tokens}: the model's context holds {context} tokens, prompt "
+                              f"and answer together; give at most {context - 1}.")
+    ids = tok(prompts)['input_ids'] if prompts else []
+    if (k := next((i for i, x in enumerate(ids) if not x), None)) is not None:
+        raise ValidationError(f"prompt #{k} is empty: the model has nothing to continue. Give it text or leave it out.")
+    room = context - max_new_tokens if context else None
     out = []
     with torch.inference_mode():
-        for s in range(0, len(prompts), batch_size):
-            enc = tok(list(prompts[s:s + batch_size]), return_tensors='pt', padding=True, truncation=True,
-                      max_length=room, padding_side='left') # every answer starts right after its prompt
-            ids = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
-            said = tok.batch_decode(ids[:, enc['input_ids'].shape[1]:], skip_special_tokens=True)
+        for s in range(0, len(ids), batch_size):
+            batch = [x[-room:] if room else x for x in ids[s:s + batch_size]] # a prompt over the room keeps its end
+            enc = tok.pad({'input_ids': batch}, return_tensors='pt', padding_side='left') # answers follow prompts
+            ids_out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                     pad_token_id=tok.pad_token_id)
+            said = tok.batch_decode(ids_out[:, enc['input_ids'].shape[1]:], skip_special_tokens=True)
             out += said
             if on_batch is not None: on_batch(s, said)
     return out
@@ -296,8 +363,8 @@ def perplexity(path, # a causal LM's folder, or its (tokenizer, model) pair
     "exp(mean next-token loss) of the model in `path` over every token of `texts` after each text's first."
     if batch_size is not None and (not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1):
         raise ValidationError(f"batch_size={batch_size!r}: give a whole number of texts, at least 1 (or None).")
-    if (bad := next((t for t in texts if not isinstance(t, str)), None)) is not None:
-        raise ValidationError(f"perplexity is measured on texts; got a {type(bad).__name__} ({bad!r:.60}).")
+    texts = _texts(texts, 'perplexity')
+    if not texts: raise ValidationError("perplexity of no texts: give at least one text of two tokens or more.")
     import torch
     tok, model = _pair(path)
     total, count = 0.0, 0

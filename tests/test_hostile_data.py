@@ -790,3 +790,16 @@ def test_no_rows_is_said_only_when_there_are_no_rows(tmp_path, hostile):
         drift(tmp_path / "ref1.csv", pd.DataFrame({"total": g.random(500)}))
     with pytest.raises(ValidationError, match="The current data has no rows"):  # and when there are none, it says so
         drift(tmp_path / "ref1.csv", pd.DataFrame({"amount": np.array([], dtype=float)}))
+
+
+def test_text_times_in_a_column_declared_datetime_are_read_and_a_bad_one_is_named(hostile):
+    "A log's `ts` as ISO 8601 text (any UTC offset) is a datetime column; the error names the value that is no time."
+    hostile("a datetime column of text times with one 'yesterday' in the current data")
+    ts = pd.date_range("2026-11-01", periods=60, freq="h", tz="UTC")
+    ref = pd.DataFrame({"ts": [t.isoformat() for t in ts], "x": range(60)})  # '2026-11-01T00:00:00+00:00'
+    cur = pd.DataFrame({"ts": [t.tz_convert("Europe/Paris").isoformat() for t in ts], "x": range(60)})
+    rep = drift(ref, cur, kinds={"ts": "datetime"})  # was: "is datetime but holds '2026-11-01T00:00:00+00:00'"
+    assert rep.columns["ts"].kind == "datetime" and rep.columns["ts"].status == "ok"  # the same instants: no drift
+    cur.loc[7, "ts"] = "yesterday"
+    with pytest.raises(ValidationError, match="is datetime but holds 'yesterday'"):  # was: its first, valid, value
+        drift(ref, cur, kinds={"ts": "datetime"})

@@ -66,7 +66,7 @@ def test_bad_arguments_to_perplexity_and_generate_are_named():
     for bs in (0, -3, 2.5, True):
         with pytest.raises(ValidationError, match="batch_size"):
             perplexity(path, ["a text of some words"], batch_size=bs)
-    with pytest.raises(ValidationError, match="measured on texts; got a float"):
+    with pytest.raises(ValidationError, match=r"a list of texts; got a float \(nan\) at #1"):
         perplexity(path, ["a text", float("nan")])
     with pytest.raises(ValidationError, match="on_batch must be a function"):
         generate(path, ["Return the"], 4, on_batch="print")
