@@ -7,6 +7,7 @@ data with fingerprints, evaluation with slices, limitations, lineage, approvals 
 from __future__ import annotations
 import re, yaml
 from .core import Workspace
+from .html import md_text
 from .registry import Registry, Version
 from .governance import approvals
 from .monitor import alerts
@@ -58,33 +59,20 @@ def card_facts(ref:str|Version, # the version: 'model:vN', 'model:alias' or a `V
                            'reason': h['reason'] or ''} for h in rolled],
             'files': dict(v.files)}
 
-# %% ../nbs/23_cards.ipynb #ccdf269f
-_SHOWN = re.compile('[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]') # controls, direction marks
-_NO_LINK = re.compile(r'\]\((?!\s*(?:https?://|mailto:|#))', re.I) # a link to anything but the web, mail or the page
-
-def _cell(x) -> str:
-    r"""A value as Markdown that any renderer shows as the same text, formatting and web links aside: line breaks
-    folded, HTML, math and table characters escaped, links elsewhere (`javascript:`) and link definitions broken,
-    control and direction characters written as escapes (`\x1b`, `\u202e`), empty as —."""
-    s = ' '.join(str('' if x is None else x).split()).replace('\\', '\\\\')
-    s = _SHOWN.sub(lambda m: repr(m[0])[1:-1], s).replace('&', '&amp;').replace('<', '&lt;').replace('>', '&gt;')
-    s = _NO_LINK.sub(r']\\(', s.replace(']:', '\\]:'))
-    return s.replace('|', '\\|').replace('$', '\\$') or '—'
-
 # %% ../nbs/23_cards.ipynb #b076ce53
 def _rows(head:list, rows:list) -> list[str]:
     "A Markdown table."
     return (['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
-            + ['| ' + ' | '.join(_cell(x) for x in r) + ' |' for r in rows])
+            + ['| ' + ' | '.join(md_text(x) for x in r) + ' |' for r in rows])
 
 # %% ../nbs/23_cards.ipynb #618843bb
 def _num(x) -> str:
-    return f"{x:.4g}" if isinstance(x, (int, float)) and not isinstance(x, bool) else _cell(x)
+    return f"{x:.4g}" if isinstance(x, (int, float)) and not isinstance(x, bool) else md_text(x)
 
 # %% ../nbs/23_cards.ipynb #77f8d6f9
 def _count(x) -> str:
     "A number of rows as a whole number; anything else as a cell."
-    return str(x) if isinstance(x, int) and not isinstance(x, bool) else _cell(x)
+    return str(x) if isinstance(x, int) and not isinstance(x, bool) else md_text(x)
 
 # %% ../nbs/23_cards.ipynb #411dab04
 def _measured(s:dict, # one segment's metrics: {metric: value, 'n': rows, 'n_<metric>': rows}
@@ -119,8 +107,8 @@ def _evaluation(f:dict) -> list[str]:
     for col, segs in f['slices'].items():
         segs = {seg: s for seg, s in segs.items() if isinstance(s, dict)}
         names = list(dict.fromkeys(k for s in segs.values() for k in s if k != 'n' and not k.startswith('n_')))
-        out += ['', f"### Slices by {_cell(col)}", '',
-                *_rows(['segment', 'n', *map(_cell, names)],
+        out += ['', f"### Slices by {md_text(col)}", '',
+                *_rows(['segment', 'n', *map(md_text, names)],
                        [[seg, _count(s.get('n')), *(_measured(s, k) for k in names)] for seg, s in segs.items()])]
         if any(k.startswith('n_') for s in segs.values() for k in s):
             out += ['', "_n: the segment's rows. A metric measured on fewer of them (rows with no label) has that "
@@ -149,26 +137,26 @@ def render_card(f:dict) -> str:
     "A card's Markdown (front matter and sections) from `card_facts`."
     todo = '_To be filled in by the owner (register the version with it)._'
     p = f['n_parameters']
-    out = [_front_matter(f).rstrip('\n'), '', f"# {_cell(f['version'])}", '',
-           _cell(f['description']) if f['description'] else '_No description given._', '',
+    out = [_front_matter(f).rstrip('\n'), '', f"# {md_text(f['version'])}", '',
+           md_text(f['description']) if f['description'] else '_No description given._', '',
            '## Model details', '', *_rows(['', ''], [
                ['version', f['version']], ['aliases', ', '.join(f['aliases'])], ['format', f['format']],
                ['parameters', f"{p:,}" if isinstance(p, int) else p], ['registered', f"{f['created_at'][:19]} by "
                                                                                      f"{f['created_by']}"],
                ['finetuned from', f['base'] or f['parent']], ['fine-tune run', f['run_id']],
                ['code version', f['code_version']]]),
-           '', '## Intended use', '', _cell(f['intended_use']) if f['intended_use'] else todo,
-           '', '## Out-of-scope use', '', _cell(f['out_of_scope']) if f['out_of_scope'] else todo,
-           '', '## Bias, risks and limitations', '', _cell(f['limitations']) if f['limitations'] else todo,
+           '', '## Intended use', '', md_text(f['intended_use']) if f['intended_use'] else todo,
+           '', '## Out-of-scope use', '', md_text(f['out_of_scope']) if f['out_of_scope'] else todo,
+           '', '## Bias, risks and limitations', '', md_text(f['limitations']) if f['limitations'] else todo,
            '', '## Training data', '']
     out += (_rows(['role', 'fingerprint', 'rows'], [[k, d.get('fingerprint'), d.get('rows')]
                                                     for k, d in f['data'].items() if isinstance(d, dict)])
             if f['data'] else ['_No data fingerprints recorded._'])
     out += ['', *_evaluation(f), '', '## Lineage', '',
-            f"- Ancestors: {', '.join(map(_cell, f['ancestors'])) or 'none (a root version)'}",
-            f"- Derived from it: {', '.join(map(_cell, f['children'])) or 'nothing yet'}",
-            *[f"- Promoted to {_cell(h['alias'])} at {h['at'][:19]} by {_cell(h['by'])}"
-              + (f": {_cell(h['reason'])}" if h['reason'] else '') for h in f['promotions']],
+            f"- Ancestors: {', '.join(map(md_text, f['ancestors'])) or 'none (a root version)'}",
+            f"- Derived from it: {', '.join(map(md_text, f['children'])) or 'nothing yet'}",
+            *[f"- Promoted to {md_text(h['alias'])} at {h['at'][:19]} by {md_text(h['by'])}"
+              + (f": {md_text(h['reason'])}" if h['reason'] else '') for h in f['promotions']],
             '', *_governance(f), '', '## Files', '',
             *_rows(['file', 'size', 'sha256'], [[k, f"{x['size']:,}", x['sha256'][:16]]
                                                 for k, x in sorted(f['files'].items())]),

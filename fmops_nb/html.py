@@ -10,7 +10,7 @@ import datetime, html, math, re
 __all__ = ['RED', 'BLUE', 'GREY', 'GREEN', 'AMBER', 'STYLE', 'num', 'esc', 'style_tag', 'panel', 'head_html', 'section', 'empty',
            'moved', 'display_unless_shown', 'decided_by', 'vs_threshold', 'svg_bars', 'svg_quantile_bins',
            'svg_timeline', 'column_table', 'svg_projection', 'column_detail', 'quality_html', 'table', 'svg_modules',
-           'generation_html', 'diff_html', 'sort_versions', 'versions_html', 'card_html']
+           'generation_html', 'diff_html', 'sort_versions', 'versions_html', 'card_html', 'md_text']
 
 # %% ../nbs/07_html.ipynb #7cf87b48
 # RED: drift and failures (and the current data in charts); BLUE: the reference; GREY: no data; GREEN: ok;
@@ -928,3 +928,16 @@ def card_html(text:str) -> str:
     md.validateLink = _card_link
     md.add_render_rule('image', lambda self, tokens, i, options, env: esc(f"[image: {tokens[i].content}]"))
     return f"<div class='fmops-card'>{meta}{md.render(text)}</div>"
+
+# %% ../nbs/07_html.ipynb #b6e1c2a2
+_MD_SHOWN = re.compile('[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]') # controls, direction marks
+_MD_NO_LINK = re.compile(r'\]\((?!\s*(?:https?://|mailto:|#))', re.I) # a link to anything but the web, mail or the page
+
+def md_text(x) -> str:
+    r"""A value as Markdown that any renderer shows as the same text, formatting and web links aside: line breaks
+    folded, HTML, math and table characters escaped, links elsewhere (`javascript:`) and link definitions broken,
+    control and direction characters written as escapes (`\x1b`, `\u202e`), empty as —."""
+    s = ' '.join(str('' if x is None else x).split()).replace('\\', '\\\\')
+    s = _MD_SHOWN.sub(lambda m: repr(m[0])[1:-1], s).replace('&', '&amp;').replace('<', '&lt;').replace('>', '&gt;')
+    s = _MD_NO_LINK.sub(r']\\(', s.replace(']:', '\\]:'))
+    return s.replace('|', '\\|').replace('$', '\\$') or '—'

@@ -509,8 +509,11 @@ def _alerts_args(p):
 @command('alerts', 'List the alerts monitoring policies raised, or acknowledge one', args=_alerts_args)
 def _alerts(ctx, args):
     from fmops_nb import monitor as M
+    from fmops_nb.governance import check_role
     ws = ctx.workspace()
-    if args.ack is not None: M.acknowledge(args.ack, ws)
+    if args.ack is not None:
+        check_role('alert', ws) # as `fmops alerts ack` checks it
+        M.acknowledge(args.ack, ws)
     return AlertList(M.alerts(ws, state=None if args.all else 'open'))
 
 # %% ../nbs/90_magics.ipynb #61cc27f9

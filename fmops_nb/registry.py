@@ -20,7 +20,7 @@ from .audit import AuditCheck, append_audit, check_log, ensure_audit, writable_k
 from .blobs import BlobStore, read_header, safe_files, tensor_hashes, same_module
 from .core import PluginRegistry
 from .errors import CorruptBlobError
-from .html import table, esc, num, panel, empty
+from .html import table, esc, num, panel, empty, md_text
 from .slices import check_slices
 
 # %% auto #0
@@ -766,7 +766,7 @@ def _stack(self:Registry, con, model:str, alias:str) -> list:
 def rollback(self:Registry, alias:str, # 'model:alias', e.g. 'chat:production'
              to:str|None=None, # a version of the same model; default: the alias's previous target
              reason:str='') -> Version:
-    "Move `alias` back to its previous target (or to `to`), audited."
+    "Move `alias` back to its previous target (or to `to`), audited; a `to` it never pointed at passes the gates."
     model, name = _split_ref(alias)
     if name is None: raise ValidationError(f"Name the alias to roll back, e.g. '{model}:production'.")
     if model not in (have := self.models()): raise not_found('model', model, have)
@@ -777,8 +777,15 @@ def rollback(self:Registry, alias:str, # 'model:alias', e.g. 'chat:production'
         writable_key(con) # a keyed log without its key: refused first
         cur = con.execute("SELECT version FROM aliases WHERE model=? AND alias=?", (model, name)).fetchone()
         stack = self._stack(con, model, name)
+        had = target is not None and con.execute("SELECT 1 FROM alias_history WHERE model=? AND alias=? AND version=?",
+                                                 (model, name, target.id)).fetchone() is not None
     lands = target.id if target else stack[-2] if len(stack) > 1 else None
     self._guard(f"rollback of {model}:{name}", model, (cur and cur['version'], lands))
+    if target is not None and cur is not None and not had: # not back but somewhere new: a promotion in all but name
+        try: _gates(self, target, model, name, force=False, reason=reason)
+        except PromotionBlocked as e:
+            raise PromotionBlocked(f"{model}:{name} has never pointed at {target.id}, so rolling it back there is a "
+                                   f"promotion and passes the same gates. {e}") from None
     with self.ws.transaction() as con:
         cur = con.execute("SELECT version FROM aliases WHERE model=? AND alias=?", (model, name)).fetchone()
         if cur is None:
@@ -917,29 +924,32 @@ def log_to_wandb(self:Registry, ref:str) -> str:
 
 # %% ../nbs/20_registry.ipynb #54a85330
 def _card(vid:str, fmt:str, meta:dict, files:dict, parent, base, at:str, by:str) -> str:
-    "A model card in markdown: lineage, data, metrics, and the intended-use fields for the owner to fill."
-    lines = [f"# {vid}", '', meta.get('description') or '_No description given._', '',
-             f"Registered by {by} at {at}. Format: {fmt}; {meta['n_tensors']} tensors, "
+    """A model card in markdown: lineage, data, metrics, and the intended-use fields for the owner to fill. What a
+    person or a file gave (description, names, tags, the user) goes through `md_text`: text in any renderer."""
+    t = md_text
+    lines = [f"# {vid}", '', t(meta['description']) if meta.get('description') else '_No description given._', '',
+             f"Registered by {t(by)} at {t(at)}. Format: {t(fmt)}; {meta['n_tensors']} tensors, "
              f"{meta['n_parameters']:,} parameters.", '',
              '## Lineage', '', f"- Parent: {parent.id if parent else '—'}", f"- Base: {base.id if base else '—'}",
-             f"- Fine-tune run: {meta.get('run_id') or '—'}", f"- Code version: {meta.get('code_version') or '—'}", '',
+             f"- Fine-tune run: {t(meta.get('run_id'))}", f"- Code version: {t(meta.get('code_version'))}", '',
              '## Data', '']
     if meta['data']:
         lines += ['| role | fingerprint | rows |', '|---|---|---|'] + [
-            f"| {k} | `{d['fingerprint'][:19]}` | {d.get('rows', '—')} |" for k, d in meta['data'].items()]
+            f"| {t(k)} | {t(str(d['fingerprint'])[:19])} | {t(d.get('rows'))} |" for k, d in meta['data'].items()]
     else: lines.append('_No data fingerprints recorded._')
     lines += ['', '## Metrics', '']
     if meta['metrics']:
         lines += ['| metric | value | better |', '|---|---|---|'] + [
-            f"| {k} | {m['value']:.4g} | {m['direction']} |" for k, m in meta['metrics'].items()]
+            f"| {t(k)} | {m['value']:.4g} | {t(m['direction'])} |" for k, m in meta['metrics'].items()]
     else: lines.append('_No metrics recorded._')
     lines += ['', '## Intended use', '',
-              meta.get('intended_use') or '_To be filled in by the owner: intended uses and users._', '',
+              t(meta['intended_use']) if meta.get('intended_use') else
+              '_To be filled in by the owner: intended uses and users._', '',
               '## Out-of-scope uses', '', '_To be filled in by the owner._', '',
               '## Limitations and risks', '', '_To be filled in by the owner._', '',
               '## Files', '', '| file | size | sha256 |', '|---|---|---|']
-    lines += [f"| {k} | {f['size']:,} | `{f['sha256'][:12]}` |" for k, f in sorted(files.items())]
-    if meta.get('tags'): lines += ['', 'Tags: ' + ', '.join(meta['tags'])]
+    lines += [f"| {t(k)} | {f['size']:,} | `{f['sha256'][:12]}` |" for k, f in sorted(files.items())]
+    if meta.get('tags'): lines += ['', 'Tags: ' + ', '.join(map(t, meta['tags']))]
     return '\n'.join(lines) + '\n'
 
 # %% ../nbs/20_registry.ipynb #8b36e93e

@@ -18,6 +18,7 @@ from .html import (RED, GREEN, BLUE, AMBER, num, esc, svg_timeline, column_detai
 from .diff import VersionDiff, diff
 from .errors import FmopsError, ValidationError
 from .finetune import Run, FINAL, latest_checkpoint
+from .governance import check_role
 from .registry import version_table
 from .reports import ReportRun
 from .tracking import read_run
@@ -555,8 +556,10 @@ def ask(self:RegistryPanel, action:str # 'promote' or 'rollback'
              "move is audited.")
         self.confirm.open_box(action, q, force=True, go=f"Promote to {alias}")
     else:
+        new = now != vid and all(h['version'] != vid for h in self.reg.history(*ref.split(':')))
         q = (f"Roll {ref} back from {now} to the version it pointed at before?" if now == vid else
-             f"Roll {ref} back to {vid} (now {now})?") + " The move is audited."
+             f"Roll {ref} back to {vid} (now {now})?") + (
+            f" {ref} never pointed at {vid}: the promotion gates run first." if new else '') + " The move is audited."
         self.confirm.open_box(action, q, force=False, go=f"Roll back {alias}")
     return q
 
@@ -576,10 +579,12 @@ def promote(self:RegistryPanel, reason:str='', force:bool=False):
 # %% ../nbs/80_widgets.ipynb #26ce39a2
 @patch
 def rollback(self:RegistryPanel, reason:str=''):
-    "Roll the picked alias back (`Registry.rollback`, audited): to its previous version, or to the selected one."
+    "Roll the picked alias back (role checked, `Registry.rollback`, audited): to its previous or the selected version."
     vid, alias, was = self.table.selected, self.alias.value or 'production', self.target()
     ref = f"{self.table.items[vid]['model']}:{alias}"
-    try: out = self.reg.rollback(ref, to=None if was == vid else vid, reason=reason.strip())
+    try:
+        check_role('rollback', self.reg.ws) # as the magic and the CLI check it; the registry's gates do the rest
+        out = self.reg.rollback(ref, to=None if was == vid else vid, reason=reason.strip())
     except FmopsError as e: return self.say(str(e), ok=False)
     self.reload(); self.say(moved(ref, out.id, was))
     return out
