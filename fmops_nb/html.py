@@ -86,11 +86,14 @@ def style_tag() -> str:
     return f"<style>{STYLE}</style>"
 
 # %% ../nbs/07_html.ipynb #98243852
+_NO_MATH = 'tex2jax_ignore mathjax_ignore' # the classes MathJax 2 and 3 skip
+
 def panel(body:str, # the panel's HTML (already escaped)
           cls:str='', # more classes of the root element, e.g. 'fmops-diff'
          ) -> str:
-    "`body` in the root element of one panel (class `fmops`), with the stylesheet once."
-    return f"<div class='{esc(('fmops ' + cls).strip())}'>{style_tag()}{body}</div>"
+    """`body` in the root element of one panel (class `fmops`), with the stylesheet once. MathJax leaves it alone
+    (JupyterLab and nbconvert's pages typeset `$...$` in HTML: a `$` in a name is a dollar sign)."""
+    return f"<div class='{esc(('fmops ' + cls).strip())} {_NO_MATH}'>{style_tag()}{body}</div>"
 
 # %% ../nbs/07_html.ipynb #e415948b
 def head_html(title:str, # the headline (text)

@@ -72,6 +72,14 @@ def parse_expr(expr:str, where:str='') -> ast.Expression:
         if isinstance(n, ast.Call) and not (isinstance(n.func, ast.Name) and n.func.id in _FUNCS and not n.keywords):
             raise PolicyError(f"{where}`when: {short}` calls {ast.unparse(n.func)}; policies may call only "
                               f"{', '.join(_FUNCS)}.")
+        if isinstance(n, ast.Constant) and isinstance(n.value, float) and not math.isfinite(n.value):
+            raise PolicyError(f"{where}`when: {short}` holds a number too large for a float ({n.value}): every value "
+                              f"would compare the same way. Write a finite threshold.")
+        if isinstance(n, ast.Compare) and any(isinstance(op, (ast.Lt, ast.LtE, ast.Gt, ast.GtE)) for op in n.ops):
+            if b := next((x for x in (n.left, *n.comparators) if isinstance(x, ast.Constant)
+                          and isinstance(x.value, bool)), None):
+                raise PolicyError(f"{where}`when: {short}` orders by {b.value} (as if it were {int(b.value)}): "
+                                  f"compare with a number.")
     return tree
 
 # %% ../nbs/50_monitor.ipynb #492b314c

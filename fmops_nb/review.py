@@ -14,7 +14,7 @@ from fastcore.basics import patch
 from .core import Workspace, utcnow, current_user, check_name, is_int
 from .errors import ValidationError, NotFoundError, closest, unknown_key
 from .audit import append_audit, audited_tables
-from .html import esc, style_tag
+from .html import esc, style_tag, panel
 from .pii import redact as _redact_text
 from . import feedback
 
@@ -454,7 +454,7 @@ class Summary:
         lines += [f"  {a['reviewers'][0]} and {a['reviewers'][1]}: {_kappa_text(a)}" for a in self.agreement]
         return '\n'.join(lines)
     def _repr_html_(self):
-        return f"{style_tag()}<div class='fmops fmops-review-summary'><pre>{esc(repr(self))}</pre></div>"
+        return panel(f"<pre>{esc(repr(self))}</pre>", 'fmops-review-summary')
 
 # %% ../nbs/27_review.ipynb #5d24715a
 def _kappa_text(a:dict) -> str:

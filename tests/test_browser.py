@@ -21,7 +21,8 @@ def lab(tmp_path, isolated_workspace):
 
 def test_fmops_help_in_jupyterlab(lab, tmp_path):
     server, browser = lab
-    write_notebook(tmp_path / "help.ipynb", ["%load_ext fmops_nb", "%fmops help", "%fmops nosuch"])
+    write_notebook(tmp_path / "help.ipynb", ["%load_ext fmops_nb", "%fmops help", MATH_CELL, "%fmops drift df df",
+                                               "%fmops nosuch"])
     page = browser.open_notebook(server, "help.ipynb")
     browser.run_all()
     page.wait_for_selector(".jp-OutputArea-output .fmops-help", timeout=60_000)
@@ -37,13 +38,27 @@ def test_fmops_help_in_jupyterlab(lab, tmp_path):
     for cmd in ("%fmops config", "%fmops diff", "%fmops drift", "%fmops finetune", "%fmops help", "%fmops promote", "%fmops rollback", "%fmops runs", "%fmops versions", "%fmops workspace"):
         assert cmd in help_text
     assert "Run %fmops help COMMAND for a command's arguments." in help_text
-    err = out[2]
+    err = out[4]
     assert "UsageError: Unknown %fmops command 'nosuch'" in err
     assert "Available: alerts, approve, config, diff, drift, finetune, help, promote, report, review, rollback, runs, slices, versions, workspace." in err
     assert "Traceback" not in err
     # the help table is a real table a person can read, not a text dump
     rows = page.eval_on_selector_all(".fmops-help table tr", "els => els.length")
     assert rows >= 4
+    # a `$` in a name is a dollar sign: JupyterLab's MathJax typesets $...$ in HTML outputs, but not in a panel
+    out = page.locator(".jp-Notebook .jp-Cell").nth(2).locator(".jp-OutputArea-output")
+    expect(out).to_contain_text("cost_$x^2$", timeout=60_000)
+    browser.wait_idle()
+    assert "plan_$a$" in out.inner_text() and out.locator("mjx-container, .MathJax").count() == 0, out.inner_html()[:3000]
+    widget = page.locator(".jp-Notebook .jp-Cell").nth(3).locator(".jp-OutputArea-output")  # the magic's panel
+    expect(widget).to_contain_text("cost_$x^2$", timeout=60_000)
+    assert widget.locator("mjx-container, .MathJax").count() == 0, widget.inner_html()[:3000]
+
+
+MATH_CELL = """import pandas as pd
+from fmops_nb.drift import drift
+df = pd.DataFrame({'cost_$x^2$': [float(i % 7) for i in range(300)], 'plan_$a$': ['free', 'pro', 'team'] * 100})
+drift(df, df)"""
 
 
 DRIFT_DATA = """

@@ -1,7 +1,7 @@
 """Reports, schedules and policies against hostile input: concurrent runs, inert reports, fail-closed gates, clear
 errors. Each test names the hostile inputs it feeds (`hostile(...)`), asserts the error a user sees and that nothing
 stored changed."""
-import base64, datetime as dt, hashlib, json, math, os, shlex, socket, subprocess, sys, tempfile, threading, time
+import base64, datetime as dt, hashlib, json, math, os, re, shlex, socket, subprocess, sys, tempfile, threading, time
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -1134,3 +1134,22 @@ def test_a_damaged_schedule_row_reads_damaged_and_never_stops_the_others(tmp_pat
     assert not Path("/tmp/pwned").exists() and not (ws.root / "evil").exists()
     assert schedule.remove("badjson", ws).name == "badjson"  # a damaged one can be removed
     assert "badjson" not in {s.name for s in schedule.schedules(ws)}
+
+
+@pytest.mark.hostile
+def test_a_threshold_no_value_can_meet_or_a_flag_used_as_one_is_refused_when_the_policy_is_read(hostile):
+    "`cost.kwh < True` ordered by 1, `< 1e999` compared with inf: both were taken and silently always true."
+    ws = Workspace.open()
+    for when, says in (("cost.kwh < True", "orders by True (as if it were 1)"),
+                       ("metrics.accuracy >= False", "orders by False"),
+                       ("cost.kwh < 1e999", "a number too large for a float (inf)"),
+                       ("-1e999 < drift.share", "a number too large for a float")):
+        hostile(f"a policy `when: {when}`")
+        with pytest.raises(monitor.PolicyError, match=re.escape(says)):
+            monitor.parse_expr(when)
+        ws.config_path.write_text(f'[monitor]\nsinks = ["log"]\n[[monitor.policies]]\nname = "p"\nwhen = "{when}"\n')
+        ws.reload()
+        with pytest.raises(monitor.PolicyError, match=re.escape(says)):
+            monitor.policies(ws)
+    for fine in ("cost.kwh < 1e300", "alias == 'production' and metrics.accuracy < 0.8", "flag == True"):
+        monitor.parse_expr(fine)  # finite thresholds, and a flag compared for equality, still read
