@@ -17,10 +17,10 @@ from .html import table
 from .postgres import check_url, mask_url, pg_connect, copy_sqlite
 
 # %% auto #0
-__all__ = ['SETTINGS', 'CHOICES', 'GENESIS', 'find_pyproject', 'resolve_home', 'flatten', 'Config', 'config_template',
-           'current_umask', 'file_mode', 'fsync_dir', 'atomic_write', 'check_name', 'audit_mac', 'Workspace', 'version',
-           'utcnow', 'is_int', 'file_sha256', 'process_start', 'pid_alive', 'current_user', 'declaring_distributions',
-           'group_entry_points', 'PluginRegistry']
+__all__ = ['SETTINGS', 'CHOICES', 'GENESIS', 'find_pyproject', 'resolve_home', 'flatten', 'mask_webhook', 'Config',
+           'config_template', 'current_umask', 'file_mode', 'fsync_dir', 'atomic_write', 'check_name', 'audit_mac',
+           'Workspace', 'version', 'utcnow', 'is_int', 'file_sha256', 'process_start', 'pid_alive', 'current_user',
+           'declaring_distributions', 'group_entry_points', 'PluginRegistry']
 
 # %% ../nbs/01_core.ipynb #7140b18c
 def find_pyproject(start:Path|str|None=None) -> Path|None:
@@ -108,6 +108,14 @@ def flatten(d:dict|None, prefix:str='',
         else: out[key] = v
     return out
 
+# %% ../nbs/01_core.ipynb #c0ffee01
+def mask_webhook(url:str) -> str:
+    """A webhook URL as messages show it: its scheme and host; the rest (where a Slack or Teams hook keeps its secret
+    token) and any user part as `***`."""
+    m = re.match(r"([A-Za-z][A-Za-z0-9+.-]*://)(?:[^/?#@]*@)?([^/?#]*)(.*)", str(url), re.S)
+    if not m: return '***'
+    return m[1] + m[2] + ('/***' if m[3].strip('/') or '@' in str(url) else '')
+
 # %% ../nbs/01_core.ipynb #23f9f463
 def _check_setting(key:str, value, source:str):
     if key not in SETTINGS:
@@ -125,7 +133,8 @@ def _check_setting(key:str, value, source:str):
     if key == 'db.url' and value: check_url(value, f"Setting 'db.url' in {source}")
     if key == 'monitor.webhook_url' and value: # alerts are posted only to http(s): never file://, ftp://, ...
         from urllib.parse import urlsplit
-        bad = lambda why: ConfigError(f"Setting 'monitor.webhook_url' in {source} {why}, got {value!r}. Write an "
+        bad = lambda why: ConfigError(f"Setting 'monitor.webhook_url' in {source} {why}, got "
+                                      f"{mask_webhook(value)!r}. Write an "
                                       f"http:// or https:// URL with a host, e.g. 'https://hooks.example.com/fmops'.")
         if any(c.isspace() or not c.isprintable() for c in value): raise bad("holds spaces or control characters")
         try: u = urlsplit(value)
@@ -170,8 +179,9 @@ class Config:
     def __repr__(self):
         w = max(map(len, self.values))
         return '\n'.join(f"{k:<{w}}  {v!r:<12} ({self.sources[k]})" for k,v in self._shown().items())
-    def _shown(self) -> dict: # the values as shown to a person: a database password masked
-        return self.values | ({'db.url': mask_url(self.values['db.url'])} if self.values['db.url'] else {})
+    def _shown(self) -> dict: # the values as shown to a person: a database password, a webhook's path masked
+        return self.values | ({'db.url': mask_url(self.values['db.url'])} if self.values['db.url'] else {}) | (
+            {'monitor.webhook_url': mask_webhook(u)} if (u := self.values['monitor.webhook_url']) else {})
     def _repr_html_(self):
         rows = [[k, repr(v), self.sources[k], SETTINGS[k][1]] for k,v in self._shown().items()]
         return ("<div class='fmops-config'><b>fmops settings</b>"
@@ -432,6 +442,12 @@ def reload(self:Workspace): self._config = None; return self
 def connect(self:Workspace) -> sqlite3.Connection:
     "A new connection to the database (autocommit off; `transaction()` writes); read-only if the workspace is."
     if self.db_url: return pg_connect(self.db_url, self)
+    if not self.db_path.exists() and Path(f"{self.db_path}.moved-to-postgresql").exists():
+        self.reload() # moved by another process since this one read the settings: never a fresh, empty fmops.db
+        if self.db_url: return pg_connect(self.db_url, self)
+        raise WorkspaceError(f"{self.db_path} was moved to PostgreSQL ({self.db_path.name}.moved-to-postgresql is "
+                             f"the old file), but {self.config_path} names no db.url any more. Set db.url again, or "
+                             f"rename the old file back to {self.db_path.name} to use SQLite.")
     try:
         if self.readonly: # immutable, unless a WAL file may hold data not yet in the database file
             wal = os.path.exists(f"{self.db_path}-wal")
@@ -524,15 +540,28 @@ def migrate_db(self:Workspace, url:str, # the PostgreSQL database to move to; it
     if before is not None and not before.ok:
         raise WorkspaceError(f"`fmops audit verify` fails on {self.db_path} ({'; '.join(before.problems[:3])}): fix "
                              f"that first, so the copy does not carry it over. Nothing was moved.")
-    with self.transaction() as src, contextlib.closing(pg_connect(url, self)) as dst: # SQLite write lock: no writer
+    config = self.config_path.read_text(encoding='utf-8') if self.config_path.exists() else None
+    # the SQLite write lock is held from the copy until the switch: no other process's write falls in between
+    with self.transaction() as src, contextlib.closing(pg_connect(url, self)) as dst:
         counts = copy_sqlite(src, dst)
-    target = Workspace(self.root, self.chosen_by)
-    target._db_url = url
-    after = verify(target) if verify else None
-    if after is not None and not after.ok:
-        raise WorkspaceError(f"The copy in {mask_url(url)} does not verify ({'; '.join(after.problems[:3])}); the "
-                             f"workspace still uses {self.db_path}. Drop the copied tables before trying again.")
-    self._write_db_url(url)
+        target = Workspace(self.root, self.chosen_by)
+        target._db_url = url
+        after = verify(target) if verify else None
+        if after is not None and not after.ok:
+            raise WorkspaceError(f"The copy in {mask_url(url)} does not verify ({'; '.join(after.problems[:3])}); "
+                                 f"the workspace still uses {self.db_path}. Drop the copied tables before trying "
+                                 f"again.")
+        why = (f"fmops.db moved to PostgreSQL ({mask_url(url)}) and takes no more writes: open the workspace again "
+               f"(a new Workspace.open, or restart the process) to write there.").replace("'", "''")
+        for t in [r[0] for r in src.execute("SELECT name FROM sqlite_master WHERE type='table' "
+                                            "AND name NOT LIKE 'sqlite_%'")]: # a writer still holding the old file
+            for op in ('INSERT', 'UPDATE', 'DELETE'): # (blocked on the lock until now) is refused, not lost
+                src.execute(f'CREATE TRIGGER "fmops_moved_{t}_{op.lower()}" BEFORE {op} ON "{t}" '
+                            f"BEGIN SELECT RAISE(ABORT, '{why}'); END")
+        try: self._write_db_url(url) # inside the lock: from here on a new Workspace.open uses PostgreSQL
+        except BaseException:
+            if config is not None: atomic_write(self.config_path, config) # the switch is rolled back with the lock
+            raise
     for side in ('', '-wal', '-shm'): # the old file, kept (renamed) as the backup of the move
         with contextlib.suppress(FileNotFoundError):
             os.replace(f"{self.db_path}{side}", f"{self.db_path}.moved-to-postgresql{side}")

@@ -5,11 +5,11 @@ launch a fine-tune, block a promotion)."""
 
 # %% ../nbs/50_monitor.ipynb #493f3e84
 from __future__ import annotations
-import ast, json, logging, math, os
+import ast, json, logging, math, os, socket
 from dataclasses import dataclass, asdict, fields
 from pathlib import Path
-from .core import Workspace, PluginRegistry, check_name, utcnow
-from .errors import FmopsError, ValidationError, NotFoundError
+from .core import Workspace, PluginRegistry, check_name, utcnow, pid_alive, process_start
+from .errors import FmopsError, ValidationError, NotFoundError, not_found
 from .reports import read_yaml
 from .registry import Registry
 from .finetune import FinetuneSpec, launch, runs, get_run
@@ -261,6 +261,8 @@ class Policy:
             p.spec = str(sp.resolve())
         if p.sinks is not None and not (isinstance(p.sinks, list) and all(isinstance(s, str) for s in p.sinks)):
             raise PolicyError(f"{where}`sinks` must be a list of sink names, got {p.sinks!r}.")
+        for s in p.sinks or []: # a typo would leave its alerts recorded but delivered nowhere
+            if s not in SINKS: raise PolicyError(f"{where}{not_found(SINKS.kind, s, SINKS.names())}")
         return p
 
     def to_dict(self) -> dict: return asdict(self)
@@ -307,7 +309,10 @@ def _schema(ws:Workspace):
                                      updated_at TEXT NOT NULL, PRIMARY KEY (policy, scope))
     """, """
         ALTER TABLE policy_streaks ADD COLUMN blind_since TEXT
-    """])
+    """, """
+        ALTER TABLE policy_streaks ADD COLUMN fired_at TEXT;
+        ALTER TABLE policy_streaks ADD COLUMN fired_by TEXT
+    """]) # fired_at/by: when and by which process (pid:start) the streak last reached `for`, to tell a killed firing
 
 # %% ../nbs/50_monitor.ipynb #0414ec12
 def _notebook_sink(alert:dict, ws) -> str:
@@ -349,7 +354,7 @@ def _wandb_sink(alert:dict, ws) -> str:
 # %% ../nbs/50_monitor.ipynb #a6ce6f86
 def _post(url:str, body:bytes, deadline:float) -> str:
     "POST `body` as JSON to an http(s) `url`, all of it (connect, send, the whole answer) within `deadline` seconds."
-    import http.client, socket, threading, urllib.parse, urllib.request
+    import http.client, threading, urllib.parse, urllib.request
     u = urllib.parse.urlsplit(url)
     if u.scheme.lower() not in ('http', 'https') or not u.hostname:
         raise ValidationError(f"monitor.webhook_url must be an http:// or https:// URL, got {url[:100]!r}: "
@@ -403,12 +408,16 @@ def raise_alert(ws:Workspace, policy:str, message:str, severity:str='warning', s
     """Record an alert, then deliver it through `sinks` (default: the `monitor.sinks` setting); returns the alert
     with its deliveries."""
     _schema(ws)
-    alert = {'at': utcnow(), 'policy': policy, 'severity': severity, 'message': message, 'subject': subject,
-             'action': action, 'outcome': outcome}
+    # shown as text by `fmops alerts`, the log and terminals: a control character (an escape sequence from a policy
+    # file or a recorded value) is written out as `\x1b`, never sent to a terminal as it is
+    shown = lambda t: ''.join(c if c.isprintable() else repr(c)[1:-1] for c in str(t or ''))
+    alert = {'at': utcnow(), 'policy': shown(policy), 'severity': severity, 'message': shown(message),
+             'subject': shown(subject), 'action': action, 'outcome': shown(outcome)}
     with ws.transaction() as con:
         alert['id'] = con.execute("INSERT INTO alerts (at, policy, severity, message, subject, action, outcome, "
                                   "deliveries) VALUES (?,?,?,?,?,?,?,?)",
-                                  (alert['at'], policy, severity, message, subject, action, outcome, '{}')).lastrowid
+                                  (*(alert[k] for k in ('at', 'policy', 'severity', 'message', 'subject',
+                                                        'action', 'outcome')), '{}')).lastrowid
     deliveries = {}
     for name in (ws.config['monitor.sinks'] if sinks is None else sinks):
         try: deliveries[name] = SINKS.call(name, alert, ws)
@@ -526,18 +535,44 @@ def _blind_alert(p:Policy, why_not:str, template:str) -> str:
 # %% ../nbs/50_monitor.ipynb #bc23675b
 def _streak(ws:Workspace, p:Policy, scope:str, hit:bool, blind:bool, dry_run:bool):
     "The policy's streak row before this run; outside a dry run, count this run (and since when it is blind) too."
-    q = "SELECT streak, blind_since FROM policy_streaks WHERE policy=? AND scope=?"
+    q = "SELECT streak, blind_since, fired_at, fired_by FROM policy_streaks WHERE policy=? AND scope=?"
     if dry_run:
         with ws.connect() as con: return con.execute(q, (p.name, scope)).fetchone()
     with ws.transaction() as con: # read and write in one transaction: two reports at once count each run once
         row = con.execute(q, (p.name, scope)).fetchone()
         streak = (row['streak'] + 1 if row else 1) if hit else 0 # false, or cannot be told: the streak ends
         since = (row['blind_since'] if row and row['blind_since'] else utcnow()) if blind else None
-        con.execute("INSERT INTO policy_streaks (policy, scope, streak, updated_at, blind_since) "
-                    "VALUES (?,?,?,?,?) ON CONFLICT(policy, scope) DO UPDATE SET streak=excluded.streak, "
-                    "updated_at=excluded.updated_at, blind_since=excluded.blind_since",
-                    (p.name, scope, streak, utcnow(), since))
+        fired = ((utcnow(), f"{os.getpid()}:{process_start(os.getpid())}@{socket.gethostname()}")
+                 if hit and streak == p.for_runs
+                 else (row['fired_at'], row['fired_by']) if hit and row else (None, None)) # this run fires it
+        con.execute("INSERT INTO policy_streaks (policy, scope, streak, updated_at, blind_since, fired_at, fired_by) "
+                    "VALUES (?,?,?,?,?,?,?) ON CONFLICT(policy, scope) DO UPDATE SET streak=excluded.streak, "
+                    "updated_at=excluded.updated_at, blind_since=excluded.blind_since, fired_at=excluded.fired_at, "
+                    "fired_by=excluded.fired_by", (p.name, scope, streak, utcnow(), since, *fired))
     return row
+
+# %% ../nbs/50_monitor.ipynb #c5331389
+def _lost_firing(ws:Workspace, p:Policy, scope:str, row, why:str, subject:str) -> Firing|None:
+    "The alert, once, for a firing whose report ended (killed) before it alerted: a later run must not take it as done."
+    if not (row and row['fired_at'] and row['fired_by']): return None
+    proc, _, host = row['fired_by'].partition('@')
+    pid, _, start = proc.partition(':')
+    if host != socket.gethostname() or not pid.isdigit(): return None # another machine's report: cannot be told here
+    if pid_alive(int(pid), start if start != 'None' else None): return None # still firing, in a report running now
+    with ws.transaction() as con: # one report takes it over, even when two run at once
+        q = "SELECT fired_by FROM policy_streaks WHERE policy=? AND scope=?"
+        now = con.execute(q, (p.name, scope)).fetchone()
+        if now is None or now['fired_by'] != row['fired_by']: return None
+        con.execute("UPDATE policy_streaks SET fired_by=NULL WHERE policy=? AND scope=?", (p.name, scope))
+        if con.execute("SELECT 1 FROM alerts WHERE policy=? AND at>=?", (p.name, row['fired_at'])).fetchone():
+            return None # it did alert: the firing was whole
+    acts = p.action in ('rollback', 'finetune')
+    msg = (f"{why}; it fired at run {p.for_runs}, but the report that fired it ended (killed?) before it recorded "
+           f"this alert" + (f": its {p.action} ({p.target or Path(p.spec).name}) may or may not have happened; "
+                            f"check before acting" if acts else ''))
+    outcome = 'interrupted: not acted on again' if acts else ''
+    a = raise_alert(ws, p.name, msg, p.severity, subject, p.action, outcome, p.sinks)
+    return Firing(p.name, 'fired', row['streak'] + 1, msg, p.action, outcome, a['id'])
 
 # %% ../nbs/50_monitor.ipynb #2fda6b43
 def _not_applicable(p:Policy, why_not:str, newly_blind:bool, ws:Workspace, template:str, subject:str,
@@ -570,6 +605,7 @@ def _check_one(p:Policy, values:dict, template:str, ws:Workspace, dry_run:bool, 
     if not hit: return Firing(p.name, 'quiet', 0, why, p.action)
     if streak < p.for_runs: return Firing(p.name, 'holding', streak, f"{why}; {streak} of {p.for_runs} runs", p.action)
     if streak > p.for_runs:
+        if not dry_run and (lost := _lost_firing(ws, p, scope, row, why, subject)): return lost
         return Firing(p.name, 'holding', streak, f"{why}; fired at run {p.for_runs}, still holding", p.action)
     msg = why + (f" for {streak} consecutive runs" if p.for_runs > 1 else '')
     if dry_run:

@@ -272,13 +272,19 @@ def _run_slot(ws:Workspace, s:Schedule, due:_dt.datetime, log:bool=True, kernels
                 rid = con.execute("INSERT INTO schedule_runs (schedule, due_at, started_at, status, pid, "
                                   "pid_start) VALUES (?,?,?,?,?,?)", row).lastrowid
         except sqlite3.IntegrityError: return None # this slot ran already (or is running)
+        def finish(status, report, error):
+            with ws.transaction() as con:
+                con.execute("UPDATE schedule_runs SET finished_at=?, status=?, report=?, error=? WHERE id=?",
+                            (utcnow(), status, report, error, rid))
         try:
             r = run_report(s.template, s.params, ws=ws, group=f"schedule-{s.name}", log=log, kernels=kernels)
             status, report, error = r.status, r.id, r.error
         except FmopsError as e: status, report, error = 'failed', None, str(e)
-        with ws.transaction() as con:
-            con.execute("UPDATE schedule_runs SET finished_at=?, status=?, report=?, error=? WHERE id=?",
-                        (utcnow(), status, report, error, rid))
+        except BaseException as e: # Ctrl-C in a process that lives on: its row must not read `running` for ever
+            finish('killed', None, 'interrupted (Ctrl-C)' if isinstance(e, KeyboardInterrupt)
+                   else f"{type(e).__name__}: {e}")
+            raise
+        finish(status, report, error)
         return {'schedule': s.name, 'due_at': due.isoformat(), 'status': status, 'report': report, 'error': error}
     finally: lock.release()
 

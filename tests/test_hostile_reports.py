@@ -486,7 +486,7 @@ def test_a_rollback_policy_that_cannot_be_evaluated_alerts_once_per_stretch(tmp_
     again = chk({})
     assert again.firings[0].alert_id and len(monitor.alerts(ws)) == n + 1  # a new stretch: a new alert
     with ws.connect() as con:
-        assert con.execute("SELECT version FROM schema_versions WHERE component='monitor'").fetchone()[0] == 2
+        assert con.execute("SELECT version FROM schema_versions WHERE component='monitor'").fetchone()[0] == 3
 
 
 # ---------------------------------------------------------------- 7. reports are inert (the helpers)

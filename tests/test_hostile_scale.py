@@ -208,8 +208,14 @@ def test_fmops_config_never_prints_the_database_password(tmp_path, monkeypatch, 
     from fmops_nb.cli import main
     hostile("fmops config --json and fmops config db.url with a password in FMOPS_DB_URL")
     ws = Workspace.open()  # the test's own workspace, its settings file holding the URL
-    ws.config_path.write_text('[db]\nurl = "postgresql://fmops:S3CRET-pw@127.0.0.1:1/team"\n')
-    for argv in (["config"], ["config", "--json"], ["config", "db.url"], ["config", "db.url", "--json"]):
+    ws.config_path.write_text('[db]\nurl = "postgresql://fmops:S3CRET-pw@127.0.0.1:1/team"\n[monitor]\n'
+                              'webhook_url = "https://hooks.example.com/services/T0/B0/S3CRET-token"\n')
+    for argv in (["config"], ["config", "--json"], ["config", "db.url"], ["config", "db.url", "--json"],
+                 ["config", "monitor.webhook_url"]):
         main(argv)
         out = capsys.readouterr().out
-        assert "127.0.0.1:1/team" in out and "S3CRET" not in out, (argv, out)  # was: the password in clear
+        assert ("127.0.0.1:1/team" in out or "hooks.example.com/***" in out) and "S3CRET" not in out, (argv, out)
+    ws.config_path.write_text('[monitor]\nwebhook_url = "ftp://hooks.example.com/S3CRET-token"\n')
+    with pytest.raises(ConfigError) as e:  # the refusal names the URL without its token
+        Workspace.open().config
+    assert "ftp://hooks.example.com/***" in str(e.value) and "S3CRET" not in str(e.value)

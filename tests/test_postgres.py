@@ -460,3 +460,89 @@ def test_a_migration_killed_after_its_copy_committed_completes_when_run_again(pg
     Registry(other, log=False).register("x", weights(tmp_path / "x.safetensors", 1))
     with pytest.raises(ConfigError, match="already holds tables.*interrupted"):
         other.migrate_db(pg_url, verify=verify_audit)
+
+
+LATE_WRITER = r"""
+import sqlite3, sys, time
+from pathlib import Path
+from fmops_nb.core import Workspace
+from fmops_nb.audit import append_audit
+ws, sig = Workspace.open(sys.argv[1]), Path(sys.argv[2])  # opened before the move: it still thinks SQLite
+def wait(name):
+    deadline = time.monotonic() + 60
+    while not (sig / name).exists(): assert time.monotonic() < deadline, name; time.sleep(0.01)
+wait('go')
+probe = sqlite3.connect(ws.db_path, timeout=0, isolation_level=None)  # is the migration holding the write lock?
+try: probe.execute('BEGIN IMMEDIATE'); probe.execute('ROLLBACK'); state = 'free'
+except sqlite3.OperationalError: state = 'locked'
+probe.close()
+(sig / 'probed').write_text(state)
+try:
+    with ws.transaction() as con: append_audit(con, 'note', 'late-writer', None, {'late': True})
+    out = 'ok'
+except Exception as e: out = f'{type(e).__name__}: {e}'
+(sig / 'done').write_text(out)
+"""
+
+
+def _wait_for(path: Path, proc) -> str:
+    "The text of `path` once the other process wrote it (fails at once if that process died first)."
+    deadline = time.monotonic() + 60
+    while not path.exists():
+        assert proc.poll() is None or path.exists(), proc.stderr.read()
+        assert time.monotonic() < deadline, f"{path.name} never came"
+        time.sleep(0.01)
+    return path.read_text()
+
+
+@pytest.mark.hostile
+def test_a_write_from_another_process_during_the_migration_is_not_lost(pg_url, tmp_path, hostile):
+    "A teammate's process writes while `migrate` verifies the copy: its write reaches PostgreSQL or is refused."
+    hostile("another process writes to fmops.db between the migration's copy and its switch to PostgreSQL")
+    ws = Workspace.open(tmp_path / "ws")
+    reg = Registry(ws, log=False)
+    reg.promote(reg.register("m", weights(tmp_path / "w.safetensors", 1)).id, to="production")
+    sig = tmp_path / "sig"
+    sig.mkdir()
+    p = subprocess.Popen([sys.executable, "-c", LATE_WRITER, str(ws.root), str(sig)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+
+    def verify(w):  # runs between the copy and the switch: the other process writes now
+        check = verify_audit(w)
+        if w.db_url:
+            (sig / "go").touch()
+            if _wait_for(sig / "probed", p) == "free":  # not locked out: let its write land before the switch
+                _wait_for(sig / "done", p)
+        return check
+
+    try:
+        out = ws.migrate_db(pg_url, verify=verify)
+        _wait_for(sig / "done", p)
+        p.wait(timeout=60)
+    finally:
+        p.kill()
+    late = (sig / "done").read_text()
+    moved = Workspace.open(ws.root)
+    assert moved.db_url == pg_url and verify_audit(moved).ok
+    in_pg = [r for r in audit_log(moved) if r["subject"] == "late-writer"]
+    assert (late == "ok") == bool(in_pg), late  # written where the workspace now lives, or refused: never lost
+    if late != "ok":
+        assert "PostgreSQL" in late or "no such table" in late, late
+    import sqlite3
+    old = sqlite3.connect(ws.root / "fmops.db.moved-to-postgresql")  # the backup holds nothing PostgreSQL lacks
+    assert old.execute("SELECT COUNT(*) FROM audit").fetchone()[0] == out["audit_rows"]
+    old.close()
+
+
+def test_a_process_that_read_its_settings_before_the_move_writes_to_postgres_not_to_a_new_sqlite_file(
+        pg_url, tmp_path, hostile):
+    "A kernel or `schedule serve` opened the workspace before another process moved it: its next write follows it."
+    hostile("a Workspace whose settings were read before the migration writes afterwards")
+    stale = Workspace.open(tmp_path / "ws")
+    Registry(stale, log=False).register("m", weights(tmp_path / "w0.safetensors", 0))
+    assert not stale.db_url  # its settings are read: SQLite
+    Workspace.open(tmp_path / "ws").migrate_db(pg_url, verify=verify_audit)  # "another process" moves it
+    v = Registry(stale, log=False).register("m", weights(tmp_path / "w1.safetensors", 1))
+    assert not stale.db_path.exists()  # was: a fresh, empty fmops.db created and the version written there
+    moved = Workspace.open(tmp_path / "ws")
+    assert Registry(moved, log=False).get("m:v2").id == v.id == "m:v2" and verify_audit(moved).ok
