@@ -5,9 +5,10 @@ with events, checkpoints, stop and resume, and a registered candidate at the end
 
 # %% ../nbs/30_finetune.ipynb #2c372380
 from __future__ import annotations
-import json, math, os, signal, subprocess, sys, time, secrets
+import json, math, os, signal, subprocess, sys, time, secrets, threading
 from dataclasses import dataclass, field, fields, MISSING, replace
 from pathlib import Path
+from contextlib import contextmanager
 import numpy as np
 from .core import Workspace, PluginRegistry, atomic_write, utcnow, check_name, pid_alive, process_start
 from .errors import FmopsError, ValidationError, NotFoundError, ExecutionError, not_found, require, closest
@@ -121,7 +122,9 @@ def validate(self:FinetuneSpec) -> FinetuneSpec:
     need(self.nproc <= cpus,
          f"nproc is {self.nproc}, but this machine has {cpus} cores: start at most {cpus} processes.")
     need(self.threads <= cpus, f"threads is {self.threads}, but this machine has {cpus} cores: use at most {cpus}.")
-    for k, top in (('batch_size', 1 << 16), ('max_length', 1 << 17), ('max_steps', 1 << 40), ('lora_r', 1 << 16)):
+    tops = (('batch_size', 1 << 16), ('max_length', 1 << 17), ('max_steps', 1 << 40), ('lora_r', 1 << 16),
+            ('warmup_steps', 1 << 40), ('max_new_tokens', 1 << 16), ('epochs', 1_000_000))
+    for k, top in tops:
         need(getattr(self, k) <= top, f"{k} is {getattr(self, k):,}, more than {top:,}: is it a typo?")
     if self.recipe in ('lora', 'sft-lora'):
         need(self.lora_r >= 1,
@@ -132,6 +135,7 @@ def validate(self:FinetuneSpec) -> FinetuneSpec:
         need(getattr(self, k) >= 0, f"{k} must be a non-negative integer, got {getattr(self, k)!r}.")
     need(self.learning_rate > 0, f"learning_rate must be a positive number, got {self.learning_rate!r}.")
     need(self.epochs > 0, f"epochs must be positive, got {self.epochs!r}.")
+    need(0 <= self.seed < 1 << 32, f"seed must be a whole number from 0 to {(1 << 32) - 1:,}, got {self.seed!r}.")
     need(0 < self.eval_fraction < 1, f"eval_fraction must be between 0 and 1, got {self.eval_fraction!r}.")
     need(self.time_budget_s >= 0, f"time_budget_s must be >= 0 seconds (0: no budget), got {self.time_budget_s!r}.")
     need(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay!r}.")
@@ -146,6 +150,7 @@ def validate(self:FinetuneSpec) -> FinetuneSpec:
     if self.recipe == 'script':
         need(bool(self.script), "Recipe 'script' needs `script`: the path of your training script.")
         need(Path(self.script).expanduser().is_file(), f"The script {self.script} does not exist.")
+        _check_script(Path(self.script).expanduser())
     elif self.train is None:
         raise ValidationError("`train` is missing: pass the training data (a DataFrame, a path, ...).")
     elif not self.base:
@@ -188,6 +193,17 @@ def _is(v, want:str) -> bool:
     if want == 'int': return isinstance(v, int)
     if want == 'num': return isinstance(v, (int, float)) and math.isfinite(v)
     return isinstance(v, {'str': str, 'list': list}[want])
+
+# %% ../nbs/30_finetune.ipynb #275145bc
+def _check_script(p:Path):
+    "Refuse a `script:` that is not a Python file, or is a link to one that is not (the recipe runs `python SCRIPT`)."
+    if p.suffix != '.py':
+        raise ValidationError(f"The script {p} is not a Python file (.py): the script recipe runs `python SCRIPT`. "
+                              f"Give the path of your training script.")
+    if (to := p.resolve()).suffix != '.py':
+        raise ValidationError(f"The script {p} is a link to {to}, which is not a Python file (.py): give the path of "
+                              f"your training script itself.")
+
 
 # %% ../nbs/30_finetune.ipynb #434c2ff3
 def _settings(spec:FinetuneSpec) -> dict:
@@ -667,6 +683,26 @@ def _checkpoint_step(folder:Path) -> int:
     "The step of a run's latest checkpoint (0 without one)."
     ck = latest_checkpoint(folder)
     return json.loads((ck / 'meta.json').read_text())['step'] if ck else 0
+
+# %% ../nbs/30_finetune.ipynb #0347e6b0
+def _check_checkpoint(ck:Path|None) -> int:
+    "The step of checkpoint `ck` (0 without one), once its files read back; a damaged one is an error that names it."
+    if ck is None: return 0
+    def damaged(what:str, why:str):
+        raise ValidationError(f"Run {ck.parent.parent.name}'s checkpoint {ck.name} is damaged: {what} {why}. To resume "
+                              f"from the checkpoint before it, delete its folder {ck}; or launch it again.")
+    try: step = json.loads((ck / 'meta.json').read_text())['step']
+    except (OSError, ValueError, KeyError, TypeError) as e: damaged('meta.json', f"cannot be read ({e})")
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0: damaged('meta.json', f"has step {step!r}")
+    from safetensors import safe_open
+    try:
+        with safe_open(str(ck / 'trainable.safetensors'), 'numpy'): pass
+    except Exception as e: damaged('trainable.safetensors', f"cannot be read ({e})")
+    import zipfile
+    if (ck / 'optim.pt').exists() and not zipfile.is_zipfile(ck / 'optim.pt'):
+        damaged('optim.pt', "is not a complete torch file (cut short?)")
+    return step
+
 
 # %% ../nbs/30_finetune.ipynb #835040eb
 def _against(reg, meta:dict) -> tuple[str|None, str|None]:
@@ -1335,6 +1371,9 @@ def _prepare_data(spec:FinetuneSpec, ws:Workspace, folder:Path) -> dict:
             if col not in ev:
                 raise ValidationError(f"The eval data has no column {col!r} (it has {', '.join(ev.columns)}).")
     else:
+        if train.n_rows < 2:
+            raise ValidationError(f"The training data has {train.n_rows} row(s), too few to hold eval data out of. "
+                                  f"Pass `eval` too.")
         idx = np.random.default_rng(spec.seed).permutation(train.n_rows)
         k = max(1, int(round(train.n_rows * spec.eval_fraction)))
         ev, train = train.take(np.sort(idx[:k])), train.take(np.sort(idx[k:]))
@@ -1423,7 +1462,8 @@ def _dataset(data, ws:Workspace):
     if not (isinstance(data, str) and data.startswith('sha256:')): return data
     seen = []
     for r in runs(ws):
-        fps = r.meta.get('fingerprints') or {}
+        try: fps = r.meta.get('fingerprints') or {}
+        except (OSError, ValueError, AttributeError): continue # a damaged run.json: no dataset of it is known
         for split in ('train', 'eval'):
             fp = (fps.get(split) or {}).get('fingerprint')
             if fp == data and (r.dir / f"{split}.parquet").exists(): return r.dir / f"{split}.parquet"
@@ -1551,6 +1591,19 @@ def _detached_env() -> dict:
     restarts), so it may not talk to the launcher's W&B service (`WANDB_SERVICE`, set by `wandb.init`)."""
     return {k: v for k, v in os.environ.items() if k != 'WANDB_SERVICE'}
 
+# %% ../nbs/30_finetune.ipynb #8574142e
+@contextmanager
+def _resume_lock(run:Run):
+    "Hold a run from the check of its status to the start of its process: a second resume meanwhile is refused."
+    import fcntl
+    with open(run.dir / '.resume.lock', 'a') as f: # released when closed; the run's process does not inherit it
+        try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValidationError(f"Run {run.id} is being resumed by another call right now; follow it with "
+                                  f"`fmops finetune show {run.id}`.") from None
+        yield
+
+
 # %% ../nbs/30_finetune.ipynb #0d6a71fc
 class Run:
     "A fine-tune run: its folder, its process, its status and events."
@@ -1586,14 +1639,20 @@ class Run:
                 + (f" -> {st['version']}" if st.get('version') else ''))
 
     def resume(self) -> Run:
-        "Continue a stopped or killed run from its last checkpoint to the same final step."
-        s = self.status
-        if s not in ('stopped', 'killed', 'failed'):
-            raise ValidationError(f"Run {self.id} is {s}; only a stopped, killed or failed run can be resumed.")
-        if self.spec['recipe'] != 'script' and latest_checkpoint(self.dir) is None and s != 'failed':
-            raise ValidationError(f"Run {self.id} has no checkpoint to resume from; launch it again instead.")
-        _set_status(self.dir, status='running' if s != 'failed' else 'created', step=_checkpoint_step(self.dir))
-        return self._start(resume=True)
+        "Continue a stopped or killed run from its last checkpoint to the same final step (one resume at a time)."
+        with _resume_lock(self):
+            s = self.status
+            if s not in ('stopped', 'killed', 'failed'):
+                raise ValidationError(f"Run {self.id} is {s}; only a stopped, killed or failed run can be resumed.")
+            try: recipe = self.spec['recipe']
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                raise ValidationError(f"Run {self.id}'s spec.json cannot be read ({e}), so the run cannot be resumed; "
+                                      f"launch its spec again.") from None
+            ck = latest_checkpoint(self.dir)
+            if recipe != 'script' and ck is None and s != 'failed':
+                raise ValidationError(f"Run {self.id} has no checkpoint to resume from; launch it again instead.")
+            _set_status(self.dir, status='running' if s != 'failed' else 'created', step=_check_checkpoint(ck))
+            return self._start(resume=True)
 
     def stop(self, timeout:float=120) -> str:
         "Ask the run to stop: it checkpoints and exits; returns its status."
@@ -1634,8 +1693,11 @@ def events(self:Run, kind:str|None=None) -> list[dict]:
 # %% ../nbs/30_finetune.ipynb #80c18e68
 @patch
 def tail(self:Run, n:int=20) -> str:
+    "The last `n` lines of the run's log (read from its last MB: a log may be large)."
     p = self.dir / 'log.txt'
-    return '\n'.join(p.read_text(errors='replace').splitlines()[-n:]) if p.exists() else ''
+    if not p.exists(): return ''
+    with open(p, 'rb') as f: f.seek(max(0, p.stat().st_size - (1 << 20))); text = f.read().decode(errors='replace')
+    return '\n'.join(text.splitlines()[-n:])
 
 # %% ../nbs/30_finetune.ipynb #cd795ca0
 @patch
@@ -1702,11 +1764,14 @@ class _Script:
 def script_main(folder, resume:bool=False) -> int:
     "Run a user's training script for the run in `folder`, as the run's process; return its exit status."
     meter = Meter().start() # this process and the script's (torchrun's ranks on this node included)
-    s = _script_setup(folder, resume)
+    s, pump = _script_setup(folder, resume), None
     try:
         s.tracked = _wandb_start(s.folder, s.spec, s.meta)
         if s.stop is None: # a stop during the set-up: the script never starts
-            s.proc = subprocess.Popen(_script_cmd(s), env=_script_env(s, resume), cwd=s.folder)
+            s.proc = subprocess.Popen(_script_cmd(s), env=_script_env(s, resume), cwd=s.folder,
+                                      start_new_session=True, # its own group: what it starts ends with the run
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            pump = threading.Thread(target=_pump, args=(s.proc.stdout,), daemon=True); pump.start()
         code = _script_end(s, _follow(s) if s.proc else 0)
         _record_cost(s.folder, s.tracked, meter.read())
         return code
@@ -1717,8 +1782,23 @@ def script_main(folder, resume:bool=False) -> int:
                     cost=meter.read().to_dict())
         raise
     finally:
-        if s.proc is not None and s.proc.poll() is None: s.proc.kill(); s.proc.wait()
+        if s.proc is not None: _signal_script(s, signal.SIGKILL); s.proc.wait() # and any process it left running
+        if pump is not None: pump.join(10)
         if s.tracked is not None: _wandb_end(s.tracked)
+
+# %% ../nbs/30_finetune.ipynb #ce0c60ef
+_LOG_CAP = 64 << 20 # bytes of a script's output kept in the run's log per start; the rest is counted, not kept
+
+def _pump(src, cap:int=_LOG_CAP):
+    "Copy a script's output into the run's log (this process's stdout) up to `cap` bytes; then say how much was cut."
+    out, kept, cut = sys.stdout.buffer, 0, 0
+    for chunk in iter(lambda: src.read1(1 << 16), b''):
+        take = chunk[:max(0, cap - kept)]
+        if take: out.write(take); out.flush(); kept += len(take)
+        cut += len(chunk) - len(take)
+    if cut: out.write(f"\nfmops: the script wrote {cut:,} bytes more than the log keeps ({cap:,}); they were "
+                      f"not kept.\n".encode()); out.flush()
+
 
 # %% ../nbs/30_finetune.ipynb #69d2edb3
 def _script_setup(folder, resume:bool) -> _Script:
@@ -1740,9 +1820,13 @@ def _script_setup(folder, resume:bool) -> _Script:
 def _ask_stop(s:_Script, why:str):
     "Ask the script to stop (SIGTERM, which `stop_requested()` turns into a flag); the first reason is the one kept."
     if s.stop is None: s.stop, s.asked = why, time.time()
-    if s.proc is not None and s.proc.poll() is None:
-        try: s.proc.send_signal(signal.SIGTERM)
-        except ProcessLookupError: pass
+    if s.proc is not None and s.proc.poll() is None: _signal_script(s, signal.SIGTERM)
+
+# %% ../nbs/30_finetune.ipynb #a04fac73
+def _signal_script(s:_Script, sig:int):
+    "Send `sig` to the script's process group: the script, torchrun's ranks, and any process the script started."
+    try: os.killpg(s.proc.pid, sig)
+    except (ProcessLookupError, PermissionError): pass
 
 # %% ../nbs/30_finetune.ipynb #8ebd3287
 def _script_cmd(s:_Script) -> list:
@@ -1773,7 +1857,7 @@ def _follow(s:_Script, poll:float=0.2) -> int:
         _read_events(s)
         now = time.time()
         if budget and s.t0 and s.stop is None and now - s.t0 > budget: _ask_stop(s, 'time budget spent')
-        if s.stop and not killed and now - s.asked > _GRACE_S: s.proc.kill(); killed = True
+        if s.stop and not killed and now - s.asked > _GRACE_S: _signal_script(s, signal.SIGKILL); killed = True
     _read_events(s)
     return code
 
