@@ -169,6 +169,11 @@ def _printable(text) -> str:
     "`text` with control characters (terminal escapes) shown as escapes, for lines printed from stored data."
     return ''.join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
 
+# %% ../nbs/95_cli.ipynb #45c06b27
+def _printable_lines(text) -> str:
+    "`text` printed safely as `_printable` does, each of its lines kept as a line (a report's repr, an error)."
+    return '\n'.join(_printable(line) for line in str(text).split('\n'))
+
 # %% ../nbs/95_cli.ipynb #22d89a8a
 def _register_version(reg, args):
     "`fmops registry register`: store a version and print it."
@@ -408,12 +413,13 @@ def cmd_report(args):
     ws = _ws(args)
     if args.action in ('run', 'rerun'): check_role('report', ws)
     if args.action == 'run':
-        r = R.run_report(args.template, collect_params(args.param, args.params_file), ws=ws, cwd=args.cwd,
+        r = R.run_report(args.template, collect_params(args.param, args.params_file, args.template, ws), ws=ws,
+                         cwd=args.cwd,
                          timeout=args.timeout, retries=args.retries, dry_run=args.dry_run, log=not args.no_wandb,
                          show_code=args.show_code,
                          progress=None if args.json else lambda m: print(m, flush=True))
         if args.json: _print_json(r.to_dict())
-        else: print(repr(r))
+        else: print(_printable_lines(repr(r)))
         r.raise_for_status() # an ExecutionError naming the failed cell, its exception and the partial output
         return
     if args.action == 'templates':
@@ -422,21 +428,21 @@ def cmd_report(args):
     if args.action == 'ls':
         rs = R.report_runs(ws, args.template)
         if args.json: return _print_json([r.to_dict() for r in rs])
-        for r in rs: print(f"{r.id:<48} {r.status:<9} {len(r.values):>3} values  {r.error}")
+        for r in rs: print(_printable(f"{r.id:<48} {r.status:<9} {len(r.values):>3} values  {r.error}"))
         if not rs: print("No report runs yet: fmops report run maintenance_report")
         return
     if args.action == 'show':
         r = R.get_report(args.run, ws)
         if args.json: return _print_json(r.to_dict())
-        print(repr(r))
+        print(_printable_lines(repr(r)))
         print('parameters: ' + json.dumps(r.params))
         for k, v in r.values.items():
-            print(f"  {k:<22} {json.dumps(v, ensure_ascii=False)[:100]}")
+            print(_printable(f"  {k:<22} {json.dumps(v, ensure_ascii=False)[:100]}"))
         return
     if args.action == 'rerun':
         rr = R.rerun(args.run, ws, log=not args.no_wandb)
         if args.json: _print_json(rr.to_dict())
-        else: print(repr(rr))
+        else: print(_printable_lines(repr(rr)))
         if not rr.same:
             raise ExecutionError(f"The rerun of {rr.original.id} did not reproduce its values"
                                  + (f": {'; '.join(rr.causes)}" if rr.causes else '.'))
@@ -447,7 +453,8 @@ def cmd_schedule(args):
     ws = _ws(args)
     if args.action in ('add', 'rm', 'run-due', 'serve'): check_role('schedule', ws)
     if args.action == 'add':
-        s = S.add(args.name, args.cron, args.template, collect_params(args.param, args.params_file), ws=ws,
+        s = S.add(args.name, args.cron, args.template, collect_params(args.param, args.params_file, args.template, ws),
+                  ws=ws,
                   replace=args.replace)
         if args.json: return _print_json(s.to_dict())
         print(f"Added {s.name}: {s.template} at '{s.cron}', next {s.next_due():%Y-%m-%d %H:%M}. "
@@ -464,8 +471,8 @@ def cmd_schedule(args):
         done = S.run_due(ws, only=args.only, log=not args.no_wandb)
         if args.json: _print_json(done)
         for r in done if not args.json else []:
-            print(f"{r['due_at']}  {r['schedule']}: {r['status']} {r.get('report') or ''} "
-                  f"{r.get('error') or r.get('why') or ''}".rstrip())
+            print(_printable(f"{r['due_at']}  {r['schedule']}: {r['status']} {r.get('report') or ''} "
+                             f"{r.get('error') or r.get('why') or ''}".rstrip()))
         if any(r['status'] == 'failed' for r in done):
             raise ExecutionError("A scheduled report failed; see `fmops schedule history`.")
     elif args.action == 'serve':
@@ -477,8 +484,8 @@ def cmd_schedule(args):
         h = S.history(ws, args.name)
         if args.json: return _print_json(h)
         for r in h:
-            print(f"{r['due_at']}  {r['schedule']:<18} {r['status']:<9} {r['report'] or ''} "
-                  f"{r['error'] or ''}".rstrip())
+            print(_printable(f"{r['due_at']}  {r['schedule']:<18} {r['status']:<9} {r['report'] or ''} "
+                             f"{r['error'] or ''}".rstrip()))
 
 # %% ../nbs/95_cli.ipynb #be51503d
 def cmd_monitor(args):
@@ -511,8 +518,8 @@ def cmd_alerts(args):
     al = M.alerts(ws, state=None if args.all else 'open')
     if args.json: return _print_json(al)
     for a in al:
-        print(f"{a['id']:>4} {a['at'][:19]} {a['state']:<12} {a['severity']:<8} {a['policy']:<22} {a['message']}"
-              + (f" -> {a['outcome']}" if a['outcome'] else ''))
+        print(_printable(f"{a['id']:>4} {a['at'][:19]} {a['state']:<12} {a['severity']:<8} {a['policy']:<22} "
+                         f"{a['message']}" + (f" -> {a['outcome']}" if a['outcome'] else '')))
     if not al: print("No open alerts." if not args.all else "No alerts.")
 
 # %% ../nbs/95_cli.ipynb #2689f594
@@ -686,11 +693,17 @@ def _run(args) -> int:
         sys.stdout.flush()
     except BrokenPipeError: return _quiet_exit()
     except FmopsError as e:
-        print(f"fmops: error: {e}", file=sys.stderr)
+        print(f"fmops: error: {_printable_lines(e)}", file=sys.stderr)
         return 1
     except sqlite3.Error as e:
         print(f"fmops: error: the workspace database failed ({e}); nothing more was done. Check it with "
               f"`fmops audit verify`, or restore fmops.db from a backup.", file=sys.stderr)
+        return 1
+    except OSError as e: # a path the system refuses (a folder where a file goes, no permission, a full disk)
+        where = e.filename2 or e.filename # the destination of a rename, else the file
+        print(_printable(f"fmops: error: {e.strerror or e}" + (f": {where}" if where else '') + ". Nothing more was "
+                         f"done; choose another path, or free space or fix permissions, and run it again."),
+              file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("fmops: interrupted", file=sys.stderr)

@@ -12,7 +12,7 @@ from .core import PluginRegistry, Workspace, resolve_home
 from .errors import FmopsError, ValidationError
 from .drift import drift, DecisionRule
 from .slices import slice_metrics, MIN_N
-from .reports import read_yaml, schema, template_dirs
+from .reports import find_template, read_yaml, schema, template_dirs
 from .finetune import spec_keys
 from .html import esc, table
 
@@ -51,19 +51,34 @@ def dry_run_argument(p, text:str='policies show what would fire and do nothing',
 def param_arguments(r):
     "`-p NAME VALUE` and `-f FILE`: a report's parameters, for `report run` (both surfaces) and `fmops schedule add`."
     r.add_argument('-p', '--param', nargs=2, action='append', metavar=('NAME', 'VALUE'),
-                   help='a parameter (repeatable; the value is read as YAML)')
+                   help='a parameter (repeatable): read as YAML, except that a str parameter takes '
+                        'the text as typed unless it is quoted')
     r.add_argument('-f', '--params-file', action='append', metavar='FILE',
                    help='a YAML file of parameters (repeatable)')
 
+# %% ../nbs/75_commands.ipynb #fe3fe3a1
+def _param_types(template, ws:Workspace|None=None) -> dict:
+    "The declared type of each parameter of `template`; {} when it cannot be read (running it says why)."
+    try: return {k: p.type for k, p in schema(find_template(template, ws)).items()}
+    except FmopsError: return {}
+
 # %% ../nbs/75_commands.ipynb #fe3fe3a0
-def collect_params(pairs:list|None, files:list|None) -> dict:
+def collect_params(pairs:list|None, # `-p NAME VALUE` pairs: each value read as YAML
+                   files:list|None, # `-f FILE`s: YAML mappings, in order
+                   template=None, # the template they are for: a `str` parameter's `-p` text is kept unless quoted
+                   ws:Workspace|None=None, # where the template is looked up
+                  ) -> dict:
     "Parameters from `-f FILE` (YAML mappings, in order) and `-p NAME VALUE` pairs (YAML values), later ones winning."
     out = {}
     for f in files or []:
         p = Path(f).expanduser()
         if not p.is_file(): raise ValidationError(f"Parameter file {p} does not exist.")
         out |= read_yaml(p, f"Parameter file {p}", mapping=True)
-    for name, value in pairs or []: out[name] = read_yaml(value, f"-p {name}", text_if_invalid=True)
+    types = _param_types(template, ws) if template is not None and pairs else {}
+    for name, value in pairs or []:
+        v = read_yaml(value, f"-p {name}", text_if_invalid=True)
+        quoted = isinstance(v, str) and value.lstrip()[:1] in ('"', "'")
+        out[name] = value if types.get(name) == 'str' and not quoted else v # `-p x ''`, `-p x no`, `-p x 'run #5'`
     return out
 
 # %% ../nbs/75_commands.ipynb #790fe6aa
@@ -160,12 +175,29 @@ def slices_arguments(p:argparse.ArgumentParser, where:str='file'):
                    help=f'segments with fewer rows are marked small (default: {MIN_N})')
     p.add_argument('--no-redact', action='store_true', help='keep personal data in segment names (default: redacted)')
 
+# %% ../nbs/75_commands.ipynb #5e1d7c2a
+def _slice_table(data):
+    "`data` as a DataFrame for `slice_metrics`: a file read (a damaged one named), a table as it is; else a refusal."
+    import pandas as pd
+    if isinstance(data, pd.DataFrame): return data
+    p = Path(data).expanduser() if isinstance(data, (str, Path)) else None
+    if p is not None and not (p.is_file() and p.suffix in ('.parquet', '.csv', '.jsonl')): return data # it says why
+    read = {'.parquet': pd.read_parquet, '.csv': pd.read_csv, '.jsonl': lambda f: pd.read_json(f, lines=True),
+            None: pd.DataFrame}
+    try: return read[p.suffix if p is not None else None](p if p is not None else data)
+    except (ValueError, TypeError, OSError) as e: # pandas' and pyarrow's errors on a damaged file or a non-table
+        if p is None:
+            raise ValidationError(f"Cannot measure slices on a {type(data).__name__}: pass a DataFrame (or a dict of "
+                                  f"columns), or a parquet, csv or jsonl file.") from None
+        raise ValidationError(f"Cannot read {p} as {p.suffix[1:]}: {' '.join(str(e).split())[:200]}. Check that it "
+                              f"is a complete {p.suffix[1:]} file, or write it again.") from None
+
 # %% ../nbs/75_commands.ipynb #db7c3db7
 def run_slices(args, data):
     "Measure the metrics per segment that `slices_arguments` describe. Returns the `SliceReport`."
     positive = yaml.safe_load(args.positive) if args.positive is not None else None
-    return slice_metrics(data, by=args.slice_by, label=args.label, prediction=args.prediction, score=args.score,
-                         positive=positive, loss=args.loss, response=args.response, min_n=args.min_n,
+    return slice_metrics(_slice_table(data), by=args.slice_by, label=args.label, prediction=args.prediction,
+                         score=args.score, positive=positive, loss=args.loss, response=args.response, min_n=args.min_n,
                          redact=not args.no_redact)
 
 # %% ../nbs/75_commands.ipynb #a11ef1d7
@@ -174,13 +206,18 @@ def misspelt_flags(p:argparse.ArgumentParser, # the parser whose flags apply (th
                   ) -> str|None:
     "'unknown flag --chunk_by: did you mean --chunk-by?' when each unknown flag is close to one `p` takes; else None."
     known = {o[2:]: o for a in p._actions for o in a.option_strings if o.startswith('--')}
-    said = []
+    said, early = [], [] # early: flags `p` takes, written before the command (`fmops --json report ls`)
     for flag in (x.split('=', 1)[0] for x in extras if x.startswith('--') and len(x) > 2):
         name = flag[2:].replace('_', '-').lower()
+        if known.get(flag[2:]) == flag:
+            early.append(flag); continue
         near = [name] if name in known else difflib.get_close_matches(name, list(known), n=1, cutoff=0.7)
         if not near: return None
         said.append(f"{flag}: did you mean {known[near[0]]}?")
-    return f"unknown flag{'s' if len(said) > 1 else ''} " + '; '.join(said) if said else None
+    where = (f"{' '.join(early)} {'go' if len(early) > 1 else 'goes'} after the command that takes "
+             f"{'them' if len(early) > 1 else 'it'}: `{p.prog} {' '.join(early)}`." if early else '')
+    unknown = f"unknown flag{'s' if len(said) > 1 else ''} " + '; '.join(said) if said else ''
+    return ' '.join(x for x in (where, unknown) if x) or None
 
 # %% ../nbs/75_commands.ipynb #cf5ac69f
 def chosen_parser(p:argparse.ArgumentParser, ns:argparse.Namespace) -> argparse.ArgumentParser:

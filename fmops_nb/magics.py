@@ -123,7 +123,10 @@ def _spec(cell:str|None) -> dict|None:
     if not isinstance(spec, dict):
         raise UsageError(f"The %%fmops cell body must be a YAML mapping (`key: value` lines), "
                          f"got a {type(spec).__name__}.")
-    return spec
+    from fmops_nb.errors import ValidationError
+    from fmops_nb.reports import read_yaml
+    try: return read_yaml(cell, 'The %%fmops cell body', mapping=True) # as a spec file is read: no anchors, no tags
+    except ValidationError as e: raise UsageError(str(e)) from None
 
 # %% ../nbs/90_magics.ipynb #c841a5d5
 def lookup(name:str) -> Command:
@@ -488,7 +491,8 @@ def _report(ctx, args):
                              "(`%fmops report templates` lists them)")
         from fmops_nb.governance import check_role
         check_role('report', ws)
-        r = R.run_report(args.target, collect_params(args.param, args.params_file), ws=ws, timeout=args.timeout,
+        r = R.run_report(args.target, collect_params(args.param, args.params_file, args.target, ws), ws=ws,
+                         timeout=args.timeout,
                          dry_run=args.dry_run, log=not args.no_wandb)
         ctx.show_panel(r) # its links open the report and the notebook in JupyterLab
         _show_failure(r)
@@ -542,6 +546,7 @@ def _review(ctx, args):
     from fmops_nb import review as RV
     ws = ctx.workspace()
     if args.summary: return RV.summary(args.source, ws)
+    if args.n < 1: raise UsageError(f"-n {args.n}: a review takes at least 1 item; give -n 1 or more (default 20).")
     ns = getattr(ctx.shell, 'user_ns', {}) or {}
     how = {k: v for k, v in dict(n=args.n, confidence=args.confidence, random_sample=args.sample, seed=args.seed,
                                  input=args.input, output=args.output, id_column=args.id_column).items()

@@ -21,11 +21,11 @@ from .errors import unknown_key
 from .costs import Meter, Cost
 
 # %% auto #0
-__all__ = ['TYPES', 'MAX_PARAMS', 'INPUT_MIME', 'WIDGET_MIME', 'BUILTIN', 'IGNORED', 'Param', 'schema', 'read_yaml', 'validate',
-           'typed', 'uses', 'read_inputs', 'report_header', 'report_html', 'chunk_window', 'data_window',
-           'template_dirs', 'find_template', 'ReportRun', 'KernelPool', 'run_report', 'report_runs', 'get_report',
-           'Rerun', 'rerun', 'Safe', 'fmt', 'show', 'html_table', 'bar_chart', 'line_chart', 'read_table', 'drift_rows',
-           'previous_version', 'live_metrics']
+__all__ = ['TYPES', 'MAX_PARAMS', 'INPUT_MIME', 'WIDGET_MIME', 'BUILTIN', 'RECORDED_FILES', 'IGNORED', 'Param', 'schema',
+           'read_yaml', 'validate', 'typed', 'uses', 'read_inputs', 'report_header', 'report_html', 'chunk_window',
+           'data_window', 'template_dirs', 'find_template', 'ReportRun', 'KernelPool', 'file_hashes', 'run_report',
+           'report_runs', 'get_report', 'Rerun', 'changed_after', 'rerun', 'Safe', 'fmt', 'show', 'html_table',
+           'bar_chart', 'line_chart', 'read_table', 'drift_rows', 'previous_version', 'live_metrics']
 
 # %% ../nbs/40_reports.ipynb #3523565a
 TYPES = {'str': str, 'int': int, 'float': float, 'bool': bool, 'list': list, 'dict': dict, 'date': _dt.date,
@@ -517,7 +517,8 @@ def template_dirs(ws=None) -> list[Path]:
 def find_template(name, ws=None) -> Path:
     "A template by path, or by name (`maintenance_report`) in the template folders."
     p = Path(str(name)).expanduser()
-    if p.suffix == '.ipynb' or p.is_file():
+    if p.suffix == '.ipynb' and str(name) == p.name and not p.is_file(): name = p.stem # `maintenance_report.ipynb`
+    elif p.suffix == '.ipynb' or p.is_file():
         if p.is_file(): return p.resolve()
         raise ValidationError(f"Template {p} does not exist.")
     have = {}
@@ -969,6 +970,13 @@ def _tracking(tracker:_Tracker|None) -> dict:
     url = getattr(tr.run, 'url', None) if tr.mode == 'online' else None
     return {'url': url} if url else {'sync': tr.sync_command()} if tr.mode == 'offline' else {'error': f"W&B {tr.mode}"}
 
+# %% ../nbs/40_reports.ipynb #6c0f3a51
+RECORDED_FILES = ('params.json', 'values.json', 'output.ipynb') # what a run wrote that a rerun compares with
+
+def file_hashes(folder:Path) -> dict:
+    "The sha256 of each of the `RECORDED_FILES` a run's folder holds, for its record.json."
+    return {n: file_sha256(folder / n) for n in RECORDED_FILES if (folder / n).is_file()}
+
 # %% ../nbs/40_reports.ipynb #15714a34
 def _collect(job:_Job, ended:dict, env:dict, timings:dict, show_code:bool=False, extra:dict|None=None,
              tracking:dict|None=None) -> ReportRun:
@@ -994,6 +1002,7 @@ def _collect(job:_Job, ended:dict, env:dict, timings:dict, show_code:bool=False,
            'env': env, 'cwd': str(job.cwd), 'timeout': job.timeout, 'attempts': ended['attempts'],
            'kernel': ended.get('kernel'), 'status': ended['status'],
            'state_values': state_names(nb) if nb is not None else [],
+           'files': file_hashes(out), # what a rerun checks the folder against
            **({'wandb_url': tracking['url']} if (tracking or {}).get('url') else {}), **(extra or {})}
     run = ReportRun(out, ended['status'], values, job.params, ended['error'], str(job.template), rec,
                     ended.get('cell_index'), ended.get('ename'), ended.get('evalue'))
@@ -1186,6 +1195,16 @@ def _damaged_record(rec:dict) -> str:
             return f"its input {str(name)[:40]!r}"
     return ''
 
+# %% ../nbs/40_reports.ipynb #6c0f3a52
+def changed_after(run:ReportRun) -> list:
+    "The `RECORDED_FILES` of `run`'s folder changed or removed since its record.json was written."
+    rec = run.record or {}
+    if isinstance(rec.get('files'), dict): # the hashes of what it wrote
+        now = file_hashes(run.dir)
+        return [n for n in RECORDED_FILES if rec['files'].get(n) != now.get(n)]
+    # a record from before the hashes: only a params.json that disagrees with it is known to be changed
+    return ['params.json'] if (run.dir / 'params.json').is_file() and run.params != rec.get('params') else []
+
 # %% ../nbs/40_reports.ipynb #809fcafe
 def rerun(ref, ws=None, log:bool=True) -> Rerun:
     "Execute a past report run again from its record and say whether the recorded values match, and if not, why."
@@ -1198,6 +1217,10 @@ def rerun(ref, ws=None, log:bool=True) -> Rerun:
     if why := _damaged_record(rec):
         raise ValidationError(f"The record.json of {orig.id} is damaged ({why}): it cannot be rerun. Run its template "
                               f"again with `fmops report run`.")
+    if changed := changed_after(orig):
+        raise ValidationError(f"Cannot rerun {orig.id}: its {' and '.join(changed)} changed after the run (edited or "
+                              f"removed since record.json was written), so a rerun would be compared with values the "
+                              f"run did not compute. Run its template again with `fmops report run`.")
     tpl = Path(rec['template'])
     if not tpl.is_file(): raise ValidationError(f"The template {tpl} of {orig.id} no longer exists.")
     pins = {i['ref']: i['version'] for i in rec['inputs'].values() if i['kind'] == 'version'}
