@@ -808,6 +808,8 @@ def _generation_flags(r:dict) -> str:
     return ', '.join(f for f, k in flags if r[k])
 
 # %% ../nbs/07_html.ipynb #6e0a4c1e
+_SHOWN_TEXT = 1000 # characters of a prompt or an answer a panel shows (its start and its end)
+
 def generation_html(g:dict, # `VersionDiff.generation`: a generation diff on a prompt probe
                     top:int=50, # at most this many prompts: those answered differently first
                    ) -> str:
@@ -821,8 +823,10 @@ def generation_html(g:dict, # `VersionDiff.generation`: a generation diff on a p
             + f"; perplexity {num(ppl['a'])} → {num(ppl['b'])} on {ppl['texts']} texts ({ppl['on']})")
     rows = sorted(g['rows'], key=lambda r: (r['same'], r['index']))[:top]
     head = ['#', 'prompt', 'answer a', 'answer b', 'same', 'similarity', 'Δ length', 'flags']
-    body = [[r['index'], r['prompt'], r['a'], r['b'], r['same'], num(r['similarity'], '.3f'), r['length_change'],
-             _generation_flags(r)] + ([r['expected'], r['verdict']] if labelled else []) for r in rows]
+    cut = lambda t: t if t is None else _fit(str(t), _SHOWN_TEXT) # a 1 MB prompt is not a 1 MB panel (to_dict: whole)
+    body = [[r['index'], cut(r['prompt']), cut(r['a']), cut(r['b']), r['same'], num(r['similarity'], '.3f'),
+             r['length_change'], _generation_flags(r)] + ([cut(r['expected']), r['verdict']] if labelled else [])
+            for r in rows]
     more = (empty(f"{g['n'] - top} more prompts in to_dict()['generation']['rows'].") if g['n'] > top else '')
     return (f"<div>{esc(line)}</div>" + table('fmops-generation', head + (['expected', 'verdict'] if labelled else []),
                                               body, [r['verdict'] == 'broken' for r in rows]) + more)

@@ -158,6 +158,11 @@ def slice_metrics(data, # a DataFrame (or what pandas.DataFrame takes), or a par
     df = _frame(data)
     by = [by] if isinstance(by, str) else list(by or [])
     if not by: raise ValidationError("Name at least one column to slice by (by='region', or --slice-by region).")
+    if len({str(c) for c in by}) < len(by): # the report keys columns by name: 1 and '1' would overwrite each other
+        raise ValidationError(f"The columns to slice by must have different names; got {by!r}. Slice by each once.")
+    if isinstance(min_n, bool) or not isinstance(min_n, (int, np.integer)) or min_n < 0:
+        raise ValidationError(f"min_n is the fewest rows a segment may have before it is marked small: a whole number "
+                              f"from 0, got {min_n!r}.")
     for c in by + [x for x in (score, loss, response) if x is not None]:
         if c not in df:
             raise ValidationError(f"No column {c!r} in the data. Available: {', '.join(map(str, df.columns))}.")
@@ -371,6 +376,9 @@ def check_slices(s, where:str='slices') -> dict:
                 number = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
                 if k != 'n' and not k.startswith('n_') and not number:
                     raise ValidationError(f"{where}[{c!r}][{seg!r}][{k!r}] is {v!r}, not a finite number: {form}.")
+                if k != 'n' and not k.startswith('n_') and m.get(f"n_{k}", n) == 0: # it would count as a regression
+                    raise ValidationError(f"{where}[{c!r}][{seg!r}][{k!r}] is given for 0 rows: a metric needs rows "
+                                          f"to be measured on; leave it out of that segment: {form}.")
     return s
 
 # %% ../nbs/14_slices.ipynb #357bdabe

@@ -273,3 +273,7 @@ def test_prompts_cut_to_fit_the_context_are_counted_in_the_generation_diff(lm, h
     assert d.generation["prompts_cut"] == {"a": 1, "b": 1}  # was: cut without a word
     assert "1 prompt cut to fit the context (its end kept)" in repr(d)
     assert d.generation["rows"][0]["a"] == generate(lm, [long], 4)[0]
+    from fmops_nb.html import generation_html  # the panel shows the prompt's start and end, to_dict() all of it
+    shown = generation_html(d.generation)
+    assert long not in shown and "qz qz" in shown and "Return the" in shown and len(shown) < 8000
+    assert d.to_dict()["generation"]["rows"][0]["prompt"] == long

@@ -310,3 +310,29 @@ def test_a_value_that_reads_missing_is_not_folded_into_the_rows_with_no_value(ho
     segs = slice_metrics(df, by="region", min_n=1).to_metrics()["region"]
     assert {k: (s["n"], s["accuracy"]) for k, s in segs.items()} == {
         "(missing)": (2, 1.0), "(missing) #2": (4, 0.0), "north": (3, 1.0)}
+
+
+@pytest.mark.hostile
+def test_stored_slices_with_a_metric_measured_on_no_rows_are_refused(hostile):
+    "A segment {'accuracy': 0.5, 'n': 0} would count as a regression with min_n=0: a metric needs rows."
+    from fmops_nb.slices import check_slices
+    for bad in ({"region": {"south": {"accuracy": 0.5, "n": 0}}},
+                {"region": {"south": {"accuracy": 0.5, "n": 40, "n_accuracy": 0}}}):
+        hostile(f"stored slices {bad}")
+        with pytest.raises(ValidationError, match="is given for 0 rows"):
+            check_slices(bad)
+    check_slices({"region": {"south": {"n": 0}, "north": {"accuracy": 0.5, "n": 40, "n_accuracy": 3}}})  # still fine
+
+
+@pytest.mark.hostile
+def test_slices_by_columns_whose_names_collide_or_a_negative_min_n_are_refused(hostile):
+    "by=[1, '1'] kept one column's segments under the other's name; min_n=-1 was taken."
+    from fmops_nb.slices import slice_metrics
+    df = pd.DataFrame({1: ["a", "b"] * 20, "1": ["x", "y"] * 20, "label": [0, 1] * 20, "prediction": [0, 1] * 20})
+    hostile("slice_metrics(by=[1, '1'])")
+    with pytest.raises(ValidationError, match="must have different names"):
+        slice_metrics(df, by=[1, "1"])
+    hostile("slice_metrics(min_n=-1)")
+    with pytest.raises(ValidationError, match="min_n is the fewest rows"):
+        slice_metrics(df, by="1", min_n=-1)
+    assert set(slice_metrics(df, by=[1, "1"][1:], min_n=0).slices["1"]) == {"x", "y"}
