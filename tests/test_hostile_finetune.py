@@ -47,6 +47,11 @@ BAD_SETTINGS = [
     ("script_args", "--hidden 64", "script_args must be a list"),
     ("script_args", ["--fast", True], "script_args must be a list of strings or numbers (the script's command line)"),
     ("script_args", ["--hidden", "64"], "script_args is for recipe script (your own script's command line); the lora recipe has none"),
+    ("seed", -1, "seed must be a whole number from 0 to 4,294,967,295, got -1"),
+    ("seed", 2**64, "seed must be a whole number from 0 to 4,294,967,295"),
+    ("epochs", 1e308, "epochs is 1e+308, more than 1,000,000: is it a typo?"),
+    ("max_new_tokens", 10**30, "max_new_tokens is 1,000,000,000,000,000,000,000,000,000,000, more than 65,536"),
+    ("warmup_steps", 10**30, "warmup_steps is 1,000,000,000,000,000,000,000,000,000,000, more than"),
 ]
 
 

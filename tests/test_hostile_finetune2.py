@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from fmops_nb.core import Workspace
-from fmops_nb.errors import FmopsError, NotFoundError, ValidationError
+from fmops_nb.errors import NotFoundError, ValidationError
 from fmops_nb.finetune import FinetuneSpec, get_run, launch
 from fmops_nb.registry import Registry
 
@@ -16,24 +16,6 @@ pytestmark = pytest.mark.hostile
 
 DATA = pd.DataFrame({"text": [f"ticket {i} about {'billing' if i % 2 else 'login'}" for i in range(40)],
                      "label": ["billing" if i % 2 else "login" for i in range(40)]})
-
-BAD_SETTINGS = [
-    ("seed", -1, "seed must be a whole number from 0 to 4,294,967,295, got -1"),
-    ("seed", 2**64, "seed must be a whole number from 0 to 4,294,967,295"),
-    ("epochs", 1e308, "epochs is 1e+308, more than 1,000,000: is it a typo?"),
-    ("max_new_tokens", 10**30, "max_new_tokens is 1,000,000,000,000,000,000,000,000,000,000, more than 65,536"),
-    ("warmup_steps", 10**30, "warmup_steps is 1,000,000,000,000,000,000,000,000,000,000, more than"),
-]
-
-
-@pytest.mark.parametrize("key,value,words", BAD_SETTINGS, ids=[f"{k}={v!r}" for k, v, _ in BAD_SETTINGS])
-def test_a_setting_out_of_range_is_a_clear_error_before_anything_starts(key, value, words, hostile):
-    hostile(f"fine-tune spec {key}={value!r}")
-    ws = Workspace.open()
-    with pytest.raises(FmopsError) as e:
-        launch(FinetuneSpec(**{"base": "intent:production", "train": DATA, key: value}), ws=ws)
-    assert words in str(e.value), str(e.value)
-    assert not list(ws.runs_dir.iterdir()) and Registry(ws, log=False).models() == []
 
 
 def test_a_script_that_is_not_a_python_file_is_refused(tmp_path, hostile):
