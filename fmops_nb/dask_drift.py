@@ -4,7 +4,7 @@
 
 # %% ../nbs/16_dask.ipynb #88905ef0
 from __future__ import annotations
-import socket
+import gc, socket
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
@@ -68,12 +68,15 @@ def dask_client(scheduler=None, # a scheduler address, a `distributed.Client`, o
             yield client
         return
     address = _reachable(str(scheduler), timeout)
+    why = ''
     try: client = distributed.Client(address, timeout=timeout)
     except Exception as e: # OSError, TimeoutError; or a service that is no scheduler: whatever its bytes decode to
         why = (f"did not answer in {timeout:g} s ({e})" if isinstance(e, (OSError, TimeoutError)) else
                f"answered, but not as a Dask scheduler does ({type(e).__name__})")
+    if why: # the half-made Client is closed now, its traceback gone: collected later, inside the start of another
+        gc.collect() # cluster (distributed's LoopRunner lock held), its close deadlocks
         raise ExecutionError(f"The Dask scheduler at {address} {why}. Check that it is a Dask scheduler (usually port "
-                             f"8786) and that it is not overloaded; nothing was computed.") from None
+                             f"8786) and that it is not overloaded; nothing was computed.")
     try: yield client
     finally: client.close()
 

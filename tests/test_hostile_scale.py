@@ -188,19 +188,17 @@ def test_urls_libpq_reads_are_still_accepted():
 
 
 @pytest.mark.hostile
-def test_a_closed_client_is_a_clear_error(hostile):
+def test_a_closed_client_is_a_clear_error(client, hostile):
     "A notebook's `client` after `client.close()` (or after its cluster shut down), passed again."
-    from distributed import Client, LocalCluster
+    from distributed import Client
     from fmops_nb.dask_drift import drift_dask
     from fmops_nb.errors import ExecutionError
     hostile("a closed distributed.Client as the scheduler")
     ref, cur = frames()
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp", host="127.0.0.1",
-                      dashboard_address=None) as cluster:
-        c = Client(cluster)
-        c.close()
-        with pytest.raises(ExecutionError, match=r"The Dask client .* is closed.*Client\("):
-            drift_dask(ref, cur, scheduler=c)
+    c = Client(client.cluster)  # a second client of the module's cluster (no second cluster started in-process)
+    c.close()
+    with pytest.raises(ExecutionError, match=r"The Dask client .* is closed.*Client\("):
+        drift_dask(ref, cur, scheduler=c)
 
 
 def test_fmops_config_never_prints_the_database_password(tmp_path, monkeypatch, capsys, hostile):
