@@ -215,8 +215,7 @@ def _pandas_categorical(name:str, s, kind:str|None) -> Column|None:
     if not all(isinstance(x, str) for x in labels) or len(set(labels)) != len(labels): return None
     codes = s.cat.codes.to_numpy().view() # signed (int8 for up to 127 labels), -1 for missing: no copy
     codes.flags.writeable = False # a view of the caller's frame: never written through
-    head = codes[:2000]
-    if kind is None and _looks_like_text(list(labels[head[head >= 0]])): return None
+    if kind is None and _labels_look_like_text(labels, codes[:2000]): return None
     return _sorted_codes(name, 'categorical', codes, labels)
 
 # %% ../nbs/08_data.ipynb #3967710c
@@ -319,6 +318,17 @@ def _looks_like_text(vals) -> bool:
     if not sample: return False
     lens = np.array([len(x) for x in sample])
     return float(np.median(lens)) >= 25 and np.mean([' ' in x for x in sample]) >= 0.5
+
+# %% ../nbs/08_data.ipynb #30654cd5
+def _labels_look_like_text(labels:np.ndarray, codes:np.ndarray) -> bool:
+    """`_looks_like_text` of the values `labels[codes]` (-1: missing), with each distinct label's length and spaces
+    counted once instead of once per row."""
+    used, inv = np.unique(codes[codes >= 0], return_inverse=True)
+    if not len(used): return False
+    lens = np.array([len(labels[i]) for i in used])[inv]
+    spaced = np.array([' ' in labels[i] for i in used])[inv]
+    return float(np.median(lens)) >= 25 and float(np.mean(spaced)) >= 0.5
+
 
 # %% ../nbs/08_data.ipynb #4aa02209
 def _decode_texts(vals, name:str):

@@ -22,6 +22,8 @@ from .progress import progress
 from .descriptors import TextDescriptors, described_columns
 from .lm import tiny_lm
 from .pii import redact, count_values
+try: from fmops_nb import _grid as _compiled # the grid loop in C (fmops_nb/_grid.c), built at install
+except ImportError: _compiled = None # not built (no C compiler then): the numpy loop, same counts
 
 # %% auto #0
 __all__ = ['N_BINS', 'EXACT_VALUES', 'ID_MIN_ROWS', 'QUANTILE_SAMPLE', 'METHODS', 'SCHEMA', 'MAX_CHUNKS', 'ENGINES',
@@ -278,14 +280,44 @@ def _grid_count(self:NumericBins, x:np.ndarray, cells:np.ndarray, buf:np.ndarray
     cells += per
     return x[(c == 0) | (c == _GRID + 1)] if per[0] or per[-1] else x[:0]
 
+# %% ../nbs/11_drift.ipynb #2a356062
+class _Cells:
+    """The grid counts of one column's values, added block by block (`add`) with the compiled loop where it was built,
+    else with numpy's (`NumericBins._grid_count`); `total` gives the 64-bit counts per cell."""
+    def __init__(self, bins:NumericBins, cells:np.ndarray): # cells: int64 counts per cell (`_GRID + 2`), added to
+        self.bins, self.cells, self.pending = bins, cells, 0
+        self.buf, self.ib, self.out, self.c32 = _block_buffers()
+        if _compiled is not None: self.c32.fill(0)
+
+    def add(self, x:np.ndarray) -> np.ndarray|None:
+        """Count the values `x`; return those outside the grid (NaN and ±inf among them), or None when the numpy loop
+        met a NaN and counted nothing (`_grid_count`)."""
+        if x.dtype != np.float64: x = x.astype(np.float64) # each value's cell in float64, whatever its type
+        if _compiled is None: return self.bins._grid_count(x, self.cells, self.buf, self.ib)
+        if self.pending + len(x) > 2**31 - 1: self._flush() # 32-bit counts cannot overflow
+        x = np.ascontiguousarray(x) # (no copy for a column of its own)
+        k = _compiled.count_cells(x, self.bins.lo, self.bins.scale, _GRID, self.c32, self.out)
+        self.pending += len(x)
+        return self.out[:k] # valid until the next `add`: the thread's buffer
+
+    def _flush(self):
+        self.cells += self.c32; self.c32.fill(0); self.pending = 0
+
+    def total(self) -> np.ndarray:
+        if _compiled is not None: self._flush()
+        return self.cells
+
+
 # %% ../nbs/11_drift.ipynb #68e72bcb
 _LOCAL = threading.local()
 
 def _block_buffers() -> tuple:
-    """This thread's buffers for a block's values (float64) and cell numbers (int32), kept between calls: fresh
-    memory is paid for in page faults, which cost a first drift check in a new process more than the counting."""
+    """This thread's buffers, kept between calls (fresh memory is paid for in page faults, which cost a first drift
+    check in a new process more than the counting): a block's values (float64) and cell numbers (int32), the values
+    outside the grid (float64) and the compiled loop's 32-bit cell counts."""
     if (b := getattr(_LOCAL, 'blocks', None)) is None:
-        b = _LOCAL.blocks = (np.empty(_BLOCK), np.empty(_BLOCK, np.int32))
+        b = _LOCAL.blocks = (np.empty(_BLOCK), np.empty(_BLOCK, np.int32), np.empty(_BLOCK),
+                             np.zeros(_GRID + 2, np.int32))
     return b
 
 @patch
@@ -294,20 +326,20 @@ def summarize(self:NumericBins, v:np.ndarray) -> NumericSummary:
     counts, cells = np.zeros(self.n_slots, np.int64), (np.zeros(_GRID + 2, np.int64) if self._runs else None)
     sums = np.zeros(self.n_slots) if self.whole is not None else None
     n_nan = n_inf = 0; lo, hi = math.inf, -math.inf
-    buf, ib = _block_buffers() if cells is not None else (0, 0)
+    grid = _Cells(self, cells) if cells is not None else None
     for s in range(0, len(v), _BLOCK):
         x = rest = v[s:s + _BLOCK]
-        if cells is not None and (rest := self._grid_count(x, cells, buf, ib)) is not None: x = rest
+        if grid is not None and (rest := grid.add(x)) is not None: x = rest
         if len(x) and not (fin := np.isfinite(x)).all(): # NaN and ±inf: counted, never binned
             nan = int(np.isnan(x).sum()); n_nan += nan; n_inf += len(x) - int(fin.sum()) - nan; x = x[fin]
-            if rest is None: x = self._grid_count(x, cells, buf, ib) # the block again, without its NaNs
+            if rest is None: x = grid.add(x) # the block again, without its NaNs
         if not len(x): continue
         sl = self.slots(x) if cells is None else self._exact(x)
         per = np.bincount(sl, minlength=self.n_slots); counts += per
         if sums is not None: sums += np.bincount(sl, x, self.n_slots)
         if per[0]: lo = min(lo, float(x[sl == 0].min()))
         if per[-1]: hi = max(hi, float(x[sl == self.n_slots - 1].max()))
-    if cells is not None: counts[self._runs[1]] += np.add.reduceat(cells[1:-1], self._runs[0])
+    if grid is not None: counts[self._runs[1]] += np.add.reduceat(grid.total()[1:-1], self._runs[0])
     return NumericSummary(counts, n_nan, n_inf, lo, hi, sums=sums)
 
 # %% ../nbs/11_drift.ipynb #80521ce2

@@ -5,15 +5,28 @@ in blocks: the KS statistic from those bins must stay within 0.001 of scipy's ex
 data, the grid's counts must equal binning every value exactly, and memory must not grow with the rows.
 """
 import math
+import shutil
 import tracemalloc
 
 import numpy as np
 import pytest
 import scipy.stats as ss
 
-from fmops_nb.drift import _BLOCK, _GRID, QUANTILE_SAMPLE, DriftDetector, NumericBins, drift, sample_rows
+import fmops_nb.drift as engine
+from fmops_nb.drift import _BLOCK, _GRID, QUANTILE_SAMPLE, DriftDetector, NumericBins, _Cells, drift, sample_rows
 
 N = 200_000
+COMPILED = engine._compiled
+
+
+@pytest.fixture(params=["compiled", "numpy"])
+def loop(request, monkeypatch):
+    """Run a test with the compiled grid loop (fmops_nb/_grid.c) and again with the numpy loop a machine without a C
+    compiler gets: both must give the same counts."""
+    if request.param == "compiled" and COMPILED is None:
+        pytest.skip("the compiled grid loop was not built in this install")
+    monkeypatch.setattr(engine, "_compiled", COMPILED if request.param == "compiled" else None)
+    return request.param
 
 
 def _cases():
@@ -72,7 +85,7 @@ def _exact_counts(b: NumericBins, v: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("n", [1, 999, _BLOCK - 1, _BLOCK, 3 * _BLOCK + 17])
-def test_grid_counts_equal_binning_every_value_exactly(n):
+def test_grid_counts_equal_binning_every_value_exactly(n, loop):
     g = np.random.default_rng(n)
     ref = g.lognormal(size=50_000)
     b = NumericBins.of(ref)
@@ -90,7 +103,7 @@ def test_grid_counts_equal_binning_every_value_exactly(n):
     assert s.lo == (below.min() if len(below) else math.inf) and s.hi == (above.max() if len(above) else -math.inf)
 
 
-def test_values_whose_cell_number_overflows_take_the_exact_path():
+def test_values_whose_cell_number_overflows_take_the_exact_path(loop):
     """Cell numbers are cast to 32-bit integers: a value so far off that its number does not fit (or one just below
     the grid, whose number truncates to 0) is found by the range check and binned exactly, never wrapped into the grid."""
     g = np.random.default_rng(2)
@@ -102,6 +115,62 @@ def test_values_whose_cell_number_overflows_take_the_exact_path():
     s = b.summarize(v)
     assert np.array_equal(s.counts, _exact_counts(b, v))
     assert (s.lo, s.hi, s.n_missing, s.n_inf) == (-1e300, 1e300, 1, 2)
+
+
+def test_the_compiled_loop_is_built_wherever_a_c_compiler_is():
+    "`pip install` builds fmops_nb/_grid.c when a C compiler is on the machine (as in CI): the fast loop is the one used."
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("no C compiler here: the numpy loop is expected")
+    assert COMPILED is not None, "fmops_nb._grid was not built: reinstall with `pip install -e .`"
+
+
+def _on_cell_boundaries(b: NumericBins, g, n: int) -> np.ndarray:
+    "Values on and just beside the grid's cell boundaries, where a different rounding would change a value's cell."
+    k = g.integers(-3, _GRID + 5, n).astype(np.float64)
+    v = b.lo + k / b.scale
+    return np.r_[v, np.nextafter(v, np.inf), np.nextafter(v, -np.inf)]
+
+
+@pytest.mark.skipif(COMPILED is None, reason="the compiled grid loop was not built in this install")
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.int64, "strided"])
+def test_the_compiled_and_numpy_loops_give_the_same_summary(dtype, monkeypatch):
+    """Same counts, NaN/inf counts, extremes and sums from both loops, for values on cell boundaries, far outside the
+    grid, NaN and ±inf; for float32 and integer columns and a column that is a strided view of a 2-d table."""
+    g = np.random.default_rng(11)
+    ref = g.normal(50, 20, 60_000)
+    b = NumericBins.of(ref)
+    assert b._runs is not None
+    v = np.r_[g.normal(55, 25, 2 * _BLOCK), _on_cell_boundaries(b, g, 20_000), [1e300, -1e300, np.nan, np.inf, -np.inf]]
+    g.shuffle(v)
+    if dtype == "strided":
+        v = np.column_stack([v, -v])[:, 0]
+        assert not v.flags.c_contiguous
+    elif dtype is np.int64:
+        v = np.rint(v[np.isfinite(v) & (np.abs(v) < 1e9)]).astype(np.int64)
+    else:
+        v = v.astype(dtype)
+    out = {}
+    for name in ("compiled", "numpy"):
+        monkeypatch.setattr(engine, "_compiled", COMPILED if name == "compiled" else None)
+        out[name] = b.summarize(v)
+    a, n = out["compiled"], out["numpy"]
+    assert np.array_equal(a.counts, n.counts)
+    assert (a.n_missing, a.n_inf, a.lo, a.hi) == (n.n_missing, n.n_inf, n.lo, n.hi)
+    assert np.array_equal(a.sums, n.sums)
+    assert a.counts.sum() + a.n_missing + a.n_inf == len(v)
+
+
+@pytest.mark.skipif(COMPILED is None, reason="the compiled grid loop was not built in this install")
+def test_the_compiled_loops_32_bit_counts_are_moved_to_64_bits_before_they_can_overflow():
+    """The compiled loop counts into 32-bit cells: a column of more than 2**31 values must not wrap them. Brought to
+    the edge (a cell already holding 2**31 - 3 values), the next values move the counts to 64 bits first."""
+    b = NumericBins.of(np.random.default_rng(1).normal(size=50_000))
+    cells = np.zeros(_GRID + 2, np.int64)
+    grid = _Cells(b, cells)
+    x = np.full(10, b.lo + 100.5 / b.scale)  # ten values in cell 100
+    grid.c32[100], grid.pending = 2**31 - 3, 2**31 - 3
+    assert len(grid.add(x)) == 0
+    assert grid.total()[100] == 2**31 + 7
 
 
 def test_the_sampled_rows_are_the_seeded_choice_in_order():
@@ -126,7 +195,7 @@ def test_grid_covers_the_whole_range_when_the_tails_are_short_and_the_centre_whe
         assert inner.max() < 0.001  # no bin holds more than 0.1% of the reference: the KS bound
 
 
-def test_summaries_of_chunks_add_up_to_the_summary_of_the_whole():
+def test_summaries_of_chunks_add_up_to_the_summary_of_the_whole(loop):
     g = np.random.default_rng(5)
     ref, cur = g.normal(size=100_000), np.r_[g.normal(0.3, 1, 150_000), [np.nan, np.inf]]
     b = NumericBins.of(ref)

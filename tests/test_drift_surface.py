@@ -96,3 +96,16 @@ def test_cli_drift_timeline_from_parquet_row_groups_and_log(tmp_path, isolated_w
     assert str(isolated_workspace) in d["wandb_run"]
     r = subprocess.run([fmops, "drift", str(tmp_path / "ref.parquet"), str(tmp_path / "cur.parquet"), "--chunk-by", "tss"], capture_output=True, text=True)
     assert r.returncode == 1 and "chunk_by column 'tss' is not in" in r.stderr and "Available: x, c, ts" in r.stderr
+
+
+def test_a_pandas_categorical_of_sentences_is_text_by_how_often_each_label_occurs():
+    """A categorical column whose rows mostly hold long sentences is read as text, one whose rows mostly hold short
+    labels as a category: judged over the rows (each label's length counted once), not over the distinct labels."""
+    import pandas as pd
+
+    from fmops_nb.data import load
+    sentence = "the customer asked for a refund of the last order twice"
+    rows = lambda share: pd.Categorical([sentence] * share + ["ok"] * (100 - share), categories=[sentence, "ok", "no"])
+    assert load(pd.DataFrame({"x": rows(80)}))["x"].kind == "text"
+    assert load(pd.DataFrame({"x": rows(20)}))["x"].kind == "categorical"
+    assert load(pd.DataFrame({"x": pd.Categorical([None] * 10, categories=[sentence])}))["x"].kind != "text"

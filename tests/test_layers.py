@@ -14,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "fmops_nb"
 LAYERS = {  # lowest first; a module may import its own layer (without cycles) and every layer below it
-    "foundation": ["errors", "postgres", "core", "progress", "tracking", "audit", "blobs", "record", "tasks", "html",
+    "foundation": ["_grid", "errors", "postgres", "core", "progress", "tracking", "audit", "blobs", "record", "tasks", "html",
                    "data", "pii", "costs"],
     "engine": ["embeddings", "lm", "descriptors", "slices", "drift", "dask_drift", "registry", "diff", "finetune",
                "reports", "monitor", "governance", "cards", "schedule", "demo", "demo_text", "demo_llm", "feedback", "review"],
@@ -91,7 +91,8 @@ def cycles(g: dict) -> list[list[str]]:
 
 
 def test_every_module_has_a_layer():
-    modules = {p.stem for p in PKG.glob("*.py")} - {"_modidx", "__init__"}
+    "Python modules and compiled ones (fmops_nb/_grid.c, the drift engine's loop) alike."
+    modules = {p.stem for p in [*PKG.glob("*.py"), *PKG.glob("*.c")]} - {"_modidx", "__init__"}
     assert modules - set(LEVEL) == set(), "a new module needs a layer in tests/test_layers.py (and in the README)"
     assert set(LEVEL) - modules - {"templates"} == set(), "a layer names a module that no longer exists"
 
