@@ -16,8 +16,8 @@ from .registry import Registry, Version
 from .monitor import policies, evaluate
 
 # %% auto #0
-__all__ = ['ROLES', 'PERMITS', 'roles', 'check_role', 'Approval', 'approve', 'approvals', 'approval_status', 'approval_gate',
-           'approvals_html']
+__all__ = ['ROLES', 'PERMITS', 'roles', 'check_role', 'Approval', 'authors', 'approve', 'approvals', 'approval_status',
+           'approval_gate', 'approvals_html']
 
 # %% ../nbs/22_governance.ipynb #c9fc3408
 ROLES = {'viewer': "reads: lists, shows, diffs, reports' results",
@@ -98,12 +98,41 @@ class Approval:
         return (f"{self.version} approved by {self.reviewer} at {self.at[:19]}: {self.reason}"
                 + ('' if self.recorded else ' (NOT in the audit log: not counted)'))
 
+# %% ../nbs/22_governance.ipynb #831920ee
+def authors(v:Version, ws:Workspace) -> list[str]:
+    "Who made version `v`: its registrant on record, in the `versions` row and in the audit log's `register` row."
+    with closing(ws.connect()) as con:
+        row = con.execute("SELECT created_by FROM versions WHERE id=?", (v.id,)).fetchone()
+        out = {row['created_by']} if row is not None and row['created_by'] else set()
+        out |= {r['actor'] for r in con.execute("SELECT actor FROM audit WHERE action='register' AND subject=?",
+                                                (v.id,)) if r['actor']}
+    return sorted(out)
+
+# %% ../nbs/22_governance.ipynb #b9e56772
+def _self_approval_allowed(ws:Workspace) -> bool:
+    "Does some `require:` policy say that an author's own approval counts (`self_approval: true`)?"
+    return any(p.on == 'promote' and isinstance(p.require, dict) and p.require.get('self_approval') is True
+               for p in policies(ws))
+
+# %% ../nbs/22_governance.ipynb #8d4aead2
+def _refuse_self_approval(v:Version, user:str, declared:dict, ws:Workspace):
+    "`NotPermitted` when `user` made `v` and the workspace declares roles (unless a policy allows self-approval)."
+    made = authors(v, ws)
+    if not declared or user not in made or _self_approval_allowed(ws): return
+    others = sorted(u for u, have in declared.items() if 'approver' in have and u not in made)
+    ask = (f"Ask {' or '.join(others)} (an approver who did not make it) to sign it off" if others else
+           "No approver besides its author is declared: add one under [roles]")
+    raise NotPermitted(f"{user} may not approve {v.id}: {user} registered it, and a version's author does not sign "
+                       f"it off (sign-off is a second pair of eyes). {ask}. If this workspace lets one person sign off "
+                       f"their own versions, say so in the policy: `require = {{approvals = N, role = \"approver\", "
+                       f"self_approval = true}}`.")
+
 # %% ../nbs/22_governance.ipynb #c72f1282
 def approve(ref:str, # the version to sign off: 'model:vN' or 'model:alias'
             reason:str, # why it may ship: recorded in the audit log
             ws:Workspace|None=None,
            ) -> Approval:
-    "Sign version `ref` off as the current user (who needs the approver role, where roles are declared); audited."
+    "Sign version `ref` off as the current user (an approver, where roles are declared, who did not make it); audited."
     ws = ws or Workspace.open()
     user = current_user()
     if user != user.strip() or not user.isprintable(): # 'bob ' or 'bob\u200b' would count as a second reviewer
@@ -114,6 +143,7 @@ def approve(ref:str, # the version to sign off: 'model:vN' or 'model:alias'
     if not isinstance(reason, str) or not reason.strip():
         raise ValidationError("An approval needs a reason (`--reason '...'`): it goes into the audit log with it.")
     v = Registry(ws, log=False).get(ref)
+    _refuse_self_approval(v, user, roles(ws), ws)
     _schema(ws)
     at = utcnow()
     with ws.transaction() as con:
@@ -151,7 +181,7 @@ def approvals(ref:str|Version, # a version ('model:vN', 'model:alias' or a `Vers
 
 # %% ../nbs/22_governance.ipynb #34be18d5
 def _requirements(v:Version, alias:str, ws:Workspace) -> list:
-    "The `require:` policies that apply to promoting `v` to `alias`: (policy name, approvals, role)."
+    "The `require:` policies that apply to promoting `v` to `alias`: (policy name, approvals, role, self_approval)."
     names = {'candidate': {k: m.get('value') for k, m in v.metrics.items() if isinstance(m, dict)} | {'version': v.id},
              'alias': alias}
     out = []
@@ -162,7 +192,7 @@ def _requirements(v:Version, alias:str, ws:Workspace) -> list:
         if role not in ROLES: raise PolicyError(unknown_key('role', role, ROLES, where=f"`require` of {p.name!r}"))
         try: applies = evaluate(p.when, names, ('current',))
         except (Missing, Undecided): applies = True
-        if applies: out.append((p.name, need['approvals'], role))
+        if applies: out.append((p.name, need['approvals'], role, need.get('self_approval') is True))
     return out
 
 # %% ../nbs/22_governance.ipynb #7dabec97
@@ -174,13 +204,15 @@ def approval_status(ref:str|Version, # the version about to move
     v = Registry(ws, log=False).get(ref) if isinstance(ref, str) else ref
     alias = alias.partition(':')[2] or alias
     declared = roles(ws)
-    given = approvals(v, ws)
+    given, made = approvals(v, ws), authors(v, ws)
     out = []
-    for name, n, role in _requirements(v, alias, ws):
-        counted = [a.reviewer for a in given if a.recorded and (not declared or role in declared.get(a.reviewer, []))]
+    for name, n, role, self_ok in _requirements(v, alias, ws):
+        own = [a.reviewer for a in given if declared and not self_ok and a.reviewer in made]
+        counted = [a.reviewer for a in given if a.recorded and (not declared or role in declared.get(a.reviewer, []))
+                   and a.reviewer not in own]
         out.append({'policy': name, 'version': v.id, 'alias': alias, 'role': role, 'needed': n,
                     'approvers': counted, 'met': len(counted) >= n,
-                    'not_in_audit_log': [a.reviewer for a in given if not a.recorded]})
+                    'not_in_audit_log': [a.reviewer for a in given if not a.recorded], 'own_version': own})
     return out
 
 # %% ../nbs/22_governance.ipynb #8205bd65
@@ -199,7 +231,9 @@ def approval_gate(reg, v:Version, model:str, alias:str,
         msg = (f"policy {s['policy']!r} requires {s['needed']} approval(s) by distinct {s['role']}s before "
                f"{model}:{alias} moves, and {v.id} has {len(s['approvers'])}{who}"
                + (f"; the approval(s) of {', '.join(s['not_in_audit_log'])} are not in the audit log and were not "
-                  f"counted (see `fmops audit verify`)" if s['not_in_audit_log'] else ''))
+                  f"counted (see `fmops audit verify`)" if s['not_in_audit_log'] else '')
+               + (f"; the approval(s) of {', '.join(s['own_version'])} were not counted: they registered {v.id}, "
+                  f"and an author does not sign off their own version" if s['own_version'] else ''))
         if not enforce:
             if not reason: raise PromotionBlocked(f"Forcing past {msg} needs a --reason: the audit log keeps it.")
             forced.append(f"approvals ({s['policy']})"); continue
@@ -207,9 +241,12 @@ def approval_gate(reg, v:Version, model:str, alias:str,
             append_audit(con, 'promote-blocked', f"{model}:{alias}", None,
                          {'version': v.id, 'policy': s['policy'], 'why': msg})
         raise PromotionBlocked(f"Promoting {v.id} to {model}:{alias} was refused: {msg}. Sign it off with "
-                               f"`fmops approve {v.id} --reason '...'` (as another {s['role']}), or promote with "
-                               f"--force and a --reason; the override is audited.")
+                               f"`fmops approve {v.id} --reason '...'` (as another {s['role']}, not its author), "
+                               f"or promote with --force and a --reason; the override is audited.")
     return forced
+
+# %% ../nbs/22_governance.ipynb #a333817f
+approval_gate.check_role = check_role # how the registry, which cannot import this module, checks a role
 
 # %% ../nbs/22_governance.ipynb #309cdaa5
 def approvals_html(given:list[Approval]) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import ast, json, logging, math, os, socket
 from dataclasses import dataclass, asdict, fields
 from pathlib import Path
-from .core import Workspace, PluginRegistry, check_name, utcnow, pid_alive, process_start
+from .core import Workspace, PluginRegistry, check_name, utcnow, pid_alive, process_start, file_sha256
 from .errors import FmopsError, ValidationError, NotFoundError, not_found
 from .reports import read_yaml
 from .registry import Registry
@@ -25,7 +25,8 @@ from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['MAX_WHEN', 'MAX_DEPTH', 'ACTIONS', 'SEVERITIES', 'SINKS', 'log', 'parse_expr', 'evaluate', 'Policy', 'read_policies',
-           'policies', 'raise_alert', 'alerts', 'acknowledge', 'Firing', 'Check', 'check', 'promotion_gate']
+           'policies', 'raise_alert', 'alerts', 'acknowledge', 'Firing', 'Check', 'recorded_values', 'check',
+           'promotion_gate']
 
 # %% ../nbs/50_monitor.ipynb #7a116ef5
 _FUNCS = {'abs': abs, 'min': min, 'max': max, 'len': len, 'any': any, 'all': all}
@@ -207,7 +208,7 @@ class Policy:
     target: str|None = None
     spec: str|None = None
     sinks: list|None = None # default: the `monitor.sinks` setting
-    require: dict|None = None # sign-off before the alias moves (on: promote): {approvals: N, role: ROLE}
+    require: dict|None = None # sign-off before the alias moves (on: promote): {approvals: N, role: ROLE}; self_approval
     source: str = ''
 
     @classmethod
@@ -237,10 +238,12 @@ class Policy:
         if p.require is not None: # the approvals gate (fmops_nb.governance) counts the sign-offs
             r, n = p.require, p.require.get('approvals') if isinstance(p.require, dict) else None
             if p.on != 'promote': raise PolicyError(f"{where}`require` (sign-off) only applies to `on: promote`.")
-            if (not isinstance(r, dict) or set(r) - {'approvals', 'role'} or not isinstance(n, int)
-                    or isinstance(n, bool) or n < 1 or not isinstance(r.get('role', ''), str)):
+            if (not isinstance(r, dict) or set(r) - {'approvals', 'role', 'self_approval'} or not isinstance(n, int)
+                    or isinstance(n, bool) or n < 1 or not isinstance(r.get('role', ''), str)
+                    or not isinstance(r.get('self_approval', False), bool)):
                 raise PolicyError(f"{where}`require` must be {{approvals: N, role: ROLE}} with a whole N ≥ 1 (role: "
-                                  f"viewer, maintainer or approver; default approver), got {r!r}.")
+                                  f"viewer, maintainer or approver; default approver; optional self_approval: true "
+                                  f"to count an author's own approval), got {r!r}.")
         if not isinstance(p.for_runs, int) or isinstance(p.for_runs, bool) or p.for_runs < 1:
             raise PolicyError(f"{where}`for` must be a whole number of runs ≥ 1, got {p.for_runs!r}.")
         if p.severity not in SEVERITIES:
@@ -616,6 +619,33 @@ def _check_one(p:Policy, values:dict, template:str, ws:Workspace, dry_run:bool, 
     a = raise_alert(ws, p.name, msg, p.severity, subject, p.action, outcome, p.sinks)
     return Firing(p.name, 'fired', streak, msg, p.action, outcome, a['id'])
 
+# %% ../nbs/50_monitor.ipynb #c51cf3d7
+def recorded_values(folder, # a finished report run's folder (it holds record.json)
+                   ) -> dict:
+    "The values a finished report run recorded, after checking `values.json` against its record and output notebook."
+    folder = Path(folder)
+    def refuse(why:str):
+        raise ValidationError(f"The recorded values of the report run {folder} cannot be trusted: {why}. fmops will "
+                              f"not alert, act or count streaks on them; nothing was changed. Rerun the report "
+                              f"(`fmops report rerun {folder.parent.name}/{folder.name}`), or restore its folder "
+                              f"from a backup.")
+    try: rec = json.loads((folder / 'record.json').read_text())
+    except (OSError, ValueError) as e: refuse(f"its record.json cannot be read ({type(e).__name__}: {e})")
+    files = rec.get('files') if isinstance(rec, dict) else None
+    if not isinstance(files, dict) or not isinstance(files.get('values.json'), str):
+        refuse("its record.json holds no hash of values.json")
+    nb = (folder / 'output.ipynb').exists() or 'output.ipynb' in files
+    names = ['values.json'] + (['output.ipynb'] if nb else [])
+    for n in names:
+        if not (folder / n).is_file(): refuse(f"its {n} is missing")
+        if file_sha256(folder / n) != files.get(n):
+            refuse(f"its {n} was changed after the run recorded it (the sha256 in record.json differs)")
+    try: values = json.loads((folder / 'values.json').read_text())
+    except (OSError, ValueError) as e: refuse(f"its values.json cannot be read ({type(e).__name__}: {e})")
+    source = json.loads(json.dumps(reports.read_values(folder / 'output.ipynb'))) if len(names) > 1 else {}
+    if values != source: refuse("its values.json does not say what its output notebook recorded")
+    return values
+
 # %% ../nbs/50_monitor.ipynb #57a949b9
 def check(values:dict|None=None, # recorded values (default: what this notebook recorded so far)
           template:str|None=None, # the template these values came from (default: the running report's)
@@ -627,6 +657,11 @@ def check(values:dict|None=None, # recorded values (default: what this notebook 
          ) -> Check:
     "Evaluate the `on: report` policies against a report's values: alert, act, and remember streaks."
     ws = ws or Workspace.open(); _schema(ws)
+    if values is not None and subject and (Path(subject) / 'record.json').is_file(): # a finished run's values
+        if json.loads(json.dumps(values, default=str)) != recorded_values(subject):
+            raise ValidationError(f"The values passed to `check` are not the ones the report run {subject} recorded "
+                                  f"(its values.json, checked against its record): fmops acts only on what the run "
+                                  f"recorded. Pass recorded_values({str(subject)!r}), or no subject.")
     values = reports.recorded() if values is None else values
     template = template or os.environ.get('FMOPS_TEMPLATE') or ''
     subject = subject or os.environ.get('FMOPS_REPORT_DIR', '')

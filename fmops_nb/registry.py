@@ -14,7 +14,7 @@ from .errors import (FmopsError, ValidationError, NotFoundError, WorkspaceError,
                      TrackingWarning, StoreWarning, closest, not_found)
 from fastcore.basics import patch
 from .data import load
-from .errors import PromotionBlocked
+from .errors import PromotionBlocked, NotPermitted
 from .tracking import run
 from .audit import AuditCheck, append_audit, check_log, ensure_audit, writable_key, json_object
 from .blobs import BlobStore, read_header, safe_files, tensor_hashes, same_module
@@ -705,10 +705,25 @@ def _gates(reg, v, model:str, alias:str, force:bool, reason:str) -> list[str]:
                                    f"Reinstall fmops_nb (`pip install fmops_nb`), or promote with --force and a "
                                    f"--reason.")
         if not reason: raise PromotionBlocked("Forcing a promotion needs a --reason: it goes into the audit log.")
+        if reg.ws.config.get('roles'): # the approvals gate checks the promoter's role: without it, nothing can
+            raise PromotionBlocked(f"No promotion gate is installed, so nothing can check that whoever promotes "
+                                   f"{v.id} holds the role the workspace's [roles] ask for; not even a forced "
+                                   f"promotion goes past that. Reinstall fmops_nb (`pip install fmops_nb`).")
         return ['no promotion gate installed']
     return [x for name in GATES.names()
             for x in GATES.call(name, reg, v, model, alias, enforce=not force,
                                 reason=reason if force else None) or []]
+
+# %% ../nbs/20_registry.ipynb #cbb6a367
+def _check_role(reg, action:str, # what is about to happen: 'rollback', 'delete' (fmops_nb.governance's PERMITS)
+               ):
+    "`NotPermitted` unless the acting user holds the role `action` needs, asked of the gates that can check roles."
+    checks = [c for name in GATES.names() if callable(c := getattr(GATES.get(name), 'check_role', None))]
+    for c in checks: c(action, reg.ws)
+    if not checks and reg.ws.config.get('roles'):
+        raise NotPermitted(f"The workspace declares [roles], but no installed promotion gate can check them, so the "
+                           f"{action} was refused and nothing changed. Reinstall fmops_nb (`pip install fmops_nb`), "
+                           f"whose approvals gate checks roles.")
 
 # %% ../nbs/20_registry.ipynb #4c9a5679
 @patch
@@ -767,6 +782,7 @@ def rollback(self:Registry, alias:str, # 'model:alias', e.g. 'chat:production'
              to:str|None=None, # a version of the same model; default: the alias's previous target
              reason:str='') -> Version:
     "Move `alias` back to its previous target (or to `to`), audited; a `to` it never pointed at passes the gates."
+    _check_role(self, 'rollback') # as the magic and the CLI check it
     model, name = _split_ref(alias)
     if name is None: raise ValidationError(f"Name the alias to roll back, e.g. '{model}:production'.")
     if model not in (have := self.models()): raise not_found('model', model, have)
@@ -810,6 +826,7 @@ def rollback(self:Registry, alias:str, # 'model:alias', e.g. 'chat:production'
 @patch
 def delete(self:Registry, ref:str, reason:str='') -> Version:
     "Hide a version (its record and audit trail stay; `gc` frees its files); refused while something needs it."
+    _check_role(self, 'delete')
     v = self.get(ref)
     if v.aliases:
         raise ValidationError(f"{v.id} is {', '.join(v.aliases)}: move "

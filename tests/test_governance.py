@@ -12,30 +12,7 @@ from fmops_nb.schedule import schedules
 from fmops_nb.feedback import query
 from tiny import weights
 
-POLICY = """
-[[monitor.policies]]
-name = "two-approvers"
-on = "promote"
-when = "alias == 'production'"
-require = {approvals = 2, role = "approver"}
-"""
-ROLES = """
-[roles]
-alice = ["maintainer"]
-bob = ["approver"]
-dana = ["approver"]
-erin = ["approver", "maintainer"]
-carol = ["viewer"]
-"""
-
-
-
-
-def workspace(tmp_path, config: str):
-    root = tmp_path / ".fmops"
-    root.mkdir(exist_ok=True)
-    (root / "config.toml").write_text(config)
-    return Workspace.open(root)
+from people import POLICY, ROLES, workspace
 
 
 def as_user(monkeypatch, name):
