@@ -5,7 +5,7 @@ with events, checkpoints, stop and resume, and a registered candidate at the end
 
 # %% ../nbs/30_finetune.ipynb #2c372380
 from __future__ import annotations
-import json, math, os, signal, subprocess, sys, time, secrets, threading
+import json, math, os, re, reprlib, signal, subprocess, sys, time, secrets, threading
 from dataclasses import dataclass, field, fields, MISSING, replace
 from pathlib import Path
 from contextlib import contextmanager
@@ -109,10 +109,12 @@ def validate(self:FinetuneSpec) -> FinetuneSpec:
     for k, want in _SPEC_TYPES.items():
         v = getattr(self, k)
         if not _is(v, want):
-            eg = (f"`{k}: {_EXAMPLES[k]}`" if k in _EXAMPLES else f'`{k}: "{v}"` (quoted)' if want == 'str'
+            shown = _glimpse(v) # a value in a message: short, and what looks like a secret masked
+            eg = (f"`{k}: {_EXAMPLES[k]}`" if k in _EXAMPLES else
+                  f'`{k}: "{v if isinstance(v, (int, float)) else "..."}"` (quoted)' if want == 'str'
                   else f"`{k}: 1`")
             quoted = ' (is it quoted in the YAML?)' if isinstance(v, str) and want in ('int', 'num', 'bool') else ''
-            raise ValidationError(f"{k} must be {_TYPE_WORDS[want]}, got {v!r} ({type(v).__name__}){quoted}. "
+            raise ValidationError(f"{k} must be {_TYPE_WORDS[want]}, got {shown} ({type(v).__name__}){quoted}. "
                                   f"Write e.g. {eg}.")
     if self.recipe not in RECIPES: raise not_found('recipe', self.recipe, RECIPES.names())
     check_nodes(self.nnodes, self.node_rank, self.rdzv_endpoint, self.rdzv_backend, self.nproc)
@@ -141,9 +143,12 @@ def validate(self:FinetuneSpec) -> FinetuneSpec:
     need(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay!r}.")
     need(0 <= self.lora_dropout < 1, f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}.")
     need(all(isinstance(t, str) and t for t in self.target_modules),
-         f"target_modules must be a list of module names, got {self.target_modules!r}.")
-    need(all(isinstance(a, (str, int, float)) and not isinstance(a, bool) for a in self.script_args),
-         f"script_args must be a list of strings or numbers (the script's command line), got {self.script_args!r}.")
+         f"target_modules must be a list of module names, got {_glimpse(self.target_modules)}.")
+    if bad := next(((i, a) for i, a in enumerate(self.script_args)
+                    if not isinstance(a, (str, int, float)) or isinstance(a, bool)), None):
+        raise ValidationError(f"script_args must be a list of strings or numbers (the script's command line), e.g. "
+                              f"`script_args: [--hidden, 64]`; item {bad[0]} of {len(self.script_args):,} is "
+                              f"{_glimpse(bad[1])} ({type(bad[1]).__name__}).")
     need(not self.script_args or self.recipe == 'script',
          f"script_args is for recipe script (your own script's command line); the {self.recipe} recipe has none.")
     self.script_args = [str(a) for a in self.script_args]
@@ -193,6 +198,21 @@ def _is(v, want:str) -> bool:
     if want == 'int': return isinstance(v, int)
     if want == 'num': return isinstance(v, (int, float)) and math.isfinite(v)
     return isinstance(v, {'str': str, 'list': list}[want])
+
+# %% ../nbs/30_finetune.ipynb #ef978281
+_SECRET_WORD = re.compile(r"pass(?:word|wd)?|pwd|token|secret|key|signature|credential|auth|bearer", re.I)
+_REPR = reprlib.Repr() # a repr that never formats a huge or deeply nested value in full
+_REPR.maxstring, _REPR.maxother, _REPR.maxlevel, _REPR.maxlist, _REPR.maxdict = 100, 100, 2, 4, 4
+
+def _glimpse(v, n:int=40) -> str:
+    "`v` as an error message shows it: a short repr cut at `n` characters, masked from a word that names a secret."
+    r = _REPR.repr(v)
+    s = r[:n]
+    if m := _SECRET_WORD.search(s): s = s[:m.end()] + '***'
+    if s == r and '...' not in r: return s # short and harmless: as it is
+    size = (f" ({len(v):,} {'characters' if isinstance(v, str) else 'item' if len(v) == 1 else 'items'})"
+            if isinstance(v, (str, list, dict, tuple)) else '')
+    return f"{s}…{size}"
 
 # %% ../nbs/30_finetune.ipynb #275145bc
 def _check_script(p:Path):
@@ -584,7 +604,8 @@ recipe: script runs your program as the run's training process; only the trainin
   gate      report_eval(step, accuracy=..., ...) on the eval data: the version's metrics, which promote_if_better
             compares with production's. Evaluate reference() (production, else the base: an id and a folder) and
             report it with report_eval(step, version=ID, ...); else production's registered metrics count when
-            they were measured on the same eval data, and otherwise nothing is promoted
+            they were measured on the same eval data, and otherwise nothing is promoted. A script that reports
+            no evaluation has its version registered without metrics, tagged unevaluated: no gate promotes it
   torchrun  with nproc > 1 the script runs under torchrun: report and save from rank 0 only
 """
 
@@ -1759,6 +1780,7 @@ class _Script:
     seen: int = 0 # bytes of events.jsonl already followed
     step: int = 0 # the last step it reported
     tracked: object = None # the W&B run
+    mark: str = field(default_factory=lambda: secrets.token_hex(8)) # FMOPS_SCRIPT_MARK: finds the script's processes
 
 # %% ../nbs/30_finetune.ipynb #7445751c
 def script_main(folder, resume:bool=False) -> int:
@@ -1824,9 +1846,29 @@ def _ask_stop(s:_Script, why:str):
 
 # %% ../nbs/30_finetune.ipynb #a04fac73
 def _signal_script(s:_Script, sig:int):
-    "Send `sig` to the script's process group: the script, torchrun's ranks, and any process the script started."
+    """Send `sig` to the script's process group — the script, torchrun's ranks, what the script started — and to each
+    process that left the group (`setsid`) but still carries the run's mark in its environment."""
     try: os.killpg(s.proc.pid, sig)
     except (ProcessLookupError, PermissionError): pass
+    for pid in _marked(s.mark):
+        try:
+            if os.getpgid(pid) != s.proc.pid: os.kill(pid, sig) # the group had it already
+        except (ProcessLookupError, PermissionError): pass
+
+# %% ../nbs/30_finetune.ipynb #40635008
+def _marked(mark:str) -> list[int]:
+    "This user's processes whose environment holds `FMOPS_SCRIPT_MARK=mark` (read from /proc: Linux; elsewhere none)."
+    want, me, uid = f"FMOPS_SCRIPT_MARK={mark}".encode(), os.getpid(), os.getuid()
+    try: pids = [int(p) for p in os.listdir('/proc') if p.isdigit()]
+    except OSError: return []
+    out = []
+    for pid in pids:
+        try:
+            if pid == me or os.stat(f"/proc/{pid}").st_uid != uid: continue
+            with open(f"/proc/{pid}/environ", 'rb') as f: env = f.read()
+        except OSError: continue # gone meanwhile, or not ours to read
+        if want in env.split(b'\0'): out.append(pid)
+    return out
 
 # %% ../nbs/30_finetune.ipynb #8ebd3287
 def _script_cmd(s:_Script) -> list:
@@ -1840,7 +1882,8 @@ def _script_env(s:_Script, resume:bool) -> dict:
     "The script's environment: where its run, spec, data and base are, its steps, and whether it resumes."
     f = s.folder
     env = {**_detached_env(), 'FMOPS_RUN_DIR': str(f), 'FMOPS_SPEC': str(f / 'spec.json'),
-           'FMOPS_RESUME': '1' if resume else '0', 'FMOPS_TOTAL_STEPS': str(s.meta['total_steps'])}
+           'FMOPS_RESUME': '1' if resume else '0', 'FMOPS_TOTAL_STEPS': str(s.meta['total_steps']),
+           'FMOPS_SCRIPT_MARK': s.mark} # what `_signal_script` finds the script's processes by
     env |= {f"FMOPS_{k.upper()}": str(f / f"{k}.parquet") for k in ('train', 'eval') if (f / f"{k}.parquet").exists()}
     if (f / 'base').is_dir(): env['FMOPS_BASE'] = str(f / 'base')
     return env
@@ -1924,10 +1967,20 @@ def _script_finish(s:_Script) -> int:
     except Exception as e:
         _set_status(folder, status='failed', reason=f"registering the result failed: {e}"); return 1
     k = spec.promote_if_better
-    promoted = (False if not k else _promote_if_better(reg, v, k, cand, ref, against) if against
+    promoted = (False if not k else f"not promoted: {v.id} has no metrics" if not cand
+                else _promote_if_better(reg, v, k, cand, ref, against) if against
                 else "not promoted: there is no production version or base to compare with")
-    _set_status(folder, **end, version=v.id, promoted=promoted, **_candidate_alias(reg, v))
+    notes = [n for n in (_unevaluated(v.id) if not cand else '', _candidate_alias(reg, v).get('reason')) if n]
+    _set_status(folder, **end, version=v.id, promoted=promoted, **({'reason': '; '.join(notes)} if notes else {}))
     return 0
+
+# %% ../nbs/30_finetune.ipynb #5e0aa831
+def _unevaluated(vid:str) -> str:
+    "What a run says of the version it registered from a script that reported no evaluation."
+    return (f"the script reported no evaluation, so {vid} was registered without metrics and tagged `unevaluated`: "
+            f"promote_if_better and `on: promote` policies that compare a metric will not promote it. Call "
+            f"report_eval(step, accuracy=..., ...) on the eval data before the script exits (the script contract: "
+            f"`fmops finetune --help`)")
 
 # %% ../nbs/30_finetune.ipynb #5bf50c9f
 def _evaluation(evs:list, version) -> dict:
@@ -1955,7 +2008,9 @@ def _register_script(reg, s:_Script, cand:dict):
     return _register_result(reg, meta['model'], src, peft, base, metrics=_directed(cand),
                             data=meta.get('fingerprints') or None, run_id=s.folder.name,
                             config=_settings(s.spec) | {'script_sha256': meta.get('script_sha256')},
-                            description=f"script fine-tune{' of ' + base if base else ''} (run {s.folder.name})")
+                            tags=None if cand else ['unevaluated'],
+                            description=f"script fine-tune{' of ' + base if base else ''} (run {s.folder.name})"
+                                        + ('' if cand else "; not evaluated: the script reported no metrics"))
 
 # %% ../nbs/30_finetune.ipynb #b8802ad9
 def _main(argv:list):

@@ -9,9 +9,9 @@ import json, os, shlex, datetime as _dt
 from dataclasses import dataclass, asdict
 from pathlib import Path
 from .core import Workspace, check_name, utcnow, current_user, pid_alive, process_start
-from .errors import ValidationError, not_found, FmopsError
+from .errors import ValidationError, not_found, FmopsError, ConfigError
 from fastcore.basics import patch
-from .reports import find_template, schema, validate, run_report, KernelPool
+from .reports import find_template, schema, validate, run_report, KernelPool, template_dirs
 from .errors import CronError
 
 # %% auto #0
@@ -143,11 +143,12 @@ class Schedule:
         if self.damage: return None
         try: return Cron(self.cron).next(now or _dt.datetime.now())
         except CronError: return None
-    def problem(self) -> str:
-        "Why this schedule cannot run ('' when it can)."
+    def problem(self, ws:Workspace|None=None) -> str:
+        "Why this schedule cannot run ('' when it can): its cron, its stored row, or its template."
         try: why = Cron(self.cron).never()
         except CronError as e: why = str(e)
         else: why = f"never fires: {why}" if why else ''
+        if not why and not self.damage: why = _template_problem(self.template, ws or getattr(self, 'ws', None))
         if self.damage: why = f"damaged: {self.damage}."
         if self.damage.startswith('its name'): return f"{why} Remove it (`fmops schedule rm {self.name!r}`)."
         return why and (f"{why} Replace it (`fmops schedule add {self.name} --replace ...`) "
@@ -164,6 +165,27 @@ class Schedule:
 
 # %% ../nbs/60_schedule.ipynb #a097aec3
 def _ws(ws): ws = ws or Workspace.open(); ws.ensure_schema('schedule', _SCHEMA); return ws
+
+# %% ../nbs/60_schedule.ipynb #33caaf62
+_MAX_TEMPLATE = 64 << 20 # bytes: a larger file is not a template notebook (and is not read to find that out)
+
+def _template_problem(template:str, ws:Workspace|None=None) -> str:
+    """Why a schedule's template cannot be run ('' when it can): gone, not a notebook (with a `parameters` cell), or
+    a link that leads out of the template folders and the workspace."""
+    try: tpl = find_template(template, ws)
+    except FmopsError as e: return f"its template {template!r} is gone (deleted or moved?): {e}"
+    try:
+        stored = Path(template).expanduser()
+        roots = [d.resolve() for d in template_dirs(ws)] + [(ws or Workspace.open()).root.resolve()]
+        if tpl != stored.absolute() and not any(tpl.is_relative_to(r) for r in roots): # a link put in its place
+            return (f"its template {template!r} is a link to {tpl}, outside the template folders and the workspace; "
+                    f"a scheduled run does not follow it.")
+        if tpl.stat().st_size > _MAX_TEMPLATE:
+            return f"its template {tpl} is {tpl.stat().st_size:,} bytes, more than a template notebook holds."
+        schema(tpl)
+    except FmopsError as e: return f"its template cannot be run: {e}"
+    except OSError as e: return f"its template {template!r} cannot be read ({type(e).__name__}: {e.strerror or e})."
+    return ''
 
 # %% ../nbs/60_schedule.ipynb #aab4f16d
 def add(name:str, cron:str, template:str, params:dict|None=None, ws:Workspace|None=None,
@@ -191,7 +213,7 @@ def add(name:str, cron:str, template:str, params:dict|None=None, ws:Workspace|No
 # %% ../nbs/60_schedule.ipynb #31d0aa06
 _MAX_PARAMS = 1 << 20 # bytes of a stored schedule's parameters (JSON), as `reports.validate` allows
 
-def _schedule(row) -> Schedule:
+def _schedule(row, ws:Workspace|None=None) -> Schedule:
     "A schedule from its row; a row that cannot be used (edited by hand, an older fmops) is marked damaged, not raised."
     name, raw, damage, params = str(row['name']), row['params'], '', {}
     try: check_name(name, 'schedule name')
@@ -205,8 +227,10 @@ def _schedule(row) -> Schedule:
         else:
             if not isinstance(params, dict):
                 damage, params = f"its parameters are {type(params).__name__}, not a mapping of names to values", {}
-    return Schedule(name, str(row['cron']), str(row['template']), params, str(row['created_at']),
-                    str(row['created_by']), damage)
+    s = Schedule(name, str(row['cron']), str(row['template']), params, str(row['created_at']),
+                 str(row['created_by']), damage)
+    s.ws = ws # where its template is looked up (not a field: `to_dict` leaves it out)
+    return s
 
 # %% ../nbs/60_schedule.ipynb #80777aeb
 def get(name:str, ws:Workspace|None=None) -> Schedule:
@@ -216,12 +240,13 @@ def get(name:str, ws:Workspace|None=None) -> Schedule:
         if row is None:
             raise not_found('schedule', name, [r['name'] for r in con.execute("SELECT name FROM schedules")],
                             hint="List them with `fmops schedule ls`.")
-    return _schedule(row)
+    return _schedule(row, ws)
 
 # %% ../nbs/60_schedule.ipynb #479d21c9
 def schedules(ws:Workspace|None=None) -> list[Schedule]:
     ws = _ws(ws)
-    with ws.connect() as con: return [_schedule(r) for r in con.execute("SELECT * FROM schedules ORDER BY name")]
+    with ws.connect() as con:
+        return [_schedule(r, ws) for r in con.execute("SELECT * FROM schedules ORDER BY name")]
 
 # %% ../nbs/60_schedule.ipynb #7f9da0ab
 def remove(name:str, ws:Workspace|None=None) -> Schedule:
@@ -277,6 +302,7 @@ def _run_slot(ws:Workspace, s:Schedule, due:_dt.datetime, log:bool=True, kernels
                 con.execute("UPDATE schedule_runs SET finished_at=?, status=?, report=?, error=? WHERE id=?",
                             (utcnow(), status, report, error, rid))
         try:
+            if why := s.problem(ws): raise ValidationError(why) # a template gone, or not one: failed, and why
             r = run_report(s.template, s.params, ws=ws, group=f"schedule-{s.name}", log=log, kernels=kernels)
             status, report, error = r.status, r.id, r.error
         except FmopsError as e: status, report, error = 'failed', None, str(e)
@@ -355,6 +381,11 @@ def crontab(ws:Workspace|None=None, python:str|None=None) -> str:
     import sys
     ws = _ws(ws)
     py = python or sys.executable
+    for what, path in (('the python', py), ('the current folder', str(Path.cwd()))):
+        if not path.isprintable(): # a newline would end the cron line and start one of its own
+            raise ConfigError(f"{what} ({path!r}) has a control character in its path: no crontab line can run "
+                              f"it safely. Run `fmops schedule crontab` from a folder (and with a python) whose "
+                              f"path has none.")
     logf = ws.root / 'logs' / 'schedule.log'
     logf.parent.mkdir(parents=True, exist_ok=True) # the shell opens the log before fmops runs: its folder must exist
     lines = [f"# fmops_nb schedules of {ws.root} (generated {utcnow()[:19]}); "
@@ -365,7 +396,7 @@ def crontab(ws:Workspace|None=None, python:str|None=None) -> str:
         if p := s.problem(): # commented out: a line cron could misread, or one that cannot run
             name = s.name if not s.damage else repr(s.name)
             lines.append(f"# {' '.join(f'{name}: {p}'.split())}".encode('ascii', 'backslashreplace').decode()); continue
-        lines.append(f"{Cron(s.cron).line} cd {shlex.quote(str(Path.cwd()))} && {shlex.quote(py)} -m fmops_nb.cli "
-                     f"-w {shlex.quote(str(ws.root))} schedule run-due --only {s.name} "
-                     f">> {shlex.quote(str(logf))} 2>&1")
+        cmd = (f"cd {shlex.quote(str(Path.cwd()))} && {shlex.quote(py)} -m fmops_nb.cli -w {shlex.quote(str(ws.root))} "
+               f"schedule run-due --only {s.name} >> {shlex.quote(str(logf))} 2>&1")
+        lines.append(f"{Cron(s.cron).line} {cmd.replace('%', chr(92) + '%')}") # cron reads a bare % as a newline
     return '\n'.join(lines) + '\n'
