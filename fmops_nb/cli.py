@@ -4,7 +4,7 @@
 
 # %% ../nbs/95_cli.ipynb #313c9498
 from __future__ import annotations
-import argparse, atexit, gc, json, math, os, sys, textwrap, warnings
+import argparse, atexit, contextlib, gc, io, json, math, os, sys, textwrap, warnings
 from .core import Workspace, resolve_home, version
 from .errors import ConfigError, ExecutionError, FmopsError, FmopsWarning, ValidationError, WorkspaceError
 from .audit import audit_log, reanchor_audit
@@ -45,9 +45,12 @@ def _jsonable(x):
     return x
 
 # %% ../nbs/95_cli.ipynb #5c68016d
+_JSON_PRINTED = [0] # JSON documents printed so far: a command that printed its own before failing gets no second one
+
 def _print_json(obj):
     "Print `obj` as JSON that every parser reads: a value JSON cannot hold (NaN, ±inf) is null."
     print(json.dumps(_jsonable(obj), indent=2, default=str, allow_nan=False))
+    _JSON_PRINTED[0] += 1
 
 # %% ../nbs/95_cli.ipynb #4e49d6c5
 def cmd_workspace(args):
@@ -684,31 +687,72 @@ def _one_line_warnings(shown):
         else: shown(message, category, *a, **kw)
     return show
 
+# %% ../nbs/95_cli.ipynb #bfe18d47
+def _fail(args, kind:str, # the FmopsError subclass (or what else failed: DatabaseError, OSError, ...)
+          text:str, # the message, as printed (masked, control characters escaped)
+          status:int|None=1, # the exit status; None: the caller re-raises (a bug: its traceback follows)
+          printed:int=0, # `_JSON_PRINTED` when the command started
+         ) -> int|None:
+    "One line on stderr; with --json also one JSON object on stdout, unless the command already printed its own."
+    if status is not None: print("fmops: interrupted" if status == 130 else f"fmops: error: {text}", file=sys.stderr)
+    if getattr(args, 'json', False) and _JSON_PRINTED[0] == printed:
+        with contextlib.suppress(OSError): _print_json({'error': text, 'kind': kind}); sys.stdout.flush()
+    return status
+
 # %% ../nbs/95_cli.ipynb #68fde6bb
 def _run(args) -> int:
-    "Run the command `args` names; a failure it reports becomes one line on stderr and the exit status."
+    "Run the command `args` names; a failure it reports becomes one line on stderr (and JSON) and the exit status."
     import sqlite3
+    printed = _JSON_PRINTED[0]
+    fail = lambda kind, text, status=1: _fail(args, kind, text, status, printed)
     try:
         args.func(args)
         sys.stdout.flush()
     except BrokenPipeError: return _quiet_exit()
-    except FmopsError as e:
-        print(f"fmops: error: {_printable_lines(e)}", file=sys.stderr)
-        return 1
+    except FmopsError as e: return fail(type(e).__name__, _printable_lines(e))
     except sqlite3.Error as e:
-        print(f"fmops: error: the workspace database failed ({e}); nothing more was done. Check it with "
-              f"`fmops audit verify`, or restore fmops.db from a backup.", file=sys.stderr)
-        return 1
+        return fail('DatabaseError', f"the workspace database failed ({e}); nothing more was done. Check it with "
+                    f"`fmops audit verify`, or restore fmops.db from a backup.")
     except OSError as e: # a path the system refuses (a folder where a file goes, no permission, a full disk)
         where = e.filename2 or e.filename # the destination of a rename, else the file
-        print(_printable(f"fmops: error: {e.strerror or e}" + (f": {where}" if where else '') + ". Nothing more was "
-                         f"done; choose another path, or free space or fix permissions, and run it again."),
-              file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("fmops: interrupted", file=sys.stderr)
-        return 130
+        return fail('OSError', _printable(f"{e.strerror or e}" + (f": {where}" if where else '') + ". Nothing more "
+                    f"was done; choose another path, or free space or fix permissions, and run it again."))
+    except KeyboardInterrupt: return fail('Interrupted', "interrupted", 130)
+    except Exception as e: # a bug: its traceback goes to stderr as before, and a --json reader still gets an object
+        fail('InternalError', f"fmops failed unexpectedly ({type(e).__name__}); the traceback is on stderr. Please "
+             f"report it.", None)
+        raise
     return 0
+
+# %% ../nbs/95_cli.ipynb #9dde4b20
+def _usage_failed(argv:list[str], text:str, status:int) -> int:
+    "Argparse's message `text` on stderr, control characters escaped; with --json in `argv` also as JSON on stdout."
+    print(_printable_lines(text), end='', file=sys.stderr)
+    if '--json' in argv:
+        last = ([line for line in text.splitlines() if line.strip()] or ['the arguments were not understood'])[-1]
+        with contextlib.suppress(OSError):
+            _print_json({'error': _printable(last.split(': error: ', 1)[-1]), 'kind': 'UsageError'})
+            sys.stdout.flush()
+    return status
+
+# %% ../nbs/95_cli.ipynb #635cfa10
+def _parse(p:argparse.ArgumentParser, argv:list[str]) -> argparse.Namespace|int:
+    """`argv` parsed; a usage error goes to stderr with control characters escaped (with --json also as one JSON
+    object on stdout): exit status 2, returned for a misspelt flag, raised as argparse does otherwise."""
+    err, hint = io.StringIO(), None
+    try:
+        with contextlib.redirect_stderr(err):
+            args, extras = p.parse_known_args(argv)
+            if extras: # a slipped flag gets the flag that was meant; anything else argparse's usage and status 2
+                sub = chosen_parser(p, args)
+                if not (hint := misspelt_flags(sub, extras)): p.error(f"unrecognized arguments: {' '.join(extras)}")
+    except SystemExit as e:
+        if e.code: _usage_failed(argv, err.getvalue(), e.code)
+        else: print(_printable_lines(err.getvalue()), end='', file=sys.stderr)
+        raise
+    if hint: return _usage_failed(argv, f"{sub.prog}: error: {hint} See `{sub.prog} --help`.\n", 2)
+    print(_printable_lines(err.getvalue()), end='', file=sys.stderr) # what argparse warned of, if anything
+    return args
 
 # %% ../nbs/95_cli.ipynb #7b4db793
 def main(argv:list[str]|None=None) -> int:
@@ -716,12 +760,8 @@ def main(argv:list[str]|None=None) -> int:
     if argv is None: # a command line, and the process ends with it: the collection Python makes at exit walks every
         atexit.register(gc.freeze) # object papermill, wandb and pandas left (~0.4 s) to free what the OS frees anyway
     p = parser()
-    args, extras = p.parse_known_args(argv)
-    if extras: # a slipped flag gets the flag that was meant; anything else argparse's usage and exit status 2
-        sub = chosen_parser(p, args)
-        if hint := misspelt_flags(sub, extras):
-            print(f"{sub.prog}: error: {hint} See `{sub.prog} --help`.", file=sys.stderr); return 2
-        p.error(f"unrecognized arguments: {' '.join(extras)}")
+    args = _parse(p, sys.argv[1:] if argv is None else list(argv))
+    if isinstance(args, int): return args
     if not getattr(args, 'func', None):
         p.print_help(); return 0
     with warnings.catch_warnings():

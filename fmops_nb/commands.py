@@ -195,7 +195,7 @@ def _slice_table(data):
 # %% ../nbs/75_commands.ipynb #db7c3db7
 def run_slices(args, data):
     "Measure the metrics per segment that `slices_arguments` describe. Returns the `SliceReport`."
-    positive = yaml.safe_load(args.positive) if args.positive is not None else None
+    positive = read_yaml(args.positive, '--positive', text_if_invalid=True) if args.positive is not None else None
     return slice_metrics(_slice_table(data), by=args.slice_by, label=args.label, prediction=args.prediction,
                          score=args.score, positive=positive, loss=args.loss, response=args.response, min_n=args.min_n,
                          redact=not args.no_redact)

@@ -293,6 +293,16 @@ def _db_error(ws, e:sqlite3.DatabaseError) -> Exception:
                               f"Try again.")
     return e
 
+# %% ../nbs/01_core.ipynb #78213918
+def _check_root(root:Path, how:str) -> Path:
+    "`root` if its path prints as it is; a newline or other control character in it is a `ConfigError`."
+    if any(not c.isprintable() for c in str(root)): # a crontab or a log line written with it could be forged
+        raise ConfigError(f"The workspace folder {str(root)!r} (chosen by {how}) has a control character (a newline, "
+                          f"tab or escape) or bytes that are not UTF-8 in its path; fmops writes this path into "
+                          f"crontab lines and logs, where it could start a line of its own. Choose a folder whose "
+                          f"path has none.")
+    return root
+
 # %% ../nbs/01_core.ipynb #a8977593
 class Workspace:
     "One fmops workspace folder: its layout, settings and SQLite database."
@@ -308,7 +318,7 @@ class Workspace:
             ) -> Workspace:
         "Find the workspace as documented above, creating it if asked."
         root, how = resolve_home(path)
-        ws = cls(root, how)
+        ws = cls(_check_root(root, how), how)
         if create: ws.init()
         else:
             ws._check_not_lost()
@@ -556,6 +566,7 @@ def migrate_db(self:Workspace, url:str, # the PostgreSQL database to move to; it
         for t in [r[0] for r in src.execute("SELECT name FROM sqlite_master WHERE type='table' "
                                             "AND name NOT LIKE 'sqlite_%'")]: # a writer still holding the old file
             for op in ('INSERT', 'UPDATE', 'DELETE'): # (blocked on the lock until now) is refused, not lost
+                src.execute(f'DROP TRIGGER IF EXISTS "fmops_moved_{t}_{op.lower()}"') # from an earlier move
                 src.execute(f'CREATE TRIGGER "fmops_moved_{t}_{op.lower()}" BEFORE {op} ON "{t}" '
                             f"BEGIN SELECT RAISE(ABORT, '{why}'); END")
         try: self._write_db_url(url) # inside the lock: from here on a new Workspace.open uses PostgreSQL

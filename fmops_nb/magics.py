@@ -113,16 +113,6 @@ def _split(line:str) -> list[str]:
 # %% ../nbs/90_magics.ipynb #33d8b39f
 def _spec(cell:str|None) -> dict|None:
     if cell is None or not cell.strip(): return None
-    import yaml
-    try: spec = yaml.safe_load(cell)
-    except yaml.YAMLError as e:
-        where = getattr(e, 'problem_mark', None)
-        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ''
-        raise UsageError(f"The %%fmops cell body is not valid YAML{at}: {getattr(e, 'problem', e)}. "
-                         f"Write the spec as `key: value` lines.") from None
-    if not isinstance(spec, dict):
-        raise UsageError(f"The %%fmops cell body must be a YAML mapping (`key: value` lines), "
-                         f"got a {type(spec).__name__}.")
     from fmops_nb.errors import ValidationError
     from fmops_nb.reports import read_yaml
     try: return read_yaml(cell, 'The %%fmops cell body', mapping=True) # as a spec file is read: no anchors, no tags

@@ -344,9 +344,16 @@ def _insert_rows(self:PgConnection, pg:str, rows:list, first:int|None) -> PgCurs
 
 # %% ../nbs/19_postgres.ipynb #2f62bb69
 def _sqlite_tables(src) -> list[tuple[str, str, str]]:
-    "(type, name, sql) of the SQLite database's tables and indexes, in the order they were created."
-    return [(r[0], r[1], r[2]) for r in src.execute("SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL "
-                                                    "AND name NOT LIKE 'sqlite_%' ORDER BY rowid")]
+    """(type, name, sql) of the SQLite database's tables and indexes, in the order they were created: not the
+    `fmops_moved_*` triggers an earlier move left (a restored backup has them); any other trigger or view is refused."""
+    rows = src.execute("SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' "
+                       "AND NOT (type = 'trigger' AND name LIKE 'fmops!_moved!_%' ESCAPE '!') ORDER BY rowid")
+    out = [(r[0], r[1], r[2]) for r in rows]
+    if other := [f"{kind} {name!r}" for kind, name, _ in out if kind not in ('table', 'index')]:
+        raise ConfigError(f"fmops.db holds the {', '.join(other[:3])}, which fmops did not make and cannot move to "
+                          f"PostgreSQL; nothing was copied. Drop it (`sqlite3 fmops.db 'DROP TRIGGER name'`, or DROP "
+                          f"VIEW) and move the workspace again.")
+    return out
 
 # %% ../nbs/19_postgres.ipynb #04ec15a4
 def _same_copy(src, dst:PgConnection, have:set) -> dict|None:

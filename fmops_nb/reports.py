@@ -151,6 +151,30 @@ def _keys_are_text(v, what:str):
             todo += x.values()
         elif isinstance(x, list): todo += x
 
+# %% ../nbs/40_reports.ipynb #adef3c05
+@functools.cache
+def _unique_key_loader():
+    "YAML's safe loader, refusing a key given twice in a mapping (YAML keeps the last) and the merge key `<<`."
+    import yaml
+    class UniqueKeyLoader(getattr(yaml, 'CSafeLoader', yaml.SafeLoader)):
+        def __init__(self, stream, what='YAML'): super().__init__(stream); self.what = what
+        def construct_mapping(self, node, deep=False):
+            for kn, _ in node.value: # `<<: {k: v}` would add k unseen (no alias needed): refused like anchors
+                if kn.tag == 'tag:yaml.org,2002:merge':
+                    raise ValidationError(f"{self.what} uses the YAML merge key << (line {kn.start_mark.line + 1}): "
+                                          f"write its keys out in the mapping itself.")
+            m = super().construct_mapping(node, deep=deep)
+            if len(m) == len(node.value): return m
+            seen = {}
+            for kn, _ in node.value:
+                if (k := self.construct_object(kn, deep=True)) in seen:
+                    raise ValidationError(f"{self.what} gives the key {str(k)[:60]!r} twice (lines {seen[k]} and "
+                                          f"{kn.start_mark.line + 1}): YAML would keep only the last value. Keep one "
+                                          f"of them.")
+                seen[k] = kn.start_mark.line + 1
+            return m
+    return UniqueKeyLoader
+
 # %% ../nbs/40_reports.ipynb #bf1da1bf
 _PLAIN_TAGS = {f"tag:yaml.org,2002:{t}" for t in 'str int float bool null seq map timestamp'.split()} | {'!'}
 
@@ -190,9 +214,12 @@ def read_yaml(text, # YAML text (str, or UTF-8 bytes), or a Path of a file of it
                 depth += isinstance(ev, yaml.CollectionStartEvent) - isinstance(ev, yaml.CollectionEndEvent)
                 if depth > 32:
                     raise ValidationError(f"{what} nests lists or mappings more than 32 levels deep ({line}).")
-            doc = yaml.load(text, Loader=getattr(yaml, 'CSafeLoader', yaml.SafeLoader))
-        except yaml.YAMLError as e:
-            raise ValidationError(f"{what} is not valid YAML: {' '.join(str(e).split())[:300]}") from None
+            doc = yaml.load(text, Loader=functools.partial(_unique_key_loader(), what=what))
+        except yaml.YAMLError as e: # where, then what: "at line 2, column 5: mapping values are not allowed here"
+            mark, problem = getattr(e, 'problem_mark', None), getattr(e, 'problem', None)
+            at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ''
+            raise ValidationError(f"{what} is not valid YAML{at}: {' '.join(str(problem or e).split())[:300]}."
+                                  ) from None
         except ValidationError: raise
         except ValueError as e: # an integer of more than 4300 digits
             raise ValidationError(f"{what} cannot be read: " + ("it holds a number with too many digits; quote it"
