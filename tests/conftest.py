@@ -90,3 +90,18 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if HOSTILE_INPUTS:
         tests = {t for t, _ in HOSTILE_INPUTS}
         terminalreporter.write_sep("-", f"hostile inputs tried: {len(HOSTILE_INPUTS)} in {len(tests)} tests")
+
+
+def recording_template(folder: Path, name: str, parameter: str, value) -> Path:
+    """A report template `folder/templates/<name>.ipynb` whose `parameters` cell sets `parameter` (a float, default
+    `value`) and whose next cell records it: the smallest report a policy can read a value from."""
+    import nbformat
+    (folder / "templates").mkdir(exist_ok=True)
+    params = nbformat.v4.new_code_cell(f"{parameter}: float = {value}")
+    params.metadata["tags"] = ["parameters"]
+    nb = nbformat.v4.new_notebook(cells=[params, nbformat.v4.new_code_cell(
+        f"from fmops_nb.reports import record\nrecord('{parameter}', {parameter})")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = folder / "templates" / f"{name}.ipynb"
+    nbformat.write(nb, str(path))
+    return path

@@ -1187,7 +1187,7 @@ TRAIN_NAN = textwrap.dedent("""
 @pytest.mark.hostile
 @pytest.mark.slow
 def test_every_json_output_is_strict_json(tmp_path, capsys, hostile):
-    import nbformat
+    from conftest import recording_template
     from fmops_nb.cli import main
     hostile("a version with an all-zero bias (‖Δ‖/‖a‖ infinite) and one with NaN weights, diffed with --json")
     z = st_file(tmp_path / "z.safetensors", {"w": np.ones((4, 4), np.float32), "b": np.zeros(4, np.float32)})
@@ -1196,13 +1196,7 @@ def test_every_json_output_is_strict_json(tmp_path, capsys, hostile):
     hostile("a fine-tune whose losses are NaN and inf, shown with --json")
     (tmp_path / "train.py").write_text(TRAIN_NAN)
     (tmp_path / "spec.yaml").write_text("recipe: script\nscript: train.py\nbase: ''\nmax_steps: 2\nmodel: scripted\n")
-    (tmp_path / "templates").mkdir()
-    params = nbformat.v4.new_code_cell("x: float = 1.0")
-    params.metadata["tags"] = ["parameters"]
-    nb = nbformat.v4.new_notebook(cells=[params, nbformat.v4.new_code_cell(
-        "from fmops_nb.reports import record\nrecord('x', x)")])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, str(tmp_path / "templates" / "tiny.ipynb"))
+    recording_template(tmp_path, "tiny", "x", 1.0)
     (tmp_path / "ref.csv").write_text("x\n" + "\n".join(str(i) for i in range(300)) + "\n")
     (tmp_path / "cur.csv").write_text("x\n" + "\n".join(str(i + 150) for i in range(300)) + "\n")
     ws = Workspace.open()

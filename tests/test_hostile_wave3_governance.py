@@ -3,7 +3,6 @@ rollback and delete skipping the role the magic and the CLI ask for, and `fmops 
 values.json edited on disk after the run recorded it."""
 import json
 
-import nbformat
 import pytest
 
 from fmops_nb import monitor as M
@@ -16,6 +15,7 @@ from fmops_nb.registry import Registry, verify_audit
 from fmops_nb.reports import run_report
 from tiny import weights
 
+from conftest import recording_template
 from people import POLICY, ROLES, workspace
 
 
@@ -115,13 +115,7 @@ def finished_run(tmp_path, monkeypatch):
     for i in (1, 2):
         reg.register("tickets", weights(tmp_path / f"w{i}.safetensors", (float(i), 1.0)))
         reg.promote(f"tickets:v{i}", reason="release")
-    (tmp_path / "templates").mkdir()
-    params = nbformat.v4.new_code_cell("accuracy: float = 0.9")
-    params.metadata["tags"] = ["parameters"]
-    nb = nbformat.v4.new_notebook(cells=[params, nbformat.v4.new_code_cell(
-        "from fmops_nb.reports import record\nrecord('accuracy', accuracy)")])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, str(tmp_path / "templates" / "acc.ipynb"))
+    recording_template(tmp_path, "acc", "accuracy", 0.9)
     r = run_report("acc", {"accuracy": 0.9}, ws=ws, log=False)
     assert r.status == "finished" and r.values == {"accuracy": 0.9}
     return ws, reg, r
