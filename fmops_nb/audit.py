@@ -15,7 +15,7 @@ from .tracking import find_runs, read_run
 
 # %% auto #0
 __all__ = ['NEWEST_RUNS', 'ensure_audit', 'audited_tables', 'writable_key', 'append_audit', 'AuditCheck', 'json_object',
-           'check_log', 'reanchor_audit', 'audit_log']
+           'check_log', 'reanchor_audit', 'audit_log', 'trusted_row']
 
 # %% ../nbs/03_audit.ipynb #34f7f15c
 _AUDIT = ["""
@@ -327,3 +327,26 @@ def audit_log(ws:Workspace|None=None, subject:str|None=None, limit:int=100) -> l
         args = ([subject, f"{subject}:%"] if subject else []) + [limit]
         return [dict(r) | {'before': json.loads(r['before']) if r['before'] else None,
                            'after': json.loads(r['after']) if r['after'] else None} for r in con.execute(q, args)]
+
+# %% ../nbs/03_audit.ipynb #e7a20e5f
+def trusted_row(ws:Workspace, action:str, subject:str) -> dict|None:
+    """The newest audit row of `action` on `subject` (its `after` parsed), or None when there is none; a
+    `ValidationError` when the row's hash does not recompute or, in a keyed log, its HMAC is not the workspace's."""
+    ensure_audit(ws)
+    with closing(ws.connect()) as con:
+        r = con.execute("SELECT * FROM audit WHERE action=? AND subject=? ORDER BY seq DESC LIMIT 1",
+                        (action, subject)).fetchone()
+        keyed = con.execute("SELECT 1 FROM audit WHERE mac IS NOT NULL AND mac != '' LIMIT 1").fetchone() is not None
+    if r is None: return None
+    where = f"audit row {r['seq']} ({action} {subject})"
+    if _row_hash(r['prev_hash'], r['seq'], r['at'], r['actor'], r['action'], r['subject'], r['before'],
+                 r['after']) != r['hash']:
+        raise ValidationError(f"The {where} was changed after it was written (its hash does not recompute); "
+                              f"`fmops audit verify` says more.")
+    if keyed:
+        key, src = ws.audit_key()
+        if key is None or not r['mac'] or _row_mac(key, r['hash']) != r['mac']:
+            raise ValidationError(f"The {where} does not carry the audit key's HMAC" + (" (no key is configured "
+                                  "here: set FMOPS_AUDIT_KEY or audit.key_file)" if key is None else "")
+                                  + "; it is not taken as a fact. `fmops audit verify` says more.")
+    return dict(r) | {'after': json_object(r['after']) if r['after'] else None}

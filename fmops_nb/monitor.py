@@ -17,7 +17,7 @@ from . import tracking
 from . import reports
 from . import feedback
 from .errors import Missing, PolicyError, PromotionBlocked, Undecided
-from .audit import append_audit
+from .audit import append_audit, trusted_row
 from .errors import unknown_key
 from .html import RED, AMBER, esc
 from .slices import gate_names
@@ -621,6 +621,7 @@ def _check_one(p:Policy, values:dict, template:str, ws:Workspace, dry_run:bool, 
 
 # %% ../nbs/50_monitor.ipynb #c51cf3d7
 def recorded_values(folder, # a finished report run's folder (it holds record.json)
+                    ws:Workspace|None=None, # the workspace whose audit log recorded the run (default: the current)
                    ) -> dict:
     "The values a finished report run recorded, after checking `values.json` against its record and output notebook."
     folder = Path(folder)
@@ -629,6 +630,14 @@ def recorded_values(folder, # a finished report run's folder (it holds record.js
                               f"not alert, act or count streaks on them; nothing was changed. Rerun the report "
                               f"(`fmops report rerun {folder.parent.name}/{folder.name}`), or restore its folder "
                               f"from a backup.")
+    ws = ws or Workspace.open()
+    try: row = trusted_row(ws, 'report-run', reports.run_subject(ws, folder))
+    except ValidationError as e: refuse(f"its entry in the audit log cannot be trusted: {e}")
+    if row is None or not isinstance(row['after'], dict):
+        refuse("the audit log has no entry for it (a run made before fmops logged report runs, or a folder no report "
+               "run made)")
+    if not (folder / 'record.json').is_file() or file_sha256(folder / 'record.json') != row['after'].get('record'):
+        refuse("its record.json was changed after the run (its sha256 is not the one in the audit log)")
     try: rec = json.loads((folder / 'record.json').read_text())
     except (OSError, ValueError) as e: refuse(f"its record.json cannot be read ({type(e).__name__}: {e})")
     files = rec.get('files') if isinstance(rec, dict) else None
@@ -658,7 +667,7 @@ def check(values:dict|None=None, # recorded values (default: what this notebook 
     "Evaluate the `on: report` policies against a report's values: alert, act, and remember streaks."
     ws = ws or Workspace.open(); _schema(ws)
     if values is not None and subject and (Path(subject) / 'record.json').is_file(): # a finished run's values
-        if json.loads(json.dumps(values, default=str)) != recorded_values(subject):
+        if json.loads(json.dumps(values, default=str)) != recorded_values(subject, ws):
             raise ValidationError(f"The values passed to `check` are not the ones the report run {subject} recorded "
                                   f"(its values.json, checked against its record): fmops acts only on what the run "
                                   f"recorded. Pass recorded_values({str(subject)!r}), or no subject.")

@@ -18,14 +18,15 @@ from .tasks import TASKS
 # templates import these from here (`from fmops_nb.reports import record`)
 from .record import MIME, record, recorded, in_kernel, read_values, state_names, read_notebook # noqa: F401
 from .errors import unknown_key
+from .audit import append_audit
 from .costs import Meter, Cost
 
 # %% auto #0
 __all__ = ['TYPES', 'MAX_PARAMS', 'INPUT_MIME', 'WIDGET_MIME', 'BUILTIN', 'RECORDED_FILES', 'IGNORED', 'Param', 'schema',
            'read_yaml', 'validate', 'typed', 'uses', 'read_inputs', 'report_header', 'report_html', 'chunk_window',
-           'data_window', 'template_dirs', 'find_template', 'ReportRun', 'KernelPool', 'file_hashes', 'run_report',
-           'report_runs', 'get_report', 'Rerun', 'changed_after', 'rerun', 'Safe', 'fmt', 'show', 'html_table',
-           'bar_chart', 'line_chart', 'read_table', 'drift_rows', 'previous_version', 'live_metrics']
+           'data_window', 'template_dirs', 'find_template', 'ReportRun', 'KernelPool', 'file_hashes', 'run_subject',
+           'run_report', 'report_runs', 'get_report', 'Rerun', 'changed_after', 'rerun', 'Safe', 'fmt', 'show',
+           'html_table', 'bar_chart', 'line_chart', 'read_table', 'drift_rows', 'previous_version', 'live_metrics']
 
 # %% ../nbs/40_reports.ipynb #3523565a
 TYPES = {'str': str, 'int': int, 'float': float, 'bool': bool, 'list': list, 'dict': dict, 'date': _dt.date,
@@ -1036,9 +1037,24 @@ def _collect(job:_Job, ended:dict, env:dict, timings:dict, show_code:bool=False,
     atomic_write(out / 'record.json', json.dumps(rec, indent=1, default=str))
     return run
 
+# %% ../nbs/40_reports.ipynb #5ba6b677
+def run_subject(ws:Workspace, folder:Path) -> str:
+    "How the audit log names the report run in `folder`: `report:<template>/<run>` under the workspace's reports."
+    folder = Path(folder).resolve()
+    try: return 'report:' + folder.relative_to(ws.reports_dir.resolve()).as_posix()
+    except ValueError: return f"report:{folder}"
+
+# %% ../nbs/40_reports.ipynb #cec416c3
+def _audit_run(ws:Workspace, folder:Path, run:ReportRun):
+    """A `report-run` audit row with the sha256 of what the run recorded and of its record.json: what a later check of
+    its values (`monitor.recorded_values`) trusts, since anyone who can write the folder can rewrite all of them."""
+    after = {'files': run.record.get('files', {}), 'record': file_sha256(folder / 'record.json'), 'status': run.status}
+    with ws.transaction() as con: append_audit(con, 'report-run', run_subject(ws, folder), None, after)
+
 # %% ../nbs/40_reports.ipynb #71b92e63
-def _finish(job:_Job, run:ReportRun, tracker:_Tracker|None, timings:dict, t0:float):
-    "Log the run to W&B, add the timings to record.json, and write the final status, with the failing cell if any."
+def _finish(job:_Job, run:ReportRun, tracker:_Tracker|None, timings:dict, t0:float, ws:Workspace):
+    """Log the run to W&B, add the timings to record.json, put its hashes into the audit log, and write the final
+    status, with the failing cell if any."""
     import time
     t2 = time.perf_counter()
     if tracker is not None:
@@ -1048,6 +1064,7 @@ def _finish(job:_Job, run:ReportRun, tracker:_Tracker|None, timings:dict, t0:flo
     timings['wandb_s'] = time.perf_counter() - t2
     run.record['timings'] = timings | {'total_s': time.perf_counter() - t0}
     atomic_write(job.out / 'record.json', json.dumps(run.record, indent=1, default=str))
+    _audit_run(ws, job.out, run)
     _write_status(job, status=run.status, error=run.error, attempts=run.record['attempts'], cell_index=run.cell_index,
                   ename=run.ename, evalue=run.evalue, finished_at=utcnow())
 
@@ -1121,7 +1138,7 @@ def run_report(template, # a template name (`maintenance_report`) or a notebook 
         cost = meter.read(pids=[(ended.get('kernel') or {}).get('pid')]) # the kernel is still alive: from /proc
         run = _collect(job, ended, env, timings, show_code, (extra or {}) | {'cost': cost.to_dict()},
                        _tracking(tracker))
-        _finish(job, run, tracker, timings, t0)
+        _finish(job, run, tracker, timings, t0, ws)
     except KeyboardInterrupt:
         _write_status(job, status='killed', error='interrupted (Ctrl-C)')
         raise

@@ -129,7 +129,7 @@ def quiet(ws, reg):
 @pytest.mark.hostile
 def test_monitor_check_refuses_values_edited_on_disk_after_the_run(finished_run, capsys, hostile):
     ws, reg, r = finished_run
-    before = quiet(ws, reg)
+    before, record = quiet(ws, reg), (r.dir / "record.json").read_bytes()
     assert main(["-w", str(ws.root), "monitor", "check", r.id, "--dry-run"]) in (0, None)  # untouched: it reads them
     assert "rollback-on-drop" in capsys.readouterr().out
     hostile("values.json rewritten by hand so that accuracy reads 0.1: a rollback nothing called for")
@@ -143,13 +143,58 @@ def test_monitor_check_refuses_values_edited_on_disk_after_the_run(finished_run,
     from fmops_nb.core import file_sha256
     rec["files"]["values.json"] = file_sha256(r.dir / "values.json")
     (r.dir / "record.json").write_text(json.dumps(rec))
-    with pytest.raises(ValidationError, match="does not say what its output notebook recorded"):
+    with pytest.raises(ValidationError, match="its record.json was changed after the run"):  # the audit row says
         M.check(json.loads((r.dir / "values.json").read_text()), template="acc", ws=ws, subject=str(r.dir))
     hostile("values handed to check for that run that are not the ones it recorded")
     (r.dir / "values.json").write_text(json.dumps({"accuracy": 0.9}, indent=1))
-    rec["files"]["values.json"] = file_sha256(r.dir / "values.json")
-    (r.dir / "record.json").write_text(json.dumps(rec))
+    (r.dir / "record.json").write_bytes(record)
     with pytest.raises(ValidationError, match="are not the ones the report run"):
         M.check({"accuracy": 0.1}, template="acc", ws=ws, subject=str(r.dir))
     assert quiet(ws, reg) == before
-    assert M.recorded_values(r.dir) == {"accuracy": 0.9}  # restored: trusted again
+    assert M.recorded_values(r.dir, ws) == {"accuracy": 0.9}  # restored: trusted again
+
+
+@pytest.mark.hostile
+def test_a_report_run_rewritten_whole_is_refused_by_its_audit_row(tmp_path, monkeypatch, hostile):
+    """values.json, the output notebook and record.json rewritten together, consistently, pass every check of the
+    folder itself; the run's `report-run` audit row (keyed, chained) still holds the old record.json's sha256. A
+    forged row appended to the log without the key is refused too, and one made without any audit row at all."""
+    import sqlite3
+
+    from fmops_nb.audit import _row_hash
+    from fmops_nb.core import file_sha256
+    from fmops_nb.reports import run_subject
+    monkeypatch.setenv("FMOPS_AUDIT_KEY", "k" * 32)
+    ws = workspace(tmp_path, ROLLBACK)
+    recording_template(tmp_path, "acc", "accuracy", 0.9)
+    r = run_report("acc", {"accuracy": 0.9}, ws=ws, log=False)
+    assert M.recorded_values(r.dir, ws) == {"accuracy": 0.9}
+    hostile("a report run whose output notebook, values.json and record.json are rewritten to say accuracy 0.1")
+    out = (r.dir / "output.ipynb").read_text()
+    (r.dir / "output.ipynb").write_text(out.replace("0.9", "0.1"))
+    (r.dir / "values.json").write_text(json.dumps({"accuracy": 0.1}, indent=1))
+    rec = json.loads((r.dir / "record.json").read_text())
+    rec["files"] |= {n: file_sha256(r.dir / n) for n in ("values.json", "output.ipynb")}
+    (r.dir / "record.json").write_text(json.dumps(rec, indent=1))
+    with pytest.raises(ValidationError, match="record.json was changed after the run"):
+        M.recorded_values(r.dir, ws)
+    hostile("the same, with a report-run row appended to the audit log by hand, its HMAC not the workspace key's")
+    con = sqlite3.connect(ws.root / "fmops.db")
+    last = con.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+    after = json.dumps({"files": rec["files"], "record": file_sha256(r.dir / "record.json"), "status": "finished"},
+                       sort_keys=True)
+    row = ("2026-12-03T00:00:00", "mallory", "report-run", run_subject(ws, r.dir), None, after, last[1])
+    h = _row_hash(last[1], last[0] + 1, *row[:6])
+    con.execute("INSERT INTO audit (seq, at, actor, action, subject, before, after, prev_hash, hash, mac) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?)", (last[0] + 1, *row, h, "0" * 64))
+    con.commit()
+    con.close()
+    with pytest.raises(ValidationError, match="does not carry the audit key's HMAC"):
+        M.recorded_values(r.dir, ws)
+    hostile("a run folder copied in by hand: no report run made it, so the audit log has no row for it")
+    fake = r.dir.parent / "20260101-000000-fake"
+    fake.mkdir()
+    for n in ("output.ipynb", "values.json", "record.json"):
+        (fake / n).write_bytes((r.dir / n).read_bytes())
+    with pytest.raises(ValidationError, match="the audit log has no entry for it"):
+        M.recorded_values(fake, ws)
