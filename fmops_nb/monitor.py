@@ -626,9 +626,11 @@ def recorded_values(folder, # a finished report run's folder (it holds record.js
     "The values a finished report run recorded, after checking `values.json` against its record and output notebook."
     folder = Path(folder)
     def refuse(why:str):
-        raise ValidationError(f"The recorded values of the report run {folder} cannot be trusted: {why}. fmops will "
+        safe = lambda t: t if t.isprintable() else repr(t) # a newline in a path stays on its line
+        shown, rel = safe(str(folder)), safe(f"{folder.parent.name}/{folder.name}")
+        raise ValidationError(f"The recorded values of the report run {shown} cannot be trusted: {why}. fmops will "
                               f"not alert, act or count streaks on them; nothing was changed. Rerun the report "
-                              f"(`fmops report rerun {folder.parent.name}/{folder.name}`), or restore its folder "
+                              f"(`fmops report rerun {rel}`), or restore its folder "
                               f"from a backup.")
     ws = ws or Workspace.open()
     try: row = trusted_row(ws, 'report-run', reports.run_subject(ws, folder))

@@ -198,3 +198,13 @@ def test_a_report_run_rewritten_whole_is_refused_by_its_audit_row(tmp_path, monk
         (fake / n).write_bytes((r.dir / n).read_bytes())
     with pytest.raises(ValidationError, match="the audit log has no entry for it"):
         M.recorded_values(fake, ws)
+
+
+@pytest.mark.hostile
+def test_a_run_folder_named_with_a_newline_is_shown_on_one_line(tmp_path, hostile):
+    "A folder path with a newline and markup, handed to monitor check, is quoted in the refusal, never split."
+    hostile("recorded_values('/nonexistent\\n<b>x</b>')")
+    ws = workspace(tmp_path, "")
+    with pytest.raises(ValidationError) as e:
+        M.recorded_values("/nonexistent\n<b>x</b>", ws)
+    assert "\n" not in str(e.value) and "'/nonexistent\\n<b>x</b>'" in str(e.value)
