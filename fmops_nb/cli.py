@@ -8,9 +8,6 @@ import argparse, atexit, contextlib, gc, io, json, math, os, sys, textwrap, warn
 from .core import Workspace, resolve_home, version
 from .errors import ConfigError, ExecutionError, FmopsError, FmopsWarning, ValidationError, WorkspaceError
 from .audit import audit_log, reanchor_audit
-from .demo import make_demo
-from .demo_llm import make_llm_demo
-from .demo_text import make_text_demo
 from .registry import Registry, verify_audit
 from .diff import diff
 from .finetune import FinetuneSpec, SPEC_EXAMPLE, SFT_EXAMPLE, SCRIPT_CONTRACT, launch, runs, get_run
@@ -20,7 +17,6 @@ from . import reports as R
 from . import schedule as S
 from . import monitor as M
 from . import feedback as FB
-from . import review as RV
 from .commands import diff_slice_arguments, slices_arguments, run_slices
 from .commands import (HelpFormatter, approve_arguments, chosen_parser, collect_params, drift_arguments,
                        dry_run_argument,
@@ -91,14 +87,25 @@ def cmd_config(args):
     print(repr(cfg))
 
 # %% ../nbs/95_cli.ipynb #e41e3355
-_DEMOS = {'text': ('fmops-demo', 2000, make_text_demo, "ticket data whose text drifted, two versions of "
+_DEMOS = {'text': ('fmops-demo', 2000, 'demo_text', "ticket data whose text drifted, two versions of "
                    "all-MiniLM-L6-v2 under a ticket classifier, policies; then the maintenance report",
                    'maintenance report'),
-          'tabular': ('fmops-demo', 5000, make_demo, "data, two versions of a small tabular ticket classifier, "
+          'tabular': ('fmops-demo', 5000, 'demo', "data, two versions of a small tabular ticket classifier, "
                       "policies; then the maintenance report", 'maintenance report'),
-          'llm': ('fmops-llm-demo', 150, make_llm_demo, "the small generative model in production and its traffic; "
+          'llm': ('fmops-llm-demo', 150, 'demo_llm', "the small generative model in production and its traffic; "
                   "then the llm_report, whose policy launches a LoRA SFT, a generation diff and the gate",
                   'llm_report')}
+
+def _demo_maker(module:str):
+    "The function that builds a demo, imported when `fmops demo` runs (the other commands never load the demos)."
+    if module == 'demo_text':
+        from fmops_nb.demo_text import make_text_demo
+        return make_text_demo
+    if module == 'demo':
+        from fmops_nb.demo import make_demo
+        return make_demo
+    from fmops_nb.demo_llm import make_llm_demo
+    return make_llm_demo
 
 def cmd_demo(args):
     """Create the demo workspace, model versions and policies, and run the maintenance report on it: on
@@ -107,10 +114,10 @@ def cmd_demo(args):
     if args.llm and args.tabular: raise ValidationError("Pass --llm or --tabular, not both.")
     if args.seed < 0: raise ValidationError(f"--seed {args.seed}: the seed is a whole number, 0 or more.")
     scenario = 'llm' if args.llm else 'tabular' if args.tabular else 'text'
-    default_dir, default_rows, make, what, report = _DEMOS[scenario]
+    default_dir, default_rows, module, what, report = _DEMOS[scenario]
     folder, rows = args.dir or default_dir, default_rows if args.rows is None else args.rows
     if not args.json: print(f"Creating the {'LLM ' if args.llm else ''}demo in {folder}: {what} ...", flush=True)
-    res = make(folder, n=rows, seed=args.seed, log=not args.no_wandb)
+    res = _demo_maker(module)(folder, n=rows, seed=args.seed, log=not args.no_wandb)
     if args.json: _print_json(res.to_dict())
     else: print(repr(res))
     if res.status != 'finished': raise ExecutionError(f"The {report} {res.status}; see {res.html}")
@@ -623,7 +630,8 @@ def cmd_feedback(args):
              if args.action == 'import' else FB.export(args.file, queue=args.queue, ws=ws))
         return _print_json(b.to_dict()) if args.json else print(repr(b))
     if args.action == 'summary':
-        s = RV.summary(args.queue, ws)
+        from fmops_nb.review import summary # the review panels' widget library loads with it: only here
+        s = summary(args.queue, ws)
         return _print_json(s.to_dict()) if args.json else print(repr(s))
     if args.action == 'metrics':
         m = FB.metrics(queue=args.queue, version=args.version, by=args.by, ws=ws)
