@@ -653,14 +653,17 @@ def _scalars(values:dict, prefix:str='') -> dict:
 
 # %% ../nbs/40_reports.ipynb #13208f97
 class _Tracker:
-    "A report's W&B run, started in a thread while the kernel runs (importing wandb and `wandb.init` take ~1 s)."
-    def __init__(self, stem:str, name:str, params:dict, group:str|None, ws):
+    """A report's W&B run, started in a thread while the kernel runs (importing wandb and `wandb.init` take ~1.4 s).
+    Its config holds the parameters and the versions of the packages the run's record names (`packages`), in place
+    of W&B's list of every installed package (~0.7 s more)."""
+    def __init__(self, stem:str, name:str, params:dict, group:str|None, ws, packages:dict|None=None):
         import threading
         self.cm = self.tr = self.error = None
         def start():
             try:
-                self.cm = tracking.run(stem, name=name, config=params, group=group, tags=['report'], ws=ws,
-                                       announce=False)
+                config = params | ({'fmops_packages': packages} if packages else {})
+                self.cm = tracking.run(stem, name=name, config=config, group=group, tags=['report'], ws=ws,
+                                       announce=False, packages=False)
                 self.tr = self.cm.__enter__()
             except Exception as e: self.error = e
         self.thread = threading.Thread(target=start, name='fmops-wandb-start', daemon=True)
@@ -851,9 +854,10 @@ class KernelPool:
     def __init__(self, ws, # the workspace of its runs (the kernels' FMOPS_HOME)
                  size:int=1, # kernels kept started
                  cwd=None, # the kernels' working directory (default: the current one), as their runs' must be
+                 once:bool=False, # start the kernels a single time: none is started again after a run takes one
                 ):
         import threading
-        self.ws, self.size, self.cwd = ws, size, _kernel_cwd(cwd)
+        self.ws, self.size, self.cwd, self.once = ws, size, _kernel_cwd(cwd), once
         self.ready, self.started = [], [] # kernels no run took yet; the pid of every kernel started, in order
         self.lock, self.closed = threading.Lock(), False
     def __repr__(self): return f"KernelPool({len(self.ready)} of {self.size} ready, {len(self.started)} started)"
@@ -863,7 +867,9 @@ class KernelPool:
 # %% ../nbs/40_reports.ipynb #9bf2a620
 @patch
 def refill(self:KernelPool):
-    "Start kernels until `size` are ready (after a run's own kernel stopped); a pool closed meanwhile stops its kernel."
+    """Start kernels until `size` are ready (after a run's own kernel stopped); a pool closed meanwhile stops its
+    kernel. A pool started `once` starts none after its first refill."""
+    if self.once and self.started: return
     while not self.closed and len(self.ready) < self.size:
         try: km = _start_kernel(self.cwd, _base_env(self.ws))
         except Exception: return # the next run starts its own kernel, and reports why that fails
@@ -1078,14 +1084,11 @@ def _early_kernel(template, cwd, ws, base:dict, kernels=None):
     except Exception: return None
 
 # %% ../nbs/40_reports.ipynb #68e80e9b
-def _warm_imports(template:Path, tracker=None):
-    "Import in a thread, while the kernel works, what the run's end needs: pandas for W&B, nbconvert for markdown."
+def _warm_imports(template:Path):
+    "Import in a thread, while the kernel works, what the run's end needs: nbconvert, for a template with markdown."
     import threading
     def warm():
         try:
-            if tracker is not None:
-                tracker.thread.join()
-                import pandas # noqa: F401 — wandb imports it to log any value
             if any(c.get('cell_type') == 'markdown' for c in json.loads(template.read_text())['cells']):
                 from nbconvert.filters import markdown2html # noqa: F401
         except Exception: pass
@@ -1130,8 +1133,8 @@ def run_report(template, # a template name (`maintenance_report`) or a notebook 
         t0 = time.perf_counter()
         import papermill # noqa: F401 — before the W&B thread imports wandb: the kernel needs papermill first
         stem = job.template.stem
-        tracker = _Tracker(stem, f"{stem}-{job.out.name}", job.params, group, ws) if log else None
-        later.append(_warm_imports(job.template, tracker))
+        tracker = _Tracker(stem, f"{stem}-{job.out.name}", job.params, group, ws, env) if log else None
+        later.append(_warm_imports(job.template))
         ahead, km = km, None # `_execute` stops it from here on
         ended = _execute(job, base, _run_env(job, dry_run, pins), ahead, kernels, later)
         timings = {'prepare_s': t0 - t_in, 'execute_s': time.perf_counter() - t0}

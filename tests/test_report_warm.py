@@ -212,3 +212,29 @@ def test_fmops_schedule_serve_leaves_no_kernel_after_sigterm(tmp_path):
         out, err = p.communicate(timeout=120)
     assert p.returncode == 0 and "tick: finished" in out and out.rstrip().endswith("stopped."), (out, err)
     assert all(gone(pid) for pid in waiting), waiting  # the kernel no run took went with serve
+
+
+def test_a_pool_started_once_gives_its_kernel_and_starts_no_other(tmp_path):
+    "The command line's pool: its kernel boots while the parameters are read; after the run took it, none follows."
+    tpl = template(tmp_path / "probe.ipynb", PROBE)
+    ws = Workspace.open()
+    with KernelPool(ws, once=True) as pool:
+        pool.refill()
+        run = run_report(tpl, {"n": 2}, log=False, kernels=pool)
+        pool.refill()  # what a run does after it took the kernel: nothing, for a pool started once
+        assert run.status == "finished" and run.record["kernel"]["warm"] is True
+        assert pool.started == [run.record["kernel"]["pid"]] and pool.ready == []
+    assert kernel_children(os.getpid()) == set()
+
+
+def test_the_command_line_runs_a_report_in_the_kernel_it_started_first_and_refuses_bad_parameters(tmp_path, capsys):
+    from fmops_nb.cli import main
+    tpl = template(tmp_path / "probe.ipynb", PROBE)
+    assert main(["report", "run", str(tpl), "-p", "n", "4", "--no-wandb", "--json"]) == 0
+    run = report_runs(Workspace.open())[-1]
+    assert run.status == "finished" and run.record["kernel"]["warm"] is True and run.params == {"n": 4}
+    capsys.readouterr()
+    # a parameter the schema refuses: a clear error, and the kernel started for it is stopped
+    assert main(["report", "run", str(tpl), "-p", "n", "many", "--no-wandb"]) != 0
+    assert "Parameter 'n'" in capsys.readouterr().err
+    assert kernel_children(os.getpid()) == set() and len(report_runs(Workspace.open())) == 1
