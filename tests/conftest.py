@@ -12,10 +12,9 @@ _OWN_CACHE = None if os.environ.get("FMOPS_CACHE") else tempfile.mkdtemp(prefix=
 os.environ.setdefault("FMOPS_CACHE", _OWN_CACHE or "")
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _remove_own_cache():
-    "The session's model cache goes when the session ends (one set by the caller stays)."
-    yield
+def pytest_unconfigure(config):
+    """The session's model cache goes when the session ends (one set by the caller stays). Under pytest-xdist the
+    workers inherit the controller's FMOPS_CACHE, share it (a build takes a lock) and leave it to the controller."""
     if _OWN_CACHE:
         import shutil
         shutil.rmtree(_OWN_CACHE, ignore_errors=True)
@@ -80,10 +79,16 @@ HOSTILE_INPUTS = []  # (test id, what was tried): filled by `hostile()`, counted
 
 @pytest.fixture
 def hostile(request):
-    "Call `hostile('what is tried')` once per hostile input a test feeds; the run's summary counts them."
+    """Call `hostile('what is tried')` once per hostile input a test feeds; the run's summary counts them (kept with
+    the test's report, so that an xdist worker's reach the controller)."""
     def note(what: str):
-        HOSTILE_INPUTS.append((request.node.nodeid, what))
+        request.node.user_properties.append(("hostile", what))
     return note
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "teardown":
+        HOSTILE_INPUTS.extend((report.nodeid, v) for k, v in report.user_properties if k == "hostile")
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+# the docs build (every notebook executed, ~4 minutes) is made once per process: its tests share an xdist worker
+pytestmark = pytest.mark.xdist_group("docs_site")
+
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("docs_build", ROOT / "docs" / "build.py")
 build = sys.modules["docs_build"] = importlib.util.module_from_spec(_spec)

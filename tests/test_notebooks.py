@@ -27,6 +27,7 @@ def _notebook_temp_folders(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("docs_site")  # on the worker that builds the docs site (test_docs.py)
 @pytest.mark.parametrize("nb", NBS, ids=[p.stem for p in NBS])
 def test_notebook(nb, docs_site):
     """Every cell but `notest`/`slow` ones, heavy cells included, as `nbdev-test --flags heavy` runs them: read from
