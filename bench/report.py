@@ -127,6 +127,17 @@ def floor_run(seed: int) -> dict:
     return {"wall_s": time.perf_counter() - t, "load_1min": load}
 
 
+def packages() -> dict:
+    "The versions of what a report run imports and starts (the 12-02 figures did not record them)."
+    from importlib.metadata import PackageNotFoundError, version
+    out = {}
+    for p in ("fmops_nb", "papermill", "nbformat", "nbclient", "jupyter_client", "ipykernel", "pyzmq", "wandb",
+              "numpy", "pandas", "jsonschema"):
+        try: out[p] = version(p)
+        except PackageNotFoundError: out[p] = None
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=7)
@@ -190,7 +201,7 @@ def main():
     base = [fresh("import time; t = time.perf_counter(); import fmops_nb.reports; print(time.perf_counter() - t)") for _ in range(5)]
     res |= {"import_nbformat_s_median": round(statistics.median(imp), 4), "import_fmops_nb_reports_s_median": round(statistics.median(base), 4),
             "load_avg_start": load_start, "load_avg_end": Path("/proc/loadavg").read_text().split()[:3], "cpus": os.cpu_count(),
-            "python": sys.version.split()[0], "when": time.strftime("%Y-%m-%d %H:%M")}
+            "python": sys.version.split()[0], "when": time.strftime("%Y-%m-%d %H:%M"), "packages": packages()}
     print(json.dumps(res, indent=2))
     if a.out: Path(a.out).write_text(json.dumps(res, indent=2) + "\n")
 

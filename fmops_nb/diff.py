@@ -474,11 +474,13 @@ def _version_lm(reg:Registry, v:Version) -> tuple:
 # %% ../nbs/21_diff.ipynb #8a57186a
 def _answers(lms:list, prompts:list, texts:list, max_new_tokens:int) -> tuple:
     """Both versions' greedy answers to `prompts` (from the (tokenizer, model) pairs `lms`, one when both are the same
-    files), their perplexities on `texts`, the MiniLM vectors of the answers that differ by SHA-256 of the text, and
-    whether the embedder is missing. Generating keeps one core busy; what the diff adds runs beside it on a second
+    files), their perplexities on `texts`, the MiniLM vectors of a's answers and of b's that differ (by SHA-256 of
+    the text), and whether the embedder is missing. Generating keeps one core busy; what the diff adds runs beside it on a second
     thread, always on the version that is not generating and with a tokenizer of its own (a tokenizer's padding and
     truncation settings are not safe to share between threads): the other version's perplexity, then each batch of
-    differing answers, embedded as soon as it is decoded."""
+    answers, embedded as soon as it is decoded — a's all (the second core is free while a generates, and which of
+    them differ from b's is not known yet), then b's that differ from a's — so that both halves carry the same work
+    and little is left when b's last batch is decoded."""
     from concurrent.futures import ThreadPoolExecutor
     if len(lms) == 1: # one model: nothing to run beside it
         ans = generate(lms[0], prompts, max_new_tokens)
@@ -488,15 +490,17 @@ def _answers(lms:list, prompts:list, texts:list, max_new_tokens:int) -> tuple:
     def embed(said:list) -> bool: # on the side thread; True: no embedder
         try: embed_texts(said, 'minilm', cache=False, memo=memo); return False
         except MissingDependencyError: return True
-    def on_batch(s:int, said:list): # b's answers from prompt `s` on, with a's to the same prompts
-        pairs = [(ans_a[s + i], x) for i, x in enumerate(said) if x != ans_a[s + i]]
-        if pairs: jobs.append(side.submit(embed, list(dict.fromkeys(t for p in pairs for t in p))))
+    def on_batch_a(s:int, said:list): # a's answers from prompt `s` on
+        jobs.append(side.submit(embed, list(dict.fromkeys(said))))
+    def on_batch_b(s:int, said:list): # b's answers from prompt `s` on, those that differ from a's to the same prompts
+        new = [x for i, x in enumerate(said) if x != ans_a[s + i]]
+        if new: jobs.append(side.submit(embed, list(dict.fromkeys(new))))
     side = ThreadPoolExecutor(1, thread_name_prefix='fmops-diff')
     try:
         ppl_b = side.submit(perplexity, own(lms[1]), texts) # while a generates
-        ans_a = generate(lms[0], prompts, max_new_tokens)
+        ans_a = generate(lms[0], prompts, max_new_tokens, on_batch=on_batch_a)
         ppl_a = side.submit(perplexity, own(lms[0]), texts) # while b generates
-        ans_b = generate(lms[1], prompts, max_new_tokens, on_batch=on_batch)
+        ans_b = generate(lms[1], prompts, max_new_tokens, on_batch=on_batch_b)
         missing = any([j.result() for j in jobs])
         return ans_a, ans_b, [ppl_a.result(), ppl_b.result()], memo, missing
     finally: side.shutdown(wait=True, cancel_futures=True)

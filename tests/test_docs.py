@@ -2,16 +2,12 @@
 references generated from the code, and no internal link or anchor that leads nowhere."""
 import html
 import importlib.util
-import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-
-# the docs build (every notebook executed, ~4 minutes) is made once per process: its tests share an xdist worker
-pytestmark = pytest.mark.xdist_group("docs_site")
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("docs_build", ROOT / "docs" / "build.py")
@@ -83,9 +79,26 @@ def test_pages_and_their_order():
 
 
 # ------------------------------------------------------------------------------------------ the whole site
+# The docs build executes every notebook (~4 minutes) once per process (`conftest.docs_site`), so every test that reads
+# it lives in this file: CI's xdist workers take whole files (`--dist loadfile`), and one worker builds it once.
+NBS = sorted((ROOT / "nbs").glob("*.ipynb"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("nb", NBS, ids=[p.stem for p in NBS])
+def test_notebook(nb, docs_site):
+    """Every cell but `notest`/`slow` ones, heavy cells included, as `nbdev-test --flags heavy` runs them: read from
+    the docs build, which executes each notebook that way in a fresh process (once for the site and for this test).
+    The fast tier runs each without its heavy cells (`test_notebooks.py`)."""
+    ran = docs_site.record.get(nb.name)
+    assert ran is not None, (f"the docs build did not execute {nb.name} (see test_docs.py::"
+                             f"test_site_builds_with_no_broken_links):\n{docs_site.result.stderr[-3000:]}")
+    assert not ran["error"], f"{nb.name} failed; run `nbdev-test --flags heavy {nb}` to see it again:\n{ran['error']}"
+
+
 @pytest.fixture(scope="module")
 def site(docs_site):
-    "The site built as CI builds it, heavy cells run (`conftest.docs_site`, shared with `test_notebooks.py`)."
+    "The site built as CI builds it, heavy cells run (`conftest.docs_site`, shared with `test_notebook` above)."
     return docs_site.out, docs_site.result
 
 

@@ -163,7 +163,6 @@ def test_a_workspace_path_with_a_newline_cannot_forge_a_crontab_line(tmp_path, m
 # ---- 3. moving to PostgreSQL again from a restored backup that still carries the `fmops_moved_*` triggers
 
 @pytest.mark.hostile
-@pytest.mark.xdist_group("postgres")
 def test_migrating_again_from_a_restored_backup_carries_no_moved_triggers(pg_server, tmp_path, hostile):
     import psycopg
     if pg_server is None:
@@ -192,7 +191,6 @@ def test_migrating_again_from_a_restored_backup_carries_no_moved_triggers(pg_ser
 
 
 @pytest.mark.hostile
-@pytest.mark.xdist_group("postgres")
 def test_a_trigger_fmops_did_not_make_stops_the_move_before_anything_is_copied(pg_server, tmp_path, hostile):
     import sqlite3
     if pg_server is None:

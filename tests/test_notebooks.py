@@ -26,18 +26,6 @@ def _notebook_temp_folders(tmp_path, monkeypatch):
     monkeypatch.setenv("TMPDIR", str(tmp_path))
 
 
-@pytest.mark.slow
-@pytest.mark.xdist_group("docs_site")  # on the worker that builds the docs site (test_docs.py)
-@pytest.mark.parametrize("nb", NBS, ids=[p.stem for p in NBS])
-def test_notebook(nb, docs_site):
-    """Every cell but `notest`/`slow` ones, heavy cells included, as `nbdev-test --flags heavy` runs them: read from
-    the docs build, which executes each notebook that way in a fresh process (once for the site and for this test)."""
-    ran = docs_site.record.get(nb.name)
-    assert ran is not None, (f"the docs build did not execute {nb.name} (see test_docs.py::"
-                             f"test_site_builds_with_no_broken_links):\n{docs_site.result.stderr[-3000:]}")
-    assert not ran["error"], f"{nb.name} failed; run `nbdev-test --flags heavy {nb}` to see it again:\n{ran['error']}"
-
-
 @pytest.mark.parametrize("nb", NBS, ids=[p.stem for p in NBS])
 def test_notebook_without_its_heavy_cells(nb):
     "The fast tier runs every notebook with the cells tagged `#| heavy` left out (training, kernels, subprocesses)."

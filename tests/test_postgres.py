@@ -30,9 +30,6 @@ from fmops_nb.core import Workspace  # noqa: E402
 from fmops_nb.errors import ConfigError, WorkspaceError  # noqa: E402
 from fmops_nb.registry import Registry, verify_audit  # noqa: E402
 
-# one PostgreSQL server per process: its tests (and the two in test_hostile_wave3_core.py) share an xdist worker
-pytestmark = pytest.mark.xdist_group("postgres")
-
 KEY = "k" * 32  # the audit key: every test runs keyed, so HMACs are written and checked
 
 
