@@ -474,13 +474,13 @@ def _version_lm(reg:Registry, v:Version) -> tuple:
 # %% ../nbs/21_diff.ipynb #8a57186a
 def _answers(lms:list, prompts:list, texts:list, max_new_tokens:int) -> tuple:
     """Both versions' greedy answers to `prompts` (from the (tokenizer, model) pairs `lms`, one when both are the same
-    files), their perplexities on `texts`, the MiniLM vectors of a's answers and of b's that differ (by SHA-256 of
-    the text), and whether the embedder is missing. Generating keeps one core busy; what the diff adds runs beside it on a second
-    thread, always on the version that is not generating and with a tokenizer of its own (a tokenizer's padding and
-    truncation settings are not safe to share between threads): the other version's perplexity, then each batch of
-    answers, embedded as soon as it is decoded — a's all (the second core is free while a generates, and which of
-    them differ from b's is not known yet), then b's that differ from a's — so that both halves carry the same work
-    and little is left when b's last batch is decoded."""
+    files), their perplexities on `texts`, the MiniLM vectors of a's answers and of b's that differ (by SHA-256 of the
+    text), and whether the embedder is missing. Generating keeps one core busy; what the diff adds runs beside it on a
+    second thread, always on the version that is not generating and with a tokenizer of its own (a tokenizer's padding
+    and truncation settings are not safe to share between threads): the other version's perplexity, then each batch of
+    answers, embedded as soon as it is decoded — a's all (the second core is free while a generates, and which of them
+    differ from b's is not known yet), then b's that differ from a's — so that both halves carry the same work and
+    little is left when b's last batch is decoded."""
     from concurrent.futures import ThreadPoolExecutor
     if len(lms) == 1: # one model: nothing to run beside it
         ans = generate(lms[0], prompts, max_new_tokens)
