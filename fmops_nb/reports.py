@@ -661,7 +661,7 @@ class _Tracker:
         self.cm = self.tr = self.error = None
         def start():
             try:
-                config = params | ({'fmops_packages': packages} if packages else {})
+                config = ({'fmops_packages': packages} if packages else {}) | params # a parameter of that name wins
                 self.cm = tracking.run(stem, name=name, config=config, group=group, tags=['report'], ws=ws,
                                        announce=False, packages=False)
                 self.tr = self.cm.__enter__()
@@ -801,6 +801,8 @@ def _stop_later(km, then=None):
 def _kernel_cwd(cwd=None) -> Path:
     "The kernel's working directory: `cwd` resolved, or the current one; a folder that is not there is refused."
     cwd = Path(cwd).expanduser().resolve() if cwd else Path.cwd()
+    if cwd.exists() and not cwd.is_dir():
+        raise ValidationError(f"The working directory {cwd} is not a folder: pass a folder.")
     if not cwd.is_dir(): raise ValidationError(f"The working directory {cwd} does not exist: pass an existing folder.")
     return cwd
 

@@ -121,6 +121,23 @@ def test_a_template_that_is_not_a_notebook_is_refused_without_its_bytes(tmp_path
 
 
 @pytest.mark.hostile
+def test_a_working_directory_that_is_a_file_or_missing_is_named_for_what_it_is(tmp_path, hostile):
+    "`--cwd` a file is 'not a folder', a missing path 'does not exist'; neither starts a kernel or leaves a run folder."
+    tpl = tmp_path / "t.ipynb"
+    cell = nbformat.v4.new_code_cell("x: int = 1")
+    cell.metadata["tags"] = ["parameters"]
+    nbformat.write(nbformat.v4.new_notebook(cells=[cell]), str(tpl))
+    (tmp_path / "afile").write_text("not a folder")
+    for cwd, says in ((tmp_path / "afile", "is not a folder"), (tmp_path / "nowhere" / "deeper", "does not exist")):
+        hostile(f"--cwd {cwd.name}")
+        with pytest.raises(ValidationError, match=says):
+            reports.run_report(tpl, log=False, cwd=cwd)
+        r = fmops("report", "run", str(tpl), "--cwd", str(cwd), "--no-wandb", cwd=tmp_path)
+        assert r.returncode == 1 and says in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not Workspace.open().reports_dir.exists() or not any(Workspace.open().reports_dir.iterdir())
+
+
+@pytest.mark.hostile
 def test_a_template_file_name_that_is_not_a_safe_name_is_refused(tmp_path, hostile):
     for name in (f"{P}.ipynb", "...ipynb", "a b.ipynb"):  # '...ipynb' has the stem '..': reports/../ is the workspace
         hostile(f"template file named {name!r}")

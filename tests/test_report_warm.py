@@ -238,3 +238,20 @@ def test_the_command_line_runs_a_report_in_the_kernel_it_started_first_and_refus
     assert main(["report", "run", str(tpl), "-p", "n", "many", "--no-wandb"]) != 0
     assert "Parameter 'n'" in capsys.readouterr().err
     assert kernel_children(os.getpid()) == set() and len(report_runs(Workspace.open())) == 1
+
+
+def test_a_report_run_records_its_package_versions_in_wandb_and_a_parameter_of_that_name_wins(tmp_path):
+    "The W&B config holds the parameters and `fmops_packages`; a template parameter named so is kept as given."
+    from fmops_nb.tracking import read_run
+    plain = template(tmp_path / "plain.ipynb", "from fmops_nb.reports import record\nrecord('n', n)")
+    run = run_report(plain, {"n": 3})
+    cfg = read_run(run.wandb_run).config
+    assert cfg["n"] == 3 and cfg["fmops_packages"] == run.record["env"] and "fmops_nb" in cfg["fmops_packages"]
+    named = tmp_path / "named.ipynb"
+    p = nbformat.v4.new_code_cell("fmops_packages: str = 'none'")
+    p.metadata["tags"] = ["parameters"]
+    nb = nbformat.v4.new_notebook(cells=[p, nbformat.v4.new_code_cell("x = fmops_packages")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, str(named))
+    run = run_report(named, {"fmops_packages": "mine"})
+    assert run.status == "finished" and read_run(run.wandb_run).config["fmops_packages"] == "mine"
