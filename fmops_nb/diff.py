@@ -472,37 +472,52 @@ def _version_lm(reg:Registry, v:Version) -> tuple:
         return pair
 
 # %% ../nbs/21_diff.ipynb #8a57186a
+_EMBED_AT_ONCE = 48 # answers per embedding call on the diff's side thread: fewer calls, fewer lock handoffs
+
 def _answers(lms:list, prompts:list, texts:list, max_new_tokens:int) -> tuple:
     """Both versions' greedy answers to `prompts` (from the (tokenizer, model) pairs `lms`, one when both are the same
-    files), their perplexities on `texts`, the MiniLM vectors of a's answers and of b's that differ (by SHA-256 of the
-    text), and whether the embedder is missing. Generating keeps one core busy; what the diff adds runs beside it on a
-    second thread, always on the version that is not generating and with a tokenizer of its own (a tokenizer's padding
-    and truncation settings are not safe to share between threads): the other version's perplexity, then each batch of
-    answers, embedded as soon as it is decoded — a's all (the second core is free while a generates, and which of them
-    differ from b's is not known yet), then b's that differ from a's — so that both halves carry the same work and
-    little is left when b's last batch is decoded."""
+    files), their perplexities on `texts`, how many prompts each cuts to fit its context, the MiniLM vectors of a's
+    answers and of b's that differ (by SHA-256 of the text), and whether the embedder is missing. Generating keeps one
+    core busy; what the diff adds runs beside it on a second thread, always on the version that is not generating, with
+    that version's tokenizer, which nothing else uses meanwhile (a tokenizer's padding and truncation settings are not
+    safe to share between threads: two versions that share one tokenizer object give the side thread copies): the other
+    version's perplexity and prompts cut, then the answers, embedded as they are decoded — a's all (the second core is
+    free while a generates, and which of them differ from b's is not known yet), then b's that differ from a's — so
+    that both halves carry the same work and little is left when b's last batch is decoded. The side thread works in
+    few, large steps: each of its calls takes the interpreter lock from the generating thread for its Python part
+    (measured: a side thread busy with perplexity passes slowed generation by 27 %, the same passes in a second process
+    by 9 %). So its perplexity passes hold up to 16 MB of logits (two passes for 100 short texts, not six), and answers
+    are embedded 48 or more at a time (bench/README.md has the figures)."""
     from concurrent.futures import ThreadPoolExecutor
     if len(lms) == 1: # one model: nothing to run beside it
         ans = generate(lms[0], prompts, max_new_tokens)
-        return ans, ans, [perplexity(lms[0], texts)], {}, False
-    own = lambda lm: (copy.deepcopy(lm[0]), lm[1])
-    memo, jobs = {}, []
+        return ans, ans, [perplexity(lms[0], texts)], [_prompts_cut(lms[0], prompts, max_new_tokens)], {}, False
+    shared = lms[0][0] is lms[1][0] # one tokenizer object for both versions: the side thread works on copies
+    mine = lambda lm: (copy.deepcopy(lm[0]), lm[1]) if shared else lm
+    def measure(lm) -> tuple: # on the side thread: the version's perplexity on `texts`, and the prompts it cuts
+        return perplexity(lm, texts, logits_mb=16), _prompts_cut(lm, prompts, max_new_tokens)
+    memo, jobs, waiting = {}, [], []
     def embed(said:list) -> bool: # on the side thread; True: no embedder
         try: embed_texts(said, 'minilm', cache=False, memo=memo); return False
         except MissingDependencyError: return True
+    def queue(said:list, last:bool): # answers to embed, sent to the side thread 48 or more at a time, and at the end
+        waiting.extend(said)
+        if waiting and (last or len(waiting) >= _EMBED_AT_ONCE):
+            jobs.append(side.submit(embed, list(dict.fromkeys(waiting)))); waiting.clear()
     def on_batch_a(s:int, said:list): # a's answers from prompt `s` on
-        jobs.append(side.submit(embed, list(dict.fromkeys(said))))
+        queue(said, s + len(said) >= len(prompts))
     def on_batch_b(s:int, said:list): # b's answers from prompt `s` on, those that differ from a's to the same prompts
-        new = [x for i, x in enumerate(said) if x != ans_a[s + i]]
-        if new: jobs.append(side.submit(embed, list(dict.fromkeys(new))))
+        queue([x for i, x in enumerate(said) if x != ans_a[s + i]], s + len(said) >= len(prompts))
     side = ThreadPoolExecutor(1, thread_name_prefix='fmops-diff')
     try:
-        ppl_b = side.submit(perplexity, own(lms[1]), texts) # while a generates
+        of_b = side.submit(measure, mine(lms[1])) # while a generates, with b's tokenizer
         ans_a = generate(lms[0], prompts, max_new_tokens, on_batch=on_batch_a)
-        ppl_a = side.submit(perplexity, own(lms[0]), texts) # while b generates
+        of_a = side.submit(measure, mine(lms[0])) # while b generates, with a's tokenizer
+        ppl_b, cut_b = of_b.result() # (long done) b's tokenizer is the main thread's again
         ans_b = generate(lms[1], prompts, max_new_tokens, on_batch=on_batch_b)
         missing = any([j.result() for j in jobs])
-        return ans_a, ans_b, [ppl_a.result(), ppl_b.result()], memo, missing
+        ppl_a, cut_a = of_a.result()
+        return ans_a, ans_b, [ppl_a, ppl_b], [cut_a, cut_b], memo, missing
     finally: side.shutdown(wait=True, cancel_futures=True)
 
 # %% ../nbs/21_diff.ipynb #74deb33a
@@ -576,12 +591,11 @@ def generation_diff(reg:Registry, a:Version, b:Version, probe:PromptProbe,
     texts = probe.reference or [p + (' ' + e if e else '') for p, e in zip(probe.prompts, exp)]
     same = _lm_key(reg, a) == _lm_key(reg, b) # the same files give the same answers: run once
     lm = _version_lm(reg, a)
-    cut = [_prompts_cut(lm, probe.prompts, max_new_tokens)]
     if same or 2 * _weight_bytes(lm) <= _KEEP_BYTES: # two fit in what a process keeps: b's work runs beside a's
         lms = [lm] if same else [lm, _version_lm(reg, b)]
-        cut.append(_prompts_cut(lms[-1], probe.prompts, max_new_tokens))
-        ans_a, ans_b, ppls, memo, missing = _answers(lms, probe.prompts, texts, max_new_tokens)
+        ans_a, ans_b, ppls, cut, memo, missing = _answers(lms, probe.prompts, texts, max_new_tokens)
     else: # larger models, one loaded at a time: each let go before the next loads
+        cut = [_prompts_cut(lm, probe.prompts, max_new_tokens)]
         ans_a, ppls, memo, missing = generate(lm, probe.prompts, max_new_tokens), [perplexity(lm, texts)], {}, False
         lm = _version_lm(reg, b)
         cut.append(_prompts_cut(lm, probe.prompts, max_new_tokens))
@@ -603,7 +617,7 @@ def generation_diff(reg:Registry, a:Version, b:Version, probe:PromptProbe,
             'fixed': sum(r['verdict'] == 'fixed' for r in rows) if labelled else None,
             'broken': sum(r['verdict'] == 'broken' for r in rows) if labelled else None,
             'perplexity': {'a': ppl_a, 'b': ppl_b, 'texts': len(texts), 'on': on},
-            'prompts_cut': {'a': cut[0], 'b': cut[1]}, # longer than the context leaves beside the answer
+            'prompts_cut': {'a': cut[0], 'b': cut[-1]}, # longer than the context leaves beside the answer
             'rows': rows}
 
 # %% ../nbs/21_diff.ipynb #27b070cc

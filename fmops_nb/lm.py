@@ -358,11 +358,14 @@ def generate(path, # a causal LM's folder, or its (tokenizer, model) pair
 # %% ../nbs/12_lm.ipynb #54ce65ae
 def perplexity(path, # a causal LM's folder, or its (tokenizer, model) pair
                texts:list,
-               batch_size:int|None=None, # texts per forward pass (default: 8 to 128, their logits near 4 MB)
+               batch_size:int|None=None, # texts per forward pass (default: 8 to 128, their logits near `logits_mb`)
+               logits_mb:float=4, # the float32 logits a pass may hold, when `batch_size` is not given
               ) -> float:
     "exp(mean next-token loss) of the model in `path` over every token of `texts` after each text's first."
     if batch_size is not None and (not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1):
         raise ValidationError(f"batch_size={batch_size!r}: give a whole number of texts, at least 1 (or None).")
+    if not isinstance(logits_mb, (int, float)) or isinstance(logits_mb, bool) or not 0 < logits_mb < float('inf'):
+        raise ValidationError(f"logits_mb={logits_mb!r}: give a positive number of megabytes.")
     texts = _texts(texts, 'perplexity')
     if not texts: raise ValidationError("perplexity of no texts: give at least one text of two tokens or more.")
     import torch
@@ -373,7 +376,7 @@ def perplexity(path, # a causal LM's folder, or its (tokenizer, model) pair
     if batch_size is None: # a batch's float32 logits near the CPU's cache: a pass over 20 MB of them took 3x longer
         vocab = getattr(model.config, 'vocab_size', None) or len(tok) # (a config may nest it)
         logits = 4 * vocab * max((len(ids[i]) for i in order), default=1) # bytes per text
-        batch_size = min(128, max(8, (4 << 20) // logits))
+        batch_size = min(128, max(8, int(logits_mb * (1 << 20)) // logits))
     with torch.inference_mode():
         for s in range(0, len(order), batch_size):
             enc = tok.pad({'input_ids': [ids[i] for i in order[s:s + batch_size]]}, return_tensors='pt',

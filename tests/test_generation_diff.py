@@ -271,3 +271,22 @@ def test_answers_reach_on_batch_as_each_batch_is_decoded(folders):
                    on_batch=lambda s, said: seen.append((s, said)))
     assert [s for s, _ in seen] == [0, 2, 4] and [x for _, said in seen for x in said] == out
     assert out == generate(folders[0], PROMPTS + PROMPTS[:1], TOKENS, batch_size=2)
+
+
+@pytest.mark.slow
+def test_the_side_thread_gives_what_each_step_alone_gives_with_a_shared_tokenizer_too(folders):
+    "Answers, perplexities and prompts cut from the diff's two threads equal those of each step run alone, in order; two "
+    "versions holding one tokenizer object (the side thread then works on copies) give the same."
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from fmops_nb import diff as D
+    tok = AutoTokenizer.from_pretrained(folders[0])
+    m1, m2 = (AutoModelForCausalLM.from_pretrained(f).eval() for f in folders)
+    prompts = PROMPTS * 15  # several batches: embeddings are queued 48 at a time
+    texts = [p + " a value" for p in PROMPTS]
+    alone = [generate((tok, m), prompts, TOKENS) for m in (m1, m2)]
+    ppl = [perplexity((tok, m), texts) for m in (m1, m2)]
+    for lms in ([(tok, m1), (AutoTokenizer.from_pretrained(folders[1]), m2)], [(tok, m1), (tok, m2)]):
+        ans_a, ans_b, ppls, cut, memo, missing = D._answers(lms, prompts, texts, TOKENS)
+        assert [ans_a, ans_b] == alone and ppls == pytest.approx(ppl, rel=1e-5) and cut == [0, 0] and not missing
+        want = {x for x in ans_a} | {y for x, y in zip(ans_a, ans_b) if x != y}
+        assert len(memo) == len(want)  # a's answers, and b's that differ, each embedded once

@@ -71,6 +71,12 @@ def test_bad_arguments_to_perplexity_and_generate_are_named():
     with pytest.raises(ValidationError, match="on_batch must be a function"):
         generate(path, ["Return the"], 4, on_batch="print")
     assert perplexity(path, corpus()[-8:], batch_size=3) == pytest.approx(perplexity(path, corpus()[-8:]), rel=1e-4)
+    for mb in (0, -1, float("nan"), float("inf"), "16", True):
+        with pytest.raises(ValidationError, match="logits_mb"):
+            perplexity(path, ["a text of some words"], logits_mb=mb)
+    # fewer, larger passes (the generation diff's side thread): the same perplexity
+    texts = corpus()[-40:]
+    assert perplexity(path, texts, logits_mb=64) == pytest.approx(perplexity(path, texts, batch_size=1), rel=1e-4)
 
 @pytest.mark.slow
 def test_a_broken_entry_is_rebuilt_and_a_link_is_refused(tmp_path, monkeypatch):
