@@ -71,3 +71,21 @@ def test_a_data_frame_is_still_one_to_wandb(tmp_path):
     """)
     out = _last_json(run_py(code, cwd=tmp_path))
     assert out == {"before": [False, False, False], "after": [True, True, False, False], "once": True}
+
+
+def test_the_service_port_is_looked_for_every_10_ms_and_the_run_still_starts(tmp_path):
+    "wandb's poll for wandb-core's port file waits at most 10 ms between looks (0.2 s by wandb), and the run is whole."
+    code = textwrap.dedent("""
+        import json, time
+        from wandb.sdk.lib.service import service_port_file
+        waits = []
+        service_port_file._SLEEP = lambda s: (waits.append(s), time.sleep(s))  # wandb's own sleep, recorded
+        from fmops_nb import tracking
+        with tracking.run('report', name='polled', config={'k': 1}, announce=False) as r: r.summary(done=1)
+        print(json.dumps({'waits': waits, 'run': str(r.path)}))
+    """)
+    out = _last_json(run_py(code, cwd=tmp_path))
+    from fmops_nb.tracking import read_run
+    rec = read_run(Path(out["run"]))
+    assert rec.status == "finished" and rec.config == {"k": 1} and rec.summary["done"] == 1
+    assert all(0 <= w <= 0.01 for w in out["waits"]), out["waits"]  # each look at most 10 ms after the last
