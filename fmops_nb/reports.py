@@ -745,6 +745,9 @@ def _kernel_classes() -> tuple:
                 if time.monotonic() > end: raise RuntimeError(f"Kernel didn't respond in {timeout} s")
     class LocalKernelManager(AsyncKernelManager):
         transport = CaselessStrEnum(['tcp', 'ipc'], default_value='ipc', config=True)
+        async def _async_wait(self, pollinterval:float=0.1, *args, **kw):
+            "Wait for a stopped kernel to end, looking every 10 ms (jupyter_client looks every 0.1 s after a kill)."
+            return await super()._async_wait(min(pollinterval, 0.01), *args, **kw)
         def client(self, **kw):
             "A client of this kernel, kept so that `_stop_kernel` stops its channels."
             c = super().client(**kw)

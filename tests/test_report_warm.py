@@ -255,3 +255,21 @@ def test_a_report_run_records_its_package_versions_in_wandb_and_a_parameter_of_t
     nbformat.write(nb, str(named))
     run = run_report(named, {"fmops_packages": "mine"})
     assert run.status == "finished" and read_run(run.wandb_run).config["fmops_packages"] == "mine"
+
+
+def test_a_killed_kernel_is_waited_for_every_10_ms_and_is_gone_when_stop_returns(tmp_path, monkeypatch):
+    "jupyter_client looks for a killed kernel's end every 0.1 s; a report's kernel manager looks every 10 ms."
+    from jupyter_client.manager import AsyncKernelManager
+    from fmops_nb.reports import _kernel_classes, _start_kernel, _stop_kernel, _base_env
+    looks = []
+    original = AsyncKernelManager._async_wait
+    async def recorded(self, pollinterval=0.1):
+        looks.append(pollinterval)
+        return await original(self, pollinterval)
+    monkeypatch.setattr(AsyncKernelManager, "_async_wait", recorded)
+    km = _start_kernel(tmp_path, _base_env(Workspace.open()))
+    assert isinstance(km, _kernel_classes()[0])
+    pid = km.fmops_pid
+    _stop_kernel(km)
+    assert looks and all(x <= 0.01 for x in looks), looks
+    assert gone(pid)
