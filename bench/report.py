@@ -17,6 +17,11 @@ A template does a fixed amount of work (a drift check of two 10 x 20,000 tables,
 
 The 1-minute load average is read before each run. The first iteration warms the file cache and is dropped.
 
+The CPU a run costs the machine: the busy CPU seconds of all cores (`/proc/stat`) from the command's start to 0.3 s
+after its end (the W&B service, a process of its own, ends then), minus the cells (`cpu_outside_cells_s`). On an idle
+machine, that is the CPU the run adds; with `--busy-cores N` (N processes spinning `while 1: pass` through every
+iteration, to measure under load) the figure counts the spinning processes too and is left out.
+
 Then, in one process that does what `schedule serve` does each round (a `KernelPool` of one kernel, refilled after
 each run, and `schedule.run_due`), the same template runs as a schedule `runs + 1` times: from the trigger (the call
 of `run_due`, the kernel ready as it is between two due schedules) to the finished run (its final status written).
@@ -28,7 +33,7 @@ Variants, each run in the same iterations as the command (so every figure is pai
 - `--baseline DIR`: the command from another copy of the package (`DIR/fmops_nb`, e.g. the last commit's reports.py
   and schedule.py over this tree's other modules), for a before/after ratio measured under the same load.
 
-Run: python bench/report.py [--runs N] [--out FILE] [--freeze-at-exit] [--baseline DIR] [--no-serve]
+Run: python bench/report.py [--runs N] [--out FILE] [--freeze-at-exit] [--baseline DIR] [--no-serve] [--busy-cores N]
 """
 import argparse, json, os, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
@@ -96,6 +101,12 @@ def load_1min() -> float:
     return float(Path("/proc/loadavg").read_text().split()[0])
 
 
+def busy_cpu_s() -> float:
+    "The machine's busy CPU seconds so far, every core (`/proc/stat`: all but idle and iowait)."
+    v = list(map(int, Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]))
+    return (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def fresh(code: str) -> float:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     return float(out.strip().splitlines()[-1])
@@ -103,11 +114,13 @@ def fresh(code: str) -> float:
 
 def cli_run(d: Path, env: dict, seed: int, entry: list) -> dict:
     "One `fmops report run` (a fresh process), timed from outside; its overhead and its split from record.json."
-    load = load_1min()
+    load, cpu = load_1min(), busy_cpu_s()
     t = time.perf_counter()
     r = subprocess.run([sys.executable, *entry, "report", "run", str(d / "bench_report.ipynb"), "-p", "seed", str(seed), "--json"],
                        capture_output=True, text=True, env=env, cwd=d)
     wall = time.perf_counter() - t
+    time.sleep(0.3)
+    cpu = busy_cpu_s() - cpu
     if r.returncode: sys.exit(r.stderr)
     out = json.loads(r.stdout)
     rec, tm = out["record"], out["record"]["timings"]
@@ -115,7 +128,8 @@ def cli_run(d: Path, env: dict, seed: int, entry: list) -> dict:
     return {"wall_s": wall, "cells_s": tm["cells_s"], "overhead_s": wall - tm["cells_s"], "in_run_report_s": in_run,
             "prepare_s": tm.get("prepare_s"), "execute_minus_cells_s": tm["execute_s"] - tm["cells_s"], "html_s": tm["html_s"],
             "wandb_s": tm["wandb_s"], "after_execute_s": tm["total_s"] - tm["execute_s"],
-            "cli_outside_run_report_s": wall - in_run, "nbformat_in_kernel": out["values"]["nbformat_in_kernel"], "load_1min": load}
+            "cli_outside_run_report_s": wall - in_run,
+            "cpu_machine_s": cpu, "cpu_outside_cells_s": cpu - tm["cells_s"], "nbformat_in_kernel": out["values"]["nbformat_in_kernel"], "load_1min": load}
 
 
 def floor_run(seed: int) -> dict:
@@ -145,7 +159,15 @@ def main():
     ap.add_argument("--freeze-at-exit", action="store_true", help="also run the command with gc.freeze at exit (the proposed cli.main change)")
     ap.add_argument("--baseline", metavar="DIR", help="also run the command from DIR/fmops_nb (an older version), paired")
     ap.add_argument("--no-serve", action="store_true", help="skip the runs inside a serve-like process")
+    ap.add_argument("--busy-cores", type=int, default=0, metavar="N", help="keep N processes spinning through every iteration")
     a = ap.parse_args()
+    spinners = [subprocess.Popen([sys.executable, "-c", "while 1: pass"]) for _ in range(a.busy_cores)]
+    try: run(a)
+    finally:
+        for p in spinners: p.kill(); p.wait()
+
+
+def run(a):
     d = Path(tempfile.mkdtemp(prefix="fmops-bench-report-"))
     make_template(d / "bench_report.ipynb")
     env = {**os.environ, "FMOPS_HOME": str(d / ".fmops"), "WANDB_MODE": "offline", "WANDB_SILENT": "true",
@@ -167,10 +189,10 @@ def main():
     rows, floors = {k: v[1:] for k, v in rows.items()}, floors[1:]
     med = lambda xs, k: round(statistics.median(x[k] for x in xs), 3)
     keys = ("wall_s", "cells_s", "overhead_s", "minus_floor_s", "in_run_report_s", "prepare_s", "execute_minus_cells_s", "html_s",
-            "wandb_s", "after_execute_s", "cli_outside_run_report_s", "load_1min")
+            "wandb_s", "after_execute_s", "cli_outside_run_report_s", "load_1min", *(() if a.busy_cores else ("cpu_outside_cells_s",)))
     summary = lambda xs: {"median": {k: med(xs, k) for k in keys if all(x.get(k) is not None for x in xs)},
                           "overhead_s_range": [round(min(x["overhead_s"] for x in xs), 3), round(max(x["overhead_s"] for x in xs), 3)]}
-    res = {"runs": a.runs, "template": "drift check, 10 columns x 20,000 rows per side", "target_overhead_s": 1.5,
+    res = {"runs": a.runs, "busy_cores": a.busy_cores, "template": "drift check, 10 columns x 20,000 rows per side", "target_overhead_s": 1.5,
            "command": "python -m fmops_nb.cli report run bench_report.ipynb -p seed I --json (WANDB_MODE=offline)",
            **summary(rows["run"]), "floor_wall_s_median": med(floors, "wall_s"),
            "nbformat_in_kernel": sorted({x["nbformat_in_kernel"] for x in rows["run"]}), "per_run": rows["run"], "floor_per_run": floors}
