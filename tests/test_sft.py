@@ -139,6 +139,36 @@ def test_the_loss_falls_on_the_response_only_and_never_on_padding():
     assert all(len(x) == 16 for x in packed[:-1]) and stats["examples"] == 6 and stats["sequences"] == len(packed)
 
 
+
+@pytest.mark.slow
+def test_sft_full_on_plain_text_packed_trains_every_weight_and_registers_a_whole_model(tmp_path, monkeypatch):
+    "Recipe sft-full, on plain text (no prompts), packed into max_length sequences: a whole causal LM, not an adapter."
+    import torch
+    isolated_env(tmp_path, monkeypatch)
+    tiny_lm(threads=1)
+    q = questions()
+    text = pd.DataFrame({"text": [p + r for p, r in zip(q["prompt"], q["response"])]})
+    run = launch(base="tinylm", train=text, recipe="sft-full", model="lmfull", max_steps=12, batch_size=8, max_length=32,
+                 learning_rate=1e-3, packing=True, seed=0)
+    assert run.wait(600) == "finished", run.tail(30)
+    run._proc.wait(120)
+    reg = Registry(log=False)
+    v = reg.get(run.version)
+    assert v.id == "lmfull:v1" and v.format != "peft" and v.base is None and v.parent == "tinylm:v1"
+    assert (v.meta["config"]["recipe"], v.meta["config"]["packing"]) == ("sft-full", True)
+    seq = v.meta["config"]["sequences"]  # packed: fewer sequences than texts, every one max_length long
+    assert seq["train_sequences"] < len(text) and seq["train_dropped"] == 0
+    assert v.meta["data"]["train"]["fingerprint"] == run.meta["fingerprints"]["train"]["fingerprint"]
+    cmp = run.info["comparison"]
+    assert cmp["against"] == "tinylm:v1" and cmp["candidate"]["eval_loss"] < cmp["reference"]["eval_loss"], cmp
+    assert "exact_match" not in cmp["candidate"]  # plain text has no expected answers
+    model, _ = _causal_lm(reg, v.id, tmp_path / "load")
+    assert not type(model).__name__.startswith("PeftModel")
+    base = _causal_lm(reg, "tinylm:v1", tmp_path / "base")[0].state_dict()
+    mine = model.state_dict()
+    moved = [k for k, t in base.items() if not torch.equal(t, mine[k])]
+    assert len(moved) >= 0.9 * len(base), (len(moved), len(base))  # every weight trains, not a few adapted modules
+
 def _launch_fails(hostile, what, words, **kw):
     "Launching `kw` raises a ValidationError with `words`, and leaves no run folder and no registered result."
     hostile(what)
