@@ -44,7 +44,10 @@ def test_terminal_escapes_in_a_policy_message_or_a_recorded_value_do_not_reach_t
 
 
 INTERRUPTED = r"""
-import json, sys
+import json, signal, sys
+# Ctrl-C raises KeyboardInterrupt, as in a notebook's kernel. A process started in the background by a shell without
+# job control (`cmd &` in a script, as CI may be) inherits SIGINT ignored, and Python then installs no handler for it.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from fmops_nb import schedule
 from fmops_nb.core import Workspace
 ws = Workspace.open()
@@ -79,14 +82,20 @@ def test_a_scheduled_run_interrupted_in_a_process_that_lives_on_does_not_read_ru
     schedule.add("slow", "* * * * *", str(tmp_path / "slow.ipynb"), ws=ws)
     proc = subprocess.Popen([sys.executable, "-c", INTERRUPTED], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    def stderr():
+        "What the process said on stderr: read once it is gone (it waits on its stdin, so its stderr never ends)."
+        proc.kill()
+        return proc.stderr.read()
+
     try:
         deadline = time.monotonic() + 120
         while not started.exists():  # the report's cell is running
-            assert proc.poll() is None, proc.stderr.read()
+            assert proc.poll() is None, stderr()
             assert time.monotonic() < deadline
             time.sleep(0.05)
         proc.send_signal(signal.SIGINT)
-        assert proc.stdout.readline().strip() == "interrupted", proc.stderr.read()
+        said = proc.stdout.readline().strip()
+        assert said == "interrupted", (said, stderr())
         rows = json.loads(proc.stdout.readline())
         assert len(rows) == 1 and rows[0][0] != "running", rows  # while the process lives on
         assert rows[0][0] in ("failed", "killed") and "interrupted" in (rows[0][1] or ""), rows
