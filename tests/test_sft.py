@@ -139,7 +139,6 @@ def test_the_loss_falls_on_the_response_only_and_never_on_padding():
     assert all(len(x) == 16 for x in packed[:-1]) and stats["examples"] == 6 and stats["sequences"] == len(packed)
 
 
-
 @pytest.mark.slow
 def test_sft_full_on_plain_text_packed_trains_every_weight_and_registers_a_whole_model(tmp_path, monkeypatch):
     "Recipe sft-full, on plain text (no prompts), packed into max_length sequences: a whole causal LM, not an adapter."
@@ -156,7 +155,7 @@ def test_sft_full_on_plain_text_packed_trains_every_weight_and_registers_a_whole
     v = reg.get(run.version)
     assert v.id == "lmfull:v1" and v.format != "peft" and v.base is None and v.parent == "tinylm:v1"
     assert (v.meta["config"]["recipe"], v.meta["config"]["packing"]) == ("sft-full", True)
-    seq = v.meta["config"]["sequences"]  # packed: fewer sequences than texts, every one max_length long
+    seq = v.meta["config"]["sequences"]  # packed: the texts end to end, fewer sequences than texts
     assert seq["train_sequences"] < len(text) and seq["train_dropped"] == 0
     assert v.meta["data"]["train"]["fingerprint"] == run.meta["fingerprints"]["train"]["fingerprint"]
     cmp = run.info["comparison"]
@@ -168,6 +167,7 @@ def test_sft_full_on_plain_text_packed_trains_every_weight_and_registers_a_whole
     mine = model.state_dict()
     moved = [k for k, t in base.items() if not torch.equal(t, mine[k])]
     assert len(moved) >= 0.9 * len(base), (len(moved), len(base))  # every weight trains, not a few adapted modules
+
 
 def _launch_fails(hostile, what, words, **kw):
     "Launching `kw` raises a ValidationError with `words`, and leaves no run folder and no registered result."
