@@ -1,7 +1,8 @@
-"""Causal-LM fine-tunes (issue 15, item 3): recipe `sft-lora` trains a LoRA adapter on the small generative model fmops_nb
-builds (`base: tinylm`) from prompt/response pairs, through the same launcher as every recipe. One real run, shared by
-the module: stopped, resumed, finished, registered with its lineage; its held-out loss fell below its base's. Plus the
-loss mask on a batch, what is cut to fit max_length, and the bad inputs refused at launch with nothing left behind."""
+"""Causal-LM fine-tunes (issue 15, item 3): recipe `sft-lora` trains a LoRA adapter on the small generative model
+fmops_nb builds (`base: tinylm`) from prompt/response pairs, through the same launcher as every recipe. One real run,
+shared by the module: stopped, resumed, finished, registered with its lineage; its held-out loss fell below its
+base's. A second run, `sft-full` on plain text packed, trains every weight. Plus the loss mask on a batch, what is cut
+to fit max_length, and the bad inputs refused at launch with nothing left behind."""
 import importlib
 import json
 import shutil
