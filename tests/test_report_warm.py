@@ -78,15 +78,16 @@ def heartbeats() -> int:
 def test_report_run_binds_its_kernel_and_leaves_none(tmp_path):
     tpl = template(tmp_path / "probe.ipynb", PROBE)
     ws = Workspace.open()
-    before = heartbeats()
+    # what earlier tests in this worker process left (a kernel still ending) is theirs: only this test's must be gone
+    before, kernels_before = heartbeats(), kernel_children(os.getpid())
     for n in (5, 6):
         run = run_report(tpl, {"n": n}, log=False)
-        assert run.status == "finished" and run.values["leaked"] is False
+        assert run.status == "finished" and run.values["leaked"] is False, (run.status, run.error)
         assert run.record["kernel"]["warm"] is False
         check_bound(run, ws, tmp_path)
         assert gone(run.values["pid"])  # stopped before run_report returned
-    assert kernel_children(os.getpid()) == set()
-    assert heartbeats() == before  # papermill's client's channels were stopped with the kernel
+    assert kernel_children(os.getpid()) - kernels_before == set()
+    assert heartbeats() <= before  # papermill's client's channels were stopped with the kernel
 
 
 def outputs(path: Path) -> list:
