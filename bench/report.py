@@ -31,9 +31,15 @@ Variants, each run in the same iterations as the command (so every figure is pai
 - `--freeze-at-exit`: the command as `fmops_nb.cli.main` with `atexit.register(gc.freeze)` — what the proposed change
   to `cli.main` does — instead of `python -m fmops_nb.cli`;
 - `--baseline DIR`: the command from another copy of the package (`DIR/fmops_nb`, e.g. the last commit's reports.py
-  and schedule.py over this tree's other modules), for a before/after ratio measured under the same load.
+  and schedule.py over this tree's other modules), for a before/after ratio measured under the same load;
+- `--handoff`: a real `fmops schedule serve` of the bench's workspace runs through all iterations, and the command is
+  run twice per iteration: as before but with `--no-serve` (`run`: the command runs the report itself), then as a
+  user types it (`handoff`: serve takes the run, its kernel started ahead). Before the next iteration the bench waits
+  until serve's new kernel has finished booting (its CPU time stops growing), as it has between two commands a person
+  types.
 
 Run: python bench/report.py [--runs N] [--out FILE] [--freeze-at-exit] [--baseline DIR] [--no-serve] [--busy-cores N]
+                            [--handoff]
 """
 import argparse, json, os, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
@@ -112,11 +118,11 @@ def fresh(code: str) -> float:
     return float(out.strip().splitlines()[-1])
 
 
-def cli_run(d: Path, env: dict, seed: int, entry: list) -> dict:
+def cli_run(d: Path, env: dict, seed: int, entry: list, extra: tuple = ()) -> dict:
     "One `fmops report run` (a fresh process), timed from outside; its overhead and its split from record.json."
     load, cpu = load_1min(), busy_cpu_s()
     t = time.perf_counter()
-    r = subprocess.run([sys.executable, *entry, "report", "run", str(d / "bench_report.ipynb"), "-p", "seed", str(seed), "--json"],
+    r = subprocess.run([sys.executable, *entry, "report", "run", str(d / "bench_report.ipynb"), "-p", "seed", str(seed), "--json", *extra],
                        capture_output=True, text=True, env=env, cwd=d)
     wall = time.perf_counter() - t
     time.sleep(0.3)
@@ -129,7 +135,38 @@ def cli_run(d: Path, env: dict, seed: int, entry: list) -> dict:
             "prepare_s": tm.get("prepare_s"), "execute_minus_cells_s": tm["execute_s"] - tm["cells_s"], "html_s": tm["html_s"],
             "wandb_s": tm["wandb_s"], "after_execute_s": tm["total_s"] - tm["execute_s"],
             "cli_outside_run_report_s": wall - in_run,
-            "cpu_machine_s": cpu, "cpu_outside_cells_s": cpu - tm["cells_s"], "nbformat_in_kernel": out["values"]["nbformat_in_kernel"], "load_1min": load}
+            "cpu_machine_s": cpu, "cpu_outside_cells_s": cpu - tm["cells_s"], "nbformat_in_kernel": out["values"]["nbformat_in_kernel"], "load_1min": load,
+            "status_pid": json.loads((Path(out["dir"]) / "status.json").read_text()).get("pid"), "warm_kernel": rec["kernel"]["warm"]}
+
+
+def cpu_ticks(pid: int) -> int:
+    "utime + stime of a process, in clock ticks (0 once it is gone)."
+    try: return sum(map(int, Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[11:13]))
+    except (OSError, ValueError): return 0
+
+
+def kernels_of(pid: int) -> list[int]:
+    "The ipykernel processes whose parent is `pid`."
+    out = []
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit(): continue
+        try: stat, cmd = (p / "stat").read_text(), (p / "cmdline").read_bytes()
+        except OSError: continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"ipykernel_launcher" in cmd: out.append(int(p.name))
+    return out
+
+
+def settle(serve_pid: int, timeout: float = 60.0):
+    "Wait until serve has a kernel started ahead whose CPU time has stopped growing (its boot is over)."
+    end, last, still = time.monotonic() + timeout, None, 0
+    while time.monotonic() < end:
+        ks = kernels_of(serve_pid)
+        now = sum(cpu_ticks(k) for k in ks) if ks else None
+        still = still + 1 if now is not None and now == last else 0
+        if still >= 3: return
+        last = now
+        time.sleep(0.1)
+    sys.exit("serve's kernel never settled")
 
 
 def floor_run(seed: int) -> dict:
@@ -160,6 +197,7 @@ def main():
     ap.add_argument("--baseline", metavar="DIR", help="also run the command from DIR/fmops_nb (an older version), paired")
     ap.add_argument("--no-serve", action="store_true", help="skip the runs inside a serve-like process")
     ap.add_argument("--busy-cores", type=int, default=0, metavar="N", help="keep N processes spinning through every iteration")
+    ap.add_argument("--handoff", action="store_true", help="a real `fmops schedule serve` runs; the command with and without --no-serve")
     a = ap.parse_args()
     spinners = [subprocess.Popen([sys.executable, "-c", "while 1: pass"]) for _ in range(a.busy_cores)]
     try: run(a)
@@ -176,12 +214,22 @@ def run(a):
     variants = {"run": ["-m", "fmops_nb.cli"]}
     if a.freeze_at_exit: variants["freeze_at_exit"] = ["-c", FREEZE_ENTRY]
     if a.baseline: variants["baseline"] = ["-c", BASELINE_ENTRY, str(Path(a.baseline).resolve())]
+    extra = {"run": ("--no-serve",)} if a.handoff else {}
+    if a.handoff: variants["handoff"] = ["-m", "fmops_nb.cli"]
+    serve = None
+    if a.handoff:
+        serve = subprocess.Popen([sys.executable, "-m", "fmops_nb.cli", "schedule", "serve", "--interval", "3600"], env=env,
+                                 cwd=d, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        line = serve.stdout.readline() + serve.stdout.readline()
+        if "is handed to it" not in line: sys.exit(f"serve does not take runs: {line}")
     rows, floors = {k: [] for k in variants}, []
     load_start = Path("/proc/loadavg").read_text().split()[:3]
     for i in range(a.runs + 1):  # the first iteration warms the file cache and is dropped
+        if serve is not None: settle(serve.pid)
         floors.append(floor_run(i))
         for kind, entry in variants.items():
-            r = cli_run(d, env, i, entry)
+            r = cli_run(d, env, i, entry, extra.get(kind, ()))
+            if kind == "handoff" and r.get("status_pid") != serve.pid: sys.exit(f"run {i} was not handed to serve")
             r["minus_floor_s"] = r["wall_s"] - floors[-1]["wall_s"]
             rows[kind].append(r)
             print(f"{kind} {i}: wall {r['wall_s']:.2f} cells {r['cells_s']:.2f} overhead {r['overhead_s']:.2f} "
@@ -209,6 +257,16 @@ def run(a):
         if "freeze_at_exit" in rows:
             res["baseline"]["paired_overhead_ratio_freeze_over_baseline_median"] = round(statistics.median(
                 x["overhead_s"] / y["overhead_s"] for x, y in zip(rows["freeze_at_exit"], b)), 3)
+    if serve is not None:
+        serve.terminate(); serve.wait(timeout=120)
+        h = rows["handoff"]
+        res["handoff"] = {"how": "the same command without --no-serve, a real `fmops schedule serve` of the workspace running; "
+                                 "`run` above is the command with --no-serve, in the same iterations",
+                          **summary(h), "warm_kernel": [x["warm_kernel"] for x in h], "per_run": h,
+                          "paired_overhead_ratio_handoff_over_run_median": round(statistics.median(
+                              x["overhead_s"] / y["overhead_s"] for x, y in zip(h, rows["run"])), 3),
+                          "paired_overhead_difference_s_median": round(statistics.median(
+                              x["overhead_s"] - y["overhead_s"] for x, y in zip(h, rows["run"])), 3)}
     if not a.no_serve:
         r = subprocess.run([sys.executable, "-c", SERVE, str(d / "bench_report.ipynb"), str(a.runs)], capture_output=True, text=True,
                            env=env, cwd=d)

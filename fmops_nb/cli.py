@@ -423,13 +423,25 @@ def cmd_report(args):
     ws = _ws(args)
     if args.action in ('run', 'rerun'): check_role('report', ws)
     if args.action == 'run':
-        R.find_template(args.template, ws)
+        template = R.find_template(args.template, ws)
+        params = lambda: collect_params(args.param, args.params_file, args.template, ws)
+        progress = None if args.json else lambda m: print(m, flush=True)
+        if not args.no_serve: # a `schedule serve` of this workspace, its kernel ready, runs it if it would run the same
+            from .handoff import hand_off
+            run = {'template': str(template), 'params': params, 'cwd': str(R._kernel_cwd(args.cwd)),
+                   'timeout': args.timeout, 'retries': args.retries, 'dry_run': args.dry_run,
+                   'log': not args.no_wandb, 'show_code': args.show_code}
+            if (done := hand_off(ws, run, progress)) is not None:
+                r = R.ReportRun.load(done)
+                if args.json: _print_json(r.to_dict())
+                else: print(_printable_lines(repr(r)))
+                r.raise_for_status()
+                return
         with R.KernelPool(ws, cwd=args.cwd, once=True) as kernels: # it boots while the parameters are read, checked
             kernels.refill()
-            r = R.run_report(args.template, collect_params(args.param, args.params_file, args.template, ws), ws=ws,
-                             cwd=args.cwd, timeout=args.timeout, retries=args.retries, dry_run=args.dry_run,
-                             log=not args.no_wandb, show_code=args.show_code, kernels=kernels,
-                             progress=None if args.json else lambda m: print(m, flush=True))
+            r = R.run_report(args.template, params(), ws=ws, cwd=args.cwd, timeout=args.timeout,
+                             retries=args.retries, dry_run=args.dry_run, log=not args.no_wandb,
+                             show_code=args.show_code, kernels=kernels, progress=progress)
         if args.json: _print_json(r.to_dict())
         else: print(_printable_lines(repr(r)))
         r.raise_for_status() # an ExecutionError naming the failed cell, its exception and the partial output
@@ -555,6 +567,9 @@ def _report_parser(sub):
                    help='tries after a failure, with doubling backoff (default: reports.retries)')
     dry_run_argument(r)
     r.add_argument('--show-code', action='store_true', help='include the code in report.html')
+    r.add_argument('--no-serve', action='store_true',
+                   help="run it here, not in this workspace's `fmops schedule serve` (which takes it when it runs "
+                        "with the same environment)")
     r = rs.add_parser('ls', help='past runs with status'); r.add_argument('template', nargs='?')
     r = rs.add_parser('show', help='one run: status, parameters, recorded values')
     r.add_argument('run', help='TEMPLATE/STAMP, STAMP, or TEMPLATE (its latest)')

@@ -24,9 +24,10 @@ from .costs import Meter, Cost
 # %% auto #0
 __all__ = ['TYPES', 'MAX_PARAMS', 'INPUT_MIME', 'WIDGET_MIME', 'BUILTIN', 'RECORDED_FILES', 'IGNORED', 'Param', 'schema',
            'read_yaml', 'validate', 'typed', 'uses', 'read_inputs', 'report_header', 'report_html', 'chunk_window',
-           'data_window', 'template_dirs', 'find_template', 'ReportRun', 'KernelPool', 'file_hashes', 'run_subject',
-           'run_report', 'report_runs', 'get_report', 'Rerun', 'changed_after', 'rerun', 'Safe', 'fmt', 'show',
-           'html_table', 'bar_chart', 'line_chart', 'read_table', 'drift_rows', 'previous_version', 'live_metrics']
+           'data_window', 'template_dirs', 'find_template', 'ReportRun', 'KernelPool', 'Cancel', 'file_hashes',
+           'run_subject', 'run_report', 'report_runs', 'get_report', 'Rerun', 'changed_after', 'rerun', 'Safe', 'fmt',
+           'show', 'html_table', 'bar_chart', 'line_chart', 'read_table', 'drift_rows', 'previous_version',
+           'live_metrics']
 
 # %% ../nbs/40_reports.ipynb #3523565a
 TYPES = {'str': str, 'int': int, 'float': float, 'bool': bool, 'list': list, 'dict': dict, 'date': _dt.date,
@@ -56,14 +57,15 @@ def _default(node, name:str):
 
 # %% ../nbs/40_reports.ipynb #38550b25
 def schema(template) -> dict:
-    "The declared parameters of a template notebook (its cell tagged `parameters`)."
-    nb = read_notebook(template, 'Template', check=True) if not hasattr(template, 'cells') else template
-    cells = [c for c in nb.cells if 'parameters' in c.get('metadata', {}).get('tags', [])]
+    "The declared parameters of a template notebook (its cell tagged `parameters`): a path, or the notebook read."
+    nb = template if isinstance(template, dict) else read_notebook(template, 'Template', check=True)
+    if isinstance(template, dict): template = 'the template'
+    cells = [c for c in nb['cells'] if 'parameters' in c.get('metadata', {}).get('tags', [])]
     if not cells:
         raise ValidationError(f"{template} has no cell tagged `parameters`. Add one (it may be empty) declaring each "
                               f"parameter as `name: type = default`, so that papermill knows where to inject the "
                               f"values.")
-    src = cells[0].source
+    src = ''.join(src) if isinstance(src := cells[0]['source'], list) else src # a file's JSON keeps it as lines
     try: tree = ast.parse(src)
     except SyntaxError as e:
         raise ValidationError(f"The parameters cell of {template} is not valid Python (line {e.lineno}): "
@@ -697,9 +699,19 @@ class _Tracker:
                 tr.failed = True
         except BaseException:
             import sys
-            self.cm.__exit__(*sys.exc_info()); raise
-        self.cm.__exit__(None, None, None)
+            cm, self.cm = self.cm, None
+            cm.__exit__(*sys.exc_info()); raise
+        cm, self.cm = self.cm, None
+        cm.__exit__(None, None, None)
         return str(tr.path)
+
+    def abandon(self):
+        "End the W&B run as failed, with nothing logged: the report was stopped, or failed before its end."
+        self.thread.join()
+        cm, self.cm = self.cm, None
+        if cm is None: return
+        try: self.tr.failed = True; cm.__exit__(None, None, None)
+        except Exception: pass # the run's own error is what the caller reports
 
 # %% ../nbs/40_reports.ipynb #793252a1
 def _private_dir() -> str:
@@ -965,23 +977,50 @@ def _prepare(template, params:dict|None, ws, cwd=None, timeout=None, retries=Non
     _write_status(job, status='running', attempt=1) # a kill from here: killed
     return job
 
+# %% ../nbs/40_reports.ipynb #fca1b246
+class Cancel:
+    "Stop a run from another thread: `fire` kills its kernel, no retry follows, and `run_report` ends it `killed`."
+    def __init__(self):
+        import threading
+        self.event, self.lock, self.pid = threading.Event(), threading.Lock(), None
+    def __repr__(self): return f"Cancel({'fired' if self.is_set() else 'not fired'})"
+    def is_set(self) -> bool: return self.event.is_set()
+    def watch(self, km):
+        "The kernel the run's try uses now (None: the try is over, its kernel is not to be signalled any more)."
+        with self.lock: self.pid = getattr(km, 'fmops_pid', None)
+        if km is not None and self.is_set(): self._kill()
+    def fire(self):
+        "Stop the run: its kernel is killed now, or as soon as a try starts one."
+        self.event.set(); self._kill()
+    def _kill(self):
+        import os, signal
+        with self.lock: # `watch(None)` waits: the kernel is not stopped, nor its pid reused, while it is signalled
+            if self.pid:
+                try: os.kill(self.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError): pass
+
 # %% ../nbs/40_reports.ipynb #7e2e522d
-def _execute(job:_Job, base:dict, env:dict, km=None, kernels=None, later:list|None=None) -> dict:
+def _execute(job:_Job, base:dict, env:dict, km=None, kernels=None, later:list|None=None,
+             cancel:Cancel|None=None) -> dict:
     "Run the template with papermill, retrying with back-off; how it ended: status, error, attempts, cell, kernel."
     import time
     import papermill as pm
-    ended = {}
+    ended, cancel = {}, cancel or Cancel()
     for attempt in range(job.retries + 1):
+        if cancel.is_set(): break
         ended = {'status': 'failed', 'error': '', 'attempts': attempt + 1}
         _write_status(job, status='running', attempt=attempt + 1)
         ahead, km = km, None
         try:
-            km = _bound(ahead, job.cwd, base, env)
-            ended['kernel'] = {'pid': km.fmops_pid, 'warm': km.fmops_warm}
-            pm.execute_notebook(str(job.template), str(job.out / 'output.ipynb'), parameters=job.params, km=km,
-                                kernel_name='python3', progress_bar=False, cwd=str(job.cwd),
-                                execution_timeout=job.timeout, log_output=False)
-            ended['status'] = 'finished'
+            try:
+                km = _bound(ahead, job.cwd, base, env)
+                ended['kernel'] = {'pid': km.fmops_pid, 'warm': km.fmops_warm}
+                cancel.watch(km)
+                pm.execute_notebook(str(job.template), str(job.out / 'output.ipynb'), parameters=job.params, km=km,
+                                    kernel_name='python3', progress_bar=False, cwd=str(job.cwd),
+                                    execution_timeout=job.timeout, log_output=False)
+                ended['status'] = 'finished'
+            finally: cancel.watch(None)
         except pm.PapermillExecutionError as e:
             ended |= {'error': f"cell {e.cell_index}: {e.ename}: {e.evalue}", 'cell_index': e.cell_index,
                       'ename': e.ename, 'evalue': e.evalue}
@@ -990,7 +1029,7 @@ def _execute(job:_Job, base:dict, env:dict, km=None, kernels=None, later:list|No
             late = f" (a cell ran past the {job.timeout} s timeout)" if 'Timeout' in type(e).__name__ else ''
             ended['error'] = f"{type(e).__name__}: {msg[0] if msg else ''}{late}"
         except BaseException: _stop_kernel(km); raise
-        if ended['status'] == 'finished' or attempt == job.retries: break
+        if ended['status'] == 'finished' or attempt == job.retries or cancel.is_set(): break
         _stop_kernel(km); km = None
         _write_status(job, status='retrying', attempt=attempt + 1, error=ended['error'])
         time.sleep(job.backoff_s * 2 ** attempt)
@@ -1117,6 +1156,7 @@ def run_report(template, # a template name (`maintenance_report`) or a notebook 
                extra:dict|None=None, # more to keep in record.json (e.g. the run this reruns)
                progress=None, # called with a line of text when the validated run starts (the CLI prints it)
                kernels:KernelPool|None=None, # kernels started ahead (`schedule serve`): the first try takes one
+               cancel:Cancel|None=None, # stops the run from another thread (a run handed to `schedule serve`)
               ) -> ReportRun:
     "Execute a template with papermill into the workspace's reports folder; returns the run, `finished` or `failed`."
     import time
@@ -1129,6 +1169,7 @@ def run_report(template, # a template name (`maintenance_report`) or a notebook 
         _stop_kernel(km)
         if kernels is not None: kernels.refill()
         raise
+    tracker = None
     try:
         dry = " (dry run: policies only say what they would do)" if dry_run else ''
         if progress: progress(f"Running {job.template.stem} into {job.out}{dry} ...")
@@ -1141,7 +1182,8 @@ def run_report(template, # a template name (`maintenance_report`) or a notebook 
         tracker = _Tracker(stem, f"{stem}-{job.out.name}", job.params, group, ws, env) if log else None
         later.append(_warm_imports(job.template))
         ahead, km = km, None # `_execute` stops it from here on
-        ended = _execute(job, base, _run_env(job, dry_run, pins), ahead, kernels, later)
+        ended = _execute(job, base, _run_env(job, dry_run, pins), ahead, kernels, later, cancel)
+        if cancel is not None and cancel.is_set() and ended['status'] != 'finished': raise KeyboardInterrupt
         timings = {'prepare_s': t0 - t_in, 'execute_s': time.perf_counter() - t0}
         cost = meter.read(pids=[(ended.get('kernel') or {}).get('pid')]) # the kernel is still alive: from /proc
         run = _collect(job, ended, env, timings, show_code, (extra or {}) | {'cost': cost.to_dict()},
@@ -1149,8 +1191,10 @@ def run_report(template, # a template name (`maintenance_report`) or a notebook 
         _finish(job, run, tracker, timings, t0, ws)
     except KeyboardInterrupt:
         _write_status(job, status='killed', error='interrupted (Ctrl-C)')
+        if tracker is not None: tracker.abandon() # a process that lives on (`serve`) ends the W&B run it started
         raise
     except Exception as e: # the last word in status.json is what happened, not a `running` that later reads `killed`
+        if tracker is not None: tracker.abandon()
         why = f"{type(e).__name__}: {e}"
         _write_status(job, status='failed', error=why, finished_at=utcnow())
         if isinstance(e, FmopsError): raise

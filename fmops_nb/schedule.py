@@ -351,11 +351,15 @@ def serve(ws:Workspace|None=None, # the workspace (default: the current one)
           log:bool=True, # log the reports to W&B
           out=print, # where each line of the log goes
           kernels:KernelPool|None=None, # kernels started ahead (default: one); closed when serve stops
+          answer:bool=True, # run the `fmops report run`s of this workspace handed to it (`fmops_nb.handoff`)
          ):
-    "Run due schedules in the foreground until SIGTERM / Ctrl-C (or `max_loops` rounds), a kernel started ahead."
+    """Run due schedules in the foreground until SIGTERM / Ctrl-C (or `max_loops` rounds), a kernel started ahead; and
+    the report runs that commands of the same workspace and environment hand to it."""
     import signal, threading
+    from fmops_nb.handoff import Answerer
     ws = _ws(ws)
     kernels = KernelPool(ws) if kernels is None else kernels
+    answerer = Answerer(ws, kernels, log=log, out=out) # its lock: one run at a time, scheduled or handed over
     stop = threading.Event()
     main = threading.current_thread() is threading.main_thread() # only the main thread may set a signal handler
     prev = signal.signal(signal.SIGTERM, lambda *a: stop.set()) if main else None
@@ -363,14 +367,20 @@ def serve(ws:Workspace|None=None, # the workspace (default: the current one)
     loops = 0
     try:
         kernels.refill()
+        if answer:
+            why = answerer.open()
+            out(f"fmops schedule serve: `fmops report run` in this workspace is handed to it ({answerer.path})"
+                if not why else f"fmops schedule serve: report runs are not handed to it: {why}")
         while not stop.is_set() and (max_loops is None or loops < max_loops):
-            for r in run_due(ws, log=log, kernels=kernels): out(_log_line(r))
+            with answerer.lock: due = run_due(ws, log=log, kernels=kernels)
+            for r in due: out(_log_line(r))
             loops += 1
             nxt = min((n for s in schedules(ws) if (n := s.next_due())), default=None)
             wait = interval if nxt is None else max(1.0, min(interval, (nxt - _dt.datetime.now()).total_seconds() + 1))
             stop.wait(wait)
     except KeyboardInterrupt: pass
     finally:
+        answerer.close() # a run handed to it is stopped and its command told
         kernels.close() # no kernel outlives serve
         if prev is not None: signal.signal(signal.SIGTERM, prev)
     out("fmops schedule serve: stopped.")
