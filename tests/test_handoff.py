@@ -249,3 +249,12 @@ def test_a_socket_folder_others_may_enter_is_not_used(tmp_path, serve, hostile, 
     code, out, err = finished(report_run(tmp_path, str(tpl), "--no-wandb", env=env))
     assert code == 0 and run_of(out).status == "finished" and "fmops schedule serve" not in out, (out, err)
     assert list(folder.iterdir()) == []  # nothing was made there
+    s.stop()
+
+    if os.geteuid() != 0: return  # only root can give the folder to another user
+    hostile("the socket's folder belongs to another user (made before serve could)")
+    folder.chmod(0o700); os.chown(folder, 65534, 65534)
+    s = serve("--no-wandb", env=env)
+    assert "belongs to another user" in s.wait_for("report runs are not handed to it")
+    code, out, err = finished(report_run(tmp_path, str(tpl), "--no-wandb", env=env))
+    assert code == 0 and run_of(out).status == "finished" and "fmops schedule serve" not in out, (out, err)
