@@ -119,7 +119,8 @@ class Answerer:
         import threading
         self.ws, self.kernels, self.log, self.out = ws, kernels, log, out
         self.lock = lock or threading.Lock()
-        self.mine = _surroundings(ws.root) | {'env': _comparable(os.environ)} # as serve started
+        env = os.environ if kernels is None else kernels.env # what the pool's kernels and runs get
+        self.mine = _surroundings(ws.root) | {'env': _comparable(env)}
         self.path, self.sock, self.inode, self.active, self.stopping = socket_path(ws.root), None, None, None, False
     def __repr__(self): return f"Answerer({self.path}, {'listening' if self.sock else 'closed'})"
     def __enter__(self): return self

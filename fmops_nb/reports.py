@@ -822,10 +822,12 @@ def _kernel_cwd(cwd=None) -> Path:
     return cwd
 
 # %% ../nbs/40_reports.ipynb #f2007eea
-def _base_env(ws) -> dict:
-    "The environment a report's kernel starts with: ours without our W&B service's socket, and the workspace's home."
+def _base_env(ws, env:dict|None=None) -> dict:
+    """The environment a report's kernel starts with: `env` (default: ours) without our W&B service's socket, and the
+    workspace's home."""
     import os
-    return {k: v for k, v in os.environ.items() if k != 'WANDB_SERVICE'} | {'FMOPS_HOME': str(ws.root)}
+    return {k: v for k, v in (os.environ if env is None else env).items() if k != 'WANDB_SERVICE'} | {
+        'FMOPS_HOME': str(ws.root)}
 
 # %% ../nbs/40_reports.ipynb #99ec5292
 def _bind(km, env:dict, timeout:float=60.0):
@@ -873,8 +875,9 @@ class KernelPool:
                  cwd=None, # the kernels' working directory (default: the current one), as their runs' must be
                  once:bool=False, # start the kernels a single time: none is started again after a run takes one
                 ):
-        import threading
+        import os, threading
         self.ws, self.size, self.cwd, self.once = ws, size, _kernel_cwd(cwd), once
+        self.env = dict(os.environ) # as the pool was made: what W&B sets in this process later does not reach its runs
         self.ready, self.started = [], [] # kernels no run took yet; the pid of every kernel started, in order
         self.lock, self.closed = threading.Lock(), False
     def __repr__(self): return f"KernelPool({len(self.ready)} of {self.size} ready, {len(self.started)} started)"
@@ -888,7 +891,7 @@ def refill(self:KernelPool):
     kernel. A pool started `once` starts none after its first refill."""
     if self.once and self.started: return
     while not self.closed and len(self.ready) < self.size:
-        try: km = _start_kernel(self.cwd, _base_env(self.ws))
+        try: km = _start_kernel(self.cwd, _base_env(self.ws, self.env))
         except Exception: return # the next run starts its own kernel, and reports why that fails
         km.fmops_warm = True
         with self.lock:
@@ -1162,7 +1165,7 @@ def run_report(template, # a template name (`maintenance_report`) or a notebook 
     import time
     t_in, meter = time.perf_counter(), Meter().start()
     ws = ws or Workspace.open()
-    base, later = _base_env(ws), [] # `later`: threads joined before returning
+    base, later = _base_env(ws, getattr(kernels, 'env', None)), [] # `later`: threads joined before returning
     km = _early_kernel(template, cwd, ws, base, kernels) # it boots while the request is checked
     try: job = _prepare(template, params, ws, cwd, timeout, retries, backoff_s)
     except BaseException:

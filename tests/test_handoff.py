@@ -23,7 +23,8 @@ t = time.monotonic()
 while gate and not os.path.exists(gate) and time.monotonic() - t < 300: time.sleep(0.02)
 record('twice', 2 * n)
 record('day', [type(day).__name__, str(day)])
-record('cwd', os.getcwd())"""
+record('cwd', os.getcwd())
+record('wandb_dir', os.environ.get('WANDB_DIR'))"""
 
 CAP = 120  # seconds: the most any event is waited for (a loaded machine is slow, never this slow)
 
@@ -121,10 +122,11 @@ def test_a_serve_runs_the_command_s_report_in_its_warm_kernel_and_the_command_sh
     code, out, err = finished(report_run(tmp_path, str(tpl), "-p", "n", "21", "-p", "day", "2026-11-01"))
     assert code == 0, err
     assert out.startswith("Handed to fmops schedule serve (pid %d)" % s.p.pid), out
-    assert re.search(r"Report gate/\S+: finished, 3 values", out) and "W&B run" in out, out
+    assert re.search(r"Report gate/\S+: finished, 4 values", out) and "W&B run" in out, out
     run = run_of(out)
     # the run is the command's: its parameters (papermill injects a date as ISO text), its working directory
-    assert run.values == {"twice": 42, "day": ["str", "2026-11-01"], "cwd": str(tmp_path)}
+    assert run.values == {"twice": 42, "day": ["str", "2026-11-01"], "cwd": str(tmp_path),
+                          "wandb_dir": os.environ["WANDB_DIR"]}
     # and serve ran it: its process wrote the status, in the kernel it had started before the command came
     status = json.loads((run.dir / "status.json").read_text())
     assert status["pid"] == s.p.pid and run.record["kernel"]["warm"] is True
@@ -136,6 +138,8 @@ def test_a_serve_runs_the_command_s_report_in_its_warm_kernel_and_the_command_sh
     code, out, err = finished(report_run(tmp_path, str(tpl), "--cwd", "data", "--no-wandb", "--json"))
     assert code == 0 and ran_in(run_of(out)) == s.p.pid, (out, err)  # --json prints the run alone
     assert run_of(out).values["cwd"] == str(tmp_path / "data")
+    # and its environment is still the command's: the W&B folders serve set for its own logging did not reach it
+    assert run_of(out).values["wandb_dir"] == os.environ["WANDB_DIR"] != str(Workspace.open().root)
 
     # a run refused in serve fails the command as it fails when it runs the report itself
     code, out, err = finished(report_run(tmp_path, str(tpl), "-p", "n", "oops", "--no-wandb"))
