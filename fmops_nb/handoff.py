@@ -283,9 +283,10 @@ def hand_off(ws, # the workspace of the run
 # %% ../nbs/61_handoff.ipynb #b0eecd22
 def _follow(s, buf:bytearray, pid:int, stem:str, progress, wait:float) -> Path:
     "Relay serve's messages until the run's end: its folder, or what it raised."
-    msg = {}
+    msg, began = {}, False # began: serve said the run started (it has a folder)
     try:
         while (msg := _read(s, buf)) is not None and 'progress' in msg:
+            began = True
             if progress: progress(str(msg['progress']))
     except KeyboardInterrupt:
         _send(s, {'cancel': True}) # serve kills the run's kernel; the run reads `killed`
@@ -303,6 +304,7 @@ def _follow(s, buf:bytearray, pid:int, stem:str, progress, wait:float) -> Path:
     if msg and isinstance(e := msg.get('error'), list) and len(e) == 2:
         cls = getattr(_errors, str(e[0]), None)
         raise (cls if isinstance(cls, type) and issubclass(cls, FmopsError) else ExecutionError)(str(e[1]))
-    raise ExecutionError(f"fmops schedule serve (pid {pid}) ended during the run of {stem}; the run's folder reads "
-                         f"`killed` (`fmops report ls {stem}`). Run the report again; --no-serve runs it in this "
-                         f"command.")
+    where = (f"the run's folder reads `killed` (`fmops report ls {stem}`)" if began else
+             "before the run started, so nothing of it was written")
+    raise ExecutionError(f"fmops schedule serve (pid {pid}) ended during the run of {stem}; {where}. Run the report "
+                         f"again; --no-serve runs it in this command.")

@@ -226,6 +226,7 @@ def test_a_killed_serve_fails_its_command_clearly_and_its_socket_is_replaced(tmp
     s.p.kill(); s.p.wait(timeout=CAP)
     code, out, err = finished(p)
     assert code == 1 and f"fmops schedule serve (pid {s.p.pid}) ended during the run of gate" in err, (out, err)
+    assert "the run's folder reads `killed`" in err
     assert "--no-serve" in err and "Traceback" not in err
     run = run_of(out)
     assert run.status == "killed"  # its process is gone: the folder reads `killed`, not `running`
