@@ -15,6 +15,7 @@ from .reports import get_report
 from .governance import approve, check_role
 from . import reports as R
 from . import schedule as S
+from .handoff import hand_off
 from . import monitor as M
 from . import feedback as FB
 from .commands import diff_slice_arguments, slices_arguments, run_slices
@@ -427,7 +428,6 @@ def cmd_report(args):
         params = lambda: collect_params(args.param, args.params_file, args.template, ws)
         progress = None if args.json else lambda m: print(m, flush=True)
         if not args.no_serve: # a `schedule serve` of this workspace, its kernel ready, runs it if it would run the same
-            from .handoff import hand_off
             run = {'template': str(template), 'params': params, 'cwd': str(R._kernel_cwd(args.cwd)),
                    'timeout': args.timeout, 'retries': args.retries, 'dry_run': args.dry_run,
                    'log': not args.no_wandb, 'show_code': args.show_code}

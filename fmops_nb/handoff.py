@@ -10,6 +10,8 @@ from pathlib import Path
 from fastcore.basics import patch
 from . import errors as _errors
 from .errors import ExecutionError, FmopsError
+from .core import version
+from .reports import Cancel, run_report
 
 # %% auto #0
 __all__ = ['PROTOCOL', 'socket_path', 'Answerer', 'hand_off']
@@ -100,12 +102,11 @@ def _differs(a:dict, b:dict) -> str:
 
 def _surroundings(root) -> dict:
     "What serve and a command must share for serve to run its report: protocol, workspace, python, fmops_nb."
-    import fmops_nb
-    pkg = Path(fmops_nb.__file__).parent
+    pkg = Path(version.__code__.co_filename).parent # fmops_nb's folder (core.py's)
     newest = max((p.stat().st_mtime_ns for p in pkg.glob('*.py')), default=0)
     python = f"{os.path.realpath(sys.executable)} in {sys.prefix}" # `python` and `python3` of one venv are one
     return {'protocol': PROTOCOL, 'root': str(Path(root).resolve()), 'python': python,
-            'fmops_nb': f"{fmops_nb.__version__} {pkg} {newest}"}
+            'fmops_nb': f"{version()} {pkg} {newest}"}
 
 # %% ../nbs/61_handoff.ipynb #22d283e9
 class Answerer:
@@ -119,7 +120,7 @@ class Answerer:
         import threading
         self.ws, self.kernels, self.log, self.out = ws, kernels, log, out
         self.lock = lock or threading.Lock()
-        env = os.environ if kernels is None else kernels.env # what the pool's kernels and runs get
+        env = os.environ if getattr(kernels, 'env', None) is None else kernels.env # what its runs' kernels get
         self.mine = _surroundings(ws.root) | {'env': _comparable(env)}
         self.path, self.sock, self.inode, self.active, self.stopping = socket_path(ws.root), None, None, None, False
     def __repr__(self): return f"Answerer({self.path}, {'listening' if self.sock else 'closed'})"
@@ -136,7 +137,7 @@ def _answers(path:Path) -> bool:
         except OSError: return False
 
 @patch
-def open(self:Answerer) -> str:
+def listen(self:Answerer) -> str:
     "Listen for commands; '' when listening, else why not (serve goes on without it)."
     import socket, stat, threading
     if not hasattr(socket, 'AF_UNIX') or not hasattr(os, 'getuid'): return "this system has no Unix sockets"
@@ -220,7 +221,6 @@ def _answer(self:Answerer, conn):
 def _run(self:Answerer, conn, run:dict, pid:int):
     "Run the report a command sent, relaying its progress; the last message says how it ended."
     import threading
-    from fmops_nb.reports import Cancel, run_report
     cancel = Cancel()
     def watch(): # a `cancel` from the command, or its end (Ctrl-C, kill), stops the run
         try: conn.recv(64)
@@ -234,16 +234,16 @@ def _run(self:Answerer, conn, run:dict, pid:int):
         r = run_report(Path(run['template']), run['params'], ws=self.ws, cwd=run['cwd'], kernels=self.kernels,
                        dry_run=bool(run.get('dry_run')), show_code=bool(run.get('show_code')), cancel=cancel,
                        progress=lambda m: _send(conn, {'progress': m}), **o)
-        _send(conn, {'done': str(r.dir)})
-        ended = f"{r.id}: {r.status}"
+        last, ended = {'done': str(r.dir)}, f"{r.id}: {r.status}"
     except KeyboardInterrupt: # `cancel` fired: the run's folder reads `killed`
         why = 'fmops schedule serve stopped' if self.stopping else 'interrupted (Ctrl-C)'
-        _send(conn, {'killed': why}); ended = f"killed, {why}"
-    except FmopsError as e: _send(conn, {'error': [type(e).__name__, str(e)]}); ended = f"{type(e).__name__}: {e}"
+        last, ended = {'killed': why}, f"killed, {why}"
+    except FmopsError as e: last, ended = {'error': [type(e).__name__, str(e)]}, f"{type(e).__name__}: {e}"
     except Exception as e:
-        _send(conn, {'error': ['ExecutionError', f"{type(e).__name__}: {e}"]}); ended = f"failed: {type(e).__name__}"
+        last, ended = {'error': ['ExecutionError', f"{type(e).__name__}: {e}"]}, f"failed: {type(e).__name__}"
     finally: self.active = None
-    self.out(f"{_dt.datetime.now().isoformat(timespec='seconds')}  report run from pid {pid}: {ended}")
+    self.out(f"{_dt.datetime.now().isoformat(timespec='seconds')}  report run from pid {pid}: {ended}") # logged first
+    _send(conn, last)
 
 # %% ../nbs/61_handoff.ipynb #e6ec3467
 def hand_off(ws, # the workspace of the run

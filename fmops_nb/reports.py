@@ -874,10 +874,10 @@ class KernelPool:
                  size:int=1, # kernels kept started
                  cwd=None, # the kernels' working directory (default: the current one), as their runs' must be
                  once:bool=False, # start the kernels a single time: none is started again after a run takes one
+                 env:dict|None=None, # the environment of its kernels and its runs' (default: the process's, as it is)
                 ):
-        import os, threading
-        self.ws, self.size, self.cwd, self.once = ws, size, _kernel_cwd(cwd), once
-        self.env = dict(os.environ) # as the pool was made: what W&B sets in this process later does not reach its runs
+        import threading
+        self.ws, self.size, self.cwd, self.once, self.env = ws, size, _kernel_cwd(cwd), once, env
         self.ready, self.started = [], [] # kernels no run took yet; the pid of every kernel started, in order
         self.lock, self.closed = threading.Lock(), False
     def __repr__(self): return f"KernelPool({len(self.ready)} of {self.size} ready, {len(self.started)} started)"

@@ -13,6 +13,7 @@ from .errors import ValidationError, not_found, FmopsError, ConfigError
 from fastcore.basics import patch
 from .reports import find_template, schema, validate, run_report, KernelPool, template_dirs
 from .errors import CronError
+from .handoff import Answerer
 
 # %% auto #0
 __all__ = ['Cron', 'Schedule', 'add', 'get', 'schedules', 'remove', 'history', 'run_due', 'serve', 'crontab']
@@ -356,9 +357,8 @@ def serve(ws:Workspace|None=None, # the workspace (default: the current one)
     """Run due schedules in the foreground until SIGTERM / Ctrl-C (or `max_loops` rounds), a kernel started ahead; and
     the report runs that commands of the same workspace and environment hand to it."""
     import signal, threading
-    from fmops_nb.handoff import Answerer
     ws = _ws(ws)
-    kernels = KernelPool(ws) if kernels is None else kernels
+    kernels = KernelPool(ws, env=dict(os.environ)) if kernels is None else kernels # as serve started
     answerer = Answerer(ws, kernels, log=log, out=out) # its lock: one run at a time, scheduled or handed over
     stop = threading.Event()
     main = threading.current_thread() is threading.main_thread() # only the main thread may set a signal handler
@@ -368,7 +368,7 @@ def serve(ws:Workspace|None=None, # the workspace (default: the current one)
     try:
         kernels.refill()
         if answer:
-            why = answerer.open()
+            why = answerer.listen()
             out(f"fmops schedule serve: `fmops report run` in this workspace is handed to it ({answerer.path})"
                 if not why else f"fmops schedule serve: report runs are not handed to it: {why}")
         while not stop.is_set() and (max_loops is None or loops < max_loops):

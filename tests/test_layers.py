@@ -17,7 +17,7 @@ LAYERS = {  # lowest first; a module may import its own layer (without cycles) a
     "foundation": ["_grid", "errors", "postgres", "core", "progress", "tracking", "audit", "blobs", "record", "tasks", "html",
                    "data", "pii", "costs"],
     "engine": ["embeddings", "lm", "descriptors", "slices", "drift", "dask_drift", "registry", "diff", "finetune",
-               "reports", "monitor", "governance", "cards", "schedule", "demo", "demo_text", "demo_llm", "feedback", "review"],
+               "reports", "monitor", "governance", "cards", "handoff", "schedule", "demo", "demo_text", "demo_llm", "feedback", "review"],
     "commands": ["commands"],
     "surface": ["widgets", "magics", "cli", "templates"],
 }
