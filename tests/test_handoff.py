@@ -115,6 +115,17 @@ def ran_in(run: ReportRun) -> int:
     return json.loads((run.dir / "status.json").read_text())["pid"]
 
 
+def held_in_serve(tmp_path: Path, serve, interruptible: bool = False):
+    "A serve, and a command whose run serve took and holds at the gate: (template, serve, command, the run's kernel)."
+    tpl = gate_template(tmp_path)
+    s = serve("--no-wandb")
+    s.wait_for("is handed to it")
+    started = tmp_path / "started"
+    p = report_run(tmp_path, str(tpl), "--no-wandb", "-p", "gate", str(tmp_path / "never"), "-p", "started",
+                   str(started), interruptible=interruptible)
+    return tpl, s, p, int(wait_file(started))
+
+
 def test_a_serve_runs_the_command_s_report_in_its_warm_kernel_and_the_command_shows_it(tmp_path, serve):
     tpl = gate_template(tmp_path)
     s = serve()
@@ -176,13 +187,7 @@ def test_a_serve_that_would_run_it_differently_or_is_busy_leaves_it_to_the_comma
 
 
 def test_ctrl_c_in_the_command_kills_the_run_in_serve_which_goes_on(tmp_path, serve):
-    tpl = gate_template(tmp_path)
-    s = serve("--no-wandb")
-    s.wait_for("is handed to it")
-    gate, started = tmp_path / "never", tmp_path / "started"
-    p = report_run(tmp_path, str(tpl), "--no-wandb", "-p", "gate", str(gate), "-p", "started", str(started),
-                   interruptible=True)
-    kernel = int(wait_file(started))
+    tpl, s, p, kernel = held_in_serve(tmp_path, serve, interruptible=True)
     p.send_signal(signal.SIGINT)
     code, out, err = finished(p)
     assert code == 130 and "interrupted" in err and "Traceback" not in err, (out, err)
@@ -197,13 +202,7 @@ def test_ctrl_c_in_the_command_kills_the_run_in_serve_which_goes_on(tmp_path, se
 
 
 def test_stopping_serve_during_a_run_ends_it_killed_and_tells_the_command(tmp_path, serve):
-    tpl = gate_template(tmp_path)
-    s = serve("--no-wandb")
-    s.wait_for("is handed to it")
-    started = tmp_path / "started"
-    p = report_run(tmp_path, str(tpl), "--no-wandb", "-p", "gate", str(tmp_path / "never"), "-p", "started",
-                   str(started))
-    kernel = int(wait_file(started))
+    tpl, s, p, kernel = held_in_serve(tmp_path, serve)
     s.p.send_signal(signal.SIGTERM)
     code, out, err = finished(p)
     assert code == 1 and "was stopped: fmops schedule serve stopped during the run" in err, (out, err)
@@ -215,13 +214,7 @@ def test_stopping_serve_during_a_run_ends_it_killed_and_tells_the_command(tmp_pa
 
 
 def test_a_killed_serve_fails_its_command_clearly_and_its_socket_is_replaced(tmp_path, serve, hostile):
-    tpl = gate_template(tmp_path)
-    s = serve("--no-wandb")
-    s.wait_for("is handed to it")
-    started = tmp_path / "started"
-    p = report_run(tmp_path, str(tpl), "--no-wandb", "-p", "gate", str(tmp_path / "never"), "-p", "started",
-                   str(started))
-    wait_file(started)
+    tpl, s, p, _ = held_in_serve(tmp_path, serve)
     hostile("serve is killed (SIGKILL) in the middle of a run it was handed")
     s.p.kill(); s.p.wait(timeout=CAP)
     code, out, err = finished(p)
